@@ -1,0 +1,97 @@
+"""The CPU: a Unicorn x86-64 engine, with fast register access and contexts.
+
+The Python binding's reg_read/reg_write cost about 3 us each, most of it a
+register-class lookup; calling the C library directly with a reused
+c_uint64 costs under 1 us (DESIGN.md 3), and a batch read of the syscall
+registers is one call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import unicorn
+from unicorn import x86_const as X
+from unicorn.unicorn_py3.unicorn import uclib
+
+# Registers in the order of GDB's x86-64 target description (amd64 core).
+GENERAL_REGISTERS = (
+    ("rax", X.UC_X86_REG_RAX), ("rbx", X.UC_X86_REG_RBX), ("rcx", X.UC_X86_REG_RCX),
+    ("rdx", X.UC_X86_REG_RDX), ("rsi", X.UC_X86_REG_RSI), ("rdi", X.UC_X86_REG_RDI),
+    ("rbp", X.UC_X86_REG_RBP), ("rsp", X.UC_X86_REG_RSP), ("r8", X.UC_X86_REG_R8),
+    ("r9", X.UC_X86_REG_R9), ("r10", X.UC_X86_REG_R10), ("r11", X.UC_X86_REG_R11),
+    ("r12", X.UC_X86_REG_R12), ("r13", X.UC_X86_REG_R13), ("r14", X.UC_X86_REG_R14),
+    ("r15", X.UC_X86_REG_R15), ("rip", X.UC_X86_REG_RIP), ("eflags", X.UC_X86_REG_EFLAGS),
+    ("fs_base", X.UC_X86_REG_FS_BASE), ("gs_base", X.UC_X86_REG_GS_BASE),
+)
+REGISTER_IDS = dict(GENERAL_REGISTERS)
+
+# The Linux syscall ABI: number in rax, arguments in rdi, rsi, rdx, r10, r8, r9.
+_SYSCALL_REGISTERS = (X.UC_X86_REG_RAX, X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC_X86_REG_RDX,
+                      X.UC_X86_REG_R10, X.UC_X86_REG_R8, X.UC_X86_REG_R9)
+
+
+class CPU:
+    """One x86-64 core. All processes share it; each keeps its own Context."""
+
+    def __init__(self) -> None:
+        self.engine = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+        self.handle = self.engine._uch
+        self._value = ctypes.c_uint64()
+        self._value_ref = ctypes.byref(self._value)
+        count = len(_SYSCALL_REGISTERS)
+        self._batch_ids = (ctypes.c_int * count)(*_SYSCALL_REGISTERS)
+        self._batch_values = (ctypes.c_uint64 * count)()
+        self._batch_pointers = (ctypes.c_void_p * count)(
+            *[ctypes.addressof(self._batch_values) + 8 * i for i in range(count)])
+        self._reset_context = self.engine.context_save()
+
+    def read(self, register: int) -> int:
+        uclib.uc_reg_read(self.handle, register, self._value_ref)
+        return self._value.value
+
+    def write(self, register: int, value: int) -> None:
+        self._value.value = value & 0xFFFF_FFFF_FFFF_FFFF
+        uclib.uc_reg_write(self.handle, register, self._value_ref)
+
+    def syscall_registers(self) -> tuple[int, int, int, int, int, int, int]:
+        """(number, arg0..arg5) of the syscall being made, in one C call."""
+        uclib.uc_reg_read_batch(self.handle, self._batch_ids, self._batch_pointers, len(_SYSCALL_REGISTERS))
+        return tuple(self._batch_values)  # type: ignore[return-value]
+
+    @property
+    def rip(self) -> int:
+        return self.read(X.UC_X86_REG_RIP)
+
+    @property
+    def rax(self) -> int:
+        return self.read(X.UC_X86_REG_RAX)
+
+    def set_result(self, value: int) -> None:
+        """Put a syscall's result (or -errno) in rax."""
+        self.write(X.UC_X86_REG_RAX, value)
+
+    def registers(self) -> dict[str, int]:
+        return {name: self.read(reg) for name, reg in GENERAL_REGISTERS}
+
+    def new_context(self, rip: int, rsp: int) -> unicorn.UcContext:
+        """A fresh user context: every register zero but rip and rsp."""
+        self.engine.context_restore(self._reset_context)
+        self.write(X.UC_X86_REG_RIP, rip)
+        self.write(X.UC_X86_REG_RSP, rsp)
+        self.write(X.UC_X86_REG_EFLAGS, 0x202)
+        return self.engine.context_save()
+
+    def save(self, context: unicorn.UcContext) -> None:
+        self.engine.context_update(context)
+
+    def restore(self, context: unicorn.UcContext) -> None:
+        self.engine.context_restore(context)
+
+    def copy_context(self, context: unicorn.UcContext) -> unicorn.UcContext:
+        """A copy of a saved context (for fork), leaving the live CPU as it was."""
+        live = self.engine.context_save()
+        self.engine.context_restore(context)
+        copy = self.engine.context_save()
+        self.engine.context_restore(live)
+        return copy

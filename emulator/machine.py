@@ -1,0 +1,213 @@
+"""The board: CPU, physical RAM, MMU, TLB and traps, wired together.
+
+Faults reach the kernel through Unicorn's virtual TLB, not its #PF path
+(DESIGN.md 2): on every TLB miss the fill hook walks the page tables in RAM
+with emulator.mmu; when the walk fails, the kernel's page-fault handler is
+called right there, and if it fixes the tables the walk is retried without
+leaving the engine.  Only a fault the kernel cannot fix stops the run.
+
+The machine knows nothing about processes: the kernel registers a page-fault
+handler and a syscall handler, sets the page-table root, and calls run().
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import unicorn
+from unicorn import x86_const as X
+
+from emulator import mmu, traps
+from emulator.clock import InstructionClock
+from emulator.cpu import CPU
+from emulator.ram import PAGE_SHIFT, PAGE_SIZE, PhysicalMemory
+from emulator.recorder import Recorder
+
+DEFAULT_RAM_SIZE = 256 << 20
+
+# Unicorn asks the fill hook for a fetch translation of the page before the
+# `until` address of every run when the run ends (DESIGN.md 2).  `until` is put
+# in the kernel half, which user code can never map, and that one request is
+# answered with frame 0, which the machine keeps filled with ud2.
+STOP_PAGE = 0xFFFF_FFFF_FFFF_E000
+STOP_ADDRESS = STOP_PAGE + PAGE_SIZE
+STOP_FRAME = 0
+_UD2 = b"\x0f\x0b"
+
+_ACCESS_OF = {unicorn.UC_MEM_READ: mmu.READ, unicorn.UC_MEM_WRITE: mmu.WRITE, unicorn.UC_MEM_FETCH: mmu.FETCH}
+
+PageFaultHandler = Callable[[int, int, int], bool]
+SyscallHandler = Callable[[], None]
+
+
+class TLB:
+    """The TLB is Unicorn's own translation cache; this counts what the kernel asks of it.
+
+    Unicorn can only flush its TLB whole, so invalidations are recorded one by
+    one, as the kernel asks for them, and carried out as one flush before user
+    code runs again.
+    """
+
+    def __init__(self, engine: unicorn.Uc, recorder: Recorder) -> None:
+        self._engine = engine
+        self._recorder = recorder
+        self.pending = False
+
+    def invalidate_page(self, va: int, reason: str) -> None:
+        self._recorder.event("tlb", "invalidate-page", address=va, reason=reason)
+        self.pending = True
+
+    def invalidate_all(self, reason: str) -> None:
+        self._recorder.event("tlb", "invalidate-all", reason=reason)
+        self.pending = True
+
+    def sync(self) -> None:
+        """Carry out the invalidations asked for since the last sync."""
+        if self.pending:
+            self.pending = False
+            self._engine.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)
+
+
+class Machine:
+    """An x86-64 machine with `ram_size` bytes of RAM.
+
+    deterministic=True counts every retired instruction (the virtual clock);
+    False runs at raw Unicorn speed and keeps no clock.
+    """
+
+    def __init__(self, ram_size: int = DEFAULT_RAM_SIZE, deterministic: bool = True,
+                 recorder: Recorder | None = None) -> None:
+        self.recorder = recorder or Recorder()
+        self.ram = PhysicalMemory(ram_size)
+        self.cpu = CPU()
+        self.engine = self.cpu.engine
+        self.engine.mem_map_ptr(0, ram_size, unicorn.UC_PROT_ALL, self.ram.address)
+        self.engine.ctl_set_tlb_mode(unicorn.UC_TLB_VIRTUAL)
+        self.tlb = TLB(self.engine, self.recorder)
+        self.deterministic = deterministic
+        self.clock = InstructionClock(self.engine) if deterministic else None
+        self.cr3 = 0
+        self.page_fault_handler: PageFaultHandler = lambda va, access, error: False
+        self.syscall_handler: SyscallHandler = lambda: None
+        self._trap: traps.Trap | None = None
+        self._stop_requested = False
+        self.ram.write(STOP_FRAME << PAGE_SHIFT, _UD2 * (PAGE_SIZE // 2))
+        self.engine.hook_add(unicorn.UC_HOOK_TLB_FILL, self._tlb_fill)
+        self.engine.hook_add(unicorn.UC_HOOK_INSN, self._syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
+        self.engine.hook_add(unicorn.UC_HOOK_INTR, self._interrupt)
+        self.engine.hook_add(unicorn.UC_HOOK_INSN_INVALID, self._invalid_opcode)
+
+    @property
+    def now(self) -> int:
+        """Virtual time: instructions retired (0 when not deterministic)."""
+        return self.clock.now if self.clock else 0
+
+    def set_page_table_root(self, cr3: int, reason: str) -> None:
+        """Load CR3, which (without PCIDs or global pages) flushes the whole TLB."""
+        self.cr3 = cr3
+        self.tlb.invalidate_all(reason)
+
+    def forget_code(self, frame: int) -> None:
+        """Drop translated code that came from a frame about to hold something else.
+
+        Unicorn does not notice writes made behind its back (DESIGN.md 3), so a
+        reused frame that once held code would otherwise run the old code.
+        """
+        self.engine.ctl_flush_tb()
+
+    def stop(self) -> None:
+        """Called by a kernel handler: end the current run once the handler returns."""
+        self._stop_requested = True
+        self.engine.emu_stop()
+
+    def run(self, budget: int = 0, timeout_us: int = 0) -> traps.Trap:
+        """Run user code from the current context until something needs the kernel.
+
+        `budget` is a number of instructions (deterministic machines) and
+        `timeout_us` host microseconds (fast machines); 0 means no limit.
+        """
+        self._trap = None
+        self._stop_requested = False
+        if self.clock:
+            self.clock.arm(budget or (1 << 62))
+        self.tlb.sync()
+        start = self.cpu.rip
+        try:
+            self.engine.emu_start(start, STOP_ADDRESS, timeout=0 if self.clock else timeout_us)
+        except unicorn.UcError as error:
+            if self._trap is None:
+                self._trap = self._unexplained_stop(error)
+        return self._trap or self._ordinary_stop()
+
+    def _ordinary_stop(self) -> traps.Trap:
+        rip = self.cpu.rip
+        if self._stop_requested:
+            return traps.Trap(traps.STOPPED, rip)
+        if self.clock and self.clock.expired:
+            return traps.Trap(traps.QUANTUM, rip)
+        if rip == STOP_ADDRESS or rip >> 47:
+            return traps.Trap(traps.PAGE_FAULT, rip, rip, mmu.PF_U | mmu.PF_I, mmu.FETCH)
+        if not self.clock:
+            return traps.Trap(traps.QUANTUM, rip)
+        # The engine stopped on its own: hlt ends emulation in Unicorn, but a
+        # user-mode hlt is a general-protection fault on real hardware.
+        return traps.Trap(traps.GENERAL_PROTECTION, rip - 1)
+
+    def _unexplained_stop(self, error: unicorn.UcError) -> traps.Trap:
+        rip = self.cpu.rip
+        if error.errno == unicorn.UC_ERR_INSN_INVALID:
+            return traps.Trap(traps.INVALID_OPCODE, rip)
+        return traps.Trap(traps.GENERAL_PROTECTION, rip)
+
+    def _tlb_fill(self, engine: unicorn.Uc, va: int, mem_type: int, entry, user_data) -> bool:
+        if va & ~0xFFF == STOP_PAGE and mem_type == unicorn.UC_MEM_FETCH:
+            entry.paddr = STOP_FRAME << PAGE_SHIFT
+            entry.perms = unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC
+            return True
+        access = _ACCESS_OF[mem_type]
+        qwords = self.ram.qwords
+        paddr, result = mmu.walk(qwords, self.cr3, va, access)
+        if paddr < 0:
+            if not self.page_fault_handler(va, access, result):
+                self._fault_trap(va, access, result)
+                return False
+            paddr, result = mmu.walk(qwords, self.cr3, va, access)
+            if paddr < 0:
+                raise RuntimeError(f"kernel resolved a fault at {va:#x} but the walk still faults ({result:#x})")
+            self.tlb.sync()
+        entry.paddr = paddr
+        entry.perms = result
+        return True
+
+    def _fault_trap(self, va: int, access: int, error_code: int) -> None:
+        if self.clock and access != mmu.FETCH:
+            self.clock.unretire()
+        self._trap = traps.Trap(traps.PAGE_FAULT, self.cpu.rip, va, error_code, access)
+
+    def _syscall(self, engine: unicorn.Uc, user_data) -> None:
+        self.syscall_handler()
+        self.tlb.sync()
+
+    def _interrupt(self, engine: unicorn.Uc, number: int, user_data) -> None:
+        rip = self.cpu.rip
+        if number == 3:
+            self._trap = traps.Trap(traps.BREAKPOINT, rip)
+        elif number == 0:
+            if self.clock:
+                self.clock.unretire()
+            self._trap = traps.Trap(traps.DIVIDE_ERROR, rip)
+        elif number == 6:
+            self._trap = traps.Trap(traps.INVALID_OPCODE, rip)
+        else:
+            self._trap = traps.Trap(traps.GENERAL_PROTECTION, rip)
+        engine.emu_stop()
+
+    def _invalid_opcode(self, engine: unicorn.Uc, user_data) -> bool:
+        if self.clock:
+            self.clock.unretire()
+        rip = self.cpu.rip
+        if rip & ~0xFFF == STOP_PAGE:
+            self._trap = traps.Trap(traps.PAGE_FAULT, rip, rip, mmu.PF_U | mmu.PF_I, mmu.FETCH)
+        else:
+            self._trap = traps.Trap(traps.INVALID_OPCODE, rip)
+        return False

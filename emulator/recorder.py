@@ -1,0 +1,58 @@
+"""The machine's event recorder: the one place where everything is counted.
+
+Every layer reports what it does here (a fault, a TLB invalidation, a PTE
+write, a page copy, a syscall, ...).  Counters are kept always, per process;
+a trace sink sees the same events when one is attached, so counters and
+traces agree by construction.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Callable
+
+TraceSink = Callable[[dict[str, Any]], None]
+
+
+class Recorder:
+    """Counts events by (pid, type, kind) and forwards them to an optional sink.
+
+    `pid` is the process on whose behalf the kernel is working; the kernel sets
+    it when it switches processes.  `clock` gives the virtual time.
+    """
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[int, str, str]] = Counter()
+        self.pid = 0
+        self.frames_in_use = 0
+        self.frames_peak = 0
+        self.sink: TraceSink | None = None
+        self.clock: Callable[[], int] = lambda: 0
+
+    def event(self, type_: str, kind: str, **fields: Any) -> None:
+        """Record one event; `fields` only matter to the trace."""
+        self.counts[(self.pid, type_, kind)] += 1
+        if type_ == "page":
+            if kind == "alloc":
+                self.frames_in_use += 1
+                if self.frames_in_use > self.frames_peak:
+                    self.frames_peak = self.frames_in_use
+            elif kind == "free":
+                self.frames_in_use -= 1
+        if self.sink is not None:
+            record = {"t": self.clock(), "pid": self.pid, "type": type_, "kind": kind}
+            record.update(fields)
+            self.sink(record)
+
+    def count(self, type_: str, kind: str | None = None, pid: int | None = None) -> int:
+        """How many events of a type (and kind, and process, if given) were recorded."""
+        return sum(n for (p, t, k), n in self.counts.items()
+                   if t == type_ and (kind is None or k == kind) and (pid is None or p == pid))
+
+    def by_kind(self, type_: str, pid: int | None = None) -> dict[str, int]:
+        """Counts of one event type by kind, over all processes or one."""
+        totals: Counter[str] = Counter()
+        for (p, t, k), n in self.counts.items():
+            if t == type_ and (pid is None or p == pid):
+                totals[k] += n
+        return dict(sorted(totals.items()))
