@@ -1,0 +1,142 @@
+"""vm_fault: resolve a page fault from the map entry and its object chain.
+
+The steps follow FreeBSD's vm_fault and the paper:
+1. find the map entry; no entry, or an access its protection forbids, is fatal;
+2. a write through a needs-copy entry first pushes a shadow object;
+3. look the page up top-down through the chain of backing objects;
+4. nothing found: zero-fill a page in the top object, or page it in from the
+   file at the bottom of the chain;
+5. found below the top object: a read maps it read-only; a write copies it up
+   into the top object, or moves it up (no copy) when its holder is the top
+   object's immediate backing object, held by no one else and shadowed once;
+6. enter the mapping in the pmap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from emulator import mmu
+from kernel.vm.map import MapEntry, VMSpace
+from kernel.vm.object import ANONYMOUS, VNODE, VMObject
+from kernel.vm.page import OutOfMemory, PageAllocator, VMPage
+from kernel.vm.pmap import PROT_EXEC, PROT_READ, PROT_WRITE
+
+ZERO_FILL = "zero-fill"
+FILE = "file"
+RESIDENT = "resident"
+COW_COPY = "cow-copy"
+COW_MOVE = "cow-move"
+PROTECTION = "protection"
+FATAL = "fatal"
+
+# Why a fatal fault was fatal, as the signal's si_code would say.
+MAPERR = "no mapping"            # SEGV_MAPERR
+ACCERR = "permission denied"     # SEGV_ACCERR
+BUSERR = "beyond end of file"    # SIGBUS
+NOMEM = "out of memory"          # the OOM killer's SIGKILL
+
+_NEEDED = (PROT_READ | PROT_WRITE | PROT_EXEC, PROT_WRITE, PROT_EXEC)
+
+
+@dataclass(frozen=True)
+class FaultResult:
+    """What a fault did: its kind, and where in the chain the page came from."""
+
+    kind: str
+    reason: str = ""
+    object: int | None = None   # id of the object that held (or now holds) the page
+    level: int | None = None    # 0 for the top object, 1 for its backing object, ...
+    depth: int | None = None    # length of the chain at the faulting address
+    frame: int | None = None    # the frame mapped
+
+    @property
+    def fatal(self) -> bool:
+        return self.kind == FATAL
+
+
+def vm_fault(vmspace: VMSpace, allocator: PageAllocator, va: int, access: int, error_code: int,
+             rip: int | None) -> FaultResult:
+    """Handle one page fault of `vmspace` at `va`; `rip` is None for faults taken by the kernel's copyin/copyout."""
+    result = _resolve(vmspace, allocator, va, access, error_code)
+    allocator.recorder.event("fault", result.kind, address=va, access=mmu.ACCESS_NAMES[access],
+                             error_code=error_code, rip=rip, reason=result.reason or None,
+                             object=result.object, level=result.level, depth=result.depth, frame=result.frame)
+    return result
+
+
+def _resolve(vmspace: VMSpace, allocator: PageAllocator, va: int, access: int, error_code: int) -> FaultResult:
+    entry = vmspace.map.lookup(va)
+    if entry is None:
+        return FaultResult(FATAL, MAPERR)
+    if not entry.protection & _NEEDED[access]:
+        return FaultResult(FATAL, ACCERR)
+    write = access == mmu.WRITE
+    if write and entry.needs_copy:
+        _push_shadow(entry)
+
+    first = entry.object
+    pindex = entry.pindex(va)
+    obj, index, level = first, pindex, 0
+    page = obj.pages.get(index)
+    while page is None and obj.backing is not None:
+        index += obj.backing_offset
+        obj = obj.backing
+        level += 1
+        page = obj.pages.get(index)
+
+    try:
+        if page is None:
+            if obj.kind == VNODE:
+                if index * 4096 >= obj.vnode.size:
+                    return FaultResult(FATAL, BUSERR)
+                page = obj.page_in(index)
+                kind = FILE
+            else:
+                obj, level = first, 0
+                page = allocator.alloc(zero=True)
+                first.insert(page, pindex)
+                kind = ZERO_FILL
+        elif obj.kind == VNODE:
+            kind = FILE
+        elif error_code & mmu.PF_P and obj is first:
+            kind = PROTECTION
+        else:
+            kind = RESIDENT
+
+        prot = entry.protection
+        if obj is not first:
+            if write:
+                page, kind = _copy_up(allocator, first, pindex, obj, page)
+                obj, level = first, 0
+            else:
+                prot &= ~PROT_WRITE
+        elif entry.cow and obj.kind == VNODE:
+            prot &= ~PROT_WRITE
+        vmspace.pmap.enter(va & ~0xFFF, page, prot, "cow" if kind in (COW_COPY, COW_MOVE) else "fault")
+    except OutOfMemory:
+        return FaultResult(FATAL, NOMEM)
+    return FaultResult(kind, object=obj.id, level=level, depth=first.depth(), frame=page.frame)
+
+
+def _push_shadow(entry: MapEntry) -> None:
+    """Clear needs-copy: give the entry a private anonymous object in front of the shared one."""
+    pages = (entry.end - entry.start) // 4096
+    entry.object = entry.object.shadow(entry.offset // 4096, pages)
+    entry.offset = 0
+    entry.needs_copy = False
+
+
+def _copy_up(allocator: PageAllocator, first: VMObject, pindex: int, holder: VMObject,
+             page: VMPage) -> tuple[VMPage, str]:
+    """Give the top object its own copy of a page found lower in the chain."""
+    if (holder is first.backing and holder.kind == ANONYMOUS
+            and holder.ref_count == 1 and holder.shadow_count == 1):
+        del holder.pages[page.pindex]
+        first.insert(page, pindex)
+        allocator.recorder.event("page", "move", frame=page.frame, source_object=holder.id, object=first.id)
+        return page, COW_MOVE
+    copy = allocator.alloc(zero=False)
+    allocator.copy(copy, page)
+    first.insert(copy, pindex)
+    return copy, COW_COPY

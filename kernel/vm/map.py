@@ -1,0 +1,144 @@
+"""vm_map: a process's address space as a sorted list of entries.
+
+Each entry maps [start, end) to a VM object at an offset, with a protection,
+a copy-on-write flag and FreeBSD's needs-copy flag (the shadow object is
+created on the first write fault, not when the entry is made).  A vmspace
+is a map together with its pmap (the page tables that cache it).
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from emulator.ram import PAGE_SIZE
+from kernel.vm.object import VMObject
+from kernel.vm.pmap import PROT_EXEC, PROT_READ, PROT_WRITE, Pmap
+
+USER_TOP = 0x0000_8000_0000_0000 - PAGE_SIZE   # highest user address + 1 (the last page stays unmapped)
+MMAP_TOP = 0x0000_7FFF_F000_0000                # mmap without a hint allocates downwards from here
+MMAP_BOTTOM = 0x0000_0001_0000_0000
+
+
+def prot_letters(prot: int) -> str:
+    return ("r" if prot & PROT_READ else "-") + ("w" if prot & PROT_WRITE else "-") + ("x" if prot & PROT_EXEC else "-")
+
+
+@dataclass(eq=False)
+class MapEntry:
+    """A vm_map_entry."""
+
+    start: int
+    end: int
+    object: VMObject
+    offset: int                # bytes into the object
+    protection: int
+    max_protection: int = PROT_READ | PROT_WRITE | PROT_EXEC
+    cow: bool = False          # writes go to a private copy, never to the object itself
+    needs_copy: bool = False   # a shadow must be pushed before the first write
+    shared: bool = False       # MAP_SHARED: children share the object, no COW at fork
+    name: str = ""
+
+    def pindex(self, va: int) -> int:
+        """Page index in the entry's object of the page holding va."""
+        return (va - self.start + self.offset) // PAGE_SIZE
+
+    def flags(self) -> str:
+        """procstat -v style: C for copy-on-write, N for needs-copy."""
+        return ("C" if self.cow else "-") + ("N" if self.needs_copy else "-")
+
+
+@dataclass(eq=False)
+class VMMap:
+    entries: list[MapEntry] = field(default_factory=list)
+
+    def _starts(self) -> list[int]:
+        return [e.start for e in self.entries]
+
+    def lookup(self, va: int) -> MapEntry | None:
+        i = bisect.bisect_right(self._starts(), va) - 1
+        if i >= 0 and self.entries[i].start <= va < self.entries[i].end:
+            return self.entries[i]
+        return None
+
+    def insert(self, entry: MapEntry) -> None:
+        if self.overlaps(entry.start, entry.end):
+            raise RuntimeError(f"map entry [{entry.start:#x}, {entry.end:#x}) overlaps another")
+        bisect.insort(self.entries, entry, key=lambda e: e.start)
+
+    def overlaps(self, start: int, end: int) -> bool:
+        return any(e.start < end and start < e.end for e in self.entries)
+
+    def covered(self, start: int, end: int) -> bool:
+        """Whether every page of [start, end) is in some entry."""
+        at = start
+        for e in self.entries:
+            if e.end <= at:
+                continue
+            if e.start > at:
+                return False
+            at = e.end
+            if at >= end:
+                return True
+        return at >= end
+
+    def find_space(self, length: int, top: int = MMAP_TOP, bottom: int = MMAP_BOTTOM) -> int | None:
+        """The highest free range of `length` bytes below `top` (Linux's top-down mmap)."""
+        end = top
+        for e in reversed(self.entries):
+            if e.start >= end:
+                continue
+            if e.end <= end - length:
+                break
+            end = e.start
+        return end - length if end - length >= bottom else None
+
+    def clip(self, start: int, end: int) -> list[MapEntry]:
+        """Split entries so that none straddles start or end; return those inside."""
+        inside = []
+        for e in list(self.entries):
+            if e.end <= start or e.start >= end:
+                continue
+            if e.start < start:
+                self._split(e, start)
+                continue
+            inside.append(e)
+        for e in list(inside):
+            if e.end > end:
+                self._split(e, end)
+        return [e for e in self.entries if start <= e.start and e.end <= end]
+
+    def _split(self, entry: MapEntry, at: int) -> None:
+        """vm_map_clip: the right part becomes a new entry sharing the object."""
+        right = MapEntry(at, entry.end, entry.object, entry.offset + (at - entry.start), entry.protection,
+                         entry.max_protection, entry.cow, entry.needs_copy, entry.shared, entry.name)
+        entry.end = at
+        entry.object.reference()
+        self.insert(right)
+
+    def remove(self, entry: MapEntry) -> None:
+        self.entries.remove(entry)
+
+
+@dataclass(eq=False)
+class VMSpace:
+    """A process's address space: the map, its page tables, and its heap bounds."""
+
+    map: VMMap
+    pmap: Pmap
+    heap_start: int = 0
+    heap_end: int = 0
+
+    def unmap(self, start: int, end: int, reason: str) -> None:
+        """Remove [start, end) from the map and the page tables, dropping object references."""
+        for entry in self.map.clip(start, end):
+            self.pmap.remove(entry.start, entry.end, reason)
+            self.map.remove(entry)
+            entry.object.deallocate()
+
+    def destroy(self) -> None:
+        """Release everything (exit, or exec replacing the image)."""
+        self.pmap.destroy()
+        for entry in self.map.entries:
+            entry.object.deallocate()
+        self.map.entries.clear()

@@ -1,0 +1,95 @@
+"""vm_page: one record per physical frame, and the free-page allocator.
+
+A page belongs to at most one VM object at a time (at `pindex` in it); its pv
+entries (FreeBSD's reverse map) list the page tables that map it, so that a
+page can be write-protected or unmapped everywhere at once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from emulator.machine import Machine, STOP_FRAME
+from emulator.ram import PAGE_SIZE
+
+if TYPE_CHECKING:
+    from kernel.vm.object import VMObject
+    from kernel.vm.pmap import Pmap
+
+
+class VMPage:
+    """A physical frame in use. `pv` holds (pmap, va) pairs: its pv entries."""
+
+    __slots__ = ("frame", "object", "pindex", "pv", "held_code")
+
+    def __init__(self, frame: int) -> None:
+        self.frame = frame
+        self.object: VMObject | None = None
+        self.pindex = 0
+        self.pv: list[tuple[Pmap, int]] = []
+        self.held_code = False
+
+    @property
+    def paddr(self) -> int:
+        return self.frame * PAGE_SIZE
+
+
+class OutOfMemory(Exception):
+    """No free frame: the caller fails its operation (or the process dies)."""
+
+
+class PageAllocator:
+    """The free page queue. Frames are handed out lowest first, so runs are reproducible."""
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+        self.ram = machine.ram
+        self.recorder = machine.recorder
+        reserved = {STOP_FRAME}
+        self._free = [f for f in range(machine.ram.frames - 1, -1, -1) if f not in reserved]
+        self.total = len(self._free)
+        self._pages: list[VMPage | None] = [None] * machine.ram.frames
+        self._last_object_id = 0
+
+    @property
+    def free_count(self) -> int:
+        return len(self._free)
+
+    def alloc(self, zero: bool = True) -> VMPage:
+        """A page for the kernel's use; raises OutOfMemory when RAM is exhausted."""
+        if not self._free:
+            raise OutOfMemory()
+        frame = self._free.pop()
+        page = VMPage(frame)
+        self._pages[frame] = page
+        self.recorder.event("page", "alloc", frame=frame)
+        if zero:
+            self.ram.zero_frame(frame)
+            self.recorder.event("page", "zero", frame=frame)
+        return page
+
+    def free(self, page: VMPage) -> None:
+        """Return a page to the free queue. It must no longer be mapped anywhere."""
+        if page.pv:
+            raise RuntimeError(f"freeing frame {page.frame} while it is still mapped")
+        if page.held_code:
+            self.machine.forget_code(page.frame)
+        page.object = None
+        self._pages[page.frame] = None
+        self._free.append(page.frame)
+        self.recorder.event("page", "free", frame=page.frame)
+
+    def new_object_id(self) -> int:
+        """Objects are numbered per machine, so the same run gives the same ids."""
+        self._last_object_id += 1
+        return self._last_object_id
+
+    def page_of(self, frame: int) -> VMPage:
+        page = self._pages[frame]
+        if page is None:
+            raise RuntimeError(f"frame {frame} is not allocated")
+        return page
+
+    def copy(self, dst: VMPage, src: VMPage) -> None:
+        self.ram.copy_frame(dst.frame, src.frame)
+        self.recorder.event("page", "copy", frame=dst.frame, source=src.frame)
