@@ -1,0 +1,161 @@
+"""exec: replace a process's image with a static ELF executable.
+
+Text is mapped read-only from the file's VM object and data copy-on-write
+from it (needs-copy: the shadow appears on the first write); the page where
+the file's data ends and bss begins is copied into an anonymous page with
+its tail zeroed, as FreeBSD's and Linux's loaders do; the rest of bss, the
+heap and the stack are anonymous and demand-zero.  The initial stack is laid
+out as Linux lays it out: argc, argv, envp, auxv, then the strings.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from emulator.ram import PAGE_SIZE
+from kernel import elf, errno
+from kernel.errno import SyscallError
+from kernel.fs import HostFile
+from kernel.vm.map import USER_TOP, MapEntry, VMMap, VMSpace
+from kernel.vm.object import ANONYMOUS, VMObject
+from kernel.vm.page import OutOfMemory
+from kernel.vm.pmap import PROT_EXEC, PROT_READ, PROT_WRITE, Pmap
+
+if TYPE_CHECKING:
+    from kernel.kernel import Kernel
+    from kernel.proc import Process
+
+STACK_TOP = USER_TOP
+STACK_SIZE = 8 << 20
+ARG_MAX = 256 << 10
+MAX_IMAGE = 256 << 20
+
+AT_NULL, AT_PHDR, AT_PHENT, AT_PHNUM, AT_PAGESZ, AT_BASE, AT_FLAGS, AT_ENTRY = 0, 3, 4, 5, 6, 7, 8, 9
+AT_UID, AT_EUID, AT_GID, AT_EGID, AT_PLATFORM, AT_HWCAP, AT_CLKTCK = 11, 12, 13, 14, 15, 16, 17
+AT_SECURE, AT_RANDOM, AT_EXECFN = 23, 25, 31
+
+# AT_RANDOM's 16 bytes: fixed, so that runs are reproducible.
+RANDOM_BYTES = bytes(range(0xA0, 0xB0))
+
+
+def _page_down(x: int) -> int:
+    return x & ~(PAGE_SIZE - 1)
+
+
+def _page_up(x: int) -> int:
+    return (x + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
+def _prot(flags: int) -> int:
+    return ((PROT_READ if flags & elf.PF_R else 0) | (PROT_WRITE if flags & elf.PF_W else 0)
+            | (PROT_EXEC if flags & elf.PF_X else 0))
+
+
+def exec_image(kernel: Kernel, proc: Process, file: HostFile, argv: list[str], envp: list[str]) -> None:
+    """Load `file` into a new address space for `proc` and point its CPU context at the entry.
+
+    On failure (SyscallError: ENOEXEC, E2BIG, ENOMEM) the old image is untouched.
+    """
+    if file.size > MAX_IMAGE:
+        raise SyscallError(errno.ENOEXEC)
+    strings_size = sum(len(s.encode("utf-8", "surrogateescape")) + 1 for s in argv + envp)
+    if strings_size > ARG_MAX:
+        raise SyscallError(errno.E2BIG)
+    try:
+        image = elf.parse(file.read(0, file.size), STACK_TOP - STACK_SIZE)
+    except elf.ExecFormatError as error:
+        kernel.exec_error = str(error)
+        raise SyscallError(errno.ENOEXEC) from None
+
+    old = proc.vmspace
+    vmspace = VMSpace(VMMap(), Pmap(kernel.allocator))
+    proc.vmspace = vmspace
+    try:
+        heap_start = _map_segments(kernel, vmspace, file, image)
+        stack = VMObject(kernel.allocator, ANONYMOUS, STACK_SIZE // PAGE_SIZE)
+        vmspace.map.insert(MapEntry(STACK_TOP - STACK_SIZE, STACK_TOP, stack, 0, PROT_READ | PROT_WRITE,
+                                    name="stack"))
+        vmspace.heap_start = vmspace.heap_end = heap_start
+        sp = _build_stack(proc, image, argv, envp)
+    except (OutOfMemory, SyscallError) as error:
+        proc.vmspace = old
+        vmspace.destroy()
+        raise SyscallError(error.errno if isinstance(error, SyscallError) else errno.ENOMEM) from None
+    if old is not None:
+        old.destroy()
+    proc.name = file.path.rsplit("/", 1)[-1]
+    proc.context = kernel.new_context(image.entry, sp)
+    kernel.machine.recorder.event("proc", "exec", path=file.path, argv=argv)
+
+
+def _map_segments(kernel: Kernel, vmspace: VMSpace, file: HostFile, image: elf.Image) -> int:
+    """Map every PT_LOAD segment; returns where the heap starts."""
+    allocator = kernel.allocator
+    for seg in image.segments:
+        prot = _prot(seg.flags)
+        start = _page_down(seg.vaddr)
+        file_end = seg.vaddr + seg.filesz
+        mem_end = _page_up(seg.end)
+        # Read-only segments map the file up to the end of its last page, as mmap would;
+        # writable ones stop at the last whole page, and the partial page is copied.
+        shared_end = _page_down(file_end) if prot & PROT_WRITE else _page_up(file_end)
+        if seg.filesz and shared_end > start:
+            obj = kernel.fs.object_for(file)
+            vmspace.map.insert(MapEntry(start, shared_end, obj, _page_down(seg.offset), prot,
+                                        cow=True, needs_copy=True, name=_segment_name(prot)))
+        at = max(start, shared_end)
+        if seg.filesz and at < file_end:
+            partial = VMObject(allocator, ANONYMOUS, 1)
+            page = allocator.alloc(zero=True)
+            data = file.read(seg.offset - (seg.vaddr - at), file_end - at)
+            allocator.ram.frame_view(page.frame)[:len(data)] = data
+            allocator.recorder.event("page", "pagein", frame=page.frame, object=partial.id, pindex=0)
+            partial.insert(page, 0)
+            vmspace.map.insert(MapEntry(at, at + PAGE_SIZE, partial, 0, prot, name=_segment_name(prot)))
+            at += PAGE_SIZE
+        if at < mem_end:
+            bss = VMObject(allocator, ANONYMOUS, (mem_end - at) // PAGE_SIZE)
+            vmspace.map.insert(MapEntry(at, mem_end, bss, 0, prot, name="bss"))
+    return _page_up(max(seg.end for seg in image.segments))
+
+
+def _segment_name(prot: int) -> str:
+    if prot & PROT_EXEC:
+        return "text"
+    return "data" if prot & PROT_WRITE else "rodata"
+
+
+def _build_stack(proc: Process, image: elf.Image, argv: list[str], envp: list[str]) -> int:
+    """Write argc, argv, envp, auxv and the strings at the top of the stack; returns the new rsp."""
+    from kernel.uaccess import copyout
+
+    execfn = argv[0] if argv else ""
+    blobs = [s.encode("utf-8", "surrogateescape") + b"\0" for s in argv + envp]
+    platform = b"x86_64\0"
+    execfn_bytes = execfn.encode("utf-8", "surrogateescape") + b"\0"
+    strings = b"".join(blobs) + platform + execfn_bytes
+    strings_at = STACK_TOP - 8 - len(strings)
+    random_at = (strings_at - 16) & ~0xF
+    addresses = []
+    at = strings_at
+    for blob in blobs:
+        addresses.append(at)
+        at += len(blob)
+    platform_at = at
+    execfn_at = at + len(platform)
+
+    auxv = [(AT_PHDR, image.phdr_vaddr), (AT_PHENT, image.phentsize), (AT_PHNUM, image.phnum),
+            (AT_PAGESZ, PAGE_SIZE), (AT_BASE, 0), (AT_FLAGS, 0), (AT_ENTRY, image.entry),
+            (AT_UID, 0), (AT_EUID, 0), (AT_GID, 0), (AT_EGID, 0), (AT_PLATFORM, platform_at),
+            (AT_HWCAP, 0), (AT_CLKTCK, 100), (AT_SECURE, 0), (AT_RANDOM, random_at),
+            (AT_EXECFN, execfn_at), (AT_NULL, 0)]
+    words = [len(argv)] + addresses[:len(argv)] + [0] + addresses[len(argv):] + [0]
+    for key, value in auxv:
+        words += [key, value]
+    table = struct.pack(f"<{len(words)}Q", *words)
+    sp = (random_at - len(table)) & ~0xF
+    copyout(proc, strings_at, strings)
+    copyout(proc, random_at, RANDOM_BYTES)
+    copyout(proc, sp, table)
+    return sp

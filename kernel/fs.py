@@ -1,0 +1,93 @@
+"""The guest filesystem: a read-only view of one host directory.
+
+Guest paths are resolved inside the root; nothing outside it (through `..`
+or a symbolic link) can be reached.  Each file has one VM object, shared by
+every mapping of it, so program text is paged in once for all processes.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+
+from kernel import errno
+from kernel.errno import SyscallError
+from kernel.vm.object import VNODE, VMObject
+from kernel.vm.page import PageAllocator
+
+PATH_MAX = 4096
+
+
+class HostFile:
+    """A regular file of the host, seen by the guest as `path`."""
+
+    def __init__(self, path: str, host_path: str, size: int) -> None:
+        self.path = path
+        self.host_path = host_path
+        self.size = size
+        self.object: VMObject | None = None
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset >= self.size:
+            return b""
+        with open(self.host_path, "rb") as f:
+            f.seek(offset)
+            return f.read(min(length, self.size - offset))
+
+
+class FileSystem:
+    def __init__(self, root: str, allocator: PageAllocator) -> None:
+        self.root = os.path.realpath(root)
+        self.allocator = allocator
+        self._files: dict[str, HostFile] = {}
+
+    def lookup(self, path: str) -> HostFile:
+        """The regular file at guest `path`; raises SyscallError(ENOENT/EACCES/EISDIR/...)."""
+        if not path:
+            raise SyscallError(errno.ENOENT)
+        if len(path) >= PATH_MAX:
+            raise SyscallError(errno.ENAMETOOLONG)
+        guest = posixpath.normpath(posixpath.join("/", path))
+        host = os.path.realpath(os.path.join(self.root, guest.lstrip("/")))
+        if host != self.root and not host.startswith(self.root + os.sep):
+            raise SyscallError(errno.ENOENT)
+        return self._open_host(guest, host)
+
+    def open_host(self, host_path: str) -> HostFile:
+        """A file named by a host path (the program given on the command line)."""
+        host = os.path.realpath(host_path)
+        return self._open_host(host_path, host)
+
+    def _open_host(self, guest: str, host: str) -> HostFile:
+        try:
+            info = os.stat(host)
+        except FileNotFoundError:
+            raise SyscallError(errno.ENOENT) from None
+        except NotADirectoryError:
+            raise SyscallError(errno.ENOTDIR) from None
+        except PermissionError:
+            raise SyscallError(errno.EACCES) from None
+        if stat.S_ISDIR(info.st_mode):
+            raise SyscallError(errno.EISDIR)
+        if not stat.S_ISREG(info.st_mode):
+            raise SyscallError(errno.EACCES)
+        if not os.access(host, os.R_OK):
+            raise SyscallError(errno.EACCES)
+        cached = self._files.get(host)
+        if cached is None or cached.size != info.st_size:
+            cached = HostFile(guest, host, info.st_size)
+            self._files[host] = cached
+        return cached
+
+    def object_for(self, file: HostFile) -> VMObject:
+        """The file's VM object (one per file); the caller gets a new reference.
+
+        The filesystem keeps a reference of its own, like a vnode cache, so a
+        file's pages stay resident after the last process using it exits.
+        """
+        if file.object is None:
+            pages = (file.size + 4095) // 4096
+            file.object = VMObject(self.allocator, VNODE, pages, vnode=file)
+        file.object.reference()
+        return file.object

@@ -1,0 +1,206 @@
+"""The kernel: the process table, the scheduler, and the trap handlers.
+
+The machine calls in on a syscall or a page fault (from inside the running
+engine) and returns to the scheduler when a run ends: the quantum expired,
+a syscall blocked or exited, or the process took a fault it cannot survive,
+in which case it is killed with the signal a Linux kernel would send.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import deque
+from typing import BinaryIO
+
+from emulator import mmu, traps
+from emulator.disasm import instruction_at
+from emulator.machine import Machine
+from kernel import errno, signals
+from kernel.errno import SyscallError
+from kernel.exec import exec_image
+from kernel.file import Console
+from kernel.fs import FileSystem, HostFile
+from kernel.proc import RUNNABLE, ZOMBIE, Process
+from kernel.syscall import dispatch
+from kernel.vm import fault
+from kernel.vm.fault import FaultResult, vm_fault
+from kernel.vm.page import PageAllocator
+
+DEFAULT_QUANTUM = 1_000_000      # instructions per scheduling slice
+DEFAULT_MAX_PROCESSES = 256
+
+_SIGNAL_OF_TRAP = {
+    traps.INVALID_OPCODE: signals.SIGILL,
+    traps.DIVIDE_ERROR: signals.SIGFPE,
+    traps.BREAKPOINT: signals.SIGTRAP,
+    traps.GENERAL_PROTECTION: signals.SIGSEGV,
+}
+_SIGNAL_OF_FAULT = {fault.NOMEM: signals.SIGKILL, fault.BUSERR: signals.SIGBUS}
+
+
+class Kernel:
+    def __init__(self, machine: Machine, root: str = ".", stdin: BinaryIO | None = None,
+                 stdout: BinaryIO | None = None, stderr: BinaryIO | None = None,
+                 quantum: int = DEFAULT_QUANTUM, max_processes: int = DEFAULT_MAX_PROCESSES) -> None:
+        self.machine = machine
+        self.recorder = machine.recorder
+        self.allocator = PageAllocator(machine)
+        self.fs = FileSystem(root, self.allocator)
+        self.stdio = (stdin or sys.stdin.buffer, stdout or sys.stdout.buffer, stderr or sys.stderr.buffer)
+        self.quantum = quantum
+        self.max_processes = max_processes
+        self.processes: dict[int, Process] = {}
+        self.run_queue: deque[Process] = deque()
+        self.current: Process | None = None
+        self.loaded: Process | None = None      # whose registers are in the CPU
+        self.exec_error = ""                    # why the last exec said ENOEXEC
+        self._next_pid = 1
+        self._fatal: tuple[FaultResult, int, int] | None = None
+        machine.page_fault_handler = self._page_fault
+        machine.syscall_handler = self._syscall
+        self.recorder.clock = lambda: machine.now
+
+    # Processes.
+
+    def spawn(self, file: HostFile, argv: list[str], envp: list[str]) -> Process:
+        """Create a process running `file` (the kernel's first process, or one for a test)."""
+        if len(self.processes) >= self.max_processes:
+            raise SyscallError(errno.EAGAIN)
+        proc = Process(self._next_pid, 0, file.path, self, vmspace=None)  # type: ignore[arg-type]
+        stdin, stdout, stderr = self.stdio
+        proc.files = {0: Console(stdin, True, False), 1: Console(stdout, False, True), 2: Console(stderr, False, True)}
+        previous_pid, self.recorder.pid = self.recorder.pid, proc.pid
+        try:
+            exec_image(self, proc, file, argv, envp)
+        finally:
+            self.recorder.pid = previous_pid
+        self._next_pid += 1
+        self.processes[proc.pid] = proc
+        self.run_queue.append(proc)
+        self.recorder.event("proc", "spawn", child=proc.pid, path=file.path)
+        return proc
+
+    def new_context(self, rip: int, rsp: int):
+        """A fresh register set; whatever was live on the CPU is saved first."""
+        self._save_loaded()
+        self.loaded = None
+        return self.machine.cpu.new_context(rip, rsp)
+
+    def exit(self, proc: Process, code: int, signal: int = 0, death: str = "") -> None:
+        """Turn a process into a zombie and release everything it holds."""
+        proc.state = ZOMBIE
+        proc.exit_code, proc.signal, proc.death = code, signal, death
+        for file in proc.files.values():
+            file.close()
+        proc.files.clear()
+        proc.vmspace.destroy()
+        if self.loaded is proc:
+            self.loaded = None
+        self.recorder.event("proc", "exit", code=code, signal=signal)
+        if proc is self.current:
+            self.machine.stop()
+
+    def reaped_children(self, proc: Process) -> list[int]:
+        return []
+
+    def instructions_of(self, proc: Process) -> int:
+        return proc.instructions
+
+    def instructions_of_pid(self, pid: int) -> int:
+        proc = self.processes.get(pid)
+        return proc.instructions if proc else 0
+
+    def max_rss_kib(self, pids: list[int]) -> int:
+        resident = [self.processes[p].vmspace.pmap.resident for p in pids
+                    if p in self.processes and self.processes[p].vmspace is not None]
+        return max(resident, default=0) * 4
+
+    # The scheduler.
+
+    def run(self) -> None:
+        """Run processes round-robin until none is runnable."""
+        while self.run_queue:
+            proc = self.run_queue.popleft()
+            if proc.state != RUNNABLE:
+                continue
+            self._switch_to(proc)
+            start = self.machine.now
+            trap = self.machine.run(budget=self.quantum)
+            proc.instructions += self.machine.now - start
+            if proc.state == RUNNABLE:
+                self._handle_trap(proc, trap)
+            if proc.state == RUNNABLE:
+                self.run_queue.append(proc)
+        self.current = None
+
+    def _switch_to(self, proc: Process) -> None:
+        self.current = proc
+        self.recorder.pid = proc.pid
+        if self.loaded is proc:
+            return
+        self._save_loaded()
+        self.machine.cpu.restore(proc.context)
+        self.machine.set_page_table_root(proc.vmspace.pmap.cr3, "context-switch")
+        self.loaded = proc
+
+    def _save_loaded(self) -> None:
+        if self.loaded is not None and self.loaded.state == RUNNABLE:
+            self.machine.cpu.save(self.loaded.context)
+
+    # Traps.
+
+    def _page_fault(self, va: int, access: int, error_code: int) -> bool:
+        proc = self.current
+        result = vm_fault(proc.vmspace, self.allocator, va, access, error_code, self.machine.cpu.rip)
+        if result.fatal:
+            self._fatal = (result, va, access)
+            return False
+        return True
+
+    def _syscall(self) -> None:
+        proc = self.current
+        number, *args = self.machine.cpu.syscall_registers()
+        result = dispatch(self, proc, number, tuple(args))
+        if proc.state == RUNNABLE:
+            self.machine.cpu.set_result(result)
+
+    def _handle_trap(self, proc: Process, trap: traps.Trap) -> None:
+        if trap.kind in (traps.QUANTUM, traps.STOPPED):
+            return
+        if trap.kind == traps.PAGE_FAULT:
+            if self._fatal is not None and self._fatal[1] == trap.address:
+                reason = self._fatal[0].reason
+            else:
+                # A jump into the kernel half: the machine caught it before any walk.
+                reason = fault.MAPERR
+                self.recorder.event("fault", fault.FATAL, address=trap.address, access=mmu.ACCESS_NAMES[trap.access],
+                                    error_code=trap.error_code, rip=trap.rip, reason=reason)
+            self._fatal = None
+            signal = _SIGNAL_OF_FAULT.get(reason, signals.SIGSEGV)
+            what = f"{mmu.ACCESS_NAMES[trap.access]} of {trap.address:#x} ({reason})"
+        else:
+            signal = _SIGNAL_OF_TRAP[trap.kind]
+            what = trap.kind.replace("-", " ")
+        death = (f"{proc.name}[{proc.pid}]: killed by {signals.name(signal)}: {what} "
+                 f"at {trap.rip:#x}: {self._instruction(proc, trap.rip)}")
+        self.recorder.event("proc", "signal", signal=signal, rip=trap.rip, address=trap.address)
+        self.exit(proc, 0, signal, death)
+
+    def _instruction(self, proc: Process, rip: int) -> str:
+        code = self.peek(proc, rip, 16)
+        return instruction_at(code, rip) if code else "(no code mapped there)"
+
+    def peek(self, proc: Process, va: int, length: int) -> bytes:
+        """Read user memory without faulting pages in or touching A/D bits; stops at the first hole."""
+        out = bytearray()
+        qwords = self.machine.ram.qwords
+        while len(out) < length:
+            entries = mmu.walk_entries(qwords, proc.vmspace.pmap.cr3, va)
+            leaf = entries[-1][2]
+            if len(entries) < 4 or not leaf & 1:
+                break
+            paddr = (leaf & 0x000F_FFFF_FFFF_F000) | (va & 0xFFF)
+            n = min(length - len(out), 4096 - (va & 0xFFF))
+            out += self.machine.ram.bytes[paddr:paddr + n]
+            va += n
+        return bytes(out)

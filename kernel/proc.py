@@ -1,0 +1,50 @@
+"""Processes: the process table's entries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kernel.file import OpenFile
+from kernel.vm.map import VMSpace
+
+if TYPE_CHECKING:
+    from kernel.kernel import Kernel
+
+RUNNABLE = "runnable"
+ZOMBIE = "zombie"
+
+MAX_FDS = 1024
+
+
+@dataclass(eq=False)
+class Process:
+    pid: int
+    ppid: int
+    name: str
+    kernel: Kernel
+    vmspace: VMSpace
+    context: Any = None                      # the saved CPU context (a UcContext)
+    files: dict[int, OpenFile] = field(default_factory=dict)
+    state: str = RUNNABLE
+    exit_code: int = 0
+    signal: int = 0                          # the signal that killed it, or 0
+    death: str = ""                          # one line saying how it died, for the user
+    instructions: int = 0                    # instructions this process retired
+
+    @property
+    def wait_status(self) -> int:
+        """The status word as Linux's wait4 encodes it."""
+        return self.signal & 0x7F if self.signal else (self.exit_code & 0xFF) << 8
+
+    @property
+    def shell_status(self) -> int:
+        """What a shell reports as $?: the exit code, or 128 + the signal."""
+        return 128 + self.signal if self.signal else self.exit_code & 0xFF
+
+    def allocate_fd(self, file: OpenFile) -> int:
+        for fd in range(MAX_FDS):
+            if fd not in self.files:
+                self.files[fd] = file
+                return fd
+        return -1

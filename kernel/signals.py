@@ -1,0 +1,22 @@
+"""Signal numbers (Linux x86-64) and their names."""
+
+SIGHUP = 1
+SIGINT = 2
+SIGQUIT = 3
+SIGILL = 4
+SIGTRAP = 5
+SIGABRT = 6
+SIGBUS = 7
+SIGFPE = 8
+SIGKILL = 9
+SIGSEGV = 11
+SIGPIPE = 13
+SIGTERM = 15
+
+NAMES = {SIGHUP: "SIGHUP", SIGINT: "SIGINT", SIGQUIT: "SIGQUIT", SIGILL: "SIGILL", SIGTRAP: "SIGTRAP",
+         SIGABRT: "SIGABRT", SIGBUS: "SIGBUS", SIGFPE: "SIGFPE", SIGKILL: "SIGKILL", SIGSEGV: "SIGSEGV",
+         SIGPIPE: "SIGPIPE", SIGTERM: "SIGTERM"}
+
+
+def name(signal: int) -> str:
+    return NAMES.get(signal, f"signal {signal}")

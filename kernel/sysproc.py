@@ -1,0 +1,107 @@
+"""Syscalls about the process itself: exit, ids, time, identity, resource usage."""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import TYPE_CHECKING
+
+from kernel import errno
+from kernel.errno import SyscallError
+from kernel.uaccess import copyout
+
+if TYPE_CHECKING:
+    from kernel.kernel import Kernel
+    from kernel.proc import Process
+
+ARCH_SET_GS, ARCH_SET_FS, ARCH_GET_FS, ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
+RUSAGE_SELF, RUSAGE_CHILDREN, RUSAGE_THREAD = 0, -1, 1
+CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID = 0, 1, 2, 3
+CLOCK_MONOTONIC_RAW, CLOCK_REALTIME_COARSE, CLOCK_MONOTONIC_COARSE, CLOCK_BOOTTIME = 4, 5, 6, 7
+
+# Virtual time runs at one instruction per nanosecond; the wall clock starts
+# at the day of the 2006 zero-copy thread (2006-04-21 00:00:00 UTC).
+NS_PER_INSTRUCTION = 1
+EPOCH = 1145577600
+
+UTSNAME = (b"Linux", b"vmgames", b"6.1.0-vmgames", b"#1 vmgames", b"x86_64", b"(none)")
+
+
+def signed(value: int) -> int:
+    return value - (1 << 64) if value & (1 << 63) else value
+
+
+def sys_exit(kernel: Kernel, proc: Process, code: int, *_: int) -> int:
+    kernel.exit(proc, code & 0xFF)
+    return 0
+
+
+def sys_getpid(kernel: Kernel, proc: Process, *_: int) -> int:
+    return proc.pid
+
+
+def sys_getppid(kernel: Kernel, proc: Process, *_: int) -> int:
+    return proc.ppid
+
+
+def sys_sched_yield(kernel: Kernel, proc: Process, *_: int) -> int:
+    kernel.machine.stop()
+    return 0
+
+
+def sys_uname(kernel: Kernel, proc: Process, buf: int, *_: int) -> int:
+    copyout(proc, buf, b"".join(field.ljust(65, b"\0") for field in UTSNAME))
+    return 0
+
+
+def sys_arch_prctl(kernel: Kernel, proc: Process, code: int, addr: int, *_: int) -> int:
+    from unicorn import x86_const as X
+
+    cpu = kernel.machine.cpu
+    if code in (ARCH_SET_FS, ARCH_SET_GS):
+        if addr >= 1 << 47:
+            raise SyscallError(errno.EPERM)
+        cpu.write(X.UC_X86_REG_FS_BASE if code == ARCH_SET_FS else X.UC_X86_REG_GS_BASE, addr)
+        return 0
+    if code in (ARCH_GET_FS, ARCH_GET_GS):
+        value = cpu.read(X.UC_X86_REG_FS_BASE if code == ARCH_GET_FS else X.UC_X86_REG_GS_BASE)
+        copyout(proc, addr, struct.pack("<Q", value))
+        return 0
+    raise SyscallError(errno.EINVAL)
+
+
+def _now_ns(kernel: Kernel, proc: Process, clock: int) -> int:
+    if clock in (CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID):
+        return kernel.instructions_of(proc) * NS_PER_INSTRUCTION
+    if kernel.machine.deterministic:
+        ns = kernel.machine.now * NS_PER_INSTRUCTION
+    else:
+        ns = time.monotonic_ns()
+    if clock in (CLOCK_REALTIME, CLOCK_REALTIME_COARSE):
+        return EPOCH * 1_000_000_000 + ns
+    return ns
+
+
+def sys_clock_gettime(kernel: Kernel, proc: Process, clock: int, tp: int, *_: int) -> int:
+    if clock > CLOCK_BOOTTIME:
+        raise SyscallError(errno.EINVAL)
+    ns = _now_ns(kernel, proc, clock)
+    copyout(proc, tp, struct.pack("<qq", ns // 1_000_000_000, ns % 1_000_000_000))
+    return 0
+
+
+def sys_getrusage(kernel: Kernel, proc: Process, who: int, usage: int, *_: int) -> int:
+    who = signed(who)
+    if who in (RUSAGE_SELF, RUSAGE_THREAD):
+        pids = [proc.pid]
+    elif who == RUSAGE_CHILDREN:
+        pids = kernel.reaped_children(proc)
+    else:
+        raise SyscallError(errno.EINVAL)
+    ns = sum(kernel.instructions_of_pid(pid) for pid in pids) * NS_PER_INSTRUCTION
+    minflt = sum(kernel.recorder.count("fault", pid=pid) - kernel.recorder.count("fault", "fatal", pid=pid)
+                 for pid in pids)
+    fields = [ns // 1_000_000_000, (ns % 1_000_000_000) // 1000, 0, 0,    # ru_utime, ru_stime
+              kernel.max_rss_kib(pids), 0, 0, 0, minflt, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    copyout(proc, usage, struct.pack("<18q", *fields))
+    return 0
