@@ -1,0 +1,172 @@
+"""The `vmgames` command: assemble programs, run them, and show what the kernel did."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+from emulator.machine import DEFAULT_RAM_SIZE, Machine
+from kernel import errno
+from kernel.errno import SyscallError
+from kernel.kernel import DEFAULT_QUANTUM, Kernel
+from tools import stats as run_stats
+
+DESCRIPTION = """\
+vmgames: an instruction-level x86-64 machine with a toy kernel in Python.
+Unicorn executes real user code; the kernel handles page faults with
+FreeBSD-style VM objects and real x86-64 page tables, and counts every
+fault, page copy, PTE write and TLB invalidation."""
+
+RUN_EPILOG = """\
+The program's stdout and stderr are vmgames' own, and vmgames exits with the
+program's status (128 + N when signal N killed it, as a shell reports it).
+A program killed by a signal is reported in one line on stderr.
+
+examples:
+  vmgames run userland/hello.s
+  vmgames run build/touch 1024 --stats
+  vmgames run build/touch 64 --stats-json stats.json
+  vmgames run build/prog --stats -- -v     (arguments after -- go to the program)"""
+
+ASM_EPILOG = """\
+The source is GNU-style Intel syntax (.intel_syntax noprefix) with .text,
+.rodata, .data and .bss sections; the output is a static ELF64 executable
+that Linux can run too.
+
+example:
+  vmgames asm userland/hello.s -o hello && ./hello"""
+
+
+def parse_size(text: str) -> int:
+    """'256M', '1G', '65536' -> bytes."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    text = text.strip().lower().removesuffix("ib").removesuffix("b")
+    try:
+        if text and text[-1] in units:
+            return int(text[:-1]) * units[text[-1]]
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 256M or 1G)") from None
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = argparse.ArgumentParser(prog="vmgames", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    asm = commands.add_parser("asm", help="assemble Intel-syntax source into a static ELF64 executable",
+                              description="Assemble Intel-syntax source into a static ELF64 executable.",
+                              epilog=ASM_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    asm.add_argument("source", help="assembly source file (.s)")
+    asm.add_argument("-o", "--output", help="executable to write (default: the source name without .s)")
+
+    run = commands.add_parser("run", help="run a program (an ELF executable, or a .s file assembled first)",
+                              description="Run a static x86-64 Linux program on the vmgames machine.",
+                              epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("program", help="ELF executable, or assembly source ending in .s")
+    run.add_argument("args", nargs="*", help="arguments for the program (after -- if they start with a dash)")
+    run.add_argument("--stats", action="store_true", help="print a table of what the kernel did on stderr")
+    run.add_argument("--stats-json", metavar="FILE", help="write the same counters as JSON to FILE")
+    run.add_argument("--ram", type=parse_size, default=DEFAULT_RAM_SIZE, metavar="SIZE",
+                     help="physical RAM of the machine (default 256M)")
+    run.add_argument("--root", default=".", metavar="DIR",
+                     help="host directory the guest sees as / (read-only; default: the current directory)")
+    run.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                     help="put a variable in the program's environment (it starts empty, for reproducibility)")
+    run.add_argument("--fast", action="store_true",
+                     help="run at raw Unicorn speed without counting instructions (not reproducible)")
+    run.add_argument("--quantum", type=int, default=DEFAULT_QUANTUM, metavar="N",
+                     help=f"instructions per scheduling slice (default {DEFAULT_QUANTUM:,})")
+    return parser, {"asm": asm, "run": run}
+
+
+def _error(message: str) -> None:
+    print(f"vmgames: {message}", file=sys.stderr)
+
+
+def command_asm(args: argparse.Namespace) -> int:
+    from tools.assembler import AssemblyError, assemble
+
+    output = args.output or (args.source[:-2] if args.source.endswith(".s") else args.source + ".out")
+    try:
+        with open(args.source, encoding="utf-8") as f:
+            source = f.read()
+    except OSError as error:
+        _error(f"{args.source}: {error.strerror}")
+        return 1
+    except UnicodeDecodeError:
+        _error(f"{args.source}: not a text file")
+        return 1
+    try:
+        image = assemble(source, args.source)
+    except AssemblyError as error:
+        print(error, file=sys.stderr)
+        return 1
+    with open(output, "wb") as f:
+        f.write(image)
+    os.chmod(output, 0o755)
+    return 0
+
+
+def command_run(args: argparse.Namespace) -> int:
+    if args.ram < (1 << 20) or args.ram % 4096:
+        _error(f"--ram must be at least 1M and a multiple of 4K, not {args.ram}")
+        return 2
+    if args.quantum <= 0:
+        _error("--quantum must be positive")
+        return 2
+    with tempfile.TemporaryDirectory(prefix="vmgames-") as scratch:
+        program = args.program
+        if program.endswith(".s"):
+            program = os.path.join(scratch, os.path.basename(program)[:-2])
+            args.output, args.source = program, args.program
+            status = command_asm(args)
+            if status:
+                return status
+        machine = Machine(args.ram, deterministic=not args.fast)
+        kernel = Kernel(machine, root=args.root, quantum=args.quantum)
+        try:
+            init = kernel.spawn(kernel.fs.open_host(program), [args.program] + args.args, args.env)
+        except SyscallError as error:
+            reason = {errno.ENOENT: "No such file or directory", errno.EACCES: "Permission denied",
+                      errno.EISDIR: "Is a directory", errno.E2BIG: "Argument list too long",
+                      errno.ENOMEM: "not enough memory to load it"}.get(error.errno, f"error {error.errno}")
+            if error.errno == errno.ENOEXEC:
+                reason = f"cannot execute: {kernel.exec_error}"
+            _error(f"{args.program}: {reason}")
+            return 126 if error.errno in (errno.ENOEXEC, errno.EACCES, errno.EISDIR) else 127
+        kernel.run()
+        sys.stdout.flush()
+        if init.death:
+            _error(init.death)
+        counters = run_stats.collect(machine.recorder, machine.now if machine.deterministic else None,
+                                     kernel.allocator.total)
+        counters["exit_status"] = init.shell_status
+        if args.stats:
+            print(run_stats.format_table(counters), file=sys.stderr)
+        if args.stats_json:
+            with open(args.stats_json, "w", encoding="utf-8") as f:
+                json.dump(counters, f, indent=2)
+                f.write("\n")
+        return init.shell_status
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser, commands = build_parser()
+    if argv and argv[0] in commands:
+        # Options may follow the program (vmgames run prog --stats), so parse intermixed.
+        args = commands[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+    else:
+        args = parser.parse_args(argv)
+    if args.command == "asm":
+        return command_asm(args)
+    return command_run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""What the kernel did, as a table for people and as JSON for programs.
+
+Everything here is read from the one event recorder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from emulator.recorder import Recorder
+
+FAULT_KINDS = ("zero-fill", "file", "resident", "cow-copy", "cow-move", "protection", "fatal")
+
+
+def collect(recorder: Recorder, instructions: int | None, ram_frames: int) -> dict[str, Any]:
+    """Counters of a whole run, by subject."""
+    faults = recorder.by_kind("fault")
+    syscalls = recorder.by_kind("syscall")
+    return {
+        "instructions": instructions,
+        "faults": {"total": sum(faults.values()), **{k: faults.get(k, 0) for k in FAULT_KINDS}},
+        "tlb": {"invalidate_page": recorder.count("tlb", "invalidate-page"),
+                "invalidate_all": recorder.count("tlb", "invalidate-all")},
+        "pte_writes": recorder.count("pte", "write"),
+        "page_table_pages": recorder.count("pte", "table"),
+        "pages": {"zeroed": recorder.count("page", "zero"), "copied": recorder.count("page", "copy"),
+                  "moved": recorder.count("page", "move"), "paged_in": recorder.count("page", "pagein")},
+        "frames": {"in_use": recorder.frames_in_use, "peak": recorder.frames_peak, "total": ram_frames},
+        "objects": recorder.by_kind("object"),
+        "syscalls": {"total": sum(syscalls.values()), **syscalls},
+        "processes": recorder.by_kind("proc"),
+    }
+
+
+def format_table(stats: dict[str, Any]) -> str:
+    """A two-column table, one section per subject."""
+    rows: list[tuple[str, str]] = []
+
+    def section(title: str, items: dict[str, Any]) -> None:
+        rows.append((title, ""))
+        for key, value in items.items():
+            rows.append(("  " + key.replace("_", " "), str(value)))
+
+    rows.append(("instructions retired", "n/a (fast mode)" if stats["instructions"] is None
+                 else f"{stats['instructions']:,}"))
+    section("page faults", stats["faults"])
+    section("TLB invalidations", stats["tlb"])
+    rows.append(("PTE writes", str(stats["pte_writes"])))
+    rows.append(("page-table pages allocated", str(stats["page_table_pages"])))
+    section("pages", stats["pages"])
+    section("frames (4 KiB)", stats["frames"])
+    section("VM objects", stats["objects"])
+    section("syscalls", stats["syscalls"])
+    width = max(len(name) for name, _ in rows) + 2
+    lines = ["vmgames statistics", "-" * (width + 12)]
+    lines += [f"{name:<{width}}{value:>12}" if value else name for name, value in rows]
+    return "\n".join(lines)
