@@ -13,7 +13,8 @@ from collections import deque
 from typing import BinaryIO
 
 from emulator import mmu, traps
-from emulator.disasm import instruction_at
+from emulator.cpu import REGISTER_IDS
+from emulator.disasm import instruction_at, memory_operands
 from emulator.machine import Machine
 from kernel import errno, signals
 from kernel.errno import SyscallError
@@ -177,7 +178,8 @@ class Kernel:
                                     error_code=trap.error_code, rip=trap.rip, reason=reason)
             self._fatal = None
             signal = _SIGNAL_OF_FAULT.get(reason, signals.SIGSEGV)
-            what = f"{mmu.ACCESS_NAMES[trap.access]} of {trap.address:#x} ({reason})"
+            address = self._exact_address(proc, trap)
+            what = f"{mmu.ACCESS_NAMES[trap.access]} of {address:#x} ({reason})"
         else:
             signal = _SIGNAL_OF_TRAP[trap.kind]
             what = trap.kind.replace("-", " ")
@@ -185,6 +187,17 @@ class Kernel:
                  f"at {trap.rip:#x}: {self._instruction(proc, trap.rip)}")
         self.recorder.event("proc", "signal", signal=signal, rip=trap.rip, address=trap.address)
         self.exit(proc, 0, signal, death)
+
+    def _exact_address(self, proc: Process, trap: traps.Trap) -> int:
+        """The faulting byte's address (CR2), where the instruction shows it; else the page's."""
+        if trap.access == mmu.FETCH:
+            return trap.address
+        cpu = self.machine.cpu
+        code = self.peek(proc, trap.rip, 16)
+        for address in memory_operands(code, trap.rip, lambda name: cpu.read(REGISTER_IDS[name])):
+            if address is not None and address & ~0xFFF == trap.address:
+                return address
+        return trap.address
 
     def _instruction(self, proc: Process, rip: int) -> str:
         code = self.peek(proc, rip, 16)
@@ -204,3 +217,4 @@ class Kernel:
             out += self.machine.ram.bytes[paddr:paddr + n]
             va += n
         return bytes(out)
+
