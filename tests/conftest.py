@@ -1,0 +1,71 @@
+"""Shared fixtures: assemble a program, run it on a fresh machine, look at what happened."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import pytest
+
+from emulator.machine import Machine
+from kernel.kernel import Kernel
+from kernel.proc import Process
+from tools.assembler import assemble
+
+PRELUDE = ".intel_syntax noprefix\n.globl _start\n"
+
+
+@dataclass
+class Run:
+    kernel: Kernel
+    proc: Process
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def status(self) -> int:
+        return self.proc.shell_status
+
+    @property
+    def recorder(self):
+        return self.kernel.recorder
+
+    def faults(self) -> dict[str, int]:
+        return self.recorder.by_kind("fault")
+
+
+def frames_owned_by_file_cache(kernel: Kernel) -> int:
+    return sum(len(f.object.pages) for f in kernel.fs._files.values() if f.object is not None)
+
+
+def assert_no_leak(kernel: Kernel) -> None:
+    """Once every process has exited, only the file cache may hold frames."""
+    in_use = kernel.allocator.total - kernel.allocator.free_count
+    assert in_use == frames_owned_by_file_cache(kernel)
+    assert kernel.recorder.frames_in_use == in_use
+
+
+@pytest.fixture
+def build(tmp_path):
+    """build(source, name) -> path of an executable assembled from `source`."""
+    def _build(source: str, name: str = "prog") -> str:
+        path = tmp_path / name
+        path.write_bytes(assemble(PRELUDE + source, f"{name}.s"))
+        path.chmod(0o755)
+        return str(path)
+    return _build
+
+
+@pytest.fixture
+def run(build, tmp_path):
+    """run(source, *args, ram=..., stdin=b"") -> Run, after every process has finished."""
+    def _run(source: str, *args: str, ram: int = 16 << 20, stdin: bytes = b"", deterministic: bool = True) -> Run:
+        path = build(source) if "\n" in source else source
+        out, err = io.BytesIO(), io.BytesIO()
+        kernel = Kernel(Machine(ram, deterministic=deterministic), root=str(tmp_path),
+                        stdin=io.BytesIO(stdin), stdout=out, stderr=err)
+        proc = kernel.spawn(kernel.fs.open_host(path), [path, *args], [])
+        kernel.run()
+        assert_no_leak(kernel)
+        return Run(kernel, proc, out.getvalue(), err.getvalue())
+    return _run

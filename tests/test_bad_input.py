@@ -1,0 +1,139 @@
+"""Bad input never takes the tool or the kernel down: the offender gets an error or a signal."""
+
+import io
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from emulator.machine import Machine
+from kernel import errno
+from kernel.errno import SyscallError
+from kernel.kernel import Kernel
+from tests.conftest import assert_no_leak
+from tests.programs import EXIT_0, touch
+
+HELLO = """
+.text
+_start:
+    mov eax, 1
+    mov edi, 1
+    lea rsi, [rip + msg]
+    mov edx, 3
+    syscall
+""" + EXIT_0 + """
+.section .rodata
+msg: .ascii "ok\\n"
+"""
+
+
+@pytest.mark.parametrize("source, signal, what", [
+    ("ud2", 4, "invalid opcode at 0x401000: ud2"),
+    ("xor ecx, ecx\n    div ecx", 8, "divide error at 0x401002: div ecx"),
+    ("int3", 5, "breakpoint"),
+    ("hlt", 11, "general protection at 0x401000: hlt"),
+    ("mov rax, 0x500000\n    jmp rax", 11, "fetch of 0x500000 (no mapping) at 0x500000: (no code mapped there)"),
+    ("lea rax, [rip]\n    mov byte ptr [rax], 0x90", 11, "write of 0x401007 (permission denied)"),
+    ("mov rax, 0xffffffffffffe010\n    jmp rax", 11, "fetch of 0xffffffffffffe010 (no mapping)"),
+    ("xor eax, eax\n    mov rax, [rax]", 11, "read of 0x0 (no mapping)"),
+])
+def test_a_fatal_trap_kills_the_process_with_the_right_signal(run, source, signal, what):
+    result = run(f".text\n_start:\n    {source}\n" + EXIT_0)
+    assert result.proc.signal == signal
+    assert result.status == 128 + signal
+    assert what in result.proc.death
+
+
+def test_running_out_of_ram_kills_only_the_hog(build, tmp_path):
+    hog, hello = build(touch(1024), "hog"), build(HELLO, "hello")
+    out = io.BytesIO()
+    kernel = Kernel(Machine(2 << 20), root=str(tmp_path), stdout=out, stderr=io.BytesIO())
+    first = kernel.spawn(kernel.fs.open_host(hog), ["hog"], [])
+    second = kernel.spawn(kernel.fs.open_host(hello), ["hello"], [])
+    kernel.run()
+    assert first.signal == 9 and "out of memory" in first.death
+    assert second.shell_status == 0
+    assert out.getvalue() == b"ok\n"
+    assert_no_leak(kernel)
+
+
+def _hello_elf(build) -> bytes:
+    with open(build(HELLO, "good"), "rb") as f:
+        return f.read()
+
+
+def _set_phdr(image: bytearray, index: int, field: int, value: int) -> None:
+    phoff = struct.unpack_from("<Q", image, 32)[0]
+    struct.pack_into("<Q", image, phoff + 56 * index + 8 * field, value)
+
+
+def _mutations(good: bytes):
+    image = bytearray(good)
+    image[:4] = b"\x7fBAD"
+    yield "bad magic", bytes(image), "bad ELF magic"
+    yield "truncated", good[:40], "too short"
+    image = bytearray(good)
+    struct.pack_into("<Q", image, 32, len(good) + 100)
+    yield "phdrs outside", bytes(image), "program headers lie outside the file"
+    image = bytearray(good)
+    _set_phdr(image, 1, 1, len(good) + 4096)    # p_offset of the text segment
+    _set_phdr(image, 1, 2, 0x401000 + len(good) + 4096)  # keep vaddr congruent
+    yield "segment outside", bytes(image), "outside"
+    image = bytearray(good)
+    _set_phdr(image, 2, 2, 0x401000)            # rodata's vaddr onto text's
+    _set_phdr(image, 2, 1, 0x1000)
+    yield "overlapping", bytes(image), "overlap"
+    image = bytearray(good)
+    _set_phdr(image, 1, 5, 1 << 47)             # p_memsz of text: absurd
+    yield "absurd size", bytes(image), "outside user space"
+    image = bytearray(good)
+    struct.pack_into("<Q", image, 24, 0x12345678)
+    yield "wild entry", bytes(image), "entry point"
+
+
+def test_hostile_executables_are_refused_with_enoexec(build, tmp_path):
+    good = _hello_elf(build)
+    for name, image, message in _mutations(good):
+        path = tmp_path / name.replace(" ", "_")
+        path.write_bytes(image)
+        kernel = Kernel(Machine(4 << 20), root=str(tmp_path), stdout=io.BytesIO(), stderr=io.BytesIO())
+        with pytest.raises(SyscallError) as raised:
+            kernel.spawn(kernel.fs.open_host(str(path)), [name], [])
+        assert raised.value.errno == errno.ENOEXEC, name
+        assert message in kernel.exec_error, (name, kernel.exec_error)
+        assert_no_leak(kernel)
+
+
+def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tools.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_reports_a_bad_executable_without_a_traceback(tmp_path):
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"#!/bin/sh\necho hi\n" + b"#" * 100)
+    result = _cli("run", str(bad))
+    assert result.returncode == 126
+    assert result.stderr.strip() == f"vmgames: {bad}: cannot execute: bad ELF magic"
+    missing = _cli("run", str(tmp_path / "nothing"))
+    assert missing.returncode == 127 and "No such file or directory" in missing.stderr
+    directory = _cli("run", str(tmp_path))
+    assert directory.returncode == 126 and "Is a directory" in directory.stderr
+    for result in (missing, directory):
+        assert "Traceback" not in result.stderr
+
+
+def test_cli_reports_malformed_assembly_with_file_and_line(tmp_path):
+    source = tmp_path / "broken.s"
+    source.write_text(".intel_syntax noprefix\n.globl _start\n.text\n_start:\n    mov eax, 1\n    frobnicate rax\n")
+    result = _cli("asm", str(source), "-o", str(tmp_path / "broken"))
+    assert result.returncode == 1
+    assert f"{source}:6:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_status_and_death_message_for_a_killed_program(tmp_path, build):
+    path = build(".text\n_start:\n    ud2\n")
+    result = _cli("run", path)
+    assert result.returncode == 128 + 4
+    assert result.stderr.strip().startswith("vmgames: prog[1]: killed by SIGILL: invalid opcode at 0x401000: ud2")

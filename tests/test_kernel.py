@@ -1,0 +1,363 @@
+"""Running programs: their output, their exit status, and exact counts of what the kernel did."""
+
+import struct
+
+from kernel import errno
+from tests.programs import EXIT_0, EXIT_WITH_NEGATED_RAX, syscall_then_exit, touch
+
+HELLO = """
+.text
+_start:
+    mov eax, 1
+    mov edi, 1
+    lea rsi, [rip + msg]
+    mov edx, OFFSET len
+    syscall
+""" + EXIT_0 + """
+.section .rodata
+msg: .ascii "Hello, world!\\n"
+.equ len, . - msg
+"""
+
+
+def test_hello_prints_and_exits_zero(run):
+    result = run(HELLO)
+    assert result.stdout == b"Hello, world!\n"
+    assert result.status == 0
+    assert result.recorder.by_kind("syscall") == {"exit": 1, "write": 1}
+
+
+def test_touching_n_pages_takes_exactly_n_zero_fill_faults(run):
+    for pages in (1, 64):
+        result = run(touch(pages))
+        assert result.status == 0
+        # One fault for the text page, one for the stack page exec writes argv to, one per page touched.
+        assert result.faults() == {"file": 1, "zero-fill": pages + 1}
+        # Each mapping is entered once and cleared once at exit.
+        assert result.recorder.count("pte", "write") == 2 * (pages + 2)
+        # Loading CR3 for the process is the only flush; nothing was ever unmapped while loaded.
+        assert result.recorder.by_kind("tlb") == {"invalidate-all": 1}
+        assert result.proc.instructions == 2 + 4 * pages + 3
+
+
+def test_runs_are_deterministic(run):
+    first, second = run(touch(16)), run(touch(16))
+    assert first.recorder.counts == second.recorder.counts
+    assert first.kernel.machine.now == second.kernel.machine.now
+
+
+def test_argv_reaches_the_program(run):
+    # Exit with argc, and print argv[1].
+    result = run("""
+.text
+_start:
+    mov rbx, [rsp]
+    mov rsi, [rsp + 16]
+    xor edx, edx
+count:
+    cmp byte ptr [rsi + rdx], 0
+    je done
+    inc rdx
+    jmp count
+done:
+    mov eax, 1
+    mov edi, 1
+    syscall
+    mov rdi, rbx
+    mov eax, 60
+    syscall
+""", "first", "second")
+    assert result.stdout == b"first"
+    assert result.status == 3
+
+
+def test_write_from_a_wild_pointer_returns_efault(run):
+    result = run(syscall_then_exit(1, 1, 0xDEAD0000, 10))
+    assert result.status == errno.EFAULT
+    assert result.stdout == b""
+    # The kernel's own failed fault is recorded, and the process lives on.
+    assert result.faults()["fatal"] == 1
+    assert result.proc.signal == 0
+
+
+def test_unknown_syscall_returns_enosys_and_is_counted(run):
+    result = run(syscall_then_exit(500))
+    assert result.status == errno.ENOSYS
+    assert result.recorder.count("syscall", "unknown(500)") == 1
+
+
+def test_bad_file_descriptor_is_ebadf(run):
+    assert run(syscall_then_exit(1, 7, 0, 0)).status == errno.EBADF
+    assert run(syscall_then_exit(3, 99)).status == errno.EBADF
+
+
+def test_getpid_and_getppid(run):
+    assert run(syscall_then_exit(39)).status == 256 - 1    # exits with -1 & 0xff: pid 1
+    assert run(syscall_then_exit(110)).status == 0
+
+
+def test_brk_grows_a_demand_zero_heap(run):
+    result = run("""
+.text
+_start:
+    mov eax, 12
+    xor edi, edi
+    syscall
+    mov rbx, rax
+    lea rdi, [rax + 8192]
+    mov eax, 12
+    syscall
+    sub rax, rbx
+    cmp rax, 8192
+    jne fail
+    mov qword ptr [rbx + 4096], 7
+    mov rdi, [rbx + 4096]
+    add rdi, [rbx]
+    mov eax, 60
+    syscall
+fail:
+    mov edi, 99
+    mov eax, 60
+    syscall
+""")
+    assert result.status == 7
+    assert result.faults()["zero-fill"] == 3   # stack, and two heap pages
+
+
+def test_brk_below_the_heap_start_returns_the_current_break(run):
+    result = run("""
+.text
+_start:
+    mov eax, 12
+    xor edi, edi
+    syscall
+    mov rbx, rax
+    mov eax, 12
+    mov edi, 0x1000
+    syscall
+    xor edi, edi
+    cmp rax, rbx
+    setne dil
+    mov eax, 60
+    syscall
+""")
+    assert result.status == 0
+
+
+def test_anonymous_mmap_munmap_and_the_hole_after_it(run):
+    result = run("""
+.text
+_start:
+    xor edi, edi
+    mov esi, 8192
+    mov edx, 3
+    mov r10d, 0x22
+    mov r8, -1
+    xor r9d, r9d
+    mov eax, 9
+    syscall
+    mov rbx, rax
+    mov byte ptr [rbx], 4
+    mov byte ptr [rbx + 4096], 5
+    lea rdi, [rbx + 4096]
+    mov esi, 4096
+    mov eax, 11
+    syscall
+    mov al, [rbx]
+    mov cl, [rbx + 4096]
+""" + EXIT_0)
+    assert result.status == 128 + 11
+    address = result.proc.death.split("read of ")[1].split()[0]
+    assert "killed by SIGSEGV: read of" in result.proc.death
+    assert "(no mapping)" in result.proc.death
+    assert result.proc.death.endswith("mov cl, byte ptr [rbx + 0x1000]")
+    # Unmapping the page that was present on the loaded address space costs one invalidation.
+    assert result.recorder.by_kind("tlb") == {"invalidate-all": 1, "invalidate-page": 1}
+    assert int(address, 16) % 4096 == 0
+
+
+def test_mprotect_read_only_then_write_is_sigsegv_with_permission_denied(run):
+    result = run("""
+.text
+_start:
+    lea rbx, [rip + page]
+    mov byte ptr [rbx], 1
+    mov rdi, rbx
+    mov esi, 4096
+    mov edx, 1
+    mov eax, 10
+    syscall
+    mov al, [rbx]
+    mov byte ptr [rbx], 2
+""" + EXIT_0 + """
+.bss
+.align 4096
+page: .zero 4096
+""")
+    assert result.status == 128 + 11
+    assert "write of" in result.proc.death and "(permission denied)" in result.proc.death
+    # Taking write away from a present, loaded mapping costs one PTE write and one invalidation.
+    assert result.recorder.by_kind("tlb") == {"invalidate-all": 1, "invalidate-page": 1}
+
+
+def test_getrusage_counts_this_process_minor_faults(run):
+    result = run(touch(10).replace("    mov eax, 60\n    xor edi, edi\n    syscall", """
+    mov eax, 98
+    xor edi, edi
+    lea rsi, [rip + usage]
+    syscall
+    mov eax, 1
+    mov edi, 1
+    lea rsi, [rip + usage + 64]
+    mov edx, 8
+    syscall
+    mov eax, 60
+    xor edi, edi
+    syscall
+""", 1).replace(".bss\n", ".bss\nusage: .zero 144\n", 1))
+    (minflt,) = struct.unpack("<q", result.stdout)
+    # text, stack and 10 pages; the page of `usage` faults while the kernel writes the answer into it.
+    assert minflt == 12
+    assert result.recorder.count("fault", pid=1) == 13
+
+
+def test_arch_prctl_sets_the_fs_base(run):
+    result = run("""
+.text
+_start:
+    mov eax, 158
+    mov edi, 0x1002
+    lea rsi, [rip + tls]
+    syscall
+    mov rdi, qword ptr fs:[8]
+    mov eax, 60
+    syscall
+.data
+tls: .quad 1, 42
+""")
+    assert result.status == 42
+
+
+def test_uname_says_linux_x86_64(run):
+    result = run("""
+.text
+_start:
+    mov eax, 63
+    lea rdi, [rip + buf]
+    syscall
+    mov eax, 1
+    mov edi, 1
+    lea rsi, [rip + buf]
+    mov edx, 390
+    syscall
+""" + EXIT_0 + """
+.bss
+buf: .zero 390
+""")
+    fields = [result.stdout[i * 65:(i + 1) * 65].rstrip(b"\0") for i in range(6)]
+    assert fields[0] == b"Linux" and fields[4] == b"x86_64"
+
+
+def test_clock_gettime_is_virtual_time(run):
+    program = """
+.text
+_start:
+    mov eax, 228
+    mov edi, 1
+    lea rsi, [rip + ts]
+    syscall
+    mov eax, 1
+    mov edi, 1
+    lea rsi, [rip + ts]
+    mov edx, 16
+    syscall
+""" + EXIT_0 + """
+.bss
+ts: .zero 16
+"""
+    first, second = run(program), run(program)
+    seconds, nanoseconds = struct.unpack("<qq", first.stdout)
+    assert first.stdout == second.stdout
+    # CLOCK_MONOTONIC counts one nanosecond per instruction: 4 instructions ran before the syscall returned.
+    assert (seconds, nanoseconds) == (0, 4)
+
+
+def test_sched_yield_returns_zero(run):
+    assert run(syscall_then_exit(24)).status == 0
+
+
+def test_private_file_mapping_copies_on_first_write(run, build, tmp_path):
+    (tmp_path / "data.txt").write_bytes(b"ABCDEFGH" * 512 + b"tail")
+    result = run("""
+.text
+_start:
+    mov eax, 2
+    lea rdi, [rip + path]
+    xor esi, esi
+    syscall
+    mov r8, rax
+    xor edi, edi
+    mov esi, 8192
+    mov edx, 3
+    mov r10d, 2
+    xor r9d, r9d
+    mov eax, 9
+    syscall
+    mov rbx, rax
+    mov byte ptr [rbx + 1], 'z'
+    mov eax, 1
+    mov edi, 1
+    lea rsi, [rbx]
+    mov edx, 4
+    syscall
+    mov eax, 1
+    mov edi, 1
+    lea rsi, [rbx + 4096]
+    mov edx, 4
+    syscall
+""" + EXIT_0 + """
+.section .rodata
+path: .asciz "/data.txt"
+""")
+    assert result.stdout == b"AzCDtail"
+    faults = result.faults()
+    # First write through the needs-copy entry: a shadow object, then a copy of the file's page.
+    assert faults["cow-copy"] == 1
+    assert result.recorder.count("object", "shadow") == 1
+    assert result.recorder.count("page", "copy") == 1
+    assert (tmp_path / "data.txt").read_bytes()[:2] == b"AB"
+
+
+def test_opening_a_missing_file_is_enoent_and_writing_is_erofs(run):
+    missing = run("""
+.text
+_start:
+    mov eax, 2
+    lea rdi, [rip + path]
+    xor esi, esi
+    syscall
+""" + EXIT_WITH_NEGATED_RAX + """
+.section .rodata
+path: .asciz "/no/such/file"
+""")
+    assert missing.status == errno.ENOENT
+
+
+def test_data_segment_is_copy_on_write_from_the_file(run):
+    result = run("""
+.text
+_start:
+    mov rdi, [rip + value]
+    add qword ptr [rip + value], 1
+    add rdi, [rip + value]
+    mov eax, 60
+    syscall
+.data
+value: .quad 20
+.align 4096
+more: .zero 4096
+""")
+    assert result.status == 41
+    # The data page comes from the file; the first write pushes a shadow and copies the page into it.
+    assert result.faults()["cow-copy"] == 1
+    assert result.recorder.count("object", "shadow") == 1
