@@ -12,10 +12,12 @@ handler and a syscall handler, sets the page-table root, and calls run().
 
 from __future__ import annotations
 
+import ctypes
 from typing import Callable
 
 import unicorn
 from unicorn import x86_const as X
+from unicorn.unicorn_py3.unicorn import uclib
 
 from emulator import mmu, traps
 from emulator.clock import InstructionClock
@@ -38,6 +40,13 @@ _ACCESS_OF = {unicorn.UC_MEM_READ: mmu.READ, unicorn.UC_MEM_WRITE: mmu.WRITE, un
 
 PageFaultHandler = Callable[[int, int, int], bool]
 SyscallHandler = Callable[[], None]
+
+# The fill and syscall hooks are registered through the C API directly: the
+# binding's wrappers (and its ctypes view of the TLB entry) cost about as much
+# as the walk itself.  The TLB entry is written as two qwords: paddr, perms.
+_TLB_FILL_HOOK = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
+                                  ctypes.POINTER(ctypes.c_uint64), ctypes.c_void_p)
+_SYSCALL_HOOK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
 
 
 class TLB:
@@ -91,11 +100,26 @@ class Machine:
         self.syscall_handler: SyscallHandler = lambda: None
         self._trap: traps.Trap | None = None
         self._stop_requested = False
+        self._hook_error: BaseException | None = None
         self.ram.write(STOP_FRAME << PAGE_SHIFT, _UD2 * (PAGE_SIZE // 2))
-        self.engine.hook_add(unicorn.UC_HOOK_TLB_FILL, self._tlb_fill)
-        self.engine.hook_add(unicorn.UC_HOOK_INSN, self._syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
+        self._hooks = [_TLB_FILL_HOOK(self._tlb_fill), _SYSCALL_HOOK(self._syscall)]
+        self._add_hook(unicorn.UC_HOOK_TLB_FILL, self._hooks[0])
+        self._add_hook(unicorn.UC_HOOK_INSN, self._hooks[1], ctypes.c_int(X.UC_X86_INS_SYSCALL))
         self.engine.hook_add(unicorn.UC_HOOK_INTR, self._interrupt)
         self.engine.hook_add(unicorn.UC_HOOK_INSN_INVALID, self._invalid_opcode)
+
+    def _add_hook(self, kind: int, callback, *extra) -> None:
+        handle = ctypes.c_size_t()
+        status = uclib.uc_hook_add(self.cpu.handle, ctypes.byref(handle), kind, ctypes.cast(callback, ctypes.c_void_p),
+                                   None, ctypes.c_uint64(1), ctypes.c_uint64(0), *extra)
+        if status != unicorn.UC_ERR_OK:
+            raise unicorn.UcError(status)
+
+    def _hook_failed(self, error: BaseException) -> None:
+        """A handler raised: stop the engine and re-raise from run(), as the binding's own hooks do."""
+        if self._hook_error is None:
+            self._hook_error = error
+        uclib.uc_emu_stop(self.cpu.handle)
 
     @property
     def now(self) -> int:
@@ -135,8 +159,11 @@ class Machine:
         try:
             self.engine.emu_start(start, STOP_ADDRESS, timeout=0 if self.clock else timeout_us)
         except unicorn.UcError as error:
-            if self._trap is None:
+            if self._trap is None and self._hook_error is None:
                 self._trap = self._unexplained_stop(error)
+        if self._hook_error is not None:
+            error, self._hook_error = self._hook_error, None
+            raise error
         return self._trap or self._ordinary_stop()
 
     def _ordinary_stop(self) -> traps.Trap:
@@ -159,34 +186,42 @@ class Machine:
             return traps.Trap(traps.INVALID_OPCODE, rip)
         return traps.Trap(traps.GENERAL_PROTECTION, rip)
 
-    def _tlb_fill(self, engine: unicorn.Uc, va: int, mem_type: int, entry, user_data) -> bool:
-        if va & ~0xFFF == STOP_PAGE and mem_type == unicorn.UC_MEM_FETCH:
-            entry.paddr = STOP_FRAME << PAGE_SHIFT
-            entry.perms = unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC
-            return True
-        access = _ACCESS_OF[mem_type]
-        qwords = self.ram.qwords
-        paddr, result = mmu.walk(qwords, self.cr3, va, access)
-        if paddr < 0:
-            if not self.page_fault_handler(va, access, result):
-                self._fault_trap(va, access, result)
-                return False
+    def _tlb_fill(self, engine: int, va: int, mem_type: int, entry, user_data: int) -> bool:
+        """On a TLB miss: walk the tables; on a failed walk, let the kernel fix them and walk again."""
+        try:
+            if va & ~0xFFF == STOP_PAGE and mem_type == unicorn.UC_MEM_FETCH:
+                entry[0] = STOP_FRAME << PAGE_SHIFT
+                entry[1] = unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC
+                return True
+            access = _ACCESS_OF[mem_type]
+            qwords = self.ram.qwords
             paddr, result = mmu.walk(qwords, self.cr3, va, access)
             if paddr < 0:
-                raise RuntimeError(f"kernel resolved a fault at {va:#x} but the walk still faults ({result:#x})")
-            self.tlb.sync()
-        entry.paddr = paddr
-        entry.perms = result
-        return True
+                if not self.page_fault_handler(va, access, result):
+                    self._fault_trap(va, access, result)
+                    return False
+                paddr, result = mmu.walk(qwords, self.cr3, va, access)
+                if paddr < 0:
+                    raise RuntimeError(f"kernel resolved a fault at {va:#x} but the walk still faults ({result:#x})")
+                self.tlb.sync()
+            entry[0] = paddr
+            entry[1] = result
+            return True
+        except BaseException as error:
+            self._hook_failed(error)
+            return False
 
     def _fault_trap(self, va: int, access: int, error_code: int) -> None:
         if self.clock and access != mmu.FETCH:
             self.clock.unretire()
         self._trap = traps.Trap(traps.PAGE_FAULT, self.cpu.rip, va, error_code, access)
 
-    def _syscall(self, engine: unicorn.Uc, user_data) -> None:
-        self.syscall_handler()
-        self.tlb.sync()
+    def _syscall(self, engine: int, user_data: int) -> None:
+        try:
+            self.syscall_handler()
+            self.tlb.sync()
+        except BaseException as error:
+            self._hook_failed(error)
 
     def _interrupt(self, engine: unicorn.Uc, number: int, user_data) -> None:
         rip = self.cpu.rip

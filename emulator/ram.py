@@ -14,6 +14,7 @@ import mmap
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 PAGE_MASK = PAGE_SIZE - 1
+_ZERO_PAGE = bytes(PAGE_SIZE)
 
 
 class PhysicalMemory:
@@ -42,7 +43,7 @@ class PhysicalMemory:
 
     def zero_frame(self, frame: int) -> None:
         start = frame << PAGE_SHIFT
-        self.bytes[start:start + PAGE_SIZE] = bytes(PAGE_SIZE)
+        self.bytes[start:start + PAGE_SIZE] = _ZERO_PAGE
 
     def copy_frame(self, dst: int, src: int) -> None:
         d, s = dst << PAGE_SHIFT, src << PAGE_SHIFT

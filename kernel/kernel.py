@@ -152,7 +152,9 @@ class Kernel:
 
     def _page_fault(self, va: int, access: int, error_code: int) -> bool:
         proc = self.current
-        result = vm_fault(proc.vmspace, self.allocator, va, access, error_code, self.machine.cpu.rip)
+        # Reading rip costs about as much as a page walk; only a trace needs it.
+        rip = self.machine.cpu.rip if self.recorder.sink is not None else None
+        result = vm_fault(proc.vmspace, self.allocator, va, access, error_code, rip)
         if result.fatal:
             self._fatal = (result, va, access)
             return False

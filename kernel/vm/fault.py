@@ -14,7 +14,7 @@ The steps follow FreeBSD's vm_fault and the paper:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from emulator import mmu
 from kernel.vm.map import MapEntry, VMSpace
@@ -39,8 +39,7 @@ NOMEM = "out of memory"          # the OOM killer's SIGKILL
 _NEEDED = (PROT_READ | PROT_WRITE | PROT_EXEC, PROT_WRITE, PROT_EXEC)
 
 
-@dataclass(frozen=True)
-class FaultResult:
+class FaultResult(NamedTuple):
     """What a fault did: its kind, and where in the chain the page came from."""
 
     kind: str

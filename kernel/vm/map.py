@@ -51,14 +51,16 @@ class MapEntry:
 @dataclass(eq=False)
 class VMMap:
     entries: list[MapEntry] = field(default_factory=list)
-
-    def _starts(self) -> list[int]:
-        return [e.start for e in self.entries]
+    hint: MapEntry | None = None    # the last entry found, as FreeBSD's map->hint: faults cluster
 
     def lookup(self, va: int) -> MapEntry | None:
-        i = bisect.bisect_right(self._starts(), va) - 1
+        hint = self.hint
+        if hint is not None and hint.start <= va < hint.end:
+            return hint
+        i = bisect.bisect_right(self.entries, va, key=lambda e: e.start) - 1
         if i >= 0 and self.entries[i].start <= va < self.entries[i].end:
-            return self.entries[i]
+            self.hint = self.entries[i]
+            return self.hint
         return None
 
     def insert(self, entry: MapEntry) -> None:
@@ -118,6 +120,8 @@ class VMMap:
 
     def remove(self, entry: MapEntry) -> None:
         self.entries.remove(entry)
+        if self.hint is entry:
+            self.hint = None
 
 
 @dataclass(eq=False)
@@ -142,3 +146,4 @@ class VMSpace:
         for entry in self.map.entries:
             entry.object.deallocate()
         self.map.entries.clear()
+        self.map.hint = None
