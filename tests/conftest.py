@@ -10,6 +10,7 @@ import pytest
 from emulator.machine import Machine
 from kernel.kernel import Kernel
 from kernel.proc import Process
+from tests import invariants
 from tools.assembler import assemble
 
 PRELUDE = ".intel_syntax noprefix\n.globl _start\n"
@@ -45,6 +46,17 @@ def assert_no_leak(kernel: Kernel) -> None:
     assert kernel.recorder.frames_in_use == in_use
 
 
+def check_before_every_syscall(kernel: Kernel) -> None:
+    """Hold the kernel to its invariants at every kernel entry the program makes."""
+    handler = kernel.machine.syscall_handler
+
+    def checked() -> None:
+        invariants.check(kernel)
+        handler()
+
+    kernel.machine.syscall_handler = checked
+
+
 @pytest.fixture
 def build(tmp_path):
     """build(source, name) -> path of an executable assembled from `source`."""
@@ -65,6 +77,7 @@ def run(build, tmp_path):
         kernel = Kernel(Machine(ram, deterministic=deterministic), root=str(tmp_path),
                         stdin=io.BytesIO(stdin), stdout=out, stderr=err)
         proc = kernel.spawn(kernel.fs.open_host(path), [path, *args], [])
+        check_before_every_syscall(kernel)
         kernel.run()
         assert_no_leak(kernel)
         return Run(kernel, proc, out.getvalue(), err.getvalue())

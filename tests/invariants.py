@@ -1,0 +1,91 @@
+"""The kernel's invariants, checked from outside (DESIGN.md, "Quality bars").
+
+- every present user PTE maps the page the map entry's object chain yields for
+  that address, with no more rights than the entry and the chain allow;
+- pv entries and present PTEs are the same set;
+- each object's reference count is the number of map entries, shadows and
+  caches holding it, and its shadow count the number of shadows;
+- every allocated frame belongs to an object or is a page-table page.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from emulator import pte as E
+from kernel.kernel import Kernel
+from kernel.proc import RUNNABLE
+from kernel.vm.object import VNODE
+from kernel.vm.pmap import PROT_EXEC, PROT_WRITE, Pmap
+
+
+def present_ptes(pmap: Pmap):
+    """(va, pte) for every present leaf entry."""
+    q = pmap.qwords
+
+    def walk(frame: int, level: int, base: int):
+        for index in range(512):
+            entry = q[frame * 512 + index]
+            if not entry & E.P:
+                continue
+            va = base | (index << (39 - 9 * level))
+            if level == 3:
+                yield va, entry
+            else:
+                yield from walk(E.frame_of(entry), level + 1, va)
+
+    yield from walk(pmap.root.frame, 0, 0)
+
+
+def check(kernel: Kernel) -> None:
+    live = [p for p in kernel.processes.values() if p.state == RUNNABLE and p.vmspace is not None]
+    objects = {}
+    holders: Counter = Counter()
+    table_frames = set()
+    for proc in live:
+        vm = proc.vmspace
+        table_frames.update(vm.pmap.tables)
+        for entry in vm.map.entries:
+            holders[id(entry.object)] += 1
+            obj = entry.object
+            while obj is not None:
+                objects[id(obj)] = obj
+                obj = obj.backing
+        mapped = 0
+        for va, pte in present_ptes(vm.pmap):
+            mapped += 1
+            entry = vm.map.lookup(va)
+            assert entry is not None, f"pid {proc.pid}: PTE at {va:#x} outside every map entry"
+            obj, index = entry.object, entry.pindex(va)
+            while index not in obj.pages and obj.backing is not None:
+                index += obj.backing_offset
+                obj = obj.backing
+            page = obj.pages.get(index)
+            assert page is not None and page.frame == E.frame_of(pte), \
+                f"pid {proc.pid}: PTE at {va:#x} maps frame {E.frame_of(pte)}, the chain says {page and page.frame}"
+            if pte & E.RW:
+                assert entry.protection & PROT_WRITE, f"pid {proc.pid}: {va:#x} writable against its protection"
+                assert obj is entry.object and not entry.needs_copy, f"pid {proc.pid}: {va:#x} writes a shared page"
+                assert not (entry.cow and obj.kind == VNODE), f"pid {proc.pid}: {va:#x} writes the file's page"
+            if not pte & E.NX:
+                assert entry.protection & PROT_EXEC, f"pid {proc.pid}: {va:#x} executable against its protection"
+            assert (vm.pmap, va) in page.pv, f"pid {proc.pid}: no pv entry for {va:#x}"
+        assert mapped == vm.pmap.resident
+    for file in kernel.fs._files.values():
+        if file.object is not None:
+            holders[id(file.object)] += 1
+            objects[id(file.object)] = file.object
+    shadows: Counter = Counter()
+    for obj in objects.values():
+        if obj.backing is not None:
+            holders[id(obj.backing)] += 1
+            shadows[id(obj.backing)] += 1
+    for key, obj in objects.items():
+        assert obj.ref_count == holders[key], f"{obj}: {holders[key]} holders"
+        assert obj.shadow_count == shadows[key], f"{obj}: {shadows[key]} shadows"
+        for pindex, page in obj.pages.items():
+            assert page.object is obj and page.pindex == pindex
+            for pmap, va in page.pv:
+                assert E.frame_of(pmap.lookup(va)) == page.frame, f"stale pv entry {va:#x} for frame {page.frame}"
+    owned = sum(len(obj.pages) for obj in objects.values()) + len(table_frames)
+    assert kernel.allocator.total - kernel.allocator.free_count == owned, "a frame is allocated but owned by nobody"
