@@ -26,6 +26,10 @@ GENERAL_REGISTERS = (
 )
 REGISTER_IDS = dict(GENERAL_REGISTERS)
 
+MSR_EFER, MSR_STAR = 0xC000_0080, 0xC000_0081
+EFER_SCE, EFER_LME, EFER_LMA, EFER_NXE = 1 << 0, 1 << 8, 1 << 10, 1 << 11
+_SYSRETQ = bytes.fromhex("480f07")
+
 # The Linux syscall ABI: number in rax, arguments in rdi, rsi, rdx, r10, r8, r9.
 _SYSCALL_REGISTERS = (X.UC_X86_REG_RAX, X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC_X86_REG_RDX,
                       X.UC_X86_REG_R10, X.UC_X86_REG_R8, X.UC_X86_REG_R9)
@@ -44,6 +48,25 @@ class CPU:
         self._batch_values = (ctypes.c_uint64 * count)()
         self._batch_pointers = (ctypes.c_void_p * count)(
             *[ctypes.addressof(self._batch_values) + 8 * i for i in range(count)])
+        self._reset_context = self.engine.context_save()
+
+    def drop_to_user_mode(self, scratch: int) -> None:
+        """Run one sysretq so that user code runs at CPL 3, where privileged
+        instructions (hlt, cli, mov to CR0, wrmsr, ...) raise #GP as on real
+        hardware.  Writing CS or SS does not change the CPL in Unicorn (QEMU
+        keeps it in hflags), but sysret does, and contexts carry it along.
+        `scratch` is a physical address whose bytes may be overwritten; paging
+        must still be off (identity-mapped physical memory).
+        """
+        self.engine.mem_write(scratch, _SYSRETQ)
+        self.engine.reg_write(X.UC_X86_REG_MSR, (MSR_EFER, EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE))
+        self.engine.reg_write(X.UC_X86_REG_MSR, (MSR_STAR, 0x10 << 48))
+        self.write(X.UC_X86_REG_RCX, scratch + 16)
+        self.write(X.UC_X86_REG_R11, 0x202)
+        self.engine.emu_start(scratch, scratch + 16)
+        if self.engine.reg_read(X.UC_X86_REG_CS) & 3 != 3:
+            raise RuntimeError("sysretq did not reach CPL 3")
+        self.engine.ctl_flush_tb()
         self._reset_context = self.engine.context_save()
 
     def read(self, register: int) -> int:

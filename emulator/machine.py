@@ -91,6 +91,7 @@ class Machine:
         self.cpu = CPU()
         self.engine = self.cpu.engine
         self.engine.mem_map_ptr(0, ram_size, unicorn.UC_PROT_ALL, self.ram.address)
+        self.cpu.drop_to_user_mode(STOP_FRAME << PAGE_SHIFT)
         self.engine.ctl_set_tlb_mode(unicorn.UC_TLB_VIRTUAL)
         self.tlb = TLB(self.engine, self.recorder)
         self.deterministic = deterministic
@@ -174,11 +175,7 @@ class Machine:
             return traps.Trap(traps.QUANTUM, rip)
         if rip == STOP_ADDRESS or rip >> 47:
             return traps.Trap(traps.PAGE_FAULT, rip, rip, mmu.PF_U | mmu.PF_I, mmu.FETCH)
-        if not self.clock:
-            return traps.Trap(traps.QUANTUM, rip)
-        # The engine stopped on its own: hlt ends emulation in Unicorn, but a
-        # user-mode hlt is a general-protection fault on real hardware.
-        return traps.Trap(traps.GENERAL_PROTECTION, rip - 1)
+        return traps.Trap(traps.QUANTUM, rip)
 
     def _unexplained_stop(self, error: unicorn.UcError) -> traps.Trap:
         rip = self.cpu.rip
@@ -234,6 +231,9 @@ class Machine:
         elif number == 6:
             self._trap = traps.Trap(traps.INVALID_OPCODE, rip)
         else:
+            # #GP (13) and anything else: a privileged or faulting instruction, not retired.
+            if self.clock:
+                self.clock.unretire()
             self._trap = traps.Trap(traps.GENERAL_PROTECTION, rip)
         engine.emu_stop()
 

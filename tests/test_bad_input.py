@@ -33,6 +33,8 @@ msg: .ascii "ok\\n"
     ("xor ecx, ecx\n    div ecx", 8, "divide error at 0x401002: div ecx"),
     ("int3", 5, "breakpoint"),
     ("hlt", 11, "general protection at 0x401000: hlt"),
+    ("cli", 11, "general protection at 0x401000: cli"),
+    ("xor eax, eax\n    mov cr3, rax", 11, "general protection at 0x401002: mov cr3, rax"),
     ("mov rax, 0x500000\n    jmp rax", 11, "fetch of 0x500000 (no mapping) at 0x500000: (no code mapped there)"),
     ("lea rax, [rip]\n    mov byte ptr [rax], 0x90", 11, "write of 0x401007 (permission denied)"),
     ("mov rax, 0xffffffffffffe010\n    jmp rax", 11, "fetch of 0xffffffffffffe010 (no mapping)"),

@@ -91,7 +91,8 @@ def test_faults_are_resolved_inside_the_fill_hook_and_the_clock_is_exact():
     ("nop\nint3\nnop", traps.BREAKPOINT, 2),
     ("xor ecx, ecx\ndiv ecx", traps.DIVIDE_ERROR, 1),
     ("nop\nud2", traps.INVALID_OPCODE, 1),
-    ("nop\nhlt", traps.GENERAL_PROTECTION, 2),
+    ("nop\nhlt", traps.GENERAL_PROTECTION, 1),
+    ("nop\nmov rax, cr0", traps.GENERAL_PROTECTION, 1),
 ])
 def test_traps_and_the_instructions_they_retire(code, kind, retired):
     board = Board(code)
