@@ -16,9 +16,10 @@ SW2 = 1 << 11
 NX = 1 << 63        # no-execute (EFER.NXE is always on)
 
 ADDR_MASK = 0x000F_FFFF_FFFF_F000
-# QEMU 5.0 (Unicorn 2.1's base) treats all 52 address bits as usable
-# (TARGET_PHYS_ADDR_SPACE_BITS), so no high address bit is reserved.
-PHYS_BITS = 52
+# MAXPHYADDR.  QEMU's TCG x86-64 CPU (Unicorn 2.1) has 40 physical address
+# bits (TCG_PHYS_ADDR_BITS, what its CPUID reports), so bits 40-51 of an entry
+# are reserved: the walk faults with RSVD rather than follow them.
+PHYS_BITS = 40
 RESERVED_MASK = ADDR_MASK & ~((1 << PHYS_BITS) - 1)
 
 LEVEL_NAMES = ("PML4", "PDPT", "PD", "PT")
