@@ -130,7 +130,9 @@ def walk_entries(qwords: memoryview, cr3: int, va: int) -> list[tuple[str, int, 
         paddr = table + (((va >> shift) & _INDEX) << 3)
         entry = qwords[paddr >> 3]
         result.append((E.LEVEL_NAMES[level], paddr, entry))
-        if not entry & E.P or (entry & E.PS and level in (1, 2)):
+        # The walk ends at a non-present entry, a reserved bit (PS is
+        # reserved in a PML4 entry) or a large-page leaf.
+        if not entry & E.P or entry & (E.RESERVED_MASK | E.PS):
             break
         table = entry & E.ADDR_MASK
     return result
