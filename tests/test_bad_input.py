@@ -66,11 +66,24 @@ def _hello_elf(build) -> bytes:
 
 
 def _set_phdr(image: bytearray, index: int, field: int, value: int) -> None:
+    """Set one 8-byte field of a program header (1 offset, 2 vaddr, 4 filesz, 5 memsz)."""
     phoff = struct.unpack_from("<Q", image, 32)[0]
     struct.pack_into("<Q", image, phoff + 56 * index + 8 * field, value)
 
 
+def _load_segment(image: bytes, flags: int) -> int:
+    """Index of the PT_LOAD program header with exactly these p_flags."""
+    phoff, = struct.unpack_from("<Q", image, 32)
+    phnum, = struct.unpack_from("<H", image, 56)
+    for index in range(phnum):
+        p_type, p_flags = struct.unpack_from("<II", image, phoff + 56 * index)
+        if p_type == 1 and p_flags == flags:
+            return index
+    raise AssertionError(f"no PT_LOAD with flags {flags}")
+
+
 def _mutations(good: bytes):
+    text, rodata = _load_segment(good, 5), _load_segment(good, 4)
     image = bytearray(good)
     image[:4] = b"\x7fBAD"
     yield "bad magic", bytes(image), "bad ELF magic"
@@ -79,15 +92,15 @@ def _mutations(good: bytes):
     struct.pack_into("<Q", image, 32, len(good) + 100)
     yield "phdrs outside", bytes(image), "program headers lie outside the file"
     image = bytearray(good)
-    _set_phdr(image, 1, 1, len(good) + 4096)    # p_offset of the text segment
-    _set_phdr(image, 1, 2, 0x401000 + len(good) + 4096)  # keep vaddr congruent
+    _set_phdr(image, text, 1, len(good) + 4096)
+    _set_phdr(image, text, 2, 0x401000 + len(good) + 4096)  # keep vaddr congruent with the offset
     yield "segment outside", bytes(image), "outside"
     image = bytearray(good)
-    _set_phdr(image, 2, 2, 0x401000)            # rodata's vaddr onto text's
-    _set_phdr(image, 2, 1, 0x1000)
+    _set_phdr(image, rodata, 2, 0x401000)       # rodata's vaddr onto text's
+    _set_phdr(image, rodata, 1, 0x1000)
     yield "overlapping", bytes(image), "overlap"
     image = bytearray(good)
-    _set_phdr(image, 1, 5, 1 << 47)             # p_memsz of text: absurd
+    _set_phdr(image, text, 5, 1 << 47)          # an absurd p_memsz
     yield "absurd size", bytes(image), "outside user space"
     image = bytearray(good)
     struct.pack_into("<Q", image, 24, 0x12345678)
