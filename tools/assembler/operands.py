@@ -194,7 +194,7 @@ class _OperandBuilder:
         scale = 1
         disp_tokens: list[Token] = []
         for sign, term in terms:
-            register, term_scale = _register_term(term)
+            register, term_scale = self._register_term(term)
             if register is None:
                 disp_tokens += ([Token("op", sign)] if disp_tokens or sign == "-" else [])
                 disp_tokens += [Token("op", "(")] + term + [Token("op", ")")]
@@ -210,6 +210,24 @@ class _OperandBuilder:
         if base == "rip" and index is not None or index == "rip":
             raise SourceError("rip cannot be combined with an index register")
         return base, index, scale, disp_tokens
+
+
+    def _register_term(self, term: list[Token]) -> tuple[str | None, int | None]:
+        """(register, scale) for ``reg``, ``reg*n`` or ``n*reg``; (None, None) for anything else."""
+        positions = [i for i, t in enumerate(term) if t.kind == "name" and is_register(t.text)]
+        if not positions:
+            return None, None
+        register = term[positions[0]].text.lower()
+        if len(term) == 1:
+            return register, None
+        if len(positions) == 1 and positions[0] in (0, len(term) - 1) and len(term) > 2:
+            star, rest = (term[1], term[2:]) if positions[0] == 0 else (term[-2], term[:-2])
+            scale = self.known_absolute(self.expression(rest)) if star.text == "*" else None
+            if scale in (1, 2, 4, 8):
+                return register, scale
+            if star.text == "*":
+                raise SourceError(f"scale factor {' '.join(t.text for t in rest)} is not 1, 2, 4 or 8")
+        raise SourceError(f"bad address expression {' '.join(t.text for t in term)!r}")
 
 
 def _terms(tokens: list[Token]) -> list[tuple[str, list[Token]]]:
@@ -237,19 +255,3 @@ def _terms(tokens: list[Token]) -> list[tuple[str, list[Token]]]:
     elif tokens:
         raise SourceError("memory operand ends with an operator")
     return terms
-
-
-def _register_term(term: list[Token]) -> tuple[str | None, int | None]:
-    """(register, scale) for ``reg``, ``reg*n`` or ``n*reg``; (None, None) for anything else."""
-    names = [t for t in term if t.kind == "name" and is_register(t.text)]
-    if not names:
-        return None, None
-    if len(term) == 1:
-        return term[0].text.lower(), None
-    if len(term) == 3 and term[1].text == "*":
-        register, number = (term[0], term[2]) if term[0] in names else (term[2], term[0])
-        if register in names and number.kind == "num":
-            if number.value not in (1, 2, 4, 8):
-                raise SourceError(f"scale factor {number.value} is not 1, 2, 4 or 8")
-            return register.text.lower(), number.value
-    raise SourceError(f"bad address expression {' '.join(t.text for t in term)!r}")

@@ -21,6 +21,7 @@ SECTION_ORDER = (".text", ".rodata", ".data", ".bss")
 _DATA_SIZES = {".byte": 1, ".word": 2, ".short": 2, ".value": 2, ".2byte": 2, ".long": 4, ".int": 4,
                ".4byte": 4, ".quad": 8, ".8byte": 8}
 _STRINGS = {".ascii": False, ".asciz": True, ".string": True}
+_LD_BSS_ALIGNMENT = 8  # GNU ld's default script ends .bss with ". = ALIGN(. != 0 ? 64 / 8 : 1)"
 _IGNORED = {".intel_syntax", ".code64", ".type", ".size", ".file", ".ident"}
 
 
@@ -213,6 +214,8 @@ def build_program(statements: list[Statement], filename: str) -> Program:
         except SourceError as error:
             raise AssemblyError(filename, statement.line, error.message) from None
     builder.check_globals()
+    bss = builder.program.sections[".bss"]
+    bss.append(Bytes(bytes(-bss.size % _LD_BSS_ALIGNMENT)))
     return builder.program
 
 
