@@ -101,18 +101,21 @@ def build_gnu(source: Path, out: Path, ours: bytes) -> bytes:
 
 
 def run_natively(executable: Path, args: list[str]) -> tuple[bytes, bytes, int]:
-    done = subprocess.run([str(executable), *args], capture_output=True, timeout=20, env={})
+    """Run as ./program from its own directory, so both builds see the same argv[0]."""
+    done = subprocess.run(["./program", *args], cwd=executable.parent, capture_output=True, timeout=20, env={})
     return done.stdout, done.stderr, done.returncode
 
 
 @pytest.mark.parametrize("source", CORPUS, ids=[p.name for p in CORPUS])
 def test_matches_gnu_as_and_ld(source: Path, tmp_path: Path) -> None:
-    ours = build_ours(source, tmp_path / "ours")
-    gnu = build_gnu(source, tmp_path / "gnu", ours)
+    (tmp_path / "ours").mkdir()
+    (tmp_path / "gnu").mkdir()
+    ours = build_ours(source, tmp_path / "ours" / "program")
+    gnu = build_gnu(source, tmp_path / "gnu" / "program", ours)
     our_sections, gnu_sections = elf_sections(ours), elf_sections(gnu)
     for name in (".text", ".rodata", ".data"):
         assert our_sections.get(name, (0, 0, 0, b""))[3] == gnu_sections.get(name, (0, 0, 0, b""))[3], name
     assert our_sections.get(".bss", (0, 0, 0))[2] == gnu_sections.get(".bss", (0, 0, 0))[2]
     assert struct.unpack_from("<Q", ours, 0x18) == struct.unpack_from("<Q", gnu, 0x18)  # entry point
     for args in RUNS.get(source.name, [[]]):
-        assert run_natively(tmp_path / "ours", args) == run_natively(tmp_path / "gnu", args), args
+        assert run_natively(tmp_path / "ours" / "program", args) == run_natively(tmp_path / "gnu" / "program", args)

@@ -60,14 +60,29 @@ class Layout:
 
 
 def nop_padding(length: int) -> bytes:
-    """The NOPs GNU as 2.40 pads x86-64 code with: 11-byte NOPs, then one shorter NOP."""
+    """The padding GNU as 2.40 puts in x86-64 code: 11-byte NOPs then one shorter NOP, behind a
+    jump over them once more than 7 of the longest NOPs would be needed."""
+    if length // len(_NOPS[-1]) <= _MAX_NOPS_BEFORE_JUMP:
+        return _nops(length)
+    if length - 2 <= 127:
+        jump = bytes([0xEB, length - 2])
+    else:
+        jump = b"\xe9" + (length - 5).to_bytes(4, "little")
+    return jump + _nops(length - len(jump))
+
+
+def _nops(length: int) -> bytes:
     longest = _NOPS[-1]
     return longest * (length // len(longest)) + (_NOPS[length % len(longest) - 1] if length % len(longest) else b"")
 
 
+_MAX_NOPS_BEFORE_JUMP = 7
 _NOPS = [bytes.fromhex(h) for h in (
     "90", "6690", "0f1f00", "0f1f4000", "0f1f440000", "660f1f440000", "0f1f8000000000", "0f1f840000000000",
     "660f1f840000000000", "662e0f1f840000000000", "66662e0f1f840000000000")]
+
+
+NOP_OPCODE = 0x90  # GNU as pads code with multi-byte NOPs when the fill is omitted or is 0x90
 
 
 def align_padding(item: Align, offset: int) -> int:

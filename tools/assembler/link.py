@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from .encoding import EncodedInstruction
 from .errors import AssemblyError, SourceError
 from .expressions import Expr, Value, evaluate, symbols_in
-from .layout import Layout, SectionOffsets, align_padding, chosen_form, nop_padding
+from .layout import NOP_OPCODE, Layout, SectionOffsets, align_padding, chosen_form, nop_padding
 from .program import Align, Bytes, DataValue, Label, Program, display_name, is_local_numeric
 
 _SIGNED32 = (-(1 << 31), (1 << 31) - 1)
@@ -48,7 +48,7 @@ class _Linker:
                 out += self.data_value(item)
             elif isinstance(item, Align):
                 padding = align_padding(item, len(out))
-                out += nop_padding(padding) if item.fill is None else bytes([item.fill]) * padding
+                out += nop_padding(padding) if item.fill in (None, NOP_OPCODE) else bytes([item.fill]) * padding
             else:
                 out += self.instruction(encoded[index], index, self.layout.addresses[name] + len(out))
         return bytes(out)
