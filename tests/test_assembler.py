@@ -8,12 +8,10 @@ run natively, must print the same and exit the same way.
 
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 import subprocess
 import time
-import warnings
 from pathlib import Path
 
 import pytest
@@ -102,7 +100,8 @@ def build_gnu(source: Path, out: Path, ours: bytes) -> bytes:
 
 def run_natively(executable: Path, args: list[str]) -> tuple[bytes, bytes, int]:
     """Run as ./program from its own directory, so both builds see the same argv[0]."""
-    done = subprocess.run(["./program", *args], cwd=executable.parent, capture_output=True, timeout=20, env={})
+    done = subprocess.run(["./program", *args], cwd=executable.parent, capture_output=True, timeout=20, env={},
+                          check=False)
     return done.stdout, done.stderr, done.returncode
 
 
@@ -119,3 +118,145 @@ def test_matches_gnu_as_and_ld(source: Path, tmp_path: Path) -> None:
     assert struct.unpack_from("<Q", ours, 0x18) == struct.unpack_from("<Q", gnu, 0x18)  # entry point
     for args in RUNS.get(source.name, [[]]):
         assert run_natively(tmp_path / "ours" / "program", args) == run_natively(tmp_path / "gnu" / "program", args)
+
+
+def test_code_padding_matches_gnu_for_every_size(tmp_path: Path) -> None:
+    """One .p2align 9 after 512-n bytes, for n = 0..300: every NOP pattern and both jump-over forms."""
+    source = ".intel_syntax noprefix\n.text\n.globl _start\n_start:\n" + "".join(
+        f".fill {512 - n}, 1, 0xcc\n.p2align 9\n" for n in range(301))
+    path = tmp_path / "padding.s"
+    path.write_text(source)
+    ours = build_ours(path, tmp_path / "ours")
+    gnu = build_gnu(path, tmp_path / "gnu", ours)
+    assert elf_sections(ours)[".text"][3] == elf_sections(gnu)[".text"][3]
+
+
+def test_elf_layout_is_ld_like() -> None:
+    image = assemble((ROOT / "tests" / "asm_corpus" / "directives.s").read_text(), "directives.s")
+    sections = elf_sections(image)
+    assert [name for name in sections] == [".text", ".rodata", ".data", ".bss", ".symtab", ".strtab", ".shstrtab"]
+    assert sections[".text"][1] == 0x401000
+    for name in (".rodata", ".data", ".bss"):
+        assert sections[name][1] % 0x1000 == 0
+    loads = [row for row in program_headers(image) if row[0] == 1]
+    text, rodata, data = sections[".text"], sections[".rodata"], sections[".data"]
+    bss_end = sections[".bss"][1] + sections[".bss"][2]
+    assert loads == [
+        (1, 5, text[1] - 0x400000, text[1], text[2], text[2], 0x1000),
+        (1, 4, rodata[1] - 0x400000, rodata[1], rodata[2], rodata[2], 0x1000),
+        (1, 6, data[1] - 0x400000, data[1], data[2], bss_end - data[1], 0x1000),
+    ]
+    table = symbols(image)
+    assert table["_start"] == (0x401000, 1, 1)  # global, in .text
+    assert table["counter"][1:] == (0, 3)      # local, in .data
+    assert table["SYS_exit"] == (60, 0, 0xFFF1)  # absolute
+
+
+def test_bss_only_program_gets_a_file_size_zero_segment() -> None:
+    image = assemble(".intel_syntax noprefix\n.bss\nbuf: .space 10000\n.text\n.globl _start\n_start:\n"
+                     " mov byte ptr [buf + 9999], 1\n mov eax, 60\n xor edi, edi\n syscall\n")
+    loads = [row for row in program_headers(image) if row[0] == 1]
+    assert loads[-1][1] == 6 and loads[-1][4] == 0 and loads[-1][5] == 10000
+    assert loads[-1][3] == 0x402000 and loads[-1][2] % 0x1000 == 0
+    assert ".data" not in elf_sections(image)
+
+
+# ---- errors -----------------------------------------------------------------------------------
+
+ERRORS = [
+    # (source, line, message fragment)
+    ("nop\n.frobnicate 3\n", 2, "unknown directive '.frobnicate'"),
+    ("_start:\n  mov rax, offset nowhere\n", 2, "undefined symbol 'nowhere'"),
+    (".data\n.quad 1\n.quad missing + 4\n", 3, "undefined symbol 'missing'"),
+    ("_start:\n  jmp nowhere\n", 2, "undefined symbol 'nowhere'"),
+    ("_start:\n  nop\n  movx rax, 1\n", 3, "cannot encode 'movx rax, 1': Invalid mnemonic"),
+    ("_start:\n  mov rax, rbx, rcx\n", 2, "cannot encode 'mov rax, rbx, rcx': Invalid operand"),
+    ("a: nop\nb: nop\na: nop\n", 3, "symbol 'a' is already defined (line 1)"),
+    (".data\n.byte 1 +\n", 2, "expression ends too early"),
+    (".data\n.long (2\n", 2, "missing ')' in expression"),
+    (".data\n.long 1/0\n", 2, "division by zero"),
+    (".bss\n.space 4\n.byte 1\n", 3, ".byte puts data in .bss"),
+    (".bss\n.ascii \"x\"\n", 2, ".ascii puts data in .bss"),
+    (".bss\n  nop\n", 2, "instructions are only supported in .text, not in .bss"),
+    ('.data\n.ascii "abc\n', 2, "unterminated string"),
+    ("nop\n/* open\n\n", 2, "unterminated /* comment"),
+    ("_start:\n1: .space 200\n  loop 1b\n", 3, "does not fit in 1 byte"),
+    (".data\n.space later\nlater:\n", 2, "the size of .space must be a constant"),
+    (".globl _start, main\n_start: nop\n", 1, "global symbol 'main' is never defined"),
+    (".data\nx: .quad x * 2\n", 2, "operator '*' cannot be applied to an address"),
+    (".data\na: .byte 1\n.text\nb: nop\n.data\n.quad b - a\n", 6, "cannot subtract an address in .data"),
+    (".att_syntax\n", 1, "AT&T syntax is not supported"),
+    (".section .init\n", 1, "unsupported section '.init'"),
+    ("  mov rax, [rbx*3]\n", 1, "scale factor 3 is not 1, 2, 4 or 8"),
+    ("  mov rax, `\n", 1, "unexpected character '`'"),
+    ("  jmp 1b\n", 1, "backward reference to unknown label \"1:\""),
+    (".data\nx: .word x\n", 2, "does not fit in 2 bytes"),
+    (".equ a, b\n.equ b, a\n.data\n.quad a\n", 4, "symbol definition loop"),
+    ("x: nop\n.equ x, 1\n", 2, "symbol 'x' is already defined as a label"),
+    (".data\n.quad 'a', \"str\"\n", 2, ".quad does not take strings"),
+    (".data\n.align 3\n", 2, "alignment 3 is not a power of 2"),
+]
+
+
+@pytest.mark.parametrize("source,line,message", ERRORS, ids=[e[2][:40] for e in ERRORS])
+def test_errors_name_file_and_line(source: str, line: int, message: str) -> None:
+    with pytest.raises(AssemblyError) as caught:
+        assemble(source, "broken.s")
+    error = caught.value
+    assert (error.filename, error.line) == ("broken.s", line)
+    assert message in error.message
+    assert str(error) == f"broken.s:{line}: error: {error.message}"
+
+
+def test_keystone_segfault_becomes_an_error_and_the_tool_survives() -> None:
+    """A buffer with section switches kills Keystone 0.9.2 with SIGSEGV: only the worker dies."""
+    crashing = ".text\nnop\n.data\n.byte 1"
+    jobs = [KeystoneJob(3, "nop"), KeystoneJob(7, crashing), KeystoneJob(9, "ret")]
+    with pytest.raises(AssemblyError) as caught:
+        encode_all(jobs, 0x401000, "crash.s")
+    assert caught.value.line == 7 and caught.value.filename == "crash.s"
+    assert "Keystone crashed (killed by SIGSEGV)" in caught.value.message
+    # This process is fine and the next assembly works.
+    results = encode_all([KeystoneJob(1, "nop"), KeystoneJob(2, "bad insn")], 0x401000, "ok.s")
+    assert results[0].encoding == b"\x90"
+    assert results[1].encoding is None and "KS_ERR_ASM_MNEMONICFAIL" in results[1].error
+    assert assemble(".globl _start\n_start: ret\n")[:4] == b"\x7fELF"
+
+
+def test_user_text_never_reaches_keystone_as_directives() -> None:
+    """The section-switch text in a source file is parsed by us, so Keystone never sees it."""
+    image = assemble(".text\n.globl _start\n_start: nop\n.data\n.byte 1\n")
+    assert elf_sections(image)[".data"][3] == b"\x01"
+
+
+# ---- warnings ---------------------------------------------------------------------------------
+
+def test_missing_start_warns_like_ld() -> None:
+    image, messages = assemble_with_warnings("main: nop\n", "nostart.s")
+    assert messages == ["nostart.s: warning: cannot find entry symbol _start; defaulting to 0000000000401000"]
+    assert struct.unpack_from("<Q", image, 0x18)[0] == 0x401000
+    with pytest.warns(AssemblerWarning, match="cannot find entry symbol _start"):
+        assemble("main: nop\n", "nostart.s")
+
+
+def test_truncated_constant_warns_like_gnu_as() -> None:
+    image, messages = assemble_with_warnings(".globl _start\n_start: ret\n.data\n.byte 0x1ff\n", "t.s")
+    assert messages == ["t.s:4: warning: value 0x1ff truncated to 0xff"]
+    assert elf_sections(image)[".data"][3] == b"\xff"
+
+
+def test_forward_constant_as_bare_operand_is_memory_with_a_warning() -> None:
+    source = ".globl _start\n_start:\n  mov edx, length\n  ret\n.equ length, 12\n"
+    image, messages = assemble_with_warnings(source, "f.s")
+    assert messages == [("f.s:3: warning: 'length' is not defined as a constant before this line, so (as in GNU as) "
+                         "it is a memory operand here; write OFFSET length to use its value")]
+    assert elf_sections(image)[".text"][3][:7] == bytes.fromhex("8b14250c000000")  # mov edx, [0xc]
+
+
+def test_assembling_hello_is_fast() -> None:
+    source = (ROOT / "userland" / "hello.s").read_text()
+    assemble(source, "hello.s")
+    start = time.perf_counter()
+    for _ in range(5):
+        assemble(source, "hello.s")
+    assert (time.perf_counter() - start) / 5 < 0.5

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import warnings
 
+from .elf_writer import OutputSection, OutputSymbol, write_executable
 from .encoding import encode_instructions
 from .errors import AssemblyError, format_diagnostic
 from .layout import IMAGE_BASE, TEXT_ADDRESS, lay_out, section_is_used
 from .link import link
 from .program import SECTION_ORDER, Instruction, build_program
 from .source import UnterminatedComment, statements
-from .elf_writer import OutputSection, OutputSymbol, write_executable
 
-__all__ = ["AssemblyError", "AssemblerWarning", "assemble", "assemble_with_warnings"]
+__all__ = ["AssemblerWarning", "AssemblyError", "assemble", "assemble_with_warnings"]
 
 
 class AssemblerWarning(UserWarning):

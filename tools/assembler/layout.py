@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from .encoding import EncodedInstruction, Form
 from .errors import AssemblyError, SourceError
 from .expressions import Location, Value, evaluate
-from .program import (SECTION_ORDER, Align, Equate, Instruction, Label, Program, display_name,
-                      evaluate_definition)
+from .program import SECTION_ORDER, Align, Equate, Instruction, Label, Program, display_name, evaluate_definition
 
 IMAGE_BASE = 0x400000
 TEXT_ADDRESS = 0x401000

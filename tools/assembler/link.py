@@ -73,7 +73,7 @@ class _Linker:
                 self.warn_bare_constant(fixup.expr, line)
             if fixup.kind == "branch":
                 self.patch(data, form.imm_offset, form.rel_size, number - end, signed=True, line=line,
-                           what="branch target")
+                           what="branch displacement to the target")
             elif fixup.kind == "rip":
                 self.patch(data, form.disp_offset, 4, number - end, signed=True, line=line,
                            what="rip-relative displacement")
@@ -95,8 +95,9 @@ class _Linker:
 
     def warn_bare_constant(self, expr: Expr, line: int) -> None:
         names = ", ".join(sorted(display_name(name) for name in symbols_in(expr)))
-        self.program.warnings.append((line, f"'{names}' is not defined as a constant before this line, so (as in GNU as) "
-                                            f"it is a memory operand here; write OFFSET {names} to use its value"))
+        message = (f"'{names}' is not defined as a constant before this line, so (as in GNU as) "
+                   f"it is a memory operand here; write OFFSET {names} to use its value")
+        self.program.warnings.append((line, message))
 
     def symbols(self) -> list[FinalSymbol]:
         result = []

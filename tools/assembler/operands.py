@@ -16,8 +16,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import SourceError
-from .expressions import (Environment, Expr, LocalLabels, Location, NotKnownYet, Token, Value, evaluate,
-                          parse_expression, split_commas, tokenize)
+from .expressions import (
+    Environment,
+    Expr,
+    LocalLabels,
+    Location,
+    NotKnownYet,
+    Token,
+    Value,
+    evaluate,
+    parse_expression,
+    split_commas,
+    tokenize,
+)
 from .registers import BRANCHES, PREFIXES, SEGMENT, SIZE_KEYWORDS, is_register
 
 PLACEHOLDER = 0x7FFFFFFF

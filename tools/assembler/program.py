@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import AssemblyError, SourceError
-from .expressions import (Expr, Location, NotKnownYet, Token, Value, evaluate, parse_expression, split_commas,
-                          tokenize)
+from .expressions import Expr, Location, NotKnownYet, Token, Value, evaluate, parse_expression, split_commas, tokenize
 from .operands import InstructionTemplate, parse_instruction
 from .registers import is_register
 from .source import Statement

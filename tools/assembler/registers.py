@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 _GENERAL = {
-    *"rax rbx rcx rdx rsi rdi rbp rsp eax ebx ecx edx esi edi ebp esp".split(),
-    *"ax bx cx dx si di bp sp al bl cl dl ah bh ch dh sil dil bpl spl".split(),
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "eax", "ebx", "ecx", "edx", "esi", "edi", "ebp", "esp",
+    "ax", "bx", "cx", "dx", "si", "di", "bp", "sp", "al", "bl", "cl", "dl", "ah", "bh", "ch", "dh",
+    "sil", "dil", "bpl", "spl",
     *(f"r{n}{suffix}" for n in range(8, 16) for suffix in ("", "d", "w", "b")),
 }
 SEGMENT = {"cs", "ds", "es", "fs", "gs", "ss"}
@@ -21,11 +22,10 @@ SIZE_KEYWORDS = {"byte", "word", "dword", "fword", "qword", "tbyte", "oword", "x
 PREFIXES = {"rep", "repe", "repz", "repne", "repnz", "lock", "notrack", "bnd", "data16", "addr32"}
 
 # Mnemonics whose bare operand is a code address reached by a pc-relative displacement.
-_CONDITIONS = "o no b c nae ae nb nc e z ne nz be na a nbe s ns p pe np po l nge ge nl le ng g nle".split()
+_CONDITIONS = ("o", "no", "b", "c", "nae", "ae", "nb", "nc", "e", "z", "ne", "nz", "be", "na", "a", "nbe",
+               "s", "ns", "p", "pe", "np", "po", "l", "nge", "ge", "nl", "le", "ng", "g", "nle")
 BRANCHES = {"jmp", "call", "jrcxz", "jecxz", "loop", "loope", "loopz", "loopne", "loopnz",
             *(f"j{condition}" for condition in _CONDITIONS)}
-# Branches that only exist in a short (rel8) form, or only in a rel32 form.
-SHORT_ONLY_BRANCHES = {"jrcxz", "jecxz", "loop", "loope", "loopz", "loopne", "loopnz"}
 
 
 def is_register(name: str) -> bool:
