@@ -120,6 +120,17 @@ def test_matches_gnu_as_and_ld(source: Path, tmp_path: Path) -> None:
         assert run_natively(tmp_path / "ours" / "program", args) == run_natively(tmp_path / "gnu" / "program", args)
 
 
+ENCODE_ONLY = sorted((ROOT / "tests" / "asm_corpus" / "encode_only").glob("*.s"))
+
+
+@pytest.mark.parametrize("source", ENCODE_ONLY, ids=[p.name for p in ENCODE_ONLY])
+def test_encodings_match_gnu_as(source: Path, tmp_path: Path) -> None:
+    ours = build_ours(source, tmp_path / "ours")
+    gnu = build_gnu(source, tmp_path / "gnu", ours)
+    for name in (".text", ".data"):
+        assert elf_sections(ours)[name][3] == elf_sections(gnu)[name][3], name
+
+
 def test_code_padding_matches_gnu_for_every_size(tmp_path: Path) -> None:
     """One .p2align 9 after 512-n bytes, for n = 0..300: every NOP pattern and both jump-over forms."""
     source = ".intel_syntax noprefix\n.text\n.globl _start\n_start:\n" + "".join(

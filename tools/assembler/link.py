@@ -69,7 +69,7 @@ class _Linker:
         for fixup in insn.instruction.template.fixups:
             value = self.value(fixup.expr, insn.instruction.sequence, line)
             number = self.layout.address(value)
-            if fixup.bare_symbol and value.is_absolute:
+            if fixup.bare_symbol and value.is_absolute and symbols_in(fixup.expr):
                 self.warn_bare_constant(fixup.expr, line)
             if fixup.kind == "branch":
                 self.patch(data, form.imm_offset, form.rel_size, number - end, signed=True, line=line,

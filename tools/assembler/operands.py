@@ -57,7 +57,6 @@ class Fixup:
 
 @dataclass(frozen=True)
 class InstructionTemplate:
-    mnemonic: str
     texts: tuple[str, ...]  # one text, or (short form, long form) for a branch
     fixups: tuple[Fixup, ...] = field(default=())
 
@@ -82,7 +81,7 @@ def parse_instruction(text: str, here: Location, known: Environment, locals_: Lo
         texts = (f"{head} {BRANCH_BASE:#x}", f"{head} {FAR_TARGET:#x}")
     else:
         texts = (f"{head} {', '.join(operand_texts)}".strip(),)
-    return InstructionTemplate(mnemonic, texts, tuple(builder.fixups))
+    return InstructionTemplate(texts, tuple(builder.fixups))
 
 
 def _number(value: int) -> str:

@@ -157,9 +157,6 @@ class Program:
         self.globals: dict[str, int] = {}
         self.warnings: list[tuple[int | None, str]] = []
 
-    def instructions(self) -> list[Instruction]:
-        return [item for item in self.sections[".text"].items if isinstance(item, Instruction)]
-
 
 # ---- environments -----------------------------------------------------------------------------
 
