@@ -4,13 +4,20 @@ It behaves as the hardware does (Intel SDM vol. 3, 4.5-4.7), and as QEMU's
 x86 MMU (which Unicorn embeds) does where the manual leaves room:
 - A is set in each upper-level entry as the walk passes it, even when a
   lower level then faults; the leaf's A (and D) only when the access is
-  allowed;
+  allowed -- except that a PDPT entry gets its A before the walk sees that
+  its PS bit makes it a 1 GiB leaf, so a 1 GiB page's A is set even when
+  the access then faults (QEMU does exactly this; we match it);
 - D is set only by a write, and write permission is granted to the TLB only
   once D is set, so the first write to a clean page misses the TLB again;
 - U/S and R/W are the AND of all levels, NX the OR (EFER.NXE is on);
-- a PS bit in a PML4 entry and the low address bits of a large page are
-  reserved (the fault's error code then has RSVD).
-`tests/test_mmu_reference.py` holds this against QEMU's own walker.
+  CR0.WP is on, so R/W binds supervisor accesses too;
+- reserved bits fault with RSVD in the error code: address bits at and above MAXPHYADDR (`pte.PHYS_BITS`, 40 as in
+  QEMU), a PS bit in a PML4 entry, and the low address bits of a large page
+  (bit 12, PAT, excepted);
+- a non-canonical address faults without touching any entry.  The hardware
+  raises #GP there, not #PF; this walker can only report a page fault, with
+  no P bit.
+`tests/test_mmu_reference.py` holds all of this against QEMU's own walker.
 """
 
 from __future__ import annotations

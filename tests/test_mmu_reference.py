@@ -9,6 +9,9 @@ other, after which the two must agree on
 - fault or no fault, and for a page fault on CR2 and the error code;
 - for a load, the value loaded; for a fetch, what the fetched instruction
   did; for a store, where the stored bytes landed;
+- after a successful walk, the TLB permissions it grants: each of read,
+  write and fetch exactly when QEMU allows that access (asked on a scratch
+  copy of RAM), write only once the leaf's D bit is set;
 - every byte of RAM afterwards, which covers the A and D bits of every
   paging-structure entry at every level.
 
@@ -38,6 +41,13 @@ How the reference is set up:
   (`uc_context_save`) at an offset private to the build.  The test finds that
   offset once by calibration (faults whose error codes are certain) and
   compares error codes only when exactly one offset fits all of them.
+
+Probes are generated to hit mapped, unmapped and partly mapped regions: random
+tables (shared subtables, 4 KiB/2 MiB/1 GiB leaves, every permission bit,
+A/D preset or not, ignored and PAT bits, reserved high address bits, PS in
+a PML4 entry, misaligned large pages, garbage in non-present entries), and
+sequences of up to six probes on them, so that one page meets several
+accesses in turn (say a read, then the first write of a clean page).
 
 Known, deliberate difference: for a non-canonical address QEMU raises #GP
 (vector 13) while the walker reports a page fault (its callers only deal in
@@ -280,9 +290,9 @@ class Probe:
         return f"{'user' if self.user else 'supervisor'} {mmu.ACCESS_NAMES[self.access]} of {self.va:#x}"
 
 
-def run_both(image: bytes, probes: list[Probe]) -> list[tuple[tuple[int, int], Outcome, PhysicalMemory]]:
+def run_both(image: bytes, probes: list[Probe]) -> tuple[list[tuple[tuple[int, int], Outcome]], PhysicalMemory]:
     """Make each probe on both sides in turn, checking they agree; returns
-    (walker result, QEMU outcome, our RAM) per probe."""
+    the (walker result, QEMU outcome) of each probe, and our RAM at the end."""
     ours = PhysicalMemory(RAM_SIZE)
     ours.bytes[:] = image
     ref = Reference(image)
@@ -322,8 +332,8 @@ def run_both(image: bytes, probes: list[Probe]) -> list[tuple[tuple[int, int], O
                 assert outcome.rax == expected, (
                     f"{what}: QEMU got {outcome.rax:#x}, the walker's frame {paddr:#x} holds {expected:#x}")
         assert_same_ram(ours, ref, what)
-        results.append(((paddr, detail), outcome, ours))
-    return results
+        results.append(((paddr, detail), outcome))
+    return results, ours
 
 
 # ---------------------------------------------- random page tables (hypothesis)
@@ -465,58 +475,66 @@ def entry_at(ram: PhysicalMemory, paddr: int) -> int:
 
 
 def test_read_of_clean_page_sets_a_then_first_write_sets_d():
-    results = run_both(four_k(0x5000 | E.P | E.RW | E.US), [Probe(0x1000, READ), Probe(0x1000, WRITE)])
-    (paddr, prot), _, ram = results[0]
-    assert paddr == 0x5000 and prot == mmu.PROT_READ | mmu.PROT_EXEC    # no write until D is set
-    (paddr, prot), _, ram = results[1]
-    assert prot & mmu.PROT_WRITE
-    assert entry_at(ram, PT + 8) & (E.A | E.D) == E.A | E.D
-    assert all(entry_at(ram, at) & E.A for at in (CR3, PDPT, PD))
-
-
-def test_read_leaves_d_clear():
-    (_, _, ram), = run_both(four_k(0x5000 | E.P | E.RW | E.US), [Probe(0x1000, READ)])
+    image = four_k(0x5000 | E.P | E.RW | E.US)
+    ((read, _),), ram = run_both(image, [Probe(0x1000, READ)])
+    assert read == (0x5000, mmu.PROT_READ | mmu.PROT_EXEC)              # no write until D is set
     assert entry_at(ram, PT + 8) & (E.A | E.D) == E.A
+    assert all(entry_at(ram, at) & E.A for at in (CR3, PDPT, PD))
+    steps, ram = run_both(image, [Probe(0x1000, READ), Probe(0x1000, WRITE), Probe(0x1000, READ)])
+    assert [result for result, _ in steps] == [(0x5000, mmu.PROT_READ | mmu.PROT_EXEC)] + [(0x5000, 7)] * 2
+    assert entry_at(ram, PT + 8) & (E.A | E.D) == E.A | E.D
 
 
 def test_nx_fetch_faults_with_i_bit():
-    results = run_both(four_k(0x5000 | E.P | E.US | E.NX), [Probe(0x1000, FETCH), Probe(0x1000, READ)])
-    (paddr, error), outcome, ram = results[0]
-    assert paddr == -1 and error == mmu.PF_P | mmu.PF_U | mmu.PF_I
-    assert outcome.vector == VEC_PF
-    assert results[1][0][0] == 0x5000
+    steps, _ = run_both(four_k(0x5000 | E.P | E.US | E.NX), [Probe(0x1000, FETCH), Probe(0x1000, READ)])
+    (fetch, outcome), (read, _) = steps
+    assert fetch == (-1, mmu.PF_P | mmu.PF_U | mmu.PF_I) and outcome.vector == VEC_PF
+    assert read == (0x5000, mmu.PROT_READ)
 
 
 def test_nx_in_an_upper_level_applies_below():
-    (result, _, _), = run_both(four_k(0x5000 | E.P | E.US, pdpt=UPPER | E.NX), [Probe(0x1000, FETCH)])
+    ((result, _),), _ = run_both(four_k(0x5000 | E.P | E.US, pdpt=UPPER | E.NX), [Probe(0x1000, FETCH)])
     assert result == (-1, mmu.PF_P | mmu.PF_U | mmu.PF_I)
 
 
 def test_us_clear_at_an_upper_level_faults_user_but_not_supervisor():
-    image = four_k(0x5000 | E.P | E.RW | E.US, pdpt=E.P | E.RW)
-    results = run_both(image, [Probe(0x1000, READ), Probe(0x1000, READ, user=False)])
-    (paddr, error), _, ram = results[0]
-    assert paddr == -1 and error == mmu.PF_P | mmu.PF_U
-    assert results[1][0][0] == 0x5000
+    image = four_k(0x5000 | E.P | E.RW | E.US, pml4=E.P | E.RW)
+    steps, _ = run_both(image, [Probe(0x1000, READ), Probe(0x1000, READ, user=False)])
+    assert steps[0][0] == (-1, mmu.PF_P | mmu.PF_U)
+    assert steps[1][0][0] == 0x5000
+
+
+def test_user_fault_sets_upper_a_bits_but_not_the_leafs():
+    ((result, _),), ram = run_both(four_k(0x5000 | E.P | E.RW, pd=UPPER), [Probe(0x1000, READ)])
+    assert result == (-1, mmu.PF_P | mmu.PF_U)
+    assert [entry_at(ram, at) & E.A for at in (CR3, PDPT, PD, PT + 8)] == [E.A, E.A, E.A, 0]
 
 
 def test_supervisor_write_to_read_only_page_faults_with_wp():
-    (result, _, _), = run_both(four_k(0x5000 | E.P | E.D), [Probe(0x1000, WRITE, user=False)])
+    ((result, _),), _ = run_both(four_k(0x5000 | E.P | E.D), [Probe(0x1000, WRITE, user=False)])
     assert result == (-1, mmu.PF_P | mmu.PF_W)
 
 
 def test_two_mib_page():
     va = va_of((0, 0, 1, 3), 0x120)
     image = image_with({CR3: PDPT | UPPER, PDPT: PD | UPPER, PD + 8: 0x400000 | E.PS | E.P | E.RW | E.US})
-    results = run_both(image, [Probe(va, READ), Probe(va, WRITE)])
-    assert results[0][0][0] == 0x403000
-    assert entry_at(results[1][2], PD + 8) & (E.A | E.D) == E.A | E.D
+    steps, ram = run_both(image, [Probe(va, READ), Probe(va, WRITE)])
+    assert steps[0][0][0] == 0x403000
+    assert entry_at(ram, PD + 8) & (E.A | E.D) == E.A | E.D
+
+
+def test_one_gib_page():
+    va = va_of((0, 2, 1, 7), 0x40)
+    image = image_with({CR3: PDPT | UPPER, PDPT + 16: E.PS | E.P | E.RW | E.US | (1 << 12)})   # PAT: not reserved
+    steps, ram = run_both(image, [Probe(va, FETCH), Probe(va, WRITE)])
+    assert steps[0][0] == (0x207000, mmu.PROT_READ | mmu.PROT_EXEC)
+    assert entry_at(ram, PDPT + 16) & (E.A | E.D) == E.A | E.D
 
 
 def test_one_gib_page_sets_its_a_bit_even_when_the_access_faults():
     """QEMU sets a PDPT entry's A before seeing that it maps a 1 GiB page."""
     image = image_with({CR3: PDPT | UPPER, PDPT + 16: E.PS | E.P | E.RW})    # no U/S
-    (result, _, ram), = run_both(image, [Probe(va_of((0, 2, 1, 0)), READ)])
+    ((result, _),), ram = run_both(image, [Probe(va_of((0, 2, 1, 0)), READ)])
     assert result == (-1, mmu.PF_P | mmu.PF_U)
     assert entry_at(ram, PDPT + 16) & E.A
 
@@ -524,17 +542,18 @@ def test_one_gib_page_sets_its_a_bit_even_when_the_access_faults():
 def test_misaligned_large_page_is_a_reserved_bit_fault():
     image = image_with({CR3: PDPT | UPPER, PDPT: PD | UPPER,
                         PD: 0x200000 | (1 << 13) | E.PS | E.P | E.RW | E.US})
-    (result, _, _), = run_both(image, [Probe(0x1000, READ)])
+    ((result, _),), ram = run_both(image, [Probe(0x1000, READ)])
     assert result == (-1, mmu.PF_P | mmu.PF_U | mmu.PF_RSVD)
+    assert not entry_at(ram, PD) & E.A
 
 
 def test_physical_address_bit_above_maxphyaddr_is_reserved():
-    (result, _, ram), = run_both(four_k(0x5000 | E.P | E.RW | E.US, pd=UPPER | (1 << 40)),
-                                 [Probe(0x1000, READ)])
+    ((result, _),), ram = run_both(four_k(0x5000 | E.P | E.RW | E.US, pd=UPPER | (1 << 40)),
+                                   [Probe(0x1000, READ)])
     assert result == (-1, mmu.PF_P | mmu.PF_U | mmu.PF_RSVD)
     assert not entry_at(ram, PD) & E.A
 
 
 def test_non_canonical_address_faults_on_both_sides():
-    (result, outcome, _), = run_both(four_k(0x5000 | E.P | E.RW | E.US), [Probe(0x0000_8000_0000_1000, READ)])
+    ((result, outcome),), _ = run_both(four_k(0x5000 | E.P | E.RW | E.US), [Probe(0x0000_8000_0000_1000, READ)])
     assert result[0] == -1 and outcome.vector == VEC_GP
