@@ -361,3 +361,87 @@ more: .zero 4096
     # The data page comes from the file; the first write pushes a shadow and copies the page into it.
     assert result.faults()["cow-copy"] == 1
     assert result.recorder.count("object", "shadow") == 1
+
+
+def test_read_from_stdin_into_a_fresh_buffer(run):
+    result = run("""
+.text
+_start:
+    xor eax, eax
+    xor edi, edi
+    lea rsi, [rip + buf]
+    mov edx, 64
+    syscall
+    mov rdx, rax
+    mov eax, 1
+    mov edi, 1
+    lea rsi, [rip + buf]
+    syscall
+    mov eax, 231
+    mov edi, 3
+    syscall
+.bss
+.align 4096
+buf: .zero 64
+""", stdin=b"typed input\n")
+    assert result.stdout == b"typed input\n"
+    assert result.status == 3
+    # The kernel's copyout into the untouched bss page is a zero-fill fault of this process.
+    assert result.faults() == {"file": 1, "zero-fill": 2}
+
+
+def test_shared_anonymous_mapping_is_one_object(run):
+    result = run("""
+.text
+_start:
+    xor edi, edi
+    mov esi, 4096
+    mov edx, 3
+    mov r10d, 0x21
+    mov r8, -1
+    xor r9d, r9d
+    mov eax, 9
+    syscall
+    mov byte ptr [rax], 9
+    movzx edi, byte ptr [rax]
+    mov eax, 60
+    syscall
+""")
+    assert result.status == 9
+    assert result.faults()["zero-fill"] == 2
+
+
+def test_two_mappings_of_a_file_share_its_object(run, tmp_path):
+    (tmp_path / "f").write_bytes(b"x" * 4096 + b"y" * 4096)
+    result = run("""
+.text
+_start:
+    mov eax, 2
+    lea rdi, [rip + path]
+    xor esi, esi
+    syscall
+    mov r12, rax
+    mov ebx, 2
+again:
+    xor edi, edi
+    mov esi, 8192
+    mov edx, 1
+    mov r10d, 2
+    mov r8, r12
+    xor r9d, r9d
+    mov eax, 9
+    syscall
+    movzx ecx, byte ptr [rax + 4096]
+    dec ebx
+    jnz again
+    mov edi, ecx
+    mov eax, 60
+    syscall
+.section .rodata
+path: .asciz "f"
+""")
+    assert result.status == ord("y")
+    # Each mapping faults on the page, but the file's page is read in only once.
+    pageins_of_file = result.recorder.count("page", "pagein") - 2   # the program's own text and rodata
+    assert pageins_of_file == 1
+    assert result.faults()["file"] == 2 + 2
