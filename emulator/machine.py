@@ -13,7 +13,7 @@ handler and a syscall handler, sets the page-table root, and calls run().
 from __future__ import annotations
 
 import ctypes
-from typing import Callable
+from collections.abc import Callable
 
 import unicorn
 from unicorn import x86_const as X

@@ -9,7 +9,8 @@ traces agree by construction.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 TraceSink = Callable[[dict[str, Any]], None]
 

@@ -8,6 +8,7 @@ addresses agree modulo the page size (so pages can be mapped from the file).
 
 from __future__ import annotations
 
+import itertools
 import struct
 from dataclasses import dataclass
 
@@ -92,7 +93,7 @@ def parse(data: bytes, user_top: int) -> Image:
     if not segments:
         raise ExecFormatError("no loadable segment")
     segments.sort(key=lambda s: s.vaddr)
-    for a, b in zip(segments, segments[1:]):
+    for a, b in itertools.pairwise(segments):
         if _page_down(b.vaddr) < _page_up(a.end):
             raise ExecFormatError(f"segments at {a.vaddr:#x} and {b.vaddr:#x} overlap")
     if not any(s.vaddr <= entry < s.end and s.flags & PF_X for s in segments):

@@ -6,7 +6,8 @@ stops the process.  A handler raises SyscallError to return -errno.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from kernel import errno, sysfile, sysmem, sysproc
 from kernel.errno import SyscallError

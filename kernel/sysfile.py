@@ -60,7 +60,7 @@ def sys_writev(kernel: Kernel, proc: Process, fd: int, iov: int, iovcnt: int, *_
         raise SyscallError(errno.EINVAL)
     words = copyin_u64s(proc, iov, 2 * iovcnt)
     total = 0
-    for base, length in zip(words[::2], words[1::2]):
+    for base, length in zip(words[::2], words[1::2], strict=True):
         if length:
             total += sys_write(kernel, proc, fd, base, length)
     return total

@@ -36,7 +36,7 @@ area: .zero {pages * 4096}
 def syscall_then_exit(number: int, *args: int) -> str:
     """Makes one syscall and exits with minus its result (so -EFAULT exits 14)."""
     regs = ["rdi", "rsi", "rdx", "r10", "r8", "r9"]
-    setup = "\n".join(f"    mov {reg}, {value:#x}" for reg, value in zip(regs, args))
+    setup = "\n".join(f"    mov {reg}, {value:#x}" for reg, value in zip(regs, args, strict=False))
     return f"""
 .text
 _start:

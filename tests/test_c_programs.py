@@ -18,8 +18,9 @@ def segments(tmp_path_factory):
     if shutil.which("gcc") is None:
         pytest.fail("gcc is needed for the C tests (.ci/run installs it)")
     out = tmp_path_factory.mktemp("c") / "segments"
-    subprocess.run(["gcc", "-static", "-nostdlib", "-O2", "-ffreestanding", "-fno-stack-protector", "-fno-pie", "-no-pie",
-                    "-masm=intel", "-o", str(out), os.path.join(USERLAND_C, "segments.c")], check=True)
+    subprocess.run(["gcc", "-static", "-nostdlib", "-O2", "-ffreestanding", "-fno-stack-protector",
+                    "-fno-pie", "-no-pie", "-masm=intel", "-o", str(out), os.path.join(USERLAND_C, "segments.c")],
+                   check=True)
     return str(out)
 
 

@@ -3,7 +3,8 @@
 import keystone
 import pytest
 
-from emulator import mmu, pte as E, traps
+from emulator import mmu, traps
+from emulator import pte as E
 from emulator.machine import Machine
 
 CODE_VA, DATA_VA = 0x400000, 0x600000

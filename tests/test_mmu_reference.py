@@ -390,7 +390,10 @@ def page_tables(draw) -> tuple[Entries, list[tuple[int, ...]]]:
 
     def table(level: int, path: tuple[int, ...], frame: int) -> None:
         for index in INDICES[level]:
-            kinds = ["absent", "table"] if level == 0 else ["absent", "table", "leaf"] if level < 3 else ["absent", "leaf"]
+            if level == 0:
+                kinds = ["absent", "table"]
+            else:
+                kinds = ["absent", "table", "leaf"] if level < 3 else ["absent", "leaf"]
             kind = draw(st.sampled_from(kinds))
             slot = frame + 8 * index
             if kind == "absent":

@@ -20,7 +20,7 @@ from emulator.machine import Machine
 from kernel.kernel import Kernel
 from tools.assembler import assemble
 
-LOOP_ITERATIONS = 20_000_000
+LOOP_ITERATIONS = 50_000_000
 LOOP = """
 .intel_syntax noprefix
 .globl _start
@@ -104,7 +104,7 @@ def _raw_unicorn_loop(n: int) -> float:
     code, _ = keystone.Ks(keystone.KS_ARCH_X86, keystone.KS_MODE_64).asm(
         f"mov rcx, {n}\nagain: add rax, rcx\nxor rbx, rax\ndec rcx\njnz again", 0x1000)
     best = float("inf")
-    for _ in range(3):
+    for _ in range(5):
         engine = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
         buffer = ctypes.create_string_buffer(1 << 20)
         engine.mem_map_ptr(0, 1 << 20, unicorn.UC_PROT_ALL, buffer)
@@ -114,6 +114,30 @@ def _raw_unicorn_loop(n: int) -> float:
         best = min(best, time.perf_counter() - start)
         assert engine.reg_read(X.UC_X86_REG_RCX) == 0
     return best
+
+
+def _fault_handler_cost(pages: int) -> float:
+    """Seconds per zero-fill fault spent in the kernel's handler alone (not the hook or the walks)."""
+    source = TOUCH.format(n=pages, size=pages * 4096)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = os.path.join(scratch, "bench")
+        with open(path, "wb") as f:
+            f.write(assemble(source, "bench.s"))
+        kernel = Kernel(Machine(256 << 20), root=scratch, stdout=io.BytesIO(), stderr=io.BytesIO())
+        kernel.spawn(kernel.fs.open_host(path), ["bench"], [])
+        kernel.run()
+        handler, spent = kernel.machine.page_fault_handler, [0]
+
+        def timed(va: int, access: int, error: int) -> bool:
+            start = time.perf_counter_ns()
+            fixed = handler(va, access, error)
+            spent[0] += time.perf_counter_ns() - start
+            return fixed
+
+        kernel.machine.page_fault_handler = timed
+        kernel.spawn(kernel.fs.open_host(path), ["bench"], [])
+        kernel.run()
+        return spent[0] / 1e9 / pages
 
 
 def _per_event(template: str, small: int, large: int, **extra: int) -> float:
@@ -127,13 +151,16 @@ def main() -> None:
     instructions = 4 * LOOP_ITERATIONS
     raw = instructions / _raw_unicorn_loop(LOOP_ITERATIONS) / 1e6
     deterministic = instructions / _time_program(LOOP.format(n=LOOP_ITERATIONS)) / 1e6
-    fast = instructions / _time_program(LOOP.format(n=LOOP_ITERATIONS), deterministic=False) / 1e6
+    fast = instructions / _time_program(LOOP.format(n=LOOP_ITERATIONS), deterministic=False, repeats=5) / 1e6
     print("vmgames benchmarks (best of 3; goals from issue 2 in brackets)")
     print(f"  compute loop, raw Unicorn          {raw:8.0f} M instructions/s")
     print(f"  compute loop, fast mode            {fast:8.0f} M instructions/s  ({fast / raw:.2f}x raw)  [>= 0.8x]")
     print(f"  compute loop, deterministic mode   {deterministic:8.0f} M instructions/s  [>= 50]")
     fault = _per_event(TOUCH, 1024, 16384)
-    print(f"  zero-fill fault                    {fault * 1e6:8.2f} us  ({1 / fault:,.0f} per second)  [< 5 us]")
+    handler = _fault_handler_cost(16384)
+    print(f"  zero-fill fault, end to end        {fault * 1e6:8.2f} us  ({1 / fault:,.0f} per second)  [< 5 us]")
+    print(f"    of which the kernel's handler    {handler * 1e6:8.2f} us"
+          "  (the rest: TLB-fill hook, two walks, unmap at exit)")
     syscall = _per_event(GETPID, 10_000, 100_000)
     print(f"  getpid round trip                  {syscall * 1e6:8.2f} us  ({1 / syscall:,.0f} per second)  [< 3 us]")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from emulator.machine import Machine, STOP_FRAME
+from emulator.machine import STOP_FRAME, Machine
 from emulator.ram import PAGE_SIZE
 
 if TYPE_CHECKING:
