@@ -28,6 +28,7 @@ from kernel.vm.fault import FaultResult, vm_fault
 from kernel.vm.page import PageAllocator
 
 DEFAULT_QUANTUM = 1_000_000      # instructions per scheduling slice
+FAST_SLICE_US = 10_000           # host microseconds per slice when no instructions are counted
 DEFAULT_MAX_PROCESSES = 256
 
 _SIGNAL_OF_TRAP = {
@@ -126,7 +127,7 @@ class Kernel:
                 continue
             self._switch_to(proc)
             start = self.machine.now
-            trap = self.machine.run(budget=self.quantum)
+            trap = self.machine.run(budget=self.quantum, timeout_us=FAST_SLICE_US)
             proc.instructions += self.machine.now - start
             if proc.state == RUNNABLE:
                 self._handle_trap(proc, trap)

@@ -445,3 +445,42 @@ path: .asciz "f"
     pageins_of_file = result.recorder.count("page", "pagein") - 2   # the program's own text and rodata
     assert pageins_of_file == 1
     assert result.faults()["file"] == 2 + 2
+
+
+def test_fast_mode_gives_the_same_results_without_a_clock(run):
+    result = run(touch(8), deterministic=False)
+    assert result.status == 0
+    assert result.faults() == {"file": 1, "zero-fill": 9}
+    assert result.kernel.machine.now == 0
+
+
+def test_fast_mode_preempts_a_busy_process(build, tmp_path):
+    import io
+
+    from emulator.machine import Machine
+    from kernel.kernel import Kernel
+
+    # Spawned first, the spinner would print first unless it is preempted (in host time) while it spins.
+    spinner = build("""
+.text
+_start:
+    mov rcx, 300000000
+spin:
+    dec rcx
+    jnz spin
+    mov eax, 1
+    mov edi, 1
+    lea rsi, [rip + msg]
+    mov edx, 5
+    syscall
+""" + EXIT_0 + """
+.section .rodata
+msg: .ascii "spun\\n"
+""", "spin")
+    hello = build(HELLO, "hello")
+    out = io.BytesIO()
+    kernel = Kernel(Machine(8 << 20, deterministic=False), root=str(tmp_path), stdout=out, stderr=io.BytesIO())
+    kernel.spawn(kernel.fs.open_host(spinner), ["spin"], [])
+    kernel.spawn(kernel.fs.open_host(hello), ["hello"], [])
+    kernel.run()
+    assert out.getvalue() == b"Hello, world!\nspun\n"
