@@ -13,7 +13,8 @@ demo: userland
 	@echo "== hello: a write and an exit"
 	$(VMGAMES) run build/hello --stats
 	@echo
-	@echo "== touch: 1024 pages of bss written once each -> 1024 zero-fill faults"
+	@echo "== touch: writes one byte to each of 1024 fresh pages of an anonymous mmap"
+	@echo "   -> 1026 zero-fill faults (1024 + the stack + its bss page), 2 file faults (text, rodata)"
 	$(VMGAMES) run build/touch 1024 --stats
 
 test: userland
