@@ -15,6 +15,9 @@ class OpenFile:
     readable = False
     writable = False
 
+    def __init__(self) -> None:
+        self.references = 1   # descriptors, in all processes, that name this open file
+
     def read(self, length: int) -> bytes:
         raise SyscallError(errno.EBADF)
 
@@ -22,13 +25,14 @@ class OpenFile:
         raise SyscallError(errno.EBADF)
 
     def close(self) -> None:
-        pass
+        """Called when the last descriptor naming this open file is closed."""
 
 
 class Console(OpenFile):
     """One of the host's standard streams (fds 0-2)."""
 
     def __init__(self, stream: BinaryIO, readable: bool, writable: bool) -> None:
+        super().__init__()
         self.stream = stream
         self.readable = readable
         self.writable = writable
@@ -53,6 +57,7 @@ class RegularFile(OpenFile):
     readable = True
 
     def __init__(self, file: HostFile) -> None:
+        super().__init__()
         self.file = file
         self.offset = 0
 

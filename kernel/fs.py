@@ -41,6 +41,9 @@ class FileSystem:
         self.root = os.path.realpath(root)
         self.allocator = allocator
         self._files: dict[str, HostFile] = {}
+        # Programs started from the host, by the name they were given, so that a
+        # program can exec itself through its argv[0].
+        self._started: dict[str, str] = {}
 
     def lookup(self, path: str) -> HostFile:
         """The regular file at guest `path`; raises SyscallError(ENOENT/EACCES/EISDIR/...)."""
@@ -48,6 +51,8 @@ class FileSystem:
             raise SyscallError(errno.ENOENT)
         if len(path) >= PATH_MAX:
             raise SyscallError(errno.ENAMETOOLONG)
+        if path in self._started:
+            return self._open_host(path, self._started[path])
         guest = posixpath.normpath(posixpath.join("/", path))
         host = os.path.realpath(os.path.join(self.root, guest.lstrip("/")))
         if host != self.root and not host.startswith(self.root + os.sep):
@@ -55,9 +60,14 @@ class FileSystem:
         return self._open_host(guest, host)
 
     def open_host(self, host_path: str) -> HostFile:
-        """A file named by a host path (the program given on the command line)."""
+        """A file named by a host path (the program given on the command line).
+
+        The guest can then open or exec it by the same name, even from outside the root.
+        """
         host = os.path.realpath(host_path)
-        return self._open_host(host_path, host)
+        file = self._open_host(host_path, host)
+        self._started[host_path] = host
+        return file
 
     def _open_host(self, guest: str, host: str) -> HostFile:
         try:

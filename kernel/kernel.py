@@ -16,20 +16,24 @@ from emulator import mmu, traps
 from emulator.cpu import REGISTER_IDS
 from emulator.disasm import instruction_at, memory_operands
 from emulator.machine import Machine
+from unicorn import x86_const as X
 from kernel import errno, signals
 from kernel.errno import SyscallError
 from kernel.exec import exec_image
 from kernel.file import Console
 from kernel.fs import FileSystem, HostFile
-from kernel.proc import RUNNABLE, ZOMBIE, Process
+from kernel.proc import RUNNABLE, SLEEPING, ZOMBIE, Process
 from kernel.syscall import dispatch
 from kernel.vm import fault
 from kernel.vm.fault import FaultResult, vm_fault
 from kernel.vm.page import PageAllocator
+from kernel.vm.pmap import Pmap
 
 DEFAULT_QUANTUM = 1_000_000      # instructions per scheduling slice
 FAST_SLICE_US = 10_000           # host microseconds per slice when no instructions are counted
 DEFAULT_MAX_PROCESSES = 256
+INIT_PID = 1
+SYSCALL_LENGTH = 2      # bytes of the syscall instruction
 
 _SIGNAL_OF_TRAP = {
     traps.INVALID_OPCODE: signals.SIGILL,
@@ -57,6 +61,8 @@ class Kernel:
         self.loaded: Process | None = None      # whose registers are in the CPU
         self.exec_error = ""                    # why the last exec said ENOEXEC
         self._next_pid = 1
+        self._exits = 0
+        self._reaped: dict[int, Process] = {}   # reaped processes, for their parents' RUSAGE_CHILDREN
         self._fatal: tuple[FaultResult, int, int] | None = None
         machine.page_fault_handler = self._page_fault
         machine.syscall_handler = self._syscall
@@ -88,28 +94,77 @@ class Kernel:
         self.loaded = None
         return self.machine.cpu.new_context(rip, rsp)
 
+    def fork(self, parent: Process) -> Process:
+        """A copy of the running process `parent`, resuming after its syscall with rax = 0."""
+        if len(self.processes) >= self.max_processes:
+            raise SyscallError(errno.EAGAIN)
+        vmspace = parent.vmspace.fork(Pmap(self.allocator))
+        child = Process(self._next_pid, parent.pid, parent.name, self, vmspace)
+        self._next_pid += 1
+        child.files = dict(parent.files)
+        for file in child.files.values():
+            file.references += 1
+        # We are inside the parent's syscall: rip is still on the syscall instruction.
+        context = self.machine.engine.context_save()
+        context.reg_write(X.UC_X86_REG_RIP, self.machine.cpu.rip + SYSCALL_LENGTH)
+        context.reg_write(X.UC_X86_REG_RAX, 0)
+        child.context = context
+        self.processes[child.pid] = child
+        self.run_queue.append(child)
+        self.recorder.event("proc", "fork", child=child.pid)
+        return child
+
+    def sleep(self, proc: Process, channel: object) -> None:
+        """Block the running process in its syscall; it makes the syscall again once woken."""
+        proc.state = SLEEPING
+        proc.channel = channel
+        self.machine.stop()
+
+    def wakeup(self, channel: object) -> None:
+        for proc in self.processes.values():
+            if proc.state == SLEEPING and proc.channel == channel:
+                proc.state, proc.channel = RUNNABLE, None
+                self.run_queue.append(proc)
+
     def exit(self, proc: Process, code: int, signal: int = 0, death: str = "") -> None:
-        """Turn a process into a zombie and release everything it holds."""
+        """Turn a process into a zombie, release everything it holds, and tell its parent."""
         proc.state = ZOMBIE
         proc.exit_code, proc.signal, proc.death = code, signal, death
-        for file in proc.files.values():
-            file.close()
-        proc.files.clear()
+        self._exits += 1
+        proc.exit_order = self._exits
+        proc.close_all()
         proc.vmspace.destroy()
         if self.loaded is proc:
             self.loaded = None
         self.recorder.event("proc", "exit", code=code, signal=signal)
+        init = self.processes.get(INIT_PID)
+        adopter = INIT_PID if init is not None and init is not proc and init.state != ZOMBIE else 0
+        for child in list(self.processes.values()):
+            if child.ppid == proc.pid:
+                child.ppid = adopter
+                if adopter == 0 and child.state == ZOMBIE:
+                    del self.processes[child.pid]
+        if adopter and any(c.ppid == adopter and c.state == ZOMBIE for c in self.processes.values()):
+            self.wakeup(("wait", adopter))
+        if proc.ppid:
+            self.wakeup(("wait", proc.ppid))
         if proc is self.current:
             self.machine.stop()
 
+    def reap(self, parent: Process, child: Process) -> None:
+        """Remove a zombie child from the process table (wait4)."""
+        del self.processes[child.pid]
+        parent.reaped += [child.pid, *child.reaped]
+        self._reaped[child.pid] = child
+
     def reaped_children(self, proc: Process) -> list[int]:
-        return []
+        return list(proc.reaped)
 
     def instructions_of(self, proc: Process) -> int:
         return proc.instructions
 
     def instructions_of_pid(self, pid: int) -> int:
-        proc = self.processes.get(pid)
+        proc = self.processes.get(pid) or self._reaped.get(pid)
         return proc.instructions if proc else 0
 
     def max_rss_kib(self, pids: list[int]) -> int:
@@ -129,11 +184,24 @@ class Kernel:
             start = self.machine.now
             trap = self.machine.run(budget=self.quantum, timeout_us=FAST_SLICE_US)
             proc.instructions += self.machine.now - start
-            if proc.state == RUNNABLE:
+            if proc.state == SLEEPING:
+                # Make the syscall again when woken: rip back onto it; rax still holds its number.
+                self.machine.cpu.write(X.UC_X86_REG_RIP, self.machine.cpu.rip - SYSCALL_LENGTH)
+            elif proc.state == RUNNABLE:
                 self._handle_trap(proc, trap)
             if proc.state == RUNNABLE:
                 self.run_queue.append(proc)
         self.current = None
+        blocked = [p for p in self.processes.values() if p.state == SLEEPING]
+        if blocked:
+            self._break_deadlock(blocked)
+
+    def _break_deadlock(self, blocked: list[Process]) -> None:
+        """Every process left is waiting for another: nothing can ever wake them, so they die."""
+        for proc in blocked:
+            death = f"{proc.name}[{proc.pid}]: killed by SIGKILL: deadlock, every process is blocked"
+            self.recorder.pid = proc.pid
+            self.exit(proc, 0, signals.SIGKILL, death)
 
     def _switch_to(self, proc: Process) -> None:
         self.current = proc
@@ -146,7 +214,7 @@ class Kernel:
         self.loaded = proc
 
     def _save_loaded(self) -> None:
-        if self.loaded is not None and self.loaded.state == RUNNABLE:
+        if self.loaded is not None and self.loaded.state != ZOMBIE:
             self.machine.cpu.save(self.loaded.context)
 
     # Traps.

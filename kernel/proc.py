@@ -12,7 +12,8 @@ if TYPE_CHECKING:
     from kernel.kernel import Kernel
 
 RUNNABLE = "runnable"
-ZOMBIE = "zombie"
+SLEEPING = "sleeping"    # blocked in a syscall, which restarts when it is woken
+ZOMBIE = "zombie"        # exited, waiting for its parent to reap it
 
 MAX_FDS = 1024
 
@@ -31,6 +32,9 @@ class Process:
     signal: int = 0                          # the signal that killed it, or 0
     death: str = ""                          # one line saying how it died, for the user
     instructions: int = 0                    # instructions this process retired
+    channel: Any = None                      # what a sleeping process waits for
+    reaped: list[int] = field(default_factory=list)   # pids of the children it has waited for
+    exit_order: int = 0                      # when it exited, to reap children in that order
 
     @property
     def wait_status(self) -> int:
@@ -41,6 +45,20 @@ class Process:
     def shell_status(self) -> int:
         """What a shell reports as $?: the exit code, or 128 + the signal."""
         return 128 + self.signal if self.signal else self.exit_code & 0xFF
+
+    def close_fd(self, fd: int) -> bool:
+        """Drop a descriptor; the open file closes when its last descriptor goes."""
+        file = self.files.pop(fd, None)
+        if file is None:
+            return False
+        file.references -= 1
+        if file.references == 0:
+            file.close()
+        return True
+
+    def close_all(self) -> None:
+        for fd in list(self.files):
+            self.close_fd(fd)
 
     def allocate_fd(self, file: OpenFile) -> int:
         for fd in range(MAX_FDS):

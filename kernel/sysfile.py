@@ -83,8 +83,6 @@ def sys_openat(kernel: Kernel, proc: Process, dirfd: int, path: int, flags: int,
 
 
 def sys_close(kernel: Kernel, proc: Process, fd: int, *_: int) -> int:
-    file = proc.files.pop(signed(fd), None)
-    if file is None:
+    if not proc.close_fd(signed(fd)):
         raise SyscallError(errno.EBADF)
-    file.close()
     return 0

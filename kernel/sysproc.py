@@ -105,3 +105,98 @@ def sys_getrusage(kernel: Kernel, proc: Process, who: int, usage: int, *_: int) 
               kernel.max_rss_kib(pids), 0, 0, 0, minflt, 0, 0, 0, 0, 0, 0, 0, 0, 0]
     copyout(proc, usage, struct.pack("<18q", *fields))
     return 0
+
+
+WNOHANG, WUNTRACED, WCONTINUED = 1, 2, 8
+MAX_ARGS = 4096
+MAX_ARG_STRLEN = 128 << 10
+# Signals whose default action is to do nothing (signal(7)).
+IGNORED_BY_DEFAULT = {17, 18, 23, 28}   # SIGCHLD, SIGCONT, SIGURG, SIGWINCH
+
+
+def signed32(value: int) -> int:
+    value &= 0xFFFF_FFFF
+    return value - (1 << 32) if value & (1 << 31) else value
+
+
+def sys_fork(kernel: Kernel, proc: Process, *_: int) -> int:
+    return kernel.fork(proc).pid
+
+
+def _string_array(proc: Process, address: int) -> list[str]:
+    """A NULL-terminated array of string pointers (argv, envp); NULL means empty."""
+    from kernel.uaccess import copyin_u64s, copyinstr
+
+    strings: list[str] = []
+    if address == 0:
+        return strings
+    while True:
+        if len(strings) >= MAX_ARGS:
+            raise SyscallError(errno.E2BIG)
+        (pointer,) = copyin_u64s(proc, address + 8 * len(strings), 1)
+        if pointer == 0:
+            return strings
+        try:
+            strings.append(copyinstr(proc, pointer, MAX_ARG_STRLEN))
+        except SyscallError as error:
+            raise SyscallError(errno.E2BIG if error.errno == errno.ENAMETOOLONG else error.errno) from None
+
+
+def sys_execve(kernel: Kernel, proc: Process, path: int, argv: int, envp: int, *_: int) -> int:
+    from kernel.exec import exec_image
+    from kernel.fs import PATH_MAX
+    from kernel.uaccess import copyinstr
+
+    name = copyinstr(proc, path, PATH_MAX)
+    arguments, environment = _string_array(proc, argv), _string_array(proc, envp)
+    exec_image(kernel, proc, kernel.fs.lookup(name), arguments, environment)
+    # The new image starts with the next slice, from its fresh context.
+    kernel.machine.stop()
+    return 0
+
+
+def sys_wait4(kernel: Kernel, proc: Process, pid: int, status: int, options: int, usage: int, *_: int) -> int:
+    from kernel.proc import ZOMBIE
+
+    pid = signed32(pid)
+    if options & ~(WNOHANG | WUNTRACED | WCONTINUED | 0x4000_0000 | 0x8000_0000):
+        raise SyscallError(errno.EINVAL)
+    children = [p for p in kernel.processes.values() if p.ppid == proc.pid and (pid <= 0 or p.pid == pid)]
+    if not children:
+        raise SyscallError(errno.ECHILD)
+    zombies = sorted((c for c in children if c.state == ZOMBIE), key=lambda c: c.exit_order)
+    if not zombies:
+        if options & WNOHANG:
+            return 0
+        kernel.sleep(proc, ("wait", proc.pid))
+        return 0
+    child = zombies[0]
+    if status:
+        copyout(proc, status, struct.pack("<i", child.wait_status))
+    if usage:
+        minflt = kernel.recorder.count("fault", pid=child.pid) - kernel.recorder.count("fault", "fatal", pid=child.pid)
+        ns = child.instructions * NS_PER_INSTRUCTION
+        copyout(proc, usage, struct.pack("<18q", ns // 1_000_000_000, (ns % 1_000_000_000) // 1000, 0, 0,
+                                         0, 0, 0, 0, minflt, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+    kernel.reap(proc, child)
+    return child.pid
+
+
+def sys_kill(kernel: Kernel, proc: Process, pid: int, signal: int, *_: int) -> int:
+    from kernel import signals
+    from kernel.proc import ZOMBIE
+
+    pid, signal = signed32(pid), signed32(signal)
+    if not 0 <= signal <= 64:
+        raise SyscallError(errno.EINVAL)
+    if pid <= 0:
+        raise SyscallError(errno.EINVAL)    # process groups are not modelled
+    target = kernel.processes.get(pid)
+    if target is None:
+        raise SyscallError(errno.ESRCH)
+    if signal == 0 or signal in IGNORED_BY_DEFAULT or target.state == ZOMBIE:
+        return 0
+    death = f"{target.name}[{target.pid}]: killed by {signals.name(signal)} from {proc.name}[{proc.pid}]"
+    kernel.recorder.event("proc", "signal", target=target.pid, signal=signal)
+    kernel.exit(target, 0, signal, death)
+    return 0

@@ -14,7 +14,7 @@ from collections import Counter
 
 from emulator import pte as E
 from kernel.kernel import Kernel
-from kernel.proc import RUNNABLE
+from kernel.proc import ZOMBIE
 from kernel.vm.object import VNODE
 from kernel.vm.pmap import PROT_EXEC, PROT_WRITE, Pmap
 
@@ -38,7 +38,7 @@ def present_ptes(pmap: Pmap):
 
 
 def check(kernel: Kernel) -> None:
-    live = [p for p in kernel.processes.values() if p.state == RUNNABLE and p.vmspace is not None]
+    live = [p for p in kernel.processes.values() if p.state != ZOMBIE]
     objects = {}
     holders: Counter = Counter()
     table_frames = set()

@@ -110,7 +110,8 @@ def _resolve(vmspace: VMSpace, allocator: PageAllocator, va: int, access: int, e
                 obj, level = first, 0
             else:
                 prot &= ~PROT_WRITE
-        elif entry.cow and obj.kind == VNODE:
+        elif entry.needs_copy or (entry.cow and obj.kind == VNODE):
+            # Still shared with another map (or the file): writable only once a shadow is pushed.
             prot &= ~PROT_WRITE
         vmspace.pmap.enter(va & ~0xFFF, page, prot, "cow" if kind in (COW_COPY, COW_MOVE) else "fault")
     except OutOfMemory:

@@ -140,6 +140,27 @@ class VMSpace:
             self.map.remove(entry)
             entry.object.deallocate()
 
+    def fork(self, pmap: Pmap) -> VMSpace:
+        """vmspace_fork: the child's address space, sharing every object with this one.
+
+        Shared entries keep sharing.  Private entries become copy-on-write in
+        both processes (needs-copy: the shadows are made by the first write
+        fault in each), and the parent's writable PTEs are write-protected,
+        at the cost of a TLB invalidation each while the parent is loaded.
+        The child's page tables start empty and fill on demand.
+        """
+        child = VMSpace(VMMap(), pmap, self.heap_start, self.heap_end)
+        for entry in self.map.entries:
+            entry.object.reference()
+            copy = MapEntry(entry.start, entry.end, entry.object, entry.offset, entry.protection,
+                            entry.max_protection, entry.cow, entry.needs_copy, entry.shared, entry.name)
+            if not entry.shared:
+                if not entry.needs_copy and entry.protection & PROT_WRITE:
+                    self.pmap.protect(entry.start, entry.end, entry.protection & ~PROT_WRITE, "fork")
+                entry.cow = entry.needs_copy = copy.cow = copy.needs_copy = True
+            child.map.insert(copy)
+        return child
+
     def destroy(self) -> None:
         """Release everything (exit, or exec replacing the image)."""
         self.pmap.destroy()

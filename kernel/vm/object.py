@@ -41,9 +41,13 @@ class VMObject:
         self.backing: VMObject | None = None
         self.backing_offset = 0
         self.ref_count = 1
-        self.shadow_count = 0
+        self.shadows: list[VMObject] = []   # the objects whose backing object this is
         allocator.recorder.event("object", "create", object=self.id, object_type=kind, size=size,
                                  path=vnode.path if vnode else None)
+
+    @property
+    def shadow_count(self) -> int:
+        return len(self.shadows)
 
     def __repr__(self) -> str:
         return f"<VMObject {self.id} {self.kind} ref={self.ref_count} shd={self.shadow_count} pages={len(self.pages)}>"
@@ -75,7 +79,7 @@ class VMObject:
         shadow = VMObject(self.allocator, ANONYMOUS, size)
         shadow.backing = self
         shadow.backing_offset = offset
-        self.shadow_count += 1
+        self.shadows.append(shadow)
         self.allocator.recorder.event("object", "shadow", object=shadow.id, backing=self.id, offset=offset)
         return shadow
 
@@ -88,17 +92,88 @@ class VMObject:
         return depth
 
     def deallocate(self) -> None:
-        """Drop a reference; the last one terminates the object and releases its backing."""
+        """vm_object_deallocate: drop a reference.
+
+        The last reference terminates the object and drops its reference on
+        the backing object.  An anonymous object left with one reference that
+        is its only shadow's is merged into that shadow (collapse).
+        """
         obj: VMObject | None = self
         while obj is not None:
             obj.ref_count -= 1
+            if obj.ref_count == 1 and obj.shadow_count == 1 and obj.kind == ANONYMOUS:
+                obj.shadows[0].collapse()
+                return
             if obj.ref_count > 0:
                 return
             backing = obj.backing
             obj._terminate()
             if backing is not None:
-                backing.shadow_count -= 1
+                backing.shadows.remove(obj)
             obj = backing
+
+    def collapse(self) -> None:
+        """vm_object_collapse: shorten the chain below this object while that is free.
+
+        - merge: the backing object is anonymous and referenced only by this
+          object; its pages move up unless this object already has them (those
+          are dead, and freed), and its backing becomes ours;
+        - bypass: the backing object is still referenced by others, but this
+          object already holds every page of it that it could see ("all
+          shadowed"), so it can point past it.
+        """
+        if not self.allocator.collapse_enabled:
+            return
+        recorder = self.allocator.recorder
+        while (backing := self.backing) is not None and backing.kind == ANONYMOUS:
+            if backing.ref_count == 1:
+                moved = freed = 0
+                for pindex, page in list(backing.pages.items()):
+                    mine = pindex - self.backing_offset
+                    del backing.pages[pindex]
+                    if 0 <= mine < self.size and mine not in self.pages:
+                        self.insert(page, mine)
+                        moved += 1
+                    else:
+                        pmap.remove_all(page, "collapse")
+                        self.allocator.free(page)
+                        freed += 1
+                self._skip(backing, backing_reference_passes=True)
+                backing.ref_count = 0
+                backing.backing = None
+                recorder.event("object", "collapse", object=self.id, backing=backing.id, moved=moved, freed=freed)
+                recorder.event("object", "terminate", object=backing.id, pages=0)
+            elif self._shadows_all_of(backing):
+                self._skip(backing, backing_reference_passes=False)
+                recorder.event("object", "bypass", object=self.id, backing=backing.id)
+                backing.deallocate()
+            else:
+                return
+
+    def _shadows_all_of(self, backing: VMObject) -> bool:
+        """Whether this object has its own page for every page of `backing` in its window."""
+        for pindex in backing.pages:
+            mine = pindex - self.backing_offset
+            if 0 <= mine < self.size and mine not in self.pages:
+                return False
+        return True
+
+    def _skip(self, backing: VMObject, backing_reference_passes: bool) -> None:
+        """Point past `backing` to its own backing object.
+
+        When `backing` is being merged away, its reference on the object below
+        passes to us; when it is bypassed but lives on, we take a new one.
+        """
+        backing.shadows.remove(self)
+        below = backing.backing
+        self.backing = below
+        self.backing_offset += backing.backing_offset
+        if below is not None:
+            if backing_reference_passes:
+                below.shadows.remove(backing)
+            else:
+                below.reference()
+            below.shadows.append(self)
 
     def _terminate(self) -> None:
         for page in self.pages.values():

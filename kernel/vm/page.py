@@ -50,6 +50,7 @@ class PageAllocator:
         self.total = len(self._free)
         self._pages: list[VMPage | None] = [None] * machine.ram.frames
         self._last_object_id = 0
+        self.collapse_enabled = True   # off only to measure what collapse and bypass save
 
     @property
     def free_count(self) -> int:

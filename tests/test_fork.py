@@ -1,0 +1,314 @@
+"""fork, exec, wait and kill, with FreeBSD-style shadow chains, counted exactly."""
+
+import io
+
+from emulator.machine import Machine
+from kernel import errno
+from kernel.kernel import Kernel
+from tests.conftest import assert_no_leak, check_before_every_syscall
+from tests.programs import EXIT_WITH_NEGATED_RAX
+
+FORK_AND_WRITE = """
+.text
+_start:
+    mov qword ptr [rip + value], 1
+    mov eax, 57
+    syscall
+    test rax, rax
+    jz child
+    mov qword ptr [rip + value], 2
+    mov rdi, rax
+    lea rsi, [rip + status]
+    xor edx, edx
+    xor r10d, r10d
+    mov eax, 61
+    syscall
+    mov eax, dword ptr [rip + status]
+    shr eax, 8
+    imul eax, eax, 10
+    add rax, [rip + value]
+    mov rdi, rax
+    mov eax, 60
+    syscall
+child:
+    mov rdi, [rip + value]
+    mov qword ptr [rip + value], 7
+    add rdi, [rip + value]
+    mov eax, 60
+    syscall
+.bss
+.align 4096
+value: .zero 8
+status: .zero 8
+"""
+
+
+def test_fork_isolates_writes_and_wait_returns_the_status(run):
+    result = run(FORK_AND_WRITE)
+    # The child saw 1 and wrote 7 (exit 8); the parent's own write of 2 survived: 8 * 10 + 2.
+    assert result.status == 82
+    assert result.faults() == {"file": 2, "zero-fill": 2, "resident": 1, "cow-copy": 2}
+    # Both processes pushed a shadow on their first write; when the child exited, the bss
+    # object had one reference left (the parent's shadow) and collapsed into it.
+    assert result.recorder.by_kind("object")["shadow"] == 2
+    assert result.recorder.by_kind("object")["collapse"] == 1
+    # fork write-protects the parent's two present writable pages (bss, stack); each COW copy
+    # replaces a mapped frame; CR3 is loaded for the parent, the child, and the parent again.
+    assert result.recorder.by_kind("tlb") == {"invalidate-page": 4, "invalidate-all": 3}
+    assert result.recorder.count("syscall", "fork") == 1 and result.recorder.count("proc", "exit") == 2
+
+
+def test_a_write_after_the_child_exits_moves_the_page_instead_of_copying(run):
+    result = run("""
+.text
+_start:
+    mov qword ptr [rip + value], 1
+    mov eax, 57
+    syscall
+    test rax, rax
+    jz child
+    mov rdi, rax
+    xor esi, esi
+    xor edx, edx
+    xor r10d, r10d
+    mov eax, 61
+    syscall
+    mov qword ptr [rip + value], 5
+    mov rdi, [rip + value]
+    mov eax, 60
+    syscall
+child:
+    mov eax, 60
+    xor edi, edi
+    syscall
+.bss
+.align 4096
+value: .zero 8
+""")
+    assert result.status == 5
+    # The shadow pushed by the parent's write is the only user of the page's object: move it up.
+    assert result.faults()["cow-move"] == 1
+    assert "cow-copy" not in result.faults()
+    assert result.recorder.count("page", "copy") == 0
+
+
+def test_exec_of_argv0_with_new_arguments(run):
+    result = run("""
+.text
+_start:
+    cmp qword ptr [rsp], 2
+    je second
+    mov rdi, [rsp + 8]
+    lea rsi, [rip + args]
+    xor edx, edx
+    mov eax, 59
+    syscall
+""" + EXIT_WITH_NEGATED_RAX + """
+second:
+    mov rsi, [rsp + 16]
+    movzx edi, byte ptr [rsi]
+    mov eax, 60
+    syscall
+.data
+args: .quad name, again, 0
+.section .rodata
+name: .asciz "prog"
+again: .asciz "again"
+""")
+    assert result.status == ord("a")
+    assert result.recorder.count("proc", "exec") == 2
+    assert result.proc.name == "prog"
+
+
+def test_exec_of_a_missing_or_non_elf_file_fails_and_the_caller_continues(run, tmp_path):
+    (tmp_path / "text.txt").write_text("not a program\n" * 10)
+    template = """
+.text
+_start:
+    lea rdi, [rip + path]
+    xor esi, esi
+    xor edx, edx
+    mov eax, 59
+    syscall
+""" + EXIT_WITH_NEGATED_RAX + """
+.section .rodata
+path: .asciz "{path}"
+"""
+    assert run(template.replace("{path}", "/no/such/program")).status == errno.ENOENT
+    assert run(template.replace("{path}", "/text.txt")).status == errno.ENOEXEC
+
+
+def test_wait4_without_children_is_echild_and_wnohang_returns_zero(run):
+    result = run("""
+.text
+_start:
+    mov rdi, -1
+    xor esi, esi
+    xor edx, edx
+    xor r10d, r10d
+    mov eax, 61
+    syscall
+    cmp rax, -10
+    jne fail
+    mov eax, 57
+    syscall
+    test rax, rax
+    jz child
+    mov rdi, -1
+    xor esi, esi
+    mov edx, 1
+    xor r10d, r10d
+    mov eax, 61
+    syscall
+    mov rdi, rax
+    mov eax, 60
+    syscall
+child:
+    mov eax, 24
+    syscall
+    mov eax, 60
+    xor edi, edi
+    syscall
+fail:
+    mov eax, 60
+    mov edi, 99
+    syscall
+""")
+    # The child has not exited when the parent polls.
+    assert result.status == 0
+
+
+def test_kill_with_sigkill_is_reported_by_wait4(run):
+    result = run("""
+.text
+_start:
+    mov eax, 57
+    syscall
+    test rax, rax
+    jz spin
+    mov r12, rax
+    mov rdi, rax
+    mov esi, 9
+    mov eax, 62
+    syscall
+    mov rdi, r12
+    lea rsi, [rip + status]
+    xor edx, edx
+    xor r10d, r10d
+    mov eax, 61
+    syscall
+    mov edi, dword ptr [rip + status]
+    mov eax, 60
+    syscall
+spin:
+    jmp spin
+.bss
+status: .zero 4
+""")
+    assert result.status == 9      # the wait status of death by SIGKILL is the signal number
+    assert result.recorder.count("proc", "signal") == 1
+
+
+def test_orphans_are_adopted_and_reaped_by_init(run):
+    result = run("""
+.text
+_start:
+    mov eax, 57
+    syscall
+    test rax, rax
+    jnz parent
+    mov eax, 57
+    syscall
+    test rax, rax
+    jz grandchild
+    mov eax, 60
+    mov edi, 1
+    syscall
+grandchild:
+    mov ecx, 100000
+wait_a_while:
+    dec ecx
+    jnz wait_a_while
+    mov eax, 60
+    mov edi, 2
+    syscall
+parent:
+    xor ebx, ebx
+reap:
+    mov rdi, -1
+    lea rsi, [rip + status]
+    xor edx, edx
+    xor r10d, r10d
+    mov eax, 61
+    syscall
+    test rax, rax
+    js done
+    mov eax, dword ptr [rip + status]
+    shr eax, 8
+    add ebx, eax
+    jmp reap
+done:
+    mov edi, ebx
+    mov eax, 60
+    syscall
+.bss
+status: .zero 4
+""")
+    # init reaped its child (status 1) and, after adoption, its grandchild (status 2).
+    assert result.status == 3
+    assert len(result.kernel.processes) == 1
+
+
+def test_a_fork_bomb_hits_the_process_limit(build, tmp_path):
+    bomb = build("""
+.text
+_start:
+    mov eax, 57
+    syscall
+    test rax, rax
+    jns _start
+    neg rax
+    mov rdi, rax
+    mov eax, 60
+    syscall
+""")
+    kernel = Kernel(Machine(16 << 20), root=str(tmp_path), stdout=io.BytesIO(), stderr=io.BytesIO(),
+                    max_processes=32)
+    init = kernel.spawn(kernel.fs.open_host(bomb), ["bomb"], [])
+    kernel.run()
+    assert init.shell_status == errno.EAGAIN
+    assert kernel.recorder.count("syscall", "fork") > 31
+    assert sum(1 for p in kernel.processes.values()) <= 32
+    assert_no_leak(kernel)
+
+
+def test_running_out_of_ram_in_fork_fails_it_cleanly(build, tmp_path):
+    program = build("""
+.text
+_start:
+    mov qword ptr [rip + value], 1
+    mov eax, 57
+    syscall
+""" + EXIT_WITH_NEGATED_RAX + """
+.bss
+value: .zero 8
+""")
+    kernel = Kernel(Machine(4 << 20), root=str(tmp_path), stdout=io.BytesIO(), stderr=io.BytesIO())
+    init = kernel.spawn(kernel.fs.open_host(program), ["prog"], [])
+    handler = kernel.machine.syscall_handler
+
+    def fork_with_no_free_frame() -> None:
+        stolen = []
+        if kernel.machine.cpu.rax == 57:
+            while kernel.allocator.free_count:
+                stolen.append(kernel.allocator.alloc(zero=False))
+        handler()
+        for page in stolen:
+            kernel.allocator.free(page)
+
+    kernel.machine.syscall_handler = fork_with_no_free_frame
+    check_before_every_syscall(kernel)
+    kernel.run()
+    assert init.shell_status == errno.ENOMEM
+    assert len(kernel.processes) == 1
+    assert_no_leak(kernel)
