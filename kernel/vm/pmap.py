@@ -18,6 +18,22 @@ from kernel.vm.page import PageAllocator, VMPage
 PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
 
 _SHIFTS = (39, 30, 21)
+_SPAN = (1 << 39, 1 << 30, 1 << 21, 1 << 12)   # bytes mapped by one entry at each level
+
+# Changing more pages than this at once costs one full flush rather than one
+# invalidation per page: Linux's tlb_single_page_flush_ceiling (x86, default 33).
+TLB_SINGLE_PAGE_FLUSH_CEILING = 33
+
+
+class PageTable:
+    """One page-table page and which of its 512 entries are in use, so that
+    walks and teardown visit only what is mapped and empty tables can be freed."""
+
+    __slots__ = ("page", "used")
+
+    def __init__(self, page: VMPage) -> None:
+        self.page = page
+        self.used: set[int] = set()
 
 
 class Pmap:
@@ -29,9 +45,7 @@ class Pmap:
         self.recorder = allocator.recorder
         self.qwords = allocator.ram.qwords
         self.root = allocator.alloc()
-        # For each page-table page (by frame): its VMPage and how many entries are in use,
-        # so that empty tables can be freed.
-        self.tables: dict[int, list] = {self.root.frame: [self.root, 0]}
+        self.tables: dict[int, PageTable] = {self.root.frame: PageTable(self.root)}
         self.resident = 0
 
     @property
@@ -46,14 +60,15 @@ class Pmap:
         """Index into RAM (in qwords) of the PT entry for va; builds missing tables if asked."""
         table = self.root.frame
         for shift in _SHIFTS:
-            slot = table * 512 + ((va >> shift) & 0x1FF)
+            index = (va >> shift) & 0x1FF
+            slot = table * 512 + index
             entry = self.qwords[slot]
             if not entry & E.P:
                 if not create:
                     return None
                 page = self.allocator.alloc()
-                self.tables[page.frame] = [page, 0]
-                self.tables[table][1] += 1
+                self.tables[page.frame] = PageTable(page)
+                self.tables[table].used.add(index)
                 self.qwords[slot] = page.paddr | E.P | E.RW | E.US
                 self.recorder.event("pte", "table", address=va, level=shift, new=page.paddr)
                 entry = self.qwords[slot]
@@ -65,17 +80,15 @@ class Pmap:
         slot = self._slot(va, create=True)
         old = self.qwords[slot]
         new = page.paddr | E.P | E.US | (E.RW if prot & PROT_WRITE else 0) | (0 if prot & PROT_EXEC else E.NX)
-        if old & E.P:
-            if E.frame_of(old) == page.frame:
-                new |= old & (E.A | E.D)
-            else:
+        if old & E.P and E.frame_of(old) == page.frame:
+            new |= old & (E.A | E.D)
+        else:
+            if old & E.P:
                 self._drop_pv(old, va)
                 self.resident -= 1
-                self._leaf_table(slot)[1] -= 1
-        if not old & E.P or E.frame_of(old) != page.frame:
             page.pv.append((self, va))
             self.resident += 1
-            self._leaf_table(slot)[1] += 1
+            self.tables[slot >> 9].used.add(slot & 0x1FF)
         if prot & PROT_EXEC:
             page.held_code = True
         self.qwords[slot] = new
@@ -83,38 +96,62 @@ class Pmap:
         if old & E.P and self.active and _lost_rights(old, new):
             self.machine.tlb.invalidate_page(va, reason)
 
+    def _present_leaves(self, start: int, end: int) -> list[tuple[int, int]]:
+        """(slot, va) of every present leaf entry in [start, end), visiting only tables in use."""
+        found: list[tuple[int, int]] = []
+        tables = self.tables
+
+        def visit(frame: int, level: int, base: int) -> None:
+            span = _SPAN[level]
+            first = max(start - base, 0) // span
+            last = min((end - 1 - base) // span, 511)
+            for index in sorted(tables[frame].used):
+                if index < first or index > last:
+                    continue
+                va = base + index * span
+                if level == 3:
+                    found.append((frame * 512 + index, va))
+                else:
+                    visit(E.frame_of(self.qwords[frame * 512 + index]), level + 1, va)
+
+        if start < end:
+            visit(self.root.frame, 0, 0)
+        return found
+
+    def _invalidate(self, addresses: list[int], reason: str) -> None:
+        """Shoot down changed translations of the loaded address space: per page, or all at once past the ceiling."""
+        if not self.active or not addresses:
+            return
+        if len(addresses) > TLB_SINGLE_PAGE_FLUSH_CEILING:
+            self.machine.tlb.invalidate_all(reason)
+        else:
+            for va in addresses:
+                self.machine.tlb.invalidate_page(va, reason)
+
     def remove(self, start: int, end: int, reason: str) -> None:
         """Unmap every page in [start, end)."""
-        for va in range(start, end, PAGE_SIZE):
-            slot = self._slot(va, create=False)
-            if slot is None:
-                continue
-            old = self.qwords[slot]
-            if old & E.P:
-                self._unmap_slot(slot, va, old, reason)
+        leaves = self._present_leaves(start, end)
+        for slot, va in leaves:
+            self._unmap_slot(slot, va, self.qwords[slot], reason)
+        self._invalidate([va for _, va in leaves], reason)
 
     def protect(self, start: int, end: int, prot: int, reason: str) -> None:
         """Take rights away from present mappings in [start, end); rights are granted lazily on fault."""
-        for va in range(start, end, PAGE_SIZE):
-            slot = self._slot(va, create=False)
-            if slot is None:
-                continue
-            old = self.qwords[slot]
-            if not old & E.P:
-                continue
-            if prot == PROT_NONE:
-                self._unmap_slot(slot, va, old, reason)
-                continue
-            new = old
-            if not prot & PROT_WRITE:
-                new &= ~E.RW
-            if not prot & PROT_EXEC:
-                new |= E.NX
+        if prot == PROT_NONE:
+            self.remove(start, end, reason)
+            return
+        changed = []
+        clear = 0 if prot & PROT_WRITE else E.RW
+        set_ = 0 if prot & PROT_EXEC else E.NX
+        qwords, recorder = self.qwords, self.recorder
+        for slot, va in self._present_leaves(start, end):
+            old = qwords[slot]
+            new = (old & ~clear) | set_
             if new != old:
-                self.qwords[slot] = new
-                self.recorder.event("pte", "write", address=va, old=old, new=new, reason=reason)
-                if self.active:
-                    self.machine.tlb.invalidate_page(va, reason)
+                qwords[slot] = new
+                recorder.event("pte", "write", address=va, old=old, new=new, reason=reason)
+                changed.append(va)
+        self._invalidate(changed, reason)
 
     def lookup(self, va: int) -> int:
         """The leaf PTE for va, or 0."""
@@ -126,56 +163,42 @@ class Pmap:
 
         No TLB invalidation is counted: the CPU loads another CR3 before it runs again.
         """
-        self._destroy_table(self.root.frame, 0, 0)
-        for page, _ in self.tables.values():
-            self.allocator.free(page)
+        for slot, va in self._present_leaves(0, 1 << 47):
+            entry = self.qwords[slot]
+            self._drop_pv(entry, va)
+            self.recorder.event("pte", "write", address=va, old=entry, new=0, reason="exit")
+        for frame, table in self.tables.items():
+            for index in table.used:
+                self.qwords[frame * 512 + index] = 0
+            self.allocator.free(table.page)
         self.tables.clear()
         self.resident = 0
 
-    def _destroy_table(self, frame: int, level: int, base: int) -> None:
-        for index in range(512):
-            slot = frame * 512 + index
-            entry = self.qwords[slot]
-            if not entry & E.P:
-                continue
-            va = base | (index << (39 - 9 * level))
-            if level == 3:
-                self._drop_pv(entry, _canonical(va))
-                self.recorder.event("pte", "write", address=_canonical(va), old=entry, new=0, reason="exit")
-            else:
-                self._destroy_table(E.frame_of(entry), level + 1, va)
-            self.qwords[slot] = 0
-
     def _unmap_slot(self, slot: int, va: int, old: int, reason: str) -> None:
+        """Clear one leaf entry; the caller invalidates the TLB."""
         self.qwords[slot] = 0
         self.recorder.event("pte", "write", address=va, old=old, new=0, reason=reason)
         self._drop_pv(old, va)
         self.resident -= 1
-        if self.active:
-            self.machine.tlb.invalidate_page(va, reason)
         self._release_tables(va)
 
     def _release_tables(self, va: int) -> None:
-        """Free the page-table pages on va's path that became empty."""
+        """Forget va's leaf entry, and free the page-table pages on its path that became empty."""
         path = []
         table = self.root.frame
         for shift in _SHIFTS:
-            slot = table * 512 + ((va >> shift) & 0x1FF)
-            path.append((table, slot))
-            table = E.frame_of(self.qwords[slot])
-        self.tables[table][1] -= 1
+            index = (va >> shift) & 0x1FF
+            path.append((table, index))
+            table = E.frame_of(self.qwords[table * 512 + index])
+        self.tables[table].used.discard((va >> 12) & 0x1FF)
         child = table
-        for parent, slot in reversed(path):
-            if self.tables[child][1] > 0:
+        for parent, index in reversed(path):
+            if self.tables[child].used:
                 break
-            page, _ = self.tables.pop(child)
-            self.qwords[slot] = 0
-            self.allocator.free(page)
-            self.tables[parent][1] -= 1
+            self.allocator.free(self.tables.pop(child).page)
+            self.qwords[parent * 512 + index] = 0
+            self.tables[parent].used.discard(index)
             child = parent
-
-    def _leaf_table(self, slot: int) -> list:
-        return self.tables[slot // 512]
 
     def _drop_pv(self, entry: int, va: int) -> None:
         page = self.allocator.page_of(E.frame_of(entry))
@@ -191,15 +214,10 @@ def _lost_rights(old: int, new: int) -> bool:
     return bool(new & E.NX and not old & E.NX)
 
 
-def _canonical(va: int) -> int:
-    return va | 0xFFFF_0000_0000_0000 if va & (1 << 47) else va
-
-
 def remove_all(page: VMPage, reason: str) -> None:
     """pmap_remove_all: unmap a physical page from every address space."""
     for pmap, va in list(page.pv):
-        slot = pmap._slot(va, create=False)
-        pmap._unmap_slot(slot, va, pmap.qwords[slot], reason)
+        pmap.remove(va, va + PAGE_SIZE, reason)
 
 
 def write_protect_all(page: VMPage, reason: str) -> None:
