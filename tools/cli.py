@@ -80,7 +80,20 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                      help="run at raw Unicorn speed without counting instructions (not reproducible)")
     run.add_argument("--quantum", type=int, default=DEFAULT_QUANTUM, metavar="N",
                      help=f"instructions per scheduling slice (default {DEFAULT_QUANTUM:,})")
-    return parser, {"asm": asm, "run": run}
+    experiment = commands.add_parser("experiment", help="run one of the measured experiments",
+                                     description="Run an experiment and print its table.")
+    experiments = experiment.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+    chains = experiments.add_parser(
+        "chains", help="shadow-chain depth and dead pages under cascades of forks, with and without collapse",
+        description="Run seeded cascades of forks (userland/cascade.s: parents and children both fork and "
+                    "write random pages) with collapse and bypass on and off, and report the shadow-chain "
+                    "depth every page fault walks and the dead pages left behind.")
+    chains.add_argument("--seeds", type=int, default=10, help="cascades per setting (seeds 1..N; default 10)")
+    chains.add_argument("--steps", type=int, default=40, help="random steps per process (default 40)")
+    chains.add_argument("--pages", type=int, default=32, help="pages of the shared array, 1-64 (default 32)")
+    chains.add_argument("--max-depth", type=int, default=5, help="depth limit of the process tree (default 5)")
+    chains.add_argument("--csv", metavar="FILE", help="also write per-run figures as CSV")
+    return parser, {"asm": asm, "run": run, "experiment": experiment}
 
 
 def _error(message: str) -> None:
@@ -165,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser, commands = build_parser()
-    if argv and argv[0] in commands:
+    if argv and argv[0] in ("asm", "run"):
         # Options may follow the program (vmgames run prog --stats), so parse intermixed.
         args = commands[argv[0]].parse_intermixed_args(argv[1:])
         args.command = argv[0]
@@ -173,7 +186,22 @@ def _main(argv: list[str] | None) -> int:
         args = parser.parse_args(argv)
     if args.command == "asm":
         return command_asm(args)
+    if args.command == "experiment":
+        return command_experiment(args)
     return command_run(args)
+
+
+def command_experiment(args: argparse.Namespace) -> int:
+    from tools.experiments import chains
+
+    for name in ("seeds", "steps", "max_depth"):
+        if getattr(args, name) < 1:
+            _error(f"--{name.replace('_', '-')} must be at least 1")
+            return 2
+    if not 1 <= args.pages <= 64:
+        _error("--pages must be between 1 and 64")
+        return 2
+    return chains.main(args.seeds, args.steps, args.pages, args.max_depth, args.csv)
 
 
 if __name__ == "__main__":

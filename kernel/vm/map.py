@@ -151,6 +151,9 @@ class VMSpace:
         """
         child = VMSpace(VMMap(), pmap, self.heap_start, self.heap_end)
         for entry in self.map.entries:
+            if not entry.shared:
+                # As vm_map_copy_entry does: shorten the chain before a second map shares it.
+                entry.object.collapse()
             entry.object.reference()
             copy = MapEntry(entry.start, entry.end, entry.object, entry.offset, entry.protection,
                             entry.max_protection, entry.cow, entry.needs_copy, entry.shared, entry.name)

@@ -1,0 +1,161 @@
+"""`vmgames experiment chains`: how deep do shadow chains get under cascades of forks?
+
+Dillon's paper says that with collapse (and the all-shadowed bypass) chains
+"tend to not get much deeper than 4".  This runs userland/cascade.s (parents
+and children both forking, random writes, seeded) with collapse on and off,
+and measures the chain depth seen by every page fault and the dead pages:
+pages held by objects that no mapping can reach any more, because every path
+to them is shadowed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import statistics
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from emulator.machine import Machine
+from kernel.kernel import Kernel
+from kernel.proc import ZOMBIE
+from tools.assembler import assemble
+
+CASCADE_SOURCE = os.path.join(os.path.dirname(__file__), "..", "..", "userland", "cascade.s")
+
+
+@dataclass
+class ChainRun:
+    seed: int
+    collapse: bool
+    processes: int = 0
+    faults: int = 0
+    depths: Counter = field(default_factory=Counter)
+    dead_pages_peak: int = 0
+    shadows: int = 0
+    collapses: int = 0
+    bypasses: int = 0
+
+    @property
+    def max_depth(self) -> int:
+        return max(self.depths, default=0)
+
+    @property
+    def mean_depth(self) -> float:
+        total = sum(self.depths.values())
+        return sum(d * n for d, n in self.depths.items()) / total if total else 0.0
+
+
+def dead_pages(kernel: Kernel) -> int:
+    """Pages in the objects of live processes that no map entry can reach."""
+    held: set[tuple[int, int]] = set()
+    reachable: set[tuple[int, int]] = set()
+    for proc in kernel.processes.values():
+        if proc.state == ZOMBIE:
+            continue
+        for entry in proc.vmspace.map.entries:
+            obj = entry.object
+            while obj is not None:
+                held.update((id(obj), p) for p in obj.pages)
+                obj = obj.backing
+            for index in range(entry.pindex(entry.start), entry.pindex(entry.end)):
+                obj, at = entry.object, index
+                while obj is not None and at not in obj.pages:
+                    at += obj.backing_offset
+                    obj = obj.backing
+                if obj is not None:
+                    reachable.add((id(obj), at))
+    return len(held - reachable)
+
+
+def run_cascade(program: str, seed: int, collapse: bool, steps: int, pages: int, max_depth: int) -> ChainRun:
+    """One cascade on a fresh machine, observed through the event recorder."""
+    result = ChainRun(seed, collapse)
+    kernel = Kernel(Machine(256 << 20), root=os.path.dirname(program), stdout=io.BytesIO(), stderr=io.BytesIO(),
+                    max_processes=1024)
+    kernel.allocator.collapse_enabled = collapse
+
+    def observe(event: dict[str, Any]) -> None:
+        kind = event["type"], event["kind"]
+        if kind[0] == "fault" and kind[1] != "fatal" and event.get("depth"):
+            result.depths[event["depth"]] += 1
+        elif kind == ("proc", "exit"):
+            result.dead_pages_peak = max(result.dead_pages_peak, dead_pages(kernel))
+
+    kernel.recorder.sink = observe
+    kernel.spawn(kernel.fs.open_host(program), ["cascade", str(seed), str(steps), str(pages), str(max_depth)], [])
+    kernel.run()
+    recorder = kernel.recorder
+    result.processes = recorder.count("proc", "exit")
+    result.faults = sum(result.depths.values())
+    result.shadows = recorder.count("object", "shadow")
+    result.collapses = recorder.count("object", "collapse")
+    result.bypasses = recorder.count("object", "bypass")
+    return result
+
+
+def summary_rows(runs: list[ChainRun]) -> list[dict[str, Any]]:
+    rows = []
+    for collapse in (True, False):
+        mine = [r for r in runs if r.collapse == collapse]
+        depths: Counter = Counter()
+        for r in mine:
+            depths.update(r.depths)
+        ordered = sorted(depths.elements())
+        rows.append({
+            "collapse and bypass": "on" if collapse else "off",
+            "runs": len(mine),
+            "processes": sum(r.processes for r in mine),
+            "faults": len(ordered),
+            "mean depth": round(statistics.fmean(ordered), 2) if ordered else 0,
+            "p95 depth": ordered[int(0.95 * (len(ordered) - 1))] if ordered else 0,
+            "max depth": max(ordered, default=0),
+            "faults at depth > 4": f"{sum(n for d, n in depths.items() if d > 4) / max(len(ordered), 1):.1%}",
+            "dead pages (peak, mean over runs)": round(statistics.fmean(r.dead_pages_peak for r in mine), 1),
+            "shadows": sum(r.shadows for r in mine),
+            "collapses": sum(r.collapses for r in mine),
+            "bypasses": sum(r.bypasses for r in mine),
+        })
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    keys = list(rows[0])
+    width = max(len(k) for k in keys)
+    lines = [f"{'':<{width}}  " + "  ".join(f"{r['collapse and bypass']:>10}" for r in rows)]
+    lines += [f"{k:<{width}}  " + "  ".join(f"{r[k]!s:>10}" for r in rows) for k in keys[1:]]
+    return "\n".join(lines)
+
+
+def main(seeds: int, steps: int, pages: int, max_depth: int, csv_path: str | None) -> int:
+    with open(CASCADE_SOURCE, encoding="utf-8") as f:
+        image = assemble(f.read(), "cascade.s")
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="vmgames-chains-") as scratch:
+        program = os.path.join(scratch, "cascade")
+        with open(program, "wb") as f:
+            f.write(image)
+        total = 2 * seeds
+        for n, (seed, collapse) in enumerate(((s, c) for s in range(1, seeds + 1) for c in (True, False)), 1):
+            print(f"\rrunning cascade {n}/{total} (seed {seed}, collapse {'on' if collapse else 'off'})",
+                  end="", file=sys.stderr, flush=True)
+            runs.append(run_cascade(program, seed, collapse, steps, pages, max_depth))
+        print(file=sys.stderr)
+    rows = summary_rows(runs)
+    print(f"chain depth under fork cascades: {seeds} seeds, {steps} steps per process, {pages} pages, "
+          f"process tree depth <= {max_depth}")
+    print(format_table(rows))
+    if csv_path:
+        with open(csv_path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["seed", "collapse", "processes", "faults", "max_depth", "mean_depth",
+                             "dead_pages_peak", "shadows", "collapses", "bypasses"])
+            for r in runs:
+                writer.writerow([r.seed, r.collapse, r.processes, r.faults, r.max_depth, round(r.mean_depth, 3),
+                                 r.dead_pages_peak, r.shadows, r.collapses, r.bypasses])
+        print(f"per-run figures written to {csv_path}")
+    return 0
