@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tools.assembler import AssemblerWarning, AssemblyError, assemble, assemble_with_warnings
 from tools.assembler.keystone_worker import KeystoneJob, encode_all
@@ -142,6 +144,29 @@ def test_code_padding_matches_gnu_for_every_size(tmp_path: Path) -> None:
     assert elf_sections(ours)[".text"][3] == elf_sections(gnu)[".text"][3]
 
 
+_BRANCHES = ["jmp", "je", "jne", "jb", "jg", "call", "loop", "jrcxz"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(_BRANCHES), st.integers(0, 11), st.integers(0, 140)),
+                min_size=2, max_size=12))
+def test_jump_relaxation_matches_gnu(tmp_path_factory, blocks: list[tuple[str, int, int]]) -> None:
+    """Random jumps between blocks of random size: same short/long choices as GNU as."""
+    tmp_path = tmp_path_factory.mktemp("relax")
+    count = len(blocks)
+    lines = [".intel_syntax noprefix", ".text", ".globl _start", "_start:"]
+    for number, (mnemonic, target, padding) in enumerate(blocks):
+        target %= count
+        if mnemonic in ("loop", "jrcxz") and abs(target - number) > 0:
+            mnemonic = "jmp"  # rel8-only branches would be out of range: GNU and we both reject those
+        lines += [f"block{number}:", f"    {mnemonic} block{target}", f"    .fill {padding}, 1, 0x90"]
+    path = tmp_path / "relax.s"
+    path.write_text("\n".join(lines) + "\n")
+    ours = build_ours(path, tmp_path / "ours")
+    gnu = build_gnu(path, tmp_path / "gnu", ours)
+    assert elf_sections(ours)[".text"][3] == elf_sections(gnu)[".text"][3]
+
+
 def test_elf_layout_is_ld_like() -> None:
     image = assemble((ROOT / "tests" / "asm_corpus" / "directives.s").read_text(), "directives.s")
     sections = elf_sections(image)
@@ -234,6 +259,20 @@ def test_keystone_segfault_becomes_an_error_and_the_tool_survives() -> None:
     assert assemble(".globl _start\n_start: ret\n")[:4] == b"\x7fELF"
 
 
+def test_keystone_hang_becomes_an_error_naming_the_line() -> None:
+    """Keystone 0.9.2 never returns from a lone backslash; the worker is killed after the timeout."""
+    started = time.perf_counter()
+    with pytest.raises(AssemblyError) as caught:
+        encode_all([KeystoneJob(1, "nop"), KeystoneJob(4, "\\")], 0x401000, "hang.s", timeout=1.0)
+    assert str(caught.value) == "hang.s:4: error: Keystone did not finish within 1 s while encoding '\\\\'"
+    assert time.perf_counter() - started < 5
+
+
+def test_text_that_would_hang_keystone_is_rejected_before_it() -> None:
+    with pytest.raises(AssemblyError, match=r"hang\.s:2: error: bad instruction name '\\'"):
+        assemble("nop\n\\\n", "hang.s")
+
+
 def test_user_text_never_reaches_keystone_as_directives() -> None:
     """The section-switch text in a source file is parsed by us, so Keystone never sees it."""
     image = assemble(".text\n.globl _start\n_start: nop\n.data\n.byte 1\n")
@@ -271,3 +310,21 @@ def test_assembling_hello_is_fast() -> None:
     for _ in range(5):
         assemble(source, "hello.s")
     assert (time.perf_counter() - start) / 5 < 0.5
+
+
+_SOUP = ["mov", "rax", ",", "[", "]", "rip", "+", "-", "*", "msg", "offset", "1", "0x10", "'a'", '"s"', ".byte",
+         ".quad", ".data", ".text", ".bss", ":", "lbl", "1b", "1f", "(", ")", ".equ", "x", "=", ".", "jmp", "call",
+         "qword", "ptr", "fs", ".align", "3", ".space", "\n", "#", "/*", "*/", ";", "lea", "push", ".ascii", "\\",
+         "<<", "%", "/"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(_SOUP), max_size=25))
+def test_garbage_gives_an_assembly_error_or_an_image_never_a_traceback(words: list[str]) -> None:
+    source = ".data\nmsg: .byte 1\n.text\n" + " ".join(words)
+    try:
+        image, _ = assemble_with_warnings(source, "soup.s")
+    except AssemblyError as error:
+        assert error.filename == "soup.s" and (error.line is None or 1 <= error.line <= source.count("\n") + 1)
+    else:
+        assert image[:4] == b"\x7fELF"

@@ -40,7 +40,7 @@ def assemble_with_warnings(source: str, filename: str = "<input>") -> tuple[byte
     code = program.sections[".text"]
     instruction_indexes = [i for i, item in enumerate(code.items) if isinstance(item, Instruction)]
     encodings = encode_instructions([code.items[i] for i in instruction_indexes], filename)
-    encoded = dict(zip(instruction_indexes, encodings))
+    encoded = dict(zip(instruction_indexes, encodings, strict=True))
     layout = lay_out(program, encoded)
     contents, symbols = link(program, layout, encoded)
 

@@ -16,7 +16,7 @@ import keystone
 
 from .errors import AssemblyError
 
-_TIMEOUT_BASE_SECONDS = 20.0
+_TIMEOUT_BASE_SECONDS = 10.0
 _TIMEOUT_PER_INSTRUCTION_SECONDS = 0.01
 
 
@@ -33,8 +33,13 @@ class KeystoneResult:
     error: str = ""
 
 
-def encode_all(jobs: list[KeystoneJob], address: int, filename: str) -> list[KeystoneResult]:
-    """Encode each job separately at `address`; a crash or hang becomes an AssemblyError for its line."""
+def encode_all(jobs: list[KeystoneJob], address: int, filename: str,
+               timeout: float | None = None) -> list[KeystoneResult]:
+    """Encode each job separately at `address`; a crash or hang becomes an AssemblyError for its line.
+
+    Keystone hangs on some text (a lone backslash, for one), so the worker gets `timeout` seconds
+    (by default a few seconds plus a little per instruction).
+    """
     if not jobs:
         return []
     context = multiprocessing.get_context("fork")
@@ -44,17 +49,19 @@ def encode_all(jobs: list[KeystoneJob], address: int, filename: str) -> list[Key
                              daemon=True)
     worker.start()
     writer.close()
-    timeout = _TIMEOUT_BASE_SECONDS + _TIMEOUT_PER_INSTRUCTION_SECONDS * len(jobs)
+    if timeout is None:
+        timeout = _TIMEOUT_BASE_SECONDS + _TIMEOUT_PER_INSTRUCTION_SECONDS * len(jobs)
     try:
         if not reader.poll(timeout):
             worker.kill()
             worker.join()
-            raise _failure(jobs, progress.value, filename, f"Keystone did not finish within {timeout:.0f} s")
+            raise _failure(jobs, progress.value, filename, f"Keystone did not finish within {timeout:g} s")
         try:
             raw = reader.recv()
         except EOFError:
             worker.join()
-            raise _failure(jobs, progress.value, filename, f"Keystone crashed ({_describe_exit(worker.exitcode)})")
+            crash = f"Keystone crashed ({_describe_exit(worker.exitcode)})"
+            raise _failure(jobs, progress.value, filename, crash) from None
     finally:
         reader.close()
     worker.join()

@@ -13,6 +13,7 @@ is its address, and ``[msg]`` without a base register is an absolute address
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .errors import SourceError
@@ -31,6 +32,7 @@ from .expressions import (
 )
 from .registers import BRANCHES, PREFIXES, SEGMENT, SIZE_KEYWORDS, is_register
 
+_MNEMONIC = re.compile(r"[a-z][a-z0-9]*(\.[a-z0-9]+)?")
 PLACEHOLDER = 0x7FFFFFFF
 # Keystone encodes ``[rbp*2 + disp32]`` as ModRM rm=100 + SIB 0x6d; swapping that SIB for 0x25
 # (no index, no base) gives the absolute disp32 form GNU as emits for ``[address]``.
@@ -73,6 +75,8 @@ def parse_instruction(text: str, here: Location, known: Environment, locals_: Lo
         prefixes.append(words[0].lower())
         words = words[1].split(None, 1)
     mnemonic = words[0].lower()
+    if not _MNEMONIC.fullmatch(mnemonic):
+        raise SourceError(f"bad instruction name '{words[0]}'")
     operand_tokens = split_commas(tokenize(words[1])) if len(words) > 1 else []
     head = " ".join(prefixes + [mnemonic])
     builder = _OperandBuilder(mnemonic, here, known, locals_)
