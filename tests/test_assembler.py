@@ -328,3 +328,11 @@ def test_garbage_gives_an_assembly_error_or_an_image_never_a_traceback(words: li
         assert error.filename == "soup.s" and (error.line is None or 1 <= error.line <= source.count("\n") + 1)
     else:
         assert image[:4] == b"\x7fELF"
+
+
+def test_rodata_directive_is_accepted_as_a_shorthand() -> None:
+    """`.rodata` is not a GNU as directive; we accept it as `.section .rodata`."""
+    short = assemble(".globl _start\n_start: ret\n.rodata\nmsg: .ascii \"hi\"\n")
+    long = assemble(".globl _start\n_start: ret\n.section .rodata\nmsg: .ascii \"hi\"\n")
+    assert short == long
+    assert elf_sections(short)[".rodata"][3] == b"hi"
