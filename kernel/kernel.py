@@ -12,11 +12,12 @@ import sys
 from collections import deque
 from typing import BinaryIO
 
+from unicorn import x86_const as X
+
 from emulator import mmu, traps
 from emulator.cpu import REGISTER_IDS
 from emulator.disasm import instruction_at, memory_operands
 from emulator.machine import Machine
-from unicorn import x86_const as X
 from kernel import errno, signals
 from kernel.errno import SyscallError
 from kernel.exec import exec_image

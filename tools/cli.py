@@ -101,7 +101,7 @@ def _error(message: str) -> None:
 
 
 def command_asm(args: argparse.Namespace) -> int:
-    from tools.assembler import AssemblyError, assemble
+    from tools.assembler import AssemblyError, assemble_with_warnings
 
     output = args.output or (args.source[:-2] if args.source.endswith(".s") else args.source + ".out")
     try:
@@ -114,10 +114,12 @@ def command_asm(args: argparse.Namespace) -> int:
         _error(f"{args.source}: not a text file")
         return 1
     try:
-        image = assemble(source, args.source)
+        image, warnings = assemble_with_warnings(source, args.source)
     except AssemblyError as error:
         print(error, file=sys.stderr)
         return 1
+    for warning in warnings:
+        print(warning, file=sys.stderr)
     with open(output, "wb") as f:
         f.write(image)
     os.chmod(output, 0o755)

@@ -8,6 +8,7 @@ is working on, so when it dies the parent can name the guilty line.
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import signal
 from dataclasses import dataclass
@@ -70,6 +71,9 @@ def encode_all(jobs: list[KeystoneJob], address: int, filename: str,
 
 
 def _encode_in_child(texts: list[str], address: int, writer, progress) -> None:
+    # A crash here is expected and reported by the parent; a fault handler
+    # inherited from the parent (pytest enables one) would only add a stack dump.
+    faulthandler.disable()
     engine = keystone.Ks(keystone.KS_ARCH_X86, keystone.KS_MODE_64)
     results: list[bytes | str] = []
     for position, text in enumerate(texts):
