@@ -27,6 +27,7 @@ class Recorder:
         self.pid = 0
         self.frames_in_use = 0
         self.frames_peak = 0
+        self.fault_depths: Counter[int] = Counter()   # shadow-chain depth seen by each resolved fault
         self.sink: TraceSink | None = None
         self.clock: Callable[[], int] = lambda: 0
 
@@ -40,6 +41,8 @@ class Recorder:
                     self.frames_peak = self.frames_in_use
             elif kind == "free":
                 self.frames_in_use -= 1
+        elif type_ == "fault" and fields.get("depth"):
+            self.fault_depths[fields["depth"]] += 1
         if self.sink is not None:
             record = {"t": self.clock(), "pid": self.pid, "type": type_, "kind": kind}
             record.update(fields)

@@ -52,6 +52,11 @@ def test_fork_isolates_writes_and_wait_returns_the_status(run):
     # object had one reference left (the parent's shadow) and collapsed into it.
     assert result.recorder.by_kind("object")["shadow"] == 2
     assert result.recorder.by_kind("object")["collapse"] == 1
+    # B's own page was hidden by the parent's copy: the collapse freed it as dead, and moved nothing.
+    assert result.recorder.count("page", "dead") == 1
+    assert result.recorder.count("page", "move") == 0
+    # Faults through the bss entry walked at most the shadow and B.
+    assert max(result.recorder.fault_depths) == 2
     # fork write-protects the parent's two present writable pages (bss, stack); each COW copy
     # replaces a mapped frame; CR3 is loaded for the parent, the child, and the parent again.
     assert result.recorder.by_kind("tlb") == {"invalidate-page": 4, "invalidate-all": 3}

@@ -24,7 +24,10 @@ def collect(recorder: Recorder, instructions: int | None, ram_frames: int) -> di
         "pte_writes": recorder.count("pte", "write"),
         "page_table_pages": recorder.count("pte", "table"),
         "pages": {"zeroed": recorder.count("page", "zero"), "copied": recorder.count("page", "copy"),
-                  "moved": recorder.count("page", "move"), "paged_in": recorder.count("page", "pagein")},
+                  "moved": recorder.count("page", "move"), "paged_in": recorder.count("page", "pagein"),
+                  "dead_freed_by_collapse": recorder.count("page", "dead")},
+        "chain_depth": {"max": max(recorder.fault_depths, default=0),
+                        **{f"faults_at_depth_{d}": n for d, n in sorted(recorder.fault_depths.items())}},
         "frames": {"in_use": recorder.frames_in_use, "peak": recorder.frames_peak, "total": ram_frames},
         "objects": recorder.by_kind("object"),
         "syscalls": {"total": sum(syscalls.values()), **syscalls},
@@ -48,6 +51,7 @@ def format_table(stats: dict[str, Any]) -> str:
     rows.append(("PTE writes", str(stats["pte_writes"])))
     rows.append(("page-table pages allocated", str(stats["page_table_pages"])))
     section("pages", stats["pages"])
+    section("shadow-chain depth at faults", stats["chain_depth"])
     section("frames (4 KiB)", stats["frames"])
     section("VM objects", stats["objects"])
     section("syscalls", stats["syscalls"])

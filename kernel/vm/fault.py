@@ -134,7 +134,8 @@ def _copy_up(allocator: PageAllocator, first: VMObject, pindex: int, holder: VMO
             and holder.ref_count == 1 and holder.shadow_count == 1):
         del holder.pages[page.pindex]
         first.insert(page, pindex)
-        allocator.recorder.event("page", "move", frame=page.frame, source_object=holder.id, object=first.id)
+        allocator.recorder.event("page", "move", frame=page.frame, source_object=holder.id, object=first.id,
+                                 reason="cow")
         return page, COW_MOVE
     copy = allocator.alloc(zero=False)
     allocator.copy(copy, page)

@@ -133,8 +133,12 @@ class VMObject:
                     del backing.pages[pindex]
                     if 0 <= mine < self.size and mine not in self.pages:
                         self.insert(page, mine)
+                        recorder.event("page", "move", frame=page.frame, source_object=backing.id,
+                                       object=self.id, reason="collapse")
                         moved += 1
                     else:
+                        # Hidden by our own page (or outside our window): nobody can reach it.
+                        recorder.event("page", "dead", frame=page.frame, object=backing.id, pindex=pindex)
                         pmap.remove_all(page, "collapse")
                         self.allocator.free(page)
                         freed += 1

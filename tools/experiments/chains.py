@@ -79,17 +79,15 @@ def run_cascade(program: str, seed: int, collapse: bool, steps: int, pages: int,
                     max_processes=1024)
     kernel.allocator.collapse_enabled = collapse
 
-    def observe(event: dict[str, Any]) -> None:
-        kind = event["type"], event["kind"]
-        if kind[0] == "fault" and kind[1] != "fatal" and event.get("depth"):
-            result.depths[event["depth"]] += 1
-        elif kind == ("proc", "exit"):
+    def sample_dead_pages(event: dict[str, Any]) -> None:
+        if (event["type"], event["kind"]) == ("proc", "exit"):
             result.dead_pages_peak = max(result.dead_pages_peak, dead_pages(kernel))
 
-    kernel.recorder.sink = observe
+    kernel.recorder.sink = sample_dead_pages
     kernel.spawn(kernel.fs.open_host(program), ["cascade", str(seed), str(steps), str(pages), str(max_depth)], [])
     kernel.run()
     recorder = kernel.recorder
+    result.depths = Counter(recorder.fault_depths)
     result.processes = recorder.count("proc", "exit")
     result.faults = sum(result.depths.values())
     result.shadows = recorder.count("object", "shadow")
