@@ -32,11 +32,11 @@ build/%: userland/%.s $(STAMP)
 	@mkdir -p build
 	$(VMGAMES) asm $< -o $@
 
-$(STAMP): pyproject.toml setup.py emulator/_icount.c
+$(STAMP): pyproject.toml setup.py emulator/_native.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
 clean:
-	rm -rf build $(VENV) *.egg-info emulator/_icount*.so
+	rm -rf build $(VENV) *.egg-info emulator/_native*.so

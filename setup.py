@@ -1,4 +1,4 @@
-"""Only for the C extension (the instruction clock's hook); metadata is in pyproject.toml."""
+"""Only for the C extension (the machine's hot paths); metadata is in pyproject.toml."""
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("emulator._icount", ["emulator/_icount.c"])])
+setup(ext_modules=[Extension("emulator._native", ["emulator/_native.c"])])

@@ -1,6 +1,6 @@
 """Virtual time: the number of user instructions retired.
 
-A C hook (emulator/_icount.c) counts every instruction into a struct the
+A C hook (emulator/_native.c) counts every instruction into a struct the
 Python side owns, and stops the engine when a budget is spent.  Counting
 costs about 5x raw Unicorn speed (DESIGN.md 5) but makes every run
 reproducible: scheduling quanta and device rates are in instructions.
@@ -13,7 +13,7 @@ import ctypes
 import unicorn
 from unicorn.unicorn_py3.unicorn import uclib
 
-from emulator import _icount
+from emulator import _native
 
 
 class _ClockState(ctypes.Structure):
@@ -28,7 +28,7 @@ class InstructionClock:
         self._state = _ClockState(0, 0, ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value, 0)
         handle = ctypes.c_size_t()
         status = uclib.uc_hook_add(engine._uch, ctypes.byref(handle), unicorn.UC_HOOK_CODE,
-                                   ctypes.c_void_p(_icount.HOOK_ADDRESS), ctypes.byref(self._state),
+                                   ctypes.c_void_p(_native.CLOCK_HOOK_ADDRESS), ctypes.byref(self._state),
                                    ctypes.c_uint64(1), ctypes.c_uint64(0))
         if status != unicorn.UC_ERR_OK:
             raise unicorn.UcError(status)

@@ -1,9 +1,10 @@
 """The CPU: a Unicorn x86-64 engine, with fast register access and contexts.
 
 The Python binding's reg_read/reg_write cost about 3 us each, most of it a
-register-class lookup; calling the C library directly with a reused
-c_uint64 costs under 1 us (DESIGN.md 3), and a batch read of the syscall
-registers is one call.
+register-class lookup; calling the C library through ctypes with a reused
+c_uint64 costs about 1 us (DESIGN.md 3), most of it argument conversion.
+Registers go through emulator/_native.c instead (about 0.2 us), and one call
+there reads all seven syscall registers.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import ctypes
 import unicorn
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib
+
+from emulator import _native
 
 # Registers in the order of GDB's x86-64 target description (amd64 core).
 GENERAL_REGISTERS = (
@@ -41,13 +44,10 @@ class CPU:
     def __init__(self) -> None:
         self.engine = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
         self.handle = self.engine._uch
-        self._value = ctypes.c_uint64()
-        self._value_ref = ctypes.byref(self._value)
-        count = len(_SYSCALL_REGISTERS)
-        self._batch_ids = (ctypes.c_int * count)(*_SYSCALL_REGISTERS)
-        self._batch_values = (ctypes.c_uint64 * count)()
-        self._batch_pointers = (ctypes.c_void_p * count)(
-            *[ctypes.addressof(self._batch_values) + 8 * i for i in range(count)])
+        self._address = self.handle.value
+        _native.bind(*(ctypes.cast(f, ctypes.c_void_p).value
+                       for f in (uclib.uc_reg_read_batch, uclib.uc_reg_read, uclib.uc_reg_write)),
+                     _SYSCALL_REGISTERS)
         self._reset_context = self.engine.context_save()
 
     def drop_to_user_mode(self, scratch: int) -> None:
@@ -70,17 +70,14 @@ class CPU:
         self._reset_context = self.engine.context_save()
 
     def read(self, register: int) -> int:
-        uclib.uc_reg_read(self.handle, register, self._value_ref)
-        return self._value.value
+        return _native.read_register(self._address, register)
 
     def write(self, register: int, value: int) -> None:
-        self._value.value = value & 0xFFFF_FFFF_FFFF_FFFF
-        uclib.uc_reg_write(self.handle, register, self._value_ref)
+        _native.write_register(self._address, register, value)
 
     def syscall_registers(self) -> tuple[int, int, int, int, int, int, int]:
         """(number, arg0..arg5) of the syscall being made, in one C call."""
-        uclib.uc_reg_read_batch(self.handle, self._batch_ids, self._batch_pointers, len(_SYSCALL_REGISTERS))
-        return tuple(self._batch_values)  # type: ignore[return-value]
+        return _native.syscall_registers(self._address)
 
     @property
     def rip(self) -> int:
