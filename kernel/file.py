@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from kernel import errno
 from kernel.errno import SyscallError
 from kernel.fs import HostFile
+from kernel.uaccess import copyin, copyout
+
+if TYPE_CHECKING:
+    from kernel.proc import Process
+
+CHUNK = 64 << 10    # bytes moved between user memory and a file at a time
 
 
 class OpenFile:
@@ -17,12 +23,40 @@ class OpenFile:
 
     def __init__(self) -> None:
         self.references = 1   # descriptors, in all processes, that name this open file
+        self.nonblocking = False   # O_NONBLOCK: a status of the open file, so dup and fork share it
 
     def read(self, length: int) -> bytes:
         raise SyscallError(errno.EBADF)
 
     def write(self, data: bytes) -> int:
         raise SyscallError(errno.EBADF)
+
+    def read_to_user(self, proc: Process, buf: int, count: int) -> int:
+        """read(2): one read() of up to CHUNK bytes, copied out to `buf`."""
+        data = self.read(min(count, CHUNK))
+        copyout(proc, buf, data)
+        return len(data)
+
+    def write_from_user(self, proc: Process, segments: list[tuple[int, int]]) -> int:
+        """write(2)/writev(2) of the (address, length) segments, in order.
+
+        A bad address after some bytes were written ends the write with their
+        count; before any, with EFAULT (as Linux does).
+        """
+        written = 0
+        for base, length in segments:
+            done = 0
+            while done < length:
+                try:
+                    data = copyin(proc, base + done, min(CHUNK, length - done))
+                except SyscallError:
+                    if written:
+                        return written
+                    raise
+                accepted = self.write(data)
+                done += accepted
+                written += accepted
+        return written
 
     def close(self) -> None:
         """Called when the last descriptor naming this open file is closed."""

@@ -29,7 +29,10 @@ TABLE: dict[int, tuple[str, Handler]] = {
     11: ("munmap", sysmem.sys_munmap),
     12: ("brk", sysmem.sys_brk),
     20: ("writev", sysfile.sys_writev),
+    22: ("pipe", sysfile.sys_pipe),
     24: ("sched_yield", sysproc.sys_sched_yield),
+    32: ("dup", sysfile.sys_dup),
+    33: ("dup2", sysfile.sys_dup2),
     39: ("getpid", sysproc.sys_getpid),
     57: ("fork", sysproc.sys_fork),
     58: ("vfork", sysproc.sys_fork),
@@ -45,6 +48,8 @@ TABLE: dict[int, tuple[str, Handler]] = {
     228: ("clock_gettime", sysproc.sys_clock_gettime),
     231: ("exit_group", sysproc.sys_exit),
     257: ("openat", sysfile.sys_openat),
+    292: ("dup3", sysfile.sys_dup3),
+    293: ("pipe2", sysfile.sys_pipe2),
 }
 
 

@@ -1,4 +1,4 @@
-"""Syscalls on file descriptors: read, write, writev, open, openat, close."""
+"""Syscalls on file descriptors: read, write, writev, open, openat, close, pipe, pipe2, dup, dup2, dup3."""
 
 from __future__ import annotations
 
@@ -8,18 +8,20 @@ from kernel import errno
 from kernel.errno import SyscallError
 from kernel.file import OpenFile, RegularFile
 from kernel.fs import PATH_MAX
+from kernel.pipe import open_pipe
+from kernel.proc import MAX_FDS
 from kernel.sysproc import signed
-from kernel.uaccess import copyin, copyin_u64s, copyinstr, copyout
+from kernel.uaccess import copyin_u64s, copyinstr, copyout
 
 if TYPE_CHECKING:
     from kernel.kernel import Kernel
     from kernel.proc import Process
 
 MAX_RW_COUNT = 0x7FFF_F000   # Linux caps one read or write at this many bytes
-CHUNK = 64 << 10
 IOV_MAX = 1024
 O_ACCMODE, O_CREAT, O_TRUNC = 3, 0o100, 0o1000
 AT_FDCWD = -100
+O_NONBLOCK, O_CLOEXEC = 0o4000, 0o2000000
 
 
 def _file(proc: Process, fd: int) -> OpenFile:
@@ -29,41 +31,43 @@ def _file(proc: Process, fd: int) -> OpenFile:
     return file
 
 
-def sys_read(kernel: Kernel, proc: Process, fd: int, buf: int, count: int, *_: int) -> int:
+def _readable(proc: Process, fd: int) -> OpenFile:
     file = _file(proc, fd)
     if not file.readable:
         raise SyscallError(errno.EBADF)
-    data = file.read(min(count, MAX_RW_COUNT, CHUNK))
-    copyout(proc, buf, data)
-    return len(data)
+    return file
 
 
-def sys_write(kernel: Kernel, proc: Process, fd: int, buf: int, count: int, *_: int) -> int:
+def _writable(proc: Process, fd: int) -> OpenFile:
     file = _file(proc, fd)
     if not file.writable:
         raise SyscallError(errno.EBADF)
-    count = min(count, MAX_RW_COUNT)
-    written = 0
-    while written < count:
-        try:
-            data = copyin(proc, buf + written, min(CHUNK, count - written))
-        except SyscallError:
-            if written:
-                return written
-            raise
-        written += file.write(data)
-    return written
+    return file
+
+
+def _clamp(segments: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Cut the segments to MAX_RW_COUNT bytes in all, as Linux does."""
+    clamped, left = [], MAX_RW_COUNT
+    for base, length in segments:
+        clamped.append((base, min(length, left)))
+        left -= clamped[-1][1]
+    return clamped
+
+
+def sys_read(kernel: Kernel, proc: Process, fd: int, buf: int, count: int, *_: int) -> int:
+    return _readable(proc, fd).read_to_user(proc, buf, min(count, MAX_RW_COUNT))
+
+
+def sys_write(kernel: Kernel, proc: Process, fd: int, buf: int, count: int, *_: int) -> int:
+    return _writable(proc, fd).write_from_user(proc, _clamp([(buf, count)]))
 
 
 def sys_writev(kernel: Kernel, proc: Process, fd: int, iov: int, iovcnt: int, *_: int) -> int:
+    file = _writable(proc, fd)
     if iovcnt > IOV_MAX:
         raise SyscallError(errno.EINVAL)
     words = copyin_u64s(proc, iov, 2 * iovcnt)
-    total = 0
-    for base, length in zip(words[::2], words[1::2], strict=True):
-        if length:
-            total += sys_write(kernel, proc, fd, base, length)
-    return total
+    return file.write_from_user(proc, _clamp(list(zip(words[::2], words[1::2], strict=True))))
 
 
 def sys_open(kernel: Kernel, proc: Process, path: int, flags: int, *_: int) -> int:
@@ -86,3 +90,62 @@ def sys_close(kernel: Kernel, proc: Process, fd: int, *_: int) -> int:
     if not proc.close_fd(signed(fd)):
         raise SyscallError(errno.EBADF)
     return 0
+
+
+def sys_pipe(kernel: Kernel, proc: Process, fds: int, *_: int) -> int:
+    return sys_pipe2(kernel, proc, fds, 0)
+
+
+def sys_pipe2(kernel: Kernel, proc: Process, fds: int, flags: int, *_: int) -> int:
+    """Two new descriptors, read end first; on a bad `fds` pointer neither is left open.
+
+    O_CLOEXEC is accepted but has no effect yet: descriptors have no flags of their own.
+    """
+    flags &= 0xFFFF_FFFF
+    if flags & ~(O_NONBLOCK | O_CLOEXEC):
+        raise SyscallError(errno.EINVAL)
+    read_end, write_end = open_pipe(kernel.wakeup, nonblocking=bool(flags & O_NONBLOCK))
+    installed = [fd for fd in (proc.allocate_fd(read_end), proc.allocate_fd(write_end)) if fd >= 0]
+    try:
+        if len(installed) < 2:
+            raise SyscallError(errno.EMFILE)
+        copyout(proc, fds, b"".join(fd.to_bytes(4, "little") for fd in installed))
+    except Exception:       # EMFILE, EFAULT, or RAM exhausted faulting the array in
+        for fd in installed:
+            proc.close_fd(fd)
+        raise
+    return 0
+
+
+def sys_dup(kernel: Kernel, proc: Process, fd: int, *_: int) -> int:
+    file = _file(proc, fd & 0xFFFF_FFFF)
+    new_fd = proc.allocate_fd(file)
+    if new_fd < 0:
+        raise SyscallError(errno.EMFILE)
+    file.references += 1
+    return new_fd
+
+
+def sys_dup2(kernel: Kernel, proc: Process, fd: int, new_fd: int, *_: int) -> int:
+    fd, new_fd = fd & 0xFFFF_FFFF, new_fd & 0xFFFF_FFFF
+    if fd == new_fd:
+        _file(proc, fd)     # only checks that it is open
+        return fd
+    return sys_dup3(kernel, proc, fd, new_fd, 0)
+
+
+def sys_dup3(kernel: Kernel, proc: Process, fd: int, new_fd: int, flags: int, *_: int) -> int:
+    """Make `new_fd` name what `fd` names, closing what it named before.
+
+    O_CLOEXEC is accepted but has no effect yet, as for pipe2.
+    """
+    fd, new_fd, flags = fd & 0xFFFF_FFFF, new_fd & 0xFFFF_FFFF, flags & 0xFFFF_FFFF
+    if flags & ~O_CLOEXEC or fd == new_fd:
+        raise SyscallError(errno.EINVAL)
+    if new_fd >= MAX_FDS:
+        raise SyscallError(errno.EBADF)
+    file = _file(proc, fd)
+    file.references += 1
+    proc.close_fd(new_fd)
+    proc.files[new_fd] = file
+    return new_fd
