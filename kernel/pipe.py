@@ -1,19 +1,30 @@
-"""Pipes: a bounded byte buffer between a read end and a write end.
+"""Pipes: a ring of page-sized buffers between a read end and a write end.
+
+The buffer is laid out as Linux's (fs/pipe.c): 16 slots, each holding at
+most a page of bytes and the offset the reader has got to.  A write first
+tops up the last slot with the write's tail (`count % PAGE_SIZE` bytes, if
+they fit there), then fills fresh slots a page at a time; a slot is free again
+only once it has been read to its end.  So a pipe holds 65536 bytes when
+writes merge, fewer when they do not, and a write of at most PIPE_BUF bytes,
+fitting either in the last slot or in a free one, is never split: exactly
+Linux's capacities and EAGAINs.  A slot will later be able to hold a
+reference to a user's page instead of a copy (the zero-copy experiment).
 
 A syscall that must wait cannot stay inside the kernel here: it sleeps and is
-made again from the start once woken.  So reads are "take what is there, or
-EOF, or sleep", and a blocking write that has to wait part-way records how
-much it already wrote (keyed by the writer), so that the restarted call goes
-on from there and returns the full count once everything is in, as Linux's
-blocking write does.
+made again from the start once woken.  So a read is "take what is there, or
+EOF, or sleep", and a blocking write that has to wait records how much of it
+is already in (keyed by the writer), so that the call made again goes on from
+there and returns the full count once everything is in, as Linux's does.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from emulator.ram import PAGE_SIZE
 from kernel import errno, signals
 from kernel.errno import SyscallError
 from kernel.file import OpenFile
@@ -22,21 +33,34 @@ from kernel.uaccess import copyin, copyout
 if TYPE_CHECKING:
     from kernel.proc import Process
 
-PIPE_CAPACITY = 65536    # bytes a Linux pipe holds by default (16 pages)
-PIPE_BUF = 4096          # writes of at most this many bytes are atomic (POSIX)
+PIPE_SLOTS = 16                           # Linux's PIPE_DEF_BUFFERS
+PIPE_CAPACITY = PIPE_SLOTS * PAGE_SIZE    # 65536 bytes
+PIPE_BUF = 4096                           # writes of at most this many bytes are atomic (POSIX)
+
+
+@dataclass
+class PipeBuffer:
+    """One slot: the bytes written into its page, and how many of them were read."""
+
+    data: bytearray
+    offset: int = 0
+
+    @property
+    def unread(self) -> int:
+        return len(self.data) - self.offset
 
 
 class Pipe:
-    """The buffer: chunks in write order, and how many ends of each kind are open.
+    """The ring of slots and how many ends of each kind are open.
 
-    The buffer is a deque of chunks (one per write) rather than one bytearray
-    so that a chunk can later be a reference to a page instead of a copy.  The
-    pipe wakes whoever sleeps on it when its state changes that way.
+    The pipe wakes whoever sleeps on it when its state changes their way:
+    readers when bytes arrive or the last writer goes, writers when a slot
+    frees up or the last reader goes.
     """
 
     def __init__(self, wakeup: Callable[[object], None]) -> None:
-        self.chunks: deque[bytes] = deque()
-        self.size = 0                 # bytes buffered
+        self.slots: deque[PipeBuffer] = deque()
+        self.size = 0                 # unread bytes
         self.readers = 1              # open read ends
         self.writers = 1              # open write ends
         self.readable_channel = ("pipe-readable", id(self))    # channels sleepers wait on
@@ -44,33 +68,49 @@ class Pipe:
         self.written_before_sleep: dict[object, int] = {}   # blocked writer -> bytes of its write already in
         self._wakeup = wakeup
 
-    def room(self) -> int:
-        return PIPE_CAPACITY - self.size
+    def full(self) -> bool:
+        return len(self.slots) == PIPE_SLOTS
+
+    def room_in_last_slot(self) -> int:
+        return PAGE_SIZE - len(self.slots[-1].data) if self.slots else 0
+
+    def merge(self, data: bytes) -> None:
+        """Add bytes to the last slot (the caller checked they fit)."""
+        self.slots[-1].data += data
+        self._added(len(data))
 
     def push(self, data: bytes) -> None:
-        self.chunks.append(data)
-        self.size += len(data)
+        """Fill a free slot with at most a page of bytes (the caller checked there is one)."""
+        self.slots.append(PipeBuffer(bytearray(data)))
+        self._added(len(data))
+
+    def _added(self, length: int) -> None:
+        self.size += length
         self._wakeup(self.readable_channel)
 
     def peek(self, length: int) -> bytes:
-        """The first `length` buffered bytes (at most), left in the pipe."""
+        """The first `length` unread bytes (at most), left in the pipe."""
         out = bytearray()
-        for chunk in self.chunks:
+        for slot in self.slots:
             if len(out) >= length:
                 break
-            out += chunk[:length - len(out)]
+            out += slot.data[slot.offset:slot.offset + length - len(out)]
         return bytes(out)
 
-    def drop(self, length: int) -> None:
-        """Discard the first `length` bytes, once the reader has them."""
+    def consume(self, length: int) -> None:
+        """Mark the first `length` unread bytes read, freeing the slots read to their end."""
         self.size -= length
+        freed = False
         while length:
-            chunk = self.chunks.popleft()
-            if len(chunk) > length:
-                self.chunks.appendleft(chunk[length:])
-                break
-            length -= len(chunk)
-        self._wakeup(self.writable_channel)
+            slot = self.slots[0]
+            taken = min(length, slot.unread)
+            slot.offset += taken
+            length -= taken
+            if slot.unread == 0:
+                self.slots.popleft()
+                freed = True
+        if freed:
+            self._wakeup(self.writable_channel)
 
     def close_reader(self) -> None:
         self.readers -= 1
@@ -91,7 +131,7 @@ class PipeReadEnd(OpenFile):
         self.pipe = pipe
 
     def read_to_user(self, proc: Process, buf: int, count: int) -> int:
-        """Take what is buffered (up to count); EOF once no writer is left; else wait.
+        """Take what is there (up to count); EOF once no writer is left; else wait.
 
         The bytes leave the pipe only once they are copied out, so a bad
         buffer gets EFAULT and loses nothing, as on Linux.
@@ -100,9 +140,9 @@ class PipeReadEnd(OpenFile):
         if count == 0:
             return 0
         if pipe.size:
-            data = pipe.peek(min(count, pipe.size))
+            data = pipe.peek(count)
             copyout(proc, buf, data)
-            pipe.drop(len(data))
+            pipe.consume(len(data))
             return len(data)
         if pipe.writers == 0:
             return 0
@@ -123,30 +163,33 @@ class PipeWriteEnd(OpenFile):
         self.pipe = pipe
 
     def write_from_user(self, proc: Process, segments: list[tuple[int, int]]) -> int:
-        """Write the segments' bytes; a write of at most PIPE_BUF bytes goes in whole or not at all.
+        """Write the segments' bytes as Linux's pipe_write does.
 
         Blocking: returns the whole count once everything is in.  Non-blocking:
-        what fits (EAGAIN if nothing does).  No reader left: SIGPIPE, EPIPE.
+        what went in (EAGAIN if nothing could).  No reader left: SIGPIPE, EPIPE.
         """
         pipe = self.pipe
         total = sum(length for _, length in segments)
         if total == 0:
             return 0
+        resumed = proc in pipe.written_before_sleep
         written = pipe.written_before_sleep.pop(proc, 0)
         if pipe.readers == 0:
             _kill_by_sigpipe(proc)
             raise SyscallError(errno.EPIPE)
-        fits = min(pipe.room(), total - written)
-        if total <= PIPE_BUF and fits < total:
-            fits = 0
-        for base, length in _pieces(segments, written, fits):
-            try:
-                pipe.push(copyin(proc, base, length))
-            except SyscallError:
-                if written:
-                    return written
-                raise
-            written += length
+        try:
+            tail = total % PAGE_SIZE
+            if not resumed and tail and tail <= pipe.room_in_last_slot():
+                pipe.merge(_gather(proc, segments, 0, tail))
+                written = tail
+            while written < total and not pipe.full():
+                length = min(PAGE_SIZE, total - written)
+                pipe.push(_gather(proc, segments, written, length))
+                written += length
+        except SyscallError:
+            if written:
+                return written
+            raise
         if written == total:
             return total
         if self.nonblocking:
@@ -161,20 +204,19 @@ class PipeWriteEnd(OpenFile):
         self.pipe.close_writer()
 
 
-def _pieces(segments: list[tuple[int, int]], skip: int, length: int) -> list[tuple[int, int]]:
-    """The (address, length) pieces of the segments' bytes [skip, skip + length)."""
-    pieces = []
+def _gather(proc: Process, segments: list[tuple[int, int]], skip: int, length: int) -> bytes:
+    """The segments' bytes [skip, skip + length), copied in from user memory."""
+    out = bytearray()
     for base, size in segments:
         if skip >= size:
             skip -= size
             continue
-        n = min(size - skip, length)
-        if n == 0:
-            break
-        pieces.append((base + skip, n))
-        length -= n
+        n = min(size - skip, length - len(out))
+        out += copyin(proc, base + skip, n)
         skip = 0
-    return pieces
+        if len(out) == length:
+            break
+    return bytes(out)
 
 
 def _kill_by_sigpipe(proc: Process) -> None:
