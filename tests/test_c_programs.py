@@ -23,7 +23,7 @@ USERLAND_C = os.path.join(os.path.dirname(__file__), "..", "userland", "c")
 # must not turn loops into calls to memset, memcpy or strlen.
 CFLAGS = ["-static", "-nostdlib", "-O2", "-ffreestanding", "-fno-builtin", "-fno-tree-loop-distribute-patterns",
           "-fno-stack-protector", "-fno-pie", "-no-pie", "-masm=intel", "-Wall"]
-PROGRAMS = ["segments", "fork_tree", "cow_isolation", "exec_self", "brk_fork", "segv_cases", "rusage_faults"]
+PROGRAMS = ["segments", "fork_tree", "cow_isolation", "exec_self", "brk_fork", "segv_cases", "rusage_faults", "pipes"]
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +153,20 @@ def test_getrusage_minor_faults_across_fork(programs, run):
     faults = result.faults()
     assert faults["resident"] == 1024
     assert faults["cow-move"] >= 2 * 1024 and faults["cow-copy"] >= 2 * 1024
+
+
+def test_pipes_between_processes(programs, run):
+    result = assert_same_as_host(run, programs["pipes"])
+    assert result.stdout.decode() == (
+        "producer: exited 0\n"
+        "parent read: line 1 from the exec'd producer\n"
+        "parent read: line 2 from the exec'd producer\n"
+        "parent read: line 3 from the exec'd producer\n"
+        "parent read 96 bytes, then EOF (0)\n"
+        "consumer: sum 5050, read returned 0 at the end\n"
+        "consumer: exited 0\n"
+        "producer of 1..100: exited 0\n"
+        "writer of 200000 bytes: exited 0\n"
+        "reader got 200000 bytes, 0 wrong\n"
+        "writer to a pipe with no reader: killed by signal 13\n")
+    assert result.status == 0
