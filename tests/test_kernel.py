@@ -484,3 +484,37 @@ msg: .ascii "spun\\n"
     kernel.spawn(kernel.fs.open_host(hello), ["hello"], [])
     kernel.run()
     assert out.getvalue() == b"Hello, world!\nspun\n"
+
+
+MIDDLE_PAGE_OF_THREE = """
+.text
+_start:
+    mov eax, 9
+    xor edi, edi
+    mov esi, 3 * 4096
+    mov edx, 3
+    mov r10d, 0x22
+    mov r8, -1
+    xor r9d, r9d
+    syscall
+    mov rbx, rax
+    mov byte ptr [rbx + 4096], 1
+    lea rdi, [rbx + 4096]
+    mov esi, 4096
+    mov edx, {prot}
+    mov eax, {number}
+    syscall
+    mov byte ptr [rbx], 3
+    mov byte ptr [rbx + 8192], 3
+    mov byte ptr [rbx + 4096], 2
+""" + EXIT_0
+
+
+def test_munmap_of_the_middle_page_of_a_mapping_leaves_a_hole(run):
+    result = run(MIDDLE_PAGE_OF_THREE.format(number=11, prot=0))
+    assert result.status == 128 + 11 and "(no mapping)" in result.proc.death
+
+
+def test_mprotect_of_the_middle_page_of_a_mapping_makes_it_read_only(run):
+    result = run(MIDDLE_PAGE_OF_THREE.format(number=10, prot=1))
+    assert result.status == 128 + 11 and "(permission denied)" in result.proc.death

@@ -102,21 +102,20 @@ class VMMap:
             if e.end <= start or e.start >= end:
                 continue
             if e.start < start:
-                self._split(e, start)
-                continue
-            inside.append(e)
-        for e in list(inside):
+                e = self._split(e, start)
             if e.end > end:
                 self._split(e, end)
-        return [e for e in self.entries if start <= e.start and e.end <= end]
+            inside.append(e)
+        return inside
 
-    def _split(self, entry: MapEntry, at: int) -> None:
-        """vm_map_clip: the right part becomes a new entry sharing the object."""
+    def _split(self, entry: MapEntry, at: int) -> MapEntry:
+        """vm_map_clip: the right part becomes a new entry sharing the object; returns it."""
         right = MapEntry(at, entry.end, entry.object, entry.offset + (at - entry.start), entry.protection,
                          entry.max_protection, entry.cow, entry.needs_copy, entry.shared, entry.name)
         entry.end = at
         entry.object.reference()
         self.insert(right)
+        return right
 
     def remove(self, entry: MapEntry) -> None:
         self.entries.remove(entry)
