@@ -103,6 +103,7 @@ class Kernel:
         child = Process(self._next_pid, parent.pid, parent.name, self, vmspace)
         self._next_pid += 1
         child.files = dict(parent.files)
+        child.cloexec = set(parent.cloexec)
         for file in child.files.values():
             file.references += 1
         # We are inside the parent's syscall: rip is still on the syscall instruction.
@@ -114,6 +115,13 @@ class Kernel:
         self.run_queue.append(child)
         self.recorder.event("proc", "fork", child=child.pid)
         return child
+
+    def send_signal(self, proc: Process, signal: int, reason: str) -> None:
+        """Deliver a signal with its default action (handlers are not modelled): ignore it, or terminate."""
+        if signal in signals.IGNORED_BY_DEFAULT or proc.state == ZOMBIE:
+            return
+        self.recorder.event("proc", "signal", target=proc.pid, signal=signal, reason=reason)
+        self.exit(proc, 0, signal, f"{proc.name}[{proc.pid}]: killed by {signals.name(signal)}: {reason}")
 
     def sleep(self, proc: Process, channel: object) -> None:
         """Block the running process in its syscall; it makes the syscall again once woken."""
@@ -200,9 +208,8 @@ class Kernel:
     def _break_deadlock(self, blocked: list[Process]) -> None:
         """Every process left is waiting for another: nothing can ever wake them, so they die."""
         for proc in blocked:
-            death = f"{proc.name}[{proc.pid}]: killed by SIGKILL: deadlock, every process is blocked"
             self.recorder.pid = proc.pid
-            self.exit(proc, 0, signals.SIGKILL, death)
+            self.send_signal(proc, signals.SIGKILL, "deadlock, every process is blocked")
 
     def _switch_to(self, proc: Process) -> None:
         self.current = proc
@@ -255,10 +262,7 @@ class Kernel:
         else:
             signal = _SIGNAL_OF_TRAP[trap.kind]
             what = trap.kind.replace("-", " ")
-        death = (f"{proc.name}[{proc.pid}]: killed by {signals.name(signal)}: {what} "
-                 f"at {trap.rip:#x}: {self._instruction(proc, trap.rip)}")
-        self.recorder.event("proc", "signal", signal=signal, rip=trap.rip, address=trap.address)
-        self.exit(proc, 0, signal, death)
+        self.send_signal(proc, signal, f"{what} at {trap.rip:#x}: {self._instruction(proc, trap.rip)}")
 
     def _exact_address(self, proc: Process, trap: traps.Trap) -> int:
         """The faulting byte's address (CR2), where the instruction shows it; else the page's."""

@@ -221,9 +221,7 @@ def _gather(proc: Process, segments: list[tuple[int, int]], skip: int, length: i
 
 def _kill_by_sigpipe(proc: Process) -> None:
     """SIGPIPE's default action: the writer dies (signal handlers are not modelled)."""
-    death = f"{proc.name}[{proc.pid}]: killed by SIGPIPE: write to a pipe with no reader"
-    proc.kernel.recorder.event("proc", "signal", target=proc.pid, signal=signals.SIGPIPE)
-    proc.kernel.exit(proc, 0, signals.SIGPIPE, death)
+    proc.kernel.send_signal(proc, signals.SIGPIPE, "write to a pipe with no reader")
 
 
 def open_pipe(wakeup: Callable[[object], None], nonblocking: bool) -> tuple[PipeReadEnd, PipeWriteEnd]:

@@ -27,6 +27,7 @@ class Process:
     vmspace: VMSpace
     context: Any = None                      # the saved CPU context (a UcContext)
     files: dict[int, OpenFile] = field(default_factory=dict)
+    cloexec: set[int] = field(default_factory=set)   # descriptors that exec closes (FD_CLOEXEC)
     state: str = RUNNABLE
     exit_code: int = 0
     signal: int = 0                          # the signal that killed it, or 0
@@ -49,12 +50,17 @@ class Process:
     def close_fd(self, fd: int) -> bool:
         """Drop a descriptor; the open file closes when its last descriptor goes."""
         file = self.files.pop(fd, None)
+        self.cloexec.discard(fd)
         if file is None:
             return False
         file.references -= 1
         if file.references == 0:
             file.close()
         return True
+
+    def close_on_exec(self) -> None:
+        for fd in list(self.cloexec):
+            self.close_fd(fd)
 
     def close_all(self) -> None:
         for fd in list(self.files):

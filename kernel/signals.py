@@ -18,5 +18,9 @@ NAMES = {SIGHUP: "SIGHUP", SIGINT: "SIGINT", SIGQUIT: "SIGQUIT", SIGILL: "SIGILL
          SIGPIPE: "SIGPIPE", SIGTERM: "SIGTERM"}
 
 
+# Signals whose default action is to do nothing (signal(7)); every other one terminates.
+IGNORED_BY_DEFAULT = frozenset({17, 18, 23, 28})   # SIGCHLD, SIGCONT, SIGURG, SIGWINCH
+
+
 def name(signal: int) -> str:
     return NAMES.get(signal, f"signal {signal}")

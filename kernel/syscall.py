@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from kernel import errno, sysfile, sysmem, sysproc
 from kernel.errno import SyscallError
+from kernel.proc import SLEEPING
 from kernel.vm.page import OutOfMemory
 
 if TYPE_CHECKING:
@@ -66,5 +67,7 @@ def dispatch(kernel: Kernel, proc: Process, number: int, args: tuple[int, ...]) 
         result = -error.errno
     except OutOfMemory:
         result = -errno.ENOMEM
-    kernel.recorder.event("syscall", name, args=list(args), result=result)
+    # A call that went to sleep is made again when woken: each attempt is a kernel entry.
+    blocked = proc.state == SLEEPING
+    kernel.recorder.event("syscall", name, args=args, result=None if blocked else result, blocked=blocked)
     return result

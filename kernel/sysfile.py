@@ -83,6 +83,8 @@ def sys_openat(kernel: Kernel, proc: Process, dirfd: int, path: int, flags: int,
     fd = proc.allocate_fd(RegularFile(kernel.fs.lookup(name)))
     if fd < 0:
         raise SyscallError(errno.EMFILE)
+    if flags & O_CLOEXEC:
+        proc.cloexec.add(fd)
     return fd
 
 
@@ -97,10 +99,7 @@ def sys_pipe(kernel: Kernel, proc: Process, fds: int, *_: int) -> int:
 
 
 def sys_pipe2(kernel: Kernel, proc: Process, fds: int, flags: int, *_: int) -> int:
-    """Two new descriptors, read end first; on a bad `fds` pointer neither is left open.
-
-    O_CLOEXEC is accepted but has no effect yet: descriptors have no flags of their own.
-    """
+    """Two new descriptors, read end first; on a bad `fds` pointer neither is left open."""
     flags &= 0xFFFF_FFFF
     if flags & ~(O_NONBLOCK | O_CLOEXEC):
         raise SyscallError(errno.EINVAL)
@@ -114,6 +113,8 @@ def sys_pipe2(kernel: Kernel, proc: Process, fds: int, flags: int, *_: int) -> i
         for fd in installed:
             proc.close_fd(fd)
         raise
+    if flags & O_CLOEXEC:
+        proc.cloexec.update(installed)
     return 0
 
 
@@ -135,10 +136,7 @@ def sys_dup2(kernel: Kernel, proc: Process, fd: int, new_fd: int, *_: int) -> in
 
 
 def sys_dup3(kernel: Kernel, proc: Process, fd: int, new_fd: int, flags: int, *_: int) -> int:
-    """Make `new_fd` name what `fd` names, closing what it named before.
-
-    O_CLOEXEC is accepted but has no effect yet, as for pipe2.
-    """
+    """Make `new_fd` name what `fd` names, closing what it named before."""
     fd, new_fd, flags = fd & 0xFFFF_FFFF, new_fd & 0xFFFF_FFFF, flags & 0xFFFF_FFFF
     if flags & ~O_CLOEXEC or fd == new_fd:
         raise SyscallError(errno.EINVAL)
@@ -148,4 +146,6 @@ def sys_dup3(kernel: Kernel, proc: Process, fd: int, new_fd: int, flags: int, *_
     file.references += 1
     proc.close_fd(new_fd)
     proc.files[new_fd] = file
+    if flags & O_CLOEXEC:
+        proc.cloexec.add(new_fd)
     return new_fd

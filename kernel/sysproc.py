@@ -110,8 +110,6 @@ def sys_getrusage(kernel: Kernel, proc: Process, who: int, usage: int, *_: int) 
 WNOHANG, WUNTRACED, WCONTINUED = 1, 2, 8
 MAX_ARGS = 4096
 MAX_ARG_STRLEN = 128 << 10
-# Signals whose default action is to do nothing (signal(7)).
-IGNORED_BY_DEFAULT = {17, 18, 23, 28}   # SIGCHLD, SIGCONT, SIGURG, SIGWINCH
 
 
 def signed32(value: int) -> int:
@@ -150,6 +148,7 @@ def sys_execve(kernel: Kernel, proc: Process, path: int, argv: int, envp: int, *
     name = copyinstr(proc, path, PATH_MAX)
     arguments, environment = _string_array(proc, argv), _string_array(proc, envp)
     exec_image(kernel, proc, kernel.fs.lookup(name), arguments, environment)
+    proc.close_on_exec()
     # The new image starts with the next slice, from its fresh context.
     kernel.machine.stop()
     return 0
@@ -183,9 +182,6 @@ def sys_wait4(kernel: Kernel, proc: Process, pid: int, status: int, options: int
 
 
 def sys_kill(kernel: Kernel, proc: Process, pid: int, signal: int, *_: int) -> int:
-    from kernel import signals
-    from kernel.proc import ZOMBIE
-
     pid, signal = signed32(pid), signed32(signal)
     if not 0 <= signal <= 64:
         raise SyscallError(errno.EINVAL)
@@ -194,9 +190,6 @@ def sys_kill(kernel: Kernel, proc: Process, pid: int, signal: int, *_: int) -> i
     target = kernel.processes.get(pid)
     if target is None:
         raise SyscallError(errno.ESRCH)
-    if signal == 0 or signal in IGNORED_BY_DEFAULT or target.state == ZOMBIE:
-        return 0
-    death = f"{target.name}[{target.pid}]: killed by {signals.name(signal)} from {proc.name}[{proc.pid}]"
-    kernel.recorder.event("proc", "signal", target=target.pid, signal=signal)
-    kernel.exit(target, 0, signal, death)
+    if signal:
+        kernel.send_signal(target, signal, f"sent by {proc.name}[{proc.pid}]")
     return 0

@@ -317,3 +317,56 @@ value: .zero 8
     assert init.shell_status == errno.ENOMEM
     assert len(kernel.processes) == 1
     assert_no_leak(kernel)
+
+
+def test_exec_closes_close_on_exec_descriptors_and_keeps_the_others(run):
+    # pipe2(fds, O_CLOEXEC) gives fds 3 and 4; dup(3) and dup(4) give 5 and 6 without the flag,
+    # so the pipe keeps a reader and a writer across the exec.
+    result = run("""
+.text
+_start:
+    cmp qword ptr [rsp], 2
+    je second
+    lea rdi, [rip + fds]
+    mov esi, 0x80000
+    mov eax, 293
+    syscall
+    mov edi, 3
+    mov eax, 32
+    syscall
+    mov edi, 4
+    mov eax, 32
+    syscall
+    mov rdi, [rsp + 8]
+    lea rsi, [rip + args]
+    xor edx, edx
+    mov eax, 59
+    syscall
+""" + EXIT_WITH_NEGATED_RAX + """
+second:
+    mov edi, 4
+    lea rsi, [rip + byte]
+    mov edx, 1
+    mov eax, 1
+    syscall
+    mov rbx, rax
+    mov edi, 6
+    lea rsi, [rip + byte]
+    mov edx, 1
+    mov eax, 1
+    syscall
+    neg rbx
+    imul rdi, rbx, 10
+    add rdi, rax
+    mov eax, 60
+    syscall
+.data
+args: .quad name, again, 0
+fds: .long 0, 0
+.section .rodata
+name: .asciz "prog"
+again: .asciz "again"
+byte: .ascii "x"
+""")
+    # fd 4 was closed by exec (EBADF = 9); fd 6, its dup without the flag, still writes 1 byte.
+    assert result.status == 9 * 10 + 1
