@@ -14,6 +14,23 @@ EXIT_0 = """
 """
 
 
+def say(text: str) -> str:
+    """Writes `text` to stdout in one write() and exits 0."""
+    data = text.encode()
+    return f"""
+.text
+_start:
+    mov eax, 1
+    mov edi, 1
+    lea rsi, [rip + msg]
+    mov edx, {len(data)}
+    syscall
+{EXIT_0}
+.section .rodata
+msg: .byte {", ".join(str(b) for b in data)}
+"""
+
+
 def touch(pages: int) -> str:
     """Writes one byte to each of `pages` pages of a page-aligned bss array."""
     return f"""

@@ -12,20 +12,9 @@ from kernel import errno
 from kernel.errno import SyscallError
 from kernel.kernel import Kernel
 from tests.conftest import assert_no_leak
-from tests.programs import EXIT_0, touch
+from tests.programs import EXIT_0, say, touch
 
-HELLO = """
-.text
-_start:
-    mov eax, 1
-    mov edi, 1
-    lea rsi, [rip + msg]
-    mov edx, 3
-    syscall
-""" + EXIT_0 + """
-.section .rodata
-msg: .ascii "ok\\n"
-"""
+HELLO = say("ok\n")
 
 
 @pytest.mark.parametrize("source, signal, what", [

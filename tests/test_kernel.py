@@ -3,21 +3,9 @@
 import struct
 
 from kernel import errno
-from tests.programs import EXIT_0, EXIT_WITH_NEGATED_RAX, syscall_then_exit, touch
+from tests.programs import EXIT_0, EXIT_WITH_NEGATED_RAX, say, syscall_then_exit, touch
 
-HELLO = """
-.text
-_start:
-    mov eax, 1
-    mov edi, 1
-    lea rsi, [rip + msg]
-    mov edx, OFFSET len
-    syscall
-""" + EXIT_0 + """
-.section .rodata
-msg: .ascii "Hello, world!\\n"
-.equ len, . - msg
-"""
+HELLO = say("Hello, world!\n")
 
 
 def test_hello_prints_and_exits_zero(run):
