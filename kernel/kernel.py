@@ -31,7 +31,10 @@ from kernel.vm.page import PageAllocator
 from kernel.vm.pmap import Pmap
 
 DEFAULT_QUANTUM = 1_000_000      # instructions per scheduling slice
-FAST_SLICE_US = 10_000           # host microseconds per slice when no instructions are counted
+# Host microseconds per slice when no instructions are counted.  Unicorn's
+# timeout costs about 200 us per run (a timer thread), so it is only asked
+# for when another process is waiting to run.
+FAST_SLICE_US = 10_000
 DEFAULT_MAX_PROCESSES = 256
 INIT_PID = 1
 SYSCALL_LENGTH = 2      # bytes of the syscall instruction
@@ -191,7 +194,7 @@ class Kernel:
                 continue
             self._switch_to(proc)
             start = self.machine.now
-            trap = self.machine.run(budget=self.quantum, timeout_us=FAST_SLICE_US)
+            trap = self.machine.run(budget=self.quantum, timeout_us=FAST_SLICE_US if self.run_queue else 0)
             proc.instructions += self.machine.now - start
             if proc.state == SLEEPING:
                 # Make the syscall again when woken: rip back onto it; rax still holds its number.
