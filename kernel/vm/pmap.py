@@ -219,8 +219,3 @@ def remove_all(page: VMPage, reason: str) -> None:
     for pmap, va in list(page.pv):
         pmap.remove(va, va + PAGE_SIZE, reason)
 
-
-def write_protect_all(page: VMPage, reason: str) -> None:
-    """pmap_remove_write: make every mapping of a page read-only."""
-    for pmap, va in page.pv:
-        pmap.protect(va, va + PAGE_SIZE, PROT_READ | PROT_EXEC, reason)
