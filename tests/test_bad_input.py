@@ -141,3 +141,11 @@ def test_cli_status_and_death_message_for_a_killed_program(tmp_path, build):
     result = _cli("run", path)
     assert result.returncode == 128 + 4
     assert result.stderr.strip().startswith("vmgames: prog[1]: killed by SIGILL: invalid opcode at 0x401000: ud2")
+
+
+def test_cli_without_a_program_says_which_is_missing():
+    result = _cli("run")
+    assert result.returncode == 2
+    assert "which program?" in result.stderr and "Traceback" not in result.stderr
+    result = _cli("run", "build/hello", "--ram", "12x")
+    assert result.returncode == 2 and "not a size: '12x'" in result.stderr

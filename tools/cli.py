@@ -66,7 +66,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     run = commands.add_parser("run", help="run a program (an ELF executable, or a .s file assembled first)",
                               description="Run a static x86-64 Linux program on the vmgames machine.",
                               epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("program", help="ELF executable, or assembly source ending in .s")
+    run.add_argument("program", nargs="?", help="ELF executable, or assembly source ending in .s")
     run.add_argument("args", nargs="*", help="arguments for the program (after -- if they start with a dash)")
     run.add_argument("--stats", action="store_true", help="print a table of what the kernel did on stderr")
     run.add_argument("--stats-json", metavar="FILE", help="write the same counters as JSON to FILE")
@@ -184,6 +184,8 @@ def _main(argv: list[str] | None) -> int:
         # Options may follow the program (vmgames run prog --stats), so parse intermixed.
         args = commands[argv[0]].parse_intermixed_args(argv[1:])
         args.command = argv[0]
+        if args.command == "run" and args.program is None:
+            commands["run"].error("which program? (vmgames run PROGRAM [ARGS...])")
     else:
         args = parser.parse_args(argv)
     if args.command == "asm":
