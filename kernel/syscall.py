@@ -58,7 +58,8 @@ def dispatch(kernel: Kernel, proc: Process, number: int, args: tuple[int, ...]) 
     """Run one syscall; returns the value for rax (a result or -errno)."""
     entry = TABLE.get(number)
     if entry is None:
-        kernel.recorder.event("syscall", f"unknown({number})", number=number, args=list(args), result=-errno.ENOSYS)
+        kernel.recorder.event("syscall", f"unknown({number})", number=number, args=args, result=-errno.ENOSYS,
+                              blocked=False)
         return -errno.ENOSYS
     name, handler = entry
     try:

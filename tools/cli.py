@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -13,6 +14,7 @@ from kernel import errno
 from kernel.errno import SyscallError
 from kernel.kernel import DEFAULT_QUANTUM, Kernel
 from tools import stats as run_stats
+from tools import trace
 
 DESCRIPTION = """\
 vmgames: an instruction-level x86-64 machine with a toy kernel in Python.
@@ -70,6 +72,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     run.add_argument("args", nargs="*", help="arguments for the program (after -- if they start with a dash)")
     run.add_argument("--stats", action="store_true", help="print a table of what the kernel did on stderr")
     run.add_argument("--stats-json", metavar="FILE", help="write the same counters as JSON to FILE")
+    run.add_argument("--trace", metavar="FILE",
+                     help="write every event (faults, TLB invalidations, PTE writes, pages, objects, syscalls, "
+                          "processes) as JSON Lines to FILE; see docs/trace-format.md")
+    run.add_argument("--trace-events", metavar="TYPES",
+                     help=f"only these event types in the trace, comma-separated ({', '.join(trace.EVENT_TYPES)})")
     run.add_argument("--ram", type=parse_size, default=DEFAULT_RAM_SIZE, metavar="SIZE",
                      help="physical RAM of the machine (default 256M)")
     run.add_argument("--root", default=".", metavar="DIR",
@@ -133,7 +140,18 @@ def command_run(args: argparse.Namespace) -> int:
     if args.quantum <= 0:
         _error("--quantum must be positive")
         return 2
-    with tempfile.TemporaryDirectory(prefix="vmgames-") as scratch:
+    trace_types = None
+    if args.trace_events:
+        trace_types = {t.strip() for t in args.trace_events.split(",") if t.strip()}
+        unknown = sorted(trace_types - set(trace.EVENT_TYPES))
+        if unknown or not trace_types:
+            _error(f"--trace-events: unknown event type {', '.join(unknown) or '(none given)'}; "
+                   f"choose from {', '.join(trace.EVENT_TYPES)}")
+            return 2
+        if not args.trace:
+            _error("--trace-events needs --trace FILE")
+            return 2
+    with tempfile.TemporaryDirectory(prefix="vmgames-") as scratch, contextlib.ExitStack() as cleanup:
         program = args.program
         if program.endswith(".s"):
             program = os.path.join(scratch, os.path.basename(program)[:-2])
@@ -143,6 +161,16 @@ def command_run(args: argparse.Namespace) -> int:
                 return status
         machine = Machine(args.ram, deterministic=not args.fast)
         kernel = Kernel(machine, root=args.root, quantum=args.quantum)
+        if args.trace:
+            try:
+                trace_file = cleanup.enter_context(open(args.trace, "w", encoding="utf-8"))
+            except OSError as error:
+                _error(f"{args.trace}: {error.strerror}")
+                return 2
+            options = {"fast": args.fast, "quantum": args.quantum, "root": args.root, "env": args.env,
+                       "trace_events": sorted(trace_types) if trace_types else None}
+            machine.recorder.sink = trace.TraceWriter(
+                trace_file, trace.header(args.program, [args.program] + args.args, options, args.ram), trace_types)
         try:
             init = kernel.spawn(kernel.fs.open_host(program), [args.program] + args.args, args.env)
         except SyscallError as error:

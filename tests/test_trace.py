@@ -1,0 +1,88 @@
+"""Traces: every line valid, counts equal to the counters, byte-identical across runs."""
+
+import json
+from collections import Counter
+
+from tests.test_fork import FORK_AND_WRITE
+from tools import trace_schema
+from tools.cli import main
+
+
+def _trace(build, tmp_path, *options: str, name: str = "trace.jsonl") -> list[dict]:
+    program = build(FORK_AND_WRITE)
+    path = tmp_path / name
+    stats = tmp_path / (name + ".stats.json")
+    assert main(["run", program, "--trace", str(path), "--stats-json", str(stats), *options]) == 82
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_every_line_of_a_real_trace_follows_the_schema(build, tmp_path):
+    header, *events = _trace(build, tmp_path)
+    assert trace_schema.validate_header(header) == []
+    assert header["format"] == "vmgames-trace" and header["version"] == 1
+    problems = [(event, trace_schema.validate_event(event)) for event in events]
+    assert [p for p in problems if p[1]] == []
+    # Virtual time never goes backwards.
+    times = [event["t"] for event in events]
+    assert times == sorted(times)
+
+
+def test_the_trace_and_the_counters_agree(build, tmp_path):
+    _, *events = _trace(build, tmp_path)
+    stats = json.loads((tmp_path / "trace.jsonl.stats.json").read_text())
+    kinds = Counter((e["type"], e["kind"]) for e in events)
+    assert kinds[("fault", "cow-copy")] == stats["faults"]["cow-copy"] == 2
+    assert kinds[("tlb", "invalidate-page")] == stats["tlb"]["invalidate_page"] == 4
+    assert kinds[("pte", "write")] == stats["pte_writes"]
+    assert kinds[("object", "shadow")] == 2 and kinds[("object", "collapse")] == 1
+    # The child's copy-on-write fault names the faulting store and the shadow it pushed.
+    child_copy = [e for e in events if e["kind"] == "cow-copy" and e["pid"] == 2][0]
+    assert child_copy["rip"] is not None and child_copy["level"] == 0 and child_copy["depth"] == 2
+
+
+def test_traces_are_byte_identical_across_runs(build, tmp_path):
+    _trace(build, tmp_path, name="first.jsonl")
+    _trace(build, tmp_path, name="second.jsonl")
+    assert (tmp_path / "first.jsonl").read_bytes() == (tmp_path / "second.jsonl").read_bytes()
+
+
+def test_event_filters_keep_only_the_chosen_types(build, tmp_path):
+    header, *events = _trace(build, tmp_path, "--trace-events", "fault,tlb")
+    assert header["options"]["trace_events"] == ["fault", "tlb"]
+    assert {e["type"] for e in events} == {"fault", "tlb"}
+
+
+def test_a_bad_event_type_is_refused(build, tmp_path, capsys):
+    program = build(FORK_AND_WRITE)
+    assert main(["run", program, "--trace", str(tmp_path / "t"), "--trace-events", "fault,bogus"]) == 2
+    assert "unknown event type bogus" in capsys.readouterr().err
+
+
+def test_the_validator_reports_what_is_wrong():
+    assert trace_schema.validate_event({"t": 0, "pid": 1, "type": "tlb", "kind": "invalidate-all"}) == [
+        "missing field 'reason'"]
+    assert trace_schema.validate_event({"t": 0, "pid": 1, "type": "tlb", "kind": "flush"}) == [
+        "unknown event tlb/flush"]
+    assert trace_schema.validate_event({"t": "0", "pid": 1, "type": "page", "kind": "free", "frame": 3}) == [
+        "field 't' has the wrong type (str)"]
+
+
+def test_traces_of_signals_unknown_syscalls_exec_and_pipes_follow_the_schema(build, tmp_path):
+    from tests.programs import syscall_then_exit
+
+    programs = {
+        "segv": ".text\n_start:\n    xor eax, eax\n    mov byte ptr [rax], 1\n",
+        "nosys": syscall_then_exit(500),
+        "pipe": syscall_then_exit(22, 0x10),
+        "exec": syscall_then_exit(59, 0),
+    }
+    seen = set()
+    for name, source in programs.items():
+        path = tmp_path / f"{name}.jsonl"
+        main(["run", build(source, name), "--trace", str(path)])
+        header, *events = [json.loads(line) for line in path.read_text().splitlines()]
+        assert trace_schema.validate_header(header) == []
+        for event in events:
+            assert trace_schema.validate_event(event) == [], (name, event)
+            seen.add((event["type"], event["kind"]))
+    assert {("proc", "signal"), ("fault", "fatal"), ("syscall", "unknown(500)"), ("syscall", "pipe")} <= seen

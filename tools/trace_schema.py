@@ -1,0 +1,86 @@
+"""The trace format's schema (version 1), and a validator for one line.
+
+docs/trace-format.md explains each field; this is the same table in a form a
+program can check, so that the documentation and real traces cannot drift
+apart unnoticed (tests/test_trace.py validates every line of real traces).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+INT, STR, BOOL, NONE = int, str, bool, type(None)
+INT_LIST = "list of int"
+
+HEADER = {"format": STR, "version": INT, "vmgames": STR, "program": STR, "arguments": "list of str",
+          "options": dict, "ram": INT, "cost_model": (dict, NONE)}
+COMMON = {"t": INT, "pid": INT, "type": STR, "kind": STR}
+
+_FAULT = {"address": INT, "access": STR, "error_code": INT, "rip": (INT, NONE), "reason": (STR, NONE),
+          "object": (INT, NONE), "level": (INT, NONE), "depth": (INT, NONE), "frame": (INT, NONE)}
+_SYSCALL = {"args": INT_LIST, "result": (INT, NONE), "blocked": BOOL}
+
+# (type, kind) -> fields.  Syscall kinds are the syscall's name.
+KINDS: dict[tuple[str, str], dict[str, Any]] = {
+    **{("fault", kind): _FAULT for kind in
+       ("zero-fill", "file", "resident", "cow-copy", "cow-move", "protection", "fatal")},
+    ("tlb", "invalidate-page"): {"address": INT, "reason": STR},
+    ("tlb", "invalidate-all"): {"reason": STR},
+    ("pte", "write"): {"address": INT, "old": INT, "new": INT, "reason": STR},
+    ("pte", "table"): {"address": INT, "level": INT, "new": INT},
+    ("page", "alloc"): {"frame": INT},
+    ("page", "zero"): {"frame": INT},
+    ("page", "free"): {"frame": INT},
+    ("page", "copy"): {"frame": INT, "source": INT},
+    ("page", "pagein"): {"frame": INT, "object": INT, "pindex": INT},
+    ("page", "move"): {"frame": INT, "source_object": INT, "object": INT, "reason": STR},
+    ("page", "dead"): {"frame": INT, "object": INT, "pindex": INT},
+    ("object", "create"): {"object": INT, "object_type": STR, "size": INT, "path": (STR, NONE)},
+    ("object", "shadow"): {"object": INT, "backing": INT, "offset": INT},
+    ("object", "collapse"): {"object": INT, "backing": INT, "moved": INT, "freed": INT},
+    ("object", "bypass"): {"object": INT, "backing": INT},
+    ("object", "terminate"): {"object": INT, "pages": INT},
+    ("proc", "spawn"): {"child": INT, "path": STR},
+    ("proc", "exec"): {"path": STR, "argv": "list of str"},
+    ("proc", "fork"): {"child": INT},
+    ("proc", "exit"): {"code": INT, "signal": INT},
+    ("proc", "signal"): {"target": INT, "signal": INT, "reason": STR},
+}
+
+
+def _matches(value: Any, expected: Any) -> bool:
+    if expected == INT_LIST:
+        return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    if expected == "list of str":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    options = expected if isinstance(expected, tuple) else (expected,)
+    if isinstance(value, bool) and BOOL not in options:
+        return False
+    return isinstance(value, options)
+
+
+def _check(record: dict[str, Any], fields: dict[str, Any]) -> list[str]:
+    problems = [f"missing field {name!r}" for name in fields if name not in record]
+    problems += [f"field {name!r} has the wrong type ({type(record[name]).__name__})"
+                 for name, expected in fields.items() if name in record and not _matches(record[name], expected)]
+    problems += [f"unknown field {name!r}" for name in record if name not in fields]
+    return problems
+
+
+def validate_header(record: dict[str, Any]) -> list[str]:
+    return _check(record, HEADER)
+
+
+def validate_event(record: dict[str, Any]) -> list[str]:
+    """What is wrong with one event line (an empty list if nothing)."""
+    problems = _check({k: record[k] for k in COMMON if k in record}, COMMON)
+    if problems:
+        return problems
+    type_, kind = record["type"], record["kind"]
+    if type_ == "syscall":
+        fields = dict(_SYSCALL, number=INT) if kind.startswith("unknown(") else _SYSCALL
+    elif (type_, kind) in KINDS:
+        fields = KINDS[(type_, kind)]
+    else:
+        return [f"unknown event {type_}/{kind}"]
+    return _check({k: v for k, v in record.items() if k not in COMMON}, fields)
