@@ -100,7 +100,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     chains.add_argument("--pages", type=int, default=32, help="pages of the shared array, 1-64 (default 32)")
     chains.add_argument("--max-depth", type=int, default=5, help="depth limit of the process tree (default 5)")
     chains.add_argument("--csv", metavar="FILE", help="also write per-run figures as CSV")
-    return parser, {"asm": asm, "run": run, "experiment": experiment}
+    report = commands.add_parser(
+        "report", help="summarise a trace written by vmgames run --trace",
+        description="Summarise a trace: events by type and kind per process, the top faulting instructions "
+                    "(disassembled from the traced program), TLB invalidations by reason, and the shadow-chain "
+                    "depth over virtual time.")
+    report.add_argument("trace", help="a trace file (JSON Lines, from vmgames run --trace)")
+    report.add_argument("--csv", metavar="DIR", help="also write the tables as CSV files (tidy, for pandas) to DIR")
+    report.add_argument("--top", type=int, default=10, metavar="N", help="faulting instructions to list (default 10)")
+    return parser, {"asm": asm, "run": run, "experiment": experiment, "report": report}
 
 
 def _error(message: str) -> None:
@@ -220,7 +228,39 @@ def _main(argv: list[str] | None) -> int:
         return command_asm(args)
     if args.command == "experiment":
         return command_experiment(args)
+    if args.command == "report":
+        return command_report(args)
     return command_run(args)
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from tools import report
+
+    if args.top < 0:
+        _error("--top must not be negative")
+        return 2
+    try:
+        if sys.stderr.isatty() and os.path.getsize(args.trace) > (4 << 20):
+            with Progress(transient=True, console=Console(stderr=True)) as bar:
+                task = bar.add_task("reading the trace", total=os.path.getsize(args.trace))
+                summary = report.summarise(args.trace, lambda done: bar.update(task, completed=done))
+        else:
+            summary = report.summarise(args.trace)
+    except OSError as error:
+        _error(f"{args.trace}: {error.strerror}")
+        return 2
+    except report.TraceError as error:
+        _error(str(error))
+        return 2
+    describe = report.disassembler(summary.header["program"])
+    report.render(summary, describe, args.top, Console())
+    if args.csv:
+        for path in report.write_csv(summary, args.csv, describe):
+            print(f"wrote {path}")
+    return 0
 
 
 def command_experiment(args: argparse.Namespace) -> int:

@@ -1,0 +1,101 @@
+"""vmgames report: the summary of a trace, its CSV tables, and what it says about bad traces."""
+
+import csv
+import json
+
+import pytest
+
+from tests.test_fork import FORK_AND_WRITE
+from tools import report
+from tools.cli import main
+
+
+@pytest.fixture
+def fork_trace(build, tmp_path):
+    path = tmp_path / "fork.jsonl"
+    assert main(["run", build(FORK_AND_WRITE), "--trace", str(path)]) == 82
+    return path
+
+
+def test_the_summary_counts_what_the_trace_holds(fork_trace):
+    summary = report.summarise(str(fork_trace))
+    totals = {}
+    for (_, type_, kind), n in summary.events.items():
+        totals[(type_, kind)] = totals.get((type_, kind), 0) + n
+    assert totals[("fault", "cow-copy")] == 2 and totals[("object", "collapse")] == 1
+    assert summary.tlb_reasons == {("invalidate-page", "fork"): 2, ("invalidate-page", "cow"): 2,
+                                   ("invalidate-all", "context-switch"): 3}
+    assert sum(n for (pid, t, _), n in summary.events.items() if pid == 2 and t == "fault") == 3
+    # The child's copy-on-write fault is named by the store that took it, read from the program itself.
+    events = [json.loads(line) for line in fork_trace.read_text().splitlines()[1:]]
+    (child_store,) = [e["rip"] for e in events if e["kind"] == "cow-copy" and e["pid"] == 2]
+    text = report.disassembler(summary.header["program"])(child_store)
+    assert text.startswith("mov qword ptr [rip + ") and text.endswith("], 7")
+
+
+def test_csv_tables_for_pandas(fork_trace, tmp_path, capsys):
+    out = tmp_path / "tables"
+    assert main(["report", str(fork_trace), "--csv", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Events by type and kind" in printed and "TLB invalidations by reason" in printed
+    with open(out / "tlb_invalidations.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["kind"], r["reason"], r["count"]) for r in rows} == {
+        ("invalidate-page", "fork", "2"), ("invalidate-page", "cow", "2"), ("invalidate-all", "context-switch", "3")}
+    with open(out / "events.csv", newline="") as f:
+        assert next(csv.reader(f)) == ["pid", "type", "kind", "count"]
+
+
+def test_depth_over_time_stays_bounded():
+    buckets = report.DepthBuckets(width=1)
+    for t in range(100_000):
+        buckets.add(t, 1 + t % 5)
+    rows = buckets.rows()
+    assert len(rows) <= report.MAX_BUCKETS
+    assert sum(n for _, _, n, _, _ in rows) == 100_000
+    assert max(deepest for *_, deepest in rows) == 5
+
+
+def _report_of(tmp_path, name, content: bytes, capsys):
+    path = tmp_path / name
+    path.write_bytes(content)
+    status = main(["report", str(path)])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return status, captured, path
+
+
+def test_bad_traces_get_one_message_naming_the_line(fork_trace, tmp_path, capsys):
+    lines = fork_trace.read_bytes().splitlines(keepends=True)
+    header = json.loads(lines[0])
+
+    status, out, path = _report_of(tmp_path, "empty.jsonl", b"", capsys)
+    assert status == 2 and out.err.strip() == f"vmgames: {path}: empty file: no trace header"
+
+    status, out, path = _report_of(tmp_path, "corrupt.jsonl", b"".join(lines[:2]) + b"{not json\n" + lines[3], capsys)
+    assert status == 2 and f"{path}:3: not valid JSON" in out.err
+
+    status, out, path = _report_of(tmp_path, "bad-event.jsonl",
+                                   lines[0] + b'{"t":0,"pid":1,"type":"tlb","kind":"invalidate-all"}\n', capsys)
+    assert status == 2 and f"{path}:2: missing field 'reason'" in out.err
+
+    newer = dict(header, version=99)
+    status, out, path = _report_of(tmp_path, "newer.jsonl", json.dumps(newer).encode() + b"\n", capsys)
+    assert status == 2 and f"{path}:1: trace format version 99 is newer" in out.err
+
+    status, out, path = _report_of(tmp_path, "other.jsonl", b'{"hello": 1}\n', capsys)
+    assert status == 2 and "not a vmgames trace" in out.err
+
+    status, out, path = _report_of(tmp_path, "binary.jsonl", bytes(range(256)), capsys)
+    assert status == 2 and ("not a text file" in out.err or "not valid JSON" in out.err)
+
+    assert main(["report", str(tmp_path / "missing.jsonl")]) == 2
+    assert "No such file or directory" in capsys.readouterr().err
+
+
+def test_a_trace_cut_short_is_summarised_with_a_warning(fork_trace, tmp_path, capsys):
+    content = fork_trace.read_bytes()
+    status, out, path = _report_of(tmp_path, "cut.jsonl", content[:-25], capsys)
+    assert status == 0
+    total = len(content.splitlines())
+    assert f"{path}:{total}: the last line is cut short" in out.out.replace("\n", "")

@@ -1,0 +1,229 @@
+"""`vmgames report TRACE`: what a recorded run did, summarised.
+
+The trace is read as a stream, in bounded memory: counters, the faulting
+instructions, and the chain depth over time in at most MAX_BUCKETS time
+buckets (their width doubles whenever there would be more).  A trace that is
+not one, comes from a newer vmgames, or is corrupted gets one message naming
+the file and line; a last line cut short (a run that was interrupted) is
+reported and the rest summarised.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from tools import trace, trace_schema
+
+MAX_BUCKETS = 64
+
+
+class TraceError(Exception):
+    """The trace cannot be read; the message names the file and line."""
+
+
+@dataclass
+class DepthBuckets:
+    """Chain depth seen by faults over virtual time, in a bounded number of buckets."""
+
+    width: int = 1024
+    buckets: dict[int, list[int]] = field(default_factory=dict)   # start index -> [faults, depth sum, max]
+
+    def add(self, t: int, depth: int) -> None:
+        bucket = self.buckets.setdefault(t // self.width, [0, 0, 0])
+        bucket[0] += 1
+        bucket[1] += depth
+        bucket[2] = max(bucket[2], depth)
+        if len(self.buckets) > MAX_BUCKETS:
+            merged: dict[int, list[int]] = {}
+            for index, (n, total, deepest) in self.buckets.items():
+                into = merged.setdefault(index // 2, [0, 0, 0])
+                into[0] += n
+                into[1] += total
+                into[2] = max(into[2], deepest)
+            self.buckets, self.width = merged, self.width * 2
+
+    def rows(self) -> list[tuple[int, int, int, float, int]]:
+        """(t from, t to, faults, mean depth, max depth), in time order."""
+        return [(i * self.width, (i + 1) * self.width - 1, n, total / n, deepest)
+                for i, (n, total, deepest) in sorted(self.buckets.items())]
+
+
+@dataclass
+class Summary:
+    header: dict[str, Any]
+    events: Counter = field(default_factory=Counter)        # (pid, type, kind) -> count
+    fault_rips: Counter = field(default_factory=Counter)    # rip -> faults taken there
+    tlb_reasons: Counter = field(default_factory=Counter)   # (kind, reason) -> count
+    depth: DepthBuckets = field(default_factory=DepthBuckets)
+    truncated: str = ""                                     # why the last line was ignored, if it was
+
+    def add(self, event: dict[str, Any]) -> None:
+        type_, kind = event["type"], event["kind"]
+        self.events[(event["pid"], type_, kind)] += 1
+        if type_ == "fault":
+            if event["rip"] is not None:
+                self.fault_rips[event["rip"]] += 1
+            if event["depth"]:
+                self.depth.add(event["t"], event["depth"])
+        elif type_ == "tlb":
+            self.tlb_reasons[(kind, event["reason"])] += 1
+
+
+def _parse(line: str, where: str) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise TraceError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+    if not isinstance(record, dict):
+        raise TraceError(f"{where}: expected a JSON object, found {type(record).__name__}")
+    return record
+
+
+def summarise(path: str, progress: Any = None) -> Summary:
+    """Read a whole trace; `progress(bytes_read)` is called now and then if given."""
+    try:
+        stream: IO[str] = open(path, encoding="utf-8", errors="strict")
+    except OSError as error:
+        raise TraceError(f"{path}: {error.strerror}") from None
+    with stream:
+        try:
+            first = stream.readline()
+            if not first:
+                raise TraceError(f"{path}: empty file: no trace header")
+            header = _parse(first, f"{path}:1")
+            if header.get("format") != trace.FORMAT:
+                raise TraceError(f"{path}:1: not a vmgames trace (no \"format\": \"{trace.FORMAT}\" header)")
+            version = header.get("version")
+            if not isinstance(version, int) or version > trace.VERSION:
+                raise TraceError(f"{path}:1: trace format version {version} is newer than this vmgames reads "
+                                 f"(up to {trace.VERSION}); use a newer vmgames")
+            problems = trace_schema.validate_header(header)
+            if problems:
+                raise TraceError(f"{path}:1: bad header: {problems[0]}")
+            summary = Summary(header)
+            number, read = 1, len(first)
+            for line in stream:
+                number += 1
+                read += len(line)
+                if not line.endswith("\n"):
+                    try:
+                        _parse(line, "")
+                    except TraceError:
+                        summary.truncated = f"{path}:{number}: the last line is cut short (was the run interrupted?)"
+                        break
+                record = _parse(line, f"{path}:{number}")
+                problems = trace_schema.validate_event(record)
+                if problems:
+                    raise TraceError(f"{path}:{number}: {problems[0]}")
+                summary.add(record)
+                if progress is not None and number % 4096 == 0:
+                    progress(read)
+        except UnicodeDecodeError:
+            raise TraceError(f"{path}: not a text file") from None
+    return summary
+
+
+def disassembler(program: str):
+    """rip -> instruction text, read from the traced program's file (if it is still there)."""
+    from emulator.disasm import instruction_at
+    from kernel import elf
+
+    try:
+        with open(program, "rb") as f:
+            data = f.read()
+        image = elf.parse(data, 1 << 47)
+    except (OSError, elf.ExecFormatError):
+        return lambda rip: "(program not readable)"
+
+    def describe(rip: int) -> str:
+        for seg in image.segments:
+            if seg.vaddr <= rip < seg.vaddr + seg.filesz:
+                at = seg.offset + (rip - seg.vaddr)
+                return instruction_at(data[at:at + 16], rip)
+        return "(not in the program's file)"
+
+    return describe
+
+
+def write_csv(summary: Summary, directory: str, describe) -> list[str]:
+    """Tidy tables for pandas; returns the files written."""
+    os.makedirs(directory, exist_ok=True)
+    tables = {
+        "events.csv": (["pid", "type", "kind", "count"],
+                       [[p, t, k, n] for (p, t, k), n in sorted(summary.events.items())]),
+        "fault_instructions.csv": (["rip", "faults", "instruction"],
+                                   [[hex(rip), n, describe(rip)] for rip, n in summary.fault_rips.most_common()]),
+        "tlb_invalidations.csv": (["kind", "reason", "count"],
+                                  [[k, r, n] for (k, r), n in sorted(summary.tlb_reasons.items())]),
+        "chain_depth.csv": (["t_from", "t_to", "faults", "mean_depth", "max_depth"],
+                            [[a, b, n, round(mean, 3), deepest] for a, b, n, mean, deepest in summary.depth.rows()]),
+    }
+    written = []
+    for name, (columns, rows) in tables.items():
+        path = os.path.join(directory, name)
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(columns)
+            writer.writerows(rows)
+        written.append(path)
+    return written
+
+
+def render(summary: Summary, describe, top: int, console) -> None:
+    """The terminal summary, as rich tables."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    header = summary.header
+    console.print(f"[bold]{escape(header['program'])}[/bold] {escape(' '.join(header['arguments'][1:]))}  "
+                  f"(vmgames {header['vmgames']}, trace format {header['version']}, "
+                  f"{sum(summary.events.values()):,} events, RAM {header['ram'] >> 20} MiB)")
+    pids = sorted({p for p, _, _ in summary.events})
+    shown = pids[:8]
+    table = Table(title="Events by type and kind")
+    table.add_column("type")
+    table.add_column("kind")
+    table.add_column("total", justify="right")
+    for pid in shown:
+        table.add_column(f"pid {pid}", justify="right")
+    if len(pids) > len(shown):
+        table.add_column("other pids", justify="right")
+    totals: Counter = Counter()
+    for (_, type_, kind), n in summary.events.items():
+        totals[(type_, kind)] += n
+    for (type_, kind), n in sorted(totals.items()):
+        row = [type_, kind, f"{n:,}"]
+        row += [f"{summary.events[(pid, type_, kind)]:,}" for pid in shown]
+        if len(pids) > len(shown):
+            row.append(f"{sum(summary.events[(p, type_, kind)] for p in pids[len(shown):]):,}")
+        table.add_row(*row)
+    console.print(table)
+
+    faults = Table(title=f"Top faulting instructions (user faults; of {sum(summary.fault_rips.values()):,})")
+    faults.add_column("rip", justify="right")
+    faults.add_column("faults", justify="right")
+    faults.add_column("instruction")
+    for rip, n in summary.fault_rips.most_common(top):
+        faults.add_row(f"{rip:#x}", f"{n:,}", escape(describe(rip)))
+    console.print(faults)
+
+    tlb = Table(title="TLB invalidations by reason")
+    for column in ("kind", "reason", "count"):
+        tlb.add_column(column, justify="right" if column == "count" else "left")
+    for (kind, reason), n in sorted(summary.tlb_reasons.items()):
+        tlb.add_row(kind, escape(reason), f"{n:,}")
+    console.print(tlb)
+
+    depth = Table(title="Shadow-chain depth over virtual time (instructions)")
+    for column in ("from t", "to t", "faults", "mean depth", "max depth"):
+        depth.add_column(column, justify="right")
+    for start, end, n, mean, deepest in summary.depth.rows():
+        depth.add_row(f"{start:,}", f"{end:,}", f"{n:,}", f"{mean:.2f}", str(deepest))
+    console.print(depth)
+    if summary.truncated:
+        console.print(f"[yellow]warning:[/yellow] {escape(summary.truncated)}")
