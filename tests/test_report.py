@@ -99,3 +99,31 @@ def test_a_trace_cut_short_is_summarised_with_a_warning(fork_trace, tmp_path, ca
     assert status == 0
     total = len(content.splitlines())
     assert f"{path}:{total}: the last line is cut short" in out.out.replace("\n", "")
+
+
+def test_perfetto_export_follows_the_trace_event_format(fork_trace, tmp_path):
+    out = tmp_path / "fork.perfetto.json"
+    assert main(["report", str(fork_trace), "--perfetto", str(out)]) == 0
+    document = json.loads(out.read_text())
+    assert document["displayTimeUnit"] == "ns"
+    events = document["traceEvents"]
+    for event in events:
+        assert isinstance(event["name"], str) and isinstance(event["pid"], int) and isinstance(event["tid"], int)
+        assert event["ph"] in {"X", "i", "C", "M"}, event
+        if event["ph"] == "M":
+            assert event["name"] == "process_name" and isinstance(event["args"]["name"], str)
+            continue
+        assert isinstance(event["ts"], (int, float)) and event["ts"] >= 0
+        if event["ph"] == "X":
+            assert event["dur"] >= 0
+        elif event["ph"] == "i":
+            assert event["s"] in {"g", "p", "t"}
+        else:
+            assert event["args"] and all(isinstance(v, (int, float)) for v in event["args"].values())
+    trace_events = [json.loads(line) for line in fork_trace.read_text().splitlines()[1:]]
+    faults = [e for e in trace_events if e["type"] == "fault"]
+    assert sum(1 for e in events if e.get("cat") == "fault") == len(faults)
+    # The parent slept in wait4 while the child ran: its slice spans that time.
+    (wait,) = [e for e in events if e["ph"] == "X" and e["name"] == "wait4"]
+    assert wait["pid"] == 1 and wait["dur"] > 0
+    assert {"prog [1]", "kernel"} <= {e["args"]["name"] for e in events if e["ph"] == "M"}

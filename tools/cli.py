@@ -108,6 +108,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     report.add_argument("trace", help="a trace file (JSON Lines, from vmgames run --trace)")
     report.add_argument("--csv", metavar="DIR", help="also write the tables as CSV files (tidy, for pandas) to DIR")
     report.add_argument("--top", type=int, default=10, metavar="N", help="faulting instructions to list (default 10)")
+    report.add_argument("--perfetto", metavar="FILE",
+                        help="also write the trace in Chrome's trace-event format (open it in ui.perfetto.dev)")
     return parser, {"asm": asm, "run": run, "experiment": experiment, "report": report}
 
 
@@ -260,6 +262,16 @@ def command_report(args: argparse.Namespace) -> int:
     if args.csv:
         for path in report.write_csv(summary, args.csv, describe):
             print(f"wrote {path}")
+    if args.perfetto:
+        from tools import perfetto
+
+        try:
+            with open(args.perfetto, "w", encoding="utf-8") as out:
+                count = perfetto.convert(args.trace, out)
+        except OSError as error:
+            _error(f"{args.perfetto}: {error.strerror}")
+            return 2
+        print(f"wrote {args.perfetto} ({count:,} trace events; open it in ui.perfetto.dev)")
     return 0
 
 

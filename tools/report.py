@@ -86,6 +86,27 @@ def _parse(line: str, where: str) -> dict[str, Any]:
 
 def summarise(path: str, progress: Any = None) -> Summary:
     """Read a whole trace; `progress(bytes_read)` is called now and then if given."""
+    reader = _read(path, progress)
+    summary = Summary(next(reader))
+    for event in reader:
+        if isinstance(event, str):
+            summary.truncated = event
+        else:
+            summary.add(event)
+    return summary
+
+
+def summarise_events(path: str):
+    """The events of a trace, checked, one by one (a last line cut short is skipped)."""
+    reader = _read(path, None)
+    next(reader)
+    for event in reader:
+        if not isinstance(event, str):
+            yield event
+
+
+def _read(path: str, progress: Any):
+    """Yields the header, then each event; a last line cut short yields a message instead."""
     try:
         stream: IO[str] = open(path, encoding="utf-8", errors="strict")
     except OSError as error:
@@ -105,7 +126,7 @@ def summarise(path: str, progress: Any = None) -> Summary:
             problems = trace_schema.validate_header(header)
             if problems:
                 raise TraceError(f"{path}:1: bad header: {problems[0]}")
-            summary = Summary(header)
+            yield header
             number, read = 1, len(first)
             for line in stream:
                 number += 1
@@ -114,18 +135,17 @@ def summarise(path: str, progress: Any = None) -> Summary:
                     try:
                         _parse(line, "")
                     except TraceError:
-                        summary.truncated = f"{path}:{number}: the last line is cut short (was the run interrupted?)"
+                        yield f"{path}:{number}: the last line is cut short (was the run interrupted?)"
                         break
                 record = _parse(line, f"{path}:{number}")
                 problems = trace_schema.validate_event(record)
                 if problems:
                     raise TraceError(f"{path}:{number}: {problems[0]}")
-                summary.add(record)
+                yield record
                 if progress is not None and number % 4096 == 0:
                     progress(read)
         except UnicodeDecodeError:
             raise TraceError(f"{path}: not a text file") from None
-    return summary
 
 
 def disassembler(program: str):
