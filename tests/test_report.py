@@ -127,3 +127,26 @@ def test_perfetto_export_follows_the_trace_event_format(fork_trace, tmp_path):
     (wait,) = [e for e in events if e["ph"] == "X" and e["name"] == "wait4"]
     assert wait["pid"] == 1 and wait["dur"] > 0
     assert {"prog [1]", "kernel"} <= {e["args"]["name"] for e in events if e["ph"] == "M"}
+
+
+def test_plots_are_written_as_png_and_svg(fork_trace, tmp_path):
+    import xml.etree.ElementTree as ElementTree
+
+    out = tmp_path / "plots"
+    assert main(["report", str(fork_trace), "--plots", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"{n}.{e}" for n in ("faults_over_time", "fault_heatmap", "chain_depth")
+                           for e in ("png", "svg"))
+    for path in out.iterdir():
+        if path.suffix == ".png":
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+        else:
+            assert ElementTree.parse(path).getroot().tag.endswith("svg")
+
+
+def test_the_fault_timeline_stays_bounded():
+    timeline = report.FaultTimeline(width=1)
+    for t in range(50_000):
+        timeline.add(t, "zero-fill" if t % 3 else "cow-copy")
+    assert len(timeline.buckets) <= report.MAX_BUCKETS
+    assert sum(sum(c.values()) for c in timeline.buckets.values()) == 50_000

@@ -108,6 +108,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     report.add_argument("trace", help="a trace file (JSON Lines, from vmgames run --trace)")
     report.add_argument("--csv", metavar="DIR", help="also write the tables as CSV files (tidy, for pandas) to DIR")
     report.add_argument("--top", type=int, default=10, metavar="N", help="faulting instructions to list (default 10)")
+    report.add_argument("--plots", metavar="DIR",
+                        help="also draw faults over time, a per-page fault heat map and chain depth (PNG and SVG)")
     report.add_argument("--perfetto", metavar="FILE",
                         help="also write the trace in Chrome's trace-event format (open it in ui.perfetto.dev)")
     return parser, {"asm": asm, "run": run, "experiment": experiment, "report": report}
@@ -261,6 +263,11 @@ def command_report(args: argparse.Namespace) -> int:
     report.render(summary, describe, args.top, Console())
     if args.csv:
         for path in report.write_csv(summary, args.csv, describe):
+            print(f"wrote {path}")
+    if args.plots:
+        from tools.plots import write_plots
+
+        for path in write_plots(summary, args.plots):
             print(f"wrote {path}")
     if args.perfetto:
         from tools import perfetto

@@ -54,18 +54,38 @@ class DepthBuckets:
 
 
 @dataclass
+class FaultTimeline:
+    """Faults of each kind over virtual time, in a bounded number of buckets."""
+
+    width: int = 1024
+    buckets: dict[int, Counter] = field(default_factory=dict)
+
+    def add(self, t: int, kind: str) -> None:
+        self.buckets.setdefault(t // self.width, Counter())[kind] += 1
+        if len(self.buckets) > MAX_BUCKETS:
+            merged: dict[int, Counter] = {}
+            for index, counts in self.buckets.items():
+                merged.setdefault(index // 2, Counter()).update(counts)
+            self.buckets, self.width = merged, self.width * 2
+
+
+@dataclass
 class Summary:
     header: dict[str, Any]
     events: Counter = field(default_factory=Counter)        # (pid, type, kind) -> count
     fault_rips: Counter = field(default_factory=Counter)    # rip -> faults taken there
     tlb_reasons: Counter = field(default_factory=Counter)   # (kind, reason) -> count
     depth: DepthBuckets = field(default_factory=DepthBuckets)
+    timeline: FaultTimeline = field(default_factory=FaultTimeline)
+    pages: Counter = field(default_factory=Counter)         # page address -> faults on it
     truncated: str = ""                                     # why the last line was ignored, if it was
 
     def add(self, event: dict[str, Any]) -> None:
         type_, kind = event["type"], event["kind"]
         self.events[(event["pid"], type_, kind)] += 1
         if type_ == "fault":
+            self.timeline.add(event["t"], kind)
+            self.pages[event["address"] & ~0xFFF] += 1
             if event["rip"] is not None:
                 self.fault_rips[event["rip"]] += 1
             if event["depth"]:
