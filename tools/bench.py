@@ -7,6 +7,7 @@ the same program, so process set-up and exit cancel out.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import io
 import os
@@ -18,6 +19,7 @@ from unicorn import x86_const as X
 
 from emulator.machine import Machine
 from kernel.kernel import Kernel
+from tools import report, trace
 from tools.assembler import assemble
 
 LOOP_ITERATIONS = 50_000_000
@@ -146,7 +148,8 @@ child:
 """
 
 
-def _time_program(source: str, deterministic: bool = True, repeats: int = 3, ram: int = 256 << 20) -> float:
+def _time_program(source: str, deterministic: bool = True, repeats: int = 3, ram: int = 256 << 20,
+                  trace_to: str | None = None) -> float:
     """Best wall time of running `source` from spawn to exit, on a warm machine.
 
     The first run is not timed: it pays for the host touching the machine's RAM
@@ -162,8 +165,13 @@ def _time_program(source: str, deterministic: bool = True, repeats: int = 3, ram
         best = float("inf")
         for attempt in range(repeats + 1):
             start = time.perf_counter()
-            kernel.spawn(kernel.fs.open_host(path), ["bench"], [])
-            kernel.run()
+            with contextlib.ExitStack() as cleanup:
+                if trace_to:
+                    stream = cleanup.enter_context(open(trace_to, "wb"))
+                    kernel.recorder.sink = trace.TraceWriter(stream, trace.header("bench", ["bench"], {}, ram))
+                kernel.spawn(kernel.fs.open_host(path), ["bench"], [])
+                kernel.run()
+                kernel.recorder.sink = None
             if attempt:
                 best = min(best, time.perf_counter() - start)
         return best
@@ -255,6 +263,32 @@ def main() -> None:
     print(f"    of which the kernel's handler    {cow_handler * 1e6:8.2f} us  [COW fault < 6 us]")
     round_trip = _per_event(FORK_EXIT_WAIT, 100, 1000)
     print(f"  fork + exit + wait round trip      {round_trip * 1e6:8.2f} us  ({1 / round_trip:,.0f} per second)")
+    _trace_figures()
+
+
+def _trace_figures() -> None:
+    """Issue 5: what tracing every event costs, and reading a million-event trace back."""
+    import tracemalloc
+
+    print("issue 5 (goal in brackets)")
+    pages = 32768
+    source = FORK_THEN_CHILD_WRITES.format(n=pages, size=pages * 4096)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = os.path.join(scratch, "bench.jsonl")
+        plain = _time_program(source, ram=512 << 20)
+        traced = _time_program(source, ram=512 << 20, trace_to=path)
+        with open(path, encoding="utf-8") as f:
+            events = sum(1 for _ in f) - 1
+        print(f"  tracing every event (fork + COW)   {100 * (traced / plain - 1):7.0f} % slower  "
+              f"({events:,} events, {os.path.getsize(path) / 1e6:.0f} MB)  [<= 25%]")
+        tracemalloc.start()
+        start = time.perf_counter()
+        summary = report.summarise(path)
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        print(f"  vmgames report on that trace       {seconds:8.2f} s  ({events / seconds:,.0f} events/s, "
+              f"peak {peak / 1e6:.1f} MB of Python memory, {len(summary.pages):,} pages)")
 
 
 if __name__ == "__main__":

@@ -175,7 +175,7 @@ def command_run(args: argparse.Namespace) -> int:
         kernel = Kernel(machine, root=args.root, quantum=args.quantum)
         if args.trace:
             try:
-                trace_file = cleanup.enter_context(open(args.trace, "w", encoding="utf-8"))
+                trace_file = cleanup.enter_context(open(args.trace, "wb"))
             except OSError as error:
                 _error(f"{args.trace}: {error.strerror}")
                 return 2

@@ -11,11 +11,12 @@ reported and the rest summarised.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any
+
+import orjson
 
 from tools import trace, trace_schema
 
@@ -94,10 +95,12 @@ class Summary:
             self.tlb_reasons[(kind, event["reason"])] += 1
 
 
-def _parse(line: str, where: str) -> dict[str, Any]:
+def _parse(line: bytes, where: str) -> dict[str, Any]:
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as error:
+        if "UTF-8" in str(error):
+            raise TraceError(f"{where}: not text (invalid UTF-8)") from None
         raise TraceError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
     if not isinstance(record, dict):
         raise TraceError(f"{where}: expected a JSON object, found {type(record).__name__}")
@@ -128,44 +131,41 @@ def summarise_events(path: str):
 def _read(path: str, progress: Any):
     """Yields the header, then each event; a last line cut short yields a message instead."""
     try:
-        stream: IO[str] = open(path, encoding="utf-8", errors="strict")
+        stream: IO[bytes] = open(path, "rb")
     except OSError as error:
         raise TraceError(f"{path}: {error.strerror}") from None
     with stream:
-        try:
-            first = stream.readline()
-            if not first:
-                raise TraceError(f"{path}: empty file: no trace header")
-            header = _parse(first, f"{path}:1")
-            if header.get("format") != trace.FORMAT:
-                raise TraceError(f"{path}:1: not a vmgames trace (no \"format\": \"{trace.FORMAT}\" header)")
-            version = header.get("version")
-            if not isinstance(version, int) or version > trace.VERSION:
-                raise TraceError(f"{path}:1: trace format version {version} is newer than this vmgames reads "
-                                 f"(up to {trace.VERSION}); use a newer vmgames")
-            problems = trace_schema.validate_header(header)
+        first = stream.readline()
+        if not first:
+            raise TraceError(f"{path}: empty file: no trace header")
+        header = _parse(first, f"{path}:1")
+        if header.get("format") != trace.FORMAT:
+            raise TraceError(f"{path}:1: not a vmgames trace (no \"format\": \"{trace.FORMAT}\" header)")
+        version = header.get("version")
+        if not isinstance(version, int) or version > trace.VERSION:
+            raise TraceError(f"{path}:1: trace format version {version} is newer than this vmgames reads "
+                             f"(up to {trace.VERSION}); use a newer vmgames")
+        problems = trace_schema.validate_header(header)
+        if problems:
+            raise TraceError(f"{path}:1: bad header: {problems[0]}")
+        yield header
+        number, read = 1, len(first)
+        for line in stream:
+            number += 1
+            read += len(line)
+            if not line.endswith(b"\n"):
+                try:
+                    _parse(line, "")
+                except TraceError:
+                    yield f"{path}:{number}: the last line is cut short (was the run interrupted?)"
+                    break
+            record = _parse(line, f"{path}:{number}")
+            problems = trace_schema.validate_event(record)
             if problems:
-                raise TraceError(f"{path}:1: bad header: {problems[0]}")
-            yield header
-            number, read = 1, len(first)
-            for line in stream:
-                number += 1
-                read += len(line)
-                if not line.endswith("\n"):
-                    try:
-                        _parse(line, "")
-                    except TraceError:
-                        yield f"{path}:{number}: the last line is cut short (was the run interrupted?)"
-                        break
-                record = _parse(line, f"{path}:{number}")
-                problems = trace_schema.validate_event(record)
-                if problems:
-                    raise TraceError(f"{path}:{number}: {problems[0]}")
-                yield record
-                if progress is not None and number % 4096 == 0:
-                    progress(read)
-        except UnicodeDecodeError:
-            raise TraceError(f"{path}: not a text file") from None
+                raise TraceError(f"{path}:{number}: {problems[0]}")
+            yield record
+            if progress is not None and number % 4096 == 0:
+                progress(read)
 
 
 def disassembler(program: str):

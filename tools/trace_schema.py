@@ -71,8 +71,39 @@ def validate_header(record: dict[str, Any]) -> list[str]:
     return _check(record, HEADER)
 
 
+def _exact_types(expected: Any) -> tuple[type, ...]:
+    """The exact Python types a field may have, for the fast path (lists excluded)."""
+    options = expected if isinstance(expected, tuple) else (expected,)
+    return tuple(options)
+
+
+_LIST_ELEMENT = {INT_LIST: int, "list of str": str}
+
+# For each (type, kind): every field of the line (common ones included) with its exact types,
+# or, for a list field, the type of its elements.
+_FAST = {key: {**{k: _exact_types(t) for k, t in COMMON.items()},
+               **{k: _LIST_ELEMENT[t] if isinstance(t, str) else _exact_types(t) for k, t in fields.items()}}
+         for key, fields in KINDS.items()}
+
+
+def _fast_ok(record: dict[str, Any], fields: dict[str, Any]) -> bool:
+    if record.keys() != fields.keys():
+        return False
+    for name, types in fields.items():
+        value = record[name]
+        if isinstance(types, type):
+            if type(value) is not list or any(type(v) is not types for v in value):
+                return False
+        elif type(value) not in types:
+            return False
+    return True
+
+
 def validate_event(record: dict[str, Any]) -> list[str]:
     """What is wrong with one event line (an empty list if nothing)."""
+    fields = _FAST.get((record.get("type"), record.get("kind")))
+    if fields is not None and _fast_ok(record, fields):
+        return []
     problems = _check({k: record[k] for k in COMMON if k in record}, COMMON)
     if problems:
         return problems
