@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections import deque
+from collections.abc import Callable
 from typing import BinaryIO
 
 from unicorn import x86_const as X
@@ -68,6 +69,10 @@ class Kernel:
         self._exits = 0
         self._reaped: dict[int, Process] = {}   # reaped processes, for their parents' RUSAGE_CHILDREN
         self._fatal: tuple[FaultResult, int, int] | None = None
+        # Debugging aids: called once when virtual time reaches `pause_at`.
+        self.pause_at: int | None = None
+        self.on_pause: Callable[[Kernel], None] | None = None
+        self.before_exit: Callable[[Kernel, Process], None] | None = None   # sees a process before teardown
         machine.page_fault_handler = self._page_fault
         machine.syscall_handler = self._syscall
         self.recorder.clock = lambda: machine.now
@@ -140,6 +145,8 @@ class Kernel:
 
     def exit(self, proc: Process, code: int, signal: int = 0, death: str = "") -> None:
         """Turn a process into a zombie, release everything it holds, and tell its parent."""
+        if self.before_exit is not None:
+            self.before_exit(self, proc)
         proc.state = ZOMBIE
         proc.exit_code, proc.signal, proc.death = code, signal, death
         self._exits += 1
@@ -194,7 +201,14 @@ class Kernel:
                 continue
             self._switch_to(proc)
             start = self.machine.now
-            trap = self.machine.run(budget=self.quantum, timeout_us=FAST_SLICE_US if self.run_queue else 0)
+            self._pause_if_due()
+            budget = self.quantum
+            if self.pause_at is not None and start < self.pause_at < start + budget:
+                budget = self.pause_at - start
+            trap = self.machine.run(budget=budget, timeout_us=FAST_SLICE_US if self.run_queue else 0)
+            if trap.kind == traps.QUANTUM and budget < self.quantum and self._pause_if_due():
+                # Paused inside the slice: finish it, so the schedule is the same as without a pause.
+                trap = self.machine.run(budget=self.quantum - budget)
             proc.instructions += self.machine.now - start
             if proc.state == SLEEPING:
                 # Make the syscall again when woken: rip back onto it; rax still holds its number.
@@ -213,6 +227,13 @@ class Kernel:
         for proc in blocked:
             self.recorder.pid = proc.pid
             self.send_signal(proc, signals.SIGKILL, "deadlock, every process is blocked")
+
+    def _pause_if_due(self) -> bool:
+        if self.pause_at is None or self.machine.now < self.pause_at or self.on_pause is None:
+            return False
+        self.pause_at = None
+        self.on_pause(self)
+        return True
 
     def _switch_to(self, proc: Process) -> None:
         self.current = proc

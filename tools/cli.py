@@ -6,6 +6,8 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -83,6 +85,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                      help="host directory the guest sees as / (read-only; default: the current directory)")
     run.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                      help="put a variable in the program's environment (it starts empty, for reproducibility)")
+    run.add_argument("--snapshot-at", metavar="N|exit",
+                     help="draw the address spaces and shadow chains when N instructions have run, or just before "
+                          "the first process exits (Graphviz DOT; SVG too if graphviz is installed)")
+    run.add_argument("--snapshot", metavar="FILE", default="vmgames-snapshot.dot",
+                     help="where --snapshot-at writes (default vmgames-snapshot.dot)")
     run.add_argument("--fast", action="store_true",
                      help="run at raw Unicorn speed without counting instructions (not reproducible)")
     run.add_argument("--quantum", type=int, default=DEFAULT_QUANTUM, metavar="N",
@@ -152,6 +159,13 @@ def command_run(args: argparse.Namespace) -> int:
     if args.quantum <= 0:
         _error("--quantum must be positive")
         return 2
+    if args.snapshot_at is not None and args.snapshot_at != "exit":
+        if not args.snapshot_at.isdigit():
+            _error(f"--snapshot-at takes a number of instructions or 'exit', not {args.snapshot_at!r}")
+            return 2
+        if args.fast:
+            _error("--snapshot-at N needs the instruction clock: it cannot be used with --fast")
+            return 2
     trace_types = None
     if args.trace_events:
         trace_types = {t.strip() for t in args.trace_events.split(",") if t.strip()}
@@ -183,6 +197,8 @@ def command_run(args: argparse.Namespace) -> int:
                        "trace_events": sorted(trace_types) if trace_types else None}
             machine.recorder.sink = trace.TraceWriter(
                 trace_file, trace.header(args.program, [args.program] + args.args, options, args.ram), trace_types)
+        if args.snapshot_at is not None:
+            _arm_snapshot(kernel, args.snapshot_at, args.snapshot)
         try:
             init = kernel.spawn(kernel.fs.open_host(program), [args.program] + args.args, args.env)
         except SyscallError as error:
@@ -235,6 +251,29 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "report":
         return command_report(args)
     return command_run(args)
+
+
+def _arm_snapshot(kernel: Kernel, when: str, path: str) -> None:
+    """Write the VM picture once, at instruction N or before the first exit."""
+    from tools.snapshot import to_dot
+
+    def write(kernel: Kernel, title: str) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(to_dot(kernel, title))
+        print(f"vmgames: snapshot at {title} written to {path}", file=sys.stderr)
+        if shutil.which("dot"):
+            svg = os.path.splitext(path)[0] + ".svg"
+            subprocess.run(["dot", "-Tsvg", path, "-o", svg], check=False)
+            print(f"vmgames: and drawn in {svg}", file=sys.stderr)
+
+    if when == "exit":
+        def before_exit(kernel: Kernel, proc) -> None:
+            kernel.before_exit = None
+            write(kernel, f"the exit of {proc.name} [{proc.pid}], t = {kernel.machine.now:,}")
+        kernel.before_exit = before_exit
+    else:
+        kernel.pause_at = int(when)
+        kernel.on_pause = lambda kernel: write(kernel, f"t = {kernel.machine.now:,} instructions")
 
 
 def command_report(args: argparse.Namespace) -> int:

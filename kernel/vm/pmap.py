@@ -153,6 +153,10 @@ class Pmap:
                 changed.append(va)
         self._invalidate(changed, reason)
 
+    def resident_in(self, start: int, end: int) -> int:
+        """How many pages of [start, end) are mapped."""
+        return len(self._present_leaves(start, end))
+
     def lookup(self, va: int) -> int:
         """The leaf PTE for va, or 0."""
         slot = self._slot(va, create=False)

@@ -1,0 +1,40 @@
+"""--snapshot-at: the shadow chains of a real run, drawn as the paper draws them."""
+
+import re
+
+from tests.test_fork import FORK_AND_WRITE
+from tools.cli import main
+
+
+def test_after_fork_and_the_parents_write_the_chain_is_as_the_paper_draws_it(build, tmp_path):
+    program, dot = build(FORK_AND_WRITE), tmp_path / "vm.dot"
+    # 13 instructions: the parent has forked and written 2 into its shadow; the child has not run.
+    assert main(["run", program, "--snapshot-at", "13", "--snapshot", str(dot)]) == 82
+    text = dot.read_text()
+    assert 'label="t = 13 instructions"' in text
+    parent_bss = re.search(r'p1e1 \[shape=box, label="0x402000-0x403000\\nbss rw- C-  1 resident"\];\n'
+                           r"    p1e1 -> o(\d+);", text)
+    child_bss = re.search(r'p2e1 \[shape=box, label="0x402000-0x403000\\nbss rw- CN  0 resident"\];\n'
+                          r"    p2e1 -> o(\d+);", text)
+    assert parent_bss and child_bss
+    shadow, backing = parent_bss.group(1), child_bss.group(1)
+    # The parent's shadow (C1) is backed by the object the child still maps directly (B).
+    assert f'o{shadow} -> o{backing} [label="backing"];' in text
+    assert f'o{backing} [shape=ellipse, label="object {backing}\\nanonymous\\nref 2  shd 1\\n1 of 1 pages"];' in text
+
+
+def test_a_snapshot_at_exit_is_taken_before_the_first_exit_tears_anything_down(build, tmp_path):
+    program, dot = build(FORK_AND_WRITE), tmp_path / "exit.dot"
+    assert main(["run", program, "--snapshot-at", "exit", "--snapshot", str(dot)]) == 82
+    text = dot.read_text()
+    # The first process to exit is the child: both shadows (C1, C2) still stand over B.
+    assert "the exit of prog [2]" in text
+    assert text.count('label="backing"') == 2
+
+
+def test_bad_snapshot_requests_are_refused(build, capsys):
+    program = build(FORK_AND_WRITE)
+    assert main(["run", program, "--snapshot-at", "soon"]) == 2
+    assert "--snapshot-at takes a number of instructions or 'exit'" in capsys.readouterr().err
+    assert main(["run", program, "--snapshot-at", "10", "--fast"]) == 2
+    assert "cannot be used with --fast" in capsys.readouterr().err
