@@ -91,9 +91,6 @@ class CPU:
         """Put a syscall's result (or -errno) in rax."""
         self.write(X.UC_X86_REG_RAX, value)
 
-    def registers(self) -> dict[str, int]:
-        return {name: self.read(reg) for name, reg in GENERAL_REGISTERS}
-
     def new_context(self, rip: int, rsp: int) -> unicorn.UcContext:
         """A fresh user context: every register zero but rip and rsp."""
         self.engine.context_restore(self._reset_context)
@@ -107,11 +104,3 @@ class CPU:
 
     def restore(self, context: unicorn.UcContext) -> None:
         self.engine.context_restore(context)
-
-    def copy_context(self, context: unicorn.UcContext) -> unicorn.UcContext:
-        """A copy of a saved context (for fork), leaving the live CPU as it was."""
-        live = self.engine.context_save()
-        self.engine.context_restore(context)
-        copy = self.engine.context_save()
-        self.engine.context_restore(live)
-        return copy

@@ -136,7 +136,10 @@ class Machine:
         """Drop translated code that came from a frame about to hold something else.
 
         Unicorn does not notice writes made behind its back (DESIGN.md 3), so a
-        reused frame that once held code would otherwise run the old code.
+        reused frame that once held code would otherwise run the old code.  Its
+        ctl_remove_cache takes virtual addresses, which the machine cannot name
+        for a physical frame, so the whole translation cache goes; frames that
+        held code are rarely freed (file pages stay in the vnode cache).
         """
         self.engine.ctl_flush_tb()
 

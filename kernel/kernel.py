@@ -176,12 +176,6 @@ class Kernel:
         parent.reaped += [child.pid, *child.reaped]
         self._reaped[child.pid] = child
 
-    def reaped_children(self, proc: Process) -> list[int]:
-        return list(proc.reaped)
-
-    def instructions_of(self, proc: Process) -> int:
-        return proc.instructions
-
     def instructions_of_pid(self, pid: int) -> int:
         proc = self.processes.get(pid) or self._reaped.get(pid)
         return proc.instructions if proc else 0

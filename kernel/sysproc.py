@@ -72,7 +72,7 @@ def sys_arch_prctl(kernel: Kernel, proc: Process, code: int, addr: int, *_: int)
 
 def _now_ns(kernel: Kernel, proc: Process, clock: int) -> int:
     if clock in (CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID):
-        return kernel.instructions_of(proc) * NS_PER_INSTRUCTION
+        return proc.instructions * NS_PER_INSTRUCTION
     if kernel.machine.deterministic:
         ns = kernel.machine.now * NS_PER_INSTRUCTION
     else:
@@ -95,16 +95,21 @@ def sys_getrusage(kernel: Kernel, proc: Process, who: int, usage: int, *_: int) 
     if who in (RUSAGE_SELF, RUSAGE_THREAD):
         pids = [proc.pid]
     elif who == RUSAGE_CHILDREN:
-        pids = kernel.reaped_children(proc)
+        pids = list(proc.reaped)
     else:
         raise SyscallError(errno.EINVAL)
+    copyout(proc, usage, _rusage(kernel, pids))
+    return 0
+
+
+def _rusage(kernel: Kernel, pids: list[int]) -> bytes:
+    """struct rusage for these processes: virtual time as user time, their non-fatal faults as ru_minflt."""
     ns = sum(kernel.instructions_of_pid(pid) for pid in pids) * NS_PER_INSTRUCTION
     minflt = sum(kernel.recorder.count("fault", pid=pid) - kernel.recorder.count("fault", "fatal", pid=pid)
                  for pid in pids)
     fields = [ns // 1_000_000_000, (ns % 1_000_000_000) // 1000, 0, 0,    # ru_utime, ru_stime
               kernel.max_rss_kib(pids), 0, 0, 0, minflt, 0, 0, 0, 0, 0, 0, 0, 0, 0]
-    copyout(proc, usage, struct.pack("<18q", *fields))
-    return 0
+    return struct.pack("<18q", *fields)
 
 
 WNOHANG, WUNTRACED, WCONTINUED = 1, 2, 8
@@ -173,10 +178,7 @@ def sys_wait4(kernel: Kernel, proc: Process, pid: int, status: int, options: int
     if status:
         copyout(proc, status, struct.pack("<i", child.wait_status))
     if usage:
-        minflt = kernel.recorder.count("fault", pid=child.pid) - kernel.recorder.count("fault", "fatal", pid=child.pid)
-        ns = child.instructions * NS_PER_INSTRUCTION
-        copyout(proc, usage, struct.pack("<18q", ns // 1_000_000_000, (ns % 1_000_000_000) // 1000, 0, 0,
-                                         0, 0, 0, 0, minflt, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+        copyout(proc, usage, _rusage(kernel, [child.pid]))
     kernel.reap(proc, child)
     return child.pid
 

@@ -39,18 +39,25 @@ again:
     syscall
 """
 
+def _write_every_page(label: str, value: int) -> str:
+    """Assembly that writes `value` to each of the {n} pages of `area`."""
+    return f"""
+    lea rbx, [rip + area]
+    mov ecx, {{n}}
+{label}:
+    mov byte ptr [rbx], {value}
+    add rbx, 4096
+    dec ecx
+    jnz {label}
+"""
+
+
 TOUCH = """
 .intel_syntax noprefix
 .globl _start
 .text
 _start:
-    lea rbx, [rip + area]
-    mov ecx, {n}
-again:
-    mov byte ptr [rbx], 1
-    add rbx, 4096
-    dec ecx
-    jnz again
+""" + _write_every_page("again", 1) + """
     mov eax, 60
     xor edi, edi
     syscall
@@ -83,13 +90,7 @@ FORK_THEN_CHILD_WRITES = """
 .globl _start
 .text
 _start:
-    lea rbx, [rip + area]
-    mov ecx, {n}
-touch:
-    mov byte ptr [rbx], 1
-    add rbx, 4096
-    dec ecx
-    jnz touch
+""" + _write_every_page("touch", 1) + """
     mov eax, 57
     syscall
     test rax, rax
@@ -104,13 +105,7 @@ touch:
     xor edi, edi
     syscall
 child:
-    lea rbx, [rip + area]
-    mov ecx, {n}
-write:
-    mov byte ptr [rbx], 2
-    add rbx, 4096
-    dec ecx
-    jnz write
+""" + _write_every_page("write", 2) + """
     mov eax, 60
     xor edi, edi
     syscall
@@ -148,12 +143,12 @@ child:
 """
 
 
-def _time_program(source: str, deterministic: bool = True, repeats: int = 3, ram: int = 256 << 20,
-                  trace_to: str | None = None) -> float:
-    """Best wall time of running `source` from spawn to exit, on a warm machine.
+@contextlib.contextmanager
+def _bench_kernel(source: str, ram: int = 256 << 20, deterministic: bool = True):
+    """A kernel that has already run `source` once, and a function that runs it again.
 
-    The first run is not timed: it pays for the host touching the machine's RAM
-    for the first time (the buffer is an anonymous mmap) and for paging the
+    The first run is never timed: it pays for the host touching the machine's
+    RAM for the first time (the buffer is an anonymous mmap) and for paging the
     program in, neither of which a long-running machine pays again.
     """
     with tempfile.TemporaryDirectory() as scratch:
@@ -162,18 +157,29 @@ def _time_program(source: str, deterministic: bool = True, repeats: int = 3, ram
             f.write(assemble(source, "bench.s"))
         kernel = Kernel(Machine(ram, deterministic=deterministic), root=scratch,
                         stdout=io.BytesIO(), stderr=io.BytesIO())
+
+        def run_once() -> None:
+            kernel.spawn(kernel.fs.open_host(path), ["bench"], [])
+            kernel.run()
+
+        run_once()
+        yield kernel, run_once
+
+
+def _time_program(source: str, deterministic: bool = True, repeats: int = 3, ram: int = 256 << 20,
+                  trace_to: str | None = None) -> float:
+    """Best wall time of running `source` from spawn to exit, on a warm machine."""
+    with _bench_kernel(source, ram, deterministic) as (kernel, run_once):
         best = float("inf")
-        for attempt in range(repeats + 1):
+        for _ in range(repeats):
             start = time.perf_counter()
             with contextlib.ExitStack() as cleanup:
                 if trace_to:
                     stream = cleanup.enter_context(open(trace_to, "wb"))
                     kernel.recorder.sink = trace.TraceWriter(stream, trace.header("bench", ["bench"], {}, ram))
-                kernel.spawn(kernel.fs.open_host(path), ["bench"], [])
-                kernel.run()
+                run_once()
                 kernel.recorder.sink = None
-            if attempt:
-                best = min(best, time.perf_counter() - start)
+            best = min(best, time.perf_counter() - start)
         return best
 
 
@@ -198,13 +204,7 @@ def _raw_unicorn_loop(n: int) -> float:
 
 def _timed_kernel_calls(source: str) -> dict[str, float]:
     """Seconds spent in Kernel.fork and in the kernel's fault handler during one run on a warm machine."""
-    with tempfile.TemporaryDirectory() as scratch:
-        path = os.path.join(scratch, "bench")
-        with open(path, "wb") as f:
-            f.write(assemble(source, "bench.s"))
-        kernel = Kernel(Machine(512 << 20), root=scratch, stdout=io.BytesIO(), stderr=io.BytesIO())
-        kernel.spawn(kernel.fs.open_host(path), ["bench"], [])
-        kernel.run()
+    with _bench_kernel(source, ram=512 << 20) as (kernel, run_once):
         fork, handler = kernel.fork, kernel.machine.page_fault_handler
         spent = {"fork": 0.0, "faults": 0.0}
 
@@ -221,8 +221,7 @@ def _timed_kernel_calls(source: str) -> dict[str, float]:
             return fixed
 
         kernel.fork, kernel.machine.page_fault_handler = timed_fork, timed_fault
-        kernel.spawn(kernel.fs.open_host(path), ["bench"], [])
-        kernel.run()
+        run_once()
         return spent
 
 

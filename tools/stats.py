@@ -8,8 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from emulator.recorder import Recorder
-
-FAULT_KINDS = ("zero-fill", "file", "resident", "cow-copy", "cow-move", "protection", "fatal")
+from kernel.vm import fault
 
 
 def collect(recorder: Recorder, instructions: int | None, ram_frames: int) -> dict[str, Any]:
@@ -18,7 +17,7 @@ def collect(recorder: Recorder, instructions: int | None, ram_frames: int) -> di
     syscalls = recorder.by_kind("syscall")
     return {
         "instructions": instructions,
-        "faults": {"total": sum(faults.values()), **{k: faults.get(k, 0) for k in FAULT_KINDS}},
+        "faults": {"total": sum(faults.values()), **{k: faults.get(k, 0) for k in fault.KINDS}},
         "tlb": {"invalidate_page": recorder.count("tlb", "invalidate-page"),
                 "invalidate_all": recorder.count("tlb", "invalidate-all")},
         "pte_writes": recorder.count("pte", "write"),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kernel.vm import fault
+
 INT, STR, BOOL, NONE = int, str, bool, type(None)
 INT_LIST = "list of int"
 
@@ -22,8 +24,7 @@ _SYSCALL = {"args": INT_LIST, "result": (INT, NONE), "blocked": BOOL}
 
 # (type, kind) -> fields.  Syscall kinds are the syscall's name.
 KINDS: dict[tuple[str, str], dict[str, Any]] = {
-    **{("fault", kind): _FAULT for kind in
-       ("zero-fill", "file", "resident", "cow-copy", "cow-move", "protection", "fatal")},
+    **{("fault", kind): _FAULT for kind in fault.KINDS},
     ("tlb", "invalidate-page"): {"address": INT, "reason": STR},
     ("tlb", "invalidate-all"): {"reason": STR},
     ("pte", "write"): {"address": INT, "old": INT, "new": INT, "reason": STR},

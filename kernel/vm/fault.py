@@ -29,6 +29,7 @@ COW_COPY = "cow-copy"
 COW_MOVE = "cow-move"
 PROTECTION = "protection"
 FATAL = "fatal"
+KINDS = (ZERO_FILL, FILE, RESIDENT, COW_COPY, COW_MOVE, PROTECTION, FATAL)
 
 # Why a fatal fault was fatal, as the signal's si_code would say.
 MAPERR = "no mapping"            # SEGV_MAPERR
