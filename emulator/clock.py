@@ -9,6 +9,8 @@ reproducible: scheduling quanta and device rates are in instructions.
 from __future__ import annotations
 
 import ctypes
+import functools
+from collections.abc import Callable
 
 import unicorn
 from unicorn.unicorn_py3.unicorn import uclib
@@ -36,6 +38,10 @@ class InstructionClock:
     @property
     def now(self) -> int:
         return self._state.retired
+
+    def reader(self) -> Callable[[], int]:
+        """A function returning `now`, called without a Python frame: the recorder stamps every traced event."""
+        return functools.partial(getattr, self._state, "retired")
 
     def arm(self, budget: int) -> None:
         """Allow `budget` more instructions before the engine stops."""

@@ -96,6 +96,8 @@ class Machine:
         self.tlb = TLB(self.engine, self.recorder)
         self.deterministic = deterministic
         self.clock = InstructionClock(self.engine) if deterministic else None
+        if self.clock:
+            self.recorder.clock = self.clock.reader()
         self.cr3 = 0
         self.page_fault_handler: PageFaultHandler = lambda va, access, error: False
         self.syscall_handler: SyscallHandler = lambda: None

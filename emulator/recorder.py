@@ -44,9 +44,7 @@ class Recorder:
         elif type_ == "fault" and fields.get("depth"):
             self.fault_depths[fields["depth"]] += 1
         if self.sink is not None:
-            record = {"t": self.clock(), "pid": self.pid, "type": type_, "kind": kind}
-            record.update(fields)
-            self.sink(record)
+            self.sink({"t": self.clock(), "pid": self.pid, "type": type_, "kind": kind, **fields})
 
     def count(self, type_: str, kind: str | None = None, pid: int | None = None) -> int:
         """How many events of a type (and kind, and process, if given) were recorded."""

@@ -75,7 +75,6 @@ class Kernel:
         self.before_exit: Callable[[Kernel, Process], None] | None = None   # sees a process before teardown
         machine.page_fault_handler = self._page_fault
         machine.syscall_handler = self._syscall
-        self.recorder.clock = lambda: machine.now
 
     # Processes.
 

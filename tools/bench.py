@@ -176,7 +176,7 @@ def _time_program(source: str, deterministic: bool = True, repeats: int = 3, ram
             with contextlib.ExitStack() as cleanup:
                 if trace_to:
                     stream = cleanup.enter_context(open(trace_to, "wb"))
-                    kernel.recorder.sink = trace.TraceWriter(stream, trace.header("bench", ["bench"], {}, ram))
+                    kernel.recorder.sink = trace.writer(stream, trace.header("bench", ["bench"], {}, ram))
                 run_once()
                 kernel.recorder.sink = None
             best = min(best, time.perf_counter() - start)

@@ -195,7 +195,7 @@ def command_run(args: argparse.Namespace) -> int:
                 return 2
             options = {"fast": args.fast, "quantum": args.quantum, "root": args.root, "env": args.env,
                        "trace_events": sorted(trace_types) if trace_types else None}
-            machine.recorder.sink = trace.TraceWriter(
+            machine.recorder.sink = trace.writer(
                 trace_file, trace.header(args.program, [args.program] + args.args, options, args.ram), trace_types)
         if args.snapshot_at is not None:
             _arm_snapshot(kernel, args.snapshot_at, args.snapshot)

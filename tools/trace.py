@@ -14,6 +14,8 @@ from typing import IO, Any
 
 import orjson
 
+from emulator.recorder import TraceSink
+
 FORMAT = "vmgames-trace"
 VERSION = 1
 EVENT_TYPES = ("fault", "tlb", "pte", "page", "object", "syscall", "proc")
@@ -28,23 +30,20 @@ def header(program: str, arguments: list[str], options: dict[str, Any], ram: int
             "arguments": arguments, "options": options, "ram": ram, "cost_model": None}
 
 
-class TraceWriter:
-    """A recorder sink that writes the events of the chosen types (to a binary stream).
+def writer(stream: IO[bytes], first_line: dict[str, Any], types: set[str] | None = None) -> TraceSink:
+    """A recorder sink that writes `first_line`, then the events of the chosen types, to a binary stream.
 
-    orjson serializes an event about 15 times faster than the json module,
-    which matters when a run records hundreds of thousands of them.
+    It is called once per event, hundreds of thousands of times in a run, so
+    it is a plain function (half the cost of calling an object) and orjson
+    serializes (about 15 times faster than the json module).
     """
-
-    def __init__(self, stream: IO[bytes], first_line: dict[str, Any], types: set[str] | None = None) -> None:
-        self.stream = stream
-        self.types = types
-        self.events = 0
-        self._write(first_line)
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        if self.types is None or event["type"] in self.types:
-            self._write(event)
-            self.events += 1
-
-    def _write(self, record: dict[str, Any]) -> None:
-        self.stream.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+    write, dumps, newline = stream.write, orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    write(dumps(first_line, option=newline))
+    if types is None:
+        def sink(event: dict[str, Any]) -> None:
+            write(dumps(event, option=newline))
+    else:
+        def sink(event: dict[str, Any]) -> None:
+            if event["type"] in types:
+                write(dumps(event, option=newline))
+    return sink
