@@ -28,11 +28,13 @@ class Recorder:
         self.frames_in_use = 0
         self.frames_peak = 0
         self.fault_depths: Counter[int] = Counter()   # shadow-chain depth seen by each resolved fault
+        self.reasons: Counter[tuple[str, str, str]] = Counter()   # (type, kind, reason): TLB invalidations, PTE writes
         self.sink: TraceSink | None = None
         self.clock: Callable[[], int] = lambda: 0
 
     def event(self, type_: str, kind: str, **fields: Any) -> None:
-        """Record one event; `fields` only matter to the trace."""
+        """Record one event; of its `fields`, the counters read a fault's depth and the reason of a TLB
+        invalidation or a PTE write, the trace all of them."""
         self.counts[(self.pid, type_, kind)] += 1
         if type_ == "page":
             if kind == "alloc":
@@ -41,10 +43,17 @@ class Recorder:
                     self.frames_peak = self.frames_in_use
             elif kind == "free":
                 self.frames_in_use -= 1
-        elif type_ == "fault" and fields.get("depth"):
-            self.fault_depths[fields["depth"]] += 1
+        elif type_ == "fault":
+            if fields.get("depth"):
+                self.fault_depths[fields["depth"]] += 1
+        elif type_ == "tlb" or (type_ == "pte" and kind == "write"):
+            self.reasons[(type_, kind, fields["reason"])] += 1
         if self.sink is not None:
             self.sink({"t": self.clock(), "pid": self.pid, "type": type_, "kind": kind, **fields})
+
+    def count_reason(self, type_: str, kind: str, reason: str) -> int:
+        """How many TLB invalidations or PTE writes of a kind were made for a reason."""
+        return self.reasons[(type_, kind, reason)]
 
     def count(self, type_: str, kind: str | None = None, pid: int | None = None) -> int:
         """How many events of a type (and kind, and process, if given) were recorded."""

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from tests.test_fork import FORK_AND_WRITE
-from tools import report
+from tools import report, vmstat
 from tools.cli import main
 
 
@@ -23,8 +23,9 @@ def test_the_summary_counts_what_the_trace_holds(fork_trace):
     for (_, type_, kind), n in summary.events.items():
         totals[(type_, kind)] = totals.get((type_, kind), 0) + n
     assert totals[("fault", "cow-copy")] == 2 and totals[("object", "collapse")] == 1
-    assert summary.tlb_reasons == {("invalidate-page", "fork"): 2, ("invalidate-page", "cow"): 2,
-                                   ("invalidate-all", "context-switch"): 3}
+    assert {key: n for key, n in summary.reasons.items() if key[0] == "tlb"} == {
+        ("tlb", "invalidate-page", "fork"): 2, ("tlb", "invalidate-page", "cow"): 2,
+        ("tlb", "invalidate-all", "context-switch"): 3}
     assert sum(n for (pid, t, _), n in summary.events.items() if pid == 2 and t == "fault") == 3
     # The child's copy-on-write fault is named by the store that took it, read from the program itself.
     events = [json.loads(line) for line in fork_trace.read_text().splitlines()[1:]]
@@ -40,8 +41,10 @@ def test_csv_tables_for_pandas(fork_trace, tmp_path, capsys):
     assert "Events by type and kind" in printed and "TLB invalidations by reason" in printed
     with open(out / "tlb_invalidations.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert {(r["kind"], r["reason"], r["count"]) for r in rows} == {
-        ("invalidate-page", "fork", "2"), ("invalidate-page", "cow", "2"), ("invalidate-all", "context-switch", "3")}
+    assert {(r["kind"], r["reason"], r["linux_reason"], r["count"]) for r in rows} == {
+        ("invalidate-page", "fork", "TLB_LOCAL_MM_SHOOTDOWN", "2"),
+        ("invalidate-page", "cow", "TLB_LOCAL_MM_SHOOTDOWN", "2"),
+        ("invalidate-all", "context-switch", "TLB_FLUSH_ON_TASK_SWITCH", "3")}
     with open(out / "events.csv", newline="") as f:
         assert next(csv.reader(f)) == ["pid", "type", "kind", "count"]
 
@@ -150,3 +153,35 @@ def test_the_fault_timeline_stays_bounded():
         timeline.add(t, "zero-fill" if t % 3 else "cow-copy")
     assert len(timeline.buckets) <= report.MAX_BUCKETS
     assert sum(sum(c.values()) for c in timeline.buckets.values()) == 50_000
+
+
+def test_the_trace_holds_each_processs_map_at_exit_and_the_report_prints_it(fork_trace, tmp_path, capsys):
+    events = [json.loads(line) for line in fork_trace.read_text().splitlines()[1:]]
+    maps = [e for e in events if e["type"] == "map"]
+    # The child exits first, then the parent; each map is recorded by the exiting process.
+    assert [(e["kind"], e["pid"], e["process"]) for e in maps] == [("exit", 2, 2), ("exit", 1, 1)]
+    child_bss = [row for row in maps[0]["entries"] if row["start"] == 0x402000]
+    # By then the child had pushed its own shadow (C2) over B and written 7 into it.
+    assert child_bss == [{"start": 0x402000, "end": 0x403000, "protection": "rw-", "resident": 1, "ref": 1,
+                          "shadow": 0, "flags": "C-", "object_type": "df", "path": None}]
+    summary = report.summarise(str(fork_trace))
+    assert sorted(summary.maps) == [1, 2]
+    assert main(["report", str(fork_trace), "--csv", str(tmp_path / "tables")]) == 0
+    printed = capsys.readouterr().out
+    assert "Map of pid 2 just before its exit" in printed
+    assert any(line.split() == ["2", "0x402000", "0x403000", "rw-", "1", "1", "0", "C-", "df"]
+               for line in printed.splitlines())
+    with open(tmp_path / "tables" / "maps.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and {r["pid"] for r in rows} == {"1", "2"}
+
+
+def test_the_report_names_counters_as_freebsd_does(fork_trace, tmp_path, capsys):
+    summary = report.summarise(str(fork_trace))
+    assert vmstat.freebsd(summary.count) == {"vm_faults": 7, "zfod": 2, "cow_faults": 2, "cow_optim": 0,
+                                             "vnodepgsin": 1, "forks": 1, "forkpages": 2, "tfree": 15,
+                                             "syscall": 5}
+    assert main(["report", str(fork_trace), "--csv", str(tmp_path / "t")]) == 0
+    assert "copy-on-write faults" in capsys.readouterr().out
+    with open(tmp_path / "t" / "freebsd_vmstat.csv", newline="") as f:
+        assert {r["name"]: r["count"] for r in csv.DictReader(f)}["cow_faults"] == "2"

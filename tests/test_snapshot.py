@@ -38,3 +38,19 @@ def test_bad_snapshot_requests_are_refused(build, capsys):
     assert "--snapshot-at takes a number of instructions or 'exit'" in capsys.readouterr().err
     assert main(["run", program, "--snapshot-at", "10", "--fast"]) == 2
     assert "cannot be used with --fast" in capsys.readouterr().err
+
+
+def test_the_snapshot_lists_each_map_as_procstat_does(build, tmp_path, capsys):
+    program, dot = build(FORK_AND_WRITE), tmp_path / "vm.dot"
+    assert main(["run", program, "--snapshot-at", "13", "--snapshot", str(dot)]) == 82
+    text = (tmp_path / "vm.txt").read_text()
+    assert text.rstrip("\n") in capsys.readouterr().err
+    rows = [line.split() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("PID")]
+    bss = {row[0]: row[1:] for row in rows if row[1] == "0x402000"}
+    # The parent's bss entry maps its own shadow (C1: one reference, no shadow of its own, the copy it
+    # wrote); the child's still maps B, needs-copy, referenced by the child and by C1, shadowed by C1.
+    assert bss["1"] == ["0x402000", "0x403000", "rw-", "1", "1", "0", "C-", "df"]
+    assert bss["2"] == ["0x402000", "0x403000", "rw-", "1", "2", "1", "CN", "df"]
+    # The text maps the file's object: referenced by both text entries and by the file cache.
+    text_entries = [row for row in rows if row[1] == "0x401000"]
+    assert [row[3:] for row in text_entries] == [["r-x", "1", "3", "0", "CN", "vn", program]] * 2

@@ -19,7 +19,7 @@ def _trace(build, tmp_path, *options: str, name: str = "trace.jsonl") -> list[di
 def test_every_line_of_a_real_trace_follows_the_schema(build, tmp_path):
     header, *events = _trace(build, tmp_path)
     assert trace_schema.validate_header(header) == []
-    assert header["format"] == "vmgames-trace" and header["version"] == 1
+    assert header["format"] == "vmgames-trace" and header["version"] == 2
     problems = [(event, trace_schema.validate_event(event)) for event in events]
     assert [p for p in problems if p[1]] == []
     # Virtual time never goes backwards.
@@ -86,3 +86,15 @@ def test_traces_of_signals_unknown_syscalls_exec_and_pipes_follow_the_schema(bui
             assert trace_schema.validate_event(event) == [], (name, event)
             seen.add((event["type"], event["kind"]))
     assert {("proc", "signal"), ("fault", "fatal"), ("syscall", "unknown(500)"), ("syscall", "pipe")} <= seen
+
+
+def test_map_events_follow_the_schema_down_to_each_entry():
+    entry = {"start": 0x401000, "end": 0x402000, "protection": "r-x", "resident": 1, "ref": 3, "shadow": 0,
+             "flags": "CN", "object_type": "vn", "path": "/prog"}
+    event = {"t": 5, "pid": 1, "type": "map", "kind": "exit", "process": 1, "entries": [entry]}
+    assert trace_schema.validate_event(event) == []
+    assert trace_schema.validate_event(dict(event, kind="snapshot", entries=[])) == []
+    assert trace_schema.validate_event(dict(event, entries=[dict(entry, ref="3")])) == [
+        "field 'entries' has the wrong type (list)"]
+    assert trace_schema.validate_event(dict(event, entries=[{k: v for k, v in entry.items() if k != "path"}])) == [
+        "field 'entries' has the wrong type (list)"]

@@ -10,11 +10,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 
 from emulator.machine import DEFAULT_RAM_SIZE, Machine
 from kernel import errno
 from kernel.errno import SyscallError
 from kernel.kernel import DEFAULT_QUANTUM, Kernel
+from kernel.proc import Process
 from tools import stats as run_stats
 from tools import trace
 
@@ -197,8 +199,16 @@ def command_run(args: argparse.Namespace) -> int:
                        "trace_events": sorted(trace_types) if trace_types else None}
             machine.recorder.sink = trace.writer(
                 trace_file, trace.header(args.program, [args.program] + args.args, options, args.ram), trace_types)
+        exit_hooks: list[ExitHook] = []
         if args.snapshot_at is not None:
-            _arm_snapshot(kernel, args.snapshot_at, args.snapshot)
+            _arm_snapshot(kernel, args.snapshot_at, args.snapshot, exit_hooks, tracing=bool(args.trace))
+        if args.trace:
+            from tools import procstat
+
+            # Each process's map as it exits, after any snapshot: the report shows the last one.
+            exit_hooks.append(lambda kernel, proc: procstat.record(kernel.recorder, proc, "exit"))
+        if exit_hooks:
+            kernel.before_exit = _before_exit(exit_hooks)
         try:
             init = kernel.spawn(kernel.fs.open_host(program), [args.program] + args.args, args.env)
         except SyscallError as error:
@@ -253,9 +263,21 @@ def _main(argv: list[str] | None) -> int:
     return command_run(args)
 
 
-def _arm_snapshot(kernel: Kernel, when: str, path: str) -> None:
-    """Write the VM picture once, at instruction N or before the first exit."""
-    from tools.snapshot import to_dot
+ExitHook = Callable[[Kernel, Process], None]
+
+
+def _before_exit(hooks: list[ExitHook]) -> ExitHook:
+    """One kernel.before_exit hook that calls each of `hooks`."""
+    def run_all(kernel: Kernel, proc: Process) -> None:
+        for hook in hooks:
+            hook(kernel, proc)
+    return run_all
+
+
+def _arm_snapshot(kernel: Kernel, when: str, path: str, exit_hooks: list[ExitHook], tracing: bool) -> None:
+    """Write the VM picture and the procstat -v tables once, at instruction N or before the first exit."""
+    from tools import procstat
+    from tools.snapshot import live_processes, to_dot
 
     def write(kernel: Kernel, title: str) -> None:
         with open(path, "w", encoding="utf-8") as f:
@@ -265,12 +287,25 @@ def _arm_snapshot(kernel: Kernel, when: str, path: str) -> None:
             svg = os.path.splitext(path)[0] + ".svg"
             subprocess.run(["dot", "-Tsvg", path, "-o", svg], check=False)
             print(f"vmgames: and drawn in {svg}", file=sys.stderr)
+        tables = []
+        for proc in live_processes(kernel):
+            tables.append(procstat.format_table(proc.pid, procstat.entries(proc)))
+            if tracing:
+                procstat.record(kernel.recorder, proc, "snapshot")
+        text = os.path.splitext(path)[0] + ".txt"
+        with open(text, "w", encoding="utf-8") as f:
+            f.write("\n\n".join(tables) + "\n")
+        print("\n\n".join(tables), file=sys.stderr)
+        print(f"vmgames: the maps as procstat -v shows them written to {text}", file=sys.stderr)
 
     if when == "exit":
-        def before_exit(kernel: Kernel, proc) -> None:
-            kernel.before_exit = None
-            write(kernel, f"the exit of {proc.name} [{proc.pid}], t = {kernel.machine.now:,}")
-        kernel.before_exit = before_exit
+        written = []
+
+        def before_exit(kernel: Kernel, proc: Process) -> None:
+            if not written:
+                written.append(proc.pid)
+                write(kernel, f"the exit of {proc.name} [{proc.pid}], t = {kernel.machine.now:,}")
+        exit_hooks.append(before_exit)
     else:
         kernel.pause_at = int(when)
         kernel.on_pause = lambda kernel: write(kernel, f"t = {kernel.machine.now:,} instructions")

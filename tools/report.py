@@ -18,7 +18,8 @@ from typing import IO, Any
 
 import orjson
 
-from tools import trace, trace_schema
+from tools import procstat, trace, trace_schema, vmstat
+from tools.stats import tlb_by_reason
 
 MAX_BUCKETS = 64
 
@@ -75,10 +76,11 @@ class Summary:
     header: dict[str, Any]
     events: Counter = field(default_factory=Counter)        # (pid, type, kind) -> count
     fault_rips: Counter = field(default_factory=Counter)    # rip -> faults taken there
-    tlb_reasons: Counter = field(default_factory=Counter)   # (kind, reason) -> count
+    reasons: Counter = field(default_factory=Counter)       # (type, kind, reason) of TLB invalidations, PTE writes
     depth: DepthBuckets = field(default_factory=DepthBuckets)
     timeline: FaultTimeline = field(default_factory=FaultTimeline)
     pages: Counter = field(default_factory=Counter)         # page address -> faults on it
+    maps: dict[int, dict[str, Any]] = field(default_factory=dict)   # process -> its last map event
     truncated: str = ""                                     # why the last line was ignored, if it was
 
     def add(self, event: dict[str, Any]) -> None:
@@ -91,8 +93,16 @@ class Summary:
                 self.fault_rips[event["rip"]] += 1
             if event["depth"]:
                 self.depth.add(event["t"], event["depth"])
-        elif type_ == "tlb":
-            self.tlb_reasons[(kind, event["reason"])] += 1
+        elif type_ == "tlb" or (type_ == "pte" and kind == "write"):
+            self.reasons[(type_, kind, event["reason"])] += 1
+        elif type_ == "map":
+            self.maps[event["process"]] = event
+
+    def count(self, type_: str, kind: str | None, reason: str | None) -> int:
+        """Events of a type (and kind, and reason, if given), as the recorder would have counted them."""
+        if reason is not None:
+            return self.reasons[(type_, kind, reason)]
+        return sum(n for (_, t, k), n in self.events.items() if t == type_ and (kind is None or k == kind))
 
 
 def _parse(line: bytes, where: str) -> dict[str, Any]:
@@ -193,13 +203,20 @@ def disassembler(program: str):
 def write_csv(summary: Summary, directory: str, describe) -> list[str]:
     """Tidy tables for pandas; returns the files written."""
     os.makedirs(directory, exist_ok=True)
+    freebsd = vmstat.freebsd(summary.count)
     tables = {
         "events.csv": (["pid", "type", "kind", "count"],
                        [[p, t, k, n] for (p, t, k), n in sorted(summary.events.items())]),
         "fault_instructions.csv": (["rip", "faults", "instruction"],
                                    [[hex(rip), n, describe(rip)] for rip, n in summary.fault_rips.most_common()]),
-        "tlb_invalidations.csv": (["kind", "reason", "count"],
-                                  [[k, r, n] for (k, r), n in sorted(summary.tlb_reasons.items())]),
+        "tlb_invalidations.csv": (["kind", "reason", "linux_reason", "count"],
+                                  [[k, r, vmstat.linux_tlb_reason(r), n]
+                                   for (t, k, r), n in sorted(summary.reasons.items()) if t == "tlb"]),
+        "freebsd_vmstat.csv": (["name", "text", "count"],
+                               [[stat.name, stat.text, freebsd[stat.name]] for stat in vmstat.FREEBSD]),
+        "maps.csv": (["pid", "why", "t", *trace_schema.MAP_ENTRY],
+                     [[pid, e["kind"], e["t"], *(row[name] for name in trace_schema.MAP_ENTRY)]
+                      for pid, e in sorted(summary.maps.items()) for row in e["entries"]]),
         "chain_depth.csv": (["t_from", "t_to", "faults", "mean_depth", "max_depth"],
                             [[a, b, n, round(mean, 3), deepest] for a, b, n, mean, deepest in summary.depth.rows()]),
     }
@@ -253,11 +270,19 @@ def render(summary: Summary, describe, top: int, console) -> None:
     console.print(faults)
 
     tlb = Table(title="TLB invalidations by reason")
-    for column in ("kind", "reason", "count"):
-        tlb.add_column(column, justify="right" if column == "count" else "left")
-    for (kind, reason), n in sorted(summary.tlb_reasons.items()):
-        tlb.add_row(kind, escape(reason), f"{n:,}")
+    for column in ("reason", "Linux tlb_flush reason", "invalidate page", "invalidate all"):
+        tlb.add_column(column, justify="right" if column.startswith("invalidate") else "left")
+    for reason, row in tlb_by_reason(summary.reasons).items():
+        tlb.add_row(escape(reason), row["linux"], f"{row['invalidate_page']:,}", f"{row['invalidate_all']:,}")
     console.print(tlb)
+
+    bsd = Table(title="As FreeBSD's vmstat -s names them")
+    for column in ("count", "vmstat -s", "name"):
+        bsd.add_column(column, justify="right" if column == "count" else "left")
+    counts = vmstat.freebsd(summary.count)
+    for stat in vmstat.FREEBSD:
+        bsd.add_row(f"{counts[stat.name]:,}", stat.text, stat.name)
+    console.print(bsd)
 
     depth = Table(title="Shadow-chain depth over virtual time (instructions)")
     for column in ("from t", "to t", "faults", "mean depth", "max depth"):
@@ -265,5 +290,9 @@ def render(summary: Summary, describe, top: int, console) -> None:
     for start, end, n, mean, deepest in summary.depth.rows():
         depth.add_row(f"{start:,}", f"{end:,}", f"{n:,}", f"{mean:.2f}", str(deepest))
     console.print(depth)
+    for pid, event in sorted(summary.maps.items()):
+        when = "just before its exit" if event["kind"] == "exit" else "at the snapshot"
+        console.print(f"\n[bold]Map of pid {pid} {when}[/bold] (t = {event['t']:,}; procstat -v)")
+        console.print(procstat.format_table(pid, event["entries"]), markup=False, highlight=False, soft_wrap=True)
     if summary.truncated:
         console.print(f"[yellow]warning:[/yellow] {escape(summary.truncated)}")

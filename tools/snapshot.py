@@ -11,7 +11,7 @@ backing object; shared objects show up as nodes with several arrows in.
 from __future__ import annotations
 
 from kernel.kernel import Kernel
-from kernel.proc import ZOMBIE
+from kernel.proc import ZOMBIE, Process
 from kernel.vm.map import prot_letters
 
 
@@ -21,13 +21,16 @@ def _object_label(obj) -> str:
             f"{len(obj.pages)} of {obj.size} pages")
 
 
+def live_processes(kernel: Kernel) -> list[Process]:
+    """The processes that still have an address space, by pid."""
+    return [proc for proc in sorted(kernel.processes.values(), key=lambda p: p.pid) if proc.state != ZOMBIE]
+
+
 def to_dot(kernel: Kernel, title: str) -> str:
     lines = ["digraph vm {", "  rankdir=LR;", '  node [fontname="monospace", fontsize=10];',
              f'  label="{title}"; labelloc=t;']
     objects = {}
-    for proc in sorted(kernel.processes.values(), key=lambda p: p.pid):
-        if proc.state == ZOMBIE:
-            continue
+    for proc in live_processes(kernel):
         lines.append(f'  subgraph cluster_{proc.pid} {{ label="{proc.name} [{proc.pid}]"; style=rounded;')
         for n, entry in enumerate(proc.vmspace.map.entries):
             node = f"p{proc.pid}e{n}"

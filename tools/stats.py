@@ -5,21 +5,28 @@ Everything here is read from the one event recorder.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from emulator.recorder import Recorder
 from kernel.vm import fault
+from tools import vmstat
 
 
 def collect(recorder: Recorder, instructions: int | None, ram_frames: int) -> dict[str, Any]:
     """Counters of a whole run, by subject."""
     faults = recorder.by_kind("fault")
     syscalls = recorder.by_kind("syscall")
+
+    def count(type_: str, kind: str | None, reason: str | None) -> int:
+        return recorder.count(type_, kind) if reason is None else recorder.count_reason(type_, kind, reason)
+
     return {
         "instructions": instructions,
         "faults": {"total": sum(faults.values()), **{k: faults.get(k, 0) for k in fault.KINDS}},
         "tlb": {"invalidate_page": recorder.count("tlb", "invalidate-page"),
                 "invalidate_all": recorder.count("tlb", "invalidate-all")},
+        "tlb_by_reason": tlb_by_reason(recorder.reasons),
         "pte_writes": recorder.count("pte", "write"),
         "page_table_pages": recorder.count("pte", "table"),
         "pages": {"zeroed": recorder.count("page", "zero"), "copied": recorder.count("page", "copy"),
@@ -31,7 +38,19 @@ def collect(recorder: Recorder, instructions: int | None, ram_frames: int) -> di
         "objects": recorder.by_kind("object"),
         "syscalls": {"total": sum(syscalls.values()), **syscalls},
         "processes": recorder.by_kind("proc"),
+        "freebsd_vmstat": vmstat.freebsd(count),
     }
+
+
+def tlb_by_reason(reasons: Counter[tuple[str, str, str]]) -> dict[str, dict[str, Any]]:
+    """TLB invalidations per reason of ours, with Linux's tlb_flush reason beside it."""
+    table: dict[str, dict[str, Any]] = {}
+    for (type_, kind, reason), n in sorted(reasons.items()):
+        if type_ == "tlb":
+            row = table.setdefault(reason, {"linux": vmstat.linux_tlb_reason(reason),
+                                            "invalidate_page": 0, "invalidate_all": 0})
+            row[kind.replace("-", "_")] += n
+    return table
 
 
 def format_table(stats: dict[str, Any]) -> str:
@@ -47,6 +66,9 @@ def format_table(stats: dict[str, Any]) -> str:
                  else f"{stats['instructions']:,}"))
     section("page faults", stats["faults"])
     section("TLB invalidations", stats["tlb"])
+    rows.append(("TLB invalidations by reason (Linux tlb_flush reason): page / all", ""))
+    for reason, row in stats["tlb_by_reason"].items():
+        rows.append((f"  {reason} ({row['linux']})", f"{row['invalidate_page']} / {row['invalidate_all']}"))
     rows.append(("PTE writes", str(stats["pte_writes"])))
     rows.append(("page-table pages allocated", str(stats["page_table_pages"])))
     section("pages", stats["pages"])
@@ -54,6 +76,9 @@ def format_table(stats: dict[str, Any]) -> str:
     section("frames (4 KiB)", stats["frames"])
     section("VM objects", stats["objects"])
     section("syscalls", stats["syscalls"])
+    rows.append(("FreeBSD vmstat -s", ""))
+    for stat in vmstat.FREEBSD:
+        rows.append((f"  {stat.text} ({stat.name})", str(stats["freebsd_vmstat"][stat.name])))
     width = max(len(name) for name, _ in rows) + 2
     lines = ["vmgames statistics", "-" * (width + 12)]
     lines += [f"{name:<{width}}{value:>12}" if value else name for name, value in rows]

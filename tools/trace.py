@@ -17,8 +17,8 @@ import orjson
 from emulator.recorder import TraceSink
 
 FORMAT = "vmgames-trace"
-VERSION = 1
-EVENT_TYPES = ("fault", "tlb", "pte", "page", "object", "syscall", "proc")
+VERSION = 2   # 2 added the map events
+EVENT_TYPES = ("fault", "tlb", "pte", "page", "object", "syscall", "proc", "map")
 
 
 def header(program: str, arguments: list[str], options: dict[str, Any], ram: int) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The trace format's schema (version 1), and a validator for one line.
+"""The trace format's schema (version 2), and a validator for one line.
 
 docs/trace-format.md explains each field; this is the same table in a form a
 program can check, so that the documentation and real traces cannot drift
@@ -13,6 +13,7 @@ from kernel.vm import fault
 
 INT, STR, BOOL, NONE = int, str, bool, type(None)
 INT_LIST = "list of int"
+MAP_ENTRIES = "list of map entries"
 
 HEADER = {"format": STR, "version": INT, "vmgames": STR, "program": STR, "arguments": "list of str",
           "options": dict, "ram": INT, "cost_model": (dict, NONE)}
@@ -21,6 +22,10 @@ COMMON = {"t": INT, "pid": INT, "type": STR, "kind": STR}
 _FAULT = {"address": INT, "access": STR, "error_code": INT, "rip": (INT, NONE), "reason": (STR, NONE),
           "object": (INT, NONE), "level": (INT, NONE), "depth": (INT, NONE), "frame": (INT, NONE)}
 _SYSCALL = {"args": INT_LIST, "result": (INT, NONE), "blocked": BOOL}
+# One row of procstat -v (tools/procstat.py).
+MAP_ENTRY = {"start": INT, "end": INT, "protection": STR, "resident": INT, "ref": INT, "shadow": INT, "flags": STR,
+             "object_type": STR, "path": (STR, NONE)}
+_MAP = {"process": INT, "entries": MAP_ENTRIES}
 
 # (type, kind) -> fields.  Syscall kinds are the syscall's name.
 KINDS: dict[tuple[str, str], dict[str, Any]] = {
@@ -46,6 +51,8 @@ KINDS: dict[tuple[str, str], dict[str, Any]] = {
     ("proc", "fork"): {"child": INT},
     ("proc", "exit"): {"code": INT, "signal": INT},
     ("proc", "signal"): {"target": INT, "signal": INT, "reason": STR},
+    ("map", "exit"): _MAP,       # a process's map just before it exits
+    ("map", "snapshot"): _MAP,   # every live process's map at --snapshot-at
 }
 
 
@@ -54,6 +61,8 @@ def _matches(value: Any, expected: Any) -> bool:
         return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     if expected == "list of str":
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if expected == MAP_ENTRIES:
+        return isinstance(value, list) and all(isinstance(v, dict) and not _check(v, MAP_ENTRY) for v in value)
     options = expected if isinstance(expected, tuple) else (expected,)
     if isinstance(value, bool) and BOOL not in options:
         return False
@@ -81,10 +90,10 @@ def _exact_types(expected: Any) -> tuple[type, ...]:
 _LIST_ELEMENT = {INT_LIST: int, "list of str": str}
 
 # For each (type, kind): every field of the line (common ones included) with its exact types,
-# or, for a list field, the type of its elements.
+# or, for a list field, the type of its elements.  Map events, rare and nested, take the slow path.
 _FAST = {key: {**{k: _exact_types(t) for k, t in COMMON.items()},
                **{k: _LIST_ELEMENT[t] if isinstance(t, str) else _exact_types(t) for k, t in fields.items()}}
-         for key, fields in KINDS.items()}
+         for key, fields in KINDS.items() if MAP_ENTRIES not in fields.values()}
 
 
 def _fast_ok(record: dict[str, Any], fields: dict[str, Any]) -> bool:

@@ -1,0 +1,84 @@
+"""FreeBSD's `vmstat -s` names and Linux's tlb_flush reasons for vmgames' counters."""
+
+import json
+
+from tests.test_fork import FORK_AND_WRITE
+from tools import stats
+from tools.cli import main
+
+COW_MOVE = """
+.text
+_start:
+    mov qword ptr [rip + value], 1
+    mov eax, 57
+    syscall
+    test rax, rax
+    jz child
+    mov rdi, rax
+    xor esi, esi
+    xor edx, edx
+    xor r10d, r10d
+    mov eax, 61
+    syscall
+    mov qword ptr [rip + value], 5
+    mov eax, 60
+    xor edi, edi
+    syscall
+child:
+    mov eax, 60
+    xor edi, edi
+    syscall
+.bss
+.align 4096
+value: .zero 8
+"""
+
+
+def _collect(result):
+    return stats.collect(result.recorder, 0, result.kernel.allocator.total)
+
+
+def test_the_fork_program_counted_under_freebsd_names(run):
+    counters = _collect(run(FORK_AND_WRITE))
+    assert counters["freebsd_vmstat"] == {
+        "vm_faults": 7,       # file 2, zero-fill 2, resident 1, cow-copy 2 (tests/test_fork.py)
+        "zfod": 2,            # the parent's bss and stack pages, before the fork
+        "cow_faults": 2,      # the parent's write of 2 and the child's write of 7 each copy the bss page
+        "cow_optim": 0,       # both processes still shared it: no page could move
+        "vnodepgsin": 1,      # the text page, read from the file once; the child finds it resident
+        "forks": 1,
+        "forkpages": 2,       # fork write-protects the parent's two writable resident pages
+        "tfree": 15,          # 16 frames allocated; the text page stays in the file cache
+        "syscall": 5,         # fork, wait4 twice (it blocked once), exit twice
+    }
+
+
+def test_a_moved_page_is_an_optimized_copy_on_write_fault(run):
+    counters = _collect(run(COW_MOVE))
+    assert counters["freebsd_vmstat"]["cow_faults"] == 1
+    assert counters["freebsd_vmstat"]["cow_optim"] == 1
+
+
+def test_tlb_invalidations_by_reason_with_linux_reasons(run):
+    counters = _collect(run(FORK_AND_WRITE))
+    # CR3 loads for the parent, the child and the parent again; fork write-protected two
+    # mapped pages; each copy-on-write copy replaced a mapped frame.
+    assert counters["tlb_by_reason"] == {
+        "context-switch": {"linux": "TLB_FLUSH_ON_TASK_SWITCH", "invalidate_page": 0, "invalidate_all": 3},
+        "cow": {"linux": "TLB_LOCAL_MM_SHOOTDOWN", "invalidate_page": 2, "invalidate_all": 0},
+        "fork": {"linux": "TLB_LOCAL_MM_SHOOTDOWN", "invalidate_page": 2, "invalidate_all": 0},
+    }
+
+
+def test_stats_and_stats_json_show_the_freebsd_names(build, tmp_path, capsys):
+    program = build(FORK_AND_WRITE)
+    path = tmp_path / "stats.json"
+    assert main(["run", program, "--stats", "--stats-json", str(path)]) == 82
+    table = capsys.readouterr().err
+    assert any(line.startswith("  copy-on-write faults (cow_faults)") and line.endswith(" 2")
+               for line in table.splitlines())
+    assert any(line.startswith("  fork (TLB_LOCAL_MM_SHOOTDOWN)") and line.endswith("2 / 0")
+               for line in table.splitlines())
+    counters = json.loads(path.read_text())
+    assert counters["freebsd_vmstat"]["forkpages"] == 2
+    assert counters["tlb_by_reason"]["context-switch"]["invalidate_all"] == 3

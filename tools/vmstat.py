@@ -1,0 +1,52 @@
+"""The names FreeBSD and Linux give to what vmgames counts, so figures can be compared.
+
+FreeBSD's `vmstat -s` prints the counters of struct vmmeter (sys/sys/vmmeter.h,
+also sysctl vm.stats.vm.v_NAME); Linux's tlb:tlb_flush tracepoint tags each
+TLB flush with a reason (include/trace/events/tlb.h).  The values are sums of
+event counts: the recorder's after a run (`--stats`), a trace's in the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+from kernel.vm import fault
+
+# count(type, kind, reason) -> events; a kind or reason of None matches any.
+Count = Callable[[str, "str | None", "str | None"], int]
+
+
+class VMStat(NamedTuple):
+    name: str                                                # struct vmmeter's field, without its v_ prefix
+    text: str                                                # what `vmstat -s` prints beside the number
+    events: tuple[tuple[str, str | None, str | None], ...]   # the (type, kind, reason) it adds up
+
+
+FREEBSD = (
+    VMStat("vm_faults", "total VM faults taken", (("fault", None, None),)),
+    VMStat("zfod", "zero fill pages zeroed", (("fault", fault.ZERO_FILL, None),)),
+    VMStat("cow_faults", "copy-on-write faults", (("fault", fault.COW_COPY, None), ("fault", fault.COW_MOVE, None))),
+    VMStat("cow_optim", "copy-on-write optimized faults", (("fault", fault.COW_MOVE, None),)),
+    VMStat("vnodepgsin", "vnode pager pages paged in", (("page", "pagein", None),)),
+    VMStat("forks", "fork() calls", (("proc", "fork", None),)),
+    VMStat("forkpages", "pages affected by fork()", (("pte", "write", "fork"),)),
+    VMStat("tfree", "pages freed", (("page", "free", None),)),
+    VMStat("syscall", "system calls", (("syscall", None, None),)),
+)
+
+
+def freebsd(count: Count) -> dict[str, int]:
+    """Our counters under their struct vmmeter names, in `vmstat -s` order."""
+    return {stat.name: sum(count(*event) for event in stat.events) for stat in FREEBSD}
+
+
+def linux_tlb_reason(reason: str) -> str:
+    """Linux's tlb_flush reason for one of ours.
+
+    A CR3 load is a task switch.  Every other invalidation is of a range of
+    the current address space on the machine's only CPU, which Linux's
+    flush_tlb_mm_range traces as a local mm shootdown; with one CPU there is
+    never a remote shootdown or an IPI to send.
+    """
+    return "TLB_FLUSH_ON_TASK_SWITCH" if reason == "context-switch" else "TLB_LOCAL_MM_SHOOTDOWN"
