@@ -363,3 +363,16 @@ def test_a_cow_send_into_a_pipe_reaches_the_reader_as_it_was_at_the_send(run):
     rec = result.kernel.recorder
     assert rec.count("sink", "hold") == 1 and rec.count("page", "copy") == 1
     assert rec.amount("sink", "corrupt") == 0
+
+
+def test_a_cow_write_into_a_full_nonblocking_pipe_sends_what_fits_then_gets_eagain(run):
+    steps = [
+        syscall(PIPE2, "fds", O_NONBLOCK),
+        syscall(IOCTL, W, VMG_ZEROCOPY, 1),
+        syscall(WRITE, W, "big", 17 * 4096),     # 16 slots: 16 pages held
+        syscall(WRITE, W, "big", 4096),          # full: EAGAIN
+        syscall(WRITE, W, "big + 1", 10),        # full: EAGAIN for a copied piece too
+    ]
+    result = run(each_result_to_stdout(steps, data=".bss\n.align 4096\nbig: .zero 17 * 4096\n"))
+    assert struct.unpack("<5q", result.stdout) == (0, 0, 16 * 4096, -errno.EAGAIN, -errno.EAGAIN)
+    assert result.kernel.recorder.count("sink", "hold") == result.kernel.recorder.count("sink", "release") == 16
