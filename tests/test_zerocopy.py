@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import struct
 
 from kernel import errno
 from kernel.syszerocopy import SPLICE_F_NONBLOCK, VMG_ZEROCOPY, ZC_WAIT
 from tests.test_pipes import COMMON, EXIT, FORK, PIPE, PIPE2, READ, WRITE, each_result_to_stdout, syscall
+from tools import trace_schema
+from tools.cli import main
 
 OPEN, MMAP, IOCTL, MUNMAP, VMSPLICE, ZC_REAP = 2, 9, 16, 11, 278, 1000
 O_WRONLY, O_NONBLOCK = 1, 0o4000
@@ -376,3 +379,28 @@ def test_a_cow_write_into_a_full_nonblocking_pipe_sends_what_fits_then_gets_eaga
     result = run(each_result_to_stdout(steps, data=".bss\n.align 4096\nbig: .zero 17 * 4096\n"))
     assert struct.unpack("<5q", result.stdout) == (0, 0, 16 * 4096, -errno.EAGAIN, -errno.EAGAIN)
     assert result.kernel.recorder.count("sink", "hold") == result.kernel.recorder.count("sink", "release") == 16
+
+
+def test_a_trace_of_every_way_of_sending_follows_the_schema(build, tmp_path):
+    source = program(f"""
+    mov byte ptr [rip + page], 7
+{OPEN_WIRE}
+{syscall(WRITE, WIRE, "page", 100)}
+{syscall(IOCTL, WIRE, VMG_ZEROCOPY, 1)}
+{syscall(WRITE, WIRE, "page", 4096)}
+    mov byte ptr [rip + page], 8
+{syscall(PIPE, "fds")}
+    lea rax, [rip + page2]
+    mov qword ptr [rip + iov], rax
+{syscall(VMSPLICE, W, "iov", 1, 0)}
+    mov byte ptr [rip + page2], 9
+{syscall(READ, R, "buffer", 4096)}
+{syscall(ZC_REAP, W, "buffer", 1, 0)}
+""")
+    path = tmp_path / "sends.jsonl"
+    assert main(["run", build(source), "--trace", str(path)]) == 0
+    header, *events = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(e, trace_schema.validate_event(e)) for e in events if trace_schema.validate_event(e)] == []
+    sink_kinds = {e["kind"] for e in events if e["type"] == "sink"}
+    assert sink_kinds == {"copy", "hold", "lend", "release", "deliver", "corrupt", "complete"}
+    assert {e["kind"] for e in events if e["type"] == "page"} >= {"orphan", "copy"}
