@@ -38,6 +38,11 @@ def collect(recorder: Recorder, instructions: int | None, ram_frames: int) -> di
         "objects": recorder.by_kind("object"),
         "syscalls": {"total": sum(syscalls.values()), **syscalls},
         "processes": recorder.by_kind("proc"),
+        "sends": {"bytes_copied": recorder.amount("sink", "copy"), "pages_held_cow": recorder.count("sink", "hold"),
+                  "pages_lent": recorder.count("sink", "lend"), "pages_released": recorder.count("sink", "release"),
+                  "bytes_delivered": recorder.amount("sink", "deliver"),
+                  "bytes_corrupt": recorder.amount("sink", "corrupt"),
+                  "completions": recorder.count("sink", "complete")},
         "freebsd_vmstat": vmstat.freebsd(count),
     }
 
@@ -76,6 +81,8 @@ def format_table(stats: dict[str, Any]) -> str:
     section("frames (4 KiB)", stats["frames"])
     section("VM objects", stats["objects"])
     section("syscalls", stats["syscalls"])
+    if any(stats["sends"].values()):
+        section("sends (wires and pipes)", stats["sends"])
     rows.append(("FreeBSD vmstat -s", ""))
     for stat in vmstat.FREEBSD:
         rows.append((f"  {stat.text} ({stat.name})", str(stats["freebsd_vmstat"][stat.name])))

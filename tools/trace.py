@@ -18,7 +18,7 @@ from emulator.recorder import TraceSink
 
 FORMAT = "vmgames-trace"
 VERSION = 2   # 2 added the map events
-EVENT_TYPES = ("fault", "tlb", "pte", "page", "object", "syscall", "proc", "map")
+EVENT_TYPES = ("fault", "tlb", "pte", "page", "object", "sink", "syscall", "proc", "map")
 
 
 def header(program: str, arguments: list[str], options: dict[str, Any], ram: int) -> dict[str, Any]:
