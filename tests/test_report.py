@@ -185,3 +185,11 @@ def test_the_report_names_counters_as_freebsd_does(fork_trace, tmp_path, capsys)
     assert "copy-on-write faults" in capsys.readouterr().out
     with open(tmp_path / "t" / "freebsd_vmstat.csv", newline="") as f:
         assert {r["name"]: r["count"] for r in csv.DictReader(f)}["cow_faults"] == "2"
+
+
+def test_a_version_1_trace_without_maps_is_still_read(fork_trace, tmp_path, capsys):
+    lines = fork_trace.read_bytes().splitlines(keepends=True)
+    header = dict(json.loads(lines[0]), version=1)
+    events = [line for line in lines[1:] if b'"type":"map"' not in line]
+    status, out, _ = _report_of(tmp_path, "v1.jsonl", json.dumps(header).encode() + b"\n" + b"".join(events), capsys)
+    assert status == 0 and "trace format 1" in out.out and "Map of pid" not in out.out
