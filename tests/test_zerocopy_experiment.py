@@ -49,8 +49,8 @@ def recorder_of_a_tiny_cell() -> Recorder:
     recorder.event("sink", "corrupt", bytes=50)
     for _ in range(4):
         recorder.event("pte", "write")
-    recorder.event("tlb", "page", reason="cow-send")
-    recorder.event("tlb", "all", reason="context-switch")
+    recorder.event("tlb", "invalidate-page", reason="cow-send")
+    recorder.event("tlb", "invalidate-all", reason="context-switch")
     for name in ("write", "write", "exit"):
         recorder.event("syscall", name)
     return recorder
@@ -65,14 +65,14 @@ def test_a_cell_is_measured_from_the_recorder_and_divided_per_mib():
     assert (cell.received, cell.corrupt) == (8192, 50)
     assert cell.kernel_entries == 3 + 7
     assert cell.per_mib(1) == 128                      # 8 KiB delivered: 1/128 MiB
-    [row] = zerocopy.csv_rows([cell], Costs(), 4096)
+    [row] = zerocopy.csv_rows([cell], Costs(), 1024)
     assert row["faults_protection_per_mib"] == 3 * 128
     assert row["faults_per_mib"] == 7 * 128
     assert row["bytes_copied_per_mib"] == (100 + 4096) * 128
     assert row["kernel_entries_per_mib"] == 10 * 128
     assert row["corrupt_bytes"] == 50 and row["corrupt_bytes_per_mib"] == 50 * 128
     assert row["cycles_per_mib"] == round(costmodel.cycles(cell.work, Costs()) * 128)
-    assert row["command"] == "vmgames run build/zc_static cow 4k 8k --wire-rate 4096 --stats"
+    assert row["command"] == "vmgames run build/zc_static cow 4k 8k --wire-rate 1024 --stats"
 
 
 def test_a_cell_that_delivered_nothing_is_divided_by_what_was_meant():
@@ -171,6 +171,6 @@ def test_the_experiment_writes_its_table_csv_and_plot(tmp_path, capsys):
     assert [(r["workload"], r["mode"], r["size"]) for r in rows] == [("fresh", "write", "4096"),
                                                                      ("fresh", "vmsplice", "4096")]
     assert all(r["received_bytes"] == r["sent_bytes"] == "16384" and r["corrupt_bytes"] == "0" for r in rows)
-    assert rows[1]["command"] == "vmgames run build/zc_fresh vmsplice 4k 16k --wire-rate 4096 --stats"
+    assert rows[1]["command"] == "vmgames run build/zc_fresh vmsplice 4k 16k --wire-rate 1024 --stats"
     assert (tmp_path / "plots" / "zerocopy.png").stat().st_size > 0
     assert (tmp_path / "plots" / "zerocopy.svg").stat().st_size > 0

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from emulator.machine import Machine
 from emulator.recorder import Recorder
@@ -41,8 +41,10 @@ WORKLOADS = {
 }
 MODES = ("write", "cow", "vmsplice")
 DEFAULT_SIZES = (4 << 10, 64 << 10, 1 << 20)
-DEFAULT_TOTAL = 2 << 20
-DEFAULT_WIRE_RATE = 4096
+DEFAULT_TOTAL = 4 << 20
+# A wire slower than the sender, as a network is slower than memory: the workloads refill a buffer at about
+# 2 bytes per instruction, so at 1024 bytes per 1000 instructions the sender catches up with what is in flight.
+DEFAULT_WIRE_RATE = 1024
 FAULT_KINDS = ("zero-fill", "file", "resident", "cow-copy", "cow-move", "protection", "fatal")
 RAM = 128 << 20
 MAX_SEND = 16 << 20          # the pool and fork workloads hold two or three buffers of this size
@@ -105,8 +107,8 @@ def measure(cell: Cell, recorder: Recorder, instructions: int) -> Cell:
         bytes_copied_in=recorder.amount("sink", "copy"),
         pages_zeroed=recorder.count("page", "zero"),
         pte_writes=recorder.count("pte", "write"),
-        tlb_pages=recorder.count("tlb", "page"),
-        tlb_flushes=recorder.count("tlb", "all"),
+        tlb_pages=recorder.count("tlb", "invalidate-page"),
+        tlb_flushes=recorder.count("tlb", "invalidate-all"),
         syscalls=recorder.count("syscall"),
         instructions=instructions,
     )
@@ -206,42 +208,46 @@ def _short(value: float) -> str:
     return f"{value:.1f}"
 
 
-FAULT_ABBREVIATIONS = {"zero-fill": "zf", "file": "file", "resident": "res", "cow-copy": "cow-c",
-                       "cow-move": "cow-m", "protection": "prot", "fatal": "fatal"}
+TABLE_WIDTH = 160           # the table's natural width; a narrower terminal wraps it rather than squeezing columns
+# Fault columns of the table (the CSV has every kind apart; a fatal fault stops the experiment).
+TABLE_FAULTS = {"faults\nzero-\nfill": ("zero-fill",), "faults\nfile,\nres.": ("file", "resident"),
+                "faults\ncow-\ncopy": ("cow-copy",), "faults\ncow-\nmove": ("cow-move",),
+                "faults\nprot.": ("protection",)}
 
 
 def render_table(cells: list[Cell], costs: Costs, wire_rate: int, console) -> None:
     """The per-MiB table on the terminal (rich)."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"Zero-copy sends to a wire draining {wire_rate} bytes per 1000 instructions: "
-                        f"per MiB delivered ({size_text(cells[0].total)} sent per cell)",
-                  title_justify="left")
+    table = Table(title=f"Zero-copy sends, per MiB delivered: {size_text(cells[0].total)} per cell to a wire "
+                        f"draining {wire_rate} bytes per 1000 instructions",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("workload", "mode", "size"):
-        table.add_column(name)
-    for name in ("faults (by kind)", "pages copied", "KiB copied", "PTE writes", "TLB inval.", "kernel entries",
-                 "instructions", "received / sent", "corrupt", "est. k cycles"):
-        table.add_column(name, justify="right")
+        table.add_column(name, no_wrap=True)
+    for name in (*TABLE_FAULTS, "pages\ncopied", "KiB\ncopied", "PTE\nwrites", "TLB\ninval.", "kernel\nentries",
+                 "k\ninstr.", "received", "corrupt", "est.\nk cycles"):
+        table.add_column(name, justify="right", no_wrap=True, min_width=max(map(len, name.splitlines())))
     previous = None
     for cell in cells:
         if previous is not None and (cell.workload, cell.size) != previous:
             table.add_section()
         previous = (cell.workload, cell.size)
         work = cell.work
-        kinds = ", ".join(f"{FAULT_ABBREVIATIONS[k]} {_short(cell.per_mib(n))}" for k, n in cell.faults.items() if n)
-        faults = _short(cell.per_mib(sum(cell.faults.values())))
         copied = (work.bytes_copied_in + work.pages_copied * costmodel.PAGE_SIZE) / 1024
         corrupt = f"{cell.corrupt / cell.received:.1%}" if cell.corrupt else "0"
+        received = size_text(cell.received) if cell.received == cell.total else \
+            f"[bold red]{cell.received} of {cell.total}[/]"
         table.add_row(
             cell.workload, cell.mode, size_text(cell.size),
-            f"{faults} ({kinds})" if kinds else "0",
+            *(_short(cell.per_mib(sum(cell.faults[k] for k in kinds))) for kinds in TABLE_FAULTS.values()),
             _short(cell.per_mib(work.pages_copied)),
             _short(cell.per_mib(copied)),
             _short(cell.per_mib(work.pte_writes)),
             _short(cell.per_mib(work.tlb_pages + work.tlb_flushes)),
             _short(cell.per_mib(cell.kernel_entries)),
-            _short(cell.per_mib(work.instructions)),
-            f"{size_text(cell.received)} / {size_text(cell.total)}",
+            _short(cell.per_mib(work.instructions) / 1000),
+            received,
             f"[bold red]{corrupt}[/]" if cell.corrupt else corrupt,
             _short(cell.per_mib(costmodel.cycles(work, costs)) / 1000),
         )
@@ -306,7 +312,7 @@ def main(workloads: list[str], modes: list[str], sizes: list[int], total: int, w
     from rich.console import Console
     from rich.progress import Progress
 
-    console = Console()
+    console = Console(width=max(Console().width, TABLE_WIDTH))
     try:
         if sys.stderr.isatty():
             with Progress(console=Console(stderr=True), transient=True) as bar:
@@ -323,6 +329,8 @@ def main(workloads: list[str], modes: list[str], sizes: list[int], total: int, w
         print(f"vmgames: {error}", file=sys.stderr)
         return 1
     render_table(cells, costs, wire_rate, console)
+    console.print("cost model (ns; override with --costs FILE): "
+                  + ", ".join(f"{f.name} {getattr(costs, f.name):g}" for f in fields(Costs)), highlight=False)
     rows = csv_rows(cells, costs, wire_rate)
     try:
         write_csv(rows, csv_path)

@@ -6,6 +6,11 @@
  *   3. vmsplice a few bytes in the middle of a page, then overwrite them: the new bytes too
  *   4. vmsplice, then munmap the buffer and map a fresh page there: the reader
  *      still gets the sent bytes, from the page the pipe kept
+ *   5. a forked child vmsplices the page it shares with its parent and exits;
+ *      then the parent writes: the reader gets the bytes as sent.  The parent's
+ *      write fault must copy the page the pipe still holds, not take it back
+ *      (Linux has done so since 5.8; before, the child could read what the
+ *      parent wrote later: CVE-2020-29374)
  * Linux behaves this way; vmgames must print exactly the same lines. */
 #include "runtime.h"
 
@@ -82,5 +87,17 @@ int main(int argc, char **argv, char **envp)
     put("the fresh page holds ");
     put(again[0] ? "bytes" : "zeros");
     end_line();
+
+    copy_text(again, "sent-at-the-time");
+    long child = must(fork(), "fork");
+    if (child == 0) {
+        struct iovec lent = {again, MESSAGE};
+        exit(vmsplice(fds[1], &lent, 1, 0) == MESSAGE ? 0 : 1);
+    }
+    int status = 0;
+    must(wait4(child, &status, 0, 0), "wait4");
+    failures += status != 0;
+    copy_text(again, "written-after-it");
+    report("a child vmsplices and exits, then the parent overwrites", fds[0], "sent-at-the-time");
     return failures;
 }
