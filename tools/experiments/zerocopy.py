@@ -115,12 +115,12 @@ def measure(cell: Cell, recorder: Recorder, instructions: int) -> Cell:
     return cell
 
 
-def build_programs(directory: str) -> dict[str, str]:
+def build_programs(directory: str, workloads: Iterable[str]) -> dict[str, str]:
     """Compile the workloads with gcc into `directory`: workload -> executable."""
     if shutil.which("gcc") is None:
         raise ExperimentError("gcc is needed to build the workloads (userland/c/zc_*.c)")
     programs = {}
-    for workload in WORKLOADS:
+    for workload in workloads:
         source = os.path.join(USERLAND_C, f"zc_{workload}.c")
         programs[workload] = os.path.join(directory, f"zc_{workload}")
         built = subprocess.run(["gcc", *GCC_FLAGS, "-o", programs[workload], source], capture_output=True, text=True)
@@ -149,7 +149,7 @@ def run_all(workloads: Iterable[str], modes: Iterable[str], sizes: Iterable[int]
             progress: Callable[[int, int, Cell], None] | None = None) -> list[Cell]:
     cells = [Cell(w, m, s, total) for w in workloads for s in sizes for m in modes]
     with tempfile.TemporaryDirectory(prefix="vmgames-zerocopy-") as scratch:
-        programs = build_programs(scratch)
+        programs = build_programs(scratch, dict.fromkeys(cell.workload for cell in cells))
         for done, cell in enumerate(cells):
             if progress:
                 progress(done, len(cells), cell)
