@@ -4,11 +4,14 @@ and what the workloads do under each send mode."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 
 import pytest
 
+from emulator.machine import Machine
 from emulator.recorder import Recorder
+from kernel.kernel import Kernel
 from tools import cli, costmodel
 from tools.costmodel import CostFileError, Costs, Work
 from tools.experiments import zerocopy
@@ -174,3 +177,21 @@ def test_the_experiment_writes_its_table_csv_and_plot(tmp_path, capsys):
     assert rows[1]["command"] == "vmgames run build/zc_fresh vmsplice 4k 16k --wire-rate 1024 --stats"
     assert (tmp_path / "plots" / "zerocopy.png").stat().st_size > 0
     assert (tmp_path / "plots" / "zerocopy.svg").stat().st_size > 0
+
+
+def test_a_pool_reuses_a_buffer_only_after_zc_reap_and_every_vmsplice_completes(tmp_path):
+    program = zerocopy.build_programs(str(tmp_path), ["pool"])["pool"]
+    kernel = Kernel(Machine(64 << 20), root=str(tmp_path), stdout=io.BytesIO(), stderr=io.BytesIO(),
+                    wire_rate=zerocopy.DEFAULT_WIRE_RATE)
+    proc = kernel.spawn(kernel.fs.open_host(program), ["zc_pool", "vmsplice", "64k", "2m"], [])
+    kernel.run()
+    recorder = kernel.recorder
+    assert proc.shell_status == 0
+    # 32 sends of 16 pages from a pool of 8 buffers; a reap reports every call completed so far.
+    assert recorder.count("sink", "lend") == 32 * 16
+    # A vmsplice that found the wire full returns what fitted, and the rest is the next call with its own
+    # number (a call that slept is counted again when it is made again); the program checks every number.
+    assert 32 <= recorder.count("sink", "complete") <= recorder.count("syscall", "vmsplice")
+    assert 0 < recorder.count("syscall", "zc_reap") < 24
+    assert recorder.count("sink", "copy") == recorder.count("page", "copy") == 0
+    assert recorder.amount("sink", "deliver") == 2 << 20 and recorder.amount("sink", "corrupt") == 0
