@@ -135,6 +135,8 @@ def test_a_missing_or_binary_costs_file(tmp_path):
     (["--total", "1g"], "--total must be from 1 byte to 256m"),
     (["--wire-rate", "0"], "--wire-rate must be at least 1"),
     (["--costs", "/nonexistent/costs.json"], "/nonexistent/costs.json: No such file or directory"),
+    (["--csv", "/nonexistent/zc.csv"], "--csv /nonexistent/zc.csv: no such directory"),
+    (["--plot", "/dev/null"], "--plot /dev/null: not a directory"),
 ])
 def test_bad_arguments_get_one_clear_line(capsys, argv, message):
     assert cli.main(["experiment", "zerocopy", *argv]) == 2

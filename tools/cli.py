@@ -420,6 +420,13 @@ def command_zerocopy(args: argparse.Namespace) -> int:
     if args.wire_rate < 1:
         _error("--wire-rate must be at least 1")
         return 2
+    # Outputs are checked before minutes of running, not after.
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.csv))):
+        _error(f"--csv {args.csv}: no such directory")
+        return 2
+    if os.path.exists(args.plot) and not os.path.isdir(args.plot):
+        _error(f"--plot {args.plot}: not a directory")
+        return 2
     costs = costmodel.Costs()
     if args.costs:
         try:
