@@ -165,7 +165,7 @@ def make_segment(proc: Process, va: int, length: int, mode: str, ticket: Ticket 
     if mode == COW:
         remove_write(page, "cow-send")
     intended = bytes(kernel.machine.ram.bytes[page.paddr + start:page.paddr + start + length])
-    recorder.event("sink", "hold" if mode == COW else "lend", frame=page.frame, address=va, bytes=0)
+    recorder.event("sink", "hold" if mode == COW else "lend", frame=page.frame, address=va)
     if ticket is not None:
         ticket.add()
     return Segment(mode, length, page=page, start=start, intended=intended, ticket=ticket)

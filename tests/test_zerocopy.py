@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import struct
 
 from kernel import errno
 from kernel.syszerocopy import SPLICE_F_NONBLOCK, VMG_ZEROCOPY, ZC_WAIT
 from tests.test_pipes import COMMON, EXIT, FORK, PIPE, PIPE2, READ, WRITE, each_result_to_stdout, syscall
+from tools import trace_schema
+from tools.cli import main
 
 OPEN, MMAP, IOCTL, MUNMAP, VMSPLICE, ZC_REAP = 2, 9, 16, 11, 278, 1000
 O_WRONLY, O_NONBLOCK = 1, 0o4000
@@ -294,3 +297,110 @@ def test_a_full_pipe_blocks_vmsplice_unless_splice_f_nonblock_even_with_o_nonblo
 """))
     assert blocking.status == 128 + 9
     assert blocking.kernel.recorder.count("sink", "lend") == 16
+
+
+def test_a_blocking_write_bigger_than_the_wire_waits_while_the_cpu_idles_and_returns_the_whole_count(run):
+    result, seen = traced(run, program(f"""
+{syscall(MMAP, 0, 1 << 20, 3, 0x22)}
+    mov qword ptr [rip + iov], rax
+    mov rsi, rax
+{OPEN_WIRE}
+    mov edi, dword ptr [rip + wire]
+    mov rsi, qword ptr [rip + iov]
+    mov edx, {1 << 20}
+    mov eax, {WRITE}
+    syscall
+    cmp rax, {1 << 20}
+    jne error
+"""))
+    assert result.status == 0
+    kernel = result.kernel
+    # 256K go in at once; each wait lasts until the peer has taken that 256K segment (64,000
+    # instructions at 4096 bytes per 1000), so the call is made 4 times in all.
+    assert kernel.recorder.count("syscall", "write") == 4
+    # The peer takes 1 MiB in 256,000 instructions from the first byte sent, plus one instruction
+    # for each of the 3 calls made again (the syscall instruction runs while the wire is empty).
+    # The program ran for only a few: the rest was idle time, not counted as instructions retired.
+    first_send = next(e["t"] for e in seen if e["type"] == "sink")
+    assert kernel.machine.now == first_send + 256_000 + 3
+    assert kernel.machine.idle_time == kernel.machine.now - kernel.machine.retired > 255_000
+    assert kernel.recorder.amount("sink", "copy") == kernel.recorder.amount("sink", "deliver") == 1 << 20
+
+
+def test_cow_sends_after_fork_never_let_either_process_write_to_the_page_in_flight(run):
+    result, seen = traced(run, program(f"""
+    mov byte ptr [rip + page], 1
+{OPEN_WIRE}
+{syscall(IOCTL, WIRE, VMG_ZEROCOPY, 1)}
+{syscall(WRITE, WIRE, "page", 4096)}
+{syscall(FORK)}
+    mov byte ptr [rip + page], 2
+    test rax, rax
+    jz child_done
+{syscall(61, -1, 0, 0, 0)}
+    mov byte ptr [rip + page], 3
+child_done:
+"""))
+    assert result.status == 0
+    rec = result.kernel.recorder
+    # The child's write copies the page up (the parent still shares the object); the
+    # parent's first write does too, and its second finds its own copy, writable.
+    assert count(seen, "page", "copy", reason="cow") == 2
+    assert count(seen, "page", "copy", reason="cow-send") == 0
+    assert rec.count("sink", "hold") == rec.count("sink", "release") == 1
+    assert rec.amount("sink", "deliver") == 4096 and rec.amount("sink", "corrupt") == 0
+
+
+def test_a_cow_send_into_a_pipe_reaches_the_reader_as_it_was_at_the_send(run):
+    result = run(program(f"""
+    mov dword ptr [rip + page], 0x41414141
+{syscall(PIPE, "fds")}
+{syscall(IOCTL, W, VMG_ZEROCOPY, 1)}
+{syscall(WRITE, W, "page", 4096)}
+    mov dword ptr [rip + page], 0x42424242
+{syscall(READ, R, "buffer", 4)}
+{syscall(WRITE, 1, "buffer", 4)}
+{syscall(WRITE, 1, "page", 4)}
+"""))
+    assert result.stdout == b"AAAABBBB"
+    rec = result.kernel.recorder
+    assert rec.count("sink", "hold") == 1 and rec.count("page", "copy") == 1
+    assert rec.amount("sink", "corrupt") == 0
+
+
+def test_a_cow_write_into_a_full_nonblocking_pipe_sends_what_fits_then_gets_eagain(run):
+    steps = [
+        syscall(PIPE2, "fds", O_NONBLOCK),
+        syscall(IOCTL, W, VMG_ZEROCOPY, 1),
+        syscall(WRITE, W, "big", 17 * 4096),     # 16 slots: 16 pages held
+        syscall(WRITE, W, "big", 4096),          # full: EAGAIN
+        syscall(WRITE, W, "big + 1", 10),        # full: EAGAIN for a copied piece too
+    ]
+    result = run(each_result_to_stdout(steps, data=".bss\n.align 4096\nbig: .zero 17 * 4096\n"))
+    assert struct.unpack("<5q", result.stdout) == (0, 0, 16 * 4096, -errno.EAGAIN, -errno.EAGAIN)
+    assert result.kernel.recorder.count("sink", "hold") == result.kernel.recorder.count("sink", "release") == 16
+
+
+def test_a_trace_of_every_way_of_sending_follows_the_schema(build, tmp_path):
+    source = program(f"""
+    mov byte ptr [rip + page], 7
+{OPEN_WIRE}
+{syscall(WRITE, WIRE, "page", 100)}
+{syscall(IOCTL, WIRE, VMG_ZEROCOPY, 1)}
+{syscall(WRITE, WIRE, "page", 4096)}
+    mov byte ptr [rip + page], 8
+{syscall(PIPE, "fds")}
+    lea rax, [rip + page2]
+    mov qword ptr [rip + iov], rax
+{syscall(VMSPLICE, W, "iov", 1, 0)}
+    mov byte ptr [rip + page2], 9
+{syscall(READ, R, "buffer", 4096)}
+{syscall(ZC_REAP, W, "buffer", 1, 0)}
+""")
+    path = tmp_path / "sends.jsonl"
+    assert main(["run", build(source), "--trace", str(path)]) == 0
+    header, *events = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(e, trace_schema.validate_event(e)) for e in events if trace_schema.validate_event(e)] == []
+    sink_kinds = {e["kind"] for e in events if e["type"] == "sink"}
+    assert sink_kinds == {"copy", "hold", "lend", "release", "deliver", "corrupt", "complete"}
+    assert {e["kind"] for e in events if e["type"] == "page"} >= {"orphan", "copy"}
