@@ -48,7 +48,7 @@ class Recorder:
             if fields.get("depth"):
                 self.fault_depths[fields["depth"]] += 1
         elif type_ == "tlb" or (type_ == "pte" and kind == "write"):
-            self.reasons[(type_, kind, fields["reason"])] += 1
+            self.reasons[(type_, kind, fields.get("reason"))] += 1
         elif type_ == "sink":
             self.amounts[(self.pid, type_, kind)] += fields.get("bytes", 0)
         if self.sink is not None:
