@@ -19,6 +19,7 @@ from emulator import _native
 
 
 class _ClockState(ctypes.Structure):
+    # `retired` is virtual time: the C hook adds each instruction, `advance` the time the CPU idles.
     _fields_ = [("retired", ctypes.c_uint64), ("limit", ctypes.c_uint64),
                 ("stop", ctypes.c_void_p), ("expired", ctypes.c_uint64)]
 
@@ -37,7 +38,12 @@ class InstructionClock:
 
     @property
     def now(self) -> int:
+        """Virtual time: instructions retired, plus the time `advance` let pass."""
         return self._state.retired
+
+    def advance(self, instructions: int) -> None:
+        """Let as much time pass as `instructions` take, with none retiring (the CPU idles)."""
+        self._state.retired += instructions
 
     def reader(self) -> Callable[[], int]:
         """A function returning `now`, called without a Python frame: the recorder stamps every traced event."""

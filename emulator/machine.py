@@ -97,8 +97,8 @@ class Machine:
         self.deterministic = deterministic
         self.clock = InstructionClock(self.engine) if deterministic else None
         self.idle_time = 0
-        retired = self.clock.reader() if self.clock else (lambda: 0)
-        self.recorder.clock = lambda: retired() + self.idle_time   # `now`, in one Python call: it stamps every event
+        # `now`, read without a Python frame when there is a clock: it stamps every traced event.
+        self.recorder.clock = self.clock.reader() if self.clock else (lambda: self.idle_time)
         self.cr3 = 0
         self.page_fault_handler: PageFaultHandler = lambda va, access, error: False
         self.syscall_handler: SyscallHandler = lambda: None
@@ -128,16 +128,18 @@ class Machine:
     @property
     def now(self) -> int:
         """Virtual time: instructions retired (none counted when not deterministic), plus idle time."""
-        return (self.clock.now if self.clock else 0) + self.idle_time
+        return self.clock.now if self.clock else self.idle_time
 
     @property
     def retired(self) -> int:
         """Instructions user code retired: virtual time without the idle time."""
-        return self.clock.now if self.clock else 0
+        return self.clock.now - self.idle_time if self.clock else 0
 
     def idle(self, instructions: int) -> None:
         """Let virtual time pass with nothing to run, as a CPU idles while every process waits for a device."""
         self.idle_time += instructions
+        if self.clock:
+            self.clock.advance(instructions)
 
     def set_page_table_root(self, cr3: int, reason: str) -> None:
         """Load CR3, which (without PCIDs or global pages) flushes the whole TLB."""
