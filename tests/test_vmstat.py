@@ -41,6 +41,7 @@ def _collect(result):
 def test_the_fork_program_counted_under_freebsd_names(run):
     counters = _collect(run(FORK_AND_WRITE))
     assert counters["freebsd_vmstat"] == {
+        "swtch": 3,           # CR3 loads: the parent, the child, the parent again
         "vm_faults": 7,       # file 2, zero-fill 2, resident 1, cow-copy 2 (tests/test_fork.py)
         "zfod": 2,            # the parent's bss and stack pages, before the fork
         "cow_faults": 2,      # the parent's write of 2 and the child's write of 7 each copy the bss page

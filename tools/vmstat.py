@@ -24,6 +24,7 @@ class VMStat(NamedTuple):
 
 
 FREEBSD = (
+    VMStat("swtch", "cpu context switches", (("tlb", "invalidate-all", "context-switch"),)),
     VMStat("vm_faults", "total VM faults taken", (("fault", None, None),)),
     VMStat("zfod", "zero fill pages zeroed", (("fault", fault.ZERO_FILL, None),)),
     VMStat("cow_faults", "copy-on-write faults", (("fault", fault.COW_COPY, None), ("fault", fault.COW_MOVE, None))),
