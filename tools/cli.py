@@ -241,7 +241,7 @@ def command_run(args: argparse.Namespace) -> int:
                         wire_capacity=args.wire_buffer)
         if args.trace:
             try:
-                trace_file = cleanup.enter_context(open(args.trace, "wb"))
+                trace_file = cleanup.enter_context(open(args.trace, "wb", buffering=trace.BUFFER_SIZE))
             except OSError as error:
                 _error(f"{args.trace}: {error.strerror}")
                 return 2

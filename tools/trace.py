@@ -18,6 +18,7 @@ from emulator.recorder import TraceSink
 
 FORMAT = "vmgames-trace"
 VERSION = 2   # 2 added the map events
+BUFFER_SIZE = 1 << 20   # open trace files with this buffer: 8 KiB ones cost a write call every ~80 events
 EVENT_TYPES = ("fault", "tlb", "pte", "page", "object", "sink", "syscall", "proc", "map")
 
 
