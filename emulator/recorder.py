@@ -44,9 +44,8 @@ class Recorder:
                     self.frames_peak = self.frames_in_use
             elif kind == "free":
                 self.frames_in_use -= 1
-        elif type_ == "fault":
-            if fields.get("depth"):
-                self.fault_depths[fields["depth"]] += 1
+        elif type_ == "fault" and fields.get("depth"):
+            self.fault_depths[fields["depth"]] += 1
         elif type_ == "tlb" or (type_ == "pte" and kind == "write"):
             self.reasons[(type_, kind, fields.get("reason"))] += 1
         elif type_ == "sink":
