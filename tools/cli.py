@@ -91,7 +91,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                      help="put a variable in the program's environment (it starts empty, for reproducibility)")
     run.add_argument("--snapshot-at", metavar="N|exit",
                      help="draw the address spaces and shadow chains when N instructions have run, or just before "
-                          "the first process exits (Graphviz DOT; SVG too if graphviz is installed)")
+                          "the first process exits (Graphviz DOT; SVG too if graphviz is installed), and list each "
+                          "map as procstat -v does (on stderr and in a .txt beside it)")
     run.add_argument("--snapshot", metavar="FILE", default="vmgames-snapshot.dot",
                      help="where --snapshot-at writes (default vmgames-snapshot.dot)")
     run.add_argument("--fast", action="store_true",
@@ -147,8 +148,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     report = commands.add_parser(
         "report", help="summarise a trace written by vmgames run --trace",
         description="Summarise a trace: events by type and kind per process, the top faulting instructions "
-                    "(disassembled from the traced program), TLB invalidations by reason, and the shadow-chain "
-                    "depth over virtual time.")
+                    "(disassembled from the traced program), TLB invalidations by reason (with Linux's), the "
+                    "counters under FreeBSD's vmstat -s names, the shadow-chain depth over virtual time, and each "
+                    "process's last map as procstat -v shows it.")
     report.add_argument("trace", help="a trace file (JSON Lines, from vmgames run --trace)")
     report.add_argument("--csv", metavar="DIR", help="also write the tables as CSV files (tidy, for pandas) to DIR")
     report.add_argument("--top", type=int, default=10, metavar="N", help="faulting instructions to list (default 10)")
