@@ -2,10 +2,11 @@
 
 Execution never leaves the kernel's own scheduler.  The stub stops it from
 the inside and talks to gdb right there, until gdb resumes:
-- a breakpoint is a Unicorn code hook on its address, so the stop comes
-  before the instruction runs, in whichever process reaches it;
-- a single step (and the stop after a watched write) is a code hook on every
-  address that stops at the stepping process's next instruction;
+- one Unicorn code hook sees every instruction while gdb is attached (a hook
+  added in the middle of a translated block would only start with the next
+  block): it stops before an instruction at a breakpoint runs, in whichever
+  process reaches it, and at the stepping process's next instruction after a
+  single step or a watched write;
 - `monitor break fault`/`break syscall` stop in the kernel's debugger hooks,
   before vm_fault or the syscall runs (`monitor step-kernel` stops after);
 - a fatal fault stops with its signal before the kernel kills the process;
@@ -89,10 +90,10 @@ class GdbStub:
         self.stop: Stop | None = None
         self.waiting = False                  # gdb resumed us and waits for a stop reply
         self.thread = 0                       # Hg: whose registers and memory (0: the stopped one)
-        self.breakpoints: dict[int, int] = {}
+        self.breakpoints: set[int] = set()
         self.watchpoints: dict[tuple[int, int], int] = {}
         self.step: tuple[int, int, int, str] | None = None   # pid, clock at the stop, instructions to skip, reason
-        self._step_hook: int | None = None
+        self._code_hook = self.engine.hook_add(unicorn.UC_HOOK_CODE, self._on_instruction)
         self.fault_breaks: set[str] = set()
         self.syscall_breaks: set[str] = set()
         self.fault_stop: _FaultStop | None = None
@@ -131,11 +132,11 @@ class GdbStub:
         print(f"vmgames: {why}", file=self.log)
         self.conn.close()
         self.conn = None
-        for handle in [*self.breakpoints.values(), *self.watchpoints.values()]:
+        for handle in [self._code_hook, *self.watchpoints.values()]:
             self.engine.hook_del(handle)
         self.breakpoints.clear()
         self.watchpoints.clear()
-        self._end_step()
+        self.step = None
         self.fault_breaks.clear()
         self.syscall_breaks.clear()
 
@@ -276,34 +277,29 @@ class GdbStub:
     def _arm_step(self, pid: int, skip: int, reason: str) -> None:
         """Stop before the next instruction `pid` starts, after `skip` more of its instructions begin."""
         self.step = (pid, self.machine.now, skip, reason)
-        if self._step_hook is None:
-            self._step_hook = self.engine.hook_add(unicorn.UC_HOOK_CODE, self._on_step)
 
-    def _end_step(self) -> None:
-        self.step = None
-        if self._step_hook is not None:
-            self.engine.hook_del(self._step_hook)
-            self._step_hook = None
+    def _on_instruction(self, engine, address: int, size: int, user_data) -> None:
+        pid = self.kernel.current.pid
+        if self.step is not None and self.step[0] == pid and self.machine.now != self.step[1]:
+            _, armed_at, skip, reason = self.step
+            if skip:
+                self.step = (pid, armed_at, skip - 1, reason)
+            else:
+                self.step = None
+                self.serve(Stop(pid, SIGTRAP, reason))
+                return
+        if address in self.breakpoints and (self.machine.now, address) != self._last_stop:
+            self.serve(Stop(pid, SIGTRAP, "swbreak:;"))
 
-    def _on_step(self, engine, address: int, size: int, user_data) -> None:
-        if self.step is None:
+    def _on_watched_write(self, engine, access: int, paddr: int, size: int, value: int, watched) -> None:
+        va, length = watched
+        proc = self.kernel.current
+        leaf = monitor.leaf_pte(proc, va)
+        if not leaf & E.P:
             return
-        pid, armed_at, skip, reason = self.step
-        if self.kernel.current is None or self.kernel.current.pid != pid or self.machine.now == armed_at:
-            return
-        if skip:
-            self.step = (pid, armed_at, skip - 1, reason)
-            return
-        self._end_step()
-        self.serve(Stop(pid, SIGTRAP, reason))
-
-    def _on_breakpoint(self, engine, address: int, size: int, user_data) -> None:
-        if (self.machine.now, address) == self._last_stop:
-            return
-        self.serve(Stop(self.kernel.current.pid, SIGTRAP, "swbreak:;"))
-
-    def _on_watched_write(self, engine, access: int, address: int, size: int, value: int, user_data) -> None:
-        self._arm_step(self.kernel.current.pid, 0, f"watch:{address:x};")
+        start = (leaf & E.ADDR_MASK) | (va & 0xFFF)
+        if paddr < start + length and start < paddr + size:
+            self._arm_step(proc.pid, 0, f"watch:{va:x};")
 
     def _poll(self, kernel: Kernel) -> None:
         kernel.pause_at = self.machine.now + POLL_EVERY
@@ -531,19 +527,23 @@ class GdbStub:
 
     def _breakpoint(self, insert: bool, kind: int, address: int, length: int = 1) -> bytes:
         if kind == 0:
-            if insert and address not in self.breakpoints:
-                self.breakpoints[address] = self.engine.hook_add(unicorn.UC_HOOK_CODE, self._on_breakpoint,
-                                                                 begin=address, end=address)
-            elif not insert and address in self.breakpoints:
-                self.engine.hook_del(self.breakpoints.pop(address))
+            if insert:
+                self.breakpoints.add(address)
+            else:
+                self.breakpoints.discard(address)
             return b"OK"
         if kind == 2:
             key = (address, length)
             if not 0 < length <= 8:
                 return b"E01"
             if insert and key not in self.watchpoints:
+                # Unicorn reports a store by its physical address here (the TLB is virtual), so the hook sees
+                # every store and checks where the watched range lives in the storing process.
                 self.watchpoints[key] = self.engine.hook_add(unicorn.UC_HOOK_MEM_WRITE, self._on_watched_write,
-                                                             begin=address, end=address + length - 1)
+                                                             user_data=key)
+                # Code translated (and TLB entries filled) before a memory hook existed store without asking it.
+                self.engine.ctl_flush_tb()
+                self.engine.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)
             elif not insert and key in self.watchpoints:
                 self.engine.hook_del(self.watchpoints.pop(key))
             return b"OK"
