@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import bdb
 import contextlib
 import json
 import os
@@ -267,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
     except KeyboardInterrupt:
         _error("interrupted")
+        return 130
+    except bdb.BdbQuit:
+        _error("quit from the debugger (--break-on)")
         return 130
 
 
