@@ -17,6 +17,7 @@ from emulator.machine import Machine
 from kernel.kernel import Kernel
 from kernel.vm.fault import predict_kind
 from tools.gdb.protocol import frame
+from tools.gdb.registers import target_xml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COWFORK = os.path.join(ROOT, "build", "cowfork")
@@ -228,3 +229,51 @@ def test_break_on_fault_stops_in_pdb_with_the_fault_in_scope():
     bad = subprocess.run([sys.executable, "-m", "tools.cli", "run", COWFORK, "--break-on", "fault:sideways"],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and bad.stderr.startswith("vmgames: unknown fault kind 'sideways'; kinds: zero-fill")
+
+
+@needs_gdb
+def test_a_fatal_fault_stops_with_its_signal_before_the_kernel_kills_the_process():
+    output, vm_output, status = gdb(os.path.join(ROOT, "build", "segv"), "continue", "p/x $pc", "continue")
+    assert "vmgames: process 1 will be killed by SIGSEGV: 0x403000 (permission denied)" in output
+    assert "Program received signal SIGSEGV, Segmentation fault.\n0x000000000040104e in _start ()" in output
+    assert "Program terminated with signal SIGSEGV" in output
+    assert "killed by SIGSEGV: write of 0x403000 (permission denied) at 0x40104e" in vm_output
+    assert status == 128 + 11
+
+
+@needs_gdb
+def test_break_syscall_stops_before_the_kernel_and_registers_written_at_a_breakpoint_stick():
+    output, vm_output, status = gdb(COWFORK, "monitor break syscall wait4", "continue", "p $rax", "p $rdi",
+                                    "set var $rax = 7", "monitor break clear", "break child", "continue",
+                                    "set var $rax = 77", "stepi", "p $rax", "detach")
+    assert "vmgames: process 1 calls wait4 (before the kernel handles it)" in output
+    assert "$1 = 61\n$2 = 2\n" in output              # wait4(2, ...)
+    assert "Could not write register \"rax\"; remote failure reply 'E01'" in output   # not in a syscall
+    assert "Thread 2 hit Breakpoint 1, 0x0000000000401036 in child ()" in output
+    assert "$3 = 77\n" in output
+    assert "[Inferior 1 (Remote target) detached]" in output
+    assert vm_output.startswith("child: value = 2\nparent: value = 1\n") and "gdb detached; running on" in vm_output
+    assert status == 0
+
+
+def test_target_description_in_pieces_and_no_ack_mode():
+    vm, port = _start(COWFORK)
+    sock = _raw(port)
+    whole = b""
+    while True:
+        reply = _exchange(sock, b"qXfer:features:read:target.xml:%x,200" % len(whole))
+        whole += reply[1:]
+        if reply[:1] == b"l":
+            break
+        assert reply[:1] == b"m" and len(reply) == 1 + 0x200
+    assert whole.decode() == target_xml()
+    assert '<reg name="fs_base" bitsize="64" type="int" regnum="57"/>' in whole.decode()
+    assert _exchange(sock, b"QStartNoAckMode") == b"OK"
+    sock.sendall(b"$g#00" + frame(b"p39"))             # without acks a bad packet is dropped, not refused
+    data = b""
+    while not re.fullmatch(rb"\$[0-9a-f]*#[0-9a-f]{2}", data):
+        data += sock.recv(65536)
+    assert data.startswith(b"$0000000000000000#")      # fs_base (register 0x39) of a fresh process
+    sock.sendall(frame(b"D"))
+    out, _ = vm.communicate(timeout=TIMEOUT)
+    assert out == b"child: value = 2\nparent: value = 1\n"

@@ -116,8 +116,9 @@ class Connection:
                 good = int(sent, 16) == checksum(body)
             except ValueError:
                 good = False
-            if not good and self.acks:
-                self._send_raw(b"-")
+            if not good:
+                if self.acks:
+                    self._send_raw(b"-")
                 continue
             if self.acks:
                 self._send_raw(b"+")

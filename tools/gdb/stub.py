@@ -73,9 +73,8 @@ class Stop(NamedTuple):
 
 @dataclass
 class _FaultStop:
-    proc: Process
-    va: int
-    kind: str
+    """A stop before vm_fault: the PTE then, and whether gdb asked to stop again after it."""
+
     pte_before: int
     step_kernel: bool = False
 
@@ -137,8 +136,10 @@ class GdbStub:
         self.breakpoints.clear()
         self.watchpoints.clear()
         self.step = None
-        self.fault_breaks.clear()
-        self.syscall_breaks.clear()
+        self.fault_stop = None
+        kernel = self.kernel
+        kernel.before_fault = kernel.after_fault = kernel.before_syscall = kernel.on_pause = kernel.pause_at = None
+        kernel.recorder.sink = self.tap.downstream
 
     def finish(self, init: Process) -> None:
         """The last process is gone: tell a waiting gdb how the program ended."""
@@ -323,12 +324,13 @@ class GdbStub:
         if "any" not in self.fault_breaks and kind not in self.fault_breaks:
             return
         before = monitor.leaf_pte(proc, va)
-        self.fault_stop = _FaultStop(proc, va, kind, before)
+        self.fault_stop = _FaultStop(before)
         note = (f"vmgames: process {proc.pid} faults at rip {self._rip(proc):#x}: {mmu.ACCESS_NAMES[access]} "
                 f"of {va:#x}, error code {error_code:#x}, kind {kind} (before the kernel handles it)\n"
                 f"vmgames: PTE before: {monitor.describe_pte(before)}\n"
                 f"vmgames: 'monitor step-kernel' runs the fault handler and stops after it")
-        self.serve(Stop(proc.pid, SIGTRAP, note=note, writable=False))
+        # An instruction fetch faults before the instruction starts (and is counted); data faults in the middle.
+        self.serve(Stop(proc.pid, SIGTRAP, in_engine=access != mmu.FETCH, note=note, writable=False))
         if self.fault_stop is not None and not self.fault_stop.step_kernel:
             self.fault_stop = None
 
@@ -376,12 +378,13 @@ class GdbStub:
             elif name in ("pte", "chain") and len(args) == 1:
                 va = int(args[0], 0)
                 text = monitor.pte(proc, va) if name == "pte" else monitor.chain(proc, va)
-            elif name == "tlb":
-                text = monitor.tlb(self.kernel, self.tap, int(args[0]) if args else 10)
+            elif name in ("tlb", "faults"):
+                count = int(args[0], 0) if args else 10
+                if count < 1:
+                    return self._output(f"monitor {name} N: N must be at least 1")
+                text = monitor.tlb(self.kernel, self.tap, count) if name == "tlb" else monitor.faults(self.tap, count)
             elif name == "stats":
                 text = monitor.stats(self.kernel)
-            elif name == "faults":
-                text = monitor.faults(self.tap, int(args[0]) if args else 10)
             elif name == "break":
                 text = self._monitor_break(args)
             elif name == "step-kernel":
