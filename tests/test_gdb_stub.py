@@ -222,8 +222,9 @@ def test_break_on_fault_stops_in_pdb_with_the_fault_in_scope():
     result = subprocess.run([sys.executable, "-m", "tools.cli", "run", COWFORK, "--break-on", "fault:cow-copy"],
                             input=commands, capture_output=True, text=True, cwd=ROOT, timeout=TIMEOUT,
                             env={**os.environ, "PYTHONBREAKPOINT": ""})
-    assert ("vmgames: process 2 faults at rip 0x401036: write of 0x403000, kind cow-copy, the page is at level 0 "
-            "of the chain") in result.stdout
+    assert ("vmgames: process 2 faults at rip 0x401036: write of 0x403000, kind cow-copy, the page is in object 2, "
+            "level 0 of the chain (one level down once the handler pushes a shadow: the entry is needs-copy).\n"
+            ) in result.stdout
     assert "(Pdb) ('cow-copy', '0x403000', 1)" in result.stdout
     assert result.returncode == 0
     bad = subprocess.run([sys.executable, "-m", "tools.cli", "run", COWFORK, "--break-on", "fault:sideways"],
@@ -276,4 +277,21 @@ def test_target_description_in_pieces_and_no_ack_mode():
     assert data.startswith(b"$0000000000000000#")      # fs_base (register 0x39) of a fresh process
     sock.sendall(frame(b"D"))
     out, _ = vm.communicate(timeout=TIMEOUT)
+    assert out == b"child: value = 2\nparent: value = 1\n"
+
+
+@needs_gdb
+def test_the_tutorial_session_is_what_gdb_shows():
+    with open(os.path.join(ROOT, "docs", "gdb-tutorial.md"), encoding="utf-8") as f:
+        transcript = re.search(r"\$ gdb -q build/cowfork\n(.*?)```", f.read(), re.S).group(1)
+    commands = [line[len("(gdb) "):] for line in transcript.splitlines() if line.startswith("(gdb) ")]
+    assert commands[0] == "target remote :1234" and "monitor step-kernel" in commands
+    vm, port = _start("build/cowfork")
+    script = ["set pagination off"]
+    for command in commands:
+        script += [f"echo (gdb) {command}\\n", command.replace(":1234", f"127.0.0.1:{port}")]
+    result = subprocess.run(["gdb", "-q", "-batch", "-nx", *(x for c in script for x in ("-ex", c)), "build/cowfork"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT, cwd=ROOT)
+    out, _ = vm.communicate(timeout=TIMEOUT)
+    assert result.stdout == transcript
     assert out == b"child: value = 2\nparent: value = 1\n"

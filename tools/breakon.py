@@ -46,10 +46,14 @@ def _fault(proc: Process, va: int, access: int, error_code: int, wanted: str) ->
     entry = proc.vmspace.map.lookup(va)
     where = fault.find_page(entry, va) if entry is not None else None   # (object, pindex, level, page)
     rip = proc.kernel.machine.cpu.rip
-    found = f"at level {where[2]} of the chain" if where and where[3] is not None else "in no object yet"
+    found = "in no object yet"
+    if where is not None and where[3] is not None:
+        found = f"in object {where[0].id}, level {where[2]} of the chain"
+        if entry.needs_copy and access == mmu.WRITE:
+            found += " (one level down once the handler pushes a shadow: the entry is needs-copy)"
     print(f"vmgames: process {proc.pid} faults at rip {rip:#x}: {mmu.ACCESS_NAMES[access]} of {va:#x}, "
-          f"kind {kind}, the page is {found}; in scope: proc, va, access, error_code, kind, entry, where. "
-          "'step' (s) walks on into vm_fault (3 steps) and its chain lookup; 'continue' (c) runs on.")
+          f"kind {kind}, the page is {found}.\nvmgames: in scope: proc, va, access, error_code, kind, entry, "
+          "where (object, index, level, page); 'step' walks on into vm_fault, 'continue' runs on.")
     breakpoint()
 
 
@@ -58,5 +62,5 @@ def _syscall(proc: Process, number: int, wanted: str) -> None:
     if name != wanted:
         return
     print(f"vmgames: process {proc.pid} calls {name}; in scope: proc, number, name. "
-          "'step' (s) walks on into the kernel's dispatch; 'continue' (c) runs on.")
+          "'step' walks on into the kernel's dispatch, 'continue' runs on.")
     breakpoint()

@@ -49,8 +49,8 @@ monitor chain ADDR          the shadow chain at ADDR and which level holds the p
 monitor tlb [N]             CR3, invalidation counts, the last N invalidations
 monitor stats               what the kernel did so far (the --stats table)
 monitor faults [N]          the last N faults (default 10)
-monitor break fault [KIND]  stop before the kernel handles the next fault (of KIND)
-monitor break syscall NAME  stop before the kernel handles the next syscall NAME
+monitor break fault [KIND]  stop before the kernel handles each fault (of KIND), until 'break clear'
+monitor break syscall NAME  stop before the kernel handles each syscall NAME, until 'break clear'
 monitor break clear         forget every fault and syscall break
 monitor step-kernel         (stopped before a fault) let vm_fault run, then stop again
 kinds: """ + ", ".join(fault.KINDS)
