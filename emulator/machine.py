@@ -96,6 +96,7 @@ class Machine:
         self.tlb = TLB(self.engine, self.recorder)
         self.deterministic = deterministic
         self.clock = InstructionClock(self.engine) if deterministic else None
+        self.idle_time = 0
         self.cr3 = 0
         self.page_fault_handler: PageFaultHandler = lambda va, access, error: False
         self.syscall_handler: SyscallHandler = lambda: None
@@ -124,8 +125,17 @@ class Machine:
 
     @property
     def now(self) -> int:
-        """Virtual time: instructions retired (0 when not deterministic)."""
+        """Virtual time: instructions retired (none counted when not deterministic), plus idle time."""
+        return (self.clock.now if self.clock else 0) + self.idle_time
+
+    @property
+    def retired(self) -> int:
+        """Instructions user code retired: virtual time without the idle time."""
         return self.clock.now if self.clock else 0
+
+    def idle(self, instructions: int) -> None:
+        """Let virtual time pass with nothing to run, as a CPU idles while every process waits for a device."""
+        self.idle_time += instructions
 
     def set_page_table_root(self, cr3: int, reason: str) -> None:
         """Load CR3, which (without PCIDs or global pages) flushes the whole TLB."""

@@ -28,6 +28,7 @@ class Recorder:
         self.frames_in_use = 0
         self.frames_peak = 0
         self.fault_depths: Counter[int] = Counter()   # shadow-chain depth seen by each resolved fault
+        self.amounts: Counter[tuple[int, str, str]] = Counter()   # bytes moved by sink events
         self.sink: TraceSink | None = None
         self.clock: Callable[[], int] = lambda: 0
 
@@ -43,6 +44,8 @@ class Recorder:
                 self.frames_in_use -= 1
         elif type_ == "fault" and fields.get("depth"):
             self.fault_depths[fields["depth"]] += 1
+        elif type_ == "sink":
+            self.amounts[(self.pid, type_, kind)] += fields.get("bytes", 0)
         if self.sink is not None:
             record = {"t": self.clock(), "pid": self.pid, "type": type_, "kind": kind}
             record.update(fields)
@@ -52,6 +55,11 @@ class Recorder:
         """How many events of a type (and kind, and process, if given) were recorded."""
         return sum(n for (p, t, k), n in self.counts.items()
                    if t == type_ and (kind is None or k == kind) and (pid is None or p == pid))
+
+    def amount(self, type_: str, kind: str, pid: int | None = None) -> int:
+        """The total of the `bytes` fields of one kind of sink event (bytes copied, delivered, ...)."""
+        return sum(n for (p, t, k), n in self.amounts.items()
+                   if t == type_ and k == kind and (pid is None or p == pid))
 
     def by_kind(self, type_: str, pid: int | None = None) -> dict[str, int]:
         """Counts of one event type by kind, over all processes or one."""

@@ -30,6 +30,7 @@ from kernel.vm import fault
 from kernel.vm.fault import FaultResult, vm_fault
 from kernel.vm.page import PageAllocator
 from kernel.vm.pmap import Pmap
+from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE, Wire
 
 DEFAULT_QUANTUM = 1_000_000      # instructions per scheduling slice
 # Host microseconds per slice when no instructions are counted.  Unicorn's
@@ -52,7 +53,8 @@ _SIGNAL_OF_FAULT = {fault.NOMEM: signals.SIGKILL, fault.BUSERR: signals.SIGBUS}
 class Kernel:
     def __init__(self, machine: Machine, root: str = ".", stdin: BinaryIO | None = None,
                  stdout: BinaryIO | None = None, stderr: BinaryIO | None = None,
-                 quantum: int = DEFAULT_QUANTUM, max_processes: int = DEFAULT_MAX_PROCESSES) -> None:
+                 quantum: int = DEFAULT_QUANTUM, max_processes: int = DEFAULT_MAX_PROCESSES,
+                 wire_rate: int = DEFAULT_WIRE_RATE, wire_capacity: int = DEFAULT_WIRE_CAPACITY) -> None:
         self.machine = machine
         self.recorder = machine.recorder
         self.allocator = PageAllocator(machine)
@@ -61,6 +63,9 @@ class Kernel:
         self.quantum = quantum
         self.max_processes = max_processes
         self.processes: dict[int, Process] = {}
+        self.wire_rate = wire_rate              # bytes per 1000 instructions
+        self.wire_capacity = wire_capacity      # bytes in flight on one wire
+        self.wires: list[Wire] = []             # open wires, and closed ones still delivering
         self.run_queue: deque[Process] = deque()
         self.current: Process | None = None
         self.loaded: Process | None = None      # whose registers are in the CPU
@@ -102,6 +107,27 @@ class Kernel:
         self.run_queue.append(proc)
         self.recorder.event("proc", "spawn", child=proc.pid, path=file.path)
         return proc
+
+    def open_wire(self) -> Wire:
+        wire = Wire(self, self.wire_rate, self.wire_capacity)
+        self.wires.append(wire)
+        return wire
+
+    def advance_wires(self) -> None:
+        """Let every wire's peer take what it could by now; forget closed wires that are empty."""
+        now = self.machine.now
+        for wire in self.wires:
+            wire.advance(now)
+        self.wires = [w for w in self.wires if w.references or w.queue]
+
+    def _idle(self) -> bool:
+        """Nothing can run: let time pass until a wire's peer takes its next segment. False if none is busy."""
+        busy = [w for w in self.wires if w.queue]
+        if not busy:
+            return False
+        self.machine.idle(min(w.time_to_next_segment() for w in busy))
+        self.advance_wires()
+        return True
 
     def new_context(self, rip: int, rsp: int):
         """A fresh register set; whatever was live on the CPU is saved first."""
@@ -194,8 +220,10 @@ class Kernel:
     # The scheduler.
 
     def run(self) -> None:
-        """Run processes round-robin until none is runnable."""
-        while self.run_queue:
+        """Run processes round-robin until none is runnable and every wire is empty."""
+        while self.run_queue or self._idle():
+            if not self.run_queue:
+                continue
             proc = self.run_queue.popleft()
             if proc.state != RUNNABLE:
                 continue
@@ -210,6 +238,8 @@ class Kernel:
                 # Paused inside the slice: finish it, so the schedule is the same as without a pause.
                 trap = self.machine.run(budget=self.quantum - budget)
             proc.instructions += self.machine.now - start
+            if self.wires:
+                self.advance_wires()
             if proc.state == SLEEPING:
                 # Make the syscall again when woken: rip back onto it; rax still holds its number.
                 self.machine.cpu.write(X.UC_X86_REG_RIP, self.machine.cpu.rip - SYSCALL_LENGTH)
@@ -253,6 +283,8 @@ class Kernel:
 
     def _page_fault(self, va: int, access: int, error_code: int) -> bool:
         proc = self.current
+        if self.wires:
+            self.advance_wires()    # a write to a page in flight copies it only if it is still in flight
         # Reading rip costs about as much as a page walk; only a trace needs it.
         rip = self.machine.cpu.rip if self.recorder.sink is not None else None
         if self.before_fault is not None:
@@ -267,6 +299,8 @@ class Kernel:
 
     def _syscall(self) -> None:
         proc = self.current
+        if self.wires:
+            self.advance_wires()
         number, *args = self.machine.cpu.syscall_registers()
         if self.before_syscall is not None:
             self.before_syscall(self, proc, number)

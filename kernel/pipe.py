@@ -7,8 +7,10 @@ they fit there), then fills fresh slots a page at a time; a slot is free again
 only once it has been read to its end.  So a pipe holds 65536 bytes when
 writes merge, fewer when they do not, and a write of at most PIPE_BUF bytes,
 fitting either in the last slot or in a free one, is never split: exactly
-Linux's capacities and EAGAINs.  A slot will later be able to hold a
-reference to a user's page instead of a copy (the zero-copy experiment).
+Linux's capacities and EAGAINs.  A slot can also hold part of a user's
+page instead of a copy: a copy-on-write send or a vmsplice (kernel/sink.py);
+such slots never take merged bytes, as Linux's gifted and spliced buffers
+do not.
 
 A syscall that must wait cannot stay inside the kernel here: it sleeps and is
 made again from the start once woken.  So a read is "take what is there, or
@@ -20,34 +22,22 @@ there and returns the full count once everything is in, as Linux's does.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from emulator.ram import PAGE_SIZE
 from kernel import errno, signals
 from kernel.errno import SyscallError
 from kernel.file import OpenFile
+from kernel.sink import COPY, Segment, SinkEnd
 from kernel.uaccess import copyin, copyout
 
 if TYPE_CHECKING:
+    from kernel.kernel import Kernel
     from kernel.proc import Process
 
 PIPE_SLOTS = 16                           # Linux's PIPE_DEF_BUFFERS
 PIPE_CAPACITY = PIPE_SLOTS * PAGE_SIZE    # 65536 bytes
 PIPE_BUF = 4096                           # writes of at most this many bytes are atomic (POSIX)
-
-
-@dataclass
-class PipeBuffer:
-    """One slot: the bytes written into its page, and how many of them were read."""
-
-    data: bytearray
-    offset: int = 0
-
-    @property
-    def unread(self) -> int:
-        return len(self.data) - self.offset
 
 
 class Pipe:
@@ -58,31 +48,35 @@ class Pipe:
     frees up or the last reader goes.
     """
 
-    def __init__(self, wakeup: Callable[[object], None]) -> None:
-        self.slots: deque[PipeBuffer] = deque()
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.slots: deque[Segment] = deque()
         self.size = 0                 # unread bytes
         self.readers = 1              # open read ends
         self.writers = 1              # open write ends
         self.readable_channel = ("pipe-readable", id(self))    # channels sleepers wait on
         self.writable_channel = ("pipe-writable", id(self))
-        self.written_before_sleep: dict[object, int] = {}   # blocked writer -> bytes of its write already in
-        self._wakeup = wakeup
+        self._wakeup = kernel.wakeup
 
     def full(self) -> bool:
         return len(self.slots) == PIPE_SLOTS
 
     def room_in_last_slot(self) -> int:
-        return PAGE_SIZE - len(self.slots[-1].data) if self.slots else 0
+        if not self.slots or self.slots[-1].mode != COPY:
+            return 0
+        return PAGE_SIZE - len(self.slots[-1].data)
 
     def merge(self, data: bytes) -> None:
         """Add bytes to the last slot (the caller checked they fit)."""
-        self.slots[-1].data += data
+        last = self.slots[-1]
+        last.data += data
+        last.length += len(data)
         self._added(len(data))
 
-    def push(self, data: bytes) -> None:
+    def push(self, segment: Segment) -> None:
         """Fill a free slot with at most a page of bytes (the caller checked there is one)."""
-        self.slots.append(PipeBuffer(bytearray(data)))
-        self._added(len(data))
+        self.slots.append(segment)
+        self._added(segment.length)
 
     def _added(self, length: int) -> None:
         self.size += length
@@ -90,31 +84,39 @@ class Pipe:
 
     def peek(self, length: int) -> bytes:
         """The first `length` unread bytes (at most), left in the pipe."""
+        ram = self.kernel.machine.ram.bytes
         out = bytearray()
         for slot in self.slots:
             if len(out) >= length:
                 break
-            out += slot.data[slot.offset:slot.offset + length - len(out)]
+            out += slot.peek(ram, length - len(out))
         return bytes(out)
 
-    def consume(self, length: int) -> None:
-        """Mark the first `length` unread bytes read, freeing the slots read to their end."""
-        self.size -= length
+    def consume(self, data: bytes) -> None:
+        """The reader took `data`, the first unread bytes: free the slots read to their end."""
+        self.size -= len(data)
         freed = False
-        while length:
+        while data:
             slot = self.slots[0]
-            taken = min(length, slot.unread)
-            slot.offset += taken
-            length -= taken
+            taken = min(len(data), slot.unread)
+            slot.taken(data[:taken], self.kernel.recorder)
+            data = data[taken:]
             if slot.unread == 0:
-                self.slots.popleft()
+                self.slots.popleft().release(self.kernel.allocator)
                 freed = True
         if freed:
             self._wakeup(self.writable_channel)
 
+    def drop(self) -> None:
+        """No reader is left: what is in the pipe will never be read, so the pages held go back."""
+        while self.slots:
+            self.slots.popleft().release(self.kernel.allocator)
+        self.size = 0
+
     def close_reader(self) -> None:
         self.readers -= 1
         if self.readers == 0:
+            self.drop()
             self._wakeup(self.writable_channel)     # blocked writers must now get EPIPE
 
     def close_writer(self) -> None:
@@ -142,7 +144,7 @@ class PipeReadEnd(OpenFile):
         if pipe.size:
             data = pipe.peek(count)
             copyout(proc, buf, data)
-            pipe.consume(len(data))
+            pipe.consume(data)
             return len(data)
         if pipe.writers == 0:
             return 0
@@ -155,28 +157,40 @@ class PipeReadEnd(OpenFile):
         self.pipe.close_reader()
 
 
-class PipeWriteEnd(OpenFile):
-    writable = True
-
+class PipeWriteEnd(SinkEnd):
     def __init__(self, pipe: Pipe) -> None:
-        super().__init__()
+        super().__init__(pipe.kernel)
         self.pipe = pipe
 
+    def room(self) -> int:
+        return 0 if self.pipe.full() else PAGE_SIZE
+
+    def accept(self, segment: Segment) -> None:
+        self.pipe.push(segment)
+
+    def sleep_for_room(self, proc: Process) -> None:
+        proc.kernel.sleep(proc, self.pipe.writable_channel)
+
+    def check_receiver(self, proc: Process) -> None:
+        if self.pipe.readers == 0:
+            _kill_by_sigpipe(proc)
+            raise SyscallError(errno.EPIPE)
+
     def write_from_user(self, proc: Process, segments: list[tuple[int, int]]) -> int:
-        """Write the segments' bytes as Linux's pipe_write does.
+        """Write the segments' bytes as Linux's pipe_write does (or send their pages, once zerocopy is on).
 
         Blocking: returns the whole count once everything is in.  Non-blocking:
         what went in (EAGAIN if nothing could).  No reader left: SIGPIPE, EPIPE.
         """
+        if self.zerocopy:
+            return super().write_from_user(proc, segments)
         pipe = self.pipe
         total = sum(length for _, length in segments)
         if total == 0:
             return 0
-        resumed = proc in pipe.written_before_sleep
-        written = pipe.written_before_sleep.pop(proc, 0)
-        if pipe.readers == 0:
-            _kill_by_sigpipe(proc)
-            raise SyscallError(errno.EPIPE)
+        resumed = proc in self.written_before_sleep
+        written = self.written_before_sleep.pop(proc, 0)
+        self.check_receiver(proc)
         try:
             tail = total % PAGE_SIZE
             if not resumed and tail and tail <= pipe.room_in_last_slot():
@@ -184,7 +198,7 @@ class PipeWriteEnd(OpenFile):
                 written = tail
             while written < total and not pipe.full():
                 length = min(PAGE_SIZE, total - written)
-                pipe.push(_gather(proc, segments, written, length))
+                pipe.push(Segment(COPY, length, data=bytearray(_gather(proc, segments, written, length))))
                 written += length
         except SyscallError:
             if written:
@@ -196,8 +210,8 @@ class PipeWriteEnd(OpenFile):
             if written:
                 return written
             raise SyscallError(errno.EAGAIN)
-        pipe.written_before_sleep[proc] = written
-        proc.kernel.sleep(proc, pipe.writable_channel)
+        self.written_before_sleep[proc] = written
+        self.sleep_for_room(proc)
         return 0
 
     def close(self) -> None:
@@ -205,7 +219,7 @@ class PipeWriteEnd(OpenFile):
 
 
 def _gather(proc: Process, segments: list[tuple[int, int]], skip: int, length: int) -> bytes:
-    """The segments' bytes [skip, skip + length), copied in from user memory."""
+    """The segments' bytes [skip, skip + length), copied in from user memory (and counted)."""
     out = bytearray()
     for base, size in segments:
         if skip >= size:
@@ -216,6 +230,7 @@ def _gather(proc: Process, segments: list[tuple[int, int]], skip: int, length: i
         skip = 0
         if len(out) == length:
             break
+    proc.kernel.recorder.event("sink", "copy", bytes=len(out))
     return bytes(out)
 
 
@@ -224,8 +239,8 @@ def _kill_by_sigpipe(proc: Process) -> None:
     proc.kernel.send_signal(proc, signals.SIGPIPE, "write to a pipe with no reader")
 
 
-def open_pipe(wakeup: Callable[[object], None], nonblocking: bool) -> tuple[PipeReadEnd, PipeWriteEnd]:
-    pipe = Pipe(wakeup)
+def open_pipe(kernel: Kernel, nonblocking: bool) -> tuple[PipeReadEnd, PipeWriteEnd]:
+    pipe = Pipe(kernel)
     ends = PipeReadEnd(pipe), PipeWriteEnd(pipe)
     for end in ends:
         end.nonblocking = nonblocking

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from kernel import errno, sysfile, sysmem, sysproc
+from kernel import errno, sysfile, sysmem, sysproc, syszerocopy
 from kernel.errno import SyscallError
 from kernel.proc import SLEEPING
 from kernel.vm.page import OutOfMemory
@@ -29,6 +29,7 @@ TABLE: dict[int, tuple[str, Handler]] = {
     10: ("mprotect", sysmem.sys_mprotect),
     11: ("munmap", sysmem.sys_munmap),
     12: ("brk", sysmem.sys_brk),
+    16: ("ioctl", syszerocopy.sys_ioctl),
     20: ("writev", sysfile.sys_writev),
     22: ("pipe", sysfile.sys_pipe),
     24: ("sched_yield", sysproc.sys_sched_yield),
@@ -50,7 +51,9 @@ TABLE: dict[int, tuple[str, Handler]] = {
     231: ("exit_group", sysproc.sys_exit),
     257: ("openat", sysfile.sys_openat),
     292: ("dup3", sysfile.sys_dup3),
+    278: ("vmsplice", syszerocopy.sys_vmsplice),
     293: ("pipe2", sysfile.sys_pipe2),
+    1000: ("zc_reap", syszerocopy.sys_zc_reap),     # vmgames' own (kernel/syszerocopy.py)
 }
 
 

@@ -12,6 +12,7 @@ from kernel.pipe import open_pipe
 from kernel.proc import MAX_FDS
 from kernel.sysproc import signed
 from kernel.uaccess import copyin_u64s, copyinstr, copyout
+from kernel.wire import WIRE_PATH
 
 if TYPE_CHECKING:
     from kernel.kernel import Kernel
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 MAX_RW_COUNT = 0x7FFF_F000   # Linux caps one read or write at this many bytes
 IOV_MAX = 1024
-O_ACCMODE, O_CREAT, O_TRUNC = 3, 0o100, 0o1000
+O_ACCMODE, O_WRONLY, O_CREAT, O_TRUNC = 3, 1, 0o100, 0o1000
 AT_FDCWD = -100
 O_NONBLOCK, O_CLOEXEC = 0o4000, 0o2000000
 
@@ -76,12 +77,29 @@ def sys_open(kernel: Kernel, proc: Process, path: int, flags: int, *_: int) -> i
 
 def sys_openat(kernel: Kernel, proc: Process, dirfd: int, path: int, flags: int, *_: int) -> int:
     name = copyinstr(proc, path, PATH_MAX)
+    if name == WIRE_PATH:
+        return _open_wire(kernel, proc, flags)
     if flags & O_ACCMODE or flags & (O_CREAT | O_TRUNC):
         raise SyscallError(errno.EROFS)
     if not name.startswith("/") and signed(dirfd) != AT_FDCWD:
         raise SyscallError(errno.EBADF if signed(dirfd) not in proc.files else errno.ENOTDIR)
     fd = proc.allocate_fd(RegularFile(kernel.fs.lookup(name)))
     if fd < 0:
+        raise SyscallError(errno.EMFILE)
+    if flags & O_CLOEXEC:
+        proc.cloexec.add(fd)
+    return fd
+
+
+def _open_wire(kernel: Kernel, proc: Process, flags: int) -> int:
+    """The wire only sends: it opens write-only (EACCES otherwise), never creates or truncates."""
+    if flags & O_ACCMODE != O_WRONLY:
+        raise SyscallError(errno.EACCES)
+    wire = kernel.open_wire()
+    wire.nonblocking = bool(flags & O_NONBLOCK)
+    fd = proc.allocate_fd(wire)
+    if fd < 0:
+        wire.references = 0
         raise SyscallError(errno.EMFILE)
     if flags & O_CLOEXEC:
         proc.cloexec.add(fd)
@@ -103,7 +121,7 @@ def sys_pipe2(kernel: Kernel, proc: Process, fds: int, flags: int, *_: int) -> i
     flags &= 0xFFFF_FFFF
     if flags & ~(O_NONBLOCK | O_CLOEXEC):
         raise SyscallError(errno.EINVAL)
-    read_end, write_end = open_pipe(kernel.wakeup, nonblocking=bool(flags & O_NONBLOCK))
+    read_end, write_end = open_pipe(kernel, nonblocking=bool(flags & O_NONBLOCK))
     installed = [fd for fd in (proc.allocate_fd(read_end), proc.allocate_fd(write_end)) if fd >= 0]
     try:
         if len(installed) < 2:

@@ -19,6 +19,7 @@ from kernel.vm.fault import NOMEM, vm_fault
 
 if TYPE_CHECKING:
     from kernel.proc import Process
+    from kernel.vm.page import VMPage
 
 
 def _frame_address(proc: Process, va: int, access: int) -> int:
@@ -80,6 +81,13 @@ def copyinstr(proc: Process, va: int, limit: int) -> str:
         out += chunk
         va += n
     raise SyscallError(errno.ENAMETOOLONG)
+
+
+def user_page(proc: Process, va: int) -> VMPage:
+    """The page mapped at `va`, faulted in for reading if need be (Linux's get_user_pages)."""
+    if va < 0 or va >= (1 << 47):
+        raise SyscallError(errno.EFAULT)
+    return proc.kernel.allocator.page_of(_frame_address(proc, va, mmu.READ) // PAGE_SIZE)
 
 
 def copyin_u64s(proc: Process, va: int, count: int) -> list[int]:

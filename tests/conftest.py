@@ -70,12 +70,18 @@ def build(tmp_path):
 
 @pytest.fixture
 def run(build, tmp_path):
-    """run(source, *args, ram=..., stdin=b"") -> Run, after every process has finished."""
-    def _run(source: str, *args: str, ram: int = 16 << 20, stdin: bytes = b"", deterministic: bool = True) -> Run:
+    """run(source, *args, ram=..., stdin=b"", events=[]) -> Run, after every process has finished.
+
+    With `events`, every recorder event is appended to that list, as a trace would have it.
+    """
+    def _run(source: str, *args: str, ram: int = 16 << 20, stdin: bytes = b"", deterministic: bool = True,
+             events: list | None = None) -> Run:
         path = build(source) if "\n" in source else source
         out, err = io.BytesIO(), io.BytesIO()
         kernel = Kernel(Machine(ram, deterministic=deterministic), root=str(tmp_path),
                         stdin=io.BytesIO(stdin), stdout=out, stderr=err)
+        if events is not None:
+            kernel.recorder.sink = events.append
         proc = kernel.spawn(kernel.fs.open_host(path), [path, *args], [])
         check_before_every_syscall(kernel)
         kernel.run()

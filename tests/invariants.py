@@ -5,7 +5,9 @@
 - pv entries and present PTEs are the same set;
 - each object's reference count is the number of map entries, shadows and
   caches holding it, and its shadow count the number of shadows;
-- every allocated frame belongs to an object or is a page-table page.
+- every allocated frame belongs to an object, is a page-table page, or is an
+  orphan a sink still holds;
+- a page in flight in a copy-on-write send is mapped read-only everywhere.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ def check(kernel: Kernel) -> None:
             assert page is not None and page.frame == E.frame_of(pte), \
                 f"pid {proc.pid}: PTE at {va:#x} maps frame {E.frame_of(pte)}, the chain says {page and page.frame}"
             if pte & E.RW:
+                assert not page.cow, f"pid {proc.pid}: {va:#x} writable while a copy-on-write send holds it"
                 assert entry.protection & PROT_WRITE, f"pid {proc.pid}: {va:#x} writable against its protection"
                 assert obj is entry.object and not entry.needs_copy, f"pid {proc.pid}: {va:#x} writes a shared page"
                 assert not (entry.cow and obj.kind == VNODE), f"pid {proc.pid}: {va:#x} writes the file's page"
@@ -87,5 +90,7 @@ def check(kernel: Kernel) -> None:
             assert page.object is obj and page.pindex == pindex
             for pmap, va in page.pv:
                 assert E.frame_of(pmap.lookup(va)) == page.frame, f"stale pv entry {va:#x} for frame {page.frame}"
-    owned = sum(len(obj.pages) for obj in objects.values()) + len(table_frames)
+    for page in kernel.allocator.orphans:
+        assert page.hold_count > 0 and page.object is None and not page.pv, f"orphan frame {page.frame}"
+    owned = sum(len(obj.pages) for obj in objects.values()) + len(table_frames) + len(kernel.allocator.orphans)
     assert kernel.allocator.total - kernel.allocator.free_count == owned, "a frame is allocated but owned by nobody"

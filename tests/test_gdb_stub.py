@@ -15,7 +15,10 @@ import pytest
 
 from emulator.machine import Machine
 from kernel.kernel import Kernel
+from kernel.syszerocopy import VMG_ZEROCOPY
 from kernel.vm.fault import predict_kind
+from tests import test_zerocopy as zerocopy
+from tests.test_pipes import FORK, WRITE, syscall
 from tools.gdb.protocol import frame
 from tools.gdb.registers import target_xml
 
@@ -205,16 +208,40 @@ def test_the_stub_listens_on_loopback_unless_told_otherwise():
     assert result.returncode == 2 and "--gdb needs the instruction clock" in result.stderr
 
 
-def test_predicted_fault_kinds_agree_with_vm_fault_on_every_fault_of_a_fork_cascade():
+def _predicted_and_actual_kinds(path: str, *args: str) -> tuple[list[str], list[str]]:
     kernel = Kernel(Machine(32 << 20), root=ROOT, stdout=io.BytesIO(), stderr=io.BytesIO())
     predictions, outcomes = [], []
     kernel.before_fault = lambda k, proc, va, access, error_code: predictions.append(
         predict_kind(proc.vmspace, va, access, error_code))
     kernel.after_fault = lambda k, proc, va, result: outcomes.append(result.kind)
-    kernel.spawn(kernel.fs.open_host(CASCADE), [CASCADE, "7", "30", "16", "3"], [])
+    kernel.spawn(kernel.fs.open_host(path), [path, *args], [])
     kernel.run()
+    return predictions, outcomes
+
+
+def test_predicted_fault_kinds_agree_with_vm_fault_on_every_fault_of_a_fork_cascade():
+    predictions, outcomes = _predicted_and_actual_kinds(CASCADE, "7", "30", "16", "3")
     assert predictions == outcomes
     assert {"zero-fill", "file", "cow-copy", "cow-move"} <= set(outcomes)
+
+
+def test_predicted_fault_kinds_agree_when_a_page_in_flight_cannot_move(build):
+    # After the child exits, the parent's write would move the page up, but a copy-on-write send holds it.
+    path = build(zerocopy.program(f"""
+    mov byte ptr [rip + page], 1
+{zerocopy.OPEN_WIRE}
+{syscall(zerocopy.IOCTL, zerocopy.WIRE, VMG_ZEROCOPY, 1)}
+{syscall(WRITE, zerocopy.WIRE, "page", 4096)}
+{syscall(FORK)}
+    test rax, rax
+    jz child_done
+{syscall(61, -1, 0, 0, 0)}
+    mov byte ptr [rip + page], 3
+child_done:
+"""))
+    predictions, outcomes = _predicted_and_actual_kinds(path)
+    assert predictions == outcomes
+    assert outcomes.count("cow-copy") == 1 and "cow-move" not in outcomes
 
 
 def test_break_on_fault_stops_in_pdb_with_the_fault_in_scope():

@@ -16,6 +16,7 @@ from emulator.machine import DEFAULT_RAM_SIZE, Machine
 from kernel import errno
 from kernel.errno import SyscallError
 from kernel.kernel import DEFAULT_QUANTUM, Kernel
+from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
 from tools import stats as run_stats
 from tools import trace
 
@@ -97,6 +98,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                      help="run at raw Unicorn speed without counting instructions (not reproducible)")
     run.add_argument("--quantum", type=int, default=DEFAULT_QUANTUM, metavar="N",
                      help=f"instructions per scheduling slice (default {DEFAULT_QUANTUM:,})")
+    run.add_argument("--wire-rate", type=int, default=DEFAULT_WIRE_RATE, metavar="BYTES",
+                     help=f"bytes the peer of /dev/wire takes per 1000 instructions (default {DEFAULT_WIRE_RATE})")
+    run.add_argument("--wire-buffer", type=parse_size, default=DEFAULT_WIRE_CAPACITY, metavar="SIZE",
+                     help=f"bytes a wire holds in flight before a sender waits ({DEFAULT_WIRE_CAPACITY >> 10}K)")
     run.add_argument("--gdb", metavar="[HOST:]PORT",
                      help="wait for gdb (target remote HOST:PORT) before the first instruction; HOST is "
                           "127.0.0.1 unless given; port 0 picks a free one (see docs/gdb-tutorial.md)")
@@ -168,6 +173,12 @@ def command_run(args: argparse.Namespace) -> int:
     if args.quantum <= 0:
         _error("--quantum must be positive")
         return 2
+    if args.wire_rate <= 0:
+        _error("--wire-rate must be positive")
+        return 2
+    if args.wire_buffer < 2 * 4096:
+        _error("--wire-buffer must be at least 8K (two pages)")
+        return 2
     if args.snapshot_at is not None and args.snapshot_at != "exit":
         if not args.snapshot_at.isdigit():
             _error(f"--snapshot-at takes a number of instructions or 'exit', not {args.snapshot_at!r}")
@@ -217,7 +228,8 @@ def command_run(args: argparse.Namespace) -> int:
             if status:
                 return status
         machine = Machine(args.ram, deterministic=not args.fast)
-        kernel = Kernel(machine, root=args.root, quantum=args.quantum)
+        kernel = Kernel(machine, root=args.root, quantum=args.quantum, wire_rate=args.wire_rate,
+                        wire_capacity=args.wire_buffer)
         if args.trace:
             try:
                 trace_file = cleanup.enter_context(open(args.trace, "wb"))
@@ -251,7 +263,7 @@ def command_run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         if init.death:
             _error(init.death)
-        counters = run_stats.collect(machine.recorder, machine.now if machine.deterministic else None,
+        counters = run_stats.collect(machine.recorder, machine.retired if machine.deterministic else None,
                                      kernel.allocator.total)
         counters["exit_status"] = init.shell_status
         if args.stats:

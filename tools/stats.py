@@ -31,6 +31,11 @@ def collect(recorder: Recorder, instructions: int | None, ram_frames: int) -> di
         "objects": recorder.by_kind("object"),
         "syscalls": {"total": sum(syscalls.values()), **syscalls},
         "processes": recorder.by_kind("proc"),
+        "sends": {"bytes_copied": recorder.amount("sink", "copy"), "pages_held_cow": recorder.count("sink", "hold"),
+                  "pages_lent": recorder.count("sink", "lend"), "pages_released": recorder.count("sink", "release"),
+                  "bytes_delivered": recorder.amount("sink", "deliver"),
+                  "bytes_corrupt": recorder.amount("sink", "corrupt"),
+                  "completions": recorder.count("sink", "complete")},
     }
 
 
@@ -54,6 +59,8 @@ def format_table(stats: dict[str, Any]) -> str:
     section("frames (4 KiB)", stats["frames"])
     section("VM objects", stats["objects"])
     section("syscalls", stats["syscalls"])
+    if any(stats["sends"].values()):
+        section("sends (wires and pipes)", stats["sends"])
     width = max(len(name) for name, _ in rows) + 2
     lines = ["vmgames statistics", "-" * (width + 12)]
     lines += [f"{name:<{width}}{value:>12}" if value else name for name, value in rows]

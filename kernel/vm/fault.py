@@ -9,7 +9,10 @@ The steps follow FreeBSD's vm_fault and the paper:
 5. found below the top object: a read maps it read-only; a write copies it up
    into the top object, or moves it up (no copy) when its holder is the top
    object's immediate backing object, held by no one else and shadowed once;
-6. enter the mapping in the pmap.
+6. a page in flight in a copy-on-write send (`page.cow`) is never written:
+   a write gives the top object a copy in its place (FreeBSD's
+   vm_page_cowfault), and the sink keeps the original;
+7. enter the mapping in the pmap.
 """
 
 from __future__ import annotations
@@ -99,16 +102,26 @@ def _resolve(vmspace: VMSpace, allocator: PageAllocator, va: int, access: int, e
             kind = RESIDENT
 
         prot = entry.protection
+        reason = "fault"
         if obj is not first:
             if write:
                 page, kind = _copy_up(allocator, first, pindex, obj, page)
                 obj, level = first, 0
+                reason = "cow"
             else:
                 prot &= ~PROT_WRITE
         elif entry.needs_copy or (entry.cow and obj.kind == VNODE):
             # Still shared with another map (or the file): writable only once a shadow is pushed.
             prot &= ~PROT_WRITE
-        vmspace.pmap.enter(va & ~0xFFF, page, prot, "cow" if kind in (COW_COPY, COW_MOVE) else "fault")
+        in_flight = None
+        if obj is first and write and page.cow:
+            in_flight, page = page, _copy_in_flight(vmspace, allocator, first, va & ~0xFFF, page)
+            reason = "cow-send"
+        if page.cow:
+            prot &= ~PROT_WRITE
+        vmspace.pmap.enter(va & ~0xFFF, page, prot, reason)
+        if in_flight is not None:
+            allocator.free(in_flight)   # the sink's hold keeps it, orphaned
     except OutOfMemory:
         return FaultResult(FATAL, NOMEM)
     return FaultResult(kind, object=obj.id, level=level, depth=first.depth(), frame=page.frame)
@@ -136,7 +149,8 @@ def predict_kind(vmspace: VMSpace, va: int, access: int, error_code: int) -> str
 
     It follows _resolve's decisions step by step; the one thing it cannot
     foresee is RAM running out (then the fault is fatal instead).
-    tests/test_gdb_stub.py holds it to vm_fault's answer on every fault of a fork cascade.
+    tests/test_gdb_stub.py holds it to vm_fault's answer on every fault of a fork cascade and of a
+    copy-on-write send.
     """
     entry = vmspace.map.lookup(va)
     if entry is None or not entry.protection & _NEEDED[access]:
@@ -153,7 +167,8 @@ def predict_kind(vmspace: VMSpace, va: int, access: int, error_code: int) -> str
         # _copy_up: a move when the holder is the top object's backing object, used by nothing else.
         holder_is_backing = level == (0 if pushes_shadow else 1)
         shadows_after = obj.shadow_count + (1 if pushes_shadow else 0)
-        if holder_is_backing and obj.kind == ANONYMOUS and obj.ref_count == 1 and shadows_after == 1:
+        if (holder_is_backing and obj.kind == ANONYMOUS and not page.cow
+                and obj.ref_count == 1 and shadows_after == 1):
             return COW_MOVE
         return COW_COPY
     if obj.kind == VNODE:
@@ -174,7 +189,7 @@ def _push_shadow(entry: MapEntry) -> None:
 def _copy_up(allocator: PageAllocator, first: VMObject, pindex: int, holder: VMObject,
              page: VMPage) -> tuple[VMPage, str]:
     """Give the top object its own copy of a page found lower in the chain."""
-    if (holder is first.backing and holder.kind == ANONYMOUS
+    if (holder is first.backing and holder.kind == ANONYMOUS and not page.cow
             and holder.ref_count == 1 and holder.shadow_count == 1):
         del holder.pages[page.pindex]
         first.insert(page, pindex)
@@ -182,6 +197,24 @@ def _copy_up(allocator: PageAllocator, first: VMObject, pindex: int, holder: VMO
                                  reason="cow")
         return page, COW_MOVE
     copy = allocator.alloc(zero=False)
-    allocator.copy(copy, page)
+    allocator.copy(copy, page, "cow")
     first.insert(copy, pindex)
     return copy, COW_COPY
+
+
+def _copy_in_flight(vmspace: VMSpace, allocator: PageAllocator, obj: VMObject, va: int, page: VMPage) -> VMPage:
+    """A write to a page a copy-on-write send holds: the object gets a copy in its place.
+
+    Other mappings of the old page are removed, so they fault the copy in;
+    the caller replaces the mapping at `va` and then frees the old page,
+    which the sink's hold keeps, orphaned, until it has drained it.
+    """
+    copy = allocator.alloc(zero=False)
+    allocator.copy(copy, page, "cow-send")
+    for pmap, at in list(page.pv):
+        if pmap is not vmspace.pmap or at != va:
+            pmap.remove(at, at + 4096, "cow-send")
+    pindex = page.pindex
+    del obj.pages[pindex]
+    obj.insert(copy, pindex)
+    return copy

@@ -3,6 +3,13 @@
 A page belongs to at most one VM object at a time (at `pindex` in it); its pv
 entries (FreeBSD's reverse map) list the page tables that map it, so that a
 page can be write-protected or unmapped everywhere at once.
+
+A sink (a wire or a pipe) that sends a user's page without copying it holds
+the page (`hold_count`, FreeBSD's vm_page_hold); a copy-on-write send also
+counts in `cow` (FreeBSD's m->cow, set by vm_page_cowsetup), which makes a
+write fault copy the page instead of writing to it.  A held page that its
+object lets go (the process exited, or a write replaced it) is not freed
+but orphaned, until the sink releases it.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ if TYPE_CHECKING:
 class VMPage:
     """A physical frame in use. `pv` holds (pmap, va) pairs: its pv entries."""
 
-    __slots__ = ("frame", "object", "pindex", "pv", "held_code")
+    __slots__ = ("frame", "object", "pindex", "pv", "held_code", "hold_count", "cow")
 
     def __init__(self, frame: int) -> None:
         self.frame = frame
@@ -28,6 +35,8 @@ class VMPage:
         self.pindex = 0
         self.pv: list[tuple[Pmap, int]] = []
         self.held_code = False
+        self.hold_count = 0     # sinks holding this page in flight
+        self.cow = 0            # of those, copy-on-write sends: writes must copy
 
     @property
     def paddr(self) -> int:
@@ -50,6 +59,7 @@ class PageAllocator:
         self.total = len(self._free)
         self._pages: list[VMPage | None] = [None] * machine.ram.frames
         self._last_object_id = 0
+        self.orphans: set[VMPage] = set()   # held pages no object owns any more
         self.collapse_enabled = True   # off only to measure what collapse and bypass save
 
     @property
@@ -73,12 +83,32 @@ class PageAllocator:
         """Return a page to the free queue. It must no longer be mapped anywhere."""
         if page.pv:
             raise RuntimeError(f"freeing frame {page.frame} while it is still mapped")
+        if page.hold_count:
+            page.object = None
+            self.orphans.add(page)
+            self.recorder.event("page", "orphan", frame=page.frame)
+            return
         if page.held_code:
             self.machine.forget_code(page.frame)
         page.object = None
         self._pages[page.frame] = None
         self._free.append(page.frame)
         self.recorder.event("page", "free", frame=page.frame)
+
+    def hold(self, page: VMPage, cow: bool) -> None:
+        """A sink takes the page in flight (vm_page_hold; with `cow`, also vm_page_cowsetup)."""
+        page.hold_count += 1
+        if cow:
+            page.cow += 1
+
+    def unhold(self, page: VMPage, cow: bool) -> None:
+        """The sink is done with the page; an orphan is freed now."""
+        page.hold_count -= 1
+        if cow:
+            page.cow -= 1
+        if page.hold_count == 0 and page in self.orphans:
+            self.orphans.discard(page)
+            self.free(page)
 
     def new_object_id(self) -> int:
         """Objects are numbered per machine, so the same run gives the same ids."""
@@ -91,6 +121,6 @@ class PageAllocator:
             raise RuntimeError(f"frame {frame} is not allocated")
         return page
 
-    def copy(self, dst: VMPage, src: VMPage) -> None:
+    def copy(self, dst: VMPage, src: VMPage, reason: str) -> None:
         self.ram.copy_frame(dst.frame, src.frame)
-        self.recorder.event("page", "copy", frame=dst.frame, source=src.frame)
+        self.recorder.event("page", "copy", frame=dst.frame, source=src.frame, reason=reason)

@@ -223,3 +223,9 @@ def remove_all(page: VMPage, reason: str) -> None:
     for pmap, va in list(page.pv):
         pmap.remove(va, va + PAGE_SIZE, reason)
 
+
+
+def remove_write(page: VMPage, reason: str) -> None:
+    """pmap_remove_write: make every mapping of a physical page read-only."""
+    for pmap, va in list(page.pv):
+        pmap.protect(va, va + PAGE_SIZE, PROT_READ | PROT_EXEC, reason)

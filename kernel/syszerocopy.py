@@ -1,0 +1,82 @@
+"""Syscalls of the zero-copy experiment: ioctl(VMG_ZEROCOPY), vmsplice, and zc_reap.
+
+ioctl and vmsplice have Linux's numbers and error codes; the request
+VMG_ZEROCOPY and the call zc_reap are vmgames' own (README, "Zero-copy
+sends").
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kernel import errno
+from kernel.errno import SyscallError
+from kernel.sink import LEND, SinkEnd
+from kernel.sysfile import IOV_MAX, _clamp, _file
+from kernel.uaccess import copyin_u64s, copyout
+
+if TYPE_CHECKING:
+    from kernel.kernel import Kernel
+    from kernel.proc import Process
+
+VMG_ZEROCOPY = 0x7A01       # ioctl request: arg 1 sends written pages copy-on-write, 0 copies them
+
+SPLICE_F_MOVE, SPLICE_F_NONBLOCK, SPLICE_F_MORE, SPLICE_F_GIFT = 1, 2, 4, 8
+SPLICE_F_ALL = SPLICE_F_MOVE | SPLICE_F_NONBLOCK | SPLICE_F_MORE | SPLICE_F_GIFT
+
+ZC_WAIT = 1                 # zc_reap flag: wait for a completion if one is still to come
+ZC_RANGE_SIZE = 8           # struct zc_range { uint32_t lo, hi; }
+
+
+def _sink(proc: Process, fd: int) -> SinkEnd:
+    file = _file(proc, fd & 0xFFFF_FFFF)
+    if not isinstance(file, SinkEnd):
+        raise SyscallError(errno.EBADF)
+    return file
+
+
+def sys_ioctl(kernel: Kernel, proc: Process, fd: int, request: int, arg: int, *_: int) -> int:
+    file = _file(proc, fd & 0xFFFF_FFFF)
+    if request & 0xFFFF_FFFF != VMG_ZEROCOPY or not isinstance(file, SinkEnd):
+        raise SyscallError(errno.ENOTTY)
+    if arg not in (0, 1):
+        raise SyscallError(errno.EINVAL)
+    file.zerocopy = bool(arg)
+    return 0
+
+
+def sys_vmsplice(kernel: Kernel, proc: Process, fd: int, iov: int, nr_segs: int, flags: int, *_: int) -> int:
+    """Lend the pages of the iovec to a pipe or a wire, in Linux's order of checks.
+
+    It waits for room once (unless SPLICE_F_NONBLOCK; the file's O_NONBLOCK
+    does not count, as on Linux), then sends what fits and returns its count.
+    """
+    if flags & 0xFFFF_FFFF & ~SPLICE_F_ALL:
+        raise SyscallError(errno.EINVAL)
+    sink = _sink(proc, fd)
+    if nr_segs > IOV_MAX:
+        raise SyscallError(errno.EINVAL)
+    words = copyin_u64s(proc, iov, 2 * nr_segs)
+    segments = _clamp(list(zip(words[::2], words[1::2], strict=True)))
+    ticket = sink.completions.ticket()
+    try:
+        return sink.send(proc, segments, LEND, blocking=not flags & SPLICE_F_NONBLOCK, partial=True, ticket=ticket)
+    finally:
+        ticket.seal()
+
+
+def sys_zc_reap(kernel: Kernel, proc: Process, fd: int, out: int, most: int, flags: int, *_: int) -> int:
+    """Copy out up to `most` ranges of completed vmsplice calls; with ZC_WAIT, wait for one if any is pending."""
+    sink = _sink(proc, fd)
+    most &= 0xFFFF_FFFF
+    if flags & 0xFFFF_FFFF & ~ZC_WAIT:
+        raise SyscallError(errno.EINVAL)
+    completions = sink.completions
+    if not completions.ready or most == 0:
+        if most and flags & ZC_WAIT and completions.outstanding:
+            kernel.sleep(proc, completions.channel)
+        return 0
+    ranges, taken = completions.ranges(most)
+    copyout(proc, out, b"".join(lo.to_bytes(4, "little") + hi.to_bytes(4, "little") for lo, hi in ranges))
+    del completions.ready[:taken]    # only once the user has them: a bad buffer loses nothing
+    return len(ranges)

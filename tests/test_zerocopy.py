@@ -1,0 +1,406 @@
+"""Zero-copy sends: the wire, copy-on-write sends, vmsplice and its completions, with exact counts."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+from kernel import errno
+from kernel.syszerocopy import SPLICE_F_NONBLOCK, VMG_ZEROCOPY, ZC_WAIT
+from tests.test_pipes import COMMON, EXIT, FORK, PIPE, PIPE2, READ, WRITE, each_result_to_stdout, syscall
+from tools import trace_schema
+from tools.cli import main
+
+OPEN, MMAP, IOCTL, MUNMAP, VMSPLICE, ZC_REAP = 2, 9, 16, 11, 278, 1000
+O_WRONLY, O_NONBLOCK = 1, 0o4000
+WIRE = "[rip + wire]"
+R, W = "[rip + fds]", "[rip + fds + 4]"
+
+OPEN_WIRE = f"""
+{syscall(OPEN, "wire_path", O_WRONLY)}
+    mov dword ptr [rip + wire], eax
+"""
+SEND_DATA = """
+.data
+wire_path: .asciz "/dev/wire"
+wire: .long -1
+iov: .quad 0, 4096
+"""
+PAGE_ALIGNED_BUFFERS = """
+.bss
+.align 4096
+page: .zero 4096
+page2: .zero 4096
+page3: .zero 4096
+"""
+
+
+def spin(iterations: int) -> str:
+    """Burn 2 * iterations + 1 instructions of virtual time."""
+    return f"""
+    mov ecx, {iterations}
+1:
+    dec ecx
+    jnz 1b
+"""
+
+
+def program(body: str, data: str = "") -> str:
+    return f"""
+.text
+_start:
+{body}
+    mov edi, 0
+    mov eax, {EXIT}
+    syscall
+{COMMON}
+{SEND_DATA}
+{data}
+{PAGE_ALIGNED_BUFFERS}
+"""
+
+
+def traced(run, source: str):
+    """Run a program; returns (Run, every event the recorder saw)."""
+    seen: list[dict] = []
+    return run(source, events=seen), seen
+
+
+def count(seen: list[dict], type_: str, kind: str, **fields) -> int:
+    return sum(1 for e in seen if e["type"] == type_ and e["kind"] == kind
+               and all(e.get(k) == v for k, v in fields.items()))
+
+
+def test_a_cow_send_then_an_immediate_write_costs_one_protection_fault_and_one_copy(run):
+    result, seen = traced(run, program(f"""
+    mov byte ptr [rip + page], 7
+{OPEN_WIRE}
+{syscall(IOCTL, WIRE, VMG_ZEROCOPY, 1)}
+{syscall(WRITE, WIRE, "page", 4096)}
+    mov byte ptr [rip + page], 8
+"""))
+    assert result.status == 0
+    rec = result.kernel.recorder
+    assert rec.count("sink", "hold") == 1 and rec.count("sink", "release") == 1
+    assert rec.count("sink", "copy") == 0
+    # The write: one protection fault, one page copied, and the original goes on in flight.
+    assert count(seen, "fault", "protection") == 1
+    assert count(seen, "page", "copy", reason="cow-send") == 1
+    assert count(seen, "page", "orphan") == 1
+    # By hand: the send write-protects the one mapping (a PTE write and an invlpg), and the
+    # fault maps the copy in place of the held frame (a PTE write and an invlpg).
+    assert count(seen, "pte", "write", reason="cow-send") == 2
+    assert count(seen, "tlb", "invalidate-page", reason="cow-send") == 2
+    # The peer got the page as it was at the send: 7, then zeros.
+    assert rec.amount("sink", "deliver") == 4096 and rec.amount("sink", "corrupt") == 0
+
+
+def test_after_the_wire_drained_the_page_write_permission_comes_back_without_a_copy(run):
+    result, seen = traced(run, program(f"""
+    mov byte ptr [rip + page], 7
+{OPEN_WIRE}
+{syscall(IOCTL, WIRE, VMG_ZEROCOPY, 1)}
+{syscall(WRITE, WIRE, "page", 4096)}
+{spin(5000)}
+    mov byte ptr [rip + page], 8
+"""))
+    assert result.status == 0
+    assert count(seen, "sink", "release") == 1
+    releases = [e["t"] for e in seen if e["kind"] == "release"]
+    faults = [e["t"] for e in seen if e["type"] == "fault" and e["kind"] == "protection"]
+    assert len(faults) == 1 and releases[0] <= faults[0]
+    assert count(seen, "page", "copy") == 0
+    assert count(seen, "tlb", "invalidate-page", reason="cow-send") == 1     # only the send's
+    assert result.kernel.recorder.amount("sink", "corrupt") == 0
+
+
+def test_a_plain_write_copies_and_holds_nothing(run):
+    result = run(program(f"""
+{OPEN_WIRE}
+{syscall(WRITE, WIRE, "page", 4096)}
+    mov byte ptr [rip + page], 8
+"""))
+    rec = result.kernel.recorder
+    assert rec.amount("sink", "copy") == 4096 and rec.count("sink", "hold") == 0
+    assert rec.amount("sink", "deliver") == 4096 and rec.count("fault", "protection") == 0
+
+
+def test_a_cow_send_copies_the_unaligned_head_and_tail_and_holds_the_whole_pages(run):
+    result = run(program(f"""
+    mov byte ptr [rip + page], 1
+    mov byte ptr [rip + page2], 2
+{OPEN_WIRE}
+{syscall(IOCTL, WIRE, VMG_ZEROCOPY, 1)}
+{syscall(WRITE, WIRE, "page + 100", 3996 + 4096 + 100)}
+"""))
+    rec = result.kernel.recorder
+    # [page+100, page+4096) is copied (3996 bytes), page2 is held, [page3, page3+100) is copied.
+    assert rec.count("sink", "hold") == 1
+    assert rec.amount("sink", "copy") == 3996 + 100
+    assert rec.amount("sink", "deliver") == 3996 + 4096 + 100
+
+
+def test_vmsplice_lends_the_page_so_a_later_write_reaches_the_reader(run):
+    result = run(program(f"""
+    mov dword ptr [rip + page], 0x41414141
+{syscall(PIPE, "fds")}
+    lea rax, [rip + page]
+    mov qword ptr [rip + iov], rax
+    mov qword ptr [rip + iov + 8], 4
+{syscall(VMSPLICE, W, "iov", 1, 0)}
+    mov dword ptr [rip + page], 0x42424242
+{syscall(READ, R, "buffer", 4)}
+{syscall(WRITE, 1, "buffer", 4)}
+"""))
+    assert result.stdout == b"BBBB"
+    rec = result.kernel.recorder
+    assert rec.count("sink", "lend") == 1 and rec.amount("sink", "copy") == 0
+    assert rec.amount("sink", "deliver") == 4 and rec.amount("sink", "corrupt") == 4
+
+
+def test_completions_come_as_ranges_once_the_reader_has_taken_the_pages(run):
+    vmsplice_page = f"""
+    lea rax, [rip + page]
+    mov qword ptr [rip + iov], rax
+{syscall(VMSPLICE, W, "iov", 1, 0)}
+"""
+    steps = [
+        syscall(PIPE, "fds"),
+        vmsplice_page, vmsplice_page, vmsplice_page,
+        syscall(ZC_REAP, W, "ranges", 4, 0),             # nothing taken yet: 0
+        syscall(READ, R, "buffer", 4096),
+        syscall(READ, R, "buffer", 4096),
+        syscall(ZC_REAP, W, "ranges", 4, 0),             # ids 0 and 1: one range
+        syscall(READ, R, "buffer", 4096),
+        syscall(ZC_REAP, W, "ranges + 8", 4, ZC_WAIT),   # id 2
+        syscall(ZC_REAP, W, "ranges", 4, ZC_WAIT),       # nothing outstanding: 0, no wait
+    ]
+    steps.append(syscall(WRITE, 1, "ranges", 16))       # the ranges reaped, ahead of the results
+    result = run(each_result_to_stdout(steps, data=SEND_DATA + PAGE_ALIGNED_BUFFERS + ".bss\nranges: .zero 32\n"))
+    assert struct.unpack("<4I", result.stdout[:16]) == (0, 1, 2, 2)
+    results = struct.unpack(f"<{len(steps)}q", result.stdout[16:])
+    assert results == (0, 4096, 4096, 4096, 0, 4096, 4096, 1, 4096, 1, 0, 16)
+    assert result.kernel.recorder.count("sink", "complete") == 3
+
+
+def test_a_blocked_reaper_wakes_when_the_reader_takes_the_page(run):
+    result = run(program(f"""
+{syscall(PIPE, "fds")}
+    lea rax, [rip + page]
+    mov qword ptr [rip + iov], rax
+{syscall(VMSPLICE, W, "iov", 1, 0)}
+{syscall(FORK)}
+    test rax, rax
+    jnz parent
+{spin(1000)}
+{syscall(READ, R, "buffer", 4096)}
+    mov edi, 0
+    mov eax, {EXIT}
+    syscall
+parent:
+{syscall(ZC_REAP, W, "buffer", 1, ZC_WAIT)}
+    cmp rax, 1
+    jne error
+"""))
+    assert result.status == 0
+    assert result.kernel.recorder.count("syscall", "zc_reap") == 2    # slept once, then reaped 1
+
+
+def test_nothing_leaks_when_a_process_exits_or_is_killed_with_pages_in_flight(run):
+    # Wire: the process dies with a segfault right after sending; the peer still gets everything.
+    killed = run(program(f"""
+    mov byte ptr [rip + page], 1
+{OPEN_WIRE}
+{syscall(IOCTL, WIRE, VMG_ZEROCOPY, 1)}
+{syscall(WRITE, WIRE, "page", 4096)}
+    lea rax, [rip + page2]
+    mov qword ptr [rip + iov], rax
+{syscall(VMSPLICE, WIRE, "iov", 1, 0)}
+    mov byte ptr [0], 1
+"""))
+    assert killed.status == 128 + 11
+    rec = killed.kernel.recorder
+    assert rec.count("sink", "hold") + rec.count("sink", "lend") == rec.count("sink", "release") == 2
+    assert rec.amount("sink", "deliver") == 8192
+    # Pipe: nobody ever reads; the held pages go back when the last reader closes at exit.
+    exited = run(program(f"""
+{syscall(PIPE, "fds")}
+{syscall(IOCTL, W, VMG_ZEROCOPY, 1)}
+{syscall(WRITE, W, "page", 8192)}
+"""))
+    rec = exited.kernel.recorder
+    assert rec.count("sink", "hold") == rec.count("sink", "release") == 2
+    assert rec.amount("sink", "deliver") == 0
+
+
+def test_bad_vmsplice_and_ioctl_and_zc_reap_arguments_get_linux_error_codes(run):
+    def vmsplice(fd, iov, n, flags):
+        return syscall(VMSPLICE, fd, iov, n, flags)
+
+    steps = [
+        syscall(PIPE2, "fds", O_NONBLOCK),
+        vmsplice(77, "iov", 1, 0),                      # EBADF: no such descriptor
+        vmsplice(1, "iov", 1, 0),                       # EBADF: not a pipe or a wire
+        vmsplice(W, "iov", 1, 0x100),                   # EINVAL: unknown flag
+        vmsplice(W, "iov", 1025, 0),                    # EINVAL: more than IOV_MAX segments
+        vmsplice(W, "bad_iov", 1, 0),                   # EFAULT: the buffer is not mapped
+        vmsplice(W, 0x10, 1, 0),                        # EFAULT: the iovec is not mapped
+        vmsplice(W, "two_pages_one_unmapped", 1, 0),    # the mapped page only: 4096
+        syscall(IOCTL, 1, VMG_ZEROCOPY, 1),             # ENOTTY: a console
+        syscall(IOCTL, W, 0x5401, 0),                   # ENOTTY: an unknown request
+        syscall(IOCTL, W, VMG_ZEROCOPY, 2),             # EINVAL
+        syscall(ZC_REAP, R, "buffer", 1, 0),            # EBADF: a read end
+        syscall(ZC_REAP, W, "buffer", 1, 4),            # EINVAL: unknown flag
+    ]
+    setup = f"""
+{syscall(MMAP, 0, 8192, 3, 0x22)}
+    mov qword ptr [rip + two_pages_one_unmapped], rax
+    mov qword ptr [rip + two_pages_one_unmapped + 8], 8192
+    lea rdi, [rax + 4096]
+    mov esi, 4096
+    mov eax, {MUNMAP}
+    syscall
+"""
+    data = """
+.data
+bad_iov: .quad 0x10, 4096
+two_pages_one_unmapped: .quad 0, 0
+iov: .quad 0, 4096
+"""
+    result = run(each_result_to_stdout(steps, setup=setup, data=data))
+    results = struct.unpack(f"<{len(steps)}q", result.stdout)
+    assert results == (0, -errno.EBADF, -errno.EBADF, -errno.EINVAL, -errno.EINVAL, -errno.EFAULT, -errno.EFAULT,
+                       4096, -errno.ENOTTY, -errno.ENOTTY, -errno.EINVAL, -errno.EBADF, -errno.EINVAL)
+
+
+def test_a_full_pipe_blocks_vmsplice_unless_splice_f_nonblock_even_with_o_nonblock(run):
+    fill = f"""
+    lea rax, [rip + page]
+    mov qword ptr [rip + iov], rax
+    mov qword ptr [rip + iov + 8], 4096
+    mov r12d, 16
+1:
+{syscall(VMSPLICE, W, "iov", 1, 0)}
+    dec r12d
+    jnz 1b
+"""
+    nonblocking = run(each_result_to_stdout(
+        [syscall(PIPE2, "fds", O_NONBLOCK), fill + syscall(VMSPLICE, W, "iov", 1, SPLICE_F_NONBLOCK)],
+        data=SEND_DATA + PAGE_ALIGNED_BUFFERS))
+    assert struct.unpack("<2q", nonblocking.stdout) == (0, -errno.EAGAIN)
+    # Without SPLICE_F_NONBLOCK it waits even on an O_NONBLOCK pipe; with no reader but
+    # itself it can never go on: the kernel finds the deadlock and kills it.
+    blocking = run(program(f"""
+{syscall(PIPE2, "fds", O_NONBLOCK)}
+{fill}
+{syscall(VMSPLICE, W, "iov", 1, 0)}
+"""))
+    assert blocking.status == 128 + 9
+    assert blocking.kernel.recorder.count("sink", "lend") == 16
+
+
+def test_a_blocking_write_bigger_than_the_wire_waits_while_the_cpu_idles_and_returns_the_whole_count(run):
+    result, seen = traced(run, program(f"""
+{syscall(MMAP, 0, 1 << 20, 3, 0x22)}
+    mov qword ptr [rip + iov], rax
+    mov rsi, rax
+{OPEN_WIRE}
+    mov edi, dword ptr [rip + wire]
+    mov rsi, qword ptr [rip + iov]
+    mov edx, {1 << 20}
+    mov eax, {WRITE}
+    syscall
+    cmp rax, {1 << 20}
+    jne error
+"""))
+    assert result.status == 0
+    kernel = result.kernel
+    # 256K go in at once; each wait lasts until the peer has taken that 256K segment (64,000
+    # instructions at 4096 bytes per 1000), so the call is made 4 times in all.
+    assert kernel.recorder.count("syscall", "write") == 4
+    # The peer takes 1 MiB in 256,000 instructions from the first byte sent, plus one instruction
+    # for each of the 3 calls made again (the syscall instruction runs while the wire is empty).
+    # The program ran for only a few: the rest was idle time, not counted as instructions retired.
+    first_send = next(e["t"] for e in seen if e["type"] == "sink")
+    assert kernel.machine.now == first_send + 256_000 + 3
+    assert kernel.machine.idle_time == kernel.machine.now - kernel.machine.retired > 255_000
+    assert kernel.recorder.amount("sink", "copy") == kernel.recorder.amount("sink", "deliver") == 1 << 20
+
+
+def test_cow_sends_after_fork_never_let_either_process_write_to_the_page_in_flight(run):
+    result, seen = traced(run, program(f"""
+    mov byte ptr [rip + page], 1
+{OPEN_WIRE}
+{syscall(IOCTL, WIRE, VMG_ZEROCOPY, 1)}
+{syscall(WRITE, WIRE, "page", 4096)}
+{syscall(FORK)}
+    mov byte ptr [rip + page], 2
+    test rax, rax
+    jz child_done
+{syscall(61, -1, 0, 0, 0)}
+    mov byte ptr [rip + page], 3
+child_done:
+"""))
+    assert result.status == 0
+    rec = result.kernel.recorder
+    # The child's write copies the page up (the parent still shares the object); the
+    # parent's first write does too, and its second finds its own copy, writable.
+    assert count(seen, "page", "copy", reason="cow") == 2
+    assert count(seen, "page", "copy", reason="cow-send") == 0
+    assert rec.count("sink", "hold") == rec.count("sink", "release") == 1
+    assert rec.amount("sink", "deliver") == 4096 and rec.amount("sink", "corrupt") == 0
+
+
+def test_a_cow_send_into_a_pipe_reaches_the_reader_as_it_was_at_the_send(run):
+    result = run(program(f"""
+    mov dword ptr [rip + page], 0x41414141
+{syscall(PIPE, "fds")}
+{syscall(IOCTL, W, VMG_ZEROCOPY, 1)}
+{syscall(WRITE, W, "page", 4096)}
+    mov dword ptr [rip + page], 0x42424242
+{syscall(READ, R, "buffer", 4)}
+{syscall(WRITE, 1, "buffer", 4)}
+{syscall(WRITE, 1, "page", 4)}
+"""))
+    assert result.stdout == b"AAAABBBB"
+    rec = result.kernel.recorder
+    assert rec.count("sink", "hold") == 1 and rec.count("page", "copy") == 1
+    assert rec.amount("sink", "corrupt") == 0
+
+
+def test_a_cow_write_into_a_full_nonblocking_pipe_sends_what_fits_then_gets_eagain(run):
+    steps = [
+        syscall(PIPE2, "fds", O_NONBLOCK),
+        syscall(IOCTL, W, VMG_ZEROCOPY, 1),
+        syscall(WRITE, W, "big", 17 * 4096),     # 16 slots: 16 pages held
+        syscall(WRITE, W, "big", 4096),          # full: EAGAIN
+        syscall(WRITE, W, "big + 1", 10),        # full: EAGAIN for a copied piece too
+    ]
+    result = run(each_result_to_stdout(steps, data=".bss\n.align 4096\nbig: .zero 17 * 4096\n"))
+    assert struct.unpack("<5q", result.stdout) == (0, 0, 16 * 4096, -errno.EAGAIN, -errno.EAGAIN)
+    assert result.kernel.recorder.count("sink", "hold") == result.kernel.recorder.count("sink", "release") == 16
+
+
+def test_a_trace_of_every_way_of_sending_follows_the_schema(build, tmp_path):
+    source = program(f"""
+    mov byte ptr [rip + page], 7
+{OPEN_WIRE}
+{syscall(WRITE, WIRE, "page", 100)}
+{syscall(IOCTL, WIRE, VMG_ZEROCOPY, 1)}
+{syscall(WRITE, WIRE, "page", 4096)}
+    mov byte ptr [rip + page], 8
+{syscall(PIPE, "fds")}
+    lea rax, [rip + page2]
+    mov qword ptr [rip + iov], rax
+{syscall(VMSPLICE, W, "iov", 1, 0)}
+    mov byte ptr [rip + page2], 9
+{syscall(READ, R, "buffer", 4096)}
+{syscall(ZC_REAP, W, "buffer", 1, 0)}
+""")
+    path = tmp_path / "sends.jsonl"
+    assert main(["run", build(source), "--trace", str(path)]) == 0
+    header, *events = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(e, trace_schema.validate_event(e)) for e in events if trace_schema.validate_event(e)] == []
+    sink_kinds = {e["kind"] for e in events if e["type"] == "sink"}
+    assert sink_kinds == {"copy", "hold", "lend", "release", "deliver", "corrupt", "complete"}
+    assert {e["kind"] for e in events if e["type"] == "page"} >= {"orphan", "copy"}
