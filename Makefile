@@ -6,6 +6,11 @@ VMGAMES := $(VENV)/bin/vmgames
 STAMP := $(VENV)/.installed-stamp
 
 PROGRAMS := $(patsubst userland/%.s,build/%,$(wildcard userland/*.s))
+# The zero-copy workloads and the vmsplice check: freestanding C, no libc (the flags tests/test_c_programs.py uses).
+C_PROGRAMS := $(patsubst userland/c/%.c,build/%,$(wildcard userland/c/zc_*.c userland/c/vmsplice_alias.c))
+C_HEADERS := $(wildcard userland/c/*.h)
+CFLAGS_FREESTANDING := -static -nostdlib -O2 -ffreestanding -fno-builtin -fno-tree-loop-distribute-patterns \
+	-fno-stack-protector -fno-pie -no-pie -masm=intel -Wall
 
 .PHONY: demo test bench lint userland clean
 
@@ -16,6 +21,9 @@ demo: userland
 	@echo "== touch: writes one byte to each of 1024 fresh pages of an anonymous mmap"
 	@echo "   -> 1026 zero-fill faults (1024 + the stack + its bss page), 2 file faults (text, rodata)"
 	$(VMGAMES) run build/touch 1024 --stats
+	@echo
+	@echo "== zero-copy: every workload under write, copy-on-write and vmsplice sends (rerun a cell: see the CSV)"
+	$(VMGAMES) experiment zerocopy --csv build/zerocopy.csv --plot build
 
 test: userland
 	$(PY) -m pytest -q
@@ -26,11 +34,15 @@ bench: userland
 lint: $(STAMP)
 	$(VENV)/bin/ruff check emulator kernel tools tests
 
-userland: $(PROGRAMS)
+userland: $(PROGRAMS) $(C_PROGRAMS)
 
 build/%: userland/%.s $(STAMP)
 	@mkdir -p build
 	$(VMGAMES) asm $< -o $@
+
+build/%: userland/c/%.c $(C_HEADERS)
+	@mkdir -p build
+	gcc $(CFLAGS_FREESTANDING) -o $@ $<
 
 $(STAMP): pyproject.toml setup.py emulator/_native.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -122,10 +122,10 @@ class Kernel:
 
     def _idle(self) -> bool:
         """Nothing can run: let time pass until a wire's peer takes its next segment. False if none is busy."""
-        busy = [w for w in self.wires if w.queue]
+        busy = [w.busy_until for w in self.wires if w.queue]
         if not busy:
             return False
-        self.machine.idle(min(w.time_to_next_segment() for w in busy))
+        self.machine.idle(max(0, min(busy) - self.machine.now))
         self.advance_wires()
         return True
 
@@ -229,17 +229,8 @@ class Kernel:
                 continue
             self._switch_to(proc)
             start = self.machine.now
-            self._pause_if_due()
-            budget = self.quantum
-            if self.pause_at is not None and start < self.pause_at < start + budget:
-                budget = self.pause_at - start
-            trap = self.machine.run(budget=budget, timeout_us=FAST_SLICE_US if self.run_queue else 0)
-            if trap.kind == traps.QUANTUM and budget < self.quantum and self._pause_if_due():
-                # Paused inside the slice: finish it, so the schedule is the same as without a pause.
-                trap = self.machine.run(budget=self.quantum - budget)
+            trap = self._run_slice()
             proc.instructions += self.machine.now - start
-            if self.wires:
-                self.advance_wires()
             if proc.state == SLEEPING:
                 # Make the syscall again when woken: rip back onto it; rax still holds its number.
                 self.machine.cpu.write(X.UC_X86_REG_RIP, self.machine.cpu.rip - SYSCALL_LENGTH)
@@ -251,6 +242,31 @@ class Kernel:
         blocked = [p for p in self.processes.values() if p.state == SLEEPING]
         if blocked:
             self._break_deadlock(blocked)
+
+    def _run_slice(self) -> traps.Trap:
+        """Run the current process for a quantum.
+
+        The engine is stopped on the way whenever something is due at an exact
+        virtual time (a debugger's pause, a wire's next delivery) and then goes
+        on, so the schedule is the same as without the stop.  In fast mode
+        there is no clock: one run, bounded by host time.
+        """
+        if not self.machine.deterministic:
+            return self.machine.run(budget=self.quantum, timeout_us=FAST_SLICE_US if self.run_queue else 0)
+        end = self.machine.now + self.quantum
+        while True:
+            self._pause_if_due()
+            if self.wires:
+                self.advance_wires()
+            now = self.machine.now
+            stops = [end] + [w.busy_until for w in self.wires if w.queue]
+            if self.pause_at is not None and self.pause_at > now:
+                stops.append(self.pause_at)
+            trap = self.machine.run(budget=min(stops) - now)
+            if trap.kind != traps.QUANTUM or self.machine.now >= end or self.current.state != RUNNABLE:
+                if self.wires:
+                    self.advance_wires()
+                return trap
 
     def _break_deadlock(self, blocked: list[Process]) -> None:
         """Every process left is waiting for another: nothing can ever wake them, so they die."""

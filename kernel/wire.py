@@ -3,14 +3,16 @@
 The peer takes `rate` bytes per 1000 instructions of virtual time, so what
 a program sends stays in flight, held by the kernel, for a while: long
 enough for a copy-on-write send to be written to, or a vmsplice promise to
-be broken.  At most `capacity` bytes are in flight; a sender that finds no
-room sleeps until half of it is free again (as a socket's writer waits for
-its send buffer to drain).
+be broken.  Segments go out one after the other, and the peer takes each one
+whole at the moment its last byte has gone (as a network card reads a page
+by DMA): the page's contents at that moment are what the peer gets.  The
+kernel stops the CPU at that exact virtual time to deliver it (`busy_until`),
+and when every process waits it lets idle time pass up to it.
 
-The wire moves on whenever the kernel is entered (`advance`), and when
-every process waits the kernel lets idle time pass up to the moment the
-next segment is taken.  Closed with bytes in flight, it keeps delivering
-(a graceful close); the kernel runs until every wire is empty.
+At most `capacity` bytes are in flight; a sender that finds no room sleeps
+until half of it is free again (as a socket's writer waits for its send
+buffer to drain).  Closed with bytes in flight, the wire keeps delivering (a
+graceful close); the kernel runs until every wire is empty.
 """
 
 from __future__ import annotations
@@ -38,8 +40,7 @@ class Wire(SinkEnd):
         self.capacity = capacity
         self.queue: deque[Segment] = deque()
         self.in_flight = 0            # bytes sent, not yet taken by the peer
-        self.last = kernel.machine.now    # virtual time up to which the peer has taken its share
-        self.carry = 0                # the peer's share not yet worth a whole byte, in thousandths
+        self.busy_until = 0           # when the segment at the head will have gone
         self.channel = ("wire-room", id(self))
 
     def room(self) -> int:
@@ -47,35 +48,26 @@ class Wire(SinkEnd):
 
     def accept(self, segment: Segment) -> None:
         if not self.queue:
-            self.last, self.carry = self.kernel.machine.now, 0    # the wire was idle: delivery starts now
+            self.busy_until = self.kernel.machine.now + self._duration(segment)   # the wire was idle
         self.queue.append(segment)
         self.in_flight += segment.length
+
+    def _duration(self, segment: Segment) -> int:
+        """Instructions of virtual time the segment takes to go out."""
+        return max(1, -(-segment.length * 1000 // self.rate))
 
     def sleep_for_room(self, proc: Process) -> None:
         self.kernel.sleep(proc, self.channel)
 
     def advance(self, now: int) -> None:
-        """Let the peer take what it could by virtual time `now`."""
-        if not self.queue or now <= self.last:     # (a faulting instruction is taken back off the clock)
-            return
-        share, self.carry = divmod((now - self.last) * self.rate + self.carry, 1000)
-        self.last = now
+        """Deliver every segment that has gone out by virtual time `now`."""
         ram, recorder = self.kernel.machine.ram.bytes, self.kernel.recorder
-        while share and self.queue:
-            segment = self.queue[0]
-            data = segment.peek(ram, share)
-            segment.taken(data, recorder)
-            share -= len(data)
-            self.in_flight -= len(data)
-            if segment.unread == 0:
-                self.queue.popleft()
-                segment.release(self.kernel.allocator)
-        if not self.queue:
-            self.carry = 0
+        while self.queue and self.busy_until <= now:
+            segment = self.queue.popleft()
+            segment.taken(segment.peek(ram, segment.length), recorder)
+            segment.release(self.kernel.allocator)
+            self.in_flight -= segment.length
+            if self.queue:
+                self.busy_until += self._duration(self.queue[0])
         if self.room() >= self.capacity // 2:
             self.kernel.wakeup(self.channel)
-
-    def time_to_next_segment(self) -> int:
-        """Instructions of virtual time until the peer has taken the segment at the head."""
-        needed = self.queue[0].unread * 1000 - self.carry
-        return max(1, -(-needed // self.rate))

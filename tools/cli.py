@@ -19,6 +19,7 @@ from kernel.kernel import DEFAULT_QUANTUM, Kernel
 from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
 from tools import stats as run_stats
 from tools import trace
+from tools.experiments import zerocopy
 
 DESCRIPTION = """\
 vmgames: an instruction-level x86-64 machine with a toy kernel in Python.
@@ -121,6 +122,32 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     chains.add_argument("--pages", type=int, default=32, help="pages of the shared array, 1-64 (default 32)")
     chains.add_argument("--max-depth", type=int, default=5, help="depth limit of the process tree (default 5)")
     chains.add_argument("--csv", metavar="FILE", help="also write per-run figures as CSV")
+    zc = experiments.add_parser(
+        "zerocopy", help="copying, copy-on-write and vmsplice sends: faults, copies, TLB work and cost per MiB",
+        description="Run every workload (userland/c/zc_*.c, built with gcc) under every send mode and size, "
+                    "each on a fresh machine sending to a slow wire, and report per MiB delivered: page faults "
+                    "by kind, pages and bytes copied, PTE writes, TLB invalidations, kernel entries, "
+                    "instructions, the bytes the receiver got against those meant (and how many were corrupt), "
+                    "and an estimated cost in cycles. Writes a CSV and a plot (PNG and SVG).",
+        epilog=ZEROCOPY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    zc.add_argument("--workloads", nargs="+", metavar="NAME", default=list(zerocopy.WORKLOADS),
+                    help=f"which workloads (default: all of {', '.join(zerocopy.WORKLOADS)})")
+    zc.add_argument("--modes", nargs="+", metavar="MODE", default=list(zerocopy.MODES),
+                    help=f"which send modes (default: all of {', '.join(zerocopy.MODES)})")
+    default_sizes = [zerocopy.size_text(s) for s in zerocopy.DEFAULT_SIZES]
+    zc.add_argument("--sizes", nargs="+", metavar="SIZE", default=default_sizes,
+                    help=f"bytes per send (default: {' '.join(default_sizes)})")
+    zc.add_argument("--total", default=zerocopy.size_text(zerocopy.DEFAULT_TOTAL), metavar="SIZE",
+                    help="bytes each cell sends, a multiple of every size "
+                         f"(default {zerocopy.size_text(zerocopy.DEFAULT_TOTAL)})")
+    zc.add_argument("--wire-rate", type=int, default=zerocopy.DEFAULT_WIRE_RATE, metavar="N",
+                    help=f"bytes the wire drains per 1000 instructions (default {zerocopy.DEFAULT_WIRE_RATE})")
+    zc.add_argument("--costs", metavar="FILE",
+                    help="override the cost model's defaults from a JSON or TOML file (see tools/costmodel.py)")
+    zc.add_argument("--csv", metavar="FILE", default="zerocopy.csv",
+                    help="where to write the per-cell figures (default zerocopy.csv)")
+    zc.add_argument("--plot", metavar="DIR", default=".",
+                    help="directory for zerocopy.png and zerocopy.svg (default: the current directory)")
     report = commands.add_parser(
         "report", help="summarise a trace written by vmgames run --trace",
         description="Summarise a trace: events by type and kind per process, the top faulting instructions "
@@ -134,6 +161,17 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     report.add_argument("--perfetto", metavar="FILE",
                         help="also write the trace in Chrome's trace-event format (open it in ui.perfetto.dev)")
     return parser, {"asm": asm, "run": run, "experiment": experiment, "report": report}
+
+
+ZEROCOPY_EPILOG = """\
+Lists may be given with spaces or commas (--sizes 4k,64k).  Each cell's
+command line for vmgames run is in the CSV, so any cell can be rerun alone
+with --stats or --trace.
+
+examples:
+  vmgames experiment zerocopy
+  vmgames experiment zerocopy --workloads static pool --modes cow vmsplice --sizes 64k --total 4m
+  vmgames experiment zerocopy --costs cold.json     (e.g. {"copy_page_ns": 1000})"""
 
 
 def _error(message: str) -> None:
@@ -400,6 +438,8 @@ def command_report(args: argparse.Namespace) -> int:
 
 
 def command_experiment(args: argparse.Namespace) -> int:
+    if args.experiment == "zerocopy":
+        return command_zerocopy(args)
     from tools.experiments import chains
 
     for name in ("seeds", "steps", "max_depth"):
@@ -411,6 +451,56 @@ def command_experiment(args: argparse.Namespace) -> int:
         return 2
     return chains.main(args.seeds, args.steps, args.pages, args.max_depth, args.csv)
 
+
+def _choices(option: str, given: list[str], known: list[str] | tuple[str, ...]) -> list[str]:
+    """Items of a list option (spaces or commas), checked against `known`; keeps order, drops repeats."""
+    items = list(dict.fromkeys(item for text in given for item in text.split(",") if item))
+    unknown = [item for item in items if item not in known]
+    if unknown or not items:
+        raise ValueError(f"{option}: unknown {', '.join(map(repr, unknown)) or '(none given)'}; "
+                         f"choose from {', '.join(known)}")
+    return items
+
+
+def command_zerocopy(args: argparse.Namespace) -> int:
+    from tools import costmodel
+
+    try:
+        workloads = _choices("--workloads", args.workloads, list(zerocopy.WORKLOADS))
+        modes = _choices("--modes", args.modes, zerocopy.MODES)
+        sizes = sorted({parse_size(text) for text in args.sizes for text in text.split(",") if text})
+        total = parse_size(args.total)
+    except (ValueError, argparse.ArgumentTypeError) as error:
+        _error(str(error))
+        return 2
+    if not sizes or any(not 1 <= size <= zerocopy.MAX_SEND for size in sizes):
+        _error(f"--sizes: each size must be from 1 byte to {zerocopy.size_text(zerocopy.MAX_SEND)}")
+        return 2
+    if not 1 <= total <= zerocopy.MAX_TOTAL:
+        _error(f"--total must be from 1 byte to {zerocopy.size_text(zerocopy.MAX_TOTAL)}")
+        return 2
+    misfits = [zerocopy.size_text(size) for size in sizes if total % size]
+    if misfits:
+        _error(f"--total {args.total} is not a multiple of {', '.join(misfits)}: every cell sends whole buffers")
+        return 2
+    if args.wire_rate < 1:
+        _error("--wire-rate must be at least 1")
+        return 2
+    # Outputs are checked before minutes of running, not after.
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.csv))):
+        _error(f"--csv {args.csv}: no such directory")
+        return 2
+    if os.path.exists(args.plot) and not os.path.isdir(args.plot):
+        _error(f"--plot {args.plot}: not a directory")
+        return 2
+    costs = costmodel.Costs()
+    if args.costs:
+        try:
+            costs = costmodel.load_costs(args.costs)
+        except costmodel.CostFileError as error:
+            _error(str(error))
+            return 2
+    return zerocopy.main(workloads, modes, sizes, total, args.wire_rate, costs, args.csv, args.plot)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,8 @@ The steps follow FreeBSD's vm_fault and the paper:
    file at the bottom of the chain;
 5. found below the top object: a read maps it read-only; a write copies it up
    into the top object, or moves it up (no copy) when its holder is the top
-   object's immediate backing object, held by no one else and shadowed once;
+   object's immediate backing object, held by no one else and shadowed once,
+   and the page is not in flight in a sink;
 6. a page in flight in a copy-on-write send (`page.cow`) is never written:
    a write gives the top object a copy in its place (FreeBSD's
    vm_page_cowfault), and the sink keeps the original;
@@ -188,8 +189,15 @@ def _push_shadow(entry: MapEntry) -> None:
 
 def _copy_up(allocator: PageAllocator, first: VMObject, pindex: int, holder: VMObject,
              page: VMPage) -> tuple[VMPage, str]:
-    """Give the top object its own copy of a page found lower in the chain."""
-    if (holder is first.backing and holder.kind == ANONYMOUS and not page.cow
+    """Give the top object its own copy of a page found lower in the chain.
+
+    A page a sink holds (sent copy-on-write, or lent by vmsplice) is copied,
+    never moved up: the receiver still reads it.  Linux's do_wp_page reuses
+    a page only when nothing else holds a reference to it; before 5.8 it
+    did not, and a forked child could vmsplice what its parent wrote later
+    (CVE-2020-29374).
+    """
+    if (holder is first.backing and holder.kind == ANONYMOUS and not page.hold_count
             and holder.ref_count == 1 and holder.shadow_count == 1):
         del holder.pages[page.pindex]
         first.insert(page, pindex)

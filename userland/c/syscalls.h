@@ -7,12 +7,15 @@
 
 #define SYS_read 0
 #define SYS_write 1
+#define SYS_open 2
 #define SYS_close 3
 #define SYS_mmap 9
 #define SYS_mprotect 10
 #define SYS_munmap 11
 #define SYS_brk 12
+#define SYS_ioctl 16
 #define SYS_pipe 22
+#define SYS_sched_yield 24
 #define SYS_madvise 28
 #define SYS_dup2 33
 #define SYS_getpid 39
@@ -23,12 +26,16 @@
 #define SYS_kill 62
 #define SYS_getrusage 98
 #define SYS_getppid 110
+#define SYS_vmsplice 278
 #define SYS_pipe2 293
 
 #define PROT_NONE 0
 #define PROT_READ 1
 #define PROT_WRITE 2
 #define PROT_EXEC 4
+#define O_RDONLY 0
+#define O_WRONLY 1
+#define O_NONBLOCK 04000
 #define MAP_SHARED 0x01
 #define MAP_PRIVATE 0x02
 #define MAP_FIXED 0x10
@@ -172,6 +179,31 @@ static inline long pipe(int fds[2])
 static inline long pipe2(int fds[2], int flags)
 {
     return syscall3(SYS_pipe2, (long)fds, flags, 0);
+}
+
+static inline long open(const char *path, int flags, int mode)
+{
+    return syscall3(SYS_open, (long)path, flags, mode);
+}
+
+static inline long ioctl(int fd, unsigned long request, long arg)
+{
+    return syscall3(SYS_ioctl, fd, (long)request, arg);
+}
+
+static inline long sched_yield(void)
+{
+    return syscall3(SYS_sched_yield, 0, 0, 0);
+}
+
+struct iovec {
+    void *iov_base;
+    unsigned long iov_len;
+};
+
+static inline long vmsplice(int fd, const struct iovec *iov, unsigned long nr_segs, unsigned int flags)
+{
+    return syscall6(SYS_vmsplice, fd, (long)iov, (long)nr_segs, flags, 0, 0);
 }
 
 static inline long dup2(int old_fd, int new_fd)

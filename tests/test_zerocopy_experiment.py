@@ -1,0 +1,199 @@
+"""`vmgames experiment zerocopy`: the per-MiB arithmetic, the cost model, its files, the CLI's errors,
+and what the workloads do under each send mode."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from emulator.machine import Machine
+from emulator.recorder import Recorder
+from kernel.kernel import Kernel
+from tools import cli, costmodel
+from tools.costmodel import CostFileError, Costs, Work
+from tools.experiments import zerocopy
+from tools.experiments.zerocopy import Cell
+
+MIB = 1 << 20
+
+
+def test_the_cost_model_prices_each_count():
+    work = Work(faults=10, pages_copied=4, bytes_copied_in=8192, pages_zeroed=2, pte_writes=6, tlb_pages=3,
+                tlb_flushes=1, syscalls=5, instructions=7000)
+    parts = costmodel.breakdown(work, Costs())
+    # 3 GHz: ns * 3 = cycles
+    assert parts == {
+        "faults": 10 * 1000 * 3,
+        "copies": ((4 + 2) * 60 + 2 * 50) * 3,
+        "page tables and TLB": (6 * 10 + 3 * 140 + 1 * 500) * 3,
+        "syscalls": 5 * 300 * 3,
+        "user instructions": 7000,
+    }
+    assert costmodel.cycles(work, Costs()) == sum(parts.values()) == 30000 + 1380 + 2940 + 4500 + 7000
+    shootdowns = Costs(shootdowns_per_invalidation=2, cpu_ghz=1)
+    assert costmodel.breakdown(work, shootdowns)["page tables and TLB"] == 6 * 10 + 3 * 140 + 500 + 4 * 2 * 3000
+
+
+def recorder_of_a_tiny_cell() -> Recorder:
+    """What a copy-on-write cell of two 4 KiB sends could have recorded, event by event."""
+    recorder = Recorder()
+    recorder.pid = 1
+    for kind in ("zero-fill", "zero-fill", "protection", "protection", "protection", "cow-copy", "fatal"):
+        recorder.event("fault", kind)
+    recorder.event("page", "zero")
+    recorder.event("page", "copy")
+    recorder.event("sink", "copy", bytes=100)
+    for _ in range(2):
+        recorder.event("sink", "hold")
+        recorder.event("sink", "deliver", bytes=4096)
+    recorder.event("sink", "corrupt", bytes=50)
+    for _ in range(4):
+        recorder.event("pte", "write")
+    recorder.event("tlb", "invalidate-page", reason="cow-send")
+    recorder.event("tlb", "invalidate-all", reason="context-switch")
+    for name in ("write", "write", "exit"):
+        recorder.event("syscall", name)
+    return recorder
+
+
+def test_a_cell_is_measured_from_the_recorder_and_divided_per_mib():
+    cell = zerocopy.measure(Cell("static", "cow", 4096, 8192), recorder_of_a_tiny_cell(), instructions=12345)
+    assert cell.faults == {"zero-fill": 2, "file": 0, "resident": 0, "cow-copy": 1, "cow-move": 0, "protection": 3,
+                           "fatal": 1}
+    assert cell.work == Work(faults=6, pages_copied=1, bytes_copied_in=100, pages_zeroed=1, pte_writes=4,
+                             tlb_pages=1, tlb_flushes=1, syscalls=3, instructions=12345)
+    assert (cell.received, cell.corrupt) == (8192, 50)
+    assert cell.kernel_entries == 3 + 7
+    assert cell.per_mib(1) == 128                      # 8 KiB delivered: 1/128 MiB
+    [row] = zerocopy.csv_rows([cell], Costs(), 1024)
+    assert row["faults_protection_per_mib"] == 3 * 128
+    assert row["faults_per_mib"] == 7 * 128
+    assert row["bytes_copied_per_mib"] == (100 + 4096) * 128
+    assert row["kernel_entries_per_mib"] == 10 * 128
+    assert row["corrupt_bytes"] == 50 and row["corrupt_bytes_per_mib"] == 50 * 128
+    assert row["cycles_per_mib"] == round(costmodel.cycles(cell.work, Costs()) * 128)
+    assert row["command"] == "vmgames run build/zc_static cow 4k 8k --wire-rate 1024 --stats"
+
+
+def test_a_cell_that_delivered_nothing_is_divided_by_what_was_meant():
+    cell = Cell("fresh", "write", 1 << 20, 2 << 20)
+    assert cell.per_mib(10) == 5
+
+
+@pytest.mark.parametrize("n, text", [(4096, "4k"), (65536, "64k"), (1 << 20, "1m"), (3 << 20, "3m"), (1000, "1000"),
+                                     (1536, "1536")])
+def test_sizes_are_written_as_the_programs_read_them(n, text):
+    assert zerocopy.size_text(n) == text
+
+
+def test_a_costs_file_overrides_some_defaults(tmp_path):
+    path = tmp_path / "cold.json"
+    path.write_text(json.dumps({"copy_page_ns": 1000, "cpu_ghz": 2}))
+    assert costmodel.load_costs(str(path)) == Costs(copy_page_ns=1000.0, cpu_ghz=2.0)
+    toml = tmp_path / "costs.toml"
+    toml.write_text("fault_ns = 2500\nshootdowns_per_invalidation = 1\n")
+    assert costmodel.load_costs(str(toml)) == Costs(fault_ns=2500.0, shootdowns_per_invalidation=1.0)
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("typo.json", '{"fault_us": 1}', "unknown cost 'fault_us'; the costs are copy_page_ns, cpu_ghz,"),
+    ("text.json", '{"fault_ns": "fast"}', "fault_ns must be a number, not 'fast'"),
+    ("bool.json", '{"syscall_ns": true}', "syscall_ns must be a number, not True"),
+    ("negative.json", '{"invlpg_ns": -1}', "invlpg_ns must be a finite number >= 0, not -1"),
+    ("zero.json", '{"cpu_ghz": 0}', "cpu_ghz must be more than 0"),
+    ("list.json", "[1, 2]", "expected a table of costs (key = number), not list"),
+    ("broken.json", '{"fault_ns": 1', "not valid JSON (line 1: Expecting ',' delimiter); name the file .toml"),
+    ("broken.toml", "fault_ns = = 1", "not valid TOML"),
+])
+def test_a_bad_costs_file_is_refused_with_a_reason(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(CostFileError) as error:
+        costmodel.load_costs(str(path))
+    assert str(error.value).startswith(f"{path}: ")
+    assert message in str(error.value)
+
+
+def test_a_missing_or_binary_costs_file(tmp_path):
+    with pytest.raises(CostFileError, match="No such file or directory"):
+        costmodel.load_costs(str(tmp_path / "nowhere.json"))
+    binary = tmp_path / "costs.json"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(CostFileError, match="not a text file"):
+        costmodel.load_costs(str(binary))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--workloads", "static,nope"], "--workloads: unknown 'nope'; choose from static, fresh, pool, fork"),
+    (["--modes", "splice"], "--modes: unknown 'splice'; choose from write, cow, vmsplice"),
+    (["--sizes", "4q"], "not a size: '4q'"),
+    (["--sizes", "0"], "--sizes: each size must be from 1 byte to 16m"),
+    (["--sizes", "3k", "64k", "--total", "64k"], "--total 64k is not a multiple of 3k"),
+    (["--total", "1g"], "--total must be from 1 byte to 256m"),
+    (["--wire-rate", "0"], "--wire-rate must be at least 1"),
+    (["--costs", "/nonexistent/costs.json"], "/nonexistent/costs.json: No such file or directory"),
+    (["--csv", "/nonexistent/zc.csv"], "--csv /nonexistent/zc.csv: no such directory"),
+    (["--plot", "/dev/null"], "--plot /dev/null: not a directory"),
+])
+def test_bad_arguments_get_one_clear_line(capsys, argv, message):
+    assert cli.main(["experiment", "zerocopy", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vmgames: ") and message in err and err.count("\n") == 1
+
+
+def cells(workload: str, size: int, total: int, modes=zerocopy.MODES) -> dict[str, Cell]:
+    return {cell.mode: cell for cell in zerocopy.run_all([workload], modes, [size], total, zerocopy.DEFAULT_WIRE_RATE)}
+
+
+def test_a_static_buffer_is_corrupted_by_vmsplice_and_never_by_write_or_cow():
+    by_mode = cells("static", 16 << 10, 512 << 10)
+    for mode, cell in by_mode.items():
+        assert cell.received == 512 << 10, mode
+    assert by_mode["write"].corrupt == by_mode["cow"].corrupt == 0
+    # The wire holds 256 KiB in flight: what is still on it when the buffer is refilled arrives changed.
+    assert by_mode["vmsplice"].corrupt > 0
+    assert by_mode["write"].work.bytes_copied_in == 512 << 10
+    assert by_mode["cow"].work.bytes_copied_in == by_mode["vmsplice"].work.bytes_copied_in == 0
+
+
+def test_a_pool_that_waits_for_completions_is_never_corrupted():
+    by_mode = cells("pool", 64 << 10, 1 << 20, modes=("vmsplice",))
+    assert by_mode["vmsplice"].received == 1 << 20
+    assert by_mode["vmsplice"].corrupt == 0
+
+
+def test_the_experiment_writes_its_table_csv_and_plot(tmp_path, capsys):
+    csv_path = tmp_path / "zc.csv"
+    status = cli.main(["experiment", "zerocopy", "--workloads", "fresh", "--modes", "write,vmsplice", "--sizes", "4k",
+                       "--total", "16k", "--csv", str(csv_path), "--plot", str(tmp_path / "plots")])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "fresh" in out and "vmsplice" in out
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [(r["workload"], r["mode"], r["size"]) for r in rows] == [("fresh", "write", "4096"),
+                                                                     ("fresh", "vmsplice", "4096")]
+    assert all(r["received_bytes"] == r["sent_bytes"] == "16384" and r["corrupt_bytes"] == "0" for r in rows)
+    assert rows[1]["command"] == "vmgames run build/zc_fresh vmsplice 4k 16k --wire-rate 1024 --stats"
+    assert (tmp_path / "plots" / "zerocopy.png").stat().st_size > 0
+    assert (tmp_path / "plots" / "zerocopy.svg").stat().st_size > 0
+
+
+def test_a_pool_reuses_a_buffer_only_after_zc_reap_and_every_vmsplice_completes(tmp_path):
+    program = zerocopy.build_programs(str(tmp_path), ["pool"])["pool"]
+    kernel = Kernel(Machine(64 << 20), root=str(tmp_path), stdout=io.BytesIO(), stderr=io.BytesIO(),
+                    wire_rate=zerocopy.DEFAULT_WIRE_RATE)
+    proc = kernel.spawn(kernel.fs.open_host(program), ["zc_pool", "vmsplice", "64k", "2m"], [])
+    kernel.run()
+    recorder = kernel.recorder
+    assert proc.shell_status == 0
+    # 32 sends of 16 pages from a pool of 8 buffers; a reap reports every call completed so far.
+    assert recorder.count("sink", "lend") == 32 * 16
+    # A vmsplice that found the wire full returns what fitted, and the rest is the next call with its own
+    # number (a call that slept is counted again when it is made again); the program checks every number.
+    assert 32 <= recorder.count("sink", "complete") <= recorder.count("syscall", "vmsplice")
+    assert 0 < recorder.count("syscall", "zc_reap") < 24
+    assert recorder.count("sink", "copy") == recorder.count("page", "copy") == 0
+    assert recorder.amount("sink", "deliver") == 2 << 20 and recorder.amount("sink", "corrupt") == 0

@@ -1,0 +1,77 @@
+"""The zero-copy programs of userland/c on vmgames and on the host's Linux kernel.
+
+vmsplice lends pages: Linux lets a write after the vmsplice, before the
+reader reads, change what the reader gets.  vmsplice_alias.c shows it in
+four cases; vmgames must print exactly what Linux prints.  The workloads run
+on Linux too when they send to a pipe (the wire and copy-on-write sends are
+vmgames' own), and their pipe reader checks every byte.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.test_c_programs import assert_same_as_host, run_on_host
+from tools.experiments.zerocopy import GCC_FLAGS, USERLAND_C
+
+PROGRAMS = ["vmsplice_alias", "zc_static", "zc_fresh", "zc_pool", "zc_fork"]
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory):
+    if shutil.which("gcc") is None:
+        pytest.fail("gcc is needed for the C tests (.ci/run installs it)")
+    out = tmp_path_factory.mktemp("zc")
+    paths = {}
+    for name in PROGRAMS:
+        paths[name] = str(out / name)
+        subprocess.run(["gcc", *GCC_FLAGS, "-o", paths[name], os.path.join(USERLAND_C, f"{name}.c")], check=True)
+    return paths
+
+
+def test_vmsplice_aliases_the_buffer_as_on_linux(programs, run):
+    result = assert_same_as_host(run, programs["vmsplice_alias"])
+    assert result.status == 0
+    assert result.stdout.decode() == (
+        'write, then overwrite: reader got "sent-at-the-time"\n'
+        'vmsplice a page, then overwrite: reader got "written-after-it"\n'
+        'vmsplice 16 bytes mid-page, then overwrite: reader got "written-after-it"\n'
+        'vmsplice, then munmap and map a fresh page there: reader got "kept-by-the-pipe"\n'
+        "the fresh page holds zeros\n"
+        'a child vmsplices and exits, then the parent overwrites: reader got "sent-at-the-time"\n')
+
+
+@pytest.mark.parametrize("name", ["zc_static", "zc_fresh", "zc_pool", "zc_fork"])
+def test_copying_sends_through_a_pipe_arrive_intact_on_both_kernels(programs, run, name):
+    result = assert_same_as_host(run, programs[name], "write", "4k", "64k", "pipe")
+    assert result.stdout.decode() == (f"{programs[name]}: 16 sends of 4096 bytes by write to the pipe\n"
+                                      "reader: 65536 bytes, 0 differ from what was sent\n")
+
+
+def test_a_static_buffer_lent_by_vmsplice_arrives_changed_on_both_kernels(programs, run):
+    """How many bytes change depends on when the reader runs; that some do is Linux's behaviour."""
+    args = ["vmsplice", "64k", "512k", "pipe"]
+    host_stdout, host_status = run_on_host([programs["zc_static"], *args])
+    result = run(programs["zc_static"], *args)
+    for stdout, status in ((host_stdout, host_status), (result.stdout, result.status)):
+        assert status == 0
+        reader = stdout.decode().splitlines()[-1]
+        assert reader.startswith("reader: 524288 bytes, ") and not reader.endswith(" 0 differ from what was sent")
+
+
+def test_a_forked_child_lending_pages_is_not_corrupted_by_its_parent_as_on_linux(programs, run):
+    """The parent writes the next round while the child's lent pages are in the pipe: its write faults copy."""
+    result = assert_same_as_host(run, programs["zc_fork"], "vmsplice", "4k", "64k", "pipe")
+    assert result.stdout.decode().endswith("reader: 65536 bytes, 0 differ from what was sent\n")
+
+
+def test_bad_arguments_are_refused_with_usage(programs, run):
+    result = assert_same_as_host(run, programs["zc_pool"], "write", "4k", "6k")
+    assert result.status == 2
+    assert result.stdout.decode().splitlines()[0] == f"{programs['zc_pool']}: TOTAL must be a multiple of SIZE"
+    result = assert_same_as_host(run, programs["zc_pool"], "splice", "4k", "8k")
+    assert result.stdout.decode().splitlines()[0] == f"{programs['zc_pool']}: MODE must be write, cow or vmsplice"

@@ -1,0 +1,344 @@
+"""`vmgames experiment zerocopy`: copying sends, copy-on-write sends and vmsplice, measured.
+
+The 2006 argument (Linus Torvalds against FreeBSD's zero-copy sockets): a
+copy-on-write send saves a copy but pays an exception and two page-table
+updates when the sender writes its buffer again, while vmsplice pays one
+page-table walk and leaves the sender to promise not to touch the pages until
+they are consumed.  This runs every workload of userland/c/zc_*.c under every
+send mode and size to a slow wire, each on a fresh machine, and reports what
+the kernel did per MiB delivered, what the receiver got against what was
+meant, and an estimated cost from tools/costmodel.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
+
+from emulator.machine import Machine
+from emulator.recorder import Recorder
+from kernel.kernel import Kernel
+from tools import costmodel
+from tools.costmodel import Costs, Work
+
+USERLAND_C = os.path.join(os.path.dirname(__file__), "..", "..", "userland", "c")
+# No libc: gcc must not turn loops into calls to memset or memcpy (tests/test_c_programs.py builds the same way).
+GCC_FLAGS = ["-static", "-nostdlib", "-O2", "-ffreestanding", "-fno-builtin", "-fno-tree-loop-distribute-patterns",
+             "-fno-stack-protector", "-fno-pie", "-no-pie", "-masm=intel", "-Wall"]
+
+WORKLOADS = {
+    "static": "one buffer, refilled and sent in a loop (vmsplice: refilled before the receiver has it)",
+    "fresh": "a fresh mmap for every send, unmapped once sent",
+    "pool": "a pool of buffers, reused once free (vmsplice: after zc_reap reports completion)",
+    "fork": "a forked child sends while its parent writes the next round into the same buffer",
+}
+MODES = ("write", "cow", "vmsplice")
+DEFAULT_SIZES = (4 << 10, 64 << 10, 1 << 20)
+DEFAULT_TOTAL = 4 << 20
+# A wire slower than the sender, as a network is slower than memory: the workloads refill a buffer at about
+# 2 bytes per instruction, so at 1024 bytes per 1000 instructions the sender catches up with what is in flight.
+DEFAULT_WIRE_RATE = 1024
+FAULT_KINDS = ("zero-fill", "file", "resident", "cow-copy", "cow-move", "protection", "fatal")
+RAM = 128 << 20
+MAX_SEND = 16 << 20          # the pool and fork workloads hold two or three buffers of this size
+MAX_TOTAL = 256 << 20
+MIB = 1 << 20
+
+
+class ExperimentError(Exception):
+    """The experiment cannot go on; the message says why."""
+
+
+def size_text(n: int) -> str:
+    """65536 -> '64k', as the programs and vmgames run take it."""
+    for unit, suffix in ((MIB, "m"), (1 << 10, "k")):
+        if n % unit == 0:
+            return f"{n // unit}{suffix}"
+    return str(n)
+
+
+@dataclass
+class Cell:
+    """One run: a workload, a send mode and a send size, and what the kernel counted."""
+
+    workload: str
+    mode: str
+    size: int
+    total: int                       # bytes the sender meant to send
+    received: int = 0                # bytes the receiver got
+    corrupt: int = 0                 # of those, bytes that differ from what was sent
+    faults: dict[str, int] = field(default_factory=dict)
+    work: Work = field(default_factory=Work)
+    tlb_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def mib(self) -> float:
+        """MiB delivered: what everything is divided by (what was meant, if nothing arrived)."""
+        return (self.received or self.total) / MIB
+
+    def per_mib(self, value: float) -> float:
+        return value / self.mib
+
+    @property
+    def kernel_entries(self) -> int:
+        return self.work.syscalls + sum(self.faults.values())
+
+    def command(self, wire_rate: int) -> str:
+        return (f"vmgames run build/zc_{self.workload} {self.mode} {size_text(self.size)} {size_text(self.total)} "
+                f"--wire-rate {wire_rate} --stats")
+
+
+def measure(cell: Cell, recorder: Recorder, instructions: int) -> Cell:
+    """Fill in a cell from the recorder of its run."""
+    faults = recorder.by_kind("fault")
+    cell.faults = {kind: faults.get(kind, 0) for kind in FAULT_KINDS}
+    cell.received = recorder.amount("sink", "deliver")
+    cell.corrupt = recorder.amount("sink", "corrupt")
+    cell.work = Work(
+        faults=sum(n for kind, n in faults.items() if kind != "fatal"),
+        pages_copied=recorder.count("page", "copy"),
+        bytes_copied_in=recorder.amount("sink", "copy"),
+        pages_zeroed=recorder.count("page", "zero"),
+        pte_writes=recorder.count("pte", "write"),
+        tlb_pages=recorder.count("tlb", "invalidate-page"),
+        tlb_flushes=recorder.count("tlb", "invalidate-all"),
+        syscalls=recorder.count("syscall"),
+        instructions=instructions,
+    )
+    return cell
+
+
+def build_programs(directory: str, workloads: Iterable[str]) -> dict[str, str]:
+    """Compile the workloads with gcc into `directory`: workload -> executable."""
+    if shutil.which("gcc") is None:
+        raise ExperimentError("gcc is needed to build the workloads (userland/c/zc_*.c)")
+    programs = {}
+    for workload in workloads:
+        source = os.path.join(USERLAND_C, f"zc_{workload}.c")
+        programs[workload] = os.path.join(directory, f"zc_{workload}")
+        built = subprocess.run(["gcc", *GCC_FLAGS, "-o", programs[workload], source], capture_output=True, text=True)
+        if built.returncode:
+            raise ExperimentError(f"gcc could not build {source}:\n{built.stderr.strip()}")
+    return programs
+
+
+def run_cell(program: str, cell: Cell, wire_rate: int) -> Cell:
+    """Run one cell on a fresh machine and measure it."""
+    out = io.BytesIO()
+    kernel = Kernel(Machine(RAM), root=os.path.dirname(program), stdout=out, stderr=out, wire_rate=wire_rate)
+    argv = [f"zc_{cell.workload}", cell.mode, size_text(cell.size), size_text(cell.total)]
+    proc = kernel.spawn(kernel.fs.open_host(program), argv, [])
+    kernel.run()
+    if proc.shell_status != 0:
+        said = out.getvalue().decode(errors="replace").strip()
+        raise ExperimentError(f"{cell.command(wire_rate)}: exit status {proc.shell_status}"
+                              + (f"\n{said}" if said else "") + (f"\n{proc.death}" if proc.death else ""))
+    recorder = kernel.recorder
+    pids = {pid for pid, _, _ in recorder.counts}
+    return measure(cell, recorder, sum(kernel.instructions_of_pid(pid) for pid in pids))
+
+
+def run_all(workloads: Iterable[str], modes: Iterable[str], sizes: Iterable[int], total: int, wire_rate: int,
+            progress: Callable[[int, int, Cell], None] | None = None) -> list[Cell]:
+    cells = [Cell(w, m, s, total) for w in workloads for s in sizes for m in modes]
+    with tempfile.TemporaryDirectory(prefix="vmgames-zerocopy-") as scratch:
+        programs = build_programs(scratch, dict.fromkeys(cell.workload for cell in cells))
+        for done, cell in enumerate(cells):
+            if progress:
+                progress(done, len(cells), cell)
+            run_cell(programs[cell.workload], cell, wire_rate)
+    return cells
+
+
+def csv_rows(cells: list[Cell], costs: Costs, wire_rate: int) -> list[dict[str, object]]:
+    """Tidy rows: one per cell, raw totals and per-MiB figures."""
+    rows = []
+    for cell in cells:
+        parts = costmodel.breakdown(cell.work, costs)
+        row: dict[str, object] = {
+            "workload": cell.workload, "mode": cell.mode, "size": cell.size,
+            "sent_bytes": cell.total, "received_bytes": cell.received, "corrupt_bytes": cell.corrupt,
+        }
+        for kind in FAULT_KINDS:
+            row[f"faults_{kind}_per_mib"] = round(cell.per_mib(cell.faults[kind]), 3)
+        work = cell.work
+        per_mib = {
+            "faults": sum(cell.faults.values()),
+            "pages_copied": work.pages_copied,
+            "bytes_copied": work.bytes_copied_in + work.pages_copied * costmodel.PAGE_SIZE,
+            "pages_zeroed": work.pages_zeroed,
+            "pte_writes": work.pte_writes,
+            "tlb_invalidations": work.tlb_pages + work.tlb_flushes,
+            "tlb_page": work.tlb_pages,
+            "tlb_all": work.tlb_flushes,
+            "kernel_entries": cell.kernel_entries,
+            "syscalls": work.syscalls,
+            "instructions": work.instructions,
+            "corrupt_bytes": cell.corrupt,
+        }
+        for name, value in per_mib.items():
+            row[f"{name}_per_mib"] = round(cell.per_mib(value), 3)
+        for part, value in parts.items():
+            row[f"cycles_{part.replace(' ', '_')}_per_mib"] = round(cell.per_mib(value))
+        row["cycles_per_mib"] = round(cell.per_mib(sum(parts.values())))
+        row["command"] = cell.command(wire_rate)
+        rows.append(row)
+    return rows
+
+
+def write_csv(rows: list[dict[str, object]], path: str) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _short(value: float) -> str:
+    if value >= 10_000:
+        return f"{value / 1000:,.0f}k"
+    if value >= 100 or value == int(value):
+        return f"{value:,.0f}"
+    return f"{value:.1f}"
+
+
+TABLE_WIDTH = 160           # the table's natural width; a narrower terminal wraps it rather than squeezing columns
+# Fault columns of the table (the CSV has every kind apart; a fatal fault stops the experiment).
+TABLE_FAULTS = {"faults\nzero-\nfill": ("zero-fill",), "faults\nfile,\nres.": ("file", "resident"),
+                "faults\ncow-\ncopy": ("cow-copy",), "faults\ncow-\nmove": ("cow-move",),
+                "faults\nprot.": ("protection",)}
+
+
+def render_table(cells: list[Cell], costs: Costs, wire_rate: int, console) -> None:
+    """The per-MiB table on the terminal (rich)."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=f"Zero-copy sends, per MiB delivered: {size_text(cells[0].total)} per cell to a wire "
+                        f"draining {wire_rate} bytes per 1000 instructions",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("workload", "mode", "size"):
+        table.add_column(name, no_wrap=True)
+    for name in (*TABLE_FAULTS, "pages\ncopied", "KiB\ncopied", "PTE\nwrites", "TLB\ninval.", "kernel\nentries",
+                 "k\ninstr.", "received", "corrupt", "est.\nk cycles"):
+        table.add_column(name, justify="right", no_wrap=True, min_width=max(map(len, name.splitlines())))
+    previous = None
+    for cell in cells:
+        if previous is not None and (cell.workload, cell.size) != previous:
+            table.add_section()
+        previous = (cell.workload, cell.size)
+        work = cell.work
+        copied = (work.bytes_copied_in + work.pages_copied * costmodel.PAGE_SIZE) / 1024
+        corrupt = f"{cell.corrupt / cell.received:.1%}" if cell.corrupt else "0"
+        received = size_text(cell.received) if cell.received == cell.total else \
+            f"[bold red]{cell.received} of {cell.total}[/]"
+        table.add_row(
+            cell.workload, cell.mode, size_text(cell.size),
+            *(_short(cell.per_mib(sum(cell.faults[k] for k in kinds))) for kinds in TABLE_FAULTS.values()),
+            _short(cell.per_mib(work.pages_copied)),
+            _short(cell.per_mib(copied)),
+            _short(cell.per_mib(work.pte_writes)),
+            _short(cell.per_mib(work.tlb_pages + work.tlb_flushes)),
+            _short(cell.per_mib(cell.kernel_entries)),
+            _short(cell.per_mib(work.instructions) / 1000),
+            received,
+            f"[bold red]{corrupt}[/]" if cell.corrupt else corrupt,
+            _short(cell.per_mib(costmodel.cycles(work, costs)) / 1000),
+        )
+    console.print(table)
+
+
+PART_COLOURS = {"faults": "#c44e52", "copies": "#4c72b0", "page tables and TLB": "#8172b3",
+                "syscalls": "#55a868", "user instructions": "#bbbbbb"}
+
+
+def write_plot(cells: list[Cell], costs: Costs, directory: str) -> list[str]:
+    """Cost per MiB by workload and mode, one panel per send size, stacked by part (PNG and SVG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(directory, exist_ok=True)
+    sizes = sorted({c.size for c in cells})
+    workloads = list(dict.fromkeys(c.workload for c in cells))
+    modes = list(dict.fromkeys(c.mode for c in cells))
+    by_key = {(c.workload, c.mode, c.size): c for c in cells}
+    figure, panels = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes) + 1, 4.6), squeeze=False)
+    width = 0.8 / len(modes)
+    for panel, size in zip(panels[0], sizes, strict=True):
+        for m, mode in enumerate(modes):
+            xs = [w + (m - (len(modes) - 1) / 2) * width for w in range(len(workloads))]
+            bottoms = [0.0] * len(workloads)
+            for part in costmodel.PARTS:
+                heights = []
+                for workload in workloads:
+                    cell = by_key.get((workload, mode, size))
+                    value = costmodel.breakdown(cell.work, costs)[part] if cell else 0.0
+                    heights.append(cell.per_mib(value) / 1e6 if cell else 0.0)
+                panel.bar(xs, heights, width * 0.92, bottom=bottoms, color=PART_COLOURS[part],
+                          label=part if (m, size) == (0, sizes[0]) else None)
+                bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
+            for x, top, workload in zip(xs, bottoms, workloads, strict=True):
+                cell = by_key.get((workload, mode, size))
+                if cell is None:
+                    continue
+                label = mode[0].upper() + ("\ncorrupt" if cell.corrupt else "")
+                panel.annotate(label, (x, top), ha="center", va="bottom", fontsize=7,
+                               color="#b00000" if cell.corrupt else "black")
+        panel.set_xticks(range(len(workloads)), workloads)
+        panel.set_title(f"{size_text(size)} sends")
+        panel.margins(y=0.15)
+    panels[0][0].set_ylabel("estimated M cycles per MiB delivered")
+    figure.suptitle("Zero-copy sends: estimated cost per MiB (W = write, C = copy-on-write, V = vmsplice)")
+    figure.legend(loc="lower center", ncol=len(costmodel.PARTS), frameon=False, bbox_to_anchor=(0.5, -0.04))
+    written = []
+    for extension in ("png", "svg"):
+        path = os.path.join(directory, f"zerocopy.{extension}")
+        figure.savefig(path, dpi=120, bbox_inches="tight")
+        written.append(path)
+    plt.close(figure)
+    return written
+
+
+def main(workloads: list[str], modes: list[str], sizes: list[int], total: int, wire_rate: int, costs: Costs,
+         csv_path: str, plot_directory: str) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(width=max(Console().width, TABLE_WIDTH))
+    try:
+        if sys.stderr.isatty():
+            with Progress(console=Console(stderr=True), transient=True) as bar:
+                task = bar.add_task("cells", total=len(workloads) * len(modes) * len(sizes))
+
+                def advance(done: int, count: int, cell: Cell) -> None:
+                    bar.update(task, completed=done,
+                               description=f"{done}/{count}: {cell.workload} {cell.mode} {size_text(cell.size)}")
+
+                cells = run_all(workloads, modes, sizes, total, wire_rate, advance)
+        else:
+            cells = run_all(workloads, modes, sizes, total, wire_rate)
+    except ExperimentError as error:
+        print(f"vmgames: {error}", file=sys.stderr)
+        return 1
+    render_table(cells, costs, wire_rate, console)
+    console.print("cost model (ns; override with --costs FILE): "
+                  + ", ".join(f"{f.name} {getattr(costs, f.name):g}" for f in fields(Costs)), highlight=False)
+    rows = csv_rows(cells, costs, wire_rate)
+    try:
+        write_csv(rows, csv_path)
+        written = write_plot(cells, costs, plot_directory)
+    except OSError as error:
+        print(f"vmgames: {error.filename}: {error.strerror}", file=sys.stderr)
+        return 1
+    print(f"per-cell figures (and the command that reruns each cell) written to {csv_path}")
+    print(f"plot written to {', '.join(written)}")
+    print("rerun any cell with: " + cells[0].command(wire_rate) + "   (make userland builds build/zc_*)")
+    return 0
