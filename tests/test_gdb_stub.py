@@ -31,10 +31,25 @@ needs_gdb = pytest.mark.skipif(shutil.which("gdb") is None,
                                reason="gdb is not installed (.ci/run installs it): the stub's gdb tests need it")
 
 
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_machine_left_running():
+    """A failed test must not leave a vmgames behind (one running a spinning program would never end)."""
+    yield
+    while _started:
+        vm = _started.pop()
+        if vm.poll() is None:
+            vm.kill()
+            vm.communicate()
+
+
 def _start(*args: str) -> tuple[subprocess.Popen, int]:
     """vmgames run ARGS --gdb on a free loopback port; the port it listens on."""
     vm = subprocess.Popen([sys.executable, "-m", "tools.cli", "run", *args, "--gdb", "0"], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _started.append(vm)
     line = vm.stderr.readline().decode()
     match = re.match(r"vmgames: waiting for gdb on 127\.0\.0\.1:(\d+) ", line)
     assert match, line

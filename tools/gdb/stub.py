@@ -304,9 +304,6 @@ class GdbStub:
 
     def _poll(self, kernel: Kernel) -> None:
         kernel.pause_at = self.machine.now + POLL_EVERY
-        kernel.on_pause = self._poll
-        if self.conn is None:
-            return
         try:
             interrupted = self.conn.poll_interrupt()
         except Disconnected as error:
@@ -318,7 +315,7 @@ class GdbStub:
     # The kernel's debugger hooks.
 
     def _before_fault(self, kernel: Kernel, proc: Process, va: int, access: int, error_code: int) -> None:
-        if self.conn is None or not self.fault_breaks:
+        if not self.fault_breaks:
             return
         kind = predict_kind(proc.vmspace, va, access, error_code)
         if "any" not in self.fault_breaks and kind not in self.fault_breaks:
@@ -336,8 +333,6 @@ class GdbStub:
 
     def _after_fault(self, kernel: Kernel, proc: Process, va: int, result: FaultResult) -> None:
         stop, self.fault_stop = self.fault_stop, None
-        if self.conn is None:
-            return
         if stop is not None and stop.step_kernel:
             after = monitor.leaf_pte(proc, va)
             where = f", object {result.object} level {result.level} of {result.depth}" if not result.fatal else ""
@@ -357,7 +352,7 @@ class GdbStub:
             self.serve(Stop(proc.pid, signal, note=note, writable=False))
 
     def _before_syscall(self, kernel: Kernel, proc: Process, number: int) -> None:
-        if self.conn is None or not self.syscall_breaks:
+        if not self.syscall_breaks:
             return
         name = SYSCALLS.get(number, (f"unknown({number})", None))[0]
         if name in self.syscall_breaks:
