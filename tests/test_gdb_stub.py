@@ -215,6 +215,12 @@ def test_ctrl_c_interrupts_a_program_that_never_stops(tmp_path):
 
 
 def test_the_stub_listens_on_loopback_unless_told_otherwise():
+    vm, port = _start(COWFORK)                         # "--gdb 0": a port only
+    with open("/proc/net/tcp", encoding="ascii") as f:
+        listening = f.read()
+    assert f"0100007F:{port:04X} 00000000:0000 0A" in listening   # 127.0.0.1:port, LISTEN
+    assert f"00000000:{port:04X} 00000000:0000 0A" not in listening
+    vm.kill()
     result = subprocess.run([sys.executable, "-m", "tools.cli", "run", COWFORK, "--gdb", "localhost:http"],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2 and result.stderr == "vmgames: --gdb takes [HOST:]PORT, not 'localhost:http'\n"
