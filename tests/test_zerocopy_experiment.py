@@ -75,7 +75,7 @@ def test_a_cell_is_measured_from_the_recorder_and_divided_per_mib():
     assert row["kernel_entries_per_mib"] == 10 * 128
     assert row["corrupt_bytes"] == 50 and row["corrupt_bytes_per_mib"] == 50 * 128
     assert row["cycles_per_mib"] == round(costmodel.cycles(cell.work, Costs()) * 128)
-    assert row["command"] == "vmgames run build/zc_static cow 4k 8k --wire-rate 1024 --stats"
+    assert row["command"] == "vmgames run build/zc_static cow 4k 8k wire --wire-rate 1024 --stats"
 
 
 def test_a_cell_that_delivered_nothing_is_divided_by_what_was_meant():
@@ -159,6 +159,14 @@ def test_a_static_buffer_is_corrupted_by_vmsplice_and_never_by_write_or_cow():
     assert by_mode["cow"].work.bytes_copied_in == by_mode["vmsplice"].work.bytes_copied_in == 0
 
 
+def test_on_a_pipe_the_reader_sees_a_static_buffer_change_under_vmsplice_only():
+    by_mode = {cell.mode: cell for cell in zerocopy.run_all(["static"], zerocopy.MODES, [16 << 10], 256 << 10,
+                                                            zerocopy.DEFAULT_WIRE_RATE, sink="pipe")}
+    assert {mode: cell.received for mode, cell in by_mode.items()} == dict.fromkeys(zerocopy.MODES, 256 << 10)
+    assert by_mode["write"].corrupt == by_mode["cow"].corrupt == 0 < by_mode["vmsplice"].corrupt
+    assert by_mode["cow"].work.bytes_copied_in == by_mode["vmsplice"].work.bytes_copied_in == 0
+
+
 def test_a_pool_that_waits_for_completions_is_never_corrupted():
     by_mode = cells("pool", 64 << 10, 1 << 20, modes=("vmsplice",))
     assert by_mode["vmsplice"].received == 1 << 20
@@ -176,7 +184,7 @@ def test_the_experiment_writes_its_table_csv_and_plot(tmp_path, capsys):
     assert [(r["workload"], r["mode"], r["size"]) for r in rows] == [("fresh", "write", "4096"),
                                                                      ("fresh", "vmsplice", "4096")]
     assert all(r["received_bytes"] == r["sent_bytes"] == "16384" and r["corrupt_bytes"] == "0" for r in rows)
-    assert rows[1]["command"] == "vmgames run build/zc_fresh vmsplice 4k 16k --wire-rate 1024 --stats"
+    assert rows[1]["command"] == "vmgames run build/zc_fresh vmsplice 4k 16k wire --wire-rate 1024 --stats"
     assert (tmp_path / "plots" / "zerocopy.png").stat().st_size > 0
     assert (tmp_path / "plots" / "zerocopy.svg").stat().st_size > 0
 

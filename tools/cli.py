@@ -140,6 +140,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     zc.add_argument("--total", default=zerocopy.size_text(zerocopy.DEFAULT_TOTAL), metavar="SIZE",
                     help="bytes each cell sends, a multiple of every size "
                          f"(default {zerocopy.size_text(zerocopy.DEFAULT_TOTAL)})")
+    zc.add_argument("--sink", choices=list(zerocopy.SINKS), default="wire",
+                    help="where the workloads send: " + "; ".join(f"{k}: {v}" for k, v in zerocopy.SINKS.items())
+                         + " (default wire)")
     zc.add_argument("--wire-rate", type=int, default=zerocopy.DEFAULT_WIRE_RATE, metavar="N",
                     help=f"bytes the wire drains per 1000 instructions (default {zerocopy.DEFAULT_WIRE_RATE})")
     zc.add_argument("--costs", metavar="FILE",
@@ -500,7 +503,7 @@ def command_zerocopy(args: argparse.Namespace) -> int:
         except costmodel.CostFileError as error:
             _error(str(error))
             return 2
-    return zerocopy.main(workloads, modes, sizes, total, args.wire_rate, costs, args.csv, args.plot)
+    return zerocopy.main(workloads, modes, sizes, total, args.wire_rate, costs, args.csv, args.plot, args.sink)
 
 if __name__ == "__main__":
     sys.exit(main())

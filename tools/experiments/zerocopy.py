@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, fields
 from emulator.machine import Machine
 from emulator.recorder import Recorder
 from kernel.kernel import Kernel
+from kernel.vm.fault import KINDS as FAULT_KINDS
 from tools import costmodel
 from tools.costmodel import Costs, Work
 
@@ -40,12 +41,13 @@ WORKLOADS = {
     "fork": "a forked child sends while its parent writes the next round into the same buffer",
 }
 MODES = ("write", "cow", "vmsplice")
+SINKS = {"wire": "/dev/wire, a socket to a slow peer draining in virtual time",
+         "pipe": "a pipe, drained by a forked reader that checks every byte"}
 DEFAULT_SIZES = (4 << 10, 64 << 10, 1 << 20)
 DEFAULT_TOTAL = 4 << 20
 # A wire slower than the sender, as a network is slower than memory: the workloads refill a buffer at about
 # 2 bytes per instruction, so at 1024 bytes per 1000 instructions the sender catches up with what is in flight.
 DEFAULT_WIRE_RATE = 1024
-FAULT_KINDS = ("zero-fill", "file", "resident", "cow-copy", "cow-move", "protection", "fatal")
 RAM = 128 << 20
 MAX_SEND = 16 << 20          # the pool and fork workloads hold two or three buffers of this size
 MAX_TOTAL = 256 << 20
@@ -72,11 +74,11 @@ class Cell:
     mode: str
     size: int
     total: int                       # bytes the sender meant to send
+    sink: str = "wire"
     received: int = 0                # bytes the receiver got
     corrupt: int = 0                 # of those, bytes that differ from what was sent
     faults: dict[str, int] = field(default_factory=dict)
     work: Work = field(default_factory=Work)
-    tlb_reasons: dict[str, int] = field(default_factory=dict)
 
     @property
     def mib(self) -> float:
@@ -92,7 +94,7 @@ class Cell:
 
     def command(self, wire_rate: int) -> str:
         return (f"vmgames run build/zc_{self.workload} {self.mode} {size_text(self.size)} {size_text(self.total)} "
-                f"--wire-rate {wire_rate} --stats")
+                f"{self.sink} --wire-rate {wire_rate} --stats")
 
 
 def measure(cell: Cell, recorder: Recorder, instructions: int) -> Cell:
@@ -133,7 +135,7 @@ def run_cell(program: str, cell: Cell, wire_rate: int) -> Cell:
     """Run one cell on a fresh machine and measure it."""
     out = io.BytesIO()
     kernel = Kernel(Machine(RAM), root=os.path.dirname(program), stdout=out, stderr=out, wire_rate=wire_rate)
-    argv = [f"zc_{cell.workload}", cell.mode, size_text(cell.size), size_text(cell.total)]
+    argv = [f"zc_{cell.workload}", cell.mode, size_text(cell.size), size_text(cell.total), cell.sink]
     proc = kernel.spawn(kernel.fs.open_host(program), argv, [])
     kernel.run()
     if proc.shell_status != 0:
@@ -146,8 +148,8 @@ def run_cell(program: str, cell: Cell, wire_rate: int) -> Cell:
 
 
 def run_all(workloads: Iterable[str], modes: Iterable[str], sizes: Iterable[int], total: int, wire_rate: int,
-            progress: Callable[[int, int, Cell], None] | None = None) -> list[Cell]:
-    cells = [Cell(w, m, s, total) for w in workloads for s in sizes for m in modes]
+            progress: Callable[[int, int, Cell], None] | None = None, sink: str = "wire") -> list[Cell]:
+    cells = [Cell(w, m, s, total, sink) for w in workloads for s in sizes for m in modes]
     with tempfile.TemporaryDirectory(prefix="vmgames-zerocopy-") as scratch:
         programs = build_programs(scratch, dict.fromkeys(cell.workload for cell in cells))
         for done, cell in enumerate(cells):
@@ -163,7 +165,7 @@ def csv_rows(cells: list[Cell], costs: Costs, wire_rate: int) -> list[dict[str, 
     for cell in cells:
         parts = costmodel.breakdown(cell.work, costs)
         row: dict[str, object] = {
-            "workload": cell.workload, "mode": cell.mode, "size": cell.size,
+            "workload": cell.workload, "mode": cell.mode, "size": cell.size, "sink": cell.sink,
             "sent_bytes": cell.total, "received_bytes": cell.received, "corrupt_bytes": cell.corrupt,
         }
         for kind in FAULT_KINDS:
@@ -220,8 +222,9 @@ def render_table(cells: list[Cell], costs: Costs, wire_rate: int, console) -> No
     from rich import box
     from rich.table import Table
 
-    table = Table(title=f"Zero-copy sends, per MiB delivered: {size_text(cells[0].total)} per cell to a wire "
-                        f"draining {wire_rate} bytes per 1000 instructions",
+    to = (f"a wire draining {wire_rate} bytes per 1000 instructions" if cells[0].sink == "wire"
+          else "a pipe with a forked reader")
+    table = Table(title=f"Zero-copy sends, per MiB delivered: {size_text(cells[0].total)} per cell to {to}",
                   title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("workload", "mode", "size"):
         table.add_column(name, no_wrap=True)
@@ -308,7 +311,7 @@ def write_plot(cells: list[Cell], costs: Costs, directory: str) -> list[str]:
 
 
 def main(workloads: list[str], modes: list[str], sizes: list[int], total: int, wire_rate: int, costs: Costs,
-         csv_path: str, plot_directory: str) -> int:
+         csv_path: str, plot_directory: str, sink: str = "wire") -> int:
     from rich.console import Console
     from rich.progress import Progress
 
@@ -322,9 +325,9 @@ def main(workloads: list[str], modes: list[str], sizes: list[int], total: int, w
                     bar.update(task, completed=done,
                                description=f"{done}/{count}: {cell.workload} {cell.mode} {size_text(cell.size)}")
 
-                cells = run_all(workloads, modes, sizes, total, wire_rate, advance)
+                cells = run_all(workloads, modes, sizes, total, wire_rate, advance, sink)
         else:
-            cells = run_all(workloads, modes, sizes, total, wire_rate)
+            cells = run_all(workloads, modes, sizes, total, wire_rate, sink=sink)
     except ExperimentError as error:
         print(f"vmgames: {error}", file=sys.stderr)
         return 1
