@@ -343,3 +343,14 @@ def test_the_tutorial_session_is_what_gdb_shows():
     out, _ = vm.communicate(timeout=TIMEOUT)
     assert result.stdout == transcript
     assert out == b"child: value = 2\nparent: value = 1\n"
+
+
+def test_an_oversized_packet_drops_the_client_and_the_program_runs_on():
+    vm, port = _start(COWFORK)
+    sock = _raw(port)
+    sock.sendall(b"$" + b"m" * 0x5000)
+    assert sock.recv(1) == b""                         # dropped
+    out, err = vm.communicate(timeout=TIMEOUT)
+    assert out == b"child: value = 2\nparent: value = 1\n"
+    assert b"gdb went away (packet longer than 16384 bytes); running on" in err
+    assert vm.returncode == 0
