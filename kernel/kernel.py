@@ -78,6 +78,12 @@ class Kernel:
         self.pause_at: int | None = None
         self.on_pause: Callable[[Kernel], None] | None = None
         self.before_exit: Callable[[Kernel, Process], None] | None = None   # sees a process before teardown
+        # Debugger hooks, called from inside the running engine, so a debugger can stop there:
+        # before vm_fault handles a user fault (va, access, error code), after it (and its result),
+        # and before a syscall is dispatched (its number).
+        self.before_fault: Callable[[Kernel, Process, int, int, int], None] | None = None
+        self.after_fault: Callable[[Kernel, Process, int, FaultResult], None] | None = None
+        self.before_syscall: Callable[[Kernel, Process, int], None] | None = None
         machine.page_fault_handler = self._page_fault
         machine.syscall_handler = self._syscall
 
@@ -296,7 +302,11 @@ class Kernel:
             self.advance_wires()    # a write to a page in flight copies it only if it is still in flight
         # Reading rip costs about as much as a page walk; only a trace needs it.
         rip = self.machine.cpu.rip if self.recorder.sink is not None else None
+        if self.before_fault is not None:
+            self.before_fault(self, proc, va, access, error_code)
         result = vm_fault(proc.vmspace, self.allocator, va, access, error_code, rip)
+        if self.after_fault is not None:
+            self.after_fault(self, proc, va, result)
         if result.fatal:
             self._fatal = (result, va, access)
             return False
@@ -307,6 +317,8 @@ class Kernel:
         if self.wires:
             self.advance_wires()
         number, *args = self.machine.cpu.syscall_registers()
+        if self.before_syscall is not None:
+            self.before_syscall(self, proc, number)
         result = dispatch(self, proc, number, tuple(args))
         if proc.state == RUNNABLE:
             self.machine.cpu.set_result(result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import bdb
 import contextlib
 import json
 import os
@@ -37,7 +38,9 @@ examples:
   vmgames run userland/hello.s
   vmgames run build/touch 1024 --stats
   vmgames run build/touch 64 --stats-json stats.json
-  vmgames run build/prog --stats -- -v     (arguments after -- go to the program)"""
+  vmgames run build/prog --stats -- -v     (arguments after -- go to the program)
+  vmgames run build/cowfork --gdb 1234     (then: gdb build/cowfork -ex 'target remote :1234')
+  vmgames run build/cowfork --break-on fault:cow-copy   (pdb inside the fault handler)"""
 
 ASM_EPILOG = """\
 The source is GNU-style Intel syntax (.intel_syntax noprefix) with .text,
@@ -103,6 +106,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                      help=f"bytes the peer of /dev/wire takes per 1000 instructions (default {DEFAULT_WIRE_RATE})")
     run.add_argument("--wire-buffer", type=parse_size, default=DEFAULT_WIRE_CAPACITY, metavar="SIZE",
                      help=f"bytes a wire holds in flight before a sender waits ({DEFAULT_WIRE_CAPACITY >> 10}K)")
+    run.add_argument("--gdb", metavar="[HOST:]PORT",
+                     help="wait for gdb (target remote HOST:PORT) before the first instruction; HOST is "
+                          "127.0.0.1 unless given; port 0 picks a free one (see docs/gdb-tutorial.md)")
+    run.add_argument("--break-on", metavar="fault[:KIND]|syscall:NAME",
+                     help="stop in Python's debugger (pdb, or $PYTHONBREAKPOINT) inside the kernel, before it "
+                          "handles each such fault or syscall")
     experiment = commands.add_parser("experiment", help="run one of the measured experiments",
                                      description="Run an experiment and print its table.")
     experiments = experiment.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
@@ -222,6 +231,28 @@ def command_run(args: argparse.Namespace) -> int:
         if args.fast:
             _error("--snapshot-at N needs the instruction clock: it cannot be used with --fast")
             return 2
+    if args.gdb is not None:
+        if args.fast:
+            _error("--gdb needs the instruction clock: it cannot be used with --fast")
+            return 2
+        if args.snapshot_at is not None:
+            _error("--gdb and --snapshot-at cannot be used together")
+            return 2
+        if args.break_on is not None:
+            _error("--gdb and --break-on cannot be used together (use 'monitor break' in gdb)")
+            return 2
+        host, _, port = args.gdb.rpartition(":")
+        if not port.isdigit() or int(port) > 65535:
+            _error(f"--gdb takes [HOST:]PORT, not {args.gdb!r}")
+            return 2
+    break_on = None
+    if args.break_on is not None:
+        from tools import breakon
+
+        break_on = breakon.parse(args.break_on)
+        if isinstance(break_on, str):
+            _error(break_on)
+            return 2
     trace_types = None
     if args.trace_events:
         trace_types = {t.strip() for t in args.trace_events.split(",") if t.strip()}
@@ -274,7 +305,14 @@ def command_run(args: argparse.Namespace) -> int:
                 reason = f"cannot execute: {kernel.exec_error}"
             _error(f"{args.program}: {reason}")
             return 126 if error.errno in (errno.ENOEXEC, errno.EACCES, errno.EISDIR) else 127
-        kernel.run()
+        if break_on is not None:
+            breakon.arm(kernel, *break_on)
+        if args.gdb is not None:
+            status = _run_under_gdb(kernel, init, args.gdb)
+            if status is not None:
+                return status
+        else:
+            kernel.run()
         sys.stdout.flush()
         if init.death:
             _error(init.death)
@@ -296,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
+    except bdb.BdbQuit:
+        _error("quit from the debugger (--break-on)")
+        return 130
 
 
 def _main(argv: list[str] | None) -> int:
@@ -316,6 +357,31 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "report":
         return command_report(args)
     return command_run(args)
+
+
+def _run_under_gdb(kernel: Kernel, init, address: str) -> int | None:
+    """Wait for gdb, run the program under it; an exit status if the run cannot go on normally."""
+    from tools.gdb.protocol import Connection
+    from tools.gdb.stub import SIGTRAP, GdbStub, KilledFromGdb, Stop, listen
+
+    try:
+        server = listen(address)
+    except (OSError, OverflowError) as error:
+        _error(f"--gdb {address}: {getattr(error, 'strerror', None) or error}")
+        return 2
+    with server:
+        host, port = server.getsockname()[:2]
+        _error(f"waiting for gdb on {host}:{port} (in gdb: target remote {host}:{port})")
+        sock, _ = server.accept()
+    stub = GdbStub(kernel, Connection(sock))
+    try:
+        stub.serve(Stop(init.pid, SIGTRAP, in_engine=False))
+        kernel.run()
+    except KilledFromGdb:
+        _error(f"{init.name}[{init.pid}]: killed from gdb")
+        return 128 + 9
+    stub.finish(init)
+    return None
 
 
 ExitHook = Callable[[Kernel, Process], None]

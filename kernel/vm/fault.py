@@ -81,13 +81,7 @@ def _resolve(vmspace: VMSpace, allocator: PageAllocator, va: int, access: int, e
 
     first = entry.object
     pindex = entry.pindex(va)
-    obj, index, level = first, pindex, 0
-    page = obj.pages.get(index)
-    while page is None and obj.backing is not None:
-        index += obj.backing_offset
-        obj = obj.backing
-        level += 1
-        page = obj.pages.get(index)
+    obj, index, level, page = find_page(entry, va)
 
     try:
         if page is None:
@@ -132,6 +126,57 @@ def _resolve(vmspace: VMSpace, allocator: PageAllocator, va: int, access: int, e
     except OutOfMemory:
         return FaultResult(FATAL, NOMEM)
     return FaultResult(kind, object=obj.id, level=level, depth=first.depth(), frame=page.frame)
+
+
+def find_page(entry: MapEntry, va: int) -> tuple[VMObject, int, int, VMPage | None]:
+    """Look the page of `va` up top-down through the entry's chain.
+
+    Returns (object, page index in it, level, page); when no object has the
+    page, the bottom object and None.  It changes nothing, so a debugger can
+    ask the same question the fault handler is about to ask.
+    """
+    obj, index, level = entry.object, entry.pindex(va), 0
+    page = obj.pages.get(index)
+    while page is None and obj.backing is not None:
+        index += obj.backing_offset
+        obj = obj.backing
+        level += 1
+        page = obj.pages.get(index)
+    return obj, index, level, page
+
+
+def predict_kind(vmspace: VMSpace, va: int, access: int, error_code: int) -> str:
+    """The kind vm_fault will give this fault, decided without handling it (for debuggers).
+
+    It follows _resolve's decisions step by step; the one thing it cannot
+    foresee is RAM running out (then the fault is fatal instead).
+    tests/test_gdb_stub.py holds it to vm_fault's answer on every fault of a fork cascade and of a
+    copy-on-write send.
+    """
+    entry = vmspace.map.lookup(va)
+    if entry is None or not entry.protection & _NEEDED[access]:
+        return FATAL
+    write = access == mmu.WRITE
+    pushes_shadow = write and entry.needs_copy
+    obj, index, level, page = find_page(entry, va)
+    if page is None:
+        if obj.kind == VNODE:
+            return FILE if index * 4096 < obj.vnode.size else FATAL
+        return ZERO_FILL
+    in_top = level == 0 and not pushes_shadow
+    if not in_top and write:
+        # _copy_up: a move when the holder is the top object's backing object, used by nothing else.
+        holder_is_backing = level == (0 if pushes_shadow else 1)
+        shadows_after = obj.shadow_count + (1 if pushes_shadow else 0)
+        if (holder_is_backing and obj.kind == ANONYMOUS and not page.cow
+                and obj.ref_count == 1 and shadows_after == 1):
+            return COW_MOVE
+        return COW_COPY
+    if obj.kind == VNODE:
+        return FILE
+    if error_code & mmu.PF_P and in_top:
+        return PROTECTION
+    return RESIDENT
 
 
 def _push_shadow(entry: MapEntry) -> None:

@@ -1,0 +1,356 @@
+"""The GDB remote stub, driven by a real gdb in batch mode, and by hand at the packet level for bad input."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from emulator.machine import Machine
+from kernel.kernel import Kernel
+from kernel.syszerocopy import VMG_ZEROCOPY
+from kernel.vm.fault import predict_kind
+from tests import test_zerocopy as zerocopy
+from tests.test_pipes import FORK, WRITE, syscall
+from tools.gdb.protocol import frame
+from tools.gdb.registers import target_xml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COWFORK = os.path.join(ROOT, "build", "cowfork")
+CASCADE = os.path.join(ROOT, "build", "cascade")
+TIMEOUT = 120
+
+needs_gdb = pytest.mark.skipif(shutil.which("gdb") is None,
+                               reason="gdb is not installed (.ci/run installs it): the stub's gdb tests need it")
+
+
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_machine_left_running():
+    """A failed test must not leave a vmgames behind (one running a spinning program would never end)."""
+    yield
+    while _started:
+        vm = _started.pop()
+        if vm.poll() is None:
+            vm.kill()
+            vm.communicate()
+
+
+def _start(*args: str) -> tuple[subprocess.Popen, int]:
+    """vmgames run ARGS --gdb on a free loopback port; the port it listens on."""
+    vm = subprocess.Popen([sys.executable, "-m", "tools.cli", "run", *args, "--gdb", "0"], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _started.append(vm)
+    line = vm.stderr.readline().decode()
+    match = re.match(r"vmgames: waiting for gdb on 127\.0\.0\.1:(\d+) ", line)
+    assert match, line
+    return vm, int(match.group(1))
+
+
+def gdb(program: str, *commands: str, args: tuple[str, ...] = ()) -> tuple[str, str, int]:
+    """Run gdb -batch against the stub: (gdb's output, vmgames' stdout + stderr, vmgames' status)."""
+    vm, port = _start(program, *args)
+    script = ["set pagination off", "set confirm off", f"target remote 127.0.0.1:{port}", *commands]
+    result = subprocess.run(["gdb", "-batch", "-nx", *(x for c in script for x in ("-ex", c)), program],
+                            capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT)
+    out, err = vm.communicate(timeout=TIMEOUT)
+    return result.stdout + result.stderr, out.decode() + err.decode(), vm.returncode
+
+
+@needs_gdb
+def test_a_breakpoint_stops_the_child_where_registers_and_memory_read_back_what_it_has():
+    output, vm_output, _ = gdb(COWFORK, "break child", "continue", "info threads", "p $rax", "x/gx &value",
+                               "info symbol $pc", "p/x $fs_base")
+    assert "Thread 2 hit Breakpoint 1, 0x0000000000401036 in child ()" in output
+    # Both processes are threads; the parent sleeps in wait4 on the syscall instruction.
+    assert re.search(r"  1    Thread 1 \(cowfork \[1\], sleeping\) 0x0000000000401026 in _start \(\)", output)
+    assert re.search(r"\* 2    Thread 2 \(cowfork \[2\], runnable\) 0x0000000000401036 in child \(\)", output)
+    assert "$1 = 0\n" in output                       # fork returned 0 in the child
+    assert re.search(r"0x403000:\s+0x0000000000000001\n", output)   # the parent's write, seen through the chain
+    assert "child in section .text" in output
+    assert "$2 = 0x0\n" in output
+    assert "killed from gdb" in vm_output
+
+
+@needs_gdb
+def test_a_single_step_runs_exactly_one_instruction():
+    output, _, _ = gdb(COWFORK, "p/x $pc", "x/gx &value", "stepi", "p/x $pc", "x/gx &value", "stepi", "p/x $pc",
+                       "p/x $rax")
+    assert "$1 = 0x401000\n" in output
+    values = re.findall(r"0x403000:\s+(0x[0-9a-f]+)\n", output)
+    assert values == ["0x0000000000000000", "0x0000000000000001"]   # bss reads as zeros before its first fault
+    assert "$2 = 0x40100b\n" in output                # movq $1, value(%rip) is 11 bytes
+    assert "$3 = 0x401010\n" in output and "$4 = 0x39\n" in output   # mov $57, %eax
+
+
+@needs_gdb
+def test_break_fault_cow_copy_stops_at_the_childs_write_and_step_kernel_shows_the_copy():
+    output, vm_output, _ = gdb(COWFORK, "monitor break fault cow-copy", "continue", "info symbol $pc",
+                               "eval \"monitor chain %p\", &value", "monitor step-kernel",
+                               "eval \"monitor chain %p\", &value", "stepi", "info symbol $pc", "x/gx &value",
+                               "thread 1", "x/gx &value", "monitor faults 2")
+    assert ("vmgames: process 2 faults at rip 0x401036: write of 0x403000, error code 0x6, kind cow-copy "
+            "(before the kernel handles it)") in output
+    assert "Thread 2 received signal SIGTRAP" in output
+    assert "child in section .text" in output         # the pc is on the writing instruction
+    # Before: the child's entry is needs-copy over the object it shares with its parent.
+    assert re.search(r"map entry 0x403000-0x404000 rw- CN bss, page index 0\n"
+                     r"  level 0: object (\d+) \(anonymous, ref 2, shd 0, 1 pages\), page index 0  <- holds the page",
+                     output)
+    assert "vm_fault: cow-copy, object" in output and "level 0 of 2" in output
+    assert "PTE before: 0x0000000000000000 not present" in output
+    assert re.search(r"PTE after:  0x8000000000[0-9a-f]{3}007 frame 0x[0-9a-f]+  P W U NX", output)
+    # After: a shadow object in front holds the child's copy; the shared object below keeps the parent's page.
+    assert re.search(r"map entry 0x403000-0x404000 rw- C- bss, page index 0\n"
+                     r"  level 0: object \d+ \(anonymous, ref 1, shd 0, 1 pages\), page index 0  <- holds the page "
+                     r"\(frame 0x[0-9a-f]+\)\n"
+                     r"  level 1: object \d+ \(anonymous, ref 2, shd 1, 1 pages\), page index 0\n", output)
+    assert re.findall(r"0x403000:\s+(0x[0-9a-f]+)\n", output) == ["0x0000000000000002", "0x0000000000000001"]
+    assert re.search(r"t=\d+ pid 2: cow-copy write of 0x403000 at rip 0x401036, object \d+ level 0 of 2", output)
+    assert "killed from gdb" in vm_output
+
+
+@needs_gdb
+def test_monitor_pte_shows_the_four_level_walk_and_monitor_vm_the_map():
+    output, _, _ = gdb(COWFORK, "stepi", "eval \"monitor pte %p\", &value", "monitor vm", "monitor tlb 1",
+                       "monitor stats")
+    walk = re.findall(r"  (PML4|PDPT|PD  |PT  )\[\s*(\d+)\] at 0x[0-9a-f]+: (0x[0-9a-f]{16}) frame 0x[0-9a-f]+  (.*)",
+                      output)
+    assert [(level.strip(), int(index)) for level, index, _, _ in walk] == [("PML4", 0), ("PDPT", 0), ("PD", 2),
+                                                                               ("PT", 3)]
+    assert walk[-1][3] == "P W U A D NX"              # the first write set the accessed and dirty bits
+    assert "process 1 (cowfork), runnable, cr3 0x1000, 3 pages mapped" in output
+    assert re.search(r"0x000000403000-0x000000404000 rw- -- bss    1 mapped\n"
+                     r"      object \d+ \(anonymous, ref 1, shd 0, 1 pages\)", output)
+    assert "invalidations so far: 0 invalidate-page, 1 invalidate-all" in output
+    assert re.search(r"  zero-fill\s+2\n", output)   # the stack (exec wrote the arguments) and value
+
+
+@needs_gdb
+def test_a_hardware_watchpoint_stops_after_the_write_with_old_and_new_values():
+    output, _, _ = gdb(COWFORK, "watch *(long *)&value", "continue", "p/x $pc")
+    assert "Hardware watchpoint 1: *(long *)&value" in output
+    assert "Old value = 0\nNew value = 1\n" in output
+    assert "$1 = 0x40100b\n" in output
+
+
+@needs_gdb
+def test_the_program_runs_to_its_end_under_gdb():
+    output, vm_output, status = gdb(COWFORK, "continue")
+    assert "[Inferior 1 (Remote target) exited normally]" in output
+    assert vm_output.startswith("child: value = 2\nparent: value = 1\n")
+    assert status == 0
+
+
+def _raw(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    return sock
+
+
+def _exchange(sock: socket.socket, payload: bytes) -> bytes:
+    """Send one packet, return the reply's payload (acks stripped)."""
+    sock.sendall(frame(payload))
+    return _reply(sock)
+
+
+def _reply(sock: socket.socket) -> bytes:
+    data = b""
+    while not re.search(rb"\$[^#]*#..", data):
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed, got {data!r}"
+        data += chunk
+    sock.sendall(b"+")
+    return re.search(rb"\$([^#]*)#..", data).group(1)
+
+
+def test_bad_packets_get_error_replies_and_the_machine_goes_on():
+    vm, port = _start(COWFORK)
+    sock = _raw(port)
+    sock.sendall(b"$qSupported#00")                  # a bad checksum is refused with '-'
+    assert sock.recv(1) == b"-"
+    assert b"qXfer:features:read+" in _exchange(sock, b"qSupported:swbreak+")
+    assert _exchange(sock, b"mzz,yy") == b"E01"        # malformed
+    assert _exchange(sock, b"mffffffffffffff00,ffffffff") == b"E01"   # absurd range
+    assert _exchange(sock, b"m0,10") == b"E0e"         # unmapped
+    assert _exchange(sock, b"m401000,3") == b"48c705"  # the first instruction, read without faulting it in
+    assert _exchange(sock, b"M401000,1:90") == b"E0e"  # text is not mapped writable
+    assert _exchange(sock, b"Z9,401000,1") == b""      # unsupported breakpoint kinds say so
+    assert _exchange(sock, b"P999=00") == b"E01"
+    assert _exchange(sock, b"Hg63") == b"E01"          # no thread 0x63
+    assert _exchange(sock, b"frobnicate") == b""
+    sock.sendall(b"$m4010")                            # gone mid-packet
+    sock.close()
+    out, err = vm.communicate(timeout=TIMEOUT)
+    assert out == b"child: value = 2\nparent: value = 1\n"
+    assert b"gdb went away" in err and b"Traceback" not in err
+    assert vm.returncode == 0
+
+
+def test_ctrl_c_interrupts_a_program_that_never_stops(tmp_path):
+    spin = tmp_path / "spin.s"
+    spin.write_text(".intel_syntax noprefix\n.globl _start\n.text\n_start:\n    inc rax\n    jmp _start\n")
+    vm, port = _start(str(spin))
+    sock = _raw(port)
+    assert _exchange(sock, b"?") == b"T05thread:1;"
+    sock.sendall(frame(b"vCont;c"))
+    assert sock.recv(1) == b"+"
+    time.sleep(0.5)
+    sock.sendall(b"\x03")
+    assert _reply(sock) == b"T02thread:1;"
+    rax = int.from_bytes(bytes.fromhex(_exchange(sock, b"p0").decode()), "little")
+    assert rax > 1000                                  # it ran, and stopped
+    sock.sendall(frame(b"vKill;1"))
+    assert _reply(sock) == b"OK"
+    vm.communicate(timeout=TIMEOUT)
+    assert vm.returncode == 128 + 9
+
+
+def test_the_stub_listens_on_loopback_unless_told_otherwise():
+    vm, port = _start(COWFORK)                         # "--gdb 0": a port only
+    with open("/proc/net/tcp", encoding="ascii") as f:
+        listening = f.read()
+    assert f"0100007F:{port:04X} 00000000:0000 0A" in listening   # 127.0.0.1:port, LISTEN
+    assert f"00000000:{port:04X} 00000000:0000 0A" not in listening
+    vm.kill()
+    result = subprocess.run([sys.executable, "-m", "tools.cli", "run", COWFORK, "--gdb", "localhost:http"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2 and result.stderr == "vmgames: --gdb takes [HOST:]PORT, not 'localhost:http'\n"
+    result = subprocess.run([sys.executable, "-m", "tools.cli", "run", COWFORK, "--gdb", "1", "--fast"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2 and "--gdb needs the instruction clock" in result.stderr
+
+
+def _predicted_and_actual_kinds(path: str, *args: str) -> tuple[list[str], list[str]]:
+    kernel = Kernel(Machine(32 << 20), root=ROOT, stdout=io.BytesIO(), stderr=io.BytesIO())
+    predictions, outcomes = [], []
+    kernel.before_fault = lambda k, proc, va, access, error_code: predictions.append(
+        predict_kind(proc.vmspace, va, access, error_code))
+    kernel.after_fault = lambda k, proc, va, result: outcomes.append(result.kind)
+    kernel.spawn(kernel.fs.open_host(path), [path, *args], [])
+    kernel.run()
+    return predictions, outcomes
+
+
+def test_predicted_fault_kinds_agree_with_vm_fault_on_every_fault_of_a_fork_cascade():
+    predictions, outcomes = _predicted_and_actual_kinds(CASCADE, "7", "30", "16", "3")
+    assert predictions == outcomes
+    assert {"zero-fill", "file", "cow-copy", "cow-move"} <= set(outcomes)
+
+
+def test_predicted_fault_kinds_agree_when_a_page_in_flight_cannot_move(build):
+    # After the child exits, the parent's write would move the page up, but a copy-on-write send holds it.
+    path = build(zerocopy.program(f"""
+    mov byte ptr [rip + page], 1
+{zerocopy.OPEN_WIRE}
+{syscall(zerocopy.IOCTL, zerocopy.WIRE, VMG_ZEROCOPY, 1)}
+{syscall(WRITE, zerocopy.WIRE, "page", 4096)}
+{syscall(FORK)}
+    test rax, rax
+    jz child_done
+{syscall(61, -1, 0, 0, 0)}
+    mov byte ptr [rip + page], 3
+child_done:
+"""))
+    predictions, outcomes = _predicted_and_actual_kinds(path)
+    assert predictions == outcomes
+    assert outcomes.count("cow-copy") == 1 and "cow-move" not in outcomes
+
+
+def test_break_on_fault_stops_in_pdb_with_the_fault_in_scope():
+    commands = "p kind, hex(va), access\nc\nc\nc\n"
+    result = subprocess.run([sys.executable, "-m", "tools.cli", "run", COWFORK, "--break-on", "fault:cow-copy"],
+                            input=commands, capture_output=True, text=True, cwd=ROOT, timeout=TIMEOUT,
+                            env={**os.environ, "PYTHONBREAKPOINT": ""})
+    assert ("vmgames: process 2 faults at rip 0x401036: write of 0x403000, kind cow-copy, the page is in object 2, "
+            "level 0 of the chain (one level down once the handler pushes a shadow: the entry is needs-copy).\n"
+            ) in result.stdout
+    assert "(Pdb) ('cow-copy', '0x403000', 1)" in result.stdout
+    assert result.returncode == 0
+    bad = subprocess.run([sys.executable, "-m", "tools.cli", "run", COWFORK, "--break-on", "fault:sideways"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and bad.stderr.startswith("vmgames: unknown fault kind 'sideways'; kinds: zero-fill")
+
+
+@needs_gdb
+def test_a_fatal_fault_stops_with_its_signal_before_the_kernel_kills_the_process():
+    output, vm_output, status = gdb(os.path.join(ROOT, "build", "segv"), "continue", "p/x $pc", "continue")
+    assert "vmgames: process 1 will be killed by SIGSEGV: 0x403000 (permission denied)" in output
+    assert "Program received signal SIGSEGV, Segmentation fault.\n0x000000000040104e in _start ()" in output
+    assert "Program terminated with signal SIGSEGV" in output
+    assert "killed by SIGSEGV: write of 0x403000 (permission denied) at 0x40104e" in vm_output
+    assert status == 128 + 11
+
+
+@needs_gdb
+def test_break_syscall_stops_before_the_kernel_and_registers_written_at_a_breakpoint_stick():
+    output, vm_output, status = gdb(COWFORK, "monitor break syscall wait4", "continue", "p $rax", "p $rdi",
+                                    "set var $rax = 7", "monitor break clear", "break child", "continue",
+                                    "set var $rax = 77", "stepi", "p $rax", "detach")
+    assert "vmgames: process 1 calls wait4 (before the kernel handles it)" in output
+    assert "$1 = 61\n$2 = 2\n" in output              # wait4(2, ...)
+    assert "Could not write register \"rax\"; remote failure reply 'E01'" in output   # not in a syscall
+    assert "Thread 2 hit Breakpoint 1, 0x0000000000401036 in child ()" in output
+    assert "$3 = 77\n" in output
+    assert "[Inferior 1 (Remote target) detached]" in output
+    assert vm_output.startswith("child: value = 2\nparent: value = 1\n") and "gdb detached; running on" in vm_output
+    assert status == 0
+
+
+def test_target_description_in_pieces_and_no_ack_mode():
+    vm, port = _start(COWFORK)
+    sock = _raw(port)
+    whole = b""
+    while True:
+        reply = _exchange(sock, b"qXfer:features:read:target.xml:%x,200" % len(whole))
+        whole += reply[1:]
+        if reply[:1] == b"l":
+            break
+        assert reply[:1] == b"m" and len(reply) == 1 + 0x200
+    assert whole.decode() == target_xml()
+    assert '<reg name="fs_base" bitsize="64" type="int" regnum="57"/>' in whole.decode()
+    assert _exchange(sock, b"QStartNoAckMode") == b"OK"
+    sock.sendall(b"$g#00" + frame(b"p39"))             # without acks a bad packet is dropped, not refused
+    data = b""
+    while not re.fullmatch(rb"\$[0-9a-f]*#[0-9a-f]{2}", data):
+        data += sock.recv(65536)
+    assert data.startswith(b"$0000000000000000#")      # fs_base (register 0x39) of a fresh process
+    sock.sendall(frame(b"D"))
+    out, _ = vm.communicate(timeout=TIMEOUT)
+    assert out == b"child: value = 2\nparent: value = 1\n"
+
+
+@needs_gdb
+def test_the_tutorial_session_is_what_gdb_shows():
+    with open(os.path.join(ROOT, "docs", "gdb-tutorial.md"), encoding="utf-8") as f:
+        transcript = re.search(r"\$ gdb -q build/cowfork\n(.*?)```", f.read(), re.S).group(1)
+    commands = [line[len("(gdb) "):] for line in transcript.splitlines() if line.startswith("(gdb) ")]
+    assert commands[0] == "target remote :1234" and "monitor step-kernel" in commands
+    vm, port = _start("build/cowfork")
+    script = ["set pagination off"]
+    for command in commands:
+        script += [f"echo (gdb) {command}\\n", command.replace(":1234", f"127.0.0.1:{port}")]
+    result = subprocess.run(["gdb", "-q", "-batch", "-nx", *(x for c in script for x in ("-ex", c)), "build/cowfork"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT, cwd=ROOT)
+    out, _ = vm.communicate(timeout=TIMEOUT)
+    assert result.stdout == transcript
+    assert out == b"child: value = 2\nparent: value = 1\n"
+
+
+def test_an_oversized_packet_drops_the_client_and_the_program_runs_on():
+    vm, port = _start(COWFORK)
+    sock = _raw(port)
+    sock.sendall(b"$" + b"m" * 0x5000)
+    assert sock.recv(1) == b""                         # dropped
+    out, err = vm.communicate(timeout=TIMEOUT)
+    assert out == b"child: value = 2\nparent: value = 1\n"
+    assert b"gdb went away (packet longer than 16384 bytes); running on" in err
+    assert vm.returncode == 0

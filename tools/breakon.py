@@ -1,0 +1,66 @@
+"""`vmgames run --break-on fault[:KIND]|syscall:NAME`: stop in Python's debugger inside the kernel.
+
+The kernel's fault handler is Python, so pdb (or whatever PYTHONBREAKPOINT
+names) can walk it line by line.  The break is taken in the kernel's
+`before_fault` hook, just before vm_fault runs, with the fault in local
+variables; `step` from there enters vm_fault and its chain lookup
+(docs/gdb-tutorial.md shows a session).
+"""
+
+from __future__ import annotations
+
+from emulator import mmu
+from kernel.kernel import Kernel
+from kernel.proc import Process
+from kernel.syscall import TABLE as SYSCALLS
+from kernel.vm import fault
+
+
+def parse(spec: str) -> tuple[str, str] | str:
+    """('fault', KIND or 'any') or ('syscall', NAME); a message saying what is wrong otherwise."""
+    what, _, name = spec.partition(":")
+    if what == "fault":
+        kind = name or "any"
+        if kind not in (*fault.KINDS, "any"):
+            return f"unknown fault kind {kind!r}; kinds: {', '.join(fault.KINDS)}"
+        return what, kind
+    if what == "syscall":
+        names = sorted({n for n, _ in SYSCALLS.values()})
+        if name not in names:
+            return f"unknown syscall {name!r}; syscalls: {', '.join(names)}"
+        return what, name
+    return f"--break-on takes fault, fault:KIND or syscall:NAME, not {spec!r}"
+
+
+def arm(kernel: Kernel, what: str, name: str) -> None:
+    if what == "fault":
+        kernel.before_fault = lambda k, proc, va, access, error_code: _fault(proc, va, access, error_code, name)
+    else:
+        kernel.before_syscall = lambda k, proc, number: _syscall(proc, number, name)
+
+
+def _fault(proc: Process, va: int, access: int, error_code: int, wanted: str) -> None:
+    kind = fault.predict_kind(proc.vmspace, va, access, error_code)
+    if wanted not in ("any", kind):
+        return
+    entry = proc.vmspace.map.lookup(va)
+    where = fault.find_page(entry, va) if entry is not None else None   # (object, pindex, level, page)
+    rip = proc.kernel.machine.cpu.rip
+    found = "in no object yet"
+    if where is not None and where[3] is not None:
+        found = f"in object {where[0].id}, level {where[2]} of the chain"
+        if entry.needs_copy and access == mmu.WRITE:
+            found += " (one level down once the handler pushes a shadow: the entry is needs-copy)"
+    print(f"vmgames: process {proc.pid} faults at rip {rip:#x}: {mmu.ACCESS_NAMES[access]} of {va:#x}, "
+          f"kind {kind}, the page is {found}.\nvmgames: in scope: proc, va, access, error_code, kind, entry, "
+          "where (object, index, level, page); 'step' walks on into vm_fault, 'continue' runs on.")
+    breakpoint()
+
+
+def _syscall(proc: Process, number: int, wanted: str) -> None:
+    name = SYSCALLS.get(number, ("",))[0]
+    if name != wanted:
+        return
+    print(f"vmgames: process {proc.pid} calls {name}; in scope: proc, number, name. "
+          "'step' walks on into the kernel's dispatch, 'continue' runs on.")
+    breakpoint()

@@ -1,0 +1,157 @@
+"""What `monitor vm`, `pte`, `chain`, `tlb`, `stats` and `faults` show: the
+kernel's view of one moment, as text for gdb's console.
+
+Nothing here changes the machine: page tables are read with the walker's
+side-effect-free `walk_entries` and chains with the fault handler's own
+`find_page`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from emulator import mmu
+from emulator import pte as E
+from emulator.recorder import TraceSink
+from kernel.kernel import Kernel
+from kernel.proc import ZOMBIE, Process
+from kernel.vm.fault import find_page
+from kernel.vm.map import prot_letters
+from kernel.vm.object import VMObject
+from tools import stats as run_stats
+
+RECENT_EVENTS = 1000
+
+
+class EventTap:
+    """Keeps the last faults and TLB invalidations the recorder saw, for `monitor faults` and `monitor tlb`.
+
+    It sits in the recorder's sink (the one place every event passes) and
+    hands each event on to the trace writer, if there is one.
+    """
+
+    def __init__(self, downstream: TraceSink | None) -> None:
+        self.downstream = downstream
+        self.faults: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
+        self.tlb: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        if record["type"] == "fault":
+            self.faults.append(record)
+        elif record["type"] == "tlb":
+            self.tlb.append(record)
+        if self.downstream is not None:
+            self.downstream(record)
+
+
+def describe_object(obj: VMObject) -> str:
+    what = f"vnode {obj.vnode.path.rsplit('/', 1)[-1]}" if obj.vnode else obj.kind
+    return f"object {obj.id} ({what}, ref {obj.ref_count}, shd {obj.shadow_count}, {len(obj.pages)} pages)"
+
+
+def describe_pte(entry: int) -> str:
+    if not entry & E.P:
+        return f"{entry:#018x} not present"
+    return f"{entry:#018x} frame {E.frame_of(entry):#x}  {E.describe(entry)}"
+
+
+def leaf_pte(proc: Process, va: int) -> int:
+    """The PTE that maps va now (0 if the walk stops before a leaf)."""
+    entries = mmu.walk_entries(proc.kernel.machine.ram.qwords, proc.vmspace.pmap.cr3, va)
+    return entries[-1][2] if len(entries) == 4 else 0
+
+
+def vm(kernel: Kernel) -> str:
+    lines = []
+    for proc in sorted(kernel.processes.values(), key=lambda p: p.pid):
+        if proc.state == ZOMBIE:
+            continue
+        pmap = proc.vmspace.pmap
+        lines.append(f"process {proc.pid} ({proc.name}), {proc.state}, cr3 {pmap.cr3:#x}, {pmap.resident} pages mapped")
+        for entry in proc.vmspace.map.entries:
+            chain, obj = [], entry.object
+            while obj is not None:
+                chain.append(describe_object(obj))
+                obj = obj.backing
+            lines.append(f"  {entry.start:#014x}-{entry.end:#014x} {prot_letters(entry.protection)} {entry.flags()} "
+                         f"{entry.name or '-':6} {pmap.resident_in(entry.start, entry.end)} mapped")
+            lines.append("      " + "\n    -> ".join(chain))
+    return "\n".join(lines) or "no processes"
+
+
+def pte(proc: Process, va: int) -> str:
+    qwords = proc.kernel.machine.ram.qwords
+    lines = [f"page walk of {va:#x} in process {proc.pid} (cr3 {proc.vmspace.pmap.cr3:#x})"]
+    walk = mmu.walk_entries(qwords, proc.vmspace.pmap.cr3, va)
+    for (level, paddr, entry), shift in zip(walk, (39, 30, 21, 12), strict=False):
+        index = (va >> shift) & 0x1FF
+        lines.append(f"  {level:4}[{index:3}] at {paddr:#x}: {describe_pte(entry)}")
+    return "\n".join(lines)
+
+
+def chain(proc: Process, va: int) -> str:
+    entry = proc.vmspace.map.lookup(va)
+    if entry is None:
+        return f"{va:#x} is not mapped in process {proc.pid}"
+    holder, _, level, page = find_page(entry, va)
+    lines = [f"{va:#x} in process {proc.pid}: map entry {entry.start:#x}-{entry.end:#x} "
+             f"{prot_letters(entry.protection)} {entry.flags()} {entry.name}, page index {entry.pindex(va)}"]
+    obj, index, depth = entry.object, entry.pindex(va), 0
+    while obj is not None:
+        mark = ""
+        if obj is holder and page is not None:
+            mark = f"  <- holds the page (frame {page.frame:#x})"
+        lines.append(f"  level {depth}: {describe_object(obj)}, page index {index}{mark}")
+        index += obj.backing_offset
+        obj, depth = obj.backing, depth + 1
+    if page is None:
+        lines.append(f"  no object has the page: a fault would {'page it in' if holder.vnode else 'zero-fill it'}")
+    elif entry.needs_copy:
+        lines.append("  needs-copy: the chain is shared; a write pushes a shadow object in front and copies the page "
+                     "up into it, a read maps it read-only")
+    elif level == 0:
+        lines.append("  the top object has the page: it is private to this mapping")
+    else:
+        lines.append(f"  found at level {level}: a read maps it read-only, a write copies it up (copy-on-write)")
+    lines.append(f"  PTE now: {describe_pte(leaf_pte(proc, va))}")
+    return "\n".join(lines)
+
+
+def tlb(kernel: Kernel, tap: EventTap, count: int) -> str:
+    recorder = kernel.recorder
+    machine = kernel.machine
+    lines = [f"cr3 {machine.cr3:#x}; a flush is {'pending' if machine.tlb.pending else 'not pending'} "
+             "(Unicorn's TLB is flushed whole, before user code runs again)",
+             f"invalidations so far: {recorder.count('tlb', 'invalidate-page')} invalidate-page, "
+             f"{recorder.count('tlb', 'invalidate-all')} invalidate-all"]
+    recent = list(tap.tlb)[-count:]
+    if recent:
+        lines.append(f"the last {len(recent)}:")
+    for event in recent:
+        where = f" {event['address']:#x}" if event.get("address") is not None else ""
+        lines.append(f"  t={event['t']} pid {event['pid']}: {event['kind']}{where} ({event['reason']})")
+    return "\n".join(lines)
+
+
+def faults(tap: EventTap, count: int) -> str:
+    recent = list(tap.faults)[-count:]
+    if not recent:
+        return "no faults yet"
+    lines = []
+    for event in recent:
+        rip = f" at rip {event['rip']:#x}" if event.get("rip") is not None else " (by the kernel)"
+        where = ""
+        if event.get("object") is not None:
+            where = f", object {event['object']} level {event['level']} of {event['depth']}, frame {event['frame']:#x}"
+        reason = f" ({event['reason']})" if event.get("reason") else ""
+        lines.append(f"t={event['t']} pid {event['pid']}: {event['kind']}{reason} {event['access']} "
+                     f"of {event['address']:#x}{rip}{where}")
+    return "\n".join(lines)
+
+
+def stats(kernel: Kernel) -> str:
+    machine = kernel.machine
+    counters = run_stats.collect(kernel.recorder, machine.now if machine.deterministic else None,
+                                 kernel.allocator.total)
+    return run_stats.format_table(counters)
