@@ -168,7 +168,7 @@ def predict_kind(vmspace: VMSpace, va: int, access: int, error_code: int) -> str
         # _copy_up: a move when the holder is the top object's backing object, used by nothing else.
         holder_is_backing = level == (0 if pushes_shadow else 1)
         shadows_after = obj.shadow_count + (1 if pushes_shadow else 0)
-        if (holder_is_backing and obj.kind == ANONYMOUS and not page.cow
+        if (holder_is_backing and obj.kind == ANONYMOUS and not page.hold_count
                 and obj.ref_count == 1 and shadows_after == 1):
             return COW_MOVE
         return COW_COPY
