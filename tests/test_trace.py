@@ -6,6 +6,7 @@ from collections import Counter
 from tests.test_fork import FORK_AND_WRITE
 from tools import trace_schema
 from tools.cli import main
+from tools.costmodel import Costs
 
 
 def _trace(build, tmp_path, *options: str, name: str = "trace.jsonl") -> list[dict]:
@@ -20,6 +21,7 @@ def test_every_line_of_a_real_trace_follows_the_schema(build, tmp_path):
     header, *events = _trace(build, tmp_path)
     assert trace_schema.validate_header(header) == []
     assert header["format"] == "vmgames-trace" and header["version"] == 2
+    assert header["cost_model"]["fault_ns"] == Costs().fault_ns     # the experiment's prices travel with it
     problems = [(event, trace_schema.validate_event(event)) for event in events]
     assert [p for p in problems if p[1]] == []
     # Virtual time never goes backwards.

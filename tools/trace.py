@@ -9,12 +9,14 @@ program and options give a byte-identical trace.
 
 from __future__ import annotations
 
+import dataclasses
 from importlib import metadata
 from typing import IO, Any
 
 import orjson
 
 from emulator.recorder import TraceSink
+from tools.costmodel import Costs
 
 FORMAT = "vmgames-trace"
 VERSION = 2   # 2 added the map events
@@ -23,12 +25,14 @@ EVENT_TYPES = ("fault", "tlb", "pte", "page", "object", "sink", "syscall", "proc
 
 
 def header(program: str, arguments: list[str], options: dict[str, Any], ram: int) -> dict[str, Any]:
+    """The first line; it carries the cost model's default prices, so a trace can be priced as the experiment does."""
     try:
         version = metadata.version("vmgames")
     except metadata.PackageNotFoundError:
         version = "unknown"
     return {"format": FORMAT, "version": VERSION, "vmgames": version, "program": program,
-            "arguments": arguments, "options": options, "ram": ram, "cost_model": None}
+            "arguments": arguments, "options": options, "ram": ram,
+            "cost_model": dataclasses.asdict(Costs())}
 
 
 def writer(stream: IO[bytes], first_line: dict[str, Any], types: set[str] | None = None) -> TraceSink:
