@@ -44,11 +44,11 @@ build/%: userland/c/%.c $(C_HEADERS)
 	@mkdir -p build
 	gcc $(CFLAGS_FREESTANDING) -o $@ $<
 
-$(STAMP): pyproject.toml setup.py emulator/_native.c
+$(STAMP): pyproject.toml setup.py emulator/_native.c tools/_tracewriter.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
 clean:
-	rm -rf build $(VENV) *.egg-info emulator/_native*.so
+	rm -rf build $(VENV) *.egg-info emulator/_native*.so tools/_tracewriter*.so

@@ -1,4 +1,5 @@
-"""Only for the C extension (the machine's hot paths); metadata is in pyproject.toml."""
+"""Only for the C extensions (the hot paths); metadata is in pyproject.toml."""
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("emulator._native", ["emulator/_native.c"])])
+setup(ext_modules=[Extension("emulator._native", ["emulator/_native.c"]),
+                   Extension("tools._tracewriter", ["tools/_tracewriter.c"])])

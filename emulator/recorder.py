@@ -12,7 +12,14 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-TraceSink = Callable[[dict[str, Any]], None]
+# A sink is called with each event's virtual time, pid, type, kind and fields, as the recorder has them:
+# the trace writer (tools/_tracewriter.c) encodes them without a dict being built for the event.
+TraceSink = Callable[[int, int, str, str, dict[str, Any]], None]
+
+
+def record(t: int, pid: int, type_: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """An event as one dict, as a trace line has it: for sinks that keep or inspect events."""
+    return {"t": t, "pid": pid, "type": type_, "kind": kind, **fields}
 
 
 class Recorder:
@@ -51,7 +58,7 @@ class Recorder:
         elif type_ == "sink":
             self.amounts[(self.pid, type_, kind)] += fields.get("bytes", 0)
         if self.sink is not None:
-            self.sink({"t": self.clock(), "pid": self.pid, "type": type_, "kind": kind, **fields})
+            self.sink(self.clock(), self.pid, type_, kind, fields)
 
     def count_reason(self, type_: str, kind: str, reason: str) -> int:
         """How many TLB invalidations or PTE writes of a kind were made for a reason."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from emulator.machine import Machine
+from emulator.recorder import record
 from kernel.kernel import Kernel
 from kernel.proc import Process
 from tests import invariants
@@ -81,7 +82,7 @@ def run(build, tmp_path):
         kernel = Kernel(Machine(ram, deterministic=deterministic), root=str(tmp_path),
                         stdin=io.BytesIO(stdin), stdout=out, stderr=err)
         if events is not None:
-            kernel.recorder.sink = events.append
+            kernel.recorder.sink = lambda *event: events.append(record(*event))
         proc = kernel.spawn(kernel.fs.open_host(path), [path, *args], [])
         check_before_every_syscall(kernel)
         kernel.run()

@@ -16,8 +16,8 @@ def _dead_pages_when_the_child_exits(build, tmp_path, collapse: bool) -> list[in
     kernel.allocator.collapse_enabled = collapse
     seen = []
 
-    def observe(event):
-        if (event["type"], event["kind"]) == ("proc", "exit"):
+    def observe(t, pid, type_, kind, fields):
+        if (type_, kind) == ("proc", "exit"):
             seen.append(chains.dead_pages(kernel))
 
     kernel.recorder.sink = observe

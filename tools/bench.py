@@ -187,10 +187,11 @@ def _time_with_and_without_trace(source: str, path: str, ram: int, repeats: int 
             start = time.perf_counter()
             run_once()
             plain = min(plain, time.perf_counter() - start)
-            with open(path, "wb", buffering=trace.BUFFER_SIZE) as stream:
+            with open(path, "wb") as stream:
                 start = time.perf_counter()
-                kernel.recorder.sink = trace.writer(stream, trace.header("bench", ["bench"], {}, ram))
+                kernel.recorder.sink = sink = trace.writer(stream, trace.header("bench", ["bench"], {}, ram))
                 run_once()
+                sink.flush()
                 kernel.recorder.sink = None
             traced = min(traced, time.perf_counter() - start)
         return plain, traced
@@ -303,10 +304,11 @@ def _report_figures(scratch: str) -> None:
     with open(program, "wb") as f:
         f.write(assemble(TOUCH.format(n=pages, size=pages * 4096), "touch.s"))
     kernel = Kernel(Machine(1 << 30), root=scratch, stdout=io.BytesIO(), stderr=io.BytesIO())
-    with open(path, "wb", buffering=trace.BUFFER_SIZE) as stream:
-        kernel.recorder.sink = trace.writer(stream, trace.header(program, [program], {}, 1 << 30))
+    with open(path, "wb") as stream:
+        kernel.recorder.sink = sink = trace.writer(stream, trace.header(program, [program], {}, 1 << 30))
         kernel.spawn(kernel.fs.open_host(program), [program], [])
         kernel.run()
+        sink.flush()
     events = _events_in(path)
     # The child's own high-water mark (VmHWM): ru_maxrss would count the pages it shared with this
     # process between fork and exec.

@@ -277,14 +277,16 @@ def command_run(args: argparse.Namespace) -> int:
                         wire_capacity=args.wire_buffer)
         if args.trace:
             try:
-                trace_file = cleanup.enter_context(open(args.trace, "wb", buffering=trace.BUFFER_SIZE))
+                trace_file = cleanup.enter_context(open(args.trace, "wb"))
             except OSError as error:
                 _error(f"{args.trace}: {error.strerror}")
                 return 2
             options = {"fast": args.fast, "quantum": args.quantum, "root": args.root, "env": args.env,
                        "trace_events": sorted(trace_types) if trace_types else None}
-            machine.recorder.sink = trace.writer(
+            trace_sink = trace.writer(
                 trace_file, trace.header(args.program, [args.program] + args.args, options, args.ram), trace_types)
+            cleanup.callback(trace_sink.flush)   # before the file closes, however the run ends
+            machine.recorder.sink = trace_sink
         exit_hooks: list[ExitHook] = []
         if args.snapshot_at is not None:
             _arm_snapshot(kernel, args.snapshot_at, args.snapshot, exit_hooks, tracing=bool(args.trace))

@@ -79,8 +79,8 @@ def run_cascade(program: str, seed: int, collapse: bool, steps: int, pages: int,
                     max_processes=1024)
     kernel.allocator.collapse_enabled = collapse
 
-    def sample_dead_pages(event: dict[str, Any]) -> None:
-        if (event["type"], event["kind"]) == ("proc", "exit"):
+    def sample_dead_pages(t: int, pid: int, type_: str, kind: str, fields: dict[str, Any]) -> None:
+        if (type_, kind) == ("proc", "exit"):
             result.dead_pages_peak = max(result.dead_pages_peak, dead_pages(kernel))
 
     kernel.recorder.sink = sample_dead_pages

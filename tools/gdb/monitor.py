@@ -13,7 +13,7 @@ from typing import Any
 
 from emulator import mmu
 from emulator import pte as E
-from emulator.recorder import TraceSink
+from emulator.recorder import TraceSink, record
 from kernel.kernel import Kernel
 from kernel.proc import ZOMBIE, Process
 from kernel.vm.fault import find_page
@@ -36,13 +36,13 @@ class EventTap:
         self.faults: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
         self.tlb: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
 
-    def __call__(self, record: dict[str, Any]) -> None:
-        if record["type"] == "fault":
-            self.faults.append(record)
-        elif record["type"] == "tlb":
-            self.tlb.append(record)
+    def __call__(self, t: int, pid: int, type_: str, kind: str, fields: dict[str, Any]) -> None:
+        if type_ == "fault":
+            self.faults.append(record(t, pid, type_, kind, fields))
+        elif type_ == "tlb":
+            self.tlb.append(record(t, pid, type_, kind, fields))
         if self.downstream is not None:
-            self.downstream(record)
+            self.downstream(t, pid, type_, kind, fields)
 
 
 def describe_object(obj: VMObject) -> str:
