@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from typing import TypeVar
 
 from emulator.machine import DEFAULT_RAM_SIZE, Machine
 from kernel import errno
@@ -385,6 +386,7 @@ def _run_under_gdb(kernel: Kernel, init, address: str) -> int | None:
 
 
 ExitHook = Callable[[Kernel, Process], None]
+T = TypeVar("T")
 
 
 def _before_exit(hooks: list[ExitHook]) -> ExitHook:
@@ -432,9 +434,21 @@ def _arm_snapshot(kernel: Kernel, when: str, path: str, exit_hooks: list[ExitHoo
         kernel.on_pause = lambda kernel: write(kernel, f"t = {kernel.machine.now:,} instructions")
 
 
-def command_report(args: argparse.Namespace) -> int:
+def _with_progress(what: str, path: str, work: Callable[[Callable[[int], None] | None], T]) -> T:
+    """work(progress): a pass over the trace at `path`, with a progress bar when stderr is a terminal and it is big."""
     from rich.console import Console
     from rich.progress import Progress
+
+    size = os.path.getsize(path)
+    if not sys.stderr.isatty() or size <= (4 << 20):
+        return work(None)
+    with Progress(transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task(what, total=size)
+        return work(lambda done: bar.update(task, completed=done))
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from rich.console import Console
 
     from tools import report
 
@@ -442,12 +456,8 @@ def command_report(args: argparse.Namespace) -> int:
         _error("--top must not be negative")
         return 2
     try:
-        if sys.stderr.isatty() and os.path.getsize(args.trace) > (4 << 20):
-            with Progress(transient=True, console=Console(stderr=True)) as bar:
-                task = bar.add_task("reading the trace", total=os.path.getsize(args.trace))
-                summary = report.summarise(args.trace, lambda done: bar.update(task, completed=done))
-        else:
-            summary = report.summarise(args.trace)
+        summary = _with_progress("reading the trace", args.trace,
+                                 lambda progress: report.summarise(args.trace, progress))
     except OSError as error:
         _error(f"{args.trace}: {error.strerror}")
         return 2
@@ -468,8 +478,9 @@ def command_report(args: argparse.Namespace) -> int:
         from tools import perfetto
 
         try:
-            with open(args.perfetto, "w", encoding="utf-8") as out:
-                count = perfetto.convert(args.trace, out)
+            with open(args.perfetto, "wb", buffering=trace.BUFFER_SIZE) as out:
+                count = _with_progress("writing the Perfetto trace", args.trace,
+                                       lambda progress: perfetto.convert(args.trace, out, progress))
         except OSError as error:
             _error(f"{args.perfetto}: {error.strerror}")
             return 2
