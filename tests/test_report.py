@@ -261,3 +261,27 @@ def test_reading_and_converting_a_trace_takes_memory_that_does_not_grow_with_it(
     assert count == len(events) == 2 + 3 * 20_000      # two names; a fault, its depth and a syscall each
     # The second pass reports its progress as the first does.
     assert read and read == sorted(read) and read[-1] <= path.stat().st_size
+
+
+def test_bad_output_paths_are_refused_before_the_trace_is_read(fork_trace, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for option in ("--csv", "--plots"):
+        assert main(["report", str(fork_trace), option, str(afile)]) == 2
+        assert capsys.readouterr().err == f"vmgames: {option} {afile}: Not a directory\n"
+        assert main(["report", str(fork_trace), option, "/proc/nope"]) == 2
+        assert capsys.readouterr().err == f"vmgames: {option} /proc/nope: No such file or directory\n"
+    assert main(["report", str(fork_trace), "--perfetto", "/proc/nope/p.json"]) == 2
+    assert capsys.readouterr().err == "vmgames: --perfetto /proc/nope/p.json: No such file or directory\n"
+    assert main(["report", str(fork_trace), "--perfetto", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"vmgames: --perfetto {tmp_path}: Is a directory\n"
+    # Nothing was summarised: the message is all there is.
+    assert main(["report", str(fork_trace), "--csv", str(afile)]) == 2
+    assert capsys.readouterr().out == ""
+
+
+def test_an_output_that_fails_while_written_gets_one_message(fork_trace, tmp_path, capsys):
+    tables = tmp_path / "tables"
+    (tables / "events.csv").mkdir(parents=True)
+    assert main(["report", str(fork_trace), "--csv", str(tables)]) == 2
+    assert capsys.readouterr().err == f"vmgames: {tables / 'events.csv'}: Is a directory\n"

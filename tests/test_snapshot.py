@@ -54,3 +54,17 @@ def test_the_snapshot_lists_each_map_as_procstat_does(build, tmp_path, capsys):
     # The text maps the file's object: referenced by both text entries and by the file cache.
     text_entries = [row for row in rows if row[1] == "0x401000"]
     assert [row[3:] for row in text_entries] == [["r-x", "1", "3", "0", "CN", "vn", program]] * 2
+
+
+def test_a_snapshot_that_cannot_be_written_is_refused_before_the_run(build, tmp_path, capsys):
+    program = build(FORK_AND_WRITE)
+    assert main(["run", program, "--snapshot-at", "10", "--snapshot", "/proc/nope/s.dot"]) == 2
+    assert capsys.readouterr().err == "vmgames: --snapshot /proc/nope/s.dot: No such file or directory\n"
+    assert main(["run", program, "--snapshot-at", "exit", "--snapshot", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"vmgames: --snapshot {tmp_path}: Is a directory\n"
+    (tmp_path / "vm.txt").mkdir()
+    dot = tmp_path / "vm.dot"
+    assert main(["run", program, "--snapshot-at", "10", "--snapshot", str(dot)]) == 2
+    beside = tmp_path / "vm.txt"
+    assert capsys.readouterr().err == f"vmgames: --snapshot {dot} (and {beside} beside it): Is a directory\n"
+    assert not dot.exists()

@@ -186,6 +186,31 @@ def _error(message: str) -> None:
     print(f"vmgames: {message}", file=sys.stderr)
 
 
+def _unwritable_file(path: str) -> str | None:
+    """Why `path` could not be written, as far as can be told without writing it; None if it could."""
+    if os.path.isdir(path):
+        return "Is a directory"
+    directory = os.path.dirname(path) or "."
+    if not os.path.exists(directory):
+        return "No such file or directory"
+    if not os.path.isdir(directory):
+        return "Not a directory"
+    if not os.access(path if os.path.exists(path) else directory, os.W_OK):
+        return "Permission denied"
+    return None
+
+
+def _make_directory(path: str) -> str | None:
+    """Make the output directory `path` (and its parents); why it could not be, or None."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except FileExistsError:
+        return "Not a directory"
+    except OSError as error:
+        return error.strerror
+    return None
+
+
 def command_asm(args: argparse.Namespace) -> int:
     from tools.assembler import AssemblyError, assemble_with_warnings
 
@@ -232,6 +257,14 @@ def command_run(args: argparse.Namespace) -> int:
         if args.fast:
             _error("--snapshot-at N needs the instruction clock: it cannot be used with --fast")
             return 2
+    if args.snapshot_at is not None:
+        # Checked now, not when the snapshot is due, halfway through the run.
+        for path in _snapshot_files(args.snapshot):
+            problem = _unwritable_file(path)
+            if problem:
+                beside = "" if path == args.snapshot else f" (and {path} beside it)"
+                _error(f"--snapshot {args.snapshot}{beside}: {problem}")
+                return 2
     if args.gdb is not None:
         if args.fast:
             _error("--gdb needs the instruction clock: it cannot be used with --fast")
@@ -397,28 +430,42 @@ def _before_exit(hooks: list[ExitHook]) -> ExitHook:
     return run_all
 
 
+def _snapshot_files(path: str) -> tuple[str, str, str]:
+    """The DOT file, the SVG drawn from it and the procstat -v tables beside it."""
+    base = os.path.splitext(path)[0]
+    return path, base + ".svg", base + ".txt"
+
+
 def _arm_snapshot(kernel: Kernel, when: str, path: str, exit_hooks: list[ExitHook], tracing: bool) -> None:
     """Write the VM picture and the procstat -v tables once, at instruction N or before the first exit."""
     from tools import procstat
     from tools.snapshot import live_processes, to_dot
 
+    dot, svg, text = _snapshot_files(path)
+
     def write(kernel: Kernel, title: str) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(to_dot(kernel, title))
-        print(f"vmgames: snapshot at {title} written to {path}", file=sys.stderr)
+        try:
+            with open(dot, "w", encoding="utf-8") as f:
+                f.write(to_dot(kernel, title))
+        except OSError as error:
+            _error(f"--snapshot {dot}: {error.strerror}: no snapshot")
+            return
+        print(f"vmgames: snapshot at {title} written to {dot}", file=sys.stderr)
         if shutil.which("dot"):
-            svg = os.path.splitext(path)[0] + ".svg"
-            subprocess.run(["dot", "-Tsvg", path, "-o", svg], check=False)
+            subprocess.run(["dot", "-Tsvg", dot, "-o", svg], check=False)
             print(f"vmgames: and drawn in {svg}", file=sys.stderr)
         tables = []
         for proc in live_processes(kernel):
             tables.append(procstat.format_table(proc.pid, procstat.entries(proc)))
             if tracing:
                 procstat.record(kernel.recorder, proc, "snapshot")
-        text = os.path.splitext(path)[0] + ".txt"
-        with open(text, "w", encoding="utf-8") as f:
-            f.write("\n\n".join(tables) + "\n")
         print("\n\n".join(tables), file=sys.stderr)
+        try:
+            with open(text, "w", encoding="utf-8") as f:
+                f.write("\n\n".join(tables) + "\n")
+        except OSError as error:
+            _error(f"{text}: {error.strerror}: the maps are only on stderr")
+            return
         print(f"vmgames: the maps as procstat -v shows them written to {text}", file=sys.stderr)
 
     if when == "exit":
@@ -455,6 +502,16 @@ def command_report(args: argparse.Namespace) -> int:
     if args.top < 0:
         _error("--top must not be negative")
         return 2
+    # Outputs are checked before the trace is read: a bad path costs no wait.
+    for option, directory in (("--csv", args.csv), ("--plots", args.plots)):
+        problem = _make_directory(directory) if directory is not None else None
+        if problem:
+            _error(f"{option} {directory}: {problem}")
+            return 2
+    problem = _unwritable_file(args.perfetto) if args.perfetto is not None else None
+    if problem:
+        _error(f"--perfetto {args.perfetto}: {problem}")
+        return 2
     try:
         summary = _with_progress("reading the trace", args.trace,
                                  lambda progress: report.summarise(args.trace, progress))
@@ -466,15 +523,19 @@ def command_report(args: argparse.Namespace) -> int:
         return 2
     describe = report.disassembler(summary.header["program"])
     report.render(summary, describe, args.top, Console())
-    if args.csv:
-        for path in report.write_csv(summary, args.csv, describe):
-            print(f"wrote {path}")
-    if args.plots:
-        from tools.plots import write_plots
+    try:
+        if args.csv is not None:
+            for path in report.write_csv(summary, args.csv, describe):
+                print(f"wrote {path}")
+        if args.plots is not None:
+            from tools.plots import write_plots
 
-        for path in write_plots(summary, args.plots):
-            print(f"wrote {path}")
-    if args.perfetto:
+            for path in write_plots(summary, args.plots):
+                print(f"wrote {path}")
+    except OSError as error:
+        _error(f"{error.filename or 'output'}: {error.strerror}")
+        return 2
+    if args.perfetto is not None:
         from tools import perfetto
 
         try:
