@@ -215,6 +215,10 @@ def command_asm(args: argparse.Namespace) -> int:
     from tools.assembler import AssemblyError, assemble_with_warnings
 
     output = args.output or (args.source[:-2] if args.source.endswith(".s") else args.source + ".out")
+    problem = _unwritable_file(output)
+    if problem:
+        _error(f"{output}: {problem}")
+        return 1
     try:
         with open(args.source, encoding="utf-8") as f:
             source = f.read()
@@ -249,6 +253,10 @@ def command_run(args: argparse.Namespace) -> int:
         return 2
     if args.wire_buffer < 2 * 4096:
         _error("--wire-buffer must be at least 8K (two pages)")
+        return 2
+    problem = _unwritable_file(args.stats_json) if args.stats_json is not None else None
+    if problem:
+        _error(f"--stats-json {args.stats_json}: {problem}")
         return 2
     if args.snapshot_at is not None and args.snapshot_at != "exit":
         if not args.snapshot_at.isdigit():
@@ -560,6 +568,10 @@ def command_experiment(args: argparse.Namespace) -> int:
             return 2
     if not 1 <= args.pages <= 64:
         _error("--pages must be between 1 and 64")
+        return 2
+    problem = _unwritable_file(args.csv) if args.csv is not None else None
+    if problem:
+        _error(f"--csv {args.csv}: {problem}")
         return 2
     return chains.main(args.seeds, args.steps, args.pages, args.max_depth, args.csv)
 
