@@ -1,6 +1,9 @@
 """--snapshot-at: the shadow chains of a real run, drawn as the paper draws them."""
 
 import re
+import shutil
+
+import pytest
 
 from tests.test_fork import FORK_AND_WRITE
 from tools.cli import main
@@ -68,3 +71,41 @@ def test_a_snapshot_that_cannot_be_written_is_refused_before_the_run(build, tmp_
     beside = tmp_path / "vm.txt"
     assert capsys.readouterr().err == f"vmgames: --snapshot {dot} (and {beside} beside it): Is a directory\n"
     assert not dot.exists()
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz's dot is not installed (.ci/run installs it)")
+def test_the_snapshot_is_drawn_as_svg_when_graphviz_is_there(build, tmp_path, capsys):
+    import xml.etree.ElementTree as ElementTree
+
+    dot = tmp_path / "vm.dot"
+    assert main(["run", build(FORK_AND_WRITE), "--snapshot-at", "13", "--snapshot", str(dot)]) == 82
+    svg = tmp_path / "vm.svg"
+    assert f"vmgames: and drawn in {svg}\n" in capsys.readouterr().err
+    root = ElementTree.parse(svg).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    # The drawing holds the picture's title and the processes' boxes.
+    texts = {node.text for node in root.iter("{http://www.w3.org/2000/svg}text")}
+    assert "t = 13 instructions" in texts and "prog [1]" in texts
+
+
+def test_without_graphviz_only_the_dot_file_is_written_and_it_says_so(build, tmp_path, capsys, monkeypatch):
+    program = build(FORK_AND_WRITE)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    dot = tmp_path / "vm.dot"
+    assert main(["run", program, "--snapshot-at", "13", "--snapshot", str(dot)]) == 82
+    err = capsys.readouterr().err
+    assert err.count(f"vmgames: graphviz's dot not found: wrote only {dot}; install graphviz for the SVG\n") == 1
+    assert dot.exists() and not (tmp_path / "vm.svg").exists()
+
+
+def test_a_dot_that_fails_is_reported_not_taken_for_a_drawing(build, tmp_path, capsys, monkeypatch):
+    program = build(FORK_AND_WRITE)
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "dot").write_text("#!/bin/sh\necho 'Error: syntax error in line 1' >&2\nexit 3\n")
+    (bin_ / "dot").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_))
+    assert main(["run", program, "--snapshot-at", "13", "--snapshot", str(tmp_path / "vm.dot")]) == 82
+    err = capsys.readouterr().err
+    assert "vmgames: dot failed (exit status 3: Error: syntax error in line 1): no SVG drawn\n" in err
+    assert "drawn in" not in err

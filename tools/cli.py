@@ -444,6 +444,23 @@ def _snapshot_files(path: str) -> tuple[str, str, str]:
     return path, base + ".svg", base + ".txt"
 
 
+def _draw_svg(dot: str, svg: str) -> None:
+    """Draw the snapshot with graphviz's dot, if it is there; say what came of it."""
+    if not shutil.which("dot"):
+        _error(f"graphviz's dot not found: wrote only {dot}; install graphviz for the SVG")
+        return
+    try:
+        drawn = subprocess.run(["dot", "-Tsvg", dot, "-o", svg], capture_output=True, text=True, check=False)
+    except OSError as error:
+        _error(f"dot: {error.strerror}: no SVG drawn")
+        return
+    if drawn.returncode:
+        said = drawn.stderr.strip().splitlines()
+        _error(f"dot failed (exit status {drawn.returncode}{': ' + said[0] if said else ''}): no SVG drawn")
+        return
+    _error(f"and drawn in {svg}")
+
+
 def _arm_snapshot(kernel: Kernel, when: str, path: str, exit_hooks: list[ExitHook], tracing: bool) -> None:
     """Write the VM picture and the procstat -v tables once, at instruction N or before the first exit."""
     from tools import procstat
@@ -459,9 +476,7 @@ def _arm_snapshot(kernel: Kernel, when: str, path: str, exit_hooks: list[ExitHoo
             _error(f"--snapshot {dot}: {error.strerror}: no snapshot")
             return
         print(f"vmgames: snapshot at {title} written to {dot}", file=sys.stderr)
-        if shutil.which("dot"):
-            subprocess.run(["dot", "-Tsvg", dot, "-o", svg], check=False)
-            print(f"vmgames: and drawn in {svg}", file=sys.stderr)
+        _draw_svg(dot, svg)
         tables = []
         for proc in live_processes(kernel):
             tables.append(procstat.format_table(proc.pid, procstat.entries(proc)))
