@@ -41,6 +41,21 @@ def test_bad_snapshot_requests_are_refused(build, capsys):
     assert "--snapshot-at takes a number of instructions or 'exit'" in capsys.readouterr().err
     assert main(["run", program, "--snapshot-at", "10", "--fast"]) == 2
     assert "cannot be used with --fast" in capsys.readouterr().err
+    # A file to write to but no moment to write it at is not quietly ignored.
+    assert main(["run", program, "--snapshot", "vm.dot"]) == 2
+    assert capsys.readouterr().err == "vmgames: --snapshot FILE needs --snapshot-at N|exit (when to take it)\n"
+
+
+def test_a_snapshot_due_after_the_run_ended_is_missed_with_a_warning(build, tmp_path, capsys):
+    program, dot = build(FORK_AND_WRITE), tmp_path / "vm.dot"
+    assert main(["run", program, "--snapshot-at", "1000000", "--snapshot", str(dot)]) == 82
+    err = capsys.readouterr().err
+    (ended,) = re.findall(r"the run ended at t = (\d+), before 1,000,000: no snapshot\n", err)
+    assert 13 < int(ended) < 100 and not dot.exists()
+    # Due as the last process exits: nothing is left to draw.
+    assert main(["run", program, "--snapshot-at", ended, "--snapshot", str(dot)]) == 82
+    missed = f"vmgames: the run ended at t = {ended}, as instruction {ended} ran: no snapshot\n"
+    assert capsys.readouterr().err == missed
 
 
 def test_the_snapshot_lists_each_map_as_procstat_does(build, tmp_path, capsys):

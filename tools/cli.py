@@ -52,6 +52,9 @@ example:
   vmgames asm userland/hello.s -o hello && ./hello"""
 
 
+DEFAULT_SNAPSHOT = "vmgames-snapshot.dot"
+
+
 def parse_size(text: str) -> int:
     """'256M', '1G', '65536' -> bytes."""
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -97,8 +100,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                      help="draw the address spaces and shadow chains when N instructions have run, or just before "
                           "the first process exits (Graphviz DOT; SVG too if graphviz is installed), and list each "
                           "map as procstat -v does (on stderr and in a .txt beside it)")
-    run.add_argument("--snapshot", metavar="FILE", default="vmgames-snapshot.dot",
-                     help="where --snapshot-at writes (default vmgames-snapshot.dot)")
+    run.add_argument("--snapshot", metavar="FILE",
+                     help=f"where --snapshot-at writes (default {DEFAULT_SNAPSHOT}); only with --snapshot-at")
     run.add_argument("--fast", action="store_true",
                      help="run at raw Unicorn speed without counting instructions (not reproducible)")
     run.add_argument("--quantum", type=int, default=DEFAULT_QUANTUM, metavar="N",
@@ -265,7 +268,11 @@ def command_run(args: argparse.Namespace) -> int:
         if args.fast:
             _error("--snapshot-at N needs the instruction clock: it cannot be used with --fast")
             return 2
+    if args.snapshot is not None and args.snapshot_at is None:
+        _error("--snapshot FILE needs --snapshot-at N|exit (when to take it)")
+        return 2
     if args.snapshot_at is not None:
+        args.snapshot = args.snapshot or DEFAULT_SNAPSHOT
         # Checked now, not when the snapshot is due, halfway through the run.
         for path in _snapshot_files(args.snapshot):
             problem = _unwritable_file(path)
@@ -358,6 +365,10 @@ def command_run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         if init.death:
             _error(init.death)
+        if args.snapshot_at is not None and args.snapshot_at.isdigit() and kernel.pause_at is not None:
+            due, ended = int(args.snapshot_at), machine.now
+            _error(f"the run ended at t = {ended:,}, "
+                   f"{f'before {due:,}' if ended < due else f'as instruction {due:,} ran'}: no snapshot")
         counters = run_stats.collect(machine.recorder, machine.retired if machine.deterministic else None,
                                      kernel.allocator.total)
         counters["exit_status"] = init.shell_status
