@@ -331,7 +331,9 @@ def command_run(args: argparse.Namespace) -> int:
                 _error(f"{args.trace}: {error.strerror}")
                 return 2
             options = {"fast": args.fast, "quantum": args.quantum, "root": args.root, "env": args.env,
-                       "trace_events": sorted(trace_types) if trace_types else None}
+                       "trace_events": sorted(trace_types) if trace_types else None,
+                       "wire_rate": args.wire_rate, "wire_buffer": args.wire_buffer, "snapshot_at": args.snapshot_at,
+                       "gdb": args.gdb is not None, "break_on": args.break_on}
             machine.recorder.sink = trace.writer(
                 trace_file, trace.header(args.program, [args.program] + args.args, options, args.ram), trace_types)
         exit_hooks: list[ExitHook] = []
