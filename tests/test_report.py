@@ -285,3 +285,23 @@ def test_an_output_that_fails_while_written_gets_one_message(fork_trace, tmp_pat
     (tables / "events.csv").mkdir(parents=True)
     assert main(["report", str(fork_trace), "--csv", str(tables)]) == 2
     assert capsys.readouterr().err == f"vmgames: {tables / 'events.csv'}: Is a directory\n"
+
+
+def test_the_program_is_found_from_wherever_the_report_is_run(build, tmp_path, monkeypatch, capsys):
+    recorded_in = tmp_path / "recorded"
+    recorded_in.mkdir()
+    build(FORK_AND_WRITE)
+    (tmp_path / "prog").rename(recorded_in / "prog")
+    monkeypatch.chdir(recorded_in)
+    assert main(["run", "prog", "--trace", "fork.jsonl"]) == 82
+    header = json.loads((recorded_in / "fork.jsonl").read_text().splitlines()[0])
+    assert header["program"] == "prog" and header["options"]["cwd"] == str(recorded_in)
+    capsys.readouterr()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["report", "../recorded/fork.jsonl"]) == 0
+    printed = capsys.readouterr().out
+    assert "(program not readable)" not in printed and "mov qword ptr [rip + " in printed
+    # A trace from before the header had the directory: the path is taken as it stands.
+    assert report.program_path(dict(header, options={})) == "prog"

@@ -1,6 +1,7 @@
 """Traces: every line valid, counts equal to the counters, byte-identical across runs."""
 
 import json
+import os
 from collections import Counter
 
 from kernel.kernel import DEFAULT_QUANTUM
@@ -55,7 +56,7 @@ def test_the_header_records_every_option_that_changes_the_events(build, tmp_path
     assert header["options"] == {"fast": False, "quantum": DEFAULT_QUANTUM, "root": ".", "env": [],
                                  "trace_events": None, "wire_rate": DEFAULT_WIRE_RATE,
                                  "wire_buffer": DEFAULT_WIRE_CAPACITY, "snapshot_at": None, "gdb": False,
-                                 "break_on": None}
+                                 "break_on": None, "cwd": os.getcwd()}
     slow, *_ = _trace(build, tmp_path, "--wire-rate", "7", "--wire-buffer", "16K", "--snapshot-at", "exit",
                       "--snapshot", str(tmp_path / "vm.dot"), name="slow.jsonl")
     assert slow != header

@@ -333,7 +333,7 @@ def command_run(args: argparse.Namespace) -> int:
             options = {"fast": args.fast, "quantum": args.quantum, "root": args.root, "env": args.env,
                        "trace_events": sorted(trace_types) if trace_types else None,
                        "wire_rate": args.wire_rate, "wire_buffer": args.wire_buffer, "snapshot_at": args.snapshot_at,
-                       "gdb": args.gdb is not None, "break_on": args.break_on}
+                       "gdb": args.gdb is not None, "break_on": args.break_on, "cwd": os.getcwd()}
             machine.recorder.sink = trace.writer(
                 trace_file, trace.header(args.program, [args.program] + args.args, options, args.ram), trace_types)
         exit_hooks: list[ExitHook] = []
@@ -557,7 +557,7 @@ def command_report(args: argparse.Namespace) -> int:
     except report.TraceError as error:
         _error(str(error))
         return 2
-    describe = report.disassembler(summary.header["program"])
+    describe = report.disassembler(report.program_path(summary.header))
     report.render(summary, describe, args.top, Console())
     try:
         if args.csv is not None:

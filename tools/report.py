@@ -219,6 +219,15 @@ def _read(path: str, progress: Any):
                 progress(read)
 
 
+def program_path(header: dict[str, Any]) -> str:
+    """Where the traced program is: a relative path is taken from the directory the run was in (the
+    options' `cwd`), so that the report finds the program wherever it is run from."""
+    program, ran_in = header["program"], header["options"].get("cwd")
+    if isinstance(ran_in, str) and not os.path.isabs(program):
+        return os.path.join(ran_in, program)
+    return program
+
+
 def disassembler(program: str):
     """rip -> instruction text, read from the traced program's file (if it is still there)."""
     from emulator.disasm import instruction_at
