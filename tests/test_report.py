@@ -86,6 +86,16 @@ def test_bad_traces_get_one_message_naming_the_line(fork_trace, tmp_path, capsys
     status, out, path = _report_of(tmp_path, "newer.jsonl", json.dumps(newer).encode() + b"\n", capsys)
     assert status == 2 and f"{path}:1: trace format version 99 is newer" in out.err
 
+    for version, shown in (("2", '"2"'), (0, "0"), (-1, "-1"), (2.0, "2.0"), (True, "true"), (None, "null")):
+        odd = dict(header, version=version)
+        status, out, path = _report_of(tmp_path, "odd.jsonl", json.dumps(odd).encode() + b"\n", capsys)
+        assert status == 2 and out.err == (f"vmgames: {path}:1: the trace format version is {shown}, "
+                                           "not a whole number from 1 up\n")
+    unnumbered = {k: v for k, v in header.items() if k != "version"}
+    status, out, path = _report_of(tmp_path, "odd.jsonl", json.dumps(unnumbered).encode() + b"\n", capsys)
+    assert status == 2 and out.err == (f"vmgames: {path}:1: the trace format version is missing, "
+                                       "not a whole number from 1 up\n")
+
     status, out, path = _report_of(tmp_path, "other.jsonl", b'{"hello": 1}\n', capsys)
     assert status == 2 and "not a vmgames trace" in out.err
 

@@ -193,7 +193,10 @@ def _read(path: str, progress: Any):
         if header.get("format") != trace.FORMAT:
             raise TraceError(f"{path}:1: not a vmgames trace (no \"format\": \"{trace.FORMAT}\" header)")
         version = header.get("version")
-        if not isinstance(version, int) or version > trace.VERSION:
+        if type(version) is not int or version < 1:
+            shown = orjson.dumps(version).decode() if "version" in header else "missing"
+            raise TraceError(f"{path}:1: the trace format version is {shown}, not a whole number from 1 up")
+        if version > trace.VERSION:
             raise TraceError(f"{path}:1: trace format version {version} is newer than this vmgames reads "
                              f"(up to {trace.VERSION}); use a newer vmgames")
         problems = trace_schema.validate_header(header)
