@@ -149,3 +149,16 @@ def test_cli_without_a_program_says_which_is_missing():
     assert "which program?" in result.stderr and "Traceback" not in result.stderr
     result = _cli("run", "build/hello", "--ram", "12x")
     assert result.returncode == 2 and "not a size: '12x'" in result.stderr
+
+
+def test_an_output_path_that_cannot_be_written_is_refused_before_the_work(build, tmp_path, capsys):
+    from tools.cli import main
+
+    source = tmp_path / "hello.s"
+    source.write_text(".intel_syntax noprefix\n.globl _start\n.text\n_start:\n    mov eax, 60\n    syscall\n")
+    assert main(["asm", str(source), "-o", "/proc/nope/hello"]) == 1
+    assert capsys.readouterr().err == "vmgames: /proc/nope/hello: No such file or directory\n"
+    assert main(["run", build(".text\n_start:\n" + EXIT_0), "--stats-json", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"vmgames: --stats-json {tmp_path}: Is a directory\n"
+    assert main(["experiment", "chains", "--seeds", "1", "--csv", "/proc/nope/chains.csv"]) == 2
+    assert capsys.readouterr().err == "vmgames: --csv /proc/nope/chains.csv: No such file or directory\n"

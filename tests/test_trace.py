@@ -1,8 +1,11 @@
 """Traces: every line valid, counts equal to the counters, byte-identical across runs."""
 
 import json
+import os
 from collections import Counter
 
+from kernel.kernel import DEFAULT_QUANTUM
+from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
 from tests.test_fork import FORK_AND_WRITE
 from tools import trace_schema
 from tools.cli import main
@@ -46,6 +49,19 @@ def test_traces_are_byte_identical_across_runs(build, tmp_path):
     _trace(build, tmp_path, name="first.jsonl")
     _trace(build, tmp_path, name="second.jsonl")
     assert (tmp_path / "first.jsonl").read_bytes() == (tmp_path / "second.jsonl").read_bytes()
+
+
+def test_the_header_records_every_option_that_changes_the_events(build, tmp_path):
+    header, *_ = _trace(build, tmp_path)
+    assert header["options"] == {"fast": False, "quantum": DEFAULT_QUANTUM, "root": ".", "env": [],
+                                 "trace_events": None, "wire_rate": DEFAULT_WIRE_RATE,
+                                 "wire_buffer": DEFAULT_WIRE_CAPACITY, "snapshot_at": None, "gdb": False,
+                                 "break_on": None, "cwd": os.getcwd()}
+    slow, *_ = _trace(build, tmp_path, "--wire-rate", "7", "--wire-buffer", "16K", "--snapshot-at", "exit",
+                      "--snapshot", str(tmp_path / "vm.dot"), name="slow.jsonl")
+    assert slow != header
+    assert {k: v for k, v in slow["options"].items() if v != header["options"][k]} == {
+        "wire_rate": 7, "wire_buffer": 16 << 10, "snapshot_at": "exit"}
 
 
 def test_event_filters_keep_only_the_chosen_types(build, tmp_path):

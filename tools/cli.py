@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from typing import TypeVar
 
 from emulator.machine import DEFAULT_RAM_SIZE, Machine
 from kernel import errno
@@ -49,6 +50,9 @@ that Linux can run too.
 
 example:
   vmgames asm userland/hello.s -o hello && ./hello"""
+
+
+DEFAULT_SNAPSHOT = "vmgames-snapshot.dot"
 
 
 def parse_size(text: str) -> int:
@@ -96,8 +100,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                      help="draw the address spaces and shadow chains when N instructions have run, or just before "
                           "the first process exits (Graphviz DOT; SVG too if graphviz is installed), and list each "
                           "map as procstat -v does (on stderr and in a .txt beside it)")
-    run.add_argument("--snapshot", metavar="FILE", default="vmgames-snapshot.dot",
-                     help="where --snapshot-at writes (default vmgames-snapshot.dot)")
+    run.add_argument("--snapshot", metavar="FILE",
+                     help=f"where --snapshot-at writes (default {DEFAULT_SNAPSHOT}); only with --snapshot-at")
     run.add_argument("--fast", action="store_true",
                      help="run at raw Unicorn speed without counting instructions (not reproducible)")
     run.add_argument("--quantum", type=int, default=DEFAULT_QUANTUM, metavar="N",
@@ -185,10 +189,39 @@ def _error(message: str) -> None:
     print(f"vmgames: {message}", file=sys.stderr)
 
 
+def _unwritable_file(path: str) -> str | None:
+    """Why `path` could not be written, as far as can be told without writing it; None if it could."""
+    if os.path.isdir(path):
+        return "Is a directory"
+    directory = os.path.dirname(path) or "."
+    if not os.path.exists(directory):
+        return "No such file or directory"
+    if not os.path.isdir(directory):
+        return "Not a directory"
+    if not os.access(path if os.path.exists(path) else directory, os.W_OK):
+        return "Permission denied"
+    return None
+
+
+def _make_directory(path: str) -> str | None:
+    """Make the output directory `path` (and its parents); why it could not be, or None."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except FileExistsError:
+        return "Not a directory"
+    except OSError as error:
+        return error.strerror
+    return None
+
+
 def command_asm(args: argparse.Namespace) -> int:
     from tools.assembler import AssemblyError, assemble_with_warnings
 
     output = args.output or (args.source[:-2] if args.source.endswith(".s") else args.source + ".out")
+    problem = _unwritable_file(output)
+    if problem:
+        _error(f"{output}: {problem}")
+        return 1
     try:
         with open(args.source, encoding="utf-8") as f:
             source = f.read()
@@ -224,6 +257,10 @@ def command_run(args: argparse.Namespace) -> int:
     if args.wire_buffer < 2 * 4096:
         _error("--wire-buffer must be at least 8K (two pages)")
         return 2
+    problem = _unwritable_file(args.stats_json) if args.stats_json is not None else None
+    if problem:
+        _error(f"--stats-json {args.stats_json}: {problem}")
+        return 2
     if args.snapshot_at is not None and args.snapshot_at != "exit":
         if not args.snapshot_at.isdigit():
             _error(f"--snapshot-at takes a number of instructions or 'exit', not {args.snapshot_at!r}")
@@ -231,6 +268,18 @@ def command_run(args: argparse.Namespace) -> int:
         if args.fast:
             _error("--snapshot-at N needs the instruction clock: it cannot be used with --fast")
             return 2
+    if args.snapshot is not None and args.snapshot_at is None:
+        _error("--snapshot FILE needs --snapshot-at N|exit (when to take it)")
+        return 2
+    if args.snapshot_at is not None:
+        args.snapshot = args.snapshot or DEFAULT_SNAPSHOT
+        # Checked now, not when the snapshot is due, halfway through the run.
+        for path in _snapshot_files(args.snapshot):
+            problem = _unwritable_file(path)
+            if problem:
+                beside = "" if path == args.snapshot else f" (and {path} beside it)"
+                _error(f"--snapshot {args.snapshot}{beside}: {problem}")
+                return 2
     if args.gdb is not None:
         if args.fast:
             _error("--gdb needs the instruction clock: it cannot be used with --fast")
@@ -282,7 +331,9 @@ def command_run(args: argparse.Namespace) -> int:
                 _error(f"{args.trace}: {error.strerror}")
                 return 2
             options = {"fast": args.fast, "quantum": args.quantum, "root": args.root, "env": args.env,
-                       "trace_events": sorted(trace_types) if trace_types else None}
+                       "trace_events": sorted(trace_types) if trace_types else None,
+                       "wire_rate": args.wire_rate, "wire_buffer": args.wire_buffer, "snapshot_at": args.snapshot_at,
+                       "gdb": args.gdb is not None, "break_on": args.break_on, "cwd": os.getcwd()}
             trace_sink = trace.writer(
                 trace_file, trace.header(args.program, [args.program] + args.args, options, args.ram), trace_types)
             cleanup.callback(trace_sink.flush)   # before the file closes, however the run ends
@@ -318,6 +369,10 @@ def command_run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         if init.death:
             _error(init.death)
+        if args.snapshot_at is not None and args.snapshot_at.isdigit() and kernel.pause_at is not None:
+            due, ended = int(args.snapshot_at), machine.now
+            _error(f"the run ended at t = {ended:,}, "
+                   f"{f'before {due:,}' if ended < due else f'as instruction {due:,} ran'}: no snapshot")
         counters = run_stats.collect(machine.recorder, machine.retired if machine.deterministic else None,
                                      kernel.allocator.total)
         counters["exit_status"] = init.shell_status
@@ -387,6 +442,7 @@ def _run_under_gdb(kernel: Kernel, init, address: str) -> int | None:
 
 
 ExitHook = Callable[[Kernel, Process], None]
+T = TypeVar("T")
 
 
 def _before_exit(hooks: list[ExitHook]) -> ExitHook:
@@ -397,28 +453,57 @@ def _before_exit(hooks: list[ExitHook]) -> ExitHook:
     return run_all
 
 
+def _snapshot_files(path: str) -> tuple[str, str, str]:
+    """The DOT file, the SVG drawn from it and the procstat -v tables beside it."""
+    base = os.path.splitext(path)[0]
+    return path, base + ".svg", base + ".txt"
+
+
+def _draw_svg(dot: str, svg: str) -> None:
+    """Draw the snapshot with graphviz's dot, if it is there; say what came of it."""
+    if not shutil.which("dot"):
+        _error(f"graphviz's dot not found: wrote only {dot}; install graphviz for the SVG")
+        return
+    try:
+        drawn = subprocess.run(["dot", "-Tsvg", dot, "-o", svg], capture_output=True, text=True, check=False)
+    except OSError as error:
+        _error(f"dot: {error.strerror}: no SVG drawn")
+        return
+    if drawn.returncode:
+        said = drawn.stderr.strip().splitlines()
+        _error(f"dot failed (exit status {drawn.returncode}{': ' + said[0] if said else ''}): no SVG drawn")
+        return
+    _error(f"and drawn in {svg}")
+
+
 def _arm_snapshot(kernel: Kernel, when: str, path: str, exit_hooks: list[ExitHook], tracing: bool) -> None:
     """Write the VM picture and the procstat -v tables once, at instruction N or before the first exit."""
     from tools import procstat
     from tools.snapshot import live_processes, to_dot
 
+    dot, svg, text = _snapshot_files(path)
+
     def write(kernel: Kernel, title: str) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(to_dot(kernel, title))
-        print(f"vmgames: snapshot at {title} written to {path}", file=sys.stderr)
-        if shutil.which("dot"):
-            svg = os.path.splitext(path)[0] + ".svg"
-            subprocess.run(["dot", "-Tsvg", path, "-o", svg], check=False)
-            print(f"vmgames: and drawn in {svg}", file=sys.stderr)
+        try:
+            with open(dot, "w", encoding="utf-8") as f:
+                f.write(to_dot(kernel, title))
+        except OSError as error:
+            _error(f"--snapshot {dot}: {error.strerror}: no snapshot")
+            return
+        print(f"vmgames: snapshot at {title} written to {dot}", file=sys.stderr)
+        _draw_svg(dot, svg)
         tables = []
         for proc in live_processes(kernel):
             tables.append(procstat.format_table(proc.pid, procstat.entries(proc)))
             if tracing:
                 procstat.record(kernel.recorder, proc, "snapshot")
-        text = os.path.splitext(path)[0] + ".txt"
-        with open(text, "w", encoding="utf-8") as f:
-            f.write("\n\n".join(tables) + "\n")
         print("\n\n".join(tables), file=sys.stderr)
+        try:
+            with open(text, "w", encoding="utf-8") as f:
+                f.write("\n\n".join(tables) + "\n")
+        except OSError as error:
+            _error(f"{text}: {error.strerror}: the maps are only on stderr")
+            return
         print(f"vmgames: the maps as procstat -v shows them written to {text}", file=sys.stderr)
 
     if when == "exit":
@@ -434,44 +519,67 @@ def _arm_snapshot(kernel: Kernel, when: str, path: str, exit_hooks: list[ExitHoo
         kernel.on_pause = lambda kernel: write(kernel, f"t = {kernel.machine.now:,} instructions")
 
 
-def command_report(args: argparse.Namespace) -> int:
+def _with_progress(what: str, path: str, work: Callable[[Callable[[int], None] | None], T]) -> T:
+    """work(progress): a pass over the trace at `path`, with a progress bar when stderr is a terminal and it is big."""
     from rich.console import Console
     from rich.progress import Progress
+
+    size = os.path.getsize(path)
+    if not sys.stderr.isatty() or size <= (4 << 20):
+        return work(None)
+    with Progress(transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task(what, total=size)
+        return work(lambda done: bar.update(task, completed=done))
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from rich.console import Console
 
     from tools import report
 
     if args.top < 0:
         _error("--top must not be negative")
         return 2
+    # Outputs are checked before the trace is read: a bad path costs no wait.
+    for option, directory in (("--csv", args.csv), ("--plots", args.plots)):
+        problem = _make_directory(directory) if directory is not None else None
+        if problem:
+            _error(f"{option} {directory}: {problem}")
+            return 2
+    problem = _unwritable_file(args.perfetto) if args.perfetto is not None else None
+    if problem:
+        _error(f"--perfetto {args.perfetto}: {problem}")
+        return 2
     try:
-        if sys.stderr.isatty() and os.path.getsize(args.trace) > (4 << 20):
-            with Progress(transient=True, console=Console(stderr=True)) as bar:
-                task = bar.add_task("reading the trace", total=os.path.getsize(args.trace))
-                summary = report.summarise(args.trace, lambda done: bar.update(task, completed=done))
-        else:
-            summary = report.summarise(args.trace)
+        summary = _with_progress("reading the trace", args.trace,
+                                 lambda progress: report.summarise(args.trace, progress))
     except OSError as error:
         _error(f"{args.trace}: {error.strerror}")
         return 2
     except report.TraceError as error:
         _error(str(error))
         return 2
-    describe = report.disassembler(summary.header["program"])
+    describe = report.disassembler(report.program_path(summary.header))
     report.render(summary, describe, args.top, Console())
-    if args.csv:
-        for path in report.write_csv(summary, args.csv, describe):
-            print(f"wrote {path}")
-    if args.plots:
-        from tools.plots import write_plots
+    try:
+        if args.csv is not None:
+            for path in report.write_csv(summary, args.csv, describe):
+                print(f"wrote {path}")
+        if args.plots is not None:
+            from tools.plots import write_plots
 
-        for path in write_plots(summary, args.plots):
-            print(f"wrote {path}")
-    if args.perfetto:
+            for path in write_plots(summary, args.plots):
+                print(f"wrote {path}")
+    except OSError as error:
+        _error(f"{error.filename or 'output'}: {error.strerror}")
+        return 2
+    if args.perfetto is not None:
         from tools import perfetto
 
         try:
-            with open(args.perfetto, "w", encoding="utf-8") as out:
-                count = perfetto.convert(args.trace, out)
+            with open(args.perfetto, "wb", buffering=trace.BUFFER_SIZE) as out:
+                count = _with_progress("writing the Perfetto trace", args.trace,
+                                       lambda progress: perfetto.convert(args.trace, out, progress))
         except OSError as error:
             _error(f"{args.perfetto}: {error.strerror}")
             return 2
@@ -490,6 +598,10 @@ def command_experiment(args: argparse.Namespace) -> int:
             return 2
     if not 1 <= args.pages <= 64:
         _error("--pages must be between 1 and 64")
+        return 2
+    problem = _unwritable_file(args.csv) if args.csv is not None else None
+    if problem:
+        _error(f"--csv {args.csv}: {problem}")
         return 2
     return chains.main(args.seeds, args.steps, args.pages, args.max_depth, args.csv)
 

@@ -6,12 +6,19 @@ completion, so a call that blocked shows how long it waited); instant events
 for faults and TLB invalidations; counters for the frames in use and the
 shadow-chain depth of each fault.  Virtual time is instructions retired,
 shown at one instruction per nanosecond (timestamps are in microseconds).
+
+The output is written event by event as the trace is read, so a trace of
+millions of events converts in the memory of a small one: the object's
+"traceEvents" array comes first and is written in pieces.  Each process is
+named before its first event, and counters follow virtual time, as the
+trace does.
 """
 
 from __future__ import annotations
 
-import json
 from typing import IO, Any
+
+import orjson
 
 from tools.report import summarise_events
 
@@ -22,19 +29,27 @@ def _us(t: int) -> float:
     return t / 1000
 
 
-def convert(path: str, out: IO[str]) -> int:
-    """Write the Chrome-format file for the trace at `path`; returns how many trace events it holds."""
-    events: list[dict[str, Any]] = []
+def convert(path: str, out: IO[bytes], progress: Any = None) -> int:
+    """Write the Chrome-format file for the trace at `path` to a binary stream; returns how many trace events
+    it holds.  `progress(bytes_read)` is called now and then if given."""
     named: set[int] = set()
     waiting: dict[int, int] = {}        # pid -> when its blocked syscall was first made
     frames = 0
+    count = 0
+    write, dumps = out.write, orjson.dumps
+
+    def emit(event: dict[str, Any]) -> None:
+        nonlocal count
+        write(b",\n" + dumps(event) if count else dumps(event))
+        count += 1
 
     def name_process(pid: int, name: str) -> None:
-        events.append({"name": "process_name", "ph": "M", "pid": pid, "tid": pid, "args": {"name": name}})
+        emit({"name": "process_name", "ph": "M", "pid": pid, "tid": pid, "args": {"name": name}})
         named.add(pid)
 
+    write(b'{"traceEvents":[\n')
     name_process(KERNEL_PID, "kernel")
-    for event in summarise_events(path):
+    for event in summarise_events(path, progress):
         t, pid, type_, kind = event["t"], event["pid"], event["type"], event["kind"]
         if pid not in named:
             name_process(pid, f"pid {pid}")
@@ -48,21 +63,20 @@ def convert(path: str, out: IO[str]) -> int:
                 waiting.setdefault(pid, t)
                 continue
             start = waiting.pop(pid, t)
-            events.append({"name": kind, "cat": "syscall", "ph": "X", "ts": _us(start), "dur": _us(t - start),
-                           "pid": pid, "tid": pid, "args": {"args": event["args"], "result": event["result"]}})
+            emit({"name": kind, "cat": "syscall", "ph": "X", "ts": _us(start), "dur": _us(t - start),
+                  "pid": pid, "tid": pid, "args": {"args": event["args"], "result": event["result"]}})
         elif type_ == "fault":
-            events.append({"name": f"fault: {kind}", "cat": "fault", "ph": "i", "s": "t", "ts": _us(t),
-                           "pid": pid, "tid": pid,
-                           "args": {k: event[k] for k in ("address", "access", "rip", "object", "level", "depth")}})
+            emit({"name": f"fault: {kind}", "cat": "fault", "ph": "i", "s": "t", "ts": _us(t), "pid": pid,
+                  "tid": pid, "args": {k: event[k] for k in ("address", "access", "rip", "object", "level", "depth")}})
             if event["depth"]:
-                events.append({"name": "chain depth", "ph": "C", "ts": _us(t), "pid": pid, "tid": pid,
-                               "args": {"depth": event["depth"]}})
+                emit({"name": "chain depth", "ph": "C", "ts": _us(t), "pid": pid, "tid": pid,
+                      "args": {"depth": event["depth"]}})
         elif type_ == "tlb":
-            events.append({"name": f"tlb: {kind}", "cat": "tlb", "ph": "i", "s": "t", "ts": _us(t), "pid": pid,
-                           "tid": pid, "args": {"reason": event["reason"], "address": event.get("address")}})
+            emit({"name": f"tlb: {kind}", "cat": "tlb", "ph": "i", "s": "t", "ts": _us(t), "pid": pid,
+                  "tid": pid, "args": {"reason": event["reason"], "address": event.get("address")}})
         elif type_ == "page" and kind in ("alloc", "free"):
             frames += 1 if kind == "alloc" else -1
-            events.append({"name": "frames in use", "ph": "C", "ts": _us(t), "pid": KERNEL_PID, "tid": KERNEL_PID,
-                           "args": {"frames": frames}})
-    json.dump({"traceEvents": events, "displayTimeUnit": "ns"}, out)
-    return len(events)
+            emit({"name": "frames in use", "ph": "C", "ts": _us(t), "pid": KERNEL_PID, "tid": KERNEL_PID,
+                  "args": {"frames": frames}})
+    write(b'\n],"displayTimeUnit":"ns"}\n')
+    return count

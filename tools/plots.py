@@ -3,7 +3,8 @@
 - faults over virtual time, stacked by kind;
 - a heat map of faults per page: one row per 2 MiB region that took faults,
   512 cells per row, so text, data, heap, mmap and stack each show up where
-  they live;
+  they live (at most report.MAX_HEAT_ROWS rows: a run that faulted in more
+  regions gets rows of 4, 8, ... MiB, cells of 2, 4, ... pages);
 - the shadow-chain depth (mean and maximum) over virtual time.
 """
 
@@ -11,12 +12,10 @@ from __future__ import annotations
 
 import os
 
-from tools.report import Summary
+from tools.report import PAGE_SIZE, Summary
 
 FAULT_COLOURS = {"zero-fill": "#4c72b0", "file": "#55a868", "resident": "#8c8c8c", "cow-copy": "#c44e52",
                  "cow-move": "#dd8452", "protection": "#8172b3", "fatal": "#000000"}
-REGION = 2 << 20
-PAGES_PER_REGION = REGION // 4096
 
 
 def write_plots(summary: Summary, directory: str) -> list[str]:
@@ -54,20 +53,25 @@ def write_plots(summary: Summary, directory: str) -> list[str]:
         axes.legend()
     save(figure, "faults_over_time")
 
-    regions = sorted({page // REGION for page in summary.pages})
-    # Pages that never faulted stay blank (NaN); a log scale keeps one busy page from hiding the rest.
-    grid = [[float("nan")] * PAGES_PER_REGION for _ in regions]
-    row_of = {region: row for row, region in enumerate(regions)}
-    for page, count in summary.pages.items():
-        grid[row_of[page // REGION]][(page % REGION) // 4096] = count
-    figure, axes = plt.subplots(figsize=(9, max(2.0, 0.4 * len(regions) + 1)))
+    heat = summary.heat
+    starts = sorted(heat.rows)
+    # Cells that took no fault stay blank (NaN); a log scale keeps one busy page from hiding the rest.
+    grid = [[count or float("nan") for count in heat.rows[start]] for start in starts]
+    busiest = max((max(cells) for cells in heat.rows.values()), default=1)
+    figure, axes = plt.subplots(figsize=(9, max(2.0, 0.3 * len(starts) + 1.2)))
     colours = matplotlib.colormaps["viridis"].with_extremes(bad="#eeeeee")
+    pages = heat.cell // PAGE_SIZE
+    # The x axis counts pages within the row, however many a cell holds; row n is centred on y = n.
     image = axes.imshow(grid or [[float("nan")]], aspect="auto", cmap=colours, interpolation="nearest",
-                        norm=matplotlib.colors.LogNorm(vmin=1, vmax=max(summary.pages.values(), default=1) or 1))
-    axes.set_yticks(range(len(regions)), [f"{region * REGION:#x}" for region in regions])
-    axes.set_xlabel("page within the 2 MiB region")
+                        norm=matplotlib.colors.LogNorm(vmin=1, vmax=busiest),
+                        extent=(0, heat.span // PAGE_SIZE, max(len(starts), 1) - 0.5, -0.5))
+    axes.set_yticks(range(len(starts)), [f"{start * heat.span:#x}" for start in starts],
+                    fontsize=8 if len(starts) > 16 else None)
+    axes.set_ylabel(f"address (rows of {_size_text(heat.span)} that took faults)")
+    axes.set_xlabel(f"page within the {_size_text(heat.span)} row"
+                    + ("" if pages == 1 else f" (cells of {pages} pages)"))
     axes.set_title(f"Faults per page across the address space: {program}")
-    figure.colorbar(image, ax=axes, label="faults")
+    figure.colorbar(image, ax=axes, label="faults" if pages == 1 else f"faults per cell of {pages} pages")
     save(figure, "fault_heatmap")
 
     figure, axes = plt.subplots(figsize=(9, 3.5))
@@ -81,3 +85,11 @@ def write_plots(summary: Summary, directory: str) -> list[str]:
         axes.legend()
     save(figure, "chain_depth")
     return written
+
+
+def _size_text(size: int) -> str:
+    """2097152 -> '2 MiB'; a row's span is a power of two of at least 2 MiB."""
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20)):
+        if size >= 1 << shift:
+            return f"{size >> shift} {unit}"
+    return f"{size} bytes"

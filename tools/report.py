@@ -1,11 +1,12 @@
 """`vmgames report TRACE`: what a recorded run did, summarised.
 
 The trace is read as a stream, in bounded memory: counters, the faulting
-instructions, and the chain depth over time in at most MAX_BUCKETS time
-buckets (their width doubles whenever there would be more).  A trace that is
-not one, comes from a newer vmgames, or is corrupted gets one message naming
-the file and line; a last line cut short (a run that was interrupted) is
-reported and the rest summarised.
+instructions, the chain depth over time in at most MAX_BUCKETS time buckets
+(their width doubles whenever there would be more), and the faults across the
+address space in at most MAX_HEAT_ROWS rows (their span doubles likewise).
+A trace that is not one, comes from a newer vmgames, or is corrupted gets one
+message naming the file and line; a last line cut short (a run that was
+interrupted) is reported and the rest summarised.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from tools import procstat, trace, trace_schema, vmstat
 from tools.stats import tlb_by_reason
 
 MAX_BUCKETS = 64
+MAX_HEAT_ROWS = 32
+CELLS_PER_ROW = 512
+PAGE_SIZE = 4096
 
 
 class TraceError(Exception):
@@ -72,6 +76,43 @@ class FaultTimeline:
 
 
 @dataclass
+class PageHeat:
+    """Faults across the address space, in at most MAX_HEAT_ROWS rows of CELLS_PER_ROW cells.
+
+    A row starts as one 2 MiB region and a cell as one page, so text, heap,
+    mmap and stack each show up where they live; whenever more rows took
+    faults than fit, each pair of neighbouring rows becomes one (of twice the
+    span, with cells of twice the pages), so a million-page run draws as a
+    picture of the same size as a small one, in the same memory.
+    """
+
+    span: int = CELLS_PER_ROW * PAGE_SIZE
+    rows: dict[int, list[int]] = field(default_factory=dict)   # address // span -> faults per cell
+
+    @property
+    def cell(self) -> int:
+        """Bytes of address space per cell."""
+        return self.span // CELLS_PER_ROW
+
+    def add(self, address: int) -> None:
+        if address // self.span not in self.rows:
+            self.rows[address // self.span] = [0] * CELLS_PER_ROW
+            while len(self.rows) > MAX_HEAT_ROWS:
+                self._merge()
+        self.rows[address // self.span][address % self.span // self.cell] += 1
+
+    def _merge(self) -> None:
+        merged: dict[int, list[int]] = {}
+        half = CELLS_PER_ROW // 2
+        for index, cells in self.rows.items():
+            into = merged.setdefault(index // 2, [0] * CELLS_PER_ROW)
+            offset = half * (index % 2)
+            for n in range(half):
+                into[offset + n] += cells[2 * n] + cells[2 * n + 1]
+        self.rows, self.span = merged, self.span * 2
+
+
+@dataclass
 class Summary:
     header: dict[str, Any]
     events: Counter = field(default_factory=Counter)        # (pid, type, kind) -> count
@@ -79,7 +120,7 @@ class Summary:
     reasons: Counter = field(default_factory=Counter)       # (type, kind, reason) of TLB invalidations, PTE writes
     depth: DepthBuckets = field(default_factory=DepthBuckets)
     timeline: FaultTimeline = field(default_factory=FaultTimeline)
-    pages: Counter = field(default_factory=Counter)         # page address -> faults on it
+    heat: PageHeat = field(default_factory=PageHeat)
     maps: dict[int, dict[str, Any]] = field(default_factory=dict)   # process -> its last map event
     truncated: str = ""                                     # why the last line was ignored, if it was
 
@@ -88,7 +129,7 @@ class Summary:
         self.events[(event["pid"], type_, kind)] += 1
         if type_ == "fault":
             self.timeline.add(event["t"], kind)
-            self.pages[event["address"] & ~0xFFF] += 1
+            self.heat.add(event["address"])
             if event["rip"] is not None:
                 self.fault_rips[event["rip"]] += 1
             if event["depth"]:
@@ -129,9 +170,9 @@ def summarise(path: str, progress: Any = None) -> Summary:
     return summary
 
 
-def summarise_events(path: str):
-    """The events of a trace, checked, one by one (a last line cut short is skipped)."""
-    reader = _read(path, None)
+def summarise_events(path: str, progress: Any = None):
+    """The events of a trace, checked, one by one (a last line cut short is skipped); `progress` as for summarise."""
+    reader = _read(path, progress)
     next(reader)
     for event in reader:
         if not isinstance(event, str):
@@ -152,7 +193,10 @@ def _read(path: str, progress: Any):
         if header.get("format") != trace.FORMAT:
             raise TraceError(f"{path}:1: not a vmgames trace (no \"format\": \"{trace.FORMAT}\" header)")
         version = header.get("version")
-        if not isinstance(version, int) or version > trace.VERSION:
+        if type(version) is not int or version < 1:
+            shown = orjson.dumps(version).decode() if "version" in header else "missing"
+            raise TraceError(f"{path}:1: the trace format version is {shown}, not a whole number from 1 up")
+        if version > trace.VERSION:
             raise TraceError(f"{path}:1: trace format version {version} is newer than this vmgames reads "
                              f"(up to {trace.VERSION}); use a newer vmgames")
         problems = trace_schema.validate_header(header)
@@ -176,6 +220,15 @@ def _read(path: str, progress: Any):
             yield record
             if progress is not None and number % 4096 == 0:
                 progress(read)
+
+
+def program_path(header: dict[str, Any]) -> str:
+    """Where the traced program is: a relative path is taken from the directory the run was in (the
+    options' `cwd`), so that the report finds the program wherever it is run from."""
+    program, ran_in = header["program"], header["options"].get("cwd")
+    if isinstance(ran_in, str) and not os.path.isabs(program):
+        return os.path.join(ran_in, program)
+    return program
 
 
 def disassembler(program: str):
