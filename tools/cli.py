@@ -577,7 +577,7 @@ def command_report(args: argparse.Namespace) -> int:
         from tools import perfetto
 
         try:
-            with open(args.perfetto, "wb", buffering=trace.BUFFER_SIZE) as out:
+            with open(args.perfetto, "wb", buffering=1 << 20) as out:
                 count = _with_progress("writing the Perfetto trace", args.trace,
                                        lambda progress: perfetto.convert(args.trace, out, progress))
         except OSError as error:
