@@ -404,3 +404,55 @@ def test_a_trace_of_every_way_of_sending_follows_the_schema(build, tmp_path):
     sink_kinds = {e["kind"] for e in events if e["type"] == "sink"}
     assert sink_kinds == {"copy", "hold", "lend", "release", "deliver", "corrupt", "complete"}
     assert {e["kind"] for e in events if e["type"] == "page"} >= {"orphan", "copy"}
+
+
+SHARED = 0x2000_0000          # a MAP_SHARED anonymous page, at a fixed address
+MAP_SHARED_ANONYMOUS_FIXED = 0x01 | 0x20 | 0x10
+SYNC = "[rip + sync]", "[rip + sync + 4]"     # a second pipe, child to parent: "I have sent"
+
+
+def test_a_cow_send_write_protects_every_mapping_of_the_page_so_the_other_process_write_copies_it(run):
+    """The page is mapped in parent and child (MAP_SHARED) when the child sends it; the parent writes."""
+    result, seen = traced(run, program(f"""
+{syscall(MMAP, SHARED, 4096, 3, MAP_SHARED_ANONYMOUS_FIXED)}
+    mov rbx, {SHARED}
+    mov dword ptr [rbx], 0x41414141
+{syscall(PIPE, "fds")}
+{syscall(PIPE, "sync")}
+{OPEN_WIRE}
+{syscall(IOCTL, WIRE, VMG_ZEROCOPY, 1)}
+{syscall(FORK)}
+    test rax, rax
+    jz child
+{syscall(READ, SYNC[0], "buffer", 1)}
+    mov rbx, {SHARED}
+    mov dword ptr [rbx], 0x43434343
+{syscall(WRITE, W, "buffer", 1)}
+{syscall(61, -1, 0, 0, 0)}
+    jmp done
+child:
+{syscall(WRITE, WIRE, SHARED, 4096)}
+{syscall(WRITE, SYNC[1], "buffer", 1)}
+{syscall(READ, R, "buffer", 1)}
+{syscall(WRITE, 1, SHARED, 4)}
+done:
+""", data=".data\nsync: .long -1, -1\n"))
+    assert result.status == 0
+    # The mapping is shared: the child sees the parent's write, from the copy now in the object.
+    assert result.stdout == b"CCCC"
+    at_shared = {"address": SHARED}
+    assert count(seen, "fault", "zero-fill", **at_shared) == 1           # the parent's first write
+    assert count(seen, "fault", "resident", **at_shared) == 2            # the child's send, then its read
+    assert count(seen, "fault", "protection", **at_shared) == 1          # the parent's write in flight
+    assert count(seen, "page", "copy", reason="cow-send") == 1
+    assert count(seen, "page", "orphan") == 1
+    # By hand: the send write-protects both mappings through the page's two pv entries (2 PTE
+    # writes, 1 invlpg: only the child's address space is loaded); the parent's write removes the
+    # child's mapping (1 PTE write, no invlpg) and maps the copy in place of the held frame (1
+    # PTE write, 1 invlpg).
+    assert count(seen, "pte", "write", reason="cow-send") == 4
+    assert count(seen, "tlb", "invalidate-page", reason="cow-send") == 2
+    rec = result.kernel.recorder
+    assert rec.count("sink", "hold") == rec.count("sink", "release") == 1
+    # The peer got "AAAA" as sent, not the parent's "CCCC" (and the two pipes their one byte each).
+    assert rec.amount("sink", "deliver") == 4096 + 2 and rec.amount("sink", "corrupt") == 0
