@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 import struct
 
+import pytest
+
+import kernel.kernel as kernel_module
 from kernel import errno
+from kernel.proc import SLEEPING
+from kernel.sink import SinkEnd
+from kernel.syscall import TABLE, dispatch
 from kernel.syszerocopy import SPLICE_F_NONBLOCK, VMG_ZEROCOPY, ZC_WAIT
-from tests.test_pipes import COMMON, EXIT, FORK, PIPE, PIPE2, READ, WRITE, each_result_to_stdout, syscall
+from tests.test_pipes import COMMON, EXIT, FORK, PIPE, PIPE2, READ, WAIT4, WRITE, YIELD, each_result_to_stdout, syscall
 from tools import trace_schema
 from tools.cli import main
 
-OPEN, MMAP, IOCTL, MUNMAP, VMSPLICE, ZC_REAP = 2, 9, 16, 11, 278, 1000
+OPEN, MMAP, IOCTL, MUNMAP, KILL, VMSPLICE, ZC_REAP = 2, 9, 16, 11, 62, 278, 1000
 O_WRONLY, O_NONBLOCK = 1, 0o4000
 WIRE = "[rip + wire]"
 R, W = "[rip + fds]", "[rip + fds + 4]"
@@ -456,3 +462,79 @@ done:
     assert rec.count("sink", "hold") == rec.count("sink", "release") == 1
     # The peer got "AAAA" as sent, not the parent's "CCCC" (and the two pipes their one byte each).
     assert rec.amount("sink", "deliver") == 4096 + 2 and rec.amount("sink", "corrupt") == 0
+
+
+@pytest.fixture
+def calls(monkeypatch) -> list[tuple[int, str, int | str]]:
+    """Every syscall from now on as (pid, name, result or "slept"); and at each exit, as
+    (pid, "half-done", n), how many blocked senders the sinks the process still has open remember."""
+    seen: list[tuple[int, str, int | str]] = []
+
+    def recording(kernel, proc, number, args):
+        if number == EXIT:
+            sinks = {id(f): f for f in proc.files.values() if isinstance(f, SinkEnd)}.values()
+            seen.append((proc.pid, "half-done", sum(len(s.written_before_sleep) for s in sinks)))
+        result = dispatch(kernel, proc, number, args)
+        name = TABLE[number][0] if number in TABLE else str(number)
+        seen.append((proc.pid, name, "slept" if proc.state == SLEEPING else result))
+        return result
+
+    monkeypatch.setattr(kernel_module, "dispatch", recording)
+    return seen
+
+
+def of(calls: list[tuple[int, str, int | str]], pid: int, name: str) -> list[int | str]:
+    return [result for p, n, result in calls if p == pid and n == name]
+
+
+PIPE_PAGES, WIRE_PAGES = 16, 64       # what a pipe and a wire (256K in flight) hold
+SENDER = 2                            # the forked child's pid
+
+
+def blocked_send(mode: str, sink: str, pages: int) -> str:
+    """The child's send of `pages` + 1 pages: the sink takes `pages`, then the child blocks."""
+    fd = WIRE if sink == "wire" else W
+    if mode == "cow":
+        return syscall(WRITE, fd, "big", (pages + 1) * 4096)
+    return f"""
+    lea rax, [rip + big]
+    mov qword ptr [rip + iov], rax
+    mov qword ptr [rip + iov + 8], {pages * 4096}
+{syscall(VMSPLICE, fd, "iov", 1, 0)}
+    lea rax, [rip + big + {pages * 4096}]
+    mov qword ptr [rip + iov], rax
+    mov qword ptr [rip + iov + 8], 4096
+{syscall(VMSPLICE, fd, "iov", 1, 0)}
+"""
+
+
+@pytest.mark.parametrize("mode, sink", [("cow", "wire"), ("cow", "pipe"), ("vmsplice", "wire"), ("vmsplice", "pipe")])
+def test_a_sender_killed_by_another_process_while_blocked_leaks_nothing_and_every_hold_goes(run, calls, mode, sink):
+    pages = WIRE_PAGES if sink == "wire" else PIPE_PAGES
+    result = run(program(f"""
+{OPEN_WIRE if sink == "wire" else syscall(PIPE, "fds")}
+{syscall(IOCTL, WIRE if sink == "wire" else W, VMG_ZEROCOPY, 1) if mode == "cow" else ""}
+{syscall(FORK)}
+    test rax, rax
+    jz child
+{syscall(YIELD)}
+{syscall(KILL, SENDER, 9)}
+{syscall(WAIT4, -1, "status", 0, 0)}
+    cmp dword ptr [rip + status], 9
+    jne error
+{syscall(READ, R, "big", PIPE_PAGES * 4096) if sink == "pipe" else ""}
+    jmp done
+child:
+{blocked_send(mode, sink, pages)}
+    jmp error
+done:
+""", data=f".bss\n.align 4096\nbig: .zero {(WIRE_PAGES + 1) * 4096}\n"))
+    assert result.status == 0
+    sends = of(calls, SENDER, "write" if mode == "cow" else "vmsplice")
+    assert sends == (["slept"] if mode == "cow" else [pages * 4096, "slept"])
+    assert of(calls, 1, "kill") == [0] and of(calls, SENDER, "exit") == []
+    assert of(calls, 1, "half-done") == [0]       # the killed sender's place in its write is forgotten
+    rec = result.kernel.recorder
+    assert rec.count("sink", "hold" if mode == "cow" else "lend") == rec.count("sink", "release") == pages
+    # What the sender got in before it died still reaches the peer (the parent reads the pipe).
+    assert rec.amount("sink", "deliver") == pages * 4096 and rec.amount("sink", "corrupt") == 0
