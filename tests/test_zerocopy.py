@@ -13,7 +13,20 @@ from kernel.proc import SLEEPING
 from kernel.sink import SinkEnd
 from kernel.syscall import TABLE, dispatch
 from kernel.syszerocopy import SPLICE_F_NONBLOCK, VMG_ZEROCOPY, ZC_WAIT
-from tests.test_pipes import COMMON, EXIT, FORK, PIPE, PIPE2, READ, WAIT4, WRITE, YIELD, each_result_to_stdout, syscall
+from tests.test_pipes import (
+    CLOSE,
+    COMMON,
+    EXIT,
+    FORK,
+    PIPE,
+    PIPE2,
+    READ,
+    WAIT4,
+    WRITE,
+    YIELD,
+    each_result_to_stdout,
+    syscall,
+)
 from tools import trace_schema
 from tools.cli import main
 
@@ -279,7 +292,7 @@ iov: .quad 0, 4096
                        4096, -errno.ENOTTY, -errno.ENOTTY, -errno.EINVAL, -errno.EBADF, -errno.EINVAL)
 
 
-def test_a_full_pipe_blocks_vmsplice_unless_splice_f_nonblock_even_with_o_nonblock(run):
+def test_a_full_pipe_blocks_vmsplice_unless_splice_f_nonblock_whatever_the_pipe_o_nonblock(run):
     fill = f"""
     lea rax, [rip + page]
     mov qword ptr [rip + iov], rax
@@ -290,10 +303,12 @@ def test_a_full_pipe_blocks_vmsplice_unless_splice_f_nonblock_even_with_o_nonblo
     dec r12d
     jnz 1b
 """
-    nonblocking = run(each_result_to_stdout(
-        [syscall(PIPE2, "fds", O_NONBLOCK), fill + syscall(VMSPLICE, W, "iov", 1, SPLICE_F_NONBLOCK)],
-        data=SEND_DATA + PAGE_ALIGNED_BUFFERS))
-    assert struct.unpack("<2q", nonblocking.stdout) == (0, -errno.EAGAIN)
+    for pipe_flags in (0, O_NONBLOCK):
+        nonblocking = run(each_result_to_stdout(
+            [syscall(PIPE2, "fds", pipe_flags), fill + syscall(VMSPLICE, W, "iov", 1, SPLICE_F_NONBLOCK)],
+            data=SEND_DATA + PAGE_ALIGNED_BUFFERS))
+        assert struct.unpack("<2q", nonblocking.stdout) == (0, -errno.EAGAIN), pipe_flags
+        assert nonblocking.kernel.recorder.count("sink", "lend") == 16
     # Without SPLICE_F_NONBLOCK it waits even on an O_NONBLOCK pipe; with no reader but
     # itself it can never go on: the kernel finds the deadlock and kills it.
     blocking = run(program(f"""
@@ -538,3 +553,119 @@ done:
     assert rec.count("sink", "hold" if mode == "cow" else "lend") == rec.count("sink", "release") == pages
     # What the sender got in before it died still reaches the peer (the parent reads the pipe).
     assert rec.amount("sink", "deliver") == pages * 4096 and rec.amount("sink", "corrupt") == 0
+
+
+READER = 2                            # the forked child, reading
+
+
+def reader_that_takes_one_page_then_lets_the_writer_on() -> str:
+    """The child: one page read; a yield, so the woken writer goes on; then everything, to EOF."""
+    return f"""
+child:
+{syscall(CLOSE, W)}
+{syscall(YIELD)}
+{syscall(READ, R, "buffer", 4096)}
+{syscall(YIELD)}
+1:
+{syscall(READ, R, "received", PIPE_PAGES * 4096)}
+    test rax, rax
+    jg 1b
+    js error
+"""
+
+
+def writer_epilogue() -> str:
+    return f"""
+{syscall(CLOSE, W)}
+{syscall(WAIT4, -1, "status", 0, 0)}
+    cmp dword ptr [rip + status], 0
+    jne error
+    jmp done
+"""
+
+
+BIG_BUFFERS = f".bss\n.align 4096\nbig: .zero {2 * PIPE_PAGES * 4096}\nreceived: .zero {PIPE_PAGES * 4096}\n"
+
+
+def test_a_blocking_cow_write_into_a_full_pipe_waits_for_the_reader_then_sends_the_rest(run, calls):
+    result, seen = traced(run, program(f"""
+{syscall(MMAP, SHARED, (PIPE_PAGES + 1) * 4096, 3, MAP_SHARED_ANONYMOUS_FIXED)}
+{syscall(PIPE, "fds")}
+{syscall(IOCTL, W, VMG_ZEROCOPY, 1)}
+{syscall(FORK)}
+    test rax, rax
+    jz child
+{syscall(WRITE, W, SHARED, (PIPE_PAGES + 1) * 4096)}
+    mov rbx, {SHARED + PIPE_PAGES * 4096}
+    mov byte ptr [rbx], 0x55      # the last page, still in the pipe
+{writer_epilogue()}
+{reader_that_takes_one_page_then_lets_the_writer_on()}
+done:
+""", data=BIG_BUFFERS))
+    assert result.status == 0
+    # 16 pages fill the pipe and the write sleeps; the reader frees one slot; made again, the write
+    # sends the 17th page and returns the whole count.
+    assert of(calls, 1, "write") == ["slept", (PIPE_PAGES + 1) * 4096]
+    assert of(calls, READER, "read") == [4096, PIPE_PAGES * 4096, 0]
+    rec = result.kernel.recorder
+    assert rec.count("sink", "hold") == rec.count("sink", "release") == PIPE_PAGES + 1
+    assert rec.count("sink", "copy") == 0
+    # The writer's store into the page in flight (shared, so not copied by fork's copy-on-write)
+    # faults and copies it; the reader gets the page as sent.
+    assert count(seen, "fault", "protection", address=SHARED + PIPE_PAGES * 4096) == 1
+    assert count(seen, "page", "copy", reason="cow-send") == 1
+    assert rec.amount("sink", "deliver") == (PIPE_PAGES + 1) * 4096 and rec.amount("sink", "corrupt") == 0
+
+
+def test_vmsplice_into_a_full_pipe_waits_for_the_reader_then_sends_what_fits(run, calls):
+    def vmsplice(offset: int, pages: int) -> str:
+        return f"""
+    lea rax, [rip + big + {offset}]
+    mov qword ptr [rip + iov], rax
+    mov qword ptr [rip + iov + 8], {pages * 4096}
+{syscall(VMSPLICE, W, "iov", 1, 0)}
+"""
+
+    result = run(program(f"""
+{syscall(PIPE, "fds")}
+{syscall(FORK)}
+    test rax, rax
+    jz child
+{vmsplice(0, PIPE_PAGES)}
+{vmsplice(PIPE_PAGES * 4096, PIPE_PAGES)}
+{writer_epilogue()}
+{reader_that_takes_one_page_then_lets_the_writer_on()}
+done:
+""", data=BIG_BUFFERS))
+    assert result.status == 0
+    # The second call finds the pipe full and sleeps; made again once the reader has freed one
+    # slot, it lends the one page that fits and returns, as Linux's vmsplice does.
+    assert of(calls, 1, "vmsplice") == [PIPE_PAGES * 4096, "slept", 4096]
+    assert of(calls, READER, "read") == [4096, PIPE_PAGES * 4096, 0]
+    rec = result.kernel.recorder
+    assert rec.count("sink", "lend") == rec.count("sink", "release") == PIPE_PAGES + 1
+    assert rec.count("sink", "complete") == 2      # the call that slept sent nothing and has no id
+    assert rec.amount("sink", "deliver") == (PIPE_PAGES + 1) * 4096 and rec.amount("sink", "corrupt") == 0
+
+
+HOLE = 0x3000_0000            # three private pages mapped here, the third unmapped again
+
+
+def test_a_cow_write_over_an_unmapped_page_sends_what_comes_before_it(run):
+    steps = [
+        syscall(WRITE, W, HOLE, 3 * 4096),             # two pages held: 8192
+        syscall(WRITE, W, HOLE + 8192, 4096),          # nothing before the hole: EFAULT
+        syscall(WRITE, W, HOLE + 100, 8192),           # 3996 copied, a page held: 8092
+        syscall(WRITE, W, HOLE + 4196, 4096),          # 3996 copied
+    ]
+    setup = f"""
+{syscall(PIPE2, "fds", O_NONBLOCK)}
+{syscall(IOCTL, W, VMG_ZEROCOPY, 1)}
+{syscall(MMAP, HOLE, 3 * 4096, 3, 0x22 | 0x10)}
+{syscall(MUNMAP, HOLE + 8192, 4096)}
+"""
+    result = run(each_result_to_stdout(steps, setup=setup))
+    assert struct.unpack("<4q", result.stdout) == (8192, -errno.EFAULT, 3996 + 4096, 3996)
+    rec = result.kernel.recorder
+    assert rec.count("sink", "hold") == rec.count("sink", "release") == 3
+    assert rec.amount("sink", "copy") == 2 * 3996
