@@ -669,3 +669,53 @@ def test_a_cow_write_over_an_unmapped_page_sends_what_comes_before_it(run):
     rec = result.kernel.recorder
     assert rec.count("sink", "hold") == rec.count("sink", "release") == 3
     assert rec.amount("sink", "copy") == 2 * 3996
+
+
+def test_vmsplice_on_a_read_end_reads_a_lent_page_into_the_iovec_and_completes_its_send(run):
+    steps = [
+        syscall(PIPE, "fds"),
+        syscall(VMSPLICE, W, "iov", 1, 0),                 # lends page: 4096
+        syscall(VMSPLICE, R, "read_iov", 2, 0),            # 4092 bytes to buffer, the last 4 to page2
+        syscall(ZC_REAP, W, "ranges", 1, 0),               # the lent page was taken: id 0 complete
+        syscall(VMSPLICE, R, "read_iov", 2, SPLICE_F_NONBLOCK),    # empty: EAGAIN
+        syscall(WRITE, 1, "buffer", 4),
+        syscall(WRITE, 1, "page2", 4),
+    ]
+    setup = """
+    mov dword ptr [rip + page], 0x41414141
+    mov dword ptr [rip + page + 4092], 0x42424242
+    lea rax, [rip + page]
+    mov qword ptr [rip + iov], rax
+    lea rax, [rip + buffer]
+    mov qword ptr [rip + read_iov], rax
+    lea rax, [rip + page2]
+    mov qword ptr [rip + read_iov + 16], rax
+"""
+    data = SEND_DATA + PAGE_ALIGNED_BUFFERS + ".data\nread_iov: .quad 0, 4092, 0, 100\n.bss\nranges: .zero 8\n"
+    result = run(each_result_to_stdout(steps, setup=setup, data=data))
+    assert result.stdout[:8] == b"AAAABBBB"
+    assert struct.unpack("<7q", result.stdout[8:]) == (0, 4096, 4096, 1, -errno.EAGAIN, 4, 4)
+    rec = result.kernel.recorder
+    assert rec.count("sink", "lend") == rec.count("sink", "release") == rec.count("sink", "complete") == 1
+    assert rec.amount("sink", "deliver") == 4096 and rec.amount("sink", "corrupt") == 0
+
+
+def test_vmsplice_on_an_empty_read_end_waits_for_the_writer(run, calls):
+    result = run(program(f"""
+    lea rax, [rip + buffer]
+    mov qword ptr [rip + iov], rax
+{syscall(PIPE, "fds")}
+{syscall(FORK)}
+    test rax, rax
+    jz child
+{syscall(VMSPLICE, R, "iov", 1, 0)}
+{syscall(WAIT4, -1, "status", 0, 0)}
+{syscall(WRITE, 1, "buffer", 4)}
+    jmp done
+child:
+{syscall(YIELD)}
+{syscall(WRITE, W, "late", 4)}
+done:
+""", data='.data\nlate: .ascii "late"\n'))
+    assert result.stdout == b"late"
+    assert of(calls, 1, "vmsplice") == ["slept", 4]

@@ -45,8 +45,11 @@ def test_vmsplice_aliases_the_buffer_as_on_linux(programs, run):
         'a child vmsplices and exits, then the parent overwrites: reader got "sent-at-the-time"\n')
 
 
-def test_huge_lengths_get_the_error_codes_linux_gives(programs, run):
-    """access_ok before the cut to MAX_RW_COUNT; an iovec's signs, then its ranges; a lone segment cut first."""
+def test_huge_lengths_get_the_error_codes_linux_gives_and_vmsplice_reads_a_read_end(programs, run):
+    """access_ok before the cut to MAX_RW_COUNT; an iovec's signs, then its ranges; a lone segment cut first.
+
+    vmsplice on a read end reads into the iovec, a pipe buffer at a time, and waits unless SPLICE_F_NONBLOCK.
+    """
     result = assert_same_as_host(run, programs["io_limits"])
     assert result.status == 0
     lines = result.stdout.decode().splitlines()
@@ -64,6 +67,16 @@ def test_huge_lengths_get_the_error_codes_linux_gives(programs, run):
     assert lines[20:24] == [
         "vmsplice a file, 1<<63: -22 EINVAL", "vmsplice a file, iovec unmapped: -14 EFAULT",
         "vmsplice a file, no segments: 0", "vmsplice a file: -9 EBADF"]
+    assert lines[24:] == [
+        'read end: "hello" and " world", in all: 11',
+        "read end, empty, SPLICE_F_NONBLOCK: -11 EAGAIN",
+        "read end, into the hole: -14 EFAULT", "  then read: 11",
+        "read end, two buffers, the second into the hole: 11", "  then read: 4096",
+        "read, two buffers, the second into the hole: 11", "  then read: 4096",
+        "blocking pipe, read end, empty, SPLICE_F_NONBLOCK: -11 EAGAIN",
+        "blocking pipe, full, SPLICE_F_NONBLOCK: -11 EAGAIN",
+        "read end, empty, O_NONBLOCK pipe: waits for the writer: 4",
+        "read end, no writer left: 0"]
 
 
 @pytest.mark.parametrize("name", ["zc_static", "zc_fresh", "zc_pool", "zc_fork"])

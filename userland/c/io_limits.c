@@ -1,4 +1,5 @@
-/* What read, write, writev and vmsplice answer to lengths no buffer has.
+/* What read, write, writev and vmsplice answer to lengths no buffer has,
+ * and what vmsplice does on a pipe's read end.
  *
  * Linux checks a count before it moves a byte: the range [buf, buf + count)
  * must end at or below the top of the user's addresses (access_ok, EFAULT),
@@ -11,8 +12,12 @@
  * The buffer is two pages at a fixed address with an unmapped page after
  * them, so every count below stops at the same hole on both kernels: a
  * call that gets past the checks moves 8192 bytes.  The pipe is
- * non-blocking and drained after each call.  vmgames must print what Linux
- * prints. */
+ * non-blocking and drained after each call.
+ *
+ * vmsplice on a read end is a read into the iovec (vmsplice_to_user),
+ * buffer by buffer as read is: a buffer whose bytes do not all reach the
+ * user stays in the pipe.  It waits unless SPLICE_F_NONBLOCK, whatever the pipe's
+ * O_NONBLOCK.  vmgames must print what Linux prints. */
 #include "runtime.h"
 
 #define BUFFER ((char *)0x10000000)
@@ -22,7 +27,8 @@
 
 static int fds[2];
 
-static void show(const char *what, long result)
+/* Print a result; the pipe keeps what it holds. */
+static void report(const char *what, long result)
 {
     put(what);
     put(": ");
@@ -36,6 +42,12 @@ static void show(const char *what, long result)
     else if (result == -22)
         put(" EINVAL");
     end_line();
+}
+
+/* Print a result and empty the pipe for the next call. */
+static void show(const char *what, long result)
+{
+    report(what, result);
     char sink[4096];
     while (read(fds[0], sink, sizeof sink) > 0)
         ;
@@ -93,5 +105,50 @@ int main(int argc, char **argv, char **envp)
     show("vmsplice a file, iovec unmapped", vmsplice(file, (struct iovec *)16, 1, 0));
     show("vmsplice a file, no segments", vmsplice(file, two_pages, 0, 0));
     show("vmsplice a file", vmsplice(file, two_pages, 1, 0));
+
+    struct iovec scattered[2] = {{BUFFER, 5}, {BUFFER + 100, 100}};
+    struct iovec into_the_hole[1] = {{BUFFER + 2 * PAGE_SIZE - 5, 100}};
+    struct iovec one_buffer_then_the_hole[1] = {{BUFFER + 2 * PAGE_SIZE - 16, 100}};
+    write(fds[1], "hello world", 11);
+    long got = vmsplice(fds[0], scattered, 2, 0);
+    BUFFER[5] = BUFFER[106] = 0;
+    put("read end: \"");
+    put(BUFFER);
+    put("\" and \"");
+    put(BUFFER + 100);
+    put("\"");
+    show(", in all", got);
+    show("read end, empty, SPLICE_F_NONBLOCK", vmsplice(fds[0], scattered, 2, SPLICE_F_NONBLOCK));
+    write(fds[1], "hello world", 11);
+    report("read end, into the hole", vmsplice(fds[0], into_the_hole, 1, 0));
+    show("  then read", read(fds[0], BUFFER, 100));
+    write(fds[1], "hello world", 11);
+    write(fds[1], BUFFER, PAGE_SIZE);
+    report("read end, two buffers, the second into the hole", vmsplice(fds[0], one_buffer_then_the_hole, 1, 0));
+    show("  then read", read(fds[0], BUFFER, PAGE_SIZE));
+    write(fds[1], "hello world", 11);
+    write(fds[1], BUFFER, PAGE_SIZE);
+    report("read, two buffers, the second into the hole", read(fds[0], BUFFER + 2 * PAGE_SIZE - 16, 100));
+    show("  then read", read(fds[0], BUFFER, PAGE_SIZE));
+
+    int blocking[2];
+    must(pipe(blocking), "pipe");
+    show("blocking pipe, read end, empty, SPLICE_F_NONBLOCK", vmsplice(blocking[0], scattered, 2, SPLICE_F_NONBLOCK));
+    for (int page = 0; page < 16; page += 2)
+        must(write(blocking[1], BUFFER, 2 * PAGE_SIZE), "write");
+    show("blocking pipe, full, SPLICE_F_NONBLOCK", vmsplice(blocking[1], two_pages, 1, SPLICE_F_NONBLOCK));
+
+    long child = must(fork(), "fork");
+    if (child == 0) {
+        for (volatile long spin = 0; spin < 1000000; spin++)
+            ;
+        write(fds[1], "late", 4);
+        exit(0);
+    }
+    show("read end, empty, O_NONBLOCK pipe: waits for the writer", vmsplice(fds[0], scattered, 2, 0));
+    int status;
+    must(wait4(child, &status, 0, 0), "wait4");
+    close(fds[1]);
+    show("read end, no writer left", vmsplice(fds[0], scattered, 2, 0));
     return 0;
 }
