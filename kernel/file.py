@@ -61,6 +61,9 @@ class OpenFile:
     def close(self) -> None:
         """Called when the last descriptor naming this open file is closed."""
 
+    def detach(self, proc: Process) -> None:
+        """Called when one of `proc`'s descriptors naming this open file is closed."""
+
 
 class Console(OpenFile):
     """One of the host's standard streams (fds 0-2)."""

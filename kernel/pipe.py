@@ -82,16 +82,6 @@ class Pipe:
         self.size += length
         self._wakeup(self.readable_channel)
 
-    def peek(self, length: int) -> bytes:
-        """The first `length` unread bytes (at most), left in the pipe."""
-        ram = self.kernel.machine.ram.bytes
-        out = bytearray()
-        for slot in self.slots:
-            if len(out) >= length:
-                break
-            out += slot.peek(ram, length - len(out))
-        return bytes(out)
-
     def consume(self, data: bytes) -> None:
         """The reader took `data`, the first unread bytes: free the slots read to their end."""
         self.size -= len(data)
@@ -133,25 +123,47 @@ class PipeReadEnd(OpenFile):
         self.pipe = pipe
 
     def read_to_user(self, proc: Process, buf: int, count: int) -> int:
-        """Take what is there (up to count); EOF once no writer is left; else wait.
-
-        The bytes leave the pipe only once they are copied out, so a bad
-        buffer gets EFAULT and loses nothing, as on Linux.
-        """
-        pipe = self.pipe
+        """read(2): take what is there (up to count); EOF once no writer is left; else wait, or EAGAIN."""
         if count == 0:
             return 0
-        if pipe.size:
-            data = pipe.peek(count)
-            copyout(proc, buf, data)
-            pipe.consume(data)
-            return len(data)
-        if pipe.writers == 0:
+        return self._take(proc, [(buf, count)], blocking=not self.nonblocking)
+
+    def splice_to_user(self, proc: Process, segments: list[tuple[int, int]], blocking: bool) -> int:
+        """vmsplice(2) on the read end: Linux's vmsplice_to_user, a read into the segments.
+
+        Whether it waits is the caller's (SPLICE_F_NONBLOCK), not the file's O_NONBLOCK.
+        """
+        return self._take(proc, segments, blocking)
+
+    def _take(self, proc: Process, segments: list[tuple[int, int]], blocking: bool) -> int:
+        """Copy the unread bytes out to the segments, slot by slot, as Linux's pipe_read does.
+
+        A slot leaves the pipe only once its bytes are copied out, so a bad
+        buffer loses nothing: the call returns what the slots before it gave,
+        or EFAULT.
+        """
+        pipe = self.pipe
+        if not pipe.size:
+            if pipe.writers == 0:
+                return 0
+            if not blocking:
+                raise SyscallError(errno.EAGAIN)
+            proc.kernel.sleep(proc, pipe.readable_channel)
             return 0
-        if self.nonblocking:
-            raise SyscallError(errno.EAGAIN)
-        proc.kernel.sleep(proc, pipe.readable_channel)
-        return 0
+        ram = proc.kernel.machine.ram.bytes
+        total = sum(length for _, length in segments)
+        done = 0
+        while pipe.slots and done < total:
+            data = pipe.slots[0].peek(ram, total - done)
+            try:
+                _scatter(proc, segments, done, data)
+            except SyscallError:
+                if done:
+                    return done
+                raise
+            pipe.consume(data)
+            done += len(data)
+        return done
 
     def close(self) -> None:
         self.pipe.close_reader()
@@ -232,6 +244,20 @@ def _gather(proc: Process, segments: list[tuple[int, int]], skip: int, length: i
             break
     proc.kernel.recorder.event("sink", "copy", bytes=len(out))
     return bytes(out)
+
+
+def _scatter(proc: Process, segments: list[tuple[int, int]], skip: int, data: bytes) -> None:
+    """Copy `data` out to the segments' bytes [skip, skip + len(data))."""
+    for base, size in segments:
+        if skip >= size:
+            skip -= size
+            continue
+        n = min(size - skip, len(data))
+        copyout(proc, base + skip, data[:n])
+        data = data[n:]
+        skip = 0
+        if not data:
+            return
 
 
 def _kill_by_sigpipe(proc: Process) -> None:

@@ -53,6 +53,7 @@ class Process:
         self.cloexec.discard(fd)
         if file is None:
             return False
+        file.detach(self)
         file.references -= 1
         if file.references == 0:
             file.close()

@@ -214,6 +214,10 @@ class SinkEnd(OpenFile):
     def check_receiver(self, proc: Process) -> None:
         """Raise (EPIPE) if nobody will ever take the bytes."""
 
+    def detach(self, proc: Process) -> None:
+        """A sender killed while blocked never makes its call again: forget how far it had got."""
+        self.written_before_sleep.pop(proc, None)
+
     def write_from_user(self, proc: Process, segments: list[tuple[int, int]]) -> int:
         return self.send(proc, segments, COW if self.zerocopy else COPY, blocking=not self.nonblocking)
 

@@ -11,15 +11,13 @@ from kernel.fs import PATH_MAX
 from kernel.pipe import open_pipe
 from kernel.proc import MAX_FDS
 from kernel.sysproc import signed
-from kernel.uaccess import copyin_u64s, copyinstr, copyout
+from kernel.uaccess import MAX_RW_COUNT, access_ok, copyinstr, copyout, import_iovec
 from kernel.wire import WIRE_PATH
 
 if TYPE_CHECKING:
     from kernel.kernel import Kernel
     from kernel.proc import Process
 
-MAX_RW_COUNT = 0x7FFF_F000   # Linux caps one read or write at this many bytes
-IOV_MAX = 1024
 O_ACCMODE, O_WRONLY, O_CREAT, O_TRUNC = 3, 1, 0o100, 0o1000
 AT_FDCWD = -100
 O_NONBLOCK, O_CLOEXEC = 0o4000, 0o2000000
@@ -46,29 +44,22 @@ def _writable(proc: Process, fd: int) -> OpenFile:
     return file
 
 
-def _clamp(segments: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Cut the segments to MAX_RW_COUNT bytes in all, as Linux does."""
-    clamped, left = [], MAX_RW_COUNT
-    for base, length in segments:
-        clamped.append((base, min(length, left)))
-        left -= clamped[-1][1]
-    return clamped
-
-
 def sys_read(kernel: Kernel, proc: Process, fd: int, buf: int, count: int, *_: int) -> int:
-    return _readable(proc, fd).read_to_user(proc, buf, min(count, MAX_RW_COUNT))
+    file = _readable(proc, fd)
+    if not access_ok(buf, count):
+        raise SyscallError(errno.EFAULT)
+    return file.read_to_user(proc, buf, min(count, MAX_RW_COUNT))
 
 
 def sys_write(kernel: Kernel, proc: Process, fd: int, buf: int, count: int, *_: int) -> int:
-    return _writable(proc, fd).write_from_user(proc, _clamp([(buf, count)]))
+    file = _writable(proc, fd)
+    if not access_ok(buf, count):
+        raise SyscallError(errno.EFAULT)
+    return file.write_from_user(proc, [(buf, min(count, MAX_RW_COUNT))])
 
 
 def sys_writev(kernel: Kernel, proc: Process, fd: int, iov: int, iovcnt: int, *_: int) -> int:
-    file = _writable(proc, fd)
-    if iovcnt > IOV_MAX:
-        raise SyscallError(errno.EINVAL)
-    words = copyin_u64s(proc, iov, 2 * iovcnt)
-    return file.write_from_user(proc, _clamp(list(zip(words[::2], words[1::2], strict=True))))
+    return _writable(proc, fd).write_from_user(proc, import_iovec(proc, iov, iovcnt))
 
 
 def sys_open(kernel: Kernel, proc: Process, path: int, flags: int, *_: int) -> int:

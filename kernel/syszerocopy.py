@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 
 from kernel import errno
 from kernel.errno import SyscallError
+from kernel.pipe import PipeReadEnd
 from kernel.sink import LEND, SinkEnd
-from kernel.sysfile import IOV_MAX, _clamp, _file
-from kernel.uaccess import copyin_u64s, copyout
+from kernel.sysfile import _file
+from kernel.uaccess import copyout, import_iovec
 
 if TYPE_CHECKING:
     from kernel.kernel import Kernel
@@ -46,21 +47,27 @@ def sys_ioctl(kernel: Kernel, proc: Process, fd: int, request: int, arg: int, *_
 
 
 def sys_vmsplice(kernel: Kernel, proc: Process, fd: int, iov: int, nr_segs: int, flags: int, *_: int) -> int:
-    """Lend the pages of the iovec to a pipe or a wire, in Linux's order of checks.
+    """Lend the pages of the iovec to a pipe or a wire, or read a pipe into it; Linux's order of checks.
 
-    It waits for room once (unless SPLICE_F_NONBLOCK; the file's O_NONBLOCK
-    does not count, as on Linux), then sends what fits and returns its count.
+    Sending, it waits for room once, then sends what fits and returns its
+    count; from a pipe's read end it is a read into the segments (Linux's
+    vmsplice_to_user).  Either waits unless SPLICE_F_NONBLOCK: the file's
+    O_NONBLOCK does not count, as on Linux.
     """
     if flags & 0xFFFF_FFFF & ~SPLICE_F_ALL:
         raise SyscallError(errno.EINVAL)
-    sink = _sink(proc, fd)
-    if nr_segs > IOV_MAX:
-        raise SyscallError(errno.EINVAL)
-    words = copyin_u64s(proc, iov, 2 * nr_segs)
-    segments = _clamp(list(zip(words[::2], words[1::2], strict=True)))
-    ticket = sink.completions.ticket()
+    file = _file(proc, fd & 0xFFFF_FFFF)
+    segments = import_iovec(proc, iov, nr_segs)
+    blocking = not flags & SPLICE_F_NONBLOCK
+    if not any(length for _, length in segments):
+        return 0
+    if isinstance(file, PipeReadEnd):
+        return file.splice_to_user(proc, segments, blocking)
+    if not isinstance(file, SinkEnd):
+        raise SyscallError(errno.EBADF)
+    ticket = file.completions.ticket()
     try:
-        return sink.send(proc, segments, LEND, blocking=not flags & SPLICE_F_NONBLOCK, partial=True, ticket=ticket)
+        return file.send(proc, segments, LEND, blocking, partial=True, ticket=ticket)
     finally:
         ticket.seal()
 

@@ -16,10 +16,14 @@ from emulator.ram import PAGE_SIZE
 from kernel import errno
 from kernel.errno import SyscallError
 from kernel.vm.fault import NOMEM, vm_fault
+from kernel.vm.map import USER_TOP
 
 if TYPE_CHECKING:
     from kernel.proc import Process
     from kernel.vm.page import VMPage
+
+MAX_RW_COUNT = 0x7FFF_F000   # Linux caps one read or write at this many bytes
+IOV_MAX = 1024               # Linux's UIO_MAXIOV: segments in one iovec
 
 
 def _frame_address(proc: Process, va: int, access: int) -> int:
@@ -93,3 +97,42 @@ def user_page(proc: Process, va: int) -> VMPage:
 def copyin_u64s(proc: Process, va: int, count: int) -> list[int]:
     data = copyin(proc, va, 8 * count)
     return [int.from_bytes(data[i:i + 8], "little") for i in range(0, len(data), 8)]
+
+
+def access_ok(va: int, length: int) -> bool:
+    """Linux's access_ok: whether [va, va + length) ends at or below USER_TOP.
+
+    It touches no page (the copy finds the holes); it is what makes a huge
+    count fail with EFAULT before the count is cut to MAX_RW_COUNT.
+    """
+    return va + length <= USER_TOP
+
+
+def import_iovec(proc: Process, iov: int, nr_segs: int) -> list[tuple[int, int]]:
+    """The (address, length) segments of a user's iovec, checked as Linux's import_iovec does.
+
+    `nr_segs` is an unsigned int there.  More than IOV_MAX segments, or any
+    length negative as an ssize_t, is EINVAL (every segment is read before
+    any is checked further); then a segment reaching past USER_TOP is EFAULT,
+    and the lengths are cut to MAX_RW_COUNT in all.  A single segment is cut
+    first and checked after (import_ubuf), so one huge length sends what it
+    can where two fail.
+    """
+    nr_segs &= 0xFFFF_FFFF
+    if nr_segs == 0:
+        return []
+    if nr_segs > IOV_MAX:
+        raise SyscallError(errno.EINVAL)
+    words = copyin_u64s(proc, iov, 2 * nr_segs)
+    segments = list(zip(words[::2], words[1::2], strict=True))
+    if any(length >= 1 << 63 for _, length in segments):
+        raise SyscallError(errno.EINVAL)
+    if nr_segs == 1:
+        segments = [(segments[0][0], min(segments[0][1], MAX_RW_COUNT))]
+    checked, left = [], MAX_RW_COUNT
+    for base, length in segments:
+        if not access_ok(base, length):
+            raise SyscallError(errno.EFAULT)
+        checked.append((base, min(length, left)))
+        left -= checked[-1][1]
+    return checked

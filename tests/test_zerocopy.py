@@ -5,13 +5,32 @@ from __future__ import annotations
 import json
 import struct
 
+import pytest
+
+import kernel.kernel as kernel_module
 from kernel import errno
+from kernel.proc import SLEEPING
+from kernel.sink import SinkEnd
+from kernel.syscall import TABLE, dispatch
 from kernel.syszerocopy import SPLICE_F_NONBLOCK, VMG_ZEROCOPY, ZC_WAIT
-from tests.test_pipes import COMMON, EXIT, FORK, PIPE, PIPE2, READ, WRITE, each_result_to_stdout, syscall
+from tests.test_pipes import (
+    CLOSE,
+    COMMON,
+    EXIT,
+    FORK,
+    PIPE,
+    PIPE2,
+    READ,
+    WAIT4,
+    WRITE,
+    YIELD,
+    each_result_to_stdout,
+    syscall,
+)
 from tools import trace_schema
 from tools.cli import main
 
-OPEN, MMAP, IOCTL, MUNMAP, VMSPLICE, ZC_REAP = 2, 9, 16, 11, 278, 1000
+OPEN, MMAP, IOCTL, MUNMAP, KILL, VMSPLICE, ZC_REAP = 2, 9, 16, 11, 62, 278, 1000
 O_WRONLY, O_NONBLOCK = 1, 0o4000
 WIRE = "[rip + wire]"
 R, W = "[rip + fds]", "[rip + fds + 4]"
@@ -273,7 +292,7 @@ iov: .quad 0, 4096
                        4096, -errno.ENOTTY, -errno.ENOTTY, -errno.EINVAL, -errno.EBADF, -errno.EINVAL)
 
 
-def test_a_full_pipe_blocks_vmsplice_unless_splice_f_nonblock_even_with_o_nonblock(run):
+def test_a_full_pipe_blocks_vmsplice_unless_splice_f_nonblock_whatever_the_pipe_o_nonblock(run):
     fill = f"""
     lea rax, [rip + page]
     mov qword ptr [rip + iov], rax
@@ -284,10 +303,12 @@ def test_a_full_pipe_blocks_vmsplice_unless_splice_f_nonblock_even_with_o_nonblo
     dec r12d
     jnz 1b
 """
-    nonblocking = run(each_result_to_stdout(
-        [syscall(PIPE2, "fds", O_NONBLOCK), fill + syscall(VMSPLICE, W, "iov", 1, SPLICE_F_NONBLOCK)],
-        data=SEND_DATA + PAGE_ALIGNED_BUFFERS))
-    assert struct.unpack("<2q", nonblocking.stdout) == (0, -errno.EAGAIN)
+    for pipe_flags in (0, O_NONBLOCK):
+        nonblocking = run(each_result_to_stdout(
+            [syscall(PIPE2, "fds", pipe_flags), fill + syscall(VMSPLICE, W, "iov", 1, SPLICE_F_NONBLOCK)],
+            data=SEND_DATA + PAGE_ALIGNED_BUFFERS))
+        assert struct.unpack("<2q", nonblocking.stdout) == (0, -errno.EAGAIN), pipe_flags
+        assert nonblocking.kernel.recorder.count("sink", "lend") == 16
     # Without SPLICE_F_NONBLOCK it waits even on an O_NONBLOCK pipe; with no reader but
     # itself it can never go on: the kernel finds the deadlock and kills it.
     blocking = run(program(f"""
@@ -404,3 +425,297 @@ def test_a_trace_of_every_way_of_sending_follows_the_schema(build, tmp_path):
     sink_kinds = {e["kind"] for e in events if e["type"] == "sink"}
     assert sink_kinds == {"copy", "hold", "lend", "release", "deliver", "corrupt", "complete"}
     assert {e["kind"] for e in events if e["type"] == "page"} >= {"orphan", "copy"}
+
+
+SHARED = 0x2000_0000          # a MAP_SHARED anonymous page, at a fixed address
+MAP_SHARED_ANONYMOUS_FIXED = 0x01 | 0x20 | 0x10
+SYNC = "[rip + sync]", "[rip + sync + 4]"     # a second pipe, child to parent: "I have sent"
+
+
+def test_a_cow_send_write_protects_every_mapping_of_the_page_so_the_other_process_write_copies_it(run):
+    """The page is mapped in parent and child (MAP_SHARED) when the child sends it; the parent writes."""
+    result, seen = traced(run, program(f"""
+{syscall(MMAP, SHARED, 4096, 3, MAP_SHARED_ANONYMOUS_FIXED)}
+    mov rbx, {SHARED}
+    mov dword ptr [rbx], 0x41414141
+{syscall(PIPE, "fds")}
+{syscall(PIPE, "sync")}
+{OPEN_WIRE}
+{syscall(IOCTL, WIRE, VMG_ZEROCOPY, 1)}
+{syscall(FORK)}
+    test rax, rax
+    jz child
+{syscall(READ, SYNC[0], "buffer", 1)}
+    mov rbx, {SHARED}
+    mov dword ptr [rbx], 0x43434343
+{syscall(WRITE, W, "buffer", 1)}
+{syscall(61, -1, 0, 0, 0)}
+    jmp done
+child:
+{syscall(WRITE, WIRE, SHARED, 4096)}
+{syscall(WRITE, SYNC[1], "buffer", 1)}
+{syscall(READ, R, "buffer", 1)}
+{syscall(WRITE, 1, SHARED, 4)}
+done:
+""", data=".data\nsync: .long -1, -1\n"))
+    assert result.status == 0
+    # The mapping is shared: the child sees the parent's write, from the copy now in the object.
+    assert result.stdout == b"CCCC"
+    at_shared = {"address": SHARED}
+    assert count(seen, "fault", "zero-fill", **at_shared) == 1           # the parent's first write
+    assert count(seen, "fault", "resident", **at_shared) == 2            # the child's send, then its read
+    assert count(seen, "fault", "protection", **at_shared) == 1          # the parent's write in flight
+    assert count(seen, "page", "copy", reason="cow-send") == 1
+    assert count(seen, "page", "orphan") == 1
+    # By hand: the send write-protects both mappings through the page's two pv entries (2 PTE
+    # writes, 1 invlpg: only the child's address space is loaded); the parent's write removes the
+    # child's mapping (1 PTE write, no invlpg) and maps the copy in place of the held frame (1
+    # PTE write, 1 invlpg).
+    assert count(seen, "pte", "write", reason="cow-send") == 4
+    assert count(seen, "tlb", "invalidate-page", reason="cow-send") == 2
+    rec = result.kernel.recorder
+    assert rec.count("sink", "hold") == rec.count("sink", "release") == 1
+    # The peer got "AAAA" as sent, not the parent's "CCCC" (and the two pipes their one byte each).
+    assert rec.amount("sink", "deliver") == 4096 + 2 and rec.amount("sink", "corrupt") == 0
+
+
+@pytest.fixture
+def calls(monkeypatch) -> list[tuple[int, str, int | str]]:
+    """Every syscall from now on as (pid, name, result or "slept"); and at each exit, as
+    (pid, "half-done", n), how many blocked senders the sinks the process still has open remember."""
+    seen: list[tuple[int, str, int | str]] = []
+
+    def recording(kernel, proc, number, args):
+        if number == EXIT:
+            sinks = {id(f): f for f in proc.files.values() if isinstance(f, SinkEnd)}.values()
+            seen.append((proc.pid, "half-done", sum(len(s.written_before_sleep) for s in sinks)))
+        result = dispatch(kernel, proc, number, args)
+        name = TABLE[number][0] if number in TABLE else str(number)
+        seen.append((proc.pid, name, "slept" if proc.state == SLEEPING else result))
+        return result
+
+    monkeypatch.setattr(kernel_module, "dispatch", recording)
+    return seen
+
+
+def of(calls: list[tuple[int, str, int | str]], pid: int, name: str) -> list[int | str]:
+    return [result for p, n, result in calls if p == pid and n == name]
+
+
+PIPE_PAGES, WIRE_PAGES = 16, 64       # what a pipe and a wire (256K in flight) hold
+SENDER = 2                            # the forked child's pid
+
+
+def blocked_send(mode: str, sink: str, pages: int) -> str:
+    """The child's send of `pages` + 1 pages: the sink takes `pages`, then the child blocks."""
+    fd = WIRE if sink == "wire" else W
+    if mode == "cow":
+        return syscall(WRITE, fd, "big", (pages + 1) * 4096)
+    return f"""
+    lea rax, [rip + big]
+    mov qword ptr [rip + iov], rax
+    mov qword ptr [rip + iov + 8], {pages * 4096}
+{syscall(VMSPLICE, fd, "iov", 1, 0)}
+    lea rax, [rip + big + {pages * 4096}]
+    mov qword ptr [rip + iov], rax
+    mov qword ptr [rip + iov + 8], 4096
+{syscall(VMSPLICE, fd, "iov", 1, 0)}
+"""
+
+
+@pytest.mark.parametrize("mode, sink", [("cow", "wire"), ("cow", "pipe"), ("vmsplice", "wire"), ("vmsplice", "pipe")])
+def test_a_sender_killed_by_another_process_while_blocked_leaks_nothing_and_every_hold_goes(run, calls, mode, sink):
+    pages = WIRE_PAGES if sink == "wire" else PIPE_PAGES
+    result = run(program(f"""
+{OPEN_WIRE if sink == "wire" else syscall(PIPE, "fds")}
+{syscall(IOCTL, WIRE if sink == "wire" else W, VMG_ZEROCOPY, 1) if mode == "cow" else ""}
+{syscall(FORK)}
+    test rax, rax
+    jz child
+{syscall(YIELD)}
+{syscall(KILL, SENDER, 9)}
+{syscall(WAIT4, -1, "status", 0, 0)}
+    cmp dword ptr [rip + status], 9
+    jne error
+{syscall(READ, R, "big", PIPE_PAGES * 4096) if sink == "pipe" else ""}
+    jmp done
+child:
+{blocked_send(mode, sink, pages)}
+    jmp error
+done:
+""", data=f".bss\n.align 4096\nbig: .zero {(WIRE_PAGES + 1) * 4096}\n"))
+    assert result.status == 0
+    sends = of(calls, SENDER, "write" if mode == "cow" else "vmsplice")
+    assert sends == (["slept"] if mode == "cow" else [pages * 4096, "slept"])
+    assert of(calls, 1, "kill") == [0] and of(calls, SENDER, "exit") == []
+    assert of(calls, 1, "half-done") == [0]       # the killed sender's place in its write is forgotten
+    rec = result.kernel.recorder
+    assert rec.count("sink", "hold" if mode == "cow" else "lend") == rec.count("sink", "release") == pages
+    # What the sender got in before it died still reaches the peer (the parent reads the pipe).
+    assert rec.amount("sink", "deliver") == pages * 4096 and rec.amount("sink", "corrupt") == 0
+
+
+READER = 2                            # the forked child, reading
+
+
+def reader_that_takes_one_page_then_lets_the_writer_on() -> str:
+    """The child: one page read; a yield, so the woken writer goes on; then everything, to EOF."""
+    return f"""
+child:
+{syscall(CLOSE, W)}
+{syscall(YIELD)}
+{syscall(READ, R, "buffer", 4096)}
+{syscall(YIELD)}
+1:
+{syscall(READ, R, "received", PIPE_PAGES * 4096)}
+    test rax, rax
+    jg 1b
+    js error
+"""
+
+
+def writer_epilogue() -> str:
+    return f"""
+{syscall(CLOSE, W)}
+{syscall(WAIT4, -1, "status", 0, 0)}
+    cmp dword ptr [rip + status], 0
+    jne error
+    jmp done
+"""
+
+
+BIG_BUFFERS = f".bss\n.align 4096\nbig: .zero {2 * PIPE_PAGES * 4096}\nreceived: .zero {PIPE_PAGES * 4096}\n"
+
+
+def test_a_blocking_cow_write_into_a_full_pipe_waits_for_the_reader_then_sends_the_rest(run, calls):
+    result, seen = traced(run, program(f"""
+{syscall(MMAP, SHARED, (PIPE_PAGES + 1) * 4096, 3, MAP_SHARED_ANONYMOUS_FIXED)}
+{syscall(PIPE, "fds")}
+{syscall(IOCTL, W, VMG_ZEROCOPY, 1)}
+{syscall(FORK)}
+    test rax, rax
+    jz child
+{syscall(WRITE, W, SHARED, (PIPE_PAGES + 1) * 4096)}
+    mov rbx, {SHARED + PIPE_PAGES * 4096}
+    mov byte ptr [rbx], 0x55      # the last page, still in the pipe
+{writer_epilogue()}
+{reader_that_takes_one_page_then_lets_the_writer_on()}
+done:
+""", data=BIG_BUFFERS))
+    assert result.status == 0
+    # 16 pages fill the pipe and the write sleeps; the reader frees one slot; made again, the write
+    # sends the 17th page and returns the whole count.
+    assert of(calls, 1, "write") == ["slept", (PIPE_PAGES + 1) * 4096]
+    assert of(calls, READER, "read") == [4096, PIPE_PAGES * 4096, 0]
+    rec = result.kernel.recorder
+    assert rec.count("sink", "hold") == rec.count("sink", "release") == PIPE_PAGES + 1
+    assert rec.count("sink", "copy") == 0
+    # The writer's store into the page in flight (shared, so not copied by fork's copy-on-write)
+    # faults and copies it; the reader gets the page as sent.
+    assert count(seen, "fault", "protection", address=SHARED + PIPE_PAGES * 4096) == 1
+    assert count(seen, "page", "copy", reason="cow-send") == 1
+    assert rec.amount("sink", "deliver") == (PIPE_PAGES + 1) * 4096 and rec.amount("sink", "corrupt") == 0
+
+
+def test_vmsplice_into_a_full_pipe_waits_for_the_reader_then_sends_what_fits(run, calls):
+    def vmsplice(offset: int, pages: int) -> str:
+        return f"""
+    lea rax, [rip + big + {offset}]
+    mov qword ptr [rip + iov], rax
+    mov qword ptr [rip + iov + 8], {pages * 4096}
+{syscall(VMSPLICE, W, "iov", 1, 0)}
+"""
+
+    result = run(program(f"""
+{syscall(PIPE, "fds")}
+{syscall(FORK)}
+    test rax, rax
+    jz child
+{vmsplice(0, PIPE_PAGES)}
+{vmsplice(PIPE_PAGES * 4096, PIPE_PAGES)}
+{writer_epilogue()}
+{reader_that_takes_one_page_then_lets_the_writer_on()}
+done:
+""", data=BIG_BUFFERS))
+    assert result.status == 0
+    # The second call finds the pipe full and sleeps; made again once the reader has freed one
+    # slot, it lends the one page that fits and returns, as Linux's vmsplice does.
+    assert of(calls, 1, "vmsplice") == [PIPE_PAGES * 4096, "slept", 4096]
+    assert of(calls, READER, "read") == [4096, PIPE_PAGES * 4096, 0]
+    rec = result.kernel.recorder
+    assert rec.count("sink", "lend") == rec.count("sink", "release") == PIPE_PAGES + 1
+    assert rec.count("sink", "complete") == 2      # the call that slept sent nothing and has no id
+    assert rec.amount("sink", "deliver") == (PIPE_PAGES + 1) * 4096 and rec.amount("sink", "corrupt") == 0
+
+
+HOLE = 0x3000_0000            # three private pages mapped here, the third unmapped again
+
+
+def test_a_cow_write_over_an_unmapped_page_sends_what_comes_before_it(run):
+    steps = [
+        syscall(WRITE, W, HOLE, 3 * 4096),             # two pages held: 8192
+        syscall(WRITE, W, HOLE + 8192, 4096),          # nothing before the hole: EFAULT
+        syscall(WRITE, W, HOLE + 100, 8192),           # 3996 copied, a page held: 8092
+        syscall(WRITE, W, HOLE + 4196, 4096),          # 3996 copied
+    ]
+    setup = f"""
+{syscall(PIPE2, "fds", O_NONBLOCK)}
+{syscall(IOCTL, W, VMG_ZEROCOPY, 1)}
+{syscall(MMAP, HOLE, 3 * 4096, 3, 0x22 | 0x10)}
+{syscall(MUNMAP, HOLE + 8192, 4096)}
+"""
+    result = run(each_result_to_stdout(steps, setup=setup))
+    assert struct.unpack("<4q", result.stdout) == (8192, -errno.EFAULT, 3996 + 4096, 3996)
+    rec = result.kernel.recorder
+    assert rec.count("sink", "hold") == rec.count("sink", "release") == 3
+    assert rec.amount("sink", "copy") == 2 * 3996
+
+
+def test_vmsplice_on_a_read_end_reads_a_lent_page_into_the_iovec_and_completes_its_send(run):
+    steps = [
+        syscall(PIPE, "fds"),
+        syscall(VMSPLICE, W, "iov", 1, 0),                 # lends page: 4096
+        syscall(VMSPLICE, R, "read_iov", 2, 0),            # 4092 bytes to buffer, the last 4 to page2
+        syscall(ZC_REAP, W, "ranges", 1, 0),               # the lent page was taken: id 0 complete
+        syscall(VMSPLICE, R, "read_iov", 2, SPLICE_F_NONBLOCK),    # empty: EAGAIN
+        syscall(WRITE, 1, "buffer", 4),
+        syscall(WRITE, 1, "page2", 4),
+    ]
+    setup = """
+    mov dword ptr [rip + page], 0x41414141
+    mov dword ptr [rip + page + 4092], 0x42424242
+    lea rax, [rip + page]
+    mov qword ptr [rip + iov], rax
+    lea rax, [rip + buffer]
+    mov qword ptr [rip + read_iov], rax
+    lea rax, [rip + page2]
+    mov qword ptr [rip + read_iov + 16], rax
+"""
+    data = SEND_DATA + PAGE_ALIGNED_BUFFERS + ".data\nread_iov: .quad 0, 4092, 0, 100\n.bss\nranges: .zero 8\n"
+    result = run(each_result_to_stdout(steps, setup=setup, data=data))
+    assert result.stdout[:8] == b"AAAABBBB"
+    assert struct.unpack("<7q", result.stdout[8:]) == (0, 4096, 4096, 1, -errno.EAGAIN, 4, 4)
+    rec = result.kernel.recorder
+    assert rec.count("sink", "lend") == rec.count("sink", "release") == rec.count("sink", "complete") == 1
+    assert rec.amount("sink", "deliver") == 4096 and rec.amount("sink", "corrupt") == 0
+
+
+def test_vmsplice_on_an_empty_read_end_waits_for_the_writer(run, calls):
+    result = run(program(f"""
+    lea rax, [rip + buffer]
+    mov qword ptr [rip + iov], rax
+{syscall(PIPE, "fds")}
+{syscall(FORK)}
+    test rax, rax
+    jz child
+{syscall(VMSPLICE, R, "iov", 1, 0)}
+{syscall(WAIT4, -1, "status", 0, 0)}
+{syscall(WRITE, 1, "buffer", 4)}
+    jmp done
+child:
+{syscall(YIELD)}
+{syscall(WRITE, W, "late", 4)}
+done:
+""", data='.data\nlate: .ascii "late"\n'))
+    assert result.stdout == b"late"
+    assert of(calls, 1, "vmsplice") == ["slept", 4]

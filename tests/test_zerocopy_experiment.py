@@ -205,3 +205,23 @@ def test_a_pool_reuses_a_buffer_only_after_zc_reap_and_every_vmsplice_completes(
     assert 0 < recorder.count("syscall", "zc_reap") < 24
     assert recorder.count("sink", "copy") == recorder.count("page", "copy") == 0
     assert recorder.amount("sink", "deliver") == 2 << 20 and recorder.amount("sink", "corrupt") == 0
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_cell_runs(tmp_path, capsys, monkeypatch):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a cell ran")
+
+    monkeypatch.setattr(zerocopy, "run_all", must_not_run)
+    kept = tmp_path / "kept.csv"
+    kept.write_text("the last run's figures\n")
+    for argv, message in [
+        (["--csv", str(tmp_path)], f"vmgames: {tmp_path}: Is a directory\n"),
+        (["--csv", "/sys/zc.csv"], "vmgames: /sys/zc.csv: "),
+        (["--csv", str(kept), "--plot", "/sys/plots"], "vmgames: /sys/plots: "),
+    ]:
+        assert cli.main(["experiment", "zerocopy", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(message) and err.count("\n") == 1, err
+    # The checks leave what they opened as it was.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.csv"]
+    assert kept.read_text() == "the last run's figures\n"

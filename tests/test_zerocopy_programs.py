@@ -18,7 +18,7 @@ import pytest
 from tests.test_c_programs import assert_same_as_host, run_on_host
 from tools.experiments.zerocopy import GCC_FLAGS, USERLAND_C
 
-PROGRAMS = ["vmsplice_alias", "zc_static", "zc_fresh", "zc_pool", "zc_fork"]
+PROGRAMS = ["vmsplice_alias", "io_limits", "zc_static", "zc_fresh", "zc_pool", "zc_fork"]
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +43,40 @@ def test_vmsplice_aliases_the_buffer_as_on_linux(programs, run):
         'vmsplice, then munmap and map a fresh page there: reader got "kept-by-the-pipe"\n'
         "the fresh page holds zeros\n"
         'a child vmsplices and exits, then the parent overwrites: reader got "sent-at-the-time"\n')
+
+
+def test_huge_lengths_get_the_error_codes_linux_gives_and_vmsplice_reads_a_read_end(programs, run):
+    """access_ok before the cut to MAX_RW_COUNT; an iovec's signs, then its ranges; a lone segment cut first.
+
+    vmsplice on a read end reads into the iovec, a pipe buffer at a time, and waits unless SPLICE_F_NONBLOCK.
+    """
+    result = assert_same_as_host(run, programs["io_limits"])
+    assert result.status == 0
+    lines = result.stdout.decode().splitlines()
+    assert lines[:9] == [
+        "write ~0: -14 EFAULT", "write 1<<63: -14 EFAULT", "write 1<<62: -14 EFAULT",
+        "write up to the top: 8192", "write one past the top: -14 EFAULT",
+        "write 0 at the top: 0", "write 0 past the top: -14 EFAULT",
+        "read ~0 from an empty pipe: -14 EFAULT", "read 0 past the top: -14 EFAULT"]
+    assert lines[9:20] == [
+        "vmsplice 1<<63: -22 EINVAL", "vmsplice ~0: -22 EINVAL", "vmsplice one 1<<62: 8192",
+        "vmsplice two 1<<62: -14 EFAULT", "vmsplice 1<<62 then 1<<63: -22 EINVAL",
+        "vmsplice a page, then one past the top: -14 EFAULT", "vmsplice 1<<32 | 1 segments: 8192",
+        "writev 1<<63: -22 EINVAL", "writev one 1<<62: 8192", "writev two 1<<62: -14 EFAULT",
+        "writev 1<<32 | 1 segments: 8192"]
+    assert lines[20:24] == [
+        "vmsplice a file, 1<<63: -22 EINVAL", "vmsplice a file, iovec unmapped: -14 EFAULT",
+        "vmsplice a file, no segments: 0", "vmsplice a file: -9 EBADF"]
+    assert lines[24:] == [
+        'read end: "hello" and " world", in all: 11',
+        "read end, empty, SPLICE_F_NONBLOCK: -11 EAGAIN",
+        "read end, into the hole: -14 EFAULT", "  then read: 11",
+        "read end, two buffers, the second into the hole: 11", "  then read: 4096",
+        "read, two buffers, the second into the hole: 11", "  then read: 4096",
+        "blocking pipe, read end, empty, SPLICE_F_NONBLOCK: -11 EAGAIN",
+        "blocking pipe, full, SPLICE_F_NONBLOCK: -11 EAGAIN",
+        "read end, empty, O_NONBLOCK pipe: waits for the writer: 4",
+        "read end, no writer left: 0"]
 
 
 @pytest.mark.parametrize("name", ["zc_static", "zc_fresh", "zc_pool", "zc_fork"])

@@ -301,13 +301,36 @@ def write_plot(cells: list[Cell], costs: Costs, directory: str) -> list[str]:
     panels[0][0].set_ylabel("estimated M cycles per MiB delivered")
     figure.suptitle("Zero-copy sends: estimated cost per MiB (W = write, C = copy-on-write, V = vmsplice)")
     figure.legend(loc="lower center", ncol=len(costmodel.PARTS), frameon=False, bbox_to_anchor=(0.5, -0.04))
-    written = []
-    for extension in ("png", "svg"):
-        path = os.path.join(directory, f"zerocopy.{extension}")
+    written = plot_paths(directory)
+    for path in written:
         figure.savefig(path, dpi=120, bbox_inches="tight")
-        written.append(path)
     plt.close(figure)
     return written
+
+
+def plot_paths(directory: str) -> list[str]:
+    return [os.path.join(directory, f"zerocopy.{extension}") for extension in ("png", "svg")]
+
+
+def check_outputs(csv_path: str, plot_directory: str) -> None:
+    """Open every output for writing now, as the end of the run will, and leave each as it was.
+
+    An OSError (a directory given as the CSV, a place nobody may write) is
+    then found before the cells run, not minutes after.
+    """
+    _check_writable(csv_path)
+    os.makedirs(plot_directory, exist_ok=True)
+    for path in plot_paths(plot_directory):
+        _check_writable(path)
+
+
+def _check_writable(path: str) -> None:
+    """Open `path` for writing, appending nothing; remove it again if it was not there."""
+    existed = os.path.exists(path)
+    with open(path, "a"):
+        pass
+    if not existed:
+        os.remove(path)
 
 
 def main(workloads: list[str], modes: list[str], sizes: list[int], total: int, wire_rate: int, costs: Costs,
@@ -315,6 +338,11 @@ def main(workloads: list[str], modes: list[str], sizes: list[int], total: int, w
     from rich.console import Console
     from rich.progress import Progress
 
+    try:
+        check_outputs(csv_path, plot_directory)
+    except OSError as error:
+        print(f"vmgames: {error.filename}: {error.strerror}", file=sys.stderr)
+        return 2
     console = Console(width=max(Console().width, TABLE_WIDTH))
     try:
         if sys.stderr.isatty():

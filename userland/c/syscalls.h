@@ -14,6 +14,7 @@
 #define SYS_munmap 11
 #define SYS_brk 12
 #define SYS_ioctl 16
+#define SYS_writev 20
 #define SYS_pipe 22
 #define SYS_sched_yield 24
 #define SYS_madvise 28
@@ -201,9 +202,16 @@ struct iovec {
     unsigned long iov_len;
 };
 
+#define SPLICE_F_NONBLOCK 2
+
 static inline long vmsplice(int fd, const struct iovec *iov, unsigned long nr_segs, unsigned int flags)
 {
     return syscall6(SYS_vmsplice, fd, (long)iov, (long)nr_segs, flags, 0, 0);
+}
+
+static inline long writev(int fd, const struct iovec *iov, unsigned long count)
+{
+    return syscall3(SYS_writev, fd, (long)iov, (long)count);
 }
 
 static inline long dup2(int old_fd, int new_fd)
