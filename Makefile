@@ -24,6 +24,8 @@ demo: userland
 	@echo
 	@echo "== zero-copy: every workload under write, copy-on-write and vmsplice sends (rerun a cell: see the CSV)"
 	$(VMGAMES) experiment zerocopy --csv build/zerocopy.csv --plot build
+	@echo
+	@echo "vmgames is in $(VENV)/bin: '. $(VENV)/bin/activate' puts it on PATH for the commands above and in the README"
 
 test: userland
 	$(PY) -m pytest -q
