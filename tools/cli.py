@@ -53,6 +53,7 @@ example:
 
 
 DEFAULT_SNAPSHOT = "vmgames-snapshot.dot"
+REPORT_WIDTH = 140   # the events table: type, kind, total, 8 pids and the rest
 
 
 def parse_size(text: str) -> int:
@@ -560,7 +561,8 @@ def command_report(args: argparse.Namespace) -> int:
         _error(str(error))
         return 2
     describe = report.disassembler(report.program_path(summary.header))
-    report.render(summary, describe, args.top, Console())
+    # Written to a file or a pipe, the tables get room for every column rich would otherwise cut to 80.
+    report.render(summary, describe, args.top, Console() if sys.stdout.isatty() else Console(width=REPORT_WIDTH))
     try:
         if args.csv is not None:
             for path in report.write_csv(summary, args.csv, describe):
