@@ -185,14 +185,30 @@ def test_bad_packets_get_error_replies_and_the_machine_goes_on():
     assert _exchange(sock, b"M401000,1:90") == b"E0e"  # text is not mapped writable
     assert _exchange(sock, b"Z9,401000,1") == b""      # unsupported breakpoint kinds say so
     assert _exchange(sock, b"P999=00") == b"E01"
+    assert _exchange(sock, b"p-1") == b"E01"           # numbers are hex digits: no sign, no "0x"
+    assert _exchange(sock, b"P-1=0000000000000000") == b"E01"
+    assert _exchange(sock, b"m-10,10") == b"E01"
+    assert _exchange(sock, b"m0x401000,1") == b"E01"
     assert _exchange(sock, b"Hg63") == b"E01"          # no thread 0x63
     assert _exchange(sock, b"frobnicate") == b""
+    assert _monitor(sock, "pte -1") == "-1 is not a 64-bit address\n"
+    assert _monitor(sock, "pte 0x800000000000").startswith("0x800000000000 is not canonical: bits 63-48 must be")
+    assert _monitor(sock, "chain 0x10000000000000000") == "0x10000000000000000 is not a 64-bit address\n"
     sock.sendall(b"$m4010")                            # gone mid-packet
     sock.close()
     out, err = vm.communicate(timeout=TIMEOUT)
     assert out == b"child: value = 2\nparent: value = 1\n"
     assert b"gdb went away" in err and b"Traceback" not in err
     assert vm.returncode == 0
+
+
+def _monitor(sock: socket.socket, command: str) -> str:
+    """A monitor command's output."""
+    sock.sendall(frame(b"qRcmd," + command.encode().hex().encode()))
+    output = b""
+    while (reply := _reply(sock)) != b"OK":
+        output += bytes.fromhex(reply[1:].decode())
+    return output.decode()
 
 
 def test_ctrl_c_interrupts_a_program_that_never_stops(tmp_path):

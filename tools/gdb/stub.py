@@ -60,6 +60,13 @@ class KilledFromGdb(Exception):
     """gdb asked to kill the program: the run ends here, wherever the machine was."""
 
 
+def parse_hex(text: bytes) -> int:
+    """A number in a packet: hex digits only (int() would also take a sign, "0x", spaces and underscores)."""
+    if not text or text.strip(b"0123456789abcdefABCDEF"):
+        raise ValueError(f"not a hex number: {text!r}")
+    return int(text, 16)
+
+
 class Stop(NamedTuple):
     """Why execution stopped, for the stop reply."""
 
@@ -183,29 +190,29 @@ class GdbStub:
         if kind == b"G":
             return self._write_registers(bytes.fromhex(body.decode()))
         if kind == b"p":
-            number = int(body, 16)
+            number = parse_hex(body)
             return self._register_bytes(self._selected(), number).hex().encode() if number < len(REGISTERS) else b"E01"
         if kind == b"P":
             number, value = body.split(b"=")
-            return self._write_register(int(number, 16), bytes.fromhex(value.decode()))
+            return self._write_register(parse_hex(number), bytes.fromhex(value.decode()))
         if kind == b"m":
-            address, length = (int(x, 16) for x in body.split(b","))
+            address, length = (parse_hex(x) for x in body.split(b","))
             return self._read_memory(address, length)
         if kind == b"M":
             where, data = body.split(b":")
-            address, length = (int(x, 16) for x in where.split(b","))
+            address, length = (parse_hex(x) for x in where.split(b","))
             return self._write_memory(address, bytes.fromhex(data.decode())[:length])
         if kind in (b"Z", b"z"):
-            return self._breakpoint(kind == b"Z", *(int(x, 16) for x in body.split(b",")[:3]))
+            return self._breakpoint(kind == b"Z", *(parse_hex(x) for x in body.split(b",")[:3]))
         if kind == b"H":
-            tid = int(body[1:], 16) if body[1:] not in (b"-1", b"") else 0
+            tid = parse_hex(body[1:]) if body[1:] not in (b"-1", b"") else 0
             if tid and not self._alive(tid):
                 return b"E01"
             if body[:1] == b"g":
                 self.thread = tid
             return b"OK"
         if kind == b"T":
-            return b"OK" if self._alive(int(body, 16)) else b"E01"
+            return b"OK" if self._alive(parse_hex(body)) else b"E01"
         if kind == b"D":
             self.conn.send(b"OK")
             self.detach("gdb detached; running on")
@@ -227,7 +234,7 @@ class GdbStub:
         if packet.startswith(b"qSupported"):
             return FEATURES.encode()
         if packet.startswith(b"qXfer:features:read:target.xml:"):
-            offset, length = (int(x, 16) for x in packet.rsplit(b":", 1)[1].split(b","))
+            offset, length = (parse_hex(x) for x in packet.rsplit(b":", 1)[1].split(b","))
             data = target_xml().encode()
             chunk = data[offset:offset + length]
             return (b"l" if offset + length >= len(data) else b"m") + chunk
@@ -240,7 +247,7 @@ class GdbStub:
         if packet == b"qAttached":
             return b"0"
         if packet.startswith(b"qThreadExtraInfo,"):
-            proc = self._process(int(packet.split(b",")[1], 16))
+            proc = self._process(parse_hex(packet.split(b",")[1]))
             text = f"{proc.name} [{proc.pid}], {proc.state}" if proc else "gone"
             return text.encode().hex().encode()
         if packet.startswith(b"qRcmd,"):
@@ -259,7 +266,7 @@ class GdbStub:
         for action in packet.split(b";")[1:]:
             verb, _, tid = action.partition(b":")
             if verb[:1] in (b"s", b"S"):
-                step = int(tid, 16) if tid and tid != b"-1" else self.stop.tid
+                step = parse_hex(tid) if tid and tid != b"-1" else self.stop.tid
             elif verb[:1] not in (b"c", b"C"):
                 self.conn.send(b"E01")
                 return False
@@ -372,6 +379,11 @@ class GdbStub:
                 text = monitor.vm(self.kernel)
             elif name in ("pte", "chain") and len(args) == 1:
                 va = int(args[0], 0)
+                if va < 0 or va >> 64:
+                    return self._output(f"{args[0]} is not a 64-bit address")
+                if not mmu.is_canonical(va):
+                    return self._output(f"{va:#x} is not canonical: bits 63-48 must be copies of bit 47 "
+                                        "(user addresses are 0 to 0x7fffffffffff)")
                 text = monitor.pte(proc, va) if name == "pte" else monitor.chain(proc, va)
             elif name in ("tlb", "faults"):
                 count = int(args[0], 0) if args else 10
@@ -399,12 +411,13 @@ class GdbStub:
             if kind not in (*fault.KINDS, "any"):
                 return f"unknown fault kind {kind!r}; kinds: {', '.join(fault.KINDS)}"
             self.fault_breaks.add(kind)
-            return f"will stop before the kernel handles the next {'' if kind == 'any' else kind + ' '}fault"
+            return (f"will stop before the kernel handles each {'' if kind == 'any' else kind + ' '}fault, "
+                    "until 'monitor break clear'")
         if args[:1] == ["syscall"] and len(args) == 2:
             if args[1] not in SYSCALL_NAMES:
                 return f"unknown syscall {args[1]!r}; syscalls: {', '.join(sorted(SYSCALL_NAMES))}"
             self.syscall_breaks.add(args[1])
-            return f"will stop before the kernel handles {args[1]}"
+            return f"will stop before the kernel handles each {args[1]}, until 'monitor break clear'"
         if args == ["clear"]:
             self.fault_breaks.clear()
             self.syscall_breaks.clear()
