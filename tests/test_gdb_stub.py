@@ -370,3 +370,42 @@ def test_an_oversized_packet_drops_the_client_and_the_program_runs_on():
     assert out == b"child: value = 2\nparent: value = 1\n"
     assert b"gdb went away (packet longer than 16384 bytes); running on" in err
     assert vm.returncode == 0
+
+
+def _pdb_session(commands: list[str]) -> str:
+    """Run the tutorial's --break-on session with `commands` on pdb's stdin; its output as the tutorial shows it.
+
+    pdb does not echo what it reads from a pipe, so each command is put back after its prompt; paths are
+    shortened to the repository's.
+    """
+    result = subprocess.run([sys.executable, "-m", "tools.cli", "run", "build/cowfork", "--break-on", "fault:cow-copy"],
+                            input="".join(c + "\n" for c in commands), capture_output=True, text=True, cwd=ROOT,
+                            timeout=TIMEOUT, env={**os.environ, "PYTHONBREAKPOINT": ""})
+    first, *answers = result.stdout.replace(ROOT + os.sep, "").split("(Pdb) ")
+    return first + "".join(f"(Pdb) {command}\n{answer}" for command, answer in zip(commands, answers, strict=False))
+
+
+def test_the_tutorial_pdb_session_is_what_pdb_shows_on_the_code_as_it_is():
+    with open(os.path.join(ROOT, "docs", "gdb-tutorial.md"), encoding="utf-8") as f:
+        part = f.read().split("## Walking the fault handler itself in pdb", 1)[1]
+    blocks = re.findall(r"```\n(.*?)```", part, re.S)
+    start = "$ .venv/bin/vmgames run build/cowfork --break-on fault:cow-copy\n"
+    assert blocks[0].startswith(start)
+    transcript = "".join(blocks)[len(start):]
+    # Every line of fault.py the session shows is that line of the code now.
+    with open(os.path.join(ROOT, "kernel", "vm", "fault.py"), encoding="utf-8") as f:
+        source = f.read().splitlines()
+    shown = re.findall(r"> kernel/vm/fault\.py\((\d+)\)\w+\(\)\n-> (.*)\n", transcript)
+    assert len(shown) >= 8
+    for number, text in shown:
+        assert source[int(number) - 1].strip() == text, f"fault.py line {number} is not {text!r}"
+    for number in re.findall(r"kernel/vm/fault\.py:(\d+)", transcript):
+        assert source[int(number) - 1].startswith("def find_page("), f"fault.py line {number} is not find_page's"
+    # And replayed, pdb shows what the tutorial does (a line ending in "..." is cut short there).
+    commands = [line[len("(Pdb) "):] for line in transcript.splitlines() if line.startswith("(Pdb) ")]
+    replayed = _pdb_session(commands).splitlines()
+    for number, line in enumerate(transcript.splitlines()):
+        if line.endswith(", ..."):
+            assert replayed[number].startswith(line[:-len("...")]), (number, replayed[number])
+        else:
+            assert replayed[number] == line, (number, replayed[number])
