@@ -8,7 +8,9 @@ the inside and talks to gdb right there, until gdb resumes:
   process reaches it, and at the stepping process's next instruction after a
   single step or a watched write;
 - `monitor break fault`/`break syscall` stop in the kernel's debugger hooks,
-  before vm_fault or the syscall runs (`monitor step-kernel` stops after);
+  before vm_fault or the syscall runs (`monitor step-kernel` stops after),
+  with signal 0: a SIGTRAP on an instruction that has a breakpoint would be
+  taken by gdb for a hit of the breakpoint;
 - a fatal fault stops with its signal before the kernel kills the process;
 - Ctrl-C is polled between bounded slices (the kernel's `pause_at`).
 
@@ -38,7 +40,7 @@ from tools.gdb.registers import REGISTERS, target_xml
 
 POLL_EVERY = 200_000        # instructions between looks for Ctrl-C
 MAX_MEMORY_REQUEST = 0x10000
-SIGINT, SIGTRAP = 2, 5
+NO_SIGNAL, SIGINT, SIGTRAP = 0, 2, 5
 _SIGNAL_OF_FATAL = {fault.NOMEM: signals.SIGKILL, fault.BUSERR: signals.SIGBUS}
 SYSCALL_NAMES = {name for name, _ in SYSCALLS.values()}
 FEATURES = "PacketSize=4000;qXfer:features:read+;swbreak+;QStartNoAckMode+;vContSupported+"
@@ -334,7 +336,7 @@ class GdbStub:
                 f"vmgames: PTE before: {monitor.describe_pte(before)}\n"
                 f"vmgames: 'monitor step-kernel' runs the fault handler and stops after it")
         # An instruction fetch faults before the instruction starts (and is counted); data faults in the middle.
-        self.serve(Stop(proc.pid, SIGTRAP, in_engine=access != mmu.FETCH, note=note, writable=False))
+        self.serve(Stop(proc.pid, NO_SIGNAL, in_engine=access != mmu.FETCH, note=note, writable=False))
         if self.fault_stop is not None and not self.fault_stop.step_kernel:
             self.fault_stop = None
 
@@ -364,7 +366,7 @@ class GdbStub:
         name = SYSCALLS.get(number, (f"unknown({number})", None))[0]
         if name in self.syscall_breaks:
             note = f"vmgames: process {proc.pid} calls {name} (before the kernel handles it)"
-            self.serve(Stop(proc.pid, SIGTRAP, note=note, writable=False))
+            self.serve(Stop(proc.pid, NO_SIGNAL, note=note, writable=False))
 
     # Monitor commands.
 
