@@ -163,6 +163,15 @@ def test_a_fault_break_on_an_instruction_with_a_breakpoint_is_not_a_second_hit()
     assert "[Inferior 1 (Remote target) exited normally]" in output
 
 
+@needs_gdb
+def test_at_the_first_stop_monitor_faults_tlb_and_pte_agree_with_monitor_stats():
+    output, _, _ = gdb(COWFORK, "monitor stats", "monitor faults", "monitor tlb", "monitor pte 0x7fffffffe000")
+    assert re.search(r"  zero-fill\s+1\n", output)   # exec wrote the arguments to the stack
+    assert re.search(r"t=0 pid 1: zero-fill write of 0x7fffffffe[0-9a-f]{3} \(by the kernel\)", output)
+    assert "cr3 0x1000 (process 1's page tables); a flush is pending" in output
+    assert "page walk of 0x7fffffffe000 in process 1 (cr3 0x1000)" in output
+
+
 def _raw(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
     return sock

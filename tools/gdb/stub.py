@@ -69,6 +69,17 @@ def parse_hex(text: bytes) -> int:
     return int(text, 16)
 
 
+def tap_events(kernel: Kernel) -> monitor.EventTap:
+    """Start keeping faults and TLB events for `monitor faults` and `monitor tlb`.
+
+    Called before the program is loaded, so that they list what `monitor
+    stats` counts from the start (exec's own faults included).
+    """
+    tap = monitor.EventTap(kernel.recorder.sink)
+    kernel.recorder.sink = tap
+    return tap
+
+
 class Stop(NamedTuple):
     """Why execution stopped, for the stop reply."""
 
@@ -89,7 +100,9 @@ class _FaultStop:
 
 
 class GdbStub:
-    def __init__(self, kernel: Kernel, conn: Connection, log=sys.stderr) -> None:
+    """Serves one gdb; the first stop comes in the scheduler, before the first instruction of the first process."""
+
+    def __init__(self, kernel: Kernel, conn: Connection, tap: monitor.EventTap, log=sys.stderr) -> None:
         self.kernel = kernel
         self.machine = kernel.machine
         self.engine = kernel.machine.engine
@@ -106,13 +119,12 @@ class GdbStub:
         self.syscall_breaks: set[str] = set()
         self.fault_stop: _FaultStop | None = None
         self._last_stop = (-1, -1)
-        self.tap = monitor.EventTap(kernel.recorder.sink)
-        kernel.recorder.sink = self.tap
+        self.tap = tap
         kernel.before_fault = self._before_fault
         kernel.after_fault = self._after_fault
         kernel.before_syscall = self._before_syscall
         kernel.on_pause = self._poll
-        kernel.pause_at = self.machine.now + POLL_EVERY
+        kernel.pause_at = self.machine.now          # the first stop: as soon as the first process is loaded
 
     # Serving gdb while stopped.
 
@@ -313,6 +325,10 @@ class GdbStub:
 
     def _poll(self, kernel: Kernel) -> None:
         kernel.pause_at = self.machine.now + POLL_EVERY
+        if self.stop is None:
+            # gdb has just attached; the first process is loaded (its CR3 too) and has run nothing yet.
+            self.serve(Stop(kernel.current.pid, SIGTRAP, in_engine=False))
+            return
         try:
             interrupted = self.conn.poll_interrupt()
         except Disconnected as error:
