@@ -18,7 +18,7 @@ from kernel.kernel import Kernel
 from kernel.syszerocopy import VMG_ZEROCOPY
 from kernel.vm.fault import predict_kind
 from tests import test_zerocopy as zerocopy
-from tests.test_pipes import FORK, WRITE, syscall
+from tests.test_pipes import FORK, WAIT4, WRITE, syscall
 from tools.gdb.protocol import frame
 from tools.gdb.registers import target_xml
 
@@ -71,8 +71,8 @@ def test_a_breakpoint_stops_the_child_where_registers_and_memory_read_back_what_
     output, vm_output, _ = gdb(COWFORK, "break child", "continue", "info threads", "p $rax", "x/gx &value",
                                "info symbol $pc", "p/x $fs_base")
     assert "Thread 2 hit Breakpoint 1, 0x0000000000401036 in child ()" in output
-    # Both processes are threads; the parent sleeps in wait4 on the syscall instruction.
-    assert re.search(r"  1    Thread 1 \(cowfork \[1\], sleeping\) 0x0000000000401026 in _start \(\)", output)
+    # Both processes are threads; the parent sleeps in wait4, shown after the syscall instruction as on Linux.
+    assert re.search(r"  1    Thread 1 \(cowfork \[1\], sleeping\) 0x0000000000401028 in _start \(\)", output)
     assert re.search(r"\* 2    Thread 2 \(cowfork \[2\], runnable\) 0x0000000000401036 in child \(\)", output)
     assert "$1 = 0\n" in output                       # fork returned 0 in the child
     assert re.search(r"0x403000:\s+0x0000000000000001\n", output)   # the parent's write, seen through the chain
@@ -152,6 +152,54 @@ def test_the_program_runs_to_its_end_under_gdb():
 
 
 @needs_gdb
+def test_stepping_over_a_breakpoint_keeps_the_other_threads_stopped():
+    # The audit's repro: gdb steps the parent alone over its breakpoint on wait4; the child, which that wait4
+    # waits for, runs in its place but is held before the breakpoint it reaches, and reported only later.
+    output, vm_output, status = gdb(COWFORK, "break *0x401015", "continue", "stepi", "break *0x401026", "continue",
+                                    "stepi", "info threads", "p $rax", "continue", "continue")
+    assert "internal-error" not in output
+    assert "Thread 1 hit Breakpoint 1, 0x0000000000401015 in _start ()\n0x0000000000401017 in _start ()" in output
+    assert "Thread 1 hit Breakpoint 2, 0x0000000000401026 in _start ()\n" in output
+    assert ("vmgames: process 1 sleeps in wait4; the processes that ran in its place stopped before breakpoints "
+            "(process 2 at 0x401015), which they hit once resumed: 'continue', or 'thread 2' and 'continue' if gdb "
+            "steps process 1 alone again\n") in output
+    assert "\nThread 1 stopped.\n0x0000000000401028 in _start ()\n" in output
+    assert re.search(r"\* 1    Thread 1 \(cowfork \[1\], sleeping\) 0x0000000000401028 in _start \(\)\n"
+                     r"  2    Thread 2 \(cowfork \[2\], runnable\) 0x0000000000401015 in _start \(\)\n", output)
+    assert "$1 = 61\n" in output                      # still in wait4: rax holds its number until it returns
+    assert "Thread 2 hit Breakpoint 1, 0x0000000000401015 in _start ()" in output
+    # The restarted wait4 is not a second hit of breakpoint 2.
+    assert output.count("hit Breakpoint 2") == 1 and "[Inferior 1 (Remote target) exited normally]" in output
+    assert vm_output.startswith("child: value = 2\nparent: value = 1\n") and status == 0
+
+
+@needs_gdb
+def test_a_single_step_over_a_syscall_that_sleeps_ends_when_it_returns():
+    # At the breakpoint gdb steps the parent alone: the child runs in its place until wait4 returns.
+    output, _, _ = gdb(COWFORK, "break *0x401026", "continue", "stepi", "p/x $pc", "p $rax", "info threads")
+    assert "Thread 1 hit Breakpoint 1, 0x0000000000401026 in _start ()\n0x0000000000401028 in _start ()\n" in output
+    assert "$1 = 0x401028\n$2 = 2\n" in output        # wait4 returned the child's pid
+    assert re.search(r"\* 1    Thread 1 \(cowfork \[1\], runnable\) 0x0000000000401028 in _start \(\)\n$", output)
+    # Off a breakpoint, gdb steps one thread and lets the others run.
+    output, _, _ = gdb(COWFORK, "break *0x401021", "continue", "stepi", "stepi", "p/x $pc", "p $rax")
+    assert "0x0000000000401026 in _start ()\n0x0000000000401028 in _start ()\n$1 = 0x401028\n$2 = 2\n" in output
+
+
+@needs_gdb
+def test_a_thread_stepped_alone_that_exits_ends_the_step_and_gdb_goes_on_with_another():
+    output, vm_output, status = gdb(COWFORK, "break *0x401080", "continue", "stepi", "continue", "thread 1",
+                                    "info threads", "stepi", "p $rax", "delete", "continue")
+    assert "Thread 2 hit Breakpoint 1, 0x0000000000401080 in report ()" in output
+    assert "vmgames: process 2 has exited; the others are stopped (gdb resumed only 2)" in output
+    assert "Cannot execute this command without a live selected thread." in output
+    # The parent was woken by the exit but has not run: still in wait4, which the step completes.
+    assert re.search(r"\* 1    Thread 1 \(cowfork \[1\], runnable\) 0x0000000000401028 in _start \(\)\n"
+                     r"0x0000000000401028 in _start \(\)\n\$1 = 2\n", output)
+    assert "[Inferior 1 (Remote target) exited normally]" in output and "internal-error" not in output
+    assert vm_output.startswith("child: value = 2\nparent: value = 1\n") and status == 0
+
+
+@needs_gdb
 def test_a_fault_break_on_an_instruction_with_a_breakpoint_is_not_a_second_hit():
     output, _, _ = gdb(COWFORK, "break child", "monitor break fault cow-copy", "continue", "continue", "p/x $pc",
                        "monitor break clear", "continue")
@@ -223,15 +271,6 @@ def test_bad_packets_get_error_replies_and_the_machine_goes_on():
     assert vm.returncode == 0
 
 
-def _monitor(sock: socket.socket, command: str) -> str:
-    """A monitor command's output."""
-    sock.sendall(frame(b"qRcmd," + command.encode().hex().encode()))
-    output = b""
-    while (reply := _reply(sock)) != b"OK":
-        output += bytes.fromhex(reply[1:].decode())
-    return output.decode()
-
-
 def test_ctrl_c_interrupts_a_program_that_never_stops(tmp_path):
     spin = tmp_path / "spin.s"
     spin.write_text(".intel_syntax noprefix\n.globl _start\n.text\n_start:\n    inc rax\n    jmp _start\n")
@@ -249,6 +288,46 @@ def test_ctrl_c_interrupts_a_program_that_never_stops(tmp_path):
     assert _reply(sock) == b"OK"
     vm.communicate(timeout=TIMEOUT)
     assert vm.returncode == 128 + 9
+
+
+def _monitor(sock: socket.socket, command: str) -> str:
+    """A monitor command's output."""
+    sock.sendall(frame(b"qRcmd," + command.encode().hex().encode()))
+    output = b""
+    while (reply := _reply(sock)) != b"OK":
+        output += bytes.fromhex(reply[1:].decode())
+    return output.decode()
+
+
+def test_ctrl_c_stops_the_stepped_thread_not_one_running_in_its_place(build):
+    # The parent waits for a child that never ends: stepped alone into wait4, it lets the child run (and spin).
+    path = build(f"""
+_start:
+{syscall(FORK)}
+    test rax, rax
+    jz spin
+{syscall(WAIT4, -1, 0, 0, 0)}
+spin:
+    inc rbx
+    jmp spin
+""")
+    vm, port = _start(path)
+    sock = _raw(port)
+    assert _monitor(sock, "break syscall wait4").startswith("will stop before the kernel handles each wait4")
+    assert _exchange(sock, b"vCont;c").startswith(b"O")   # the note
+    assert _reply(sock) == b"T00thread:1;"
+    _monitor(sock, "break clear")
+    sock.sendall(frame(b"vCont;s:1"))
+    assert sock.recv(1) == b"+"
+    time.sleep(0.5)
+    sock.sendall(b"\x03")
+    assert _reply(sock) == b"T02thread:1;"             # never thread 2's: gdb waits for thread 1's stop only
+    assert _exchange(sock, b"Hg2") == b"OK"
+    rbx = int.from_bytes(bytes.fromhex(_exchange(sock, b"p1").decode()), "little")
+    assert rbx > 1000                                  # the child ran meanwhile
+    sock.sendall(frame(b"vKill;1"))
+    assert _reply(sock) == b"OK"
+    vm.communicate(timeout=TIMEOUT)
 
 
 def test_the_stub_listens_on_loopback_unless_told_otherwise():
