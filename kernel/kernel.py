@@ -89,6 +89,9 @@ class Kernel:
         # `may_run` refuses, and calls `on_held` when only those are left (the debugger lets some go, or stops).
         self.may_run: Callable[[Process], bool] | None = None
         self.on_held: Callable[[Kernel], None] | None = None
+        # A console read blocks the host thread, not just the process: a debugger waits for the input itself
+        # (and for its own client meanwhile).
+        self.console_wait: Callable[[Kernel, BinaryIO], None] | None = None
         machine.page_fault_handler = self._page_fault
         machine.syscall_handler = self._syscall
 
@@ -100,7 +103,8 @@ class Kernel:
             raise SyscallError(errno.EAGAIN)
         proc = Process(self._next_pid, 0, file.path, self, vmspace=None)  # type: ignore[arg-type]
         stdin, stdout, stderr = self.stdio
-        proc.files = {0: Console(stdin, True, False), 1: Console(stdout, False, True), 2: Console(stderr, False, True)}
+        proc.files = {0: Console(stdin, True, False, self._before_console_read),
+                      1: Console(stdout, False, True), 2: Console(stderr, False, True)}
         previous_pid, self.recorder.pid = self.recorder.pid, proc.pid
         try:
             exec_image(self, proc, file, argv, envp)
@@ -111,6 +115,10 @@ class Kernel:
         self.run_queue.append(proc)
         self.recorder.event("proc", "spawn", child=proc.pid, path=file.path)
         return proc
+
+    def _before_console_read(self, stream: BinaryIO) -> None:
+        if self.console_wait is not None:
+            self.console_wait(self, stream)
 
     def open_wire(self) -> Wire:
         wire = Wire(self, self.wire_rate, self.wire_capacity)

@@ -45,9 +45,9 @@ def _no_machine_left_running():
             vm.communicate()
 
 
-def _start(*args: str) -> tuple[subprocess.Popen, int]:
+def _start(*args: str, stdin: int | None = None) -> tuple[subprocess.Popen, int]:
     """vmgames run ARGS --gdb on a free loopback port; the port it listens on."""
-    vm = subprocess.Popen([sys.executable, "-m", "tools.cli", "run", *args, "--gdb", "0"], cwd=ROOT,
+    vm = subprocess.Popen([sys.executable, "-m", "tools.cli", "run", *args, "--gdb", "0"], cwd=ROOT, stdin=stdin,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _started.append(vm)
     line = vm.stderr.readline().decode()
@@ -328,6 +328,46 @@ spin:
     sock.sendall(frame(b"vKill;1"))
     assert _reply(sock) == b"OK"
     vm.communicate(timeout=TIMEOUT)
+
+
+def test_ctrl_c_interrupts_a_program_waiting_for_console_input(build):
+    path = build("""
+_start:
+    xor eax, eax
+    xor edi, edi
+    lea rsi, [rip + buf]
+    mov edx, 1
+    syscall
+    mov edi, eax
+    mov eax, 60
+    syscall
+.bss
+buf: .space 16
+""")
+    stdin_read, stdin_write = os.pipe()                # stays empty until the test writes to it
+    try:
+        vm, port = _start(path, stdin=stdin_read)
+    finally:
+        os.close(stdin_read)
+    with os.fdopen(stdin_write, "wb") as stdin:
+        sock = _raw(port)
+        sock.sendall(frame(b"vCont;c"))
+        assert sock.recv(1) == b"+"
+        time.sleep(0.5)
+        sock.sendall(b"\x03")
+        assert _reply(sock) == b"T02thread:1;"
+        pc = int.from_bytes(bytes.fromhex(_exchange(sock, b"p10").decode()), "little")
+        assert _exchange(sock, b"m%x,2" % pc) == b"0f05"      # stopped in the read: on its syscall instruction
+        assert _exchange(sock, b"P0=0100000000000000") == b"E01"   # in the middle of a syscall
+        sock.sendall(frame(b"vCont;s:1;c"))
+        assert sock.recv(1) == b"+"
+        stdin.write(b"x")
+        stdin.flush()
+        assert _reply(sock) == b"T05thread:1;"           # the step ends as the read returns
+        assert _exchange(sock, b"p0") == b"0100000000000000"
+        assert _exchange(sock, b"vCont;c") == b"W01"
+    vm.communicate(timeout=TIMEOUT)
+    assert vm.returncode == 1
 
 
 def test_the_stub_listens_on_loopback_unless_told_otherwise():

@@ -10,7 +10,8 @@ the inside and talks to gdb right there, until gdb resumes:
 - `monitor break fault`/`break syscall` stop in the kernel's debugger hooks,
   before vm_fault or the syscall runs (`monitor step-kernel` stops after);
 - a fatal fault stops with its signal before the kernel kills the process;
-- Ctrl-C is polled between bounded slices (the kernel's `pause_at`).
+- Ctrl-C is polled between bounded slices (the kernel's `pause_at`), and
+  waited for together with the input when a console read blocks the host.
 
 gdb's vCont names the threads it resumes, and the others stay stopped (the
 scheduler passes over them): gdb steps a thread over a breakpoint alone, and
@@ -33,7 +34,7 @@ from __future__ import annotations
 import socket
 import sys
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import unicorn
 
@@ -148,6 +149,7 @@ class GdbStub:
         kernel.after_syscall = self._after_syscall
         kernel.may_run = self._may_run
         kernel.on_held = self._on_held
+        kernel.console_wait = self._wait_for_console
         kernel.on_pause = self._poll
         kernel.pause_at = self.machine.now          # the first stop: as soon as the first process is loaded
 
@@ -188,7 +190,7 @@ class GdbStub:
         self.fault_stop = None
         kernel = self.kernel
         kernel.before_fault = kernel.after_fault = kernel.before_syscall = kernel.after_syscall = None
-        kernel.may_run = kernel.on_held = kernel.on_pause = kernel.pause_at = None
+        kernel.may_run = kernel.on_held = kernel.console_wait = kernel.on_pause = kernel.pause_at = None
         kernel.recorder.sink = self.tap.downstream
 
     def finish(self, init: Process) -> None:
@@ -410,12 +412,12 @@ class GdbStub:
         if paddr < start + length and start < paddr + size:
             self.steps[proc.pid] = _Step(self.machine.now, 0, f"watch:{va:x};")
 
-    def _interrupted(self) -> Stop:
+    def _interrupted(self, in_syscall: bool) -> Stop:
         """A Ctrl-C stop, in the running thread unless it runs in the place of one gdb resumed."""
         pid = self.kernel.current.pid
         if self._runs_for_others(pid):
             return Stop(self._resumed_thread(), SIGINT, in_engine=False, writable=False)
-        return Stop(pid, SIGINT, in_engine=False)
+        return Stop(pid, SIGINT, in_engine=in_syscall, writable=not in_syscall)
 
     def _poll(self, kernel: Kernel) -> None:
         kernel.pause_at = self.machine.now + POLL_EVERY
@@ -429,7 +431,22 @@ class GdbStub:
             self.detach(f"gdb went away ({error}); running on")
             return
         if interrupted:
-            self.serve(self._interrupted())
+            self.serve(self._interrupted(in_syscall=False))
+
+    def _wait_for_console(self, kernel: Kernel, stream: BinaryIO) -> None:
+        """A console read would block the host: wait for its input and for Ctrl-C together."""
+        try:
+            fd = stream.fileno()   # the console reads with read1, which leaves nothing in the stream's buffer
+        except (AttributeError, OSError, ValueError):
+            return
+        while self.conn is not None:
+            try:
+                if not self.conn.wait_for(fd):
+                    return
+            except Disconnected as error:
+                self.detach(f"gdb went away ({error}); running on")
+                return
+            self.serve(self._interrupted(in_syscall=True))
 
     # The kernel's debugger hooks.
 
