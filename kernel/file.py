@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO
 
 from kernel import errno
@@ -68,15 +69,19 @@ class OpenFile:
 class Console(OpenFile):
     """One of the host's standard streams (fds 0-2)."""
 
-    def __init__(self, stream: BinaryIO, readable: bool, writable: bool) -> None:
+    def __init__(self, stream: BinaryIO, readable: bool, writable: bool,
+                 before_read: Callable[[BinaryIO], None] | None = None) -> None:
         super().__init__()
         self.stream = stream
         self.readable = readable
         self.writable = writable
+        self.before_read = before_read     # the kernel's: a debugger may wait for the input itself
 
     def read(self, length: int) -> bytes:
         if not self.readable:
             raise SyscallError(errno.EBADF)
+        if self.before_read is not None:
+            self.before_read(self.stream)
         reader = getattr(self.stream, "read1", self.stream.read)
         return reader(length)
 

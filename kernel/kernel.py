@@ -84,6 +84,14 @@ class Kernel:
         self.before_fault: Callable[[Kernel, Process, int, int, int], None] | None = None
         self.after_fault: Callable[[Kernel, Process, int, FaultResult], None] | None = None
         self.before_syscall: Callable[[Kernel, Process, int], None] | None = None
+        self.after_syscall: Callable[[Kernel, Process, int], None] | None = None   # it ran; the process may sleep in it
+        # A debugger that keeps some processes stopped while others run: the scheduler passes over those
+        # `may_run` refuses, and calls `on_held` when only those are left (the debugger lets some go, or stops).
+        self.may_run: Callable[[Process], bool] | None = None
+        self.on_held: Callable[[Kernel], None] | None = None
+        # A console read blocks the host thread, not just the process: a debugger waits for the input itself
+        # (and for its own client meanwhile).
+        self.console_wait: Callable[[Kernel, BinaryIO], None] | None = None
         machine.page_fault_handler = self._page_fault
         machine.syscall_handler = self._syscall
 
@@ -95,7 +103,8 @@ class Kernel:
             raise SyscallError(errno.EAGAIN)
         proc = Process(self._next_pid, 0, file.path, self, vmspace=None)  # type: ignore[arg-type]
         stdin, stdout, stderr = self.stdio
-        proc.files = {0: Console(stdin, True, False), 1: Console(stdout, False, True), 2: Console(stderr, False, True)}
+        proc.files = {0: Console(stdin, True, False, self._before_console_read),
+                      1: Console(stdout, False, True), 2: Console(stderr, False, True)}
         previous_pid, self.recorder.pid = self.recorder.pid, proc.pid
         try:
             exec_image(self, proc, file, argv, envp)
@@ -106,6 +115,10 @@ class Kernel:
         self.run_queue.append(proc)
         self.recorder.event("proc", "spawn", child=proc.pid, path=file.path)
         return proc
+
+    def _before_console_read(self, stream: BinaryIO) -> None:
+        if self.console_wait is not None:
+            self.console_wait(self, stream)
 
     def open_wire(self) -> Wire:
         wire = Wire(self, self.wire_rate, self.wire_capacity)
@@ -220,12 +233,15 @@ class Kernel:
 
     def run(self) -> None:
         """Run processes round-robin until none is runnable and every wire is empty."""
-        while self.run_queue or self._idle():
-            if not self.run_queue:
-                continue
-            proc = self.run_queue.popleft()
-            if proc.state != RUNNABLE:
-                continue
+        while True:
+            proc = self._next_to_run()
+            if proc is None:
+                if self._idle():
+                    continue
+                if self.run_queue and self.on_held is not None:
+                    self.on_held(self)
+                    continue
+                break
             self._switch_to(proc)
             start = self.machine.now
             trap = self._run_slice()
@@ -241,6 +257,19 @@ class Kernel:
         blocked = [p for p in self.processes.values() if p.state == SLEEPING]
         if blocked:
             self._break_deadlock(blocked)
+
+    def _next_to_run(self) -> Process | None:
+        """Take the first runnable process a debugger does not hold off the run queue, dropping stale entries.
+
+        None when there is none: the queue then holds only runnable processes the debugger holds.
+        """
+        for proc in list(self.run_queue):
+            if proc.state == RUNNABLE and self.may_run is not None and not self.may_run(proc):
+                continue
+            self.run_queue.remove(proc)
+            if proc.state == RUNNABLE:
+                return proc
+        return None
 
     def _run_slice(self) -> traps.Trap:
         """Run the current process for a quantum.
@@ -322,6 +351,8 @@ class Kernel:
         result = dispatch(self, proc, number, tuple(args))
         if proc.state == RUNNABLE:
             self.machine.cpu.set_result(result)
+        if self.after_syscall is not None:
+            self.after_syscall(self, proc, number)
 
     def _handle_trap(self, proc: Process, trap: traps.Trap) -> None:
         if trap.kind in (traps.QUANTUM, traps.STOPPED):

@@ -18,7 +18,7 @@ from kernel.kernel import Kernel
 from kernel.syszerocopy import VMG_ZEROCOPY
 from kernel.vm.fault import predict_kind
 from tests import test_zerocopy as zerocopy
-from tests.test_pipes import FORK, WRITE, syscall
+from tests.test_pipes import FORK, WAIT4, WRITE, syscall
 from tools.gdb.protocol import frame
 from tools.gdb.registers import target_xml
 
@@ -45,9 +45,9 @@ def _no_machine_left_running():
             vm.communicate()
 
 
-def _start(*args: str) -> tuple[subprocess.Popen, int]:
+def _start(*args: str, stdin: int | None = None) -> tuple[subprocess.Popen, int]:
     """vmgames run ARGS --gdb on a free loopback port; the port it listens on."""
-    vm = subprocess.Popen([sys.executable, "-m", "tools.cli", "run", *args, "--gdb", "0"], cwd=ROOT,
+    vm = subprocess.Popen([sys.executable, "-m", "tools.cli", "run", *args, "--gdb", "0"], cwd=ROOT, stdin=stdin,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _started.append(vm)
     line = vm.stderr.readline().decode()
@@ -71,8 +71,8 @@ def test_a_breakpoint_stops_the_child_where_registers_and_memory_read_back_what_
     output, vm_output, _ = gdb(COWFORK, "break child", "continue", "info threads", "p $rax", "x/gx &value",
                                "info symbol $pc", "p/x $fs_base")
     assert "Thread 2 hit Breakpoint 1, 0x0000000000401036 in child ()" in output
-    # Both processes are threads; the parent sleeps in wait4 on the syscall instruction.
-    assert re.search(r"  1    Thread 1 \(cowfork \[1\], sleeping\) 0x0000000000401026 in _start \(\)", output)
+    # Both processes are threads; the parent sleeps in wait4, shown after the syscall instruction as on Linux.
+    assert re.search(r"  1    Thread 1 \(cowfork \[1\], sleeping\) 0x0000000000401028 in _start \(\)", output)
     assert re.search(r"\* 2    Thread 2 \(cowfork \[2\], runnable\) 0x0000000000401036 in child \(\)", output)
     assert "$1 = 0\n" in output                       # fork returned 0 in the child
     assert re.search(r"0x403000:\s+0x0000000000000001\n", output)   # the parent's write, seen through the chain
@@ -100,7 +100,7 @@ def test_break_fault_cow_copy_stops_at_the_childs_write_and_step_kernel_shows_th
                                "thread 1", "x/gx &value", "monitor faults 2")
     assert ("vmgames: process 2 faults at rip 0x401036: write of 0x403000, error code 0x6, kind cow-copy "
             "(before the kernel handles it)") in output
-    assert "Thread 2 received signal SIGTRAP" in output
+    assert "Thread 2 stopped.\n" in output            # signal 0: the stub's own stop, not a breakpoint's
     assert "child in section .text" in output         # the pc is on the writing instruction
     # Before: the child's entry is needs-copy over the object it shares with its parent.
     assert re.search(r"map entry 0x403000-0x404000 rw- CN bss, page index 0\n"
@@ -151,6 +151,75 @@ def test_the_program_runs_to_its_end_under_gdb():
     assert status == 0
 
 
+@needs_gdb
+def test_stepping_over_a_breakpoint_keeps_the_other_threads_stopped():
+    # The audit's repro: gdb steps the parent alone over its breakpoint on wait4; the child, which that wait4
+    # waits for, runs in its place but is held before the breakpoint it reaches, and reported only later.
+    output, vm_output, status = gdb(COWFORK, "break *0x401015", "continue", "stepi", "break *0x401026", "continue",
+                                    "stepi", "info threads", "p $rax", "continue", "continue")
+    assert "internal-error" not in output
+    assert "Thread 1 hit Breakpoint 1, 0x0000000000401015 in _start ()\n0x0000000000401017 in _start ()" in output
+    assert "Thread 1 hit Breakpoint 2, 0x0000000000401026 in _start ()\n" in output
+    assert ("vmgames: process 1 sleeps in wait4; the processes that ran in its place stopped before breakpoints "
+            "(process 2 at 0x401015), which they hit once resumed: 'continue', or 'thread 2' and 'continue' if gdb "
+            "steps process 1 alone again\n") in output
+    assert "\nThread 1 stopped.\n0x0000000000401028 in _start ()\n" in output
+    assert re.search(r"\* 1    Thread 1 \(cowfork \[1\], sleeping\) 0x0000000000401028 in _start \(\)\n"
+                     r"  2    Thread 2 \(cowfork \[2\], runnable\) 0x0000000000401015 in _start \(\)\n", output)
+    assert "$1 = 61\n" in output                      # still in wait4: rax holds its number until it returns
+    assert "Thread 2 hit Breakpoint 1, 0x0000000000401015 in _start ()" in output
+    # The restarted wait4 is not a second hit of breakpoint 2.
+    assert output.count("hit Breakpoint 2") == 1 and "[Inferior 1 (Remote target) exited normally]" in output
+    assert vm_output.startswith("child: value = 2\nparent: value = 1\n") and status == 0
+
+
+@needs_gdb
+def test_a_single_step_over_a_syscall_that_sleeps_ends_when_it_returns():
+    # At the breakpoint gdb steps the parent alone: the child runs in its place until wait4 returns.
+    output, _, _ = gdb(COWFORK, "break *0x401026", "continue", "stepi", "p/x $pc", "p $rax", "info threads")
+    assert "Thread 1 hit Breakpoint 1, 0x0000000000401026 in _start ()\n0x0000000000401028 in _start ()\n" in output
+    assert "$1 = 0x401028\n$2 = 2\n" in output        # wait4 returned the child's pid
+    assert re.search(r"\* 1    Thread 1 \(cowfork \[1\], runnable\) 0x0000000000401028 in _start \(\)\n$", output)
+    # Off a breakpoint, gdb steps one thread and lets the others run.
+    output, _, _ = gdb(COWFORK, "break *0x401021", "continue", "stepi", "stepi", "p/x $pc", "p $rax")
+    assert "0x0000000000401026 in _start ()\n0x0000000000401028 in _start ()\n$1 = 0x401028\n$2 = 2\n" in output
+
+
+@needs_gdb
+def test_a_thread_stepped_alone_that_exits_ends_the_step_and_gdb_goes_on_with_another():
+    output, vm_output, status = gdb(COWFORK, "break *0x401080", "continue", "stepi", "continue", "thread 1",
+                                    "info threads", "stepi", "p $rax", "delete", "continue")
+    assert "Thread 2 hit Breakpoint 1, 0x0000000000401080 in report ()" in output
+    assert "vmgames: process 2 has exited; the others are stopped (gdb resumed only 2)" in output
+    assert "Cannot execute this command without a live selected thread." in output
+    # The parent was woken by the exit but has not run: still in wait4, which the step completes.
+    assert re.search(r"\* 1    Thread 1 \(cowfork \[1\], runnable\) 0x0000000000401028 in _start \(\)\n"
+                     r"0x0000000000401028 in _start \(\)\n\$1 = 2\n", output)
+    assert "[Inferior 1 (Remote target) exited normally]" in output and "internal-error" not in output
+    assert vm_output.startswith("child: value = 2\nparent: value = 1\n") and status == 0
+
+
+@needs_gdb
+def test_a_fault_break_on_an_instruction_with_a_breakpoint_is_not_a_second_hit():
+    output, _, _ = gdb(COWFORK, "break child", "monitor break fault cow-copy", "continue", "continue", "p/x $pc",
+                       "monitor break clear", "continue")
+    assert "will stop before the kernel handles each cow-copy fault, until 'monitor break clear'" in output
+    assert output.count("hit Breakpoint 1") == 1
+    assert ("vmgames: process 2 faults at rip 0x401036: write of 0x403000, error code 0x6, kind cow-copy (before the "
+            "kernel handles it)") in output
+    assert "\nThread 2 stopped.\n0x0000000000401036 in child ()\n" in output and "$1 = 0x401036\n" in output
+    assert "[Inferior 1 (Remote target) exited normally]" in output
+
+
+@needs_gdb
+def test_at_the_first_stop_monitor_faults_tlb_and_pte_agree_with_monitor_stats():
+    output, _, _ = gdb(COWFORK, "monitor stats", "monitor faults", "monitor tlb", "monitor pte 0x7fffffffe000")
+    assert re.search(r"  zero-fill\s+1\n", output)   # exec wrote the arguments to the stack
+    assert re.search(r"t=0 pid 1: zero-fill write of 0x7fffffffe[0-9a-f]{3} \(by the kernel\)", output)
+    assert "cr3 0x1000 (process 1's page tables); a flush is pending" in output
+    assert "page walk of 0x7fffffffe000 in process 1 (cr3 0x1000)" in output
+
+
 def _raw(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
     return sock
@@ -185,8 +254,15 @@ def test_bad_packets_get_error_replies_and_the_machine_goes_on():
     assert _exchange(sock, b"M401000,1:90") == b"E0e"  # text is not mapped writable
     assert _exchange(sock, b"Z9,401000,1") == b""      # unsupported breakpoint kinds say so
     assert _exchange(sock, b"P999=00") == b"E01"
+    assert _exchange(sock, b"p-1") == b"E01"           # numbers are hex digits: no sign, no "0x"
+    assert _exchange(sock, b"P-1=0000000000000000") == b"E01"
+    assert _exchange(sock, b"m-10,10") == b"E01"
+    assert _exchange(sock, b"m0x401000,1") == b"E01"
     assert _exchange(sock, b"Hg63") == b"E01"          # no thread 0x63
     assert _exchange(sock, b"frobnicate") == b""
+    assert _monitor(sock, "pte -1") == "-1 is not a 64-bit address\n"
+    assert _monitor(sock, "pte 0x800000000000").startswith("0x800000000000 is not canonical: bits 63-48 must be")
+    assert _monitor(sock, "chain 0x10000000000000000") == "0x10000000000000000 is not a 64-bit address\n"
     sock.sendall(b"$m4010")                            # gone mid-packet
     sock.close()
     out, err = vm.communicate(timeout=TIMEOUT)
@@ -212,6 +288,86 @@ def test_ctrl_c_interrupts_a_program_that_never_stops(tmp_path):
     assert _reply(sock) == b"OK"
     vm.communicate(timeout=TIMEOUT)
     assert vm.returncode == 128 + 9
+
+
+def _monitor(sock: socket.socket, command: str) -> str:
+    """A monitor command's output."""
+    sock.sendall(frame(b"qRcmd," + command.encode().hex().encode()))
+    output = b""
+    while (reply := _reply(sock)) != b"OK":
+        output += bytes.fromhex(reply[1:].decode())
+    return output.decode()
+
+
+def test_ctrl_c_stops_the_stepped_thread_not_one_running_in_its_place(build):
+    # The parent waits for a child that never ends: stepped alone into wait4, it lets the child run (and spin).
+    path = build(f"""
+_start:
+{syscall(FORK)}
+    test rax, rax
+    jz spin
+{syscall(WAIT4, -1, 0, 0, 0)}
+spin:
+    inc rbx
+    jmp spin
+""")
+    vm, port = _start(path)
+    sock = _raw(port)
+    assert _monitor(sock, "break syscall wait4").startswith("will stop before the kernel handles each wait4")
+    assert _exchange(sock, b"vCont;c").startswith(b"O")   # the note
+    assert _reply(sock) == b"T00thread:1;"
+    _monitor(sock, "break clear")
+    sock.sendall(frame(b"vCont;s:1"))
+    assert sock.recv(1) == b"+"
+    time.sleep(0.5)
+    sock.sendall(b"\x03")
+    assert _reply(sock) == b"T02thread:1;"             # never thread 2's: gdb waits for thread 1's stop only
+    assert _exchange(sock, b"Hg2") == b"OK"
+    rbx = int.from_bytes(bytes.fromhex(_exchange(sock, b"p1").decode()), "little")
+    assert rbx > 1000                                  # the child ran meanwhile
+    sock.sendall(frame(b"vKill;1"))
+    assert _reply(sock) == b"OK"
+    vm.communicate(timeout=TIMEOUT)
+
+
+def test_ctrl_c_interrupts_a_program_waiting_for_console_input(build):
+    path = build("""
+_start:
+    xor eax, eax
+    xor edi, edi
+    lea rsi, [rip + buf]
+    mov edx, 1
+    syscall
+    mov edi, eax
+    mov eax, 60
+    syscall
+.bss
+buf: .space 16
+""")
+    stdin_read, stdin_write = os.pipe()                # stays empty until the test writes to it
+    try:
+        vm, port = _start(path, stdin=stdin_read)
+    finally:
+        os.close(stdin_read)
+    with os.fdopen(stdin_write, "wb") as stdin:
+        sock = _raw(port)
+        sock.sendall(frame(b"vCont;c"))
+        assert sock.recv(1) == b"+"
+        time.sleep(0.5)
+        sock.sendall(b"\x03")
+        assert _reply(sock) == b"T02thread:1;"
+        pc = int.from_bytes(bytes.fromhex(_exchange(sock, b"p10").decode()), "little")
+        assert _exchange(sock, b"m%x,2" % pc) == b"0f05"      # stopped in the read: on its syscall instruction
+        assert _exchange(sock, b"P0=0100000000000000") == b"E01"   # in the middle of a syscall
+        sock.sendall(frame(b"vCont;s:1;c"))
+        assert sock.recv(1) == b"+"
+        stdin.write(b"x")
+        stdin.flush()
+        assert _reply(sock) == b"T05thread:1;"           # the step ends as the read returns
+        assert _exchange(sock, b"p0") == b"0100000000000000"
+        assert _exchange(sock, b"vCont;c") == b"W01"
+    vm.communicate(timeout=TIMEOUT)
+    assert vm.returncode == 1
 
 
 def test_the_stub_listens_on_loopback_unless_told_otherwise():
@@ -354,3 +510,42 @@ def test_an_oversized_packet_drops_the_client_and_the_program_runs_on():
     assert out == b"child: value = 2\nparent: value = 1\n"
     assert b"gdb went away (packet longer than 16384 bytes); running on" in err
     assert vm.returncode == 0
+
+
+def _pdb_session(commands: list[str]) -> str:
+    """Run the tutorial's --break-on session with `commands` on pdb's stdin; its output as the tutorial shows it.
+
+    pdb does not echo what it reads from a pipe, so each command is put back after its prompt; paths are
+    shortened to the repository's.
+    """
+    result = subprocess.run([sys.executable, "-m", "tools.cli", "run", "build/cowfork", "--break-on", "fault:cow-copy"],
+                            input="".join(c + "\n" for c in commands), capture_output=True, text=True, cwd=ROOT,
+                            timeout=TIMEOUT, env={**os.environ, "PYTHONBREAKPOINT": ""})
+    first, *answers = result.stdout.replace(ROOT + os.sep, "").split("(Pdb) ")
+    return first + "".join(f"(Pdb) {command}\n{answer}" for command, answer in zip(commands, answers, strict=False))
+
+
+def test_the_tutorial_pdb_session_is_what_pdb_shows_on_the_code_as_it_is():
+    with open(os.path.join(ROOT, "docs", "gdb-tutorial.md"), encoding="utf-8") as f:
+        part = f.read().split("## Walking the fault handler itself in pdb", 1)[1]
+    blocks = re.findall(r"```\n(.*?)```", part, re.S)
+    start = "$ .venv/bin/vmgames run build/cowfork --break-on fault:cow-copy\n"
+    assert blocks[0].startswith(start)
+    transcript = "".join(blocks)[len(start):]
+    # Every line of fault.py the session shows is that line of the code now.
+    with open(os.path.join(ROOT, "kernel", "vm", "fault.py"), encoding="utf-8") as f:
+        source = f.read().splitlines()
+    shown = re.findall(r"> kernel/vm/fault\.py\((\d+)\)\w+\(\)\n-> (.*)\n", transcript)
+    assert len(shown) >= 8
+    for number, text in shown:
+        assert source[int(number) - 1].strip() == text, f"fault.py line {number} is not {text!r}"
+    for number in re.findall(r"kernel/vm/fault\.py:(\d+)", transcript):
+        assert source[int(number) - 1].startswith("def find_page("), f"fault.py line {number} is not find_page's"
+    # And replayed, pdb shows what the tutorial does (a line ending in "..." is cut short there).
+    commands = [line[len("(Pdb) "):] for line in transcript.splitlines() if line.startswith("(Pdb) ")]
+    replayed = _pdb_session(commands).splitlines()
+    for number, line in enumerate(transcript.splitlines()):
+        if line.endswith(", ..."):
+            assert replayed[number].startswith(line[:-len("...")]), (number, replayed[number])
+        else:
+            assert replayed[number] == line, (number, replayed[number])

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from emulator.machine import DEFAULT_RAM_SIZE, Machine
 from kernel import errno
@@ -23,6 +23,9 @@ from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
 from tools import stats as run_stats
 from tools import trace
 from tools.experiments import zerocopy
+
+if TYPE_CHECKING:
+    from tools.gdb.monitor import EventTap
 
 DESCRIPTION = """\
 vmgames: an instruction-level x86-64 machine with a toy kernel in Python.
@@ -349,6 +352,10 @@ def command_run(args: argparse.Namespace) -> int:
             exit_hooks.append(lambda kernel, proc: procstat.record(kernel.recorder, proc, "exit"))
         if exit_hooks:
             kernel.before_exit = _before_exit(exit_hooks)
+        if args.gdb is not None:
+            from tools.gdb.stub import tap_events
+
+            gdb_tap = tap_events(kernel)   # from exec on, so that 'monitor faults' lists what 'monitor stats' counts
         try:
             init = kernel.spawn(kernel.fs.open_host(program), [args.program] + args.args, args.env)
         except SyscallError as error:
@@ -362,7 +369,7 @@ def command_run(args: argparse.Namespace) -> int:
         if break_on is not None:
             breakon.arm(kernel, *break_on)
         if args.gdb is not None:
-            status = _run_under_gdb(kernel, init, args.gdb)
+            status = _run_under_gdb(kernel, init, args.gdb, gdb_tap)
             if status is not None:
                 return status
         else:
@@ -417,10 +424,10 @@ def _main(argv: list[str] | None) -> int:
     return command_run(args)
 
 
-def _run_under_gdb(kernel: Kernel, init, address: str) -> int | None:
+def _run_under_gdb(kernel: Kernel, init, address: str, tap: EventTap) -> int | None:
     """Wait for gdb, run the program under it; an exit status if the run cannot go on normally."""
     from tools.gdb.protocol import Connection
-    from tools.gdb.stub import SIGTRAP, GdbStub, KilledFromGdb, Stop, listen
+    from tools.gdb.stub import GdbStub, KilledFromGdb, listen
 
     try:
         server = listen(address)
@@ -431,9 +438,8 @@ def _run_under_gdb(kernel: Kernel, init, address: str) -> int | None:
         host, port = server.getsockname()[:2]
         _error(f"waiting for gdb on {host}:{port} (in gdb: target remote {host}:{port})")
         sock, _ = server.accept()
-    stub = GdbStub(kernel, Connection(sock))
+    stub = GdbStub(kernel, Connection(sock), tap)
     try:
-        stub.serve(Stop(init.pid, SIGTRAP, in_engine=False))
         kernel.run()
     except KilledFromGdb:
         _error(f"{init.name}[{init.pid}]: killed from gdb")

@@ -121,7 +121,8 @@ def chain(proc: Process, va: int) -> str:
 def tlb(kernel: Kernel, tap: EventTap, count: int) -> str:
     recorder = kernel.recorder
     machine = kernel.machine
-    lines = [f"cr3 {machine.cr3:#x}; a flush is {'pending' if machine.tlb.pending else 'not pending'} "
+    owner = f"process {kernel.loaded.pid}'s page tables" if kernel.loaded is not None else "no process loaded"
+    lines = [f"cr3 {machine.cr3:#x} ({owner}); a flush is {'pending' if machine.tlb.pending else 'not pending'} "
              "(Unicorn's TLB is flushed whole, before user code runs again)",
              f"invalidations so far: {recorder.count('tlb', 'invalidate-page')} invalidate-page, "
              f"{recorder.count('tlb', 'invalidate-all')} invalidate-all"]

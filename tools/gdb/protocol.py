@@ -3,7 +3,8 @@
 A packet is `$`, the payload, `#` and two hex digits of the payload's byte
 sum mod 256; the receiver answers `+` (good) or `-` (send again) until both
 sides agree to stop acking (QStartNoAckMode).  A lone 0x03 byte outside a
-packet is an interrupt request.  In a payload, `}` escapes the next byte
+packet is an interrupt request (Ctrl-C); gdb sends nothing else while the
+program runs.  In a payload, `}` escapes the next byte
 (XORed with 0x20) so that `$`, `#`, `}` and `*` can be sent as data.
 
 Bad input never raises past this module: a bad checksum is refused with
@@ -89,6 +90,14 @@ class Connection:
             self.interrupted = True
         interrupted, self.interrupted = self.interrupted, False
         return interrupted
+
+    def wait_for(self, fd: int) -> bool:
+        """Block until `fd` is readable (False) or the client asks to stop (True, Ctrl-C)."""
+        while not self.poll_interrupt():
+            ready, _, _ = select.select([fd, self.sock], [], [])
+            if fd in ready:
+                return False
+        return True
 
     def read_packet(self) -> bytes:
         """The next well-formed packet's payload (acked); bad ones are refused and skipped."""

@@ -10,7 +10,21 @@ the inside and talks to gdb right there, until gdb resumes:
 - `monitor break fault`/`break syscall` stop in the kernel's debugger hooks,
   before vm_fault or the syscall runs (`monitor step-kernel` stops after);
 - a fatal fault stops with its signal before the kernel kills the process;
-- Ctrl-C is polled between bounded slices (the kernel's `pause_at`).
+- Ctrl-C is polled between bounded slices (the kernel's `pause_at`), and
+  waited for together with the input when a console read blocks the host.
+
+gdb's vCont names the threads it resumes, and the others stay stopped (the
+scheduler passes over them): gdb steps a thread over a breakpoint alone, and
+a stop of any other thread then would break its step (gdb 13 aborts).  Such
+a thread may sleep in a syscall that only another process can end (wait4);
+then, and only while every thread gdb resumed sleeps, the others run in its
+place, and one that reaches a breakpoint is held before it without telling
+gdb (it hits the breakpoint once gdb resumes it).  When nothing can run any
+more, the resume ends with a stop of the thread gdb resumed, signal 0 and a
+note saying why.  A step over a syscall that sleeps ends when it returns; a
+thread asleep in one shows its pc after it, as Linux shows one.  The stub's
+own stops (fault and syscall breaks) are signal 0 too, so that gdb does not
+take one on an instruction with a breakpoint for a hit of the breakpoint.
 
 When gdb goes away (or detaches), the stub lets go and the machine runs on.
 """
@@ -20,15 +34,15 @@ from __future__ import annotations
 import socket
 import sys
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import unicorn
 
 from emulator import mmu
 from emulator import pte as E
 from kernel import signals
-from kernel.kernel import Kernel
-from kernel.proc import ZOMBIE, Process
+from kernel.kernel import SYSCALL_LENGTH, Kernel
+from kernel.proc import SLEEPING, ZOMBIE, Process
 from kernel.syscall import TABLE as SYSCALLS
 from kernel.vm import fault
 from kernel.vm.fault import FaultResult, find_page, predict_kind
@@ -38,7 +52,7 @@ from tools.gdb.registers import REGISTERS, target_xml
 
 POLL_EVERY = 200_000        # instructions between looks for Ctrl-C
 MAX_MEMORY_REQUEST = 0x10000
-SIGINT, SIGTRAP = 2, 5
+NO_SIGNAL, SIGINT, SIGTRAP = 0, 2, 5
 _SIGNAL_OF_FATAL = {fault.NOMEM: signals.SIGKILL, fault.BUSERR: signals.SIGBUS}
 SYSCALL_NAMES = {name for name, _ in SYSCALLS.values()}
 FEATURES = "PacketSize=4000;qXfer:features:read+;swbreak+;QStartNoAckMode+;vContSupported+"
@@ -60,6 +74,24 @@ class KilledFromGdb(Exception):
     """gdb asked to kill the program: the run ends here, wherever the machine was."""
 
 
+def parse_hex(text: bytes) -> int:
+    """A number in a packet: hex digits only (int() would also take a sign, "0x", spaces and underscores)."""
+    if not text or text.strip(b"0123456789abcdefABCDEF"):
+        raise ValueError(f"not a hex number: {text!r}")
+    return int(text, 16)
+
+
+def tap_events(kernel: Kernel) -> monitor.EventTap:
+    """Start keeping faults and TLB events for `monitor faults` and `monitor tlb`.
+
+    Called before the program is loaded, so that they list what `monitor
+    stats` counts from the start (exec's own faults included).
+    """
+    tap = monitor.EventTap(kernel.recorder.sink)
+    kernel.recorder.sink = tap
+    return tap
+
+
 class Stop(NamedTuple):
     """Why execution stopped, for the stop reply."""
 
@@ -71,6 +103,14 @@ class Stop(NamedTuple):
     writable: bool = True     # registers may be changed here (not in the middle of a fault or syscall)
 
 
+class _Step(NamedTuple):
+    """A single step gdb asked for: stop before the process's next instruction, once `skip` more have begun."""
+
+    armed_at: int            # the clock then: the instruction running at that time is not the next one
+    skip: int
+    reason: str = ""         # stop-reply fields, as "watch:ADDR;" after a watched write
+
+
 @dataclass
 class _FaultStop:
     """A stop before vm_fault: the PTE then, and whether gdb asked to stop again after it."""
@@ -80,7 +120,9 @@ class _FaultStop:
 
 
 class GdbStub:
-    def __init__(self, kernel: Kernel, conn: Connection, log=sys.stderr) -> None:
+    """Serves one gdb; the first stop comes in the scheduler, before the first instruction of the first process."""
+
+    def __init__(self, kernel: Kernel, conn: Connection, tap: monitor.EventTap, log=sys.stderr) -> None:
         self.kernel = kernel
         self.machine = kernel.machine
         self.engine = kernel.machine.engine
@@ -91,19 +133,25 @@ class GdbStub:
         self.thread = 0                       # Hg: whose registers and memory (0: the stopped one)
         self.breakpoints: set[int] = set()
         self.watchpoints: dict[tuple[int, int], int] = {}
-        self.step: tuple[int, int, int, str] | None = None   # pid, clock at the stop, instructions to skip, reason
+        self.resumed: set[int] | None = None  # the threads gdb's last vCont let run (None: all of them)
+        self.steps: dict[int, _Step] = {}
+        self.held_at: dict[int, int] = {}     # others, run in a sleeping thread's place, held before a breakpoint
+        self.restarting: set[int] = set()     # asleep in a syscall (or just woken), to make it again when they run
         self._code_hook = self.engine.hook_add(unicorn.UC_HOOK_CODE, self._on_instruction)
         self.fault_breaks: set[str] = set()
         self.syscall_breaks: set[str] = set()
         self.fault_stop: _FaultStop | None = None
         self._last_stop = (-1, -1)
-        self.tap = monitor.EventTap(kernel.recorder.sink)
-        kernel.recorder.sink = self.tap
+        self.tap = tap
         kernel.before_fault = self._before_fault
         kernel.after_fault = self._after_fault
         kernel.before_syscall = self._before_syscall
+        kernel.after_syscall = self._after_syscall
+        kernel.may_run = self._may_run
+        kernel.on_held = self._on_held
+        kernel.console_wait = self._wait_for_console
         kernel.on_pause = self._poll
-        kernel.pause_at = self.machine.now + POLL_EVERY
+        kernel.pause_at = self.machine.now          # the first stop: as soon as the first process is loaded
 
     # Serving gdb while stopped.
 
@@ -135,10 +183,14 @@ class GdbStub:
             self.engine.hook_del(handle)
         self.breakpoints.clear()
         self.watchpoints.clear()
-        self.step = None
+        self.resumed = None
+        self.steps.clear()
+        self.held_at.clear()
+        self.restarting.clear()
         self.fault_stop = None
         kernel = self.kernel
-        kernel.before_fault = kernel.after_fault = kernel.before_syscall = kernel.on_pause = kernel.pause_at = None
+        kernel.before_fault = kernel.after_fault = kernel.before_syscall = kernel.after_syscall = None
+        kernel.may_run = kernel.on_held = kernel.console_wait = kernel.on_pause = kernel.pause_at = None
         kernel.recorder.sink = self.tap.downstream
 
     def finish(self, init: Process) -> None:
@@ -164,9 +216,9 @@ class GdbStub:
             if packet.startswith(b"vCont"):
                 return self._resume_vcont(packet)
             if kind in (b"c", b"C"):
-                return self._resume(None)
+                return self._resume(None, set())
             if kind in (b"s", b"S"):
-                return self._resume(self.stop.tid)
+                return self._resume(None, {self.stop.tid})
             reply = self._answer(kind, body, packet)
         except (ValueError, IndexError, TypeError):
             reply = b"E01"
@@ -183,29 +235,29 @@ class GdbStub:
         if kind == b"G":
             return self._write_registers(bytes.fromhex(body.decode()))
         if kind == b"p":
-            number = int(body, 16)
+            number = parse_hex(body)
             return self._register_bytes(self._selected(), number).hex().encode() if number < len(REGISTERS) else b"E01"
         if kind == b"P":
             number, value = body.split(b"=")
-            return self._write_register(int(number, 16), bytes.fromhex(value.decode()))
+            return self._write_register(parse_hex(number), bytes.fromhex(value.decode()))
         if kind == b"m":
-            address, length = (int(x, 16) for x in body.split(b","))
+            address, length = (parse_hex(x) for x in body.split(b","))
             return self._read_memory(address, length)
         if kind == b"M":
             where, data = body.split(b":")
-            address, length = (int(x, 16) for x in where.split(b","))
+            address, length = (parse_hex(x) for x in where.split(b","))
             return self._write_memory(address, bytes.fromhex(data.decode())[:length])
         if kind in (b"Z", b"z"):
-            return self._breakpoint(kind == b"Z", *(int(x, 16) for x in body.split(b",")[:3]))
+            return self._breakpoint(kind == b"Z", *(parse_hex(x) for x in body.split(b",")[:3]))
         if kind == b"H":
-            tid = int(body[1:], 16) if body[1:] not in (b"-1", b"") else 0
+            tid = parse_hex(body[1:]) if body[1:] not in (b"-1", b"") else 0
             if tid and not self._alive(tid):
                 return b"E01"
             if body[:1] == b"g":
                 self.thread = tid
             return b"OK"
         if kind == b"T":
-            return b"OK" if self._alive(int(body, 16)) else b"E01"
+            return b"OK" if self._alive(parse_hex(body)) else b"E01"
         if kind == b"D":
             self.conn.send(b"OK")
             self.detach("gdb detached; running on")
@@ -227,7 +279,7 @@ class GdbStub:
         if packet.startswith(b"qSupported"):
             return FEATURES.encode()
         if packet.startswith(b"qXfer:features:read:target.xml:"):
-            offset, length = (int(x, 16) for x in packet.rsplit(b":", 1)[1].split(b","))
+            offset, length = (parse_hex(x) for x in packet.rsplit(b":", 1)[1].split(b","))
             data = target_xml().encode()
             chunk = data[offset:offset + length]
             return (b"l" if offset + length >= len(data) else b"m") + chunk
@@ -240,7 +292,7 @@ class GdbStub:
         if packet == b"qAttached":
             return b"0"
         if packet.startswith(b"qThreadExtraInfo,"):
-            proc = self._process(int(packet.split(b",")[1], 16))
+            proc = self._process(parse_hex(packet.split(b",")[1]))
             text = f"{proc.name} [{proc.pid}], {proc.state}" if proc else "gone"
             return text.encode().hex().encode()
         if packet.startswith(b"qRcmd,"):
@@ -252,42 +304,98 @@ class GdbStub:
     # Resuming.
 
     def _resume_vcont(self, packet: bytes) -> bool:
+        """vCont;ACTION[:TID]...: each thread takes the first action naming it, the rest the one naming none."""
         if packet == b"vCont?":
             self.conn.send(b"vCont;c;C;s;S")
             return False
-        step = None
+        named: dict[int, bool] = {}           # thread -> steps
+        default: bool | None = None           # the others: None (stay stopped), False (continue), True (step)
         for action in packet.split(b";")[1:]:
-            verb, _, tid = action.partition(b":")
-            if verb[:1] in (b"s", b"S"):
-                step = int(tid, 16) if tid and tid != b"-1" else self.stop.tid
-            elif verb[:1] not in (b"c", b"C"):
+            verb, _, tid_text = action.partition(b":")
+            if verb[:1] not in (b"c", b"C", b"s", b"S"):
                 self.conn.send(b"E01")
                 return False
-        return self._resume(step)
+            stepping = verb[:1] in (b"s", b"S")
+            if tid_text in (b"", b"-1"):
+                default = stepping
+                break
+            tid = parse_hex(tid_text)
+            if not self._alive(tid):
+                self.conn.send(b"E01")
+                return False
+            named.setdefault(tid, stepping)
+        steps = {tid for tid, stepping in named.items() if stepping}
+        if default and self.stop.tid not in named:
+            steps.add(self.stop.tid)          # "step every thread": gdb does not ask that; step the stopped one
+        return self._resume(None if default is not None else set(named), steps)
 
-    def _resume(self, step_tid: int | None) -> bool:
-        if step_tid is not None:
-            if not self._alive(step_tid):
-                self.conn.send(b"E01")
-                return False
-            here = self.stop.in_engine and step_tid == self.stop.tid
-            self._arm_step(step_tid, 0 if here else 1, "")
+    def _resume(self, resumed: set[int] | None, steps: set[int]) -> bool:
+        """Let the threads in `resumed` (None: all) run, single-stepping those in `steps`."""
+        self.resumed = resumed
+        self.held_at.clear()
+        self.steps = {}
+        for tid in steps:
+            # The next instruction to start is its next one, unless we are stopped before it has begun.
+            here = self.stop.in_engine and tid == self.stop.tid or tid in self.restarting
+            self.steps[tid] = _Step(self.machine.now, 0 if here else 1)
         self.waiting = True
         return True
 
-    def _arm_step(self, pid: int, skip: int, reason: str) -> None:
-        """Stop before the next instruction `pid` starts, after `skip` more of its instructions begin."""
-        self.step = (pid, self.machine.now, skip, reason)
+    def _runs_for_others(self, pid: int) -> bool:
+        """Is `pid` running only because every thread gdb resumed sleeps (see the module's docstring)?"""
+        return self.resumed is not None and pid not in self.resumed
+
+    def _resumed_all_asleep(self) -> bool:
+        living = [proc for proc in map(self._process, self.resumed) if proc is not None]
+        return bool(living) and all(proc.state == SLEEPING for proc in living)
+
+    def _may_run(self, proc: Process) -> bool:
+        """The scheduler's question: a thread gdb did not resume runs only in the place of sleeping ones."""
+        if not self._runs_for_others(proc.pid):
+            return True
+        return proc.pid not in self.held_at and self._resumed_all_asleep()
+
+    def _resumed_thread(self) -> int:
+        """The thread to report a stop in when the one running is not one gdb resumed: a living, stepping one first."""
+        return min(self.resumed, key=lambda tid: (self._process(tid) is None, tid not in self.steps, tid))
+
+    def _on_held(self, kernel: Kernel) -> None:
+        """Nothing gdb resumed can run, nor any other process in its place: end the resume with a stop."""
+        tid = self._resumed_thread()
+        proc = self._process(tid)
+        if proc is None:
+            note = (f"vmgames: process {tid} has exited; the others are stopped (gdb resumed only {tid}): "
+                    "select one ('thread N') to go on")
+        else:
+            name = SYSCALLS.get(self._read_register(proc, REGISTERS[0].unicorn_id), ("a syscall",))[0]
+            held = ", ".join(f"process {pid} at {address:#x}" for pid, address in sorted(self.held_at.items()))
+            note = (f"vmgames: process {tid} sleeps in {name}; the processes that ran in its place stopped before "
+                    f"breakpoints ({held}), which they hit once resumed: 'continue', or 'thread {min(self.held_at)}' "
+                    f"and 'continue' if gdb steps process {tid} alone again")
+        self.serve(Stop(tid, NO_SIGNAL, in_engine=False, note=note, writable=False))
 
     def _on_instruction(self, engine, address: int, size: int, user_data) -> None:
         pid = self.kernel.current.pid
-        if self.step is not None and self.step[0] == pid and self.machine.now != self.step[1]:
-            _, armed_at, skip, reason = self.step
-            if skip:
-                self.step = (pid, armed_at, skip - 1, reason)
+        if pid in self.restarting:
+            # The syscall it slept in, made again now that it is woken: for gdb the same instruction still.
+            self.restarting.discard(pid)
+            return
+        if self._runs_for_others(pid):
+            # Held before a breakpoint, or as soon as a thread gdb resumed can run again: the instruction does not run.
+            at_breakpoint = address in self.breakpoints
+            if at_breakpoint or not self._resumed_all_asleep():
+                if at_breakpoint:
+                    self.held_at[pid] = address
+                self.machine.clock.unretire()
+                self.machine.stop()
+            return
+        step = self.steps.get(pid)
+        if step is not None and self.machine.now != step.armed_at:
+            if step.skip:
+                self.steps[pid] = step._replace(skip=step.skip - 1)
             else:
-                self.step = None
-                self.serve(Stop(pid, SIGTRAP, reason))
+                del self.steps[pid]
+                self.serve(Stop(pid, SIGTRAP, step.reason))
                 return
         if address in self.breakpoints and (self.machine.now, address) != self._last_stop:
             self.serve(Stop(pid, SIGTRAP, "swbreak:;"))
@@ -295,27 +403,55 @@ class GdbStub:
     def _on_watched_write(self, engine, access: int, paddr: int, size: int, value: int, watched) -> None:
         va, length = watched
         proc = self.kernel.current
+        if self._runs_for_others(proc.pid):
+            return
         leaf = monitor.leaf_pte(proc, va)
         if not leaf & E.P:
             return
         start = (leaf & E.ADDR_MASK) | (va & 0xFFF)
         if paddr < start + length and start < paddr + size:
-            self._arm_step(proc.pid, 0, f"watch:{va:x};")
+            self.steps[proc.pid] = _Step(self.machine.now, 0, f"watch:{va:x};")
+
+    def _interrupted(self, in_syscall: bool) -> Stop:
+        """A Ctrl-C stop, in the running thread unless it runs in the place of one gdb resumed."""
+        pid = self.kernel.current.pid
+        if self._runs_for_others(pid):
+            return Stop(self._resumed_thread(), SIGINT, in_engine=False, writable=False)
+        return Stop(pid, SIGINT, in_engine=in_syscall, writable=not in_syscall)
 
     def _poll(self, kernel: Kernel) -> None:
         kernel.pause_at = self.machine.now + POLL_EVERY
+        if self.stop is None:
+            # gdb has just attached; the first process is loaded (its CR3 too) and has run nothing yet.
+            self.serve(Stop(kernel.current.pid, SIGTRAP, in_engine=False))
+            return
         try:
             interrupted = self.conn.poll_interrupt()
         except Disconnected as error:
             self.detach(f"gdb went away ({error}); running on")
             return
         if interrupted:
-            self.serve(Stop(kernel.current.pid, SIGINT, in_engine=False))
+            self.serve(self._interrupted(in_syscall=False))
+
+    def _wait_for_console(self, kernel: Kernel, stream: BinaryIO) -> None:
+        """A console read would block the host: wait for its input and for Ctrl-C together."""
+        try:
+            fd = stream.fileno()   # the console reads with read1, which leaves nothing in the stream's buffer
+        except (AttributeError, OSError, ValueError):
+            return
+        while self.conn is not None:
+            try:
+                if not self.conn.wait_for(fd):
+                    return
+            except Disconnected as error:
+                self.detach(f"gdb went away ({error}); running on")
+                return
+            self.serve(self._interrupted(in_syscall=True))
 
     # The kernel's debugger hooks.
 
     def _before_fault(self, kernel: Kernel, proc: Process, va: int, access: int, error_code: int) -> None:
-        if not self.fault_breaks:
+        if not self.fault_breaks or self._runs_for_others(proc.pid):
             return
         kind = predict_kind(proc.vmspace, va, access, error_code)
         if "any" not in self.fault_breaks and kind not in self.fault_breaks:
@@ -327,7 +463,7 @@ class GdbStub:
                 f"vmgames: PTE before: {monitor.describe_pte(before)}\n"
                 f"vmgames: 'monitor step-kernel' runs the fault handler and stops after it")
         # An instruction fetch faults before the instruction starts (and is counted); data faults in the middle.
-        self.serve(Stop(proc.pid, SIGTRAP, in_engine=access != mmu.FETCH, note=note, writable=False))
+        self.serve(Stop(proc.pid, NO_SIGNAL, in_engine=access != mmu.FETCH, note=note, writable=False))
         if self.fault_stop is not None and not self.fault_stop.step_kernel:
             self.fault_stop = None
 
@@ -346,18 +482,22 @@ class GdbStub:
                 self.detach(f"gdb went away ({error}); running on")
                 return
             self.serve(self.stop._replace(note="", writable=False))
-        if result.fatal:
+        if result.fatal and not self._runs_for_others(proc.pid):
             signal = _SIGNAL_OF_FATAL.get(result.reason, signals.SIGSEGV)
             note = f"vmgames: process {proc.pid} will be killed by {signals.name(signal)}: {va:#x} ({result.reason})"
             self.serve(Stop(proc.pid, signal, note=note, writable=False))
 
     def _before_syscall(self, kernel: Kernel, proc: Process, number: int) -> None:
-        if not self.syscall_breaks:
+        if not self.syscall_breaks or self._runs_for_others(proc.pid):
             return
         name = SYSCALLS.get(number, (f"unknown({number})", None))[0]
         if name in self.syscall_breaks:
             note = f"vmgames: process {proc.pid} calls {name} (before the kernel handles it)"
-            self.serve(Stop(proc.pid, SIGTRAP, note=note, writable=False))
+            self.serve(Stop(proc.pid, NO_SIGNAL, note=note, writable=False))
+
+    def _after_syscall(self, kernel: Kernel, proc: Process, number: int) -> None:
+        if proc.state == SLEEPING:
+            self.restarting.add(proc.pid)
 
     # Monitor commands.
 
@@ -372,6 +512,13 @@ class GdbStub:
                 text = monitor.vm(self.kernel)
             elif name in ("pte", "chain") and len(args) == 1:
                 va = int(args[0], 0)
+                if va < 0 or va >> 64:
+                    return self._output(f"{args[0]} is not a 64-bit address")
+                if not mmu.is_canonical(va):
+                    return self._output(f"{va:#x} is not canonical: bits 63-48 must be copies of bit 47 "
+                                        "(user addresses are 0 to 0x7fffffffffff)")
+                if proc.state == ZOMBIE:
+                    return self._output(f"process {proc.pid} has exited: its address space is gone")
                 text = monitor.pte(proc, va) if name == "pte" else monitor.chain(proc, va)
             elif name in ("tlb", "faults"):
                 count = int(args[0], 0) if args else 10
@@ -399,12 +546,13 @@ class GdbStub:
             if kind not in (*fault.KINDS, "any"):
                 return f"unknown fault kind {kind!r}; kinds: {', '.join(fault.KINDS)}"
             self.fault_breaks.add(kind)
-            return f"will stop before the kernel handles the next {'' if kind == 'any' else kind + ' '}fault"
+            return (f"will stop before the kernel handles each {'' if kind == 'any' else kind + ' '}fault, "
+                    "until 'monitor break clear'")
         if args[:1] == ["syscall"] and len(args) == 2:
             if args[1] not in SYSCALL_NAMES:
                 return f"unknown syscall {args[1]!r}; syscalls: {', '.join(sorted(SYSCALL_NAMES))}"
             self.syscall_breaks.add(args[1])
-            return f"will stop before the kernel handles {args[1]}"
+            return f"will stop before the kernel handles each {args[1]}, until 'monitor break clear'"
         if args == ["clear"]:
             self.fault_breaks.clear()
             self.syscall_breaks.clear()
@@ -428,7 +576,11 @@ class GdbStub:
         return self._process(tid) is not None
 
     def _selected(self) -> Process:
-        return self._process(self.thread) or self._process(self.stop.tid)
+        """Hg's thread, else the stop's, even when it has just exited (gdb reads its registers once more)."""
+        proc = self._process(self.thread) or self.kernel.processes.get(self.stop.tid)
+        if proc is None:
+            raise ValueError("no such thread")
+        return proc
 
     def _rip(self, proc: Process | None) -> int:
         if proc is None:
@@ -436,9 +588,11 @@ class GdbStub:
         return self._read_register(proc, REGISTERS[16].unicorn_id)
 
     def _read_register(self, proc: Process, unicorn_id: int) -> int:
-        if self.kernel.loaded is proc:
-            return self.engine.reg_read(unicorn_id)
-        return proc.context.reg_read(unicorn_id)
+        value = self.engine.reg_read(unicorn_id) if self.kernel.loaded is proc else proc.context.reg_read(unicorn_id)
+        if unicorn_id == REGISTERS[16].unicorn_id and proc.pid in self.restarting:
+            # The kernel keeps rip on the syscall, to make it again when woken; Linux shows the pc after it.
+            value += SYSCALL_LENGTH
+        return value
 
     def _register_bytes(self, proc: Process, number: int) -> bytes:
         reg = REGISTERS[number]
@@ -448,9 +602,9 @@ class GdbStub:
     def _write_register(self, number: int, data: bytes) -> bytes:
         if number >= len(REGISTERS) or len(data) != REGISTERS[number].bits // 8:
             return b"E01"
-        if not self.stop.writable:
-            return b"E01"
         proc = self._selected()
+        if not self.stop.writable or proc.state == ZOMBIE or proc.pid in self.restarting:
+            return b"E01"   # in the middle of a fault or syscall (asleep in one too): rip and rax are the kernel's
         value = int.from_bytes(data, "little")
         if self.kernel.loaded is proc:
             self.engine.reg_write(REGISTERS[number].unicorn_id, value)
@@ -475,7 +629,10 @@ class GdbStub:
     def _read_memory(self, address: int, length: int) -> bytes:
         if length > MAX_MEMORY_REQUEST or address + length > 1 << 64 or not mmu.is_canonical(address):
             return b"E01"
-        data = self._peek(self._selected(), address, length)
+        proc = self._selected()
+        if proc.state == ZOMBIE:
+            return b"E01"
+        data = self._peek(proc, address, length)
         return data.hex().encode() if data or not length else b"E0e"
 
     def _peek(self, proc: Process, va: int, length: int) -> bytes:
@@ -510,6 +667,8 @@ class GdbStub:
         if len(data) > MAX_MEMORY_REQUEST or not mmu.is_canonical(address) or address + len(data) > 1 << 47:
             return b"E01"
         proc = self._selected()
+        if proc.state == ZOMBIE:
+            return b"E01"
         pieces = []
         va, rest = address, data
         while rest:
