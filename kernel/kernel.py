@@ -261,14 +261,17 @@ class Kernel:
     def _next_to_run(self) -> Process | None:
         """Take the first runnable process a debugger does not hold off the run queue, dropping stale entries.
 
-        None when there is none: the queue then holds only runnable processes the debugger holds.
+        A held process goes to the back of the queue, keeping its turn among the held.  None when there is
+        none: the queue then holds only runnable processes the debugger holds.
         """
-        for proc in list(self.run_queue):
-            if proc.state == RUNNABLE and self.may_run is not None and not self.may_run(proc):
+        for _ in range(len(self.run_queue)):
+            proc = self.run_queue.popleft()
+            if proc.state != RUNNABLE:
                 continue
-            self.run_queue.remove(proc)
-            if proc.state == RUNNABLE:
-                return proc
+            if self.may_run is not None and not self.may_run(proc):
+                self.run_queue.append(proc)
+                continue
+            return proc
         return None
 
     def _run_slice(self) -> traps.Trap:
