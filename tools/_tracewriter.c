@@ -20,9 +20,25 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #define FLUSH_AT (1 << 20)
+
+/*
+ * Events repeat the same short strings (field names, kinds, reasons), and
+ * escaping one costs more than the rest of its field.  Each is encoded once
+ * into a small table indexed by the str object's address; the table keeps the
+ * object alive, so no other string can come to have that address.
+ */
+#define MEMO_SLOTS 256
+#define MEMO_LONGEST 32   /* bytes of an encoded string, quotes included */
+
+struct memo {
+    PyObject *text;
+    Py_ssize_t length;
+    char encoded[MEMO_LONGEST];
+};
 
 typedef struct {
     PyObject_HEAD
@@ -32,6 +48,7 @@ typedef struct {
     PyObject *types;     /* a set of the event types to keep, or NULL for all */
     char *buffer;
     Py_ssize_t length, capacity;
+    struct memo memo[MEMO_SLOTS];
 } LineWriter;
 
 /* Returned by the encoders for a value this writer does not know (no Python error is set). */
@@ -70,7 +87,7 @@ static int needs_escape(unsigned char c)
     return c < 0x20 || c == '"' || c == '\\';
 }
 
-static int put_str(LineWriter *self, PyObject *text)
+static int escape_str(LineWriter *self, PyObject *text)
 {
     static const char hex[] = "0123456789abcdef";
     Py_ssize_t n, plain = 0;
@@ -120,6 +137,24 @@ static int put_str(LineWriter *self, PyObject *text)
     *out++ = '"';
     self->length = out - self->buffer;
     return 0;
+}
+
+static int put_str(LineWriter *self, PyObject *text)
+{
+    struct memo *slot = &self->memo[((uintptr_t)text >> 4) % MEMO_SLOTS];
+    Py_ssize_t start = self->length, length;
+    int status;
+    if (slot->text == text)
+        return put(self, slot->encoded, slot->length);
+    status = escape_str(self, text);
+    length = self->length - start;
+    if (status == 0 && length <= MEMO_LONGEST) {
+        Py_INCREF(text);
+        Py_XSETREF(slot->text, text);
+        memcpy(slot->encoded, self->buffer + start, length);
+        slot->length = length;
+    }
+    return status;
 }
 
 /* Decimal digits by hand, two at a time: snprintf costs ten times as much, and an event has several ints. */
@@ -372,6 +407,8 @@ static int line_writer_clear(LineWriter *self)
     Py_CLEAR(self->write);
     Py_CLEAR(self->fallback);
     Py_CLEAR(self->types);
+    for (int i = 0; i < MEMO_SLOTS; i++)
+        Py_CLEAR(self->memo[i].text);
     return 0;
 }
 
