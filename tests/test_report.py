@@ -202,6 +202,23 @@ def test_the_report_names_counters_as_freebsd_does(fork_trace, tmp_path, capsys)
         assert {r["name"]: r["count"] for r in csv.DictReader(f)}["cow_faults"] == "2"
 
 
+def test_a_filtered_trace_says_which_freebsd_counters_it_could_not_count(build, tmp_path, capsys):
+    path = tmp_path / "faults.jsonl"
+    assert main(["run", build(FORK_AND_WRITE), "--trace", str(path), "--trace-events", "fault,tlb"]) == 82
+    capsys.readouterr()
+    assert main(["report", str(path), "--csv", str(tmp_path / "t")]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("As FreeBSD's vmstat -s names them"):]
+    table = table[:table.index("└")]
+    cells = [[cell.strip() for cell in line.split("│")[1:-1]] for line in table.splitlines() if line.startswith("│")]
+    counts = {name: count for count, _, name in cells}
+    assert counts["forks"] == counts["tfree"] == counts["syscall"] == counts["forkpages"] == "not traced"
+    assert counts["vm_faults"] == "7" and counts["cow_faults"] == "2" and counts["swtch"] == "3"
+    with open(tmp_path / "t" / "freebsd_vmstat.csv", newline="") as f:
+        counts = {r["name"]: r["count"] for r in csv.DictReader(f)}
+    assert counts["vm_faults"] == "7" and counts["swtch"] == "3" and counts["forks"] == counts["tfree"] == ""
+
+
 def test_a_version_1_trace_without_maps_is_still_read(fork_trace, tmp_path, capsys):
     lines = fork_trace.read_bytes().splitlines(keepends=True)
     header = dict(json.loads(lines[0]), version=1)

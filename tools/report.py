@@ -257,6 +257,7 @@ def write_csv(summary: Summary, directory: str, describe) -> list[str]:
     """Tidy tables for pandas; returns the files written."""
     os.makedirs(directory, exist_ok=True)
     freebsd = vmstat.freebsd(summary.count)
+    kept = summary.header["options"].get("trace_events")
     tables = {
         "events.csv": (["pid", "type", "kind", "count"],
                        [[p, t, k, n] for (p, t, k), n in sorted(summary.events.items())]),
@@ -265,8 +266,9 @@ def write_csv(summary: Summary, directory: str, describe) -> list[str]:
         "tlb_invalidations.csv": (["kind", "reason", "linux_reason", "count"],
                                   [[k, r, vmstat.linux_tlb_reason(r), n]
                                    for (t, k, r), n in sorted(summary.reasons.items()) if t == "tlb"]),
-        "freebsd_vmstat.csv": (["name", "text", "count"],
-                               [[stat.name, stat.text, freebsd[stat.name]] for stat in vmstat.FREEBSD]),
+        "freebsd_vmstat.csv": (["name", "text", "count"],   # no count where --trace-events left its events out
+                               [[stat.name, stat.text, freebsd[stat.name] if vmstat.traced(stat, kept) else ""]
+                                for stat in vmstat.FREEBSD]),
         "maps.csv": (["pid", "why", "t", *trace_schema.MAP_ENTRY],
                      [[pid, e["kind"], e["t"], *(row[name] for name in trace_schema.MAP_ENTRY)]
                       for pid, e in sorted(summary.maps.items()) for row in e["entries"]]),
@@ -333,8 +335,9 @@ def render(summary: Summary, describe, top: int, console) -> None:
     for column in ("count", "vmstat -s", "name"):
         bsd.add_column(column, justify="right" if column == "count" else "left")
     counts = vmstat.freebsd(summary.count)
+    kept = summary.header["options"].get("trace_events")
     for stat in vmstat.FREEBSD:
-        bsd.add_row(f"{counts[stat.name]:,}", stat.text, stat.name)
+        bsd.add_row(f"{counts[stat.name]:,}" if vmstat.traced(stat, kept) else "not traced", stat.text, stat.name)
     console.print(bsd)
 
     depth = Table(title="Shadow-chain depth over virtual time (instructions)")

@@ -8,7 +8,7 @@ event counts: the recorder's after a run (`--stats`), a trace's in the report.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import NamedTuple
 
 from kernel.vm import fault
@@ -40,6 +40,11 @@ FREEBSD = (
 def freebsd(count: Count) -> dict[str, int]:
     """Our counters under their struct vmmeter names, in `vmstat -s` order."""
     return {stat.name: sum(count(*event) for event in stat.events) for stat in FREEBSD}
+
+
+def traced(stat: VMStat, kept: Collection[str] | None) -> bool:
+    """Whether a trace that kept only the event types `kept` (None: all) holds every event `stat` adds up."""
+    return kept is None or all(type_ in kept for type_, _, _ in stat.events)
 
 
 def linux_tlb_reason(reason: str) -> str:
