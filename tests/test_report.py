@@ -82,6 +82,14 @@ def test_bad_traces_get_one_message_naming_the_line(fork_trace, tmp_path, capsys
                                    lines[0] + b'{"t":0,"pid":1,"type":"tlb","kind":"invalidate-all"}\n', capsys)
     assert status == 2 and f"{path}:2: missing field 'reason'" in out.err
 
+    events = [json.loads(line) for line in lines[1:]]
+    late = next(n for n, event in enumerate(events) if event["t"] > 0)
+    for t in (-7, events[late]["t"] - 1):
+        backwards = b"".join(lines[:late + 2]) + json.dumps(dict(events[late], t=t)).encode() + b"\n"
+        status, out, path = _report_of(tmp_path, "backwards.jsonl", backwards, capsys)
+        assert status == 2 and out.err == (f"vmgames: {path}:{late + 3}: time goes backwards: t = {t:,} "
+                                           f"after t = {events[late]['t']:,}\n")
+
     newer = dict(header, version=99)
     status, out, path = _report_of(tmp_path, "newer.jsonl", json.dumps(newer).encode() + b"\n", capsys)
     assert status == 2 and f"{path}:1: trace format version 99 is newer" in out.err

@@ -203,7 +203,7 @@ def _read(path: str, progress: Any):
         if problems:
             raise TraceError(f"{path}:1: bad header: {problems[0]}")
         yield header
-        number, read = 1, len(first)
+        number, read, latest = 1, len(first), 0
         for line in stream:
             number += 1
             read += len(line)
@@ -217,6 +217,9 @@ def _read(path: str, progress: Any):
             problems = trace_schema.validate_event(record)
             if problems:
                 raise TraceError(f"{path}:{number}: {problems[0]}")
+            if record["t"] < latest:   # virtual time starts at 0 and never goes back
+                raise TraceError(f"{path}:{number}: time goes backwards: t = {record['t']:,} after t = {latest:,}")
+            latest = record["t"]
             yield record
             if progress is not None and number % 4096 == 0:
                 progress(read)
