@@ -80,7 +80,7 @@ class Console(OpenFile):
     def read(self, length: int) -> bytes:
         if not self.readable:
             raise SyscallError(errno.EBADF)
-        if self.before_read is not None:
+        if self.before_read is not None and length > 0:
             self.before_read(self.stream)
         reader = getattr(self.stream, "read1", self.stream.read)
         return reader(length)

@@ -259,6 +259,8 @@ def test_bad_packets_get_error_replies_and_the_machine_goes_on():
     assert _exchange(sock, b"m-10,10") == b"E01"
     assert _exchange(sock, b"m0x401000,1") == b"E01"
     assert _exchange(sock, b"Hg63") == b"E01"          # no thread 0x63
+    assert _exchange(sock, b"vCont") == b"E01"         # resumes nothing
+    assert _exchange(sock, b"vCont;x") == b"E01"
     assert _exchange(sock, b"frobnicate") == b""
     assert _monitor(sock, "pte -1") == "-1 is not a 64-bit address\n"
     assert _monitor(sock, "pte 0x800000000000").startswith("0x800000000000 is not canonical: bits 63-48 must be")

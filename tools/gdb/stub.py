@@ -324,6 +324,9 @@ class GdbStub:
                 self.conn.send(b"E01")
                 return False
             named.setdefault(tid, stepping)
+        if default is None and not named:     # a bare "vCont": nothing to resume
+            self.conn.send(b"E01")
+            return False
         steps = {tid for tid, stepping in named.items() if stepping}
         if default and self.stop.tid not in named:
             steps.add(self.stop.tid)          # "step every thread": gdb does not ask that; step the stopped one
@@ -368,10 +371,13 @@ class GdbStub:
                     "select one ('thread N') to go on")
         else:
             name = SYSCALLS.get(self._read_register(proc, REGISTERS[0].unicorn_id), ("a syscall",))[0]
-            held = ", ".join(f"process {pid} at {address:#x}" for pid, address in sorted(self.held_at.items()))
-            note = (f"vmgames: process {tid} sleeps in {name}; the processes that ran in its place stopped before "
-                    f"breakpoints ({held}), which they hit once resumed: 'continue', or 'thread {min(self.held_at)}' "
-                    f"and 'continue' if gdb steps process {tid} alone again")
+            if not self.held_at:
+                note = f"vmgames: process {tid} sleeps in {name} and nothing else may run in its place"
+            else:
+                held = ", ".join(f"process {pid} at {address:#x}" for pid, address in sorted(self.held_at.items()))
+                note = (f"vmgames: process {tid} sleeps in {name}; the processes that ran in its place stopped "
+                        f"before breakpoints ({held}), which they hit once resumed: 'continue', or "
+                        f"'thread {min(self.held_at)}' and 'continue' if gdb steps process {tid} alone again")
         self.serve(Stop(tid, NO_SIGNAL, in_engine=False, note=note, writable=False))
 
     def _on_instruction(self, engine, address: int, size: int, user_data) -> None:
