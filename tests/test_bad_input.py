@@ -1,6 +1,7 @@
 """Bad input never takes the tool or the kernel down: the offender gets an error or a signal."""
 
 import io
+import re
 import struct
 import subprocess
 import sys
@@ -162,3 +163,11 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_the_work(build,
     assert capsys.readouterr().err == f"vmgames: --stats-json {tmp_path}: Is a directory\n"
     assert main(["experiment", "chains", "--seeds", "1", "--csv", "/proc/nope/chains.csv"]) == 2
     assert capsys.readouterr().err == "vmgames: --csv /proc/nope/chains.csv: No such file or directory\n"
+
+
+def test_a_trace_that_fills_the_disk_ends_with_a_message_and_the_run_goes_on(build):
+    # 5000 pages make about 4 MB of trace: the first megabyte written to /dev/full fails mid-run.
+    result = _cli("run", build(touch(5000)), "--trace", "/dev/full", "--stats")
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert "vmgames: --trace /dev/full: No space left on device: the trace stops short of the run\n" in result.stderr
+    assert re.search(r"zero-fill +500\d\n", result.stderr)   # the run went on to its end, and was counted

@@ -83,3 +83,20 @@ def test_a_real_trace_reads_back_to_the_same_bytes(build, tmp_path):
     lines = path.read_bytes().splitlines(keepends=True)
     assert len(lines) > 100
     assert [orjson.dumps(orjson.loads(line), option=NEWLINE) for line in lines] == lines
+
+
+def test_a_field_named_as_an_event_part_is_written_as_orjson_merges_it():
+    fields = {"kind": "shadowed", "frame": 3}
+    assert _lines((1, 2, "page", "zero", fields)) == [
+        orjson.dumps(record(1, 2, "page", "zero", fields), option=NEWLINE)]
+
+
+def test_a_failed_write_does_not_stop_the_run_and_flush_says_what_failed():
+    def full_disk(data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    sink = trace.LineWriter(full_disk, lambda *event: b"")
+    for t in range(20000):   # past the megabyte at which the first write is made
+        sink(t, 1, "page", "zero", {"frame": t, "pad": "x" * 40})
+    with pytest.raises(OSError, match="No space left"):
+        sink.flush()

@@ -48,6 +48,7 @@ typedef struct {
     PyObject *types;     /* a set of the event types to keep, or NULL for all */
     char *buffer;
     Py_ssize_t length, capacity;
+    PyObject *failure;   /* what a write raised: the events after it are dropped, and flush() raises it */
     struct memo memo[MEMO_SLOTS];
 } LineWriter;
 
@@ -222,14 +223,25 @@ static int put_items(LineWriter *self, PyObject *sequence, char open, char close
     return put(self, &close, 1);
 }
 
-/* The members of a dict, each `,"key":value` (the caller writes the braces). */
+/* A field named as one of the four every event starts with: orjson's merged dict would hold it once. */
+static int reserved(PyObject *key)
+{
+    return PyUnicode_GET_LENGTH(key) <= 4
+        && (PyUnicode_CompareWithASCIIString(key, "t") == 0 || PyUnicode_CompareWithASCIIString(key, "pid") == 0
+            || PyUnicode_CompareWithASCIIString(key, "type") == 0
+            || PyUnicode_CompareWithASCIIString(key, "kind") == 0);
+}
+
+/* The members of a dict, each `,"key":value` (the caller writes the braces); `first` is false for an
+ * event's own fields, which follow its kind. */
 static int put_members(LineWriter *self, PyObject *dict, int first)
 {
+    const int fields = !first;
     Py_ssize_t position = 0;
     PyObject *key, *value;
     int status;
     while (PyDict_Next(dict, &position, &key, &value)) {
-        if (!PyUnicode_CheckExact(key))
+        if (!PyUnicode_CheckExact(key) || (fields && reserved(key)))
             return UNKNOWN;
         if (!first && put(self, ",", 1) < 0)
             return -1;
@@ -310,6 +322,19 @@ static int write_out(LineWriter *self)
     return 0;
 }
 
+/* A write failed (a full disk, say): keep its exception for flush(), so that the run it traces goes on. */
+static void remember_failure(LineWriter *self)
+{
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (traceback != NULL)
+        PyException_SetTraceback(value, traceback);
+    Py_XDECREF(type);
+    Py_XDECREF(traceback);
+    Py_XSETREF(self->failure, value);
+}
+
 static PyObject *line_writer_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     LineWriter *self = (LineWriter *)callable;
@@ -323,6 +348,12 @@ static PyObject *line_writer_call(PyObject *callable, PyObject *const *args, siz
         PyErr_SetString(PyExc_TypeError, "an event's fields must be a dict");
         return NULL;
     }
+    if (self->write == NULL || self->fallback == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the LineWriter was cleared");
+        return NULL;
+    }
+    if (self->failure != NULL)
+        Py_RETURN_NONE;
     if (self->types != NULL) {
         int keep = PySet_Contains(self->types, args[2]);
         if (keep < 0)
@@ -332,8 +363,9 @@ static PyObject *line_writer_call(PyObject *callable, PyObject *const *args, siz
     }
     status = put_event(self, args);
     if (status == UNKNOWN) {
-        PyObject *line = PyObject_Vectorcall(self->fallback, args, 5, NULL);
-        self->length = start;
+        PyObject *line;
+        self->length = start;   /* before the call: the fallback may itself write through this writer */
+        line = PyObject_Vectorcall(self->fallback, args, 5, NULL);
         if (line == NULL)
             return NULL;
         if (!PyBytes_Check(line)) {
@@ -341,6 +373,7 @@ static PyObject *line_writer_call(PyObject *callable, PyObject *const *args, siz
             PyErr_SetString(PyExc_TypeError, "the fallback must return bytes");
             return NULL;
         }
+        start = self->length;
         status = put(self, PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line));
         Py_DECREF(line);
     }
@@ -349,7 +382,7 @@ static PyObject *line_writer_call(PyObject *callable, PyObject *const *args, siz
         return NULL;
     }
     if (self->length >= FLUSH_AT && write_out(self) < 0)
-        return NULL;
+        remember_failure(self);
     Py_RETURN_NONE;
 }
 
@@ -388,8 +421,17 @@ static int line_writer_init(LineWriter *self, PyObject *args, PyObject *kwargs)
 
 static PyObject *line_writer_flush(PyObject *self, PyObject *unused)
 {
+    LineWriter *writer = (LineWriter *)self;
     (void)unused;
-    if (write_out((LineWriter *)self) < 0)
+    if (writer->failure != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(writer->failure), writer->failure);
+        return NULL;
+    }
+    if (writer->write == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the LineWriter was cleared");
+        return NULL;
+    }
+    if (write_out(writer) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -399,6 +441,7 @@ static int line_writer_traverse(LineWriter *self, visitproc visit, void *arg)
     Py_VISIT(self->write);
     Py_VISIT(self->fallback);
     Py_VISIT(self->types);
+    Py_VISIT(self->failure);
     return 0;
 }
 
@@ -407,6 +450,7 @@ static int line_writer_clear(LineWriter *self)
     Py_CLEAR(self->write);
     Py_CLEAR(self->fallback);
     Py_CLEAR(self->types);
+    Py_CLEAR(self->failure);
     for (int i = 0; i < MEMO_SLOTS; i++)
         Py_CLEAR(self->memo[i].text);
     return 0;
@@ -429,7 +473,7 @@ static PyTypeObject LineWriterType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "tools._tracewriter.LineWriter",
     .tp_doc = PyDoc_STR("LineWriter(write, fallback, types=None): a recorder sink writing each event as a JSON line.\n"
-                        "Call flush() when the run is over."),
+                        "Call flush() when the run is over: it raises what a write raised, if one failed."),
     .tp_basicsize = sizeof(LineWriter),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_new = PyType_GenericNew,

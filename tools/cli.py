@@ -330,7 +330,7 @@ def command_run(args: argparse.Namespace) -> int:
                         wire_capacity=args.wire_buffer)
         if args.trace:
             try:
-                trace_file = cleanup.enter_context(open(args.trace, "wb"))
+                trace_file = open(args.trace, "wb")
             except OSError as error:
                 _error(f"{args.trace}: {error.strerror}")
                 return 2
@@ -340,7 +340,7 @@ def command_run(args: argparse.Namespace) -> int:
                        "gdb": args.gdb is not None, "break_on": args.break_on, "cwd": os.getcwd()}
             trace_sink = trace.writer(
                 trace_file, trace.header(args.program, [args.program] + args.args, options, args.ram), trace_types)
-            cleanup.callback(trace_sink.flush)   # before the file closes, however the run ends
+            cleanup.callback(_finish_trace, trace_sink, trace_file)   # however the run ends
             machine.recorder.sink = trace_sink
         exit_hooks: list[ExitHook] = []
         if args.snapshot_at is not None:
@@ -446,6 +446,17 @@ def _run_under_gdb(kernel: Kernel, init, address: str, tap: EventTap) -> int | N
         return 128 + 9
     stub.finish(init)
     return None
+
+
+def _finish_trace(sink, stream) -> None:
+    """Write the trace's last lines and close it; a write that failed (a full disk) is said, not raised."""
+    try:
+        try:
+            sink.flush()
+        finally:
+            stream.close()
+    except OSError as error:
+        _error(f"--trace {stream.name}: {error.strerror}: the trace stops short of the run")
 
 
 ExitHook = Callable[[Kernel, Process], None]

@@ -19,13 +19,13 @@ from typing import IO, Any
 
 import orjson
 
+from emulator.ram import PAGE_SIZE
 from tools import procstat, trace, trace_schema, vmstat
 from tools.stats import tlb_by_reason
 
 MAX_BUCKETS = 64
 MAX_HEAT_ROWS = 32
 CELLS_PER_ROW = 512
-PAGE_SIZE = 4096
 
 
 class TraceError(Exception):

@@ -41,7 +41,8 @@ def writer(stream: IO[bytes], first_line: dict[str, Any], types: set[str] | None
     The sink is the C LineWriter: a traced run calls it for every event, and
     building each event's dict in Python for orjson cost a third of the run
     again.  It buffers a megabyte of lines: call its flush() before the stream
-    is closed.
+    is closed.  A write that fails (a full disk) does not stop the run: the
+    events after it are dropped, and flush() raises the error.
     """
     stream.write(orjson.dumps(first_line, option=orjson.OPT_APPEND_NEWLINE))
     return LineWriter(stream.write, _encode, frozenset(types) if types is not None else None)
