@@ -20,6 +20,7 @@ have all been taken completes, as MSG_ZEROCOPY's sends do on Linux.
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -185,7 +186,7 @@ def pieces(segments: list[tuple[int, int]], skip: int, per_page: bool) -> Iterat
             va += n
 
 
-class SinkEnd(OpenFile):
+class SinkEnd(OpenFile, metaclass=ABCMeta):
     """The sending end of a sink: a wire, or a pipe's write end.
 
     `room()` says how many bytes it takes now and `accept()` queues a
@@ -202,14 +203,17 @@ class SinkEnd(OpenFile):
         self.completions = Completions(kernel.recorder, kernel.wakeup)
         self.written_before_sleep: dict[Process, int] = {}   # blocked writer -> bytes of its write already in
 
+    @abstractmethod
     def room(self) -> int:
-        raise NotImplementedError
+        """Bytes the sink takes now without waiting."""
 
+    @abstractmethod
     def accept(self, segment: Segment) -> None:
-        raise NotImplementedError
+        """Take one segment in flight."""
 
+    @abstractmethod
     def sleep_for_room(self, proc: Process) -> None:
-        raise NotImplementedError
+        """Put `proc` to sleep until the sink has room."""
 
     def check_receiver(self, proc: Process) -> None:
         """Raise (EPIPE) if nobody will ever take the bytes."""

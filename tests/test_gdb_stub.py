@@ -273,17 +273,22 @@ def test_bad_packets_get_error_replies_and_the_machine_goes_on():
     assert vm.returncode == 0
 
 
+def _continue_then_interrupt(sock) -> None:
+    """Let process 1 run for half a second, then stop it with Ctrl-C as gdb does."""
+    sock.sendall(frame(b"vCont;c"))
+    assert sock.recv(1) == b"+"
+    time.sleep(0.5)
+    sock.sendall(b"\x03")
+    assert _reply(sock) == b"T02thread:1;"
+
+
 def test_ctrl_c_interrupts_a_program_that_never_stops(tmp_path):
     spin = tmp_path / "spin.s"
     spin.write_text(".intel_syntax noprefix\n.globl _start\n.text\n_start:\n    inc rax\n    jmp _start\n")
     vm, port = _start(str(spin))
     sock = _raw(port)
     assert _exchange(sock, b"?") == b"T05thread:1;"
-    sock.sendall(frame(b"vCont;c"))
-    assert sock.recv(1) == b"+"
-    time.sleep(0.5)
-    sock.sendall(b"\x03")
-    assert _reply(sock) == b"T02thread:1;"
+    _continue_then_interrupt(sock)
     rax = int.from_bytes(bytes.fromhex(_exchange(sock, b"p0").decode()), "little")
     assert rax > 1000                                  # it ran, and stopped
     sock.sendall(frame(b"vKill;1"))
@@ -353,11 +358,7 @@ buf: .space 16
         os.close(stdin_read)
     with os.fdopen(stdin_write, "wb") as stdin:
         sock = _raw(port)
-        sock.sendall(frame(b"vCont;c"))
-        assert sock.recv(1) == b"+"
-        time.sleep(0.5)
-        sock.sendall(b"\x03")
-        assert _reply(sock) == b"T02thread:1;"
+        _continue_then_interrupt(sock)
         pc = int.from_bytes(bytes.fromhex(_exchange(sock, b"p10").decode()), "little")
         assert _exchange(sock, b"m%x,2" % pc) == b"0f05"      # stopped in the read: on its syscall instruction
         assert _exchange(sock, b"P0=0100000000000000") == b"E01"   # in the middle of a syscall
