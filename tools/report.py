@@ -124,6 +124,11 @@ class Summary:
     maps: dict[int, dict[str, Any]] = field(default_factory=dict)   # process -> its last map event
     truncated: str = ""                                     # why the last line was ignored, if it was
 
+    @property
+    def kept(self) -> list[str] | None:
+        """The event types the run chose to trace (--trace-events), or None for all of them."""
+        return self.header["options"].get("trace_events")
+
     def add(self, event: dict[str, Any]) -> None:
         type_, kind = event["type"], event["kind"]
         self.events[(event["pid"], type_, kind)] += 1
@@ -260,7 +265,6 @@ def write_csv(summary: Summary, directory: str, describe) -> list[str]:
     """Tidy tables for pandas; returns the files written."""
     os.makedirs(directory, exist_ok=True)
     freebsd = vmstat.freebsd(summary.count)
-    kept = summary.header["options"].get("trace_events")
     tables = {
         "events.csv": (["pid", "type", "kind", "count"],
                        [[p, t, k, n] for (p, t, k), n in sorted(summary.events.items())]),
@@ -270,7 +274,7 @@ def write_csv(summary: Summary, directory: str, describe) -> list[str]:
                                   [[k, r, vmstat.linux_tlb_reason(r), n]
                                    for (t, k, r), n in sorted(summary.reasons.items()) if t == "tlb"]),
         "freebsd_vmstat.csv": (["name", "text", "count"],   # no count where --trace-events left its events out
-                               [[stat.name, stat.text, freebsd[stat.name] if vmstat.traced(stat, kept) else ""]
+                               [[stat.name, stat.text, freebsd[stat.name] if vmstat.traced(stat, summary.kept) else ""]
                                 for stat in vmstat.FREEBSD]),
         "maps.csv": (["pid", "why", "t", *trace_schema.MAP_ENTRY],
                      [[pid, e["kind"], e["t"], *(row[name] for name in trace_schema.MAP_ENTRY)]
@@ -338,9 +342,9 @@ def render(summary: Summary, describe, top: int, console) -> None:
     for column in ("count", "vmstat -s", "name"):
         bsd.add_column(column, justify="right" if column == "count" else "left")
     counts = vmstat.freebsd(summary.count)
-    kept = summary.header["options"].get("trace_events")
     for stat in vmstat.FREEBSD:
-        bsd.add_row(f"{counts[stat.name]:,}" if vmstat.traced(stat, kept) else "not traced", stat.text, stat.name)
+        traced = vmstat.traced(stat, summary.kept)
+        bsd.add_row(f"{counts[stat.name]:,}" if traced else "not traced", stat.text, stat.name)
     console.print(bsd)
 
     depth = Table(title="Shadow-chain depth over virtual time (instructions)")
