@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 
 import pytest
 
@@ -225,3 +226,11 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_cell_runs(tmp_pat
     # The checks leave what they opened as it was.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.csv"]
     assert kept.read_text() == "the last run's figures\n"
+
+
+def test_a_fifo_nobody_reads_is_refused_as_the_csv_instead_of_waiting(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(zerocopy, "run_all", lambda *args, **kwargs: pytest.fail("a cell ran"))
+    fifo = tmp_path / "zc.csv"
+    os.mkfifo(fifo)
+    assert cli.main(["experiment", "zerocopy", "--csv", str(fifo), "--plot", str(tmp_path / "plots")]) == 2
+    assert capsys.readouterr().err == f"vmgames: {fifo}: No such device or address\n"

@@ -325,10 +325,12 @@ def check_outputs(csv_path: str, plot_directory: str) -> None:
 
 
 def _check_writable(path: str) -> None:
-    """Open `path` for writing, appending nothing; remove it again if it was not there."""
+    """Open `path` for writing, appending nothing; remove it again if it was not there.
+
+    O_NONBLOCK: a FIFO nobody reads is refused (ENXIO) instead of waiting for a reader.
+    """
     existed = os.path.exists(path)
-    with open(path, "a"):
-        pass
+    os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666))
     if not existed:
         os.remove(path)
 
