@@ -26,6 +26,7 @@ EPIPE = 32
 ERANGE = 34
 ENAMETOOLONG = 36
 ENOSYS = 38
+EOVERFLOW = 75
 
 
 class SyscallError(Exception):

@@ -22,10 +22,11 @@ PATH_MAX = 4096
 class HostFile:
     """A regular file of the host, seen by the guest as `path`."""
 
-    def __init__(self, path: str, host_path: str, size: int) -> None:
+    def __init__(self, path: str, host_path: str, size: int, executable: bool) -> None:
         self.path = path
         self.host_path = host_path
         self.size = size
+        self.executable = executable    # some execute bit is set (root may then run it)
         self.object: VMObject | None = None
 
     def read(self, offset: int, length: int) -> bytes:
@@ -59,6 +60,16 @@ class FileSystem:
             raise SyscallError(errno.ENOENT)
         return self._open_host(guest, host)
 
+    def lookup_executable(self, path: str) -> HostFile:
+        """The file execve(path) would run: as lookup, but a directory or a file without an execute bit is EACCES."""
+        try:
+            file = self.lookup(path)
+        except SyscallError as error:
+            raise SyscallError(errno.EACCES if error.errno == errno.EISDIR else error.errno) from None
+        if not file.executable:
+            raise SyscallError(errno.EACCES)
+        return file
+
     def open_host(self, host_path: str) -> HostFile:
         """A file named by a host path (the program given on the command line).
 
@@ -86,7 +97,7 @@ class FileSystem:
             raise SyscallError(errno.EACCES)
         cached = self._files.get(host)
         if cached is None or cached.size != info.st_size:
-            cached = HostFile(guest, host, info.st_size)
+            cached = HostFile(guest, host, info.st_size, bool(info.st_mode & 0o111))
             self._files[host] = cached
         return cached
 

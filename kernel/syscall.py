@@ -1,16 +1,26 @@
-"""The syscall table: Linux x86-64 numbers, names and handlers.
+"""The syscall table: Linux x86-64 numbers, names, argument types and handlers.
 
-An unknown number returns -ENOSYS and is counted under its number; it never
-stops the process.  A handler raises SyscallError to return -errno.
+Linux takes the syscall number as the low 32 bits of rax, as an int, and
+each argument as its prototype declares it: an `int` or `unsigned int`
+argument (an fd, a dirfd, flags, a pid, a signal number) is only the low 32
+bits of its register, sign-extended where it is signed.  The dispatcher
+converts every argument once, from the types listed here, so that no handler
+sees the junk a caller may leave in the upper half (glibc passes AT_FDCWD
+as 0x00000000ffffff9c).
+
+A number the kernel does not implement returns -ENOSYS and is counted
+under its Linux name (kernel/linux_syscalls.py); it never stops the process.
+A handler raises SyscallError to return -errno.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from kernel import errno, sysfile, sysmem, sysproc, syszerocopy
 from kernel.errno import SyscallError
+from kernel.linux_syscalls import LINUX_SYSCALLS
 from kernel.proc import SLEEPING
 from kernel.vm.page import OutOfMemory
 
@@ -20,58 +30,113 @@ if TYPE_CHECKING:
 
 Handler = Callable[..., int]
 
-TABLE: dict[int, tuple[str, Handler]] = {
-    0: ("read", sysfile.sys_read),
-    1: ("write", sysfile.sys_write),
-    2: ("open", sysfile.sys_open),
-    3: ("close", sysfile.sys_close),
-    9: ("mmap", sysmem.sys_mmap),
-    10: ("mprotect", sysmem.sys_mprotect),
-    11: ("munmap", sysmem.sys_munmap),
-    12: ("brk", sysmem.sys_brk),
-    16: ("ioctl", syszerocopy.sys_ioctl),
-    20: ("writev", sysfile.sys_writev),
-    22: ("pipe", sysfile.sys_pipe),
-    24: ("sched_yield", sysproc.sys_sched_yield),
-    32: ("dup", sysfile.sys_dup),
-    33: ("dup2", sysfile.sys_dup2),
-    39: ("getpid", sysproc.sys_getpid),
-    57: ("fork", sysproc.sys_fork),
-    58: ("vfork", sysproc.sys_fork),
-    59: ("execve", sysproc.sys_execve),
-    60: ("exit", sysproc.sys_exit),
-    61: ("wait4", sysproc.sys_wait4),
-    62: ("kill", sysproc.sys_kill),
-    63: ("uname", sysproc.sys_uname),
-    98: ("getrusage", sysproc.sys_getrusage),
-    110: ("getppid", sysproc.sys_getppid),
-    158: ("arch_prctl", sysproc.sys_arch_prctl),
-    186: ("gettid", sysproc.sys_getpid),
-    228: ("clock_gettime", sysproc.sys_clock_gettime),
-    231: ("exit_group", sysproc.sys_exit),
-    257: ("openat", sysfile.sys_openat),
-    292: ("dup3", sysfile.sys_dup3),
-    278: ("vmsplice", syszerocopy.sys_vmsplice),
-    293: ("pipe2", sysfile.sys_pipe2),
-    1000: ("zc_reap", syszerocopy.sys_zc_reap),     # vmgames' own (kernel/syszerocopy.py)
+
+def _int(value: int) -> int:
+    """C's int: the low 32 bits, sign-extended."""
+    return ((value & 0xFFFF_FFFF) ^ 0x8000_0000) - 0x8000_0000
+
+
+def _uint(value: int) -> int:
+    """C's unsigned int: the low 32 bits."""
+    return value & 0xFFFF_FFFF
+
+
+def _ulong(value: int) -> int:
+    """unsigned long, size_t, a pointer: the whole register."""
+    return value
+
+
+INT, UINT, ULONG = _int, _uint, _ulong
+
+
+class Syscall(NamedTuple):
+    name: str
+    handler: Handler
+    args: tuple[Callable[[int], int], ...]   # one conversion per argument of Linux's prototype
+
+
+# Argument types from the SYSCALL_DEFINE of each call in Linux (fs/read_write.c, mm/mmap.c, ...).
+TABLE: dict[int, Syscall] = {
+    0: Syscall("read", sysfile.sys_read, (UINT, ULONG, ULONG)),
+    1: Syscall("write", sysfile.sys_write, (UINT, ULONG, ULONG)),
+    2: Syscall("open", sysfile.sys_open, (ULONG, INT, UINT)),
+    3: Syscall("close", sysfile.sys_close, (UINT,)),
+    # x86's sys_mmap takes unsigned longs; the fd reaches fget() as an unsigned int.
+    9: Syscall("mmap", sysmem.sys_mmap, (ULONG, ULONG, ULONG, ULONG, UINT, ULONG)),
+    10: Syscall("mprotect", sysmem.sys_mprotect, (ULONG, ULONG, ULONG)),
+    11: Syscall("munmap", sysmem.sys_munmap, (ULONG, ULONG)),
+    12: Syscall("brk", sysmem.sys_brk, (ULONG,)),
+    16: Syscall("ioctl", syszerocopy.sys_ioctl, (UINT, UINT, ULONG)),
+    # writev's fd and count are unsigned longs that fdget() and import_iovec() take as unsigned ints.
+    20: Syscall("writev", sysfile.sys_writev, (UINT, ULONG, UINT)),
+    22: Syscall("pipe", sysfile.sys_pipe, (ULONG,)),
+    24: Syscall("sched_yield", sysproc.sys_sched_yield, ()),
+    32: Syscall("dup", sysfile.sys_dup, (UINT,)),
+    33: Syscall("dup2", sysfile.sys_dup2, (UINT, UINT)),
+    39: Syscall("getpid", sysproc.sys_getpid, ()),
+    57: Syscall("fork", sysproc.sys_fork, ()),
+    58: Syscall("vfork", sysproc.sys_fork, ()),
+    59: Syscall("execve", sysproc.sys_execve, (ULONG, ULONG, ULONG)),
+    60: Syscall("exit", sysproc.sys_exit, (INT,)),
+    61: Syscall("wait4", sysproc.sys_wait4, (INT, ULONG, INT, ULONG)),
+    62: Syscall("kill", sysproc.sys_kill, (INT, INT)),
+    63: Syscall("uname", sysproc.sys_uname, (ULONG,)),
+    98: Syscall("getrusage", sysproc.sys_getrusage, (INT, ULONG)),
+    110: Syscall("getppid", sysproc.sys_getppid, ()),
+    158: Syscall("arch_prctl", sysproc.sys_arch_prctl, (INT, ULONG)),
+    186: Syscall("gettid", sysproc.sys_getpid, ()),
+    228: Syscall("clock_gettime", sysproc.sys_clock_gettime, (INT, ULONG)),
+    231: Syscall("exit_group", sysproc.sys_exit, (INT,)),
+    257: Syscall("openat", sysfile.sys_openat, (INT, ULONG, INT, UINT)),
+    278: Syscall("vmsplice", syszerocopy.sys_vmsplice, (INT, ULONG, ULONG, UINT)),
+    292: Syscall("dup3", sysfile.sys_dup3, (UINT, UINT, INT)),
+    293: Syscall("pipe2", sysfile.sys_pipe2, (ULONG, INT)),
+    1000: Syscall("zc_reap", syszerocopy.sys_zc_reap, (UINT, ULONG, UINT, UINT)),  # vmgames' own (syszerocopy)
 }
 
+NAMES: dict[str, int] = {**{name: n for n, name in LINUX_SYSCALLS.items()}, **{s.name: n for n, s in TABLE.items()}}
 
-def dispatch(kernel: Kernel, proc: Process, number: int, args: tuple[int, ...]) -> int:
+
+def syscall_name(rax: int) -> str:
+    """Linux's name for the syscall number in `rax` (vmgames' own for its own); strace's syscall_0x... for none."""
+    number = rax & 0xFFFF_FFFF
+    entry = TABLE.get(number)
+    if entry is not None:
+        return entry.name
+    return LINUX_SYSCALLS.get(number) or f"syscall_{number:#x}"
+
+
+def implemented(name: str) -> bool:
+    return NAMES.get(name) in TABLE
+
+
+def describe(name: str) -> str:
+    """A syscall's name as shown to people: Linux's, marked when vmgames does not implement it."""
+    return name if implemented(name) else f"{name} (not implemented)"
+
+
+def unknown_name_message(name: str) -> str:
+    """What to say of a syscall name that neither Linux's x86-64 table nor vmgames has."""
+    return (f"unknown syscall {name!r}: not in Linux's x86-64 table (vmgames implements "
+            f"{', '.join(sorted(s.name for s in TABLE.values()))})")
+
+
+def dispatch(kernel: Kernel, proc: Process, rax: int, registers: tuple[int, ...]) -> int:
     """Run one syscall; returns the value for rax (a result or -errno)."""
+    number = rax & 0xFFFF_FFFF
     entry = TABLE.get(number)
     if entry is None:
-        kernel.recorder.event("syscall", f"unknown({number})", number=number, args=args, result=-errno.ENOSYS,
+        kernel.recorder.event("syscall", syscall_name(number), number=number, args=registers, result=-errno.ENOSYS,
                               blocked=False)
         return -errno.ENOSYS
-    name, handler = entry
+    args = tuple(convert(value) for convert, value in zip(entry.args, registers))
     try:
-        result = handler(kernel, proc, *args)
+        result = entry.handler(kernel, proc, *args)
     except SyscallError as error:
         result = -error.errno
     except OutOfMemory:
         result = -errno.ENOMEM
     # A call that went to sleep is made again when woken: each attempt is a kernel entry.
     blocked = proc.state == SLEEPING
-    kernel.recorder.event("syscall", name, args=args, result=None if blocked else result, blocked=blocked)
+    kernel.recorder.event("syscall", entry.name, args=args, result=None if blocked else result, blocked=blocked)
     return result

@@ -10,7 +10,6 @@ from kernel.file import OpenFile, RegularFile
 from kernel.fs import PATH_MAX
 from kernel.pipe import open_pipe
 from kernel.proc import MAX_FDS
-from kernel.sysproc import signed
 from kernel.uaccess import MAX_RW_COUNT, access_ok, copyinstr, copyout, import_iovec
 from kernel.wire import WIRE_PATH
 
@@ -24,7 +23,7 @@ O_NONBLOCK, O_CLOEXEC = 0o4000, 0o2000000
 
 
 def _file(proc: Process, fd: int) -> OpenFile:
-    file = proc.files.get(signed(fd))
+    file = proc.files.get(fd)
     if file is None:
         raise SyscallError(errno.EBADF)
     return file
@@ -63,7 +62,7 @@ def sys_writev(kernel: Kernel, proc: Process, fd: int, iov: int, iovcnt: int, *_
 
 
 def sys_open(kernel: Kernel, proc: Process, path: int, flags: int, *_: int) -> int:
-    return sys_openat(kernel, proc, AT_FDCWD & 0xFFFF_FFFF_FFFF_FFFF, path, flags)
+    return sys_openat(kernel, proc, AT_FDCWD, path, flags)
 
 
 def sys_openat(kernel: Kernel, proc: Process, dirfd: int, path: int, flags: int, *_: int) -> int:
@@ -72,8 +71,8 @@ def sys_openat(kernel: Kernel, proc: Process, dirfd: int, path: int, flags: int,
         return _open_wire(kernel, proc, flags)
     if flags & O_ACCMODE or flags & (O_CREAT | O_TRUNC):
         raise SyscallError(errno.EROFS)
-    if not name.startswith("/") and signed(dirfd) != AT_FDCWD:
-        raise SyscallError(errno.EBADF if signed(dirfd) not in proc.files else errno.ENOTDIR)
+    if not name.startswith("/") and dirfd != AT_FDCWD:
+        raise SyscallError(errno.EBADF if dirfd not in proc.files else errno.ENOTDIR)
     fd = proc.allocate_fd(RegularFile(kernel.fs.lookup(name)))
     if fd < 0:
         raise SyscallError(errno.EMFILE)
@@ -98,7 +97,7 @@ def _open_wire(kernel: Kernel, proc: Process, flags: int) -> int:
 
 
 def sys_close(kernel: Kernel, proc: Process, fd: int, *_: int) -> int:
-    if not proc.close_fd(signed(fd)):
+    if not proc.close_fd(fd):
         raise SyscallError(errno.EBADF)
     return 0
 
@@ -109,7 +108,6 @@ def sys_pipe(kernel: Kernel, proc: Process, fds: int, *_: int) -> int:
 
 def sys_pipe2(kernel: Kernel, proc: Process, fds: int, flags: int, *_: int) -> int:
     """Two new descriptors, read end first; on a bad `fds` pointer neither is left open."""
-    flags &= 0xFFFF_FFFF
     if flags & ~(O_NONBLOCK | O_CLOEXEC):
         raise SyscallError(errno.EINVAL)
     read_end, write_end = open_pipe(kernel, nonblocking=bool(flags & O_NONBLOCK))
@@ -128,7 +126,7 @@ def sys_pipe2(kernel: Kernel, proc: Process, fds: int, flags: int, *_: int) -> i
 
 
 def sys_dup(kernel: Kernel, proc: Process, fd: int, *_: int) -> int:
-    file = _file(proc, fd & 0xFFFF_FFFF)
+    file = _file(proc, fd)
     new_fd = proc.allocate_fd(file)
     if new_fd < 0:
         raise SyscallError(errno.EMFILE)
@@ -137,7 +135,6 @@ def sys_dup(kernel: Kernel, proc: Process, fd: int, *_: int) -> int:
 
 
 def sys_dup2(kernel: Kernel, proc: Process, fd: int, new_fd: int, *_: int) -> int:
-    fd, new_fd = fd & 0xFFFF_FFFF, new_fd & 0xFFFF_FFFF
     if fd == new_fd:
         _file(proc, fd)     # only checks that it is open
         return fd
@@ -146,7 +143,6 @@ def sys_dup2(kernel: Kernel, proc: Process, fd: int, new_fd: int, *_: int) -> in
 
 def sys_dup3(kernel: Kernel, proc: Process, fd: int, new_fd: int, flags: int, *_: int) -> int:
     """Make `new_fd` name what `fd` names, closing what it named before."""
-    fd, new_fd, flags = fd & 0xFFFF_FFFF, new_fd & 0xFFFF_FFFF, flags & 0xFFFF_FFFF
     if flags & ~O_CLOEXEC or fd == new_fd:
         raise SyscallError(errno.EINVAL)
     if new_fd >= MAX_FDS:

@@ -8,8 +8,7 @@ from emulator.ram import PAGE_SIZE
 from kernel import errno
 from kernel.errno import SyscallError
 from kernel.file import RegularFile
-from kernel.sysproc import signed
-from kernel.vm.map import USER_TOP, MapEntry
+from kernel.vm.map import USER_TOP, MapEntry, VMSpace
 from kernel.vm.object import ANONYMOUS, VMObject
 from kernel.vm.pmap import PROT_EXEC, PROT_READ, PROT_WRITE
 
@@ -17,24 +16,18 @@ if TYPE_CHECKING:
     from kernel.kernel import Kernel
     from kernel.proc import Process
 
-MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
+MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x03, 0x10, 0x20
+MAP_TYPE = 0x0F
 MAP_FIXED_NOREPLACE = 0x100000
 PROT_MASK = PROT_READ | PROT_WRITE | PROT_EXEC
+PROT_SEM = 0x08                                          # accepted and ignored, as on x86
+PROT_GROWSDOWN, PROT_GROWSUP = 0x0100_0000, 0x0200_0000
 MMAP_MIN_ADDR = 0x10000   # as Linux's vm.mmap_min_addr: the NULL page and its neighbours stay unmapped
+MAX_FILE_OFFSET = (1 << 63) - 1   # MAX_LFS_FILESIZE: a mapping of a file must end below it
 
 
 def _page_up(x: int) -> int:
     return (x + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
-
-
-def _check_range(addr: int, length: int) -> int:
-    """Validate a page-aligned user range; returns its end."""
-    if addr & (PAGE_SIZE - 1):
-        raise SyscallError(errno.EINVAL)
-    end = addr + _page_up(length)
-    if length == 0 or end > USER_TOP or end <= addr:
-        raise SyscallError(errno.EINVAL if length == 0 else errno.ENOMEM)
-    return end
 
 
 def sys_brk(kernel: Kernel, proc: Process, addr: int, *_: int) -> int:
@@ -56,78 +49,131 @@ def sys_brk(kernel: Kernel, proc: Process, addr: int, *_: int) -> int:
 
 def sys_mmap(kernel: Kernel, proc: Process, addr: int, length: int, prot: int, flags: int, fd: int,
              offset: int) -> int:
+    """Linux's checks in Linux's order (arch/x86 sys_mmap, then do_mmap).
+
+    The map entry's maximum protection (FreeBSD's max_protection, Linux's
+    VM_MAY* bits) is fixed here: a shared mapping of a file opened read-only
+    can never become writable, whatever mprotect is asked later.  Every
+    file of the guest's filesystem is opened read-only.  Protection bits
+    other than read, write and exec are ignored, as Linux ignores them.
+    """
     vm = proc.vmspace
-    kind = flags & (MAP_SHARED | MAP_PRIVATE)
-    if length == 0 or kind not in (MAP_SHARED, MAP_PRIVATE) or prot & ~PROT_MASK:
-        raise SyscallError(errno.EINVAL)
     if offset & (PAGE_SIZE - 1):
+        raise SyscallError(errno.EINVAL)
+    file = None
+    if not flags & MAP_ANONYMOUS:
+        file = proc.files.get(fd)
+        if file is None:
+            raise SyscallError(errno.EBADF)
+    if length == 0:
         raise SyscallError(errno.EINVAL)
     size = _page_up(length)
     if size == 0 or size > USER_TOP:
         raise SyscallError(errno.ENOMEM)
+    kind = flags & MAP_TYPE
+    if kind not in (MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE):
+        raise SyscallError(errno.EINVAL)
+    shared = kind != MAP_PRIVATE
+    prot &= PROT_MASK
+    max_protection = PROT_MASK
+    if file is not None:
+        if offset + size > MAX_FILE_OFFSET:
+            raise SyscallError(errno.EOVERFLOW)
+        if not isinstance(file, RegularFile):
+            raise SyscallError(errno.EACCES if not file.readable else errno.ENODEV)
+        if shared:
+            # The file is open read-only: MAP_SHARED with PROT_WRITE is refused, and VM_MAYWRITE is cleared.
+            if prot & PROT_WRITE:
+                raise SyscallError(errno.EACCES)
+            max_protection &= ~PROT_WRITE
 
-    if flags & MAP_ANONYMOUS:
+    start = _place(vm, addr, size, flags)
+    if file is not None:
+        obj = kernel.fs.object_for(file.file)
+        entry_offset, cow = offset, not shared
+    else:
         obj = VMObject(kernel.allocator, ANONYMOUS, size // PAGE_SIZE)
         entry_offset, cow = 0, False
-    else:
-        file = proc.files.get(signed(fd))
-        if file is None:
-            raise SyscallError(errno.EBADF)
-        if not isinstance(file, RegularFile):
-            raise SyscallError(errno.ENODEV)
-        if kind == MAP_SHARED and prot & PROT_WRITE:
-            raise SyscallError(errno.EACCES)
-        obj = kernel.fs.object_for(file.file)
-        entry_offset, cow = offset, kind == MAP_PRIVATE
-
-    if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
-        try:
-            start = addr
-            end = _check_range(addr, size)
-            if start < MMAP_MIN_ADDR or (flags & MAP_FIXED_NOREPLACE and vm.map.overlaps(start, end)):
-                raise SyscallError(errno.EEXIST if flags & MAP_FIXED_NOREPLACE else errno.EPERM)
-        except SyscallError:
-            obj.deallocate()
-            raise
-        vm.unmap(start, end, "munmap")
-    else:
-        hint = addr & ~(PAGE_SIZE - 1)
-        if hint >= MMAP_MIN_ADDR and hint + size <= USER_TOP and not vm.map.overlaps(hint, hint + size):
-            start = hint
-        else:
-            found = vm.map.find_space(size)
-            if found is None:
-                obj.deallocate()
-                raise SyscallError(errno.ENOMEM)
-            start = found
-    vm.map.insert(MapEntry(start, start + size, obj, entry_offset, prot, cow=cow, needs_copy=cow,
-                           shared=kind == MAP_SHARED, name="mmap"))
+    vm.map.insert(MapEntry(start, start + size, obj, entry_offset, prot, max_protection, cow=cow, needs_copy=cow,
+                           shared=shared, name="mmap"))
     return start
 
 
+def _place(vm: VMSpace, addr: int, size: int, flags: int) -> int:
+    """Where a new mapping of `size` bytes goes (get_unmapped_area); with MAP_FIXED, what was there is unmapped."""
+    if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
+        if addr > USER_TOP - size:
+            raise SyscallError(errno.ENOMEM)
+        if addr & (PAGE_SIZE - 1):
+            raise SyscallError(errno.EINVAL)
+        if addr < MMAP_MIN_ADDR:
+            raise SyscallError(errno.EPERM)
+        if flags & MAP_FIXED_NOREPLACE and vm.map.overlaps(addr, addr + size):
+            raise SyscallError(errno.EEXIST)
+        vm.unmap(addr, addr + size, "munmap")
+        return addr
+    hint = addr & ~(PAGE_SIZE - 1)
+    if hint >= MMAP_MIN_ADDR and hint + size <= USER_TOP and not vm.map.overlaps(hint, hint + size):
+        return hint
+    found = vm.map.find_space(size)
+    if found is None:
+        raise SyscallError(errno.ENOMEM)
+    return found
+
+
 def sys_munmap(kernel: Kernel, proc: Process, addr: int, length: int, *_: int) -> int:
-    end = _check_range(addr, length)
+    """Linux's do_vmi_munmap checks: the range must lie below the top of user space, and not be empty."""
+    if addr & (PAGE_SIZE - 1) or addr > USER_TOP or length > USER_TOP - addr:
+        raise SyscallError(errno.EINVAL)
+    end = addr + _page_up(length)
+    if end == addr:
+        raise SyscallError(errno.EINVAL)
     proc.vmspace.unmap(addr, end, "munmap")
     return 0
 
 
 def sys_mprotect(kernel: Kernel, proc: Process, addr: int, length: int, prot: int, *_: int) -> int:
-    if prot & ~PROT_MASK:
+    """Linux's do_mprotect_pkey, check for check.
+
+    Entries are changed one by one from `addr` up; a hole (ENOMEM) or an
+    entry whose maximum protection forbids `prot` (EACCES) ends the call
+    there, leaving the entries before it changed, as Linux does.
+    PROT_GROWSDOWN extends the change down to the start of the stack.
+    """
+    grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP)
+    if grows == PROT_GROWSDOWN | PROT_GROWSUP:
+        raise SyscallError(errno.EINVAL)
+    prot &= ~grows
+    if addr & (PAGE_SIZE - 1):
         raise SyscallError(errno.EINVAL)
     if length == 0:
-        if addr & (PAGE_SIZE - 1):
-            raise SyscallError(errno.EINVAL)
         return 0
-    end = _check_range(addr, length)
-    vm = proc.vmspace
-    if not vm.map.covered(addr, end):
+    end = addr + _page_up(length)
+    if end <= addr:
         raise SyscallError(errno.ENOMEM)
-    for entry in vm.map.entries:
-        if entry.start < end and addr < entry.end and prot & ~entry.max_protection:
+    if prot & ~(PROT_MASK | PROT_SEM):
+        raise SyscallError(errno.EINVAL)
+    prot &= PROT_MASK
+    vm = proc.vmspace
+    first = vm.map.lookup(addr) if addr < USER_TOP else None
+    if grows:
+        # x86 has no VM_GROWSUP entries; only the stack grows down.
+        if grows == PROT_GROWSUP or first is None or first.name != "stack":
+            raise SyscallError(errno.EINVAL)
+        addr = first.start
+    if first is None:
+        raise SyscallError(errno.ENOMEM)
+    at = addr
+    for entry in vm.map.clip(addr, min(end, USER_TOP)):
+        if entry.start != at:
+            raise SyscallError(errno.ENOMEM)
+        if prot & ~entry.max_protection:
             raise SyscallError(errno.EACCES)
-    for entry in vm.map.clip(addr, end):
         lost = entry.protection & ~prot
         entry.protection = prot
         if lost:
             vm.pmap.protect(entry.start, entry.end, prot, "mprotect")
+        at = entry.end
+    if at < end:
+        raise SyscallError(errno.ENOMEM)
     return 0

@@ -27,10 +27,6 @@ EPOCH = 1145577600
 UTSNAME = (b"Linux", b"vmgames", b"6.1.0-vmgames", b"#1 vmgames", b"x86_64", b"(none)")
 
 
-def signed(value: int) -> int:
-    return value - (1 << 64) if value & (1 << 63) else value
-
-
 def sys_exit(kernel: Kernel, proc: Process, code: int, *_: int) -> int:
     kernel.exit(proc, code & 0xFF)
     return 0
@@ -83,7 +79,7 @@ def _now_ns(kernel: Kernel, proc: Process, clock: int) -> int:
 
 
 def sys_clock_gettime(kernel: Kernel, proc: Process, clock: int, tp: int, *_: int) -> int:
-    if clock > CLOCK_BOOTTIME:
+    if not 0 <= clock <= CLOCK_BOOTTIME:
         raise SyscallError(errno.EINVAL)
     ns = _now_ns(kernel, proc, clock)
     copyout(proc, tp, struct.pack("<qq", ns // 1_000_000_000, ns % 1_000_000_000))
@@ -91,7 +87,6 @@ def sys_clock_gettime(kernel: Kernel, proc: Process, clock: int, tp: int, *_: in
 
 
 def sys_getrusage(kernel: Kernel, proc: Process, who: int, usage: int, *_: int) -> int:
-    who = signed(who)
     if who in (RUSAGE_SELF, RUSAGE_THREAD):
         pids = [proc.pid]
     elif who == RUSAGE_CHILDREN:
@@ -113,13 +108,9 @@ def _rusage(kernel: Kernel, pids: list[int]) -> bytes:
 
 
 WNOHANG, WUNTRACED, WCONTINUED = 1, 2, 8
+__WNOTHREAD, __WALL, __WCLONE = 0x2000_0000, 0x4000_0000, 0x8000_0000
 MAX_ARGS = 4096
 MAX_ARG_STRLEN = 128 << 10
-
-
-def signed32(value: int) -> int:
-    value &= 0xFFFF_FFFF
-    return value - (1 << 32) if value & (1 << 31) else value
 
 
 def sys_fork(kernel: Kernel, proc: Process, *_: int) -> int:
@@ -152,7 +143,7 @@ def sys_execve(kernel: Kernel, proc: Process, path: int, argv: int, envp: int, *
 
     name = copyinstr(proc, path, PATH_MAX)
     arguments, environment = _string_array(proc, argv), _string_array(proc, envp)
-    exec_image(kernel, proc, kernel.fs.lookup(name), arguments, environment)
+    exec_image(kernel, proc, kernel.fs.lookup_executable(name), arguments, environment)
     proc.close_on_exec()
     # The new image starts with the next slice, from its fresh context.
     kernel.machine.stop()
@@ -162,8 +153,7 @@ def sys_execve(kernel: Kernel, proc: Process, path: int, argv: int, envp: int, *
 def sys_wait4(kernel: Kernel, proc: Process, pid: int, status: int, options: int, usage: int, *_: int) -> int:
     from kernel.proc import ZOMBIE
 
-    pid = signed32(pid)
-    if options & ~(WNOHANG | WUNTRACED | WCONTINUED | 0x4000_0000 | 0x8000_0000):
+    if options & 0xFFFF_FFFF & ~(WNOHANG | WUNTRACED | WCONTINUED | __WNOTHREAD | __WALL | __WCLONE):
         raise SyscallError(errno.EINVAL)
     children = [p for p in kernel.processes.values() if p.ppid == proc.pid and (pid <= 0 or p.pid == pid)]
     if not children:
@@ -184,7 +174,6 @@ def sys_wait4(kernel: Kernel, proc: Process, pid: int, status: int, options: int
 
 
 def sys_kill(kernel: Kernel, proc: Process, pid: int, signal: int, *_: int) -> int:
-    pid, signal = signed32(pid), signed32(signal)
     if not 0 <= signal <= 64:
         raise SyscallError(errno.EINVAL)
     if pid <= 0:

@@ -30,15 +30,15 @@ ZC_RANGE_SIZE = 8           # struct zc_range { uint32_t lo, hi; }
 
 
 def _sink(proc: Process, fd: int) -> SinkEnd:
-    file = _file(proc, fd & 0xFFFF_FFFF)
+    file = _file(proc, fd)
     if not isinstance(file, SinkEnd):
         raise SyscallError(errno.EBADF)
     return file
 
 
 def sys_ioctl(kernel: Kernel, proc: Process, fd: int, request: int, arg: int, *_: int) -> int:
-    file = _file(proc, fd & 0xFFFF_FFFF)
-    if request & 0xFFFF_FFFF != VMG_ZEROCOPY or not isinstance(file, SinkEnd):
+    file = _file(proc, fd)
+    if request != VMG_ZEROCOPY or not isinstance(file, SinkEnd):
         raise SyscallError(errno.ENOTTY)
     if arg not in (0, 1):
         raise SyscallError(errno.EINVAL)
@@ -54,9 +54,9 @@ def sys_vmsplice(kernel: Kernel, proc: Process, fd: int, iov: int, nr_segs: int,
     vmsplice_to_user).  Either waits unless SPLICE_F_NONBLOCK: the file's
     O_NONBLOCK does not count, as on Linux.
     """
-    if flags & 0xFFFF_FFFF & ~SPLICE_F_ALL:
+    if flags & ~SPLICE_F_ALL:
         raise SyscallError(errno.EINVAL)
-    file = _file(proc, fd & 0xFFFF_FFFF)
+    file = _file(proc, fd)
     segments = import_iovec(proc, iov, nr_segs)
     blocking = not flags & SPLICE_F_NONBLOCK
     if not any(length for _, length in segments):
@@ -75,8 +75,7 @@ def sys_vmsplice(kernel: Kernel, proc: Process, fd: int, iov: int, nr_segs: int,
 def sys_zc_reap(kernel: Kernel, proc: Process, fd: int, out: int, most: int, flags: int, *_: int) -> int:
     """Copy out up to `most` ranges of completed vmsplice calls; with ZC_WAIT, wait for one if any is pending."""
     sink = _sink(proc, fd)
-    most &= 0xFFFF_FFFF
-    if flags & 0xFFFF_FFFF & ~ZC_WAIT:
+    if flags & ~ZC_WAIT:
         raise SyscallError(errno.EINVAL)
     completions = sink.completions
     if not completions.ready or most == 0:

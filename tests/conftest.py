@@ -41,7 +41,8 @@ def frames_owned_by_file_cache(kernel: Kernel) -> int:
 
 
 def assert_no_leak(kernel: Kernel) -> None:
-    """Once every process has exited, only the file cache may hold frames."""
+    """Once every process has exited, only the file cache may hold frames, and it holds the files' bytes."""
+    invariants.check_files(kernel)
     in_use = kernel.allocator.total - kernel.allocator.free_count
     assert in_use == frames_owned_by_file_cache(kernel)
     assert kernel.recorder.frames_in_use == in_use

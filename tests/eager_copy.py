@@ -562,6 +562,7 @@ def run_on_vmgames(code: Code, directory, quantum: int = 1_000_000, ram: int = 1
     """Assemble the interpreter with `code`, run it to the end, check invariants at every syscall."""
     path = directory / "script"
     path.write_bytes(assemble(PRELUDE + program_source(code), "script.s"))
+    path.chmod(0o755)
     out, err = io.BytesIO(), io.BytesIO()
     kernel = Kernel(Machine(ram), root=str(directory), stdout=out, stderr=err, quantum=quantum)
     proc = kernel.spawn(kernel.fs.open_host(str(path)), [str(path)], [])

@@ -7,7 +7,9 @@
   caches holding it, and its shadow count the number of shadows;
 - every allocated frame belongs to an object, is a page-table page, or is an
   orphan a sink still holds;
-- a page in flight in a copy-on-write send is mapped read-only everywhere.
+- a page in flight in a copy-on-write send is mapped read-only everywhere;
+- a page of a file's object is never mapped writable, and (check_files) holds
+  exactly the file's bytes.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def check(kernel: Kernel) -> None:
                 assert not page.cow, f"pid {proc.pid}: {va:#x} writable while a copy-on-write send holds it"
                 assert entry.protection & PROT_WRITE, f"pid {proc.pid}: {va:#x} writable against its protection"
                 assert obj is entry.object and not entry.needs_copy, f"pid {proc.pid}: {va:#x} writes a shared page"
-                assert not (entry.cow and obj.kind == VNODE), f"pid {proc.pid}: {va:#x} writes the file's page"
+                assert obj.kind != VNODE, f"pid {proc.pid}: {va:#x} writes the file's page"
             if not pte & E.NX:
                 assert entry.protection & PROT_EXEC, f"pid {proc.pid}: {va:#x} executable against its protection"
             assert (vm.pmap, va) in page.pv, f"pid {proc.pid}: no pv entry for {va:#x}"
@@ -94,3 +96,14 @@ def check(kernel: Kernel) -> None:
         assert page.hold_count > 0 and page.object is None and not page.pv, f"orphan frame {page.frame}"
     owned = sum(len(obj.pages) for obj in objects.values()) + len(table_frames) + len(kernel.allocator.orphans)
     assert kernel.allocator.total - kernel.allocator.free_count == owned, "a frame is allocated but owned by nobody"
+
+
+def check_files(kernel: Kernel) -> None:
+    """Every resident page of every file's VM object (the page cache) holds the file's bytes, zeros past its end."""
+    for file in kernel.fs._files.values():
+        if file.object is None:
+            continue
+        for pindex, page in file.object.pages.items():
+            expected = file.read(pindex * 4096, 4096).ljust(4096, b"\0")
+            held = bytes(kernel.machine.ram.frame_view(page.frame))
+            assert held == expected, f"{file.path}: page {pindex} of its object differs from the file"

@@ -23,7 +23,9 @@ USERLAND_C = os.path.join(os.path.dirname(__file__), "..", "userland", "c")
 # must not turn loops into calls to memset, memcpy or strlen.
 CFLAGS = ["-static", "-nostdlib", "-O2", "-ffreestanding", "-fno-builtin", "-fno-tree-loop-distribute-patterns",
           "-fno-stack-protector", "-fno-pie", "-no-pie", "-masm=intel", "-Wall"]
-PROGRAMS = ["segments", "fork_tree", "cow_isolation", "exec_self", "brk_fork", "segv_cases", "rusage_faults", "pipes"]
+PROGRAMS = ["segments", "fork_tree", "cow_isolation", "exec_self", "brk_fork", "segv_cases", "rusage_faults", "pipes",
+            "abi_edges"]
+REPOSITORY = os.path.join(os.path.dirname(__file__), "..")
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +172,26 @@ def test_pipes_between_processes(programs, run):
         "reader got 200000 bytes, 0 wrong\n"
         "writer to a pipe with no reader: killed by signal 13\n")
     assert result.status == 0
+
+
+def test_syscall_numbers_arguments_and_range_errors_are_linux(programs):
+    """Junk in the upper half of int arguments, munmap/mprotect range errors, max_protection, execve's EACCES.
+
+    The probe opens README.md and execs Makefile and userland/, so both kernels run it from the repository root.
+    """
+    host_stdout, host_status = run_on_host([programs["abi_edges"]], cwd=REPOSITORY)
+    out = io.BytesIO()
+    kernel = Kernel(Machine(16 << 20), root=REPOSITORY, stdout=out, stderr=io.BytesIO())
+    proc = kernel.spawn(kernel.fs.open_host(programs["abi_edges"]), ["abi_edges"], [])
+    check_before_every_syscall(kernel)
+    kernel.run()
+    assert_no_leak(kernel)
+    assert out.getvalue().decode() == host_stdout.decode()
+    assert proc.shell_status == host_status == 0
+    lines = out.getvalue().decode().splitlines()
+    # The classes the issue names, so that a host that changed its answers is noticed too.
+    for line in ("openat(AT_FDCWD as 0x00000000ffffff9c): 1", "munmap(kernel half): EINVAL",
+                 "munmap(area, ~0): EINVAL", "munmap(top page + 1 page past): EINVAL", "mprotect(PROT_SEM): 0",
+                 "  mprotect(PROT_READ | PROT_WRITE): EACCES", "execve(a directory): EACCES",
+                 "rax = 2^32 + getpid is getpid: 1"):
+        assert line in lines

@@ -125,8 +125,11 @@ again: .asciz "again"
     assert result.proc.name == "prog"
 
 
-def test_exec_of_a_missing_or_non_elf_file_fails_and_the_caller_continues(run, tmp_path):
+def test_exec_of_a_missing_non_elf_or_non_executable_file_fails_and_the_caller_continues(run, tmp_path):
     (tmp_path / "text.txt").write_text("not a program\n" * 10)
+    (tmp_path / "script.txt").write_text("not a program either\n" * 10)
+    (tmp_path / "script.txt").chmod(0o755)
+    (tmp_path / "directory").mkdir()
     template = """
 .text
 _start:
@@ -140,7 +143,10 @@ _start:
 path: .asciz "{path}"
 """
     assert run(template.replace("{path}", "/no/such/program")).status == errno.ENOENT
-    assert run(template.replace("{path}", "/text.txt")).status == errno.ENOEXEC
+    assert run(template.replace("{path}", "/script.txt")).status == errno.ENOEXEC
+    # As Linux: no execute bit, or a directory, is EACCES before the contents are read.
+    assert run(template.replace("{path}", "/text.txt")).status == errno.EACCES
+    assert run(template.replace("{path}", "/directory")).status == errno.EACCES
 
 
 def test_wait4_without_children_is_echild_and_wnohang_returns_zero(run):

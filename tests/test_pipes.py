@@ -11,7 +11,7 @@ import kernel.kernel as kernel_module
 from kernel import errno
 from kernel.pipe import PIPE_BUF, PIPE_CAPACITY
 from kernel.proc import SLEEPING
-from kernel.syscall import TABLE, dispatch
+from kernel.syscall import dispatch, syscall_name
 
 O_NONBLOCK, O_CLOEXEC = 0o4000, 0o2000000
 BAD_ADDRESS = 0x10
@@ -32,7 +32,7 @@ def calls(monkeypatch) -> list[Call]:
 
     def recording(kernel, proc, number, args):
         result = dispatch(kernel, proc, number, args)
-        seen.append(Call(proc.pid, TABLE[number][0] if number in TABLE else str(number), result,
+        seen.append(Call(proc.pid, syscall_name(number), result,
                          proc.state == SLEEPING))
         return result
 

@@ -11,7 +11,7 @@ import kernel.kernel as kernel_module
 from kernel import errno
 from kernel.proc import SLEEPING
 from kernel.sink import SinkEnd
-from kernel.syscall import TABLE, dispatch
+from kernel.syscall import dispatch, syscall_name
 from kernel.syszerocopy import SPLICE_F_NONBLOCK, VMG_ZEROCOPY, ZC_WAIT
 from tests.test_pipes import (
     CLOSE,
@@ -490,7 +490,7 @@ def calls(monkeypatch) -> list[tuple[int, str, int | str]]:
             sinks = {id(f): f for f in proc.files.values() if isinstance(f, SinkEnd)}.values()
             seen.append((proc.pid, "half-done", sum(len(s.written_before_sleep) for s in sinks)))
         result = dispatch(kernel, proc, number, args)
-        name = TABLE[number][0] if number in TABLE else str(number)
+        name = syscall_name(number)
         seen.append((proc.pid, name, "slept" if proc.state == SLEEPING else result))
         return result
 

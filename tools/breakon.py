@@ -12,7 +12,7 @@ from __future__ import annotations
 from emulator import mmu
 from kernel.kernel import Kernel
 from kernel.proc import Process
-from kernel.syscall import TABLE as SYSCALLS
+from kernel import syscall
 from kernel.vm import fault
 
 
@@ -25,9 +25,8 @@ def parse(spec: str) -> tuple[str, str] | str:
             return f"unknown fault kind {kind!r}; kinds: {', '.join(fault.KINDS)}"
         return what, kind
     if what == "syscall":
-        names = sorted({n for n, _ in SYSCALLS.values()})
-        if name not in names:
-            return f"unknown syscall {name!r}; syscalls: {', '.join(names)}"
+        if name not in syscall.NAMES:
+            return syscall.unknown_name_message(name)
         return what, name
     return f"--break-on takes fault, fault:KIND or syscall:NAME, not {spec!r}"
 
@@ -58,7 +57,7 @@ def _fault(proc: Process, va: int, access: int, error_code: int, wanted: str) ->
 
 
 def _syscall(proc: Process, number: int, wanted: str) -> None:
-    name = SYSCALLS.get(number, ("",))[0]
+    name = syscall.syscall_name(number)
     if name != wanted:
         return
     print(f"vmgames: process {proc.pid} calls {name}; in scope: proc, number, name. "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kernel import syscall
 from kernel.vm import fault
 
 INT, STR, BOOL, NONE = int, str, bool, type(None)
@@ -127,7 +128,7 @@ def validate_event(record: dict[str, Any]) -> list[str]:
         return problems
     type_, kind = record["type"], record["kind"]
     if type_ == "syscall":
-        fields = dict(_SYSCALL, number=INT) if kind.startswith("unknown(") else _SYSCALL
+        fields = _SYSCALL if syscall.implemented(kind) else dict(_SYSCALL, number=INT)
     elif (type_, kind) in KINDS:
         fields = KINDS[(type_, kind)]
     else:

@@ -73,7 +73,7 @@ def _resolve(vmspace: VMSpace, allocator: PageAllocator, va: int, access: int, e
     entry = vmspace.map.lookup(va)
     if entry is None:
         return FaultResult(FATAL, MAPERR)
-    if not entry.protection & _NEEDED[access]:
+    if not entry.protection & _NEEDED[access] or _writes_file(entry, access):
         return FaultResult(FATAL, ACCERR)
     write = access == mmu.WRITE
     if write and entry.needs_copy:
@@ -111,8 +111,8 @@ def _resolve(vmspace: VMSpace, allocator: PageAllocator, va: int, access: int, e
                 reason = "cow"
             else:
                 prot &= ~PROT_WRITE
-        elif entry.needs_copy or (entry.cow and obj.kind == VNODE):
-            # Still shared with another map (or the file): writable only once a shadow is pushed.
+        elif entry.needs_copy or obj.kind == VNODE:
+            # Still shared with another map, or the file's own page: writable only in a shadow's copy.
             prot &= ~PROT_WRITE
         in_flight = None
         if obj is first and write and page.cow:
@@ -154,7 +154,7 @@ def predict_kind(vmspace: VMSpace, va: int, access: int, error_code: int) -> str
     copy-on-write send.
     """
     entry = vmspace.map.lookup(va)
-    if entry is None or not entry.protection & _NEEDED[access]:
+    if entry is None or not entry.protection & _NEEDED[access] or _writes_file(entry, access):
         return FATAL
     write = access == mmu.WRITE
     pushes_shadow = write and entry.needs_copy
@@ -177,6 +177,16 @@ def predict_kind(vmspace: VMSpace, va: int, access: int, error_code: int) -> str
     if error_code & mmu.PF_P and in_top:
         return PROTECTION
     return RESIDENT
+
+
+def _writes_file(entry: MapEntry, access: int) -> bool:
+    """A write that would land in a file's own pages: refused whatever the entry's protection says.
+
+    The guest's files are read-only, so a shared mapping of one never has
+    PROT_WRITE in its maximum protection (sys_mmap); this holds the line
+    even if some route gave such an entry write permission anyway.
+    """
+    return access == mmu.WRITE and not entry.cow and entry.object.kind == VNODE
 
 
 def _push_shadow(entry: MapEntry) -> None:

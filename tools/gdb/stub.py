@@ -40,10 +40,9 @@ import unicorn
 
 from emulator import mmu
 from emulator import pte as E
-from kernel import signals
+from kernel import signals, syscall
 from kernel.kernel import SYSCALL_LENGTH, Kernel
 from kernel.proc import SLEEPING, ZOMBIE, Process
-from kernel.syscall import TABLE as SYSCALLS
 from kernel.vm import fault
 from kernel.vm.fault import FaultResult, find_page, predict_kind
 from tools.gdb import monitor
@@ -54,7 +53,6 @@ POLL_EVERY = 200_000        # instructions between looks for Ctrl-C
 MAX_MEMORY_REQUEST = 0x10000
 NO_SIGNAL, SIGINT, SIGTRAP = 0, 2, 5
 _SIGNAL_OF_FATAL = {fault.NOMEM: signals.SIGKILL, fault.BUSERR: signals.SIGBUS}
-SYSCALL_NAMES = {name for name, _ in SYSCALLS.values()}
 FEATURES = "PacketSize=4000;qXfer:features:read+;swbreak+;QStartNoAckMode+;vContSupported+"
 HELP = """\
 monitor vm                  every process's map entries, protections and shadow chains
@@ -370,7 +368,7 @@ class GdbStub:
             note = (f"vmgames: process {tid} has exited; the others are stopped (gdb resumed only {tid}): "
                     "select one ('thread N') to go on")
         else:
-            name = SYSCALLS.get(self._read_register(proc, REGISTERS[0].unicorn_id), ("a syscall",))[0]
+            name = syscall.syscall_name(self._read_register(proc, REGISTERS[0].unicorn_id))
             if not self.held_at:
                 note = f"vmgames: process {tid} sleeps in {name} and nothing else may run in its place"
             else:
@@ -496,7 +494,7 @@ class GdbStub:
     def _before_syscall(self, kernel: Kernel, proc: Process, number: int) -> None:
         if not self.syscall_breaks or self._runs_for_others(proc.pid):
             return
-        name = SYSCALLS.get(number, (f"unknown({number})", None))[0]
+        name = syscall.syscall_name(number)
         if name in self.syscall_breaks:
             note = f"vmgames: process {proc.pid} calls {name} (before the kernel handles it)"
             self.serve(Stop(proc.pid, NO_SIGNAL, note=note, writable=False))
@@ -555,8 +553,8 @@ class GdbStub:
             return (f"will stop before the kernel handles each {'' if kind == 'any' else kind + ' '}fault, "
                     "until 'monitor break clear'")
         if args[:1] == ["syscall"] and len(args) == 2:
-            if args[1] not in SYSCALL_NAMES:
-                return f"unknown syscall {args[1]!r}; syscalls: {', '.join(sorted(SYSCALL_NAMES))}"
+            if args[1] not in syscall.NAMES:
+                return syscall.unknown_name_message(args[1])
             self.syscall_breaks.add(args[1])
             return f"will stop before the kernel handles each {args[1]}, until 'monitor break clear'"
         if args == ["clear"]:
