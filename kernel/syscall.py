@@ -129,7 +129,7 @@ def dispatch(kernel: Kernel, proc: Process, rax: int, registers: tuple[int, ...]
         kernel.recorder.event("syscall", syscall_name(number), number=number, args=registers, result=-errno.ENOSYS,
                               blocked=False)
         return -errno.ENOSYS
-    args = tuple(convert(value) for convert, value in zip(entry.args, registers))
+    args = tuple(convert(value) for convert, value in zip(entry.args, registers, strict=False))
     try:
         result = entry.handler(kernel, proc, *args)
     except SyscallError as error:

@@ -10,9 +10,9 @@ variables; `step` from there enters vm_fault and its chain lookup
 from __future__ import annotations
 
 from emulator import mmu
+from kernel import syscall
 from kernel.kernel import Kernel
 from kernel.proc import Process
-from kernel import syscall
 from kernel.vm import fault
 
 
