@@ -100,6 +100,8 @@ class Machine:
         # `now`, read without a Python frame when there is a clock: it stamps every traced event.
         self.recorder.clock = self.clock.reader() if self.clock else (lambda: self.idle_time)
         self.cr3 = 0
+        self.code_frames = bytearray(self.ram.frames)   # frames code was fetched from since the last drop
+        self.translation_drops = 0
         self.page_fault_handler: PageFaultHandler = lambda va, access, error: False
         self.syscall_handler: SyscallHandler = lambda: None
         self._trap: traps.Trap | None = None
@@ -146,16 +148,47 @@ class Machine:
         self.cr3 = cr3
         self.tlb.invalidate_all(reason)
 
-    def forget_code(self, frame: int) -> None:
-        """Drop translated code that came from a frame about to hold something else.
+    # Writing RAM.  Unicorn notices the stores user code makes to a page it
+    # translated code from, but not the kernel's writes into the host buffer
+    # behind its back (DESIGN.md 3): a read() into a page that already ran, a
+    # page-in or a copy-on-write copy into a frame that once held code would
+    # run the old translation.  So every write the kernel makes goes through
+    # these primitives, which drop the translations first when the frame is
+    # one code may have been fetched from since the last drop (`code_frames`:
+    # the TLB-fill hook marks every frame it maps executable).
 
-        Unicorn does not notice writes made behind its back (DESIGN.md 3), so a
-        reused frame that once held code would otherwise run the old code.  Its
-        ctl_remove_cache takes virtual addresses, which the machine cannot name
-        for a physical frame, so the whole translation cache goes; frames that
-        held code are rarely freed (file pages stay in the vnode cache).
+    def write_physical(self, paddr: int, data: bytes | memoryview) -> None:
+        """Write `data` at physical address `paddr`, keeping translated code coherent."""
+        if data:
+            code = self.code_frames
+            if code[paddr >> PAGE_SHIFT] or code[(paddr + len(data) - 1) >> PAGE_SHIFT]:
+                self._drop_translations()
+            self.ram.bytes[paddr:paddr + len(data)] = data
+
+    def fill_frame(self, frame: int, data: bytes) -> None:
+        """Make `frame` hold `data` followed by zeros (a page-in, a zero-fill when `data` is empty)."""
+        if self.code_frames[frame]:
+            self._drop_translations()
+        self.ram.fill_frame(frame, data)
+
+    def copy_frame(self, dst: int, src: int) -> None:
+        """Copy frame `src` into frame `dst`."""
+        if self.code_frames[dst]:
+            self._drop_translations()
+        self.ram.copy_frame(dst, src)
+
+    def _drop_translations(self) -> None:
+        """Drop every translated block, and the TLB, so that fetches fill again and re-mark their frames.
+
+        Unicorn's ctl_remove_cache takes virtual addresses, which the machine
+        cannot name for a physical frame, so the whole translation cache goes.
+        This is the board's own flush, not one the kernel asked for: it is not
+        counted as a TLB invalidation.
         """
         self.engine.ctl_flush_tb()
+        self.engine.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)
+        self.code_frames[:] = bytes(len(self.code_frames))
+        self.translation_drops += 1
 
     def stop(self) -> None:
         """Called by a kernel handler: end the current run once the handler returns."""
@@ -218,6 +251,9 @@ class Machine:
                 if paddr < 0:
                     raise RuntimeError(f"kernel resolved a fault at {va:#x} but the walk still faults ({result:#x})")
                 self.tlb.sync()
+            if result & unicorn.UC_PROT_EXEC:
+                # Unicorn may translate code from it through this entry, whatever access filled it.
+                self.code_frames[paddr >> PAGE_SHIFT] = 1
             entry[0] = paddr
             entry[1] = result
             return True

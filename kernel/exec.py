@@ -109,7 +109,7 @@ def _map_segments(kernel: Kernel, vmspace: VMSpace, file: HostFile, image: elf.I
             partial = VMObject(allocator, ANONYMOUS, 1)
             page = allocator.alloc(zero=True)
             data = file.read(seg.offset - (seg.vaddr - at), file_end - at)
-            allocator.ram.frame_view(page.frame)[:len(data)] = data
+            kernel.machine.fill_frame(page.frame, data)
             allocator.recorder.event("page", "pagein", frame=page.frame, object=partial.id, pindex=0)
             partial.insert(page, 0)
             vmspace.map.insert(MapEntry(at, at + PAGE_SIZE, partial, 0, prot, name=_segment_name(prot)))

@@ -62,11 +62,12 @@ def copyin(proc: Process, va: int, length: int) -> bytes:
 
 def copyout(proc: Process, va: int, data: bytes) -> None:
     """Write user memory (copy-on-write pages get their private copy first)."""
-    ram = proc.kernel.machine.ram.bytes
+    machine = proc.kernel.machine
+    view = memoryview(data)
     done = 0
     for at, n in _chunks(va, len(data)):
         paddr = _frame_address(proc, at, mmu.WRITE)
-        ram[paddr:paddr + n] = data[done:done + n]
+        machine.write_physical(paddr, view[done:done + n])
         done += n
 
 

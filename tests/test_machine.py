@@ -29,7 +29,7 @@ class Board:
 
     def frame(self) -> int:
         self._next += 1
-        self.machine.ram.zero_frame(self._next)
+        self.machine.fill_frame(self._next, b"")
         return self._next
 
     def slot(self, va: int) -> int:

@@ -64,9 +64,7 @@ class VMObject:
         """Read one page of the file into this (vnode) object."""
         page = self.allocator.alloc(zero=False)
         data = self.vnode.read(pindex * PAGE_SIZE, PAGE_SIZE)
-        view = self.allocator.ram.frame_view(page.frame)
-        view[:len(data)] = data
-        view[len(data):] = bytes(PAGE_SIZE - len(data))
+        self.allocator.machine.fill_frame(page.frame, data)
         self.insert(page, pindex)
         self.allocator.recorder.event("page", "pagein", frame=page.frame, object=self.id, pindex=pindex)
         return page

@@ -27,14 +27,13 @@ if TYPE_CHECKING:
 class VMPage:
     """A physical frame in use. `pv` holds (pmap, va) pairs: its pv entries."""
 
-    __slots__ = ("frame", "object", "pindex", "pv", "held_code", "hold_count", "cow")
+    __slots__ = ("frame", "object", "pindex", "pv", "hold_count", "cow")
 
     def __init__(self, frame: int) -> None:
         self.frame = frame
         self.object: VMObject | None = None
         self.pindex = 0
         self.pv: list[tuple[Pmap, int]] = []
-        self.held_code = False
         self.hold_count = 0     # sinks holding this page in flight
         self.cow = 0            # of those, copy-on-write sends: writes must copy
 
@@ -75,7 +74,7 @@ class PageAllocator:
         self._pages[frame] = page
         self.recorder.event("page", "alloc", frame=frame)
         if zero:
-            self.ram.zero_frame(frame)
+            self.machine.fill_frame(frame, b"")
             self.recorder.event("page", "zero", frame=frame)
         return page
 
@@ -88,8 +87,6 @@ class PageAllocator:
             self.orphans.add(page)
             self.recorder.event("page", "orphan", frame=page.frame)
             return
-        if page.held_code:
-            self.machine.forget_code(page.frame)
         page.object = None
         self._pages[page.frame] = None
         self._free.append(page.frame)
@@ -122,5 +119,5 @@ class PageAllocator:
         return page
 
     def copy(self, dst: VMPage, src: VMPage, reason: str) -> None:
-        self.ram.copy_frame(dst.frame, src.frame)
+        self.machine.copy_frame(dst.frame, src.frame)
         self.recorder.event("page", "copy", frame=dst.frame, source=src.frame, reason=reason)

@@ -89,8 +89,6 @@ class Pmap:
             page.pv.append((self, va))
             self.resident += 1
             self.tables[slot >> 9].used.add(slot & 0x1FF)
-        if prot & PROT_EXEC:
-            page.held_code = True
         self.qwords[slot] = new
         self.recorder.event("pte", "write", address=va, old=old, new=new, reason=reason)
         if old & E.P and self.active and _lost_rights(old, new):

@@ -683,7 +683,7 @@ class GdbStub:
             pieces.append(((leaf & E.ADDR_MASK) | (va & 0xFFF), rest[:n]))
             va, rest = va + n, rest[n:]
         for paddr, chunk in pieces:
-            self.machine.ram.write(paddr, chunk)
+            self.machine.write_physical(paddr, chunk)
         return b"OK"
 
     def _breakpoint(self, insert: bool, kind: int, address: int, length: int = 1) -> bytes:
