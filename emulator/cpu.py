@@ -15,7 +15,7 @@ import unicorn
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib
 
-from emulator import _native
+from emulator import _native, cpuid
 
 # Registers in the order of GDB's x86-64 target description (amd64 core).
 GENERAL_REGISTERS = (
@@ -43,6 +43,7 @@ class CPU:
 
     def __init__(self) -> None:
         self.engine = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+        self.engine.ctl_set_cpu_model(cpuid.UNICORN_MODEL)     # before anything else touches the engine
         self.handle = self.engine._uch
         self._address = self.handle.value
         _native.bind(*(ctypes.cast(f, ctypes.c_void_p).value

@@ -22,6 +22,7 @@ from unicorn.unicorn_py3.unicorn import uclib
 from emulator import mmu, traps
 from emulator.clock import InstructionClock
 from emulator.cpu import CPU
+from emulator.determinism import DEFAULT_SEED, Determinism
 from emulator.ram import PAGE_SHIFT, PAGE_SIZE, PhysicalMemory
 from emulator.recorder import Recorder
 
@@ -47,6 +48,8 @@ SyscallHandler = Callable[[], None]
 _TLB_FILL_HOOK = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
                                   ctypes.POINTER(ctypes.c_uint64), ctypes.c_void_p)
 _SYSCALL_HOOK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+# rdtsc, rdtscp and cpuid hooks return 1: the hook has answered, Unicorn's own answer is skipped.
+_ANSWER_HOOK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 
 
 class TLB:
@@ -81,11 +84,12 @@ class Machine:
     """An x86-64 machine with `ram_size` bytes of RAM.
 
     deterministic=True counts every retired instruction (the virtual clock);
-    False runs at raw Unicorn speed and keeps no clock.
+    False runs at raw Unicorn speed and keeps no clock.  `seed` seeds rdrand
+    and rdseed; nothing the guest reads comes from the host (emulator/determinism.py).
     """
 
     def __init__(self, ram_size: int = DEFAULT_RAM_SIZE, deterministic: bool = True,
-                 recorder: Recorder | None = None) -> None:
+                 recorder: Recorder | None = None, seed: int = DEFAULT_SEED) -> None:
         self.recorder = recorder or Recorder()
         self.ram = PhysicalMemory(ram_size)
         self.cpu = CPU()
@@ -113,6 +117,10 @@ class Machine:
         self._add_hook(unicorn.UC_HOOK_INSN, self._hooks[1], ctypes.c_int(X.UC_X86_INS_SYSCALL))
         self.engine.hook_add(unicorn.UC_HOOK_INTR, self._interrupt)
         self.engine.hook_add(unicorn.UC_HOOK_INSN_INVALID, self._invalid_opcode)
+        self.determinism = Determinism(self, seed)
+        for instruction, answer in self.determinism.answers.items():
+            self._hooks.append(_ANSWER_HOOK(self._answer_hook(answer)))
+            self._add_hook(unicorn.UC_HOOK_INSN, self._hooks[-1], ctypes.c_int(instruction))
 
     def _add_hook(self, kind: int, callback, *extra) -> None:
         handle = ctypes.c_size_t()
@@ -120,6 +128,16 @@ class Machine:
                                    None, ctypes.c_uint64(1), ctypes.c_uint64(0), *extra)
         if status != unicorn.UC_ERR_OK:
             raise unicorn.UcError(status)
+
+    def _answer_hook(self, answer: Callable[[], None]) -> Callable[[int, int], int]:
+        """A UC_HOOK_INSN hook that answers its instruction in Unicorn's place (emulator/determinism.py)."""
+        def hook(engine: int, user_data: int) -> int:
+            try:
+                answer()
+            except BaseException as error:
+                self._hook_failed(error)
+            return 1
+        return hook
 
     def _hook_failed(self, error: BaseException) -> None:
         """A handler raised: stop the engine and re-raise from run(), as the binding's own hooks do."""
@@ -291,6 +309,8 @@ class Machine:
         engine.emu_stop()
 
     def _invalid_opcode(self, engine: unicorn.Uc, user_data) -> bool:
+        if self.determinism.emulate_invalid(self.cpu.rip):
+            return True     # rdrand or rdseed, carried out: it retired
         if self.clock:
             self.clock.unretire()
         rip = self.cpu.rip

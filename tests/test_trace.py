@@ -53,7 +53,7 @@ def test_traces_are_byte_identical_across_runs(build, tmp_path):
 
 def test_the_header_records_every_option_that_changes_the_events(build, tmp_path):
     header, *_ = _trace(build, tmp_path)
-    assert header["options"] == {"fast": False, "quantum": DEFAULT_QUANTUM, "root": ".", "env": [],
+    assert header["options"] == {"fast": False, "seed": 0, "quantum": DEFAULT_QUANTUM, "root": ".", "env": [],
                                  "trace_events": None, "wire_rate": DEFAULT_WIRE_RATE,
                                  "wire_buffer": DEFAULT_WIRE_CAPACITY, "snapshot_at": None, "gdb": False,
                                  "break_on": None, "cwd": os.getcwd()}

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
+from emulator.determinism import DEFAULT_SEED
 from emulator.machine import DEFAULT_RAM_SIZE, Machine
 from kernel import errno
 from kernel.errno import SyscallError
@@ -71,6 +72,17 @@ def parse_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 256M or 1G)") from None
 
 
+def parse_seed(text: str) -> int:
+    """--seed: a whole number that fits in 64 bits."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= seed < 1 << 64:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: a seed is 0 to 2**64-1")
+    return seed
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(prog="vmgames", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,6 +120,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                      help=f"where --snapshot-at writes (default {DEFAULT_SNAPSHOT}); only with --snapshot-at")
     run.add_argument("--fast", action="store_true",
                      help="run at raw Unicorn speed without counting instructions (not reproducible)")
+    run.add_argument("--seed", type=parse_seed, default=DEFAULT_SEED, metavar="N",
+                     help=f"seed of the values rdrand and rdseed give, 0 to 2**64-1 (default {DEFAULT_SEED}); "
+                          "the TSC is virtual time and CPUID a fixed model's, so a run never reads the host")
     run.add_argument("--quantum", type=int, default=DEFAULT_QUANTUM, metavar="N",
                      help=f"instructions per scheduling slice (default {DEFAULT_QUANTUM:,})")
     run.add_argument("--wire-rate", type=int, default=DEFAULT_WIRE_RATE, metavar="BYTES",
@@ -325,7 +340,7 @@ def command_run(args: argparse.Namespace) -> int:
             status = command_asm(args)
             if status:
                 return status
-        machine = Machine(args.ram, deterministic=not args.fast)
+        machine = Machine(args.ram, deterministic=not args.fast, seed=args.seed)
         kernel = Kernel(machine, root=args.root, quantum=args.quantum, wire_rate=args.wire_rate,
                         wire_capacity=args.wire_buffer)
         if args.trace:
@@ -335,6 +350,7 @@ def command_run(args: argparse.Namespace) -> int:
                 _error(f"{args.trace}: {error.strerror}")
                 return 2
             options = {"fast": args.fast, "quantum": args.quantum, "root": args.root, "env": args.env,
+                       "seed": args.seed,
                        "trace_events": sorted(trace_types) if trace_types else None,
                        "wire_rate": args.wire_rate, "wire_buffer": args.wire_buffer, "snapshot_at": args.snapshot_at,
                        "gdb": args.gdb is not None, "break_on": args.break_on, "cwd": os.getcwd()}
