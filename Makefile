@@ -12,7 +12,7 @@ C_HEADERS := $(wildcard userland/c/*.h)
 CFLAGS_FREESTANDING := -static -nostdlib -O2 -ffreestanding -fno-builtin -fno-tree-loop-distribute-patterns \
 	-fno-stack-protector -fno-pie -no-pie -masm=intel -Wall
 
-.PHONY: demo test bench lint userland clean
+.PHONY: demo test bench lint userland clean trace-digests
 
 demo: userland
 	@echo "== hello: a write and an exit"
@@ -32,6 +32,10 @@ test: userland
 
 bench: userland
 	$(PY) -m tools.bench
+
+# After a change meant to change what the kernel does: record the traces anew (tests/trace_digests.py).
+trace-digests: userland
+	$(PY) -m tests.trace_digests --write
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check emulator kernel tools tests

@@ -1,0 +1,82 @@
+"""Digests of the traces of the bundled programs and of both experiments' runs.
+
+A restructuring of the kernel must not change what it does: every event,
+in order, with every field.  This runs each bundled program (and cells of
+the zero-copy experiment and cascades of the chains experiment, collapse on
+and off) on a fresh machine with every event traced, and digests each
+trace's events (not its header, which names the host's paths).
+tests/test_trace_digests.py holds the digests to tests/trace_digests.json;
+after a change that is meant to change traces, `make trace-digests` writes
+the file anew, and the diff of that file says which runs changed.
+
+    python -m tests.trace_digests          # print what differs from the file
+    python -m tests.trace_digests --write  # rewrite the file
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+
+from emulator.machine import Machine
+from kernel.kernel import Kernel
+from tools import trace
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIGESTS = os.path.join(ROOT, "tests", "trace_digests.json")
+
+# name -> (program in build/, its arguments, collapse on)
+RUNS: dict[str, tuple[str, list[str], bool]] = {
+    "hello": ("hello", [], True),
+    "touch 64": ("touch", ["64"], True),
+    "cowfork": ("cowfork", [], True),
+    "segv": ("segv", [], True),
+    "vmsplice_alias": ("vmsplice_alias", [], True),
+    **{f"chains seed {seed} collapse {'on' if on else 'off'}": ("cascade", [str(seed), "20", "16", "4"], on)
+       for seed in (1, 2) for on in (True, False)},
+    **{f"zerocopy {workload} {mode}": (f"zc_{workload}", [mode, "16k", "64k"], True)
+       for workload in ("static", "pool", "fresh", "fork") for mode in ("write", "cow", "vmsplice")},
+}
+
+
+def digest(program: str, arguments: list[str], collapse: bool) -> str:
+    """sha256 of the events of one traced run (everything after the header line)."""
+    path = os.path.join(ROOT, "build", program)
+    stream = io.BytesIO()
+    kernel = Kernel(Machine(64 << 20), root=ROOT, stdout=io.BytesIO(), stderr=io.BytesIO())
+    kernel.allocator.collapse_enabled = collapse
+    sink = trace.writer(stream, {}, None)
+    kernel.recorder.sink = sink
+    kernel.spawn(kernel.fs.open_host(path), [program, *arguments], [])
+    kernel.run()
+    sink.flush()
+    events = stream.getvalue().split(b"\n", 1)[1]
+    return hashlib.sha256(events).hexdigest()
+
+
+def current() -> dict[str, str]:
+    return {name: digest(*run) for name, run in RUNS.items()}
+
+
+def main(argv: list[str]) -> int:
+    digests = current()
+    if "--write" in argv:
+        with open(DIGESTS, "w", encoding="utf-8") as f:
+            json.dump(digests, f, indent=2)
+            f.write("\n")
+        print(f"wrote {len(digests)} digests to {DIGESTS}")
+        return 0
+    with open(DIGESTS, encoding="utf-8") as f:
+        expected = json.load(f)
+    changed = sorted(name for name in digests.keys() | expected.keys() if digests.get(name) != expected.get(name))
+    for name in changed:
+        print(f"changed: {name}")
+    print(f"{len(digests) - len(changed)} of {len(digests)} traces unchanged")
+    return 1 if changed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
