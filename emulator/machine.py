@@ -25,6 +25,7 @@ from emulator.cpu import CPU
 from emulator.determinism import DEFAULT_SEED, Determinism
 from emulator.ram import PAGE_SHIFT, PAGE_SIZE, PhysicalMemory
 from emulator.recorder import Recorder
+from emulator.tlb import TLB
 
 DEFAULT_RAM_SIZE = 256 << 20
 
@@ -50,34 +51,6 @@ _TLB_FILL_HOOK = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_uint6
 _SYSCALL_HOOK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
 # rdtsc, rdtscp and cpuid hooks return 1: the hook has answered, Unicorn's own answer is skipped.
 _ANSWER_HOOK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
-
-
-class TLB:
-    """The TLB is Unicorn's own translation cache; this counts what the kernel asks of it.
-
-    Unicorn can only flush its TLB whole, so invalidations are recorded one by
-    one, as the kernel asks for them, and carried out as one flush before user
-    code runs again.
-    """
-
-    def __init__(self, engine: unicorn.Uc, recorder: Recorder) -> None:
-        self._engine = engine
-        self._recorder = recorder
-        self.pending = False
-
-    def invalidate_page(self, va: int, reason: str) -> None:
-        self._recorder.event("tlb", "invalidate-page", address=va, reason=reason)
-        self.pending = True
-
-    def invalidate_all(self, reason: str) -> None:
-        self._recorder.event("tlb", "invalidate-all", reason=reason)
-        self.pending = True
-
-    def sync(self) -> None:
-        """Carry out the invalidations asked for since the last sync."""
-        if self.pending:
-            self.pending = False
-            self._engine.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)
 
 
 class Machine:
