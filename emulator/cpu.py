@@ -80,9 +80,20 @@ class CPU:
         """(number, arg0..arg5) of the syscall being made, in one C call."""
         return _native.syscall_registers(self._address)
 
+    def get(self, name: str) -> int:
+        """A register by its gdb name (rax, ..., rip, eflags, fs_base, gs_base)."""
+        return self.read(REGISTER_IDS[name])
+
+    def set(self, name: str, value: int) -> None:
+        self.write(REGISTER_IDS[name], value)
+
     @property
     def rip(self) -> int:
         return self.read(X.UC_X86_REG_RIP)
+
+    @rip.setter
+    def rip(self, value: int) -> None:
+        self.write(X.UC_X86_REG_RIP, value)
 
     @property
     def rax(self) -> int:
@@ -99,6 +110,13 @@ class CPU:
         self.write(X.UC_X86_REG_RSP, rsp)
         self.write(X.UC_X86_REG_EFLAGS, 0x202)
         return self.engine.context_save()
+
+    def copy_context(self, rip: int, rax: int) -> unicorn.UcContext:
+        """A copy of the live registers that resumes at `rip` with `rax` (fork's child returning 0)."""
+        context = self.engine.context_save()
+        context.reg_write(X.UC_X86_REG_RIP, rip)
+        context.reg_write(X.UC_X86_REG_RAX, rax)
+        return context
 
     def save(self, context: unicorn.UcContext) -> None:
         self.engine.context_update(context)

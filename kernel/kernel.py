@@ -13,8 +13,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import BinaryIO
 
-from unicorn import x86_const as X
-
 from emulator import mmu, traps
 from emulator.cpu import REGISTER_IDS
 from emulator.disasm import instruction_at, memory_operands
@@ -159,10 +157,7 @@ class Kernel:
         for file in child.files.values():
             file.references += 1
         # We are inside the parent's syscall: rip is still on the syscall instruction.
-        context = self.machine.engine.context_save()
-        context.reg_write(X.UC_X86_REG_RIP, self.machine.cpu.rip + SYSCALL_LENGTH)
-        context.reg_write(X.UC_X86_REG_RAX, 0)
-        child.context = context
+        child.context = self.machine.cpu.copy_context(self.machine.cpu.rip + SYSCALL_LENGTH, 0)
         self.processes[child.pid] = child
         self.run_queue.append(child)
         self.recorder.event("proc", "fork", child=child.pid)
@@ -248,7 +243,7 @@ class Kernel:
             proc.instructions += self.machine.now - start
             if proc.state == SLEEPING:
                 # Make the syscall again when woken: rip back onto it; rax still holds its number.
-                self.machine.cpu.write(X.UC_X86_REG_RIP, self.machine.cpu.rip - SYSCALL_LENGTH)
+                self.machine.cpu.rip -= SYSCALL_LENGTH
             elif proc.state == RUNNABLE:
                 self._handle_trap(proc, trap)
             if proc.state == RUNNABLE:

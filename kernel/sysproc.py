@@ -51,16 +51,14 @@ def sys_uname(kernel: Kernel, proc: Process, buf: int, *_: int) -> int:
 
 
 def sys_arch_prctl(kernel: Kernel, proc: Process, code: int, addr: int, *_: int) -> int:
-    from unicorn import x86_const as X
-
     cpu = kernel.machine.cpu
     if code in (ARCH_SET_FS, ARCH_SET_GS):
         if addr >= 1 << 47:
             raise SyscallError(errno.EPERM)
-        cpu.write(X.UC_X86_REG_FS_BASE if code == ARCH_SET_FS else X.UC_X86_REG_GS_BASE, addr)
+        cpu.set("fs_base" if code == ARCH_SET_FS else "gs_base", addr)
         return 0
     if code in (ARCH_GET_FS, ARCH_GET_GS):
-        value = cpu.read(X.UC_X86_REG_FS_BASE if code == ARCH_GET_FS else X.UC_X86_REG_GS_BASE)
+        value = cpu.get("fs_base" if code == ARCH_GET_FS else "gs_base")
         copyout(proc, addr, struct.pack("<Q", value))
         return 0
     raise SyscallError(errno.EINVAL)
