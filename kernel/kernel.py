@@ -77,10 +77,11 @@ class Kernel:
         self.on_pause: Callable[[Kernel], None] | None = None
         self.before_exit: Callable[[Kernel, Process], None] | None = None   # sees a process before teardown
         # Debugger hooks, called from inside the running engine, so a debugger can stop there:
-        # before vm_fault handles a user fault (va, access, error code), after it (and its result),
+        # before vm_fault handles a fault (va, access, error code, whether user code took it rather than the
+        # kernel's copyin/copyout), after it (and its result),
         # and before a syscall is dispatched (its number).
-        self.before_fault: Callable[[Kernel, Process, int, int, int], None] | None = None
-        self.after_fault: Callable[[Kernel, Process, int, FaultResult], None] | None = None
+        self.before_fault: Callable[[Kernel, Process, int, int, int, bool], None] | None = None
+        self.after_fault: Callable[[Kernel, Process, int, FaultResult, bool], None] | None = None
         self.before_syscall: Callable[[Kernel, Process, int], None] | None = None
         self.after_syscall: Callable[[Kernel, Process, int], None] | None = None   # it ran; the process may sleep in it
         # A debugger that keeps some processes stopped while others run: the scheduler passes over those
@@ -324,20 +325,27 @@ class Kernel:
     # Traps.
 
     def _page_fault(self, va: int, access: int, error_code: int) -> bool:
+        """A fault user code took (from the machine's TLB-fill hook)."""
         proc = self.current
         if self.wires:
             self.advance_wires()    # a write to a page in flight copies it only if it is still in flight
-        # Reading rip costs about as much as a page walk; only a trace needs it.
-        rip = self.machine.cpu.rip if self.recorder.sink is not None else None
-        if self.before_fault is not None:
-            self.before_fault(self, proc, va, access, error_code)
-        result = vm_fault(proc.vmspace, self.allocator, va, access, error_code, rip)
-        if self.after_fault is not None:
-            self.after_fault(self, proc, va, result)
+        result = self.page_fault(proc, va, access, error_code, user=True)
         if result.fatal:
             self._fatal = (result, va, access)
             return False
         return True
+
+    def page_fault(self, proc: Process, va: int, access: int, error_code: int, user: bool) -> FaultResult:
+        """Every page fault comes through here, so that a debugger's fault hooks see them all: the user's
+        (`user`), and the kernel's own, taken by copyin/copyout inside a syscall."""
+        # Reading rip costs about as much as a page walk; only a trace needs it.  A kernel fault has no user rip.
+        rip = self.machine.cpu.rip if user and self.recorder.sink is not None else None
+        if self.before_fault is not None:
+            self.before_fault(self, proc, va, access, error_code, user)
+        result = vm_fault(proc.vmspace, self.allocator, va, access, error_code, rip)
+        if self.after_fault is not None:
+            self.after_fault(self, proc, va, result, user)
+        return result
 
     def _syscall(self) -> None:
         proc = self.current

@@ -15,7 +15,7 @@ from emulator import mmu
 from emulator.ram import PAGE_SIZE
 from kernel import errno
 from kernel.errno import SyscallError
-from kernel.vm.fault import NOMEM, vm_fault
+from kernel.vm.fault import NOMEM
 from kernel.vm.map import USER_TOP
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def _frame_address(proc: Process, va: int, access: int) -> int:
         paddr, result = mmu.walk(qwords, vmspace.pmap.cr3, va, access)
         if paddr >= 0:
             return paddr | (va & (PAGE_SIZE - 1))
-        outcome = vm_fault(vmspace, proc.kernel.allocator, va, access, result, None)
+        outcome = proc.kernel.page_fault(proc, va, access, result, user=False)
         if outcome.fatal:
             raise SyscallError(errno.ENOMEM if outcome.reason == NOMEM else errno.EFAULT)
     raise RuntimeError(f"fault at {va:#x} resolved but the walk still fails")

@@ -391,9 +391,9 @@ def test_the_stub_listens_on_loopback_unless_told_otherwise():
 def _predicted_and_actual_kinds(path: str, *args: str) -> tuple[list[str], list[str]]:
     kernel = Kernel(Machine(32 << 20), root=ROOT, stdout=io.BytesIO(), stderr=io.BytesIO())
     predictions, outcomes = [], []
-    kernel.before_fault = lambda k, proc, va, access, error_code: predictions.append(
+    kernel.before_fault = lambda k, proc, va, access, error_code, user: predictions.append(
         predict_kind(proc.vmspace, va, access, error_code))
-    kernel.after_fault = lambda k, proc, va, result: outcomes.append(result.kind)
+    kernel.after_fault = lambda k, proc, va, result, user: outcomes.append(result.kind)
     kernel.spawn(kernel.fs.open_host(path), [path, *args], [])
     kernel.run()
     return predictions, outcomes
@@ -552,3 +552,46 @@ def test_the_tutorial_pdb_session_is_what_pdb_shows_on_the_code_as_it_is():
             assert replayed[number].startswith(line[:-len("...")]), (number, replayed[number])
         else:
             assert replayed[number] == line, (number, replayed[number])
+
+
+# clock_gettime into a fresh bss page: the zero-fill fault is the kernel's, taken by copyout inside the syscall.
+CLOCK_INTO_BSS = """
+.text
+_start:
+    mov edi, 1
+    lea rsi, [rip + when]
+    mov eax, 228
+    syscall
+    mov eax, 60
+    xor edi, edi
+    syscall
+.bss
+.align 4096
+when: .zero 16
+"""
+
+
+def test_a_fault_inside_a_syscalls_copyout_reaches_the_fault_hooks(build):
+    kernel = Kernel(Machine(16 << 20), root=ROOT, stdout=io.BytesIO(), stderr=io.BytesIO())
+    seen = []
+    kernel.before_fault = lambda k, proc, va, access, error_code, user: seen.append(("before", va, access, user))
+    kernel.after_fault = lambda k, proc, va, result, user: seen.append(("after", va, result.kind, user))
+    path = build(CLOCK_INTO_BSS)
+    kernel.spawn(kernel.fs.open_host(path), [path], [])
+    kernel.run()
+    pages = [(when, va & ~0xFFF, what, user) for when, va, what, user in seen]
+    assert pages == [
+        ("before", 0x7FFF_FFFF_E000, 1, False), ("after", 0x7FFF_FFFF_E000, "zero-fill", False),  # exec's stack build
+        ("before", 0x401000, 2, True), ("after", 0x401000, "file", True),                          # the text, fetched
+        ("before", 0x402000, 1, False), ("after", 0x402000, "zero-fill", False)]                   # clock_gettime's copyout
+
+
+def test_break_on_zero_fill_stops_on_a_fault_taken_inside_a_syscall(build):
+    result = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--break-on", "fault:zero-fill",
+                             build(CLOCK_INTO_BSS)],
+                            input="p user, hex(va)\nc\nc\nc\nc\n", capture_output=True, text=True, cwd=ROOT,
+                            timeout=TIMEOUT, env={**os.environ, "PYTHONBREAKPOINT": ""})
+    assert ("vmgames: process 1 faults in the kernel (copyin/copyout of the syscall there) at rip 0x401011: "
+            "write of 0x402000, kind zero-fill") in result.stdout
+    assert "(Pdb) (False, '0x402000')" in result.stdout
+    assert result.returncode == 0

@@ -33,12 +33,13 @@ def parse(spec: str) -> tuple[str, str] | str:
 
 def arm(kernel: Kernel, what: str, name: str) -> None:
     if what == "fault":
-        kernel.before_fault = lambda k, proc, va, access, error_code: _fault(proc, va, access, error_code, name)
+        kernel.before_fault = lambda k, proc, va, access, error_code, user: _fault(proc, va, access, error_code,
+                                                                                   user, name)
     else:
         kernel.before_syscall = lambda k, proc, number: _syscall(proc, number, name)
 
 
-def _fault(proc: Process, va: int, access: int, error_code: int, wanted: str) -> None:
+def _fault(proc: Process, va: int, access: int, error_code: int, user: bool, wanted: str) -> None:
     kind = fault.predict_kind(proc.vmspace, va, access, error_code)
     if wanted not in ("any", kind):
         return
@@ -50,8 +51,9 @@ def _fault(proc: Process, va: int, access: int, error_code: int, wanted: str) ->
         found = f"in object {where[0].id}, level {where[2]} of the chain"
         if entry.needs_copy and access == mmu.WRITE:
             found += " (one level down once the handler pushes a shadow: the entry is needs-copy)"
-    print(f"vmgames: process {proc.pid} faults at rip {rip:#x}: {mmu.ACCESS_NAMES[access]} of {va:#x}, "
-          f"kind {kind}, the page is {found}.\nvmgames: in scope: proc, va, access, error_code, kind, entry, "
+    who = "" if user else " in the kernel (copyin/copyout of the syscall there)"
+    print(f"vmgames: process {proc.pid} faults{who} at rip {rip:#x}: {mmu.ACCESS_NAMES[access]} of {va:#x}, "
+          f"kind {kind}, the page is {found}.\nvmgames: in scope: proc, va, access, error_code, user, kind, entry, "
           "where (object, index, level, page); 'step' walks on into vm_fault, 'continue' runs on.")
     breakpoint()
 

@@ -454,7 +454,8 @@ class GdbStub:
 
     # The kernel's debugger hooks.
 
-    def _before_fault(self, kernel: Kernel, proc: Process, va: int, access: int, error_code: int) -> None:
+    def _before_fault(self, kernel: Kernel, proc: Process, va: int, access: int, error_code: int,
+                      user: bool) -> None:
         if not self.fault_breaks or self._runs_for_others(proc.pid):
             return
         kind = predict_kind(proc.vmspace, va, access, error_code)
@@ -462,7 +463,8 @@ class GdbStub:
             return
         before = monitor.leaf_pte(proc, va)
         self.fault_stop = _FaultStop(before)
-        note = (f"vmgames: process {proc.pid} faults at rip {self._rip(proc):#x}: {mmu.ACCESS_NAMES[access]} "
+        who = "" if user else " in the kernel (copyin/copyout of the syscall there)"
+        note = (f"vmgames: process {proc.pid} faults{who} at rip {self._rip(proc):#x}: {mmu.ACCESS_NAMES[access]} "
                 f"of {va:#x}, error code {error_code:#x}, kind {kind} (before the kernel handles it)\n"
                 f"vmgames: PTE before: {monitor.describe_pte(before)}\n"
                 f"vmgames: 'monitor step-kernel' runs the fault handler and stops after it")
@@ -471,7 +473,7 @@ class GdbStub:
         if self.fault_stop is not None and not self.fault_stop.step_kernel:
             self.fault_stop = None
 
-    def _after_fault(self, kernel: Kernel, proc: Process, va: int, result: FaultResult) -> None:
+    def _after_fault(self, kernel: Kernel, proc: Process, va: int, result: FaultResult, user: bool) -> None:
         stop, self.fault_stop = self.fault_stop, None
         if stop is not None and stop.step_kernel:
             after = monitor.leaf_pte(proc, va)
@@ -486,7 +488,8 @@ class GdbStub:
                 self.detach(f"gdb went away ({error}); running on")
                 return
             self.serve(self.stop._replace(note="", writable=False))
-        if result.fatal and not self._runs_for_others(proc.pid):
+        # A fatal fault of the kernel's own is the syscall's EFAULT, not a signal.
+        if result.fatal and user and not self._runs_for_others(proc.pid):
             signal = _SIGNAL_OF_FATAL.get(result.reason, signals.SIGSEGV)
             note = f"vmgames: process {proc.pid} will be killed by {signals.name(signal)}: {va:#x} ({result.reason})"
             self.serve(Stop(proc.pid, signal, note=note, writable=False))
