@@ -583,7 +583,7 @@ def test_a_fault_inside_a_syscalls_copyout_reaches_the_fault_hooks(build):
     assert pages == [
         ("before", 0x7FFF_FFFF_E000, 1, False), ("after", 0x7FFF_FFFF_E000, "zero-fill", False),  # exec's stack build
         ("before", 0x401000, 2, True), ("after", 0x401000, "file", True),                          # the text, fetched
-        ("before", 0x402000, 1, False), ("after", 0x402000, "zero-fill", False)]                   # clock_gettime's copyout
+        ("before", 0x402000, 1, False), ("after", 0x402000, "zero-fill", False)]  # clock_gettime's copyout
 
 
 def test_break_on_zero_fill_stops_on_a_fault_taken_inside_a_syscall(build):
