@@ -33,6 +33,10 @@ MAX_BUCKETS = 64
 MAX_HEADER = 16 << 20      # a first line longer than this is not a trace's header, whatever follows
 MAX_HEAT_ROWS = 32
 CELLS_PER_ROW = 512
+# The symbols that can name an instruction, and which to prefer at one address: a function over a label,
+# a global over a weak, a weak over a local.
+SYMBOL_KINDS = {"STT_FUNC": 2, "STT_GNU_IFUNC": 2, "STT_NOTYPE": 1}
+SYMBOL_BINDINGS = {"STB_GLOBAL": 2, "STB_WEAK": 1}
 
 
 class TraceError(Exception):
@@ -387,10 +391,6 @@ def _code_symbols(data: bytes) -> list[tuple[int, str, int]]:
     except (ELFError, ValueError, LookupError, ArithmeticError, struct.error):
         return []
     return [(address, name, end) for address, (_, name, end) in sorted(best.items())]
-
-
-SYMBOL_KINDS = {"STT_FUNC": 2, "STT_GNU_IFUNC": 2, "STT_NOTYPE": 1}      # code symbols, the better named first
-SYMBOL_BINDINGS = {"STB_GLOBAL": 2, "STB_WEAK": 1}
 
 
 def disassembler(program: str) -> Program:
