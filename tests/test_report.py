@@ -95,6 +95,24 @@ def test_functions_of_a_gcc_program_agree_with_nm(tmp_path, capsys):
     assert inside >= 2 and any(function.startswith("main+0x") for function in named.values())
 
 
+def test_a_program_run_from_its_assembly_source_is_assembled_again_to_name_its_instructions(tmp_path, capsys):
+    from tests.conftest import PRELUDE
+
+    source = tmp_path / "fork.s"
+    source.write_text(PRELUDE + FORK_AND_WRITE)
+    path = tmp_path / "fork.jsonl"
+    assert main(["run", "--trace", str(path), str(source)]) == 82
+    capsys.readouterr()
+    assert main(["report", str(path), "--csv", str(tmp_path / "t")]) == 0
+    assert capsys.readouterr().err == ""
+    with open(tmp_path / "t" / "fault_instructions.csv", newline="") as f:
+        rows = {r["function"]: r["instruction"] for r in csv.DictReader(f)}
+    assert rows["child+0x7"].startswith("mov qword ptr [rip + ") and rows["_start"].endswith("], 1")
+    source.write_text("not an instruction\n")
+    assert main(["report", str(path)]) == 0
+    assert capsys.readouterr().err.startswith(f"vmgames: {source}: warning: does not assemble now ({source}:1: ")
+
+
 def _without_section_headers(path) -> None:
     """What `strip` leaves at least: no section header table, so no .symtab (e_shoff, e_shnum, e_shstrndx = 0)."""
     data = bytearray(path.read_bytes())

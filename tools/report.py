@@ -320,12 +320,17 @@ class Program:
         try:
             with open(path, "rb") as f:
                 self._data = f.read()
+            if path.endswith(".s"):     # vmgames run assembled it first, as this does again
+                self._data = _assemble(self._data, path)
             self._segments = elf.parse(self._data, 1 << 47).segments
         except OSError as error:
             self.problem = error.strerror or str(error)
             return
         except elf.ExecFormatError as error:
             self.problem = f"not a program vmgames runs ({error})"
+            return
+        except ValueError as error:
+            self.problem = str(error)
             return
         for start, name, end in _code_symbols(self._data):
             self._starts.append(start)
@@ -356,6 +361,18 @@ class Program:
             return ""
         offset = rip - self._starts[n]
         return f"{name}+{offset:#x}" if offset else name
+
+
+def _assemble(source: bytes, path: str) -> bytes:
+    """The executable `vmgames run` made of an assembly source; ValueError saying why there is none."""
+    from tools.assembler import AssemblyError, assemble_with_warnings
+
+    try:
+        return assemble_with_warnings(source.decode(), path)[0]
+    except UnicodeDecodeError:
+        raise ValueError("not an assembly source (not UTF-8 text)") from None
+    except AssemblyError as error:
+        raise ValueError(f"does not assemble now ({error})") from None
 
 
 def _code_symbols(data: bytes) -> list[tuple[int, str, int]]:
