@@ -2,6 +2,7 @@
 
 import io
 import os
+from collections import Counter
 
 from emulator.machine import Machine
 from kernel.kernel import Kernel
@@ -65,3 +66,37 @@ def test_the_cli_prints_the_table(tmp_path):
     assert lines[0].startswith("seed,collapse") and len(lines) == 3
     assert main(["experiment", "chains", "--pages", "65"]) == 2
     assert os.path.exists(out)
+
+
+def _run(collapse: bool, depths: dict[int, int], dead: int = 0) -> chains.ChainRun:
+    return chains.ChainRun(seed=1, collapse=collapse, faults=sum(depths.values()), depths=Counter(depths),
+                           dead_pages_peak=dead)
+
+
+def test_the_conclusion_says_whether_chains_stayed_within_4_from_the_figures():
+    within = [_run(True, {1: 50, 3: 40, 4: 10}, dead=0), _run(False, {2: 30, 6: 60, 9: 10}, dead=12)]
+    assert chains.conclusion(within) == [
+        "Conclusion:",
+        '  with collapse and bypass on, chains stayed within 4, as the paper says ("not much deeper than 4"): '
+        "deepest 4, mean 2.10, p95 4, 0.0% of 100 faults deeper than 4",
+        "  with them off: deepest 9, mean 5.10, p95 9, 70.0% of 100 faults deeper than 4",
+        "  collapse changed the mean depth by -59% and the peak of dead pages from 12.0 to 0.0 (mean over runs)"]
+    deeper = [_run(True, {2: 90, 7: 10}, dead=1), _run(True, {5: 100}, dead=3), _run(False, {8: 100}, dead=4)]
+    assert chains.conclusion(deeper)[1:] == [
+        "  with collapse and bypass on, chains went deeper than 4, where the paper says they \"tend to not get much "
+        "deeper than 4\": deepest 7, mean 3.75, p95 5, 55.0% of 200 faults deeper than 4",
+        "  with them off: deepest 8, mean 8.00, p95 8, 100.0% of 100 faults deeper than 4",
+        "  collapse changed the mean depth by -53% and the peak of dead pages from 4.0 to 2.0 (mean over runs)"]
+
+
+def test_the_cli_ends_with_the_conclusion_of_its_own_table(capsys):
+    from tools.cli import main
+
+    assert main(["experiment", "chains", "--seeds", "1", "--steps", "10", "--pages", "4"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    table = {line.rsplit(None, 2)[0].strip(): line.rsplit(None, 2)[1:] for line in out if line.startswith("max depth")
+             or line.startswith("mean depth")}
+    deepest_on = int(table["max depth"][0])
+    conclusion = out[out.index("Conclusion:") + 1]
+    assert ("stayed within 4" in conclusion) == (deepest_on <= 4)
+    assert f"deepest {deepest_on}, mean {float(table['mean depth'][0]):.2f}," in conclusion

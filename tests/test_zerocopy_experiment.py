@@ -7,6 +7,9 @@ import csv
 import io
 import json
 import os
+import shlex
+import subprocess
+import sys
 
 import pytest
 
@@ -76,7 +79,7 @@ def test_a_cell_is_measured_from_the_recorder_and_divided_per_mib():
     assert row["kernel_entries_per_mib"] == 10 * 128
     assert row["corrupt_bytes"] == 50 and row["corrupt_bytes_per_mib"] == 50 * 128
     assert row["cycles_per_mib"] == round(costmodel.cycles(cell.work, Costs()) * 128)
-    assert row["command"] == "vmgames run build/zc_static cow 4k 8k wire --wire-rate 1024 --stats"
+    assert row["command"] == f"vmgames run --wire-rate 1024 --stats {zerocopy.BUILD}/zc_static cow 4k 8k wire"
 
 
 def test_a_cell_that_delivered_nothing_is_divided_by_what_was_meant():
@@ -185,9 +188,18 @@ def test_the_experiment_writes_its_table_csv_and_plot(tmp_path, capsys):
     assert [(r["workload"], r["mode"], r["size"]) for r in rows] == [("fresh", "write", "4096"),
                                                                      ("fresh", "vmsplice", "4096")]
     assert all(r["received_bytes"] == r["sent_bytes"] == "16384" and r["corrupt_bytes"] == "0" for r in rows)
-    assert rows[1]["command"] == "vmgames run build/zc_fresh vmsplice 4k 16k wire --wire-rate 1024 --stats"
+    assert rows[1]["command"] == f"vmgames run --wire-rate 1024 --stats {zerocopy.BUILD}/zc_fresh vmsplice 4k 16k wire"
     assert (tmp_path / "plots" / "zerocopy.png").stat().st_size > 0
     assert (tmp_path / "plots" / "zerocopy.svg").stat().st_size > 0
+    # The conclusion follows the CSV's own figures: the cheaper mode, and by how much.
+    write, vmsplice = (int(r["cycles_per_mib"]) for r in rows)
+    (best, cost), (other, more) = sorted((("write", write), ("vmsplice", vmsplice)), key=lambda pair: pair[1])
+    lead = 1 - cost / more
+    shown = f"{lead:.0%}" if lead >= 0.01 else f"{lead:.1%}"
+    assert out.splitlines()[-2:] == [
+        "Conclusion (estimated cycles per MiB under the default cost model of tools/costmodel.py; only a mode that "
+        "delivered every byte intact can win):",
+        f"  fresh: 4k {best}, {shown} below {other}"]
 
 
 def test_a_pool_reuses_a_buffer_only_after_zc_reap_and_every_vmsplice_completes(tmp_path):
@@ -234,3 +246,75 @@ def test_a_fifo_nobody_reads_is_refused_as_the_csv_instead_of_waiting(tmp_path, 
     os.mkfifo(fifo)
     assert cli.main(["experiment", "zerocopy", "--csv", str(fifo), "--plot", str(tmp_path / "plots")]) == 2
     assert capsys.readouterr().err == f"vmgames: {fifo}: No such device or address\n"
+
+
+def _cell(workload: str, mode: str, size: int, cycles: int, received: int = MIB, corrupt: int = 0) -> Cell:
+    """A cell of 1 MiB that cost `cycles` under the default costs (as user instructions, one cycle each)."""
+    cell = Cell(workload, mode, size, MIB, received=received, corrupt=corrupt)
+    cell.work = Work(instructions=cycles)
+    return cell
+
+
+def test_the_conclusion_names_the_cheapest_intact_mode_and_its_lead():
+    cells = [_cell("static", "write", 4096, 1000), _cell("static", "cow", 4096, 800),
+             _cell("static", "vmsplice", 4096, 500, corrupt=MIB // 4),
+             _cell("static", "write", 65536, 600), _cell("static", "cow", 65536, 900),
+             _cell("static", "vmsplice", 65536, 700),
+             _cell("pool", "write", 4096, 995), _cell("pool", "vmsplice", 4096, 1000),
+             _cell("fork", "cow", 4096, 5, received=MIB // 2), _cell("fork", "write", 4096, 20)]
+    assert zerocopy.conclusion(cells, Costs()) == [
+        "Conclusion (estimated cycles per MiB under the default cost model of tools/costmodel.py; only a mode "
+        "that delivered every byte intact can win):",
+        "  static: 4k cow, 20% below write (vmsplice cost less but corrupted 25.0% of what it delivered); "
+        "64k write, 14% below vmsplice",
+        "  pool: 4k write, 0.5% below vmsplice",
+        "  fork: 4k write, the only mode that delivered every byte intact "
+        "(cow cost less but delivered only 524,288 of 1,048,576 bytes)"]
+    # The same cells with other figures give another conclusion: it is computed, not written in.
+    cells[0].work = Work(instructions=700)
+    cells[5].work = Work(instructions=600)
+    assert zerocopy.conclusion(cells, Costs())[1] == (
+        "  static: 4k write, 12% below cow (vmsplice cost less but corrupted 25.0% of what it delivered); "
+        "64k write and vmsplice tied")
+
+
+def test_the_conclusion_names_the_cost_model_and_follows_it():
+    # A cell that copies pages against one that takes faults: which wins depends on the prices.
+    copies = Cell("static", "write", 4096, MIB, received=MIB)
+    copies.work = Work(pages_copied=256)
+    faults = Cell("static", "cow", 4096, MIB, received=MIB)
+    faults.work = Work(faults=40)
+    assert zerocopy.conclusion([copies, faults], Costs())[1] == "  static: 4k write, 62% below cow"
+    cold = Costs(copy_page_ns=1000)
+    lines = zerocopy.conclusion([copies, faults], cold)
+    assert lines[0].startswith("Conclusion (estimated cycles per MiB under the cost model of tools/costmodel.py "
+                               "with copy_page_ns 1000 from --costs;")
+    assert lines[1] == "  static: 4k cow, 84% below write"
+
+
+def test_nothing_to_compare_or_nothing_intact_is_said_so():
+    assert zerocopy.conclusion([_cell("fresh", "cow", 4096, 10)], Costs())[1] == \
+        "  fresh: 4k cow alone, nothing to compare"
+    assert zerocopy.conclusion([_cell("fresh", "cow", 4096, 10, corrupt=1), _cell("fresh", "write", 4096, 10,
+                                                                                    received=0)], Costs())[1] == \
+        "  fresh: 4k no mode delivered every byte intact"
+
+
+def test_the_rerun_command_works_from_any_directory(tmp_path, capsys):
+    csv_path = tmp_path / "zc.csv"
+    assert cli.main(["experiment", "zerocopy", "--workloads", "pool", "--modes", "cow", "--sizes", "4k",
+                     "--total", "16k", "--csv", str(csv_path), "--plot", str(tmp_path / "plots")]) == 0
+    printed = capsys.readouterr().out
+    (row,) = csv.DictReader(csv_path.open())
+    (hint,) = [line for line in printed.splitlines() if line.startswith("rerun any cell with: ")]
+    assert hint == f"rerun any cell with: {row['command']}   (from any directory)"
+    argv = shlex.split(row["command"])
+    assert argv[:2] == ["vmgames", "run"] and os.path.isabs(argv[argv.index("--stats") + 1])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    vmgames = os.path.join(os.path.dirname(sys.executable), "vmgames")
+    rerun = subprocess.run([vmgames, *argv[1:]], cwd=elsewhere, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    stats = dict(line.rsplit(None, 1) for line in rerun.stderr.splitlines() if line.startswith("  ") and
+                 line.split()[-1].isdigit())
+    assert {name.strip(): int(n) for name, n in stats.items()}["bytes delivered"] == int(row["received_bytes"])

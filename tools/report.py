@@ -4,16 +4,22 @@ The trace is read as a stream, in bounded memory: counters, the faulting
 instructions, the chain depth over time in at most MAX_BUCKETS time buckets
 (their width doubles whenever there would be more), and the faults across the
 address space in at most MAX_HEAT_ROWS rows (their span doubles likewise).
-A trace that is not one, comes from a newer vmgames, or is corrupted gets one
-message naming the file and line; a last line cut short (a run that was
-interrupted) is reported and the rest summarised.
+A file that is not a trace gets one message saying so; one that comes from a
+newer vmgames or is corrupted gets one naming the file and line.  A trace that
+stops short (a last line cut, processes that never exit in it) is summarised
+with a warning, on stderr as every warning of the report.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
+import io
 import os
+import struct
+import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -24,8 +30,13 @@ from tools import procstat, trace, trace_schema, vmstat
 from tools.stats import tlb_by_reason
 
 MAX_BUCKETS = 64
+MAX_HEADER = 16 << 20      # a first line longer than this is not a trace's header, whatever follows
 MAX_HEAT_ROWS = 32
 CELLS_PER_ROW = 512
+# The symbols that can name an instruction, and which to prefer at one address: a function over a label,
+# a global over a weak, a weak over a local.
+SYMBOL_KINDS = {"STT_FUNC": 2, "STT_GNU_IFUNC": 2, "STT_NOTYPE": 1}
+SYMBOL_BINDINGS = {"STB_GLOBAL": 2, "STB_WEAK": 1}
 
 
 class TraceError(Exception):
@@ -113,6 +124,25 @@ class PageHeat:
 
 
 @dataclass
+class Exits:
+    """Which process each exit event ends.  An event is recorded under the pid the kernel was working for: an
+    exit under the process's own, unless a signal another process sent (kill) ended it, when it is the
+    sender's; then the signal event just before it names the process."""
+
+    signalled: int | None = None
+
+    def exited(self, event: dict[str, Any]) -> int | None:
+        """The process that an event says has exited, or None."""
+        if event["type"] != "proc" or event["kind"] not in ("signal", "exit"):
+            return None
+        if event["kind"] == "signal":
+            self.signalled = event["target"]
+            return None
+        target, self.signalled = self.signalled, None
+        return target if event["signal"] and target is not None else event["pid"]
+
+
+@dataclass
 class Summary:
     header: dict[str, Any]
     events: Counter = field(default_factory=Counter)        # (pid, type, kind) -> count
@@ -122,7 +152,9 @@ class Summary:
     timeline: FaultTimeline = field(default_factory=FaultTimeline)
     heat: PageHeat = field(default_factory=PageHeat)
     maps: dict[int, dict[str, Any]] = field(default_factory=dict)   # process -> its last map event
-    truncated: str = ""                                     # why the last line was ignored, if it was
+    running: set[int] = field(default_factory=set)          # processes started and not yet exited
+    exits: Exits = field(default_factory=Exits)
+    warnings: list[str] = field(default_factory=list)       # what the reader of the summary should know
 
     @property
     def kept(self) -> list[str] | None:
@@ -143,12 +175,28 @@ class Summary:
             self.reasons[(type_, kind, event["reason"])] += 1
         elif type_ == "map":
             self.maps[event["process"]] = event
+        elif type_ == "proc" and kind in ("spawn", "fork"):
+            self.running.add(event["child"])
+        elif type_ == "proc":
+            self.running.discard(self.exits.exited(event))
 
     def count(self, type_: str, kind: str | None, reason: str | None) -> int:
         """Events of a type (and kind, and reason, if given), as the recorder would have counted them."""
         if reason is not None:
             return self.reasons[(type_, kind, reason)]
         return sum(n for (_, t, k), n in self.events.items() if t == type_ and (kind is None or k == kind))
+
+    def finish(self, path: str) -> None:
+        """At the end of the trace: a run whose processes did not all exit in it was cut short."""
+        if self.running and (self.kept is None or "proc" in self.kept):
+            pids = sorted(self.running)
+            shown = ", ".join(map(str, pids[:8])) + (f" and {len(pids) - 8} more" if len(pids) > 8 else "")
+            self.warnings.append(f"{path}: warning: the trace stops short: pid{'s' * (len(pids) > 1)} {shown} "
+                                 "never exited in it (was the run interrupted, or its disk full?)")
+
+
+JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "true or false",
+              type(None): "null"}
 
 
 def _parse(line: bytes, where: str) -> dict[str, Any]:
@@ -157,10 +205,34 @@ def _parse(line: bytes, where: str) -> dict[str, Any]:
     except orjson.JSONDecodeError as error:
         if "UTF-8" in str(error):
             raise TraceError(f"{where}: not text (invalid UTF-8)") from None
-        raise TraceError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+        raise TraceError(f"{where}: not valid JSON (at column {error.colno})") from None
     if not isinstance(record, dict):
-        raise TraceError(f"{where}: expected a JSON object, found {type(record).__name__}")
+        raise TraceError(f"{where}: not a trace event (a JSON {JSON_TYPES[type(record)]}, not an object)")
     return record
+
+
+def _header(first: bytes, path: str) -> dict[str, Any]:
+    """The trace's first line, checked; anything that is not a vmgames trace's header is said to be so."""
+    not_a_trace = TraceError(f"{path}: not a vmgames trace")
+    try:
+        header = orjson.loads(first)
+    except orjson.JSONDecodeError:
+        if first.startswith(b'{"format":"' + trace.FORMAT.encode() + b'"') and not first.endswith(b"\n"):
+            raise TraceError(f"{path}:1: the header is cut short (was the run interrupted?)") from None
+        raise not_a_trace from None
+    if not isinstance(header, dict) or header.get("format") != trace.FORMAT:
+        raise not_a_trace
+    version = header.get("version")
+    if type(version) is not int or version < 1:
+        shown = orjson.dumps(version).decode() if "version" in header else "missing"
+        raise TraceError(f"{path}:1: the trace format version is {shown}, not a whole number from 1 up")
+    if version > trace.VERSION:
+        raise TraceError(f"{path}:1: trace format version {version} is newer than this vmgames reads "
+                         f"(up to {trace.VERSION}); use a newer vmgames")
+    problems = trace_schema.validate_header(header)
+    if problems:
+        raise TraceError(f"{path}:1: bad header: {problems[0]}")
+    return header
 
 
 def summarise(path: str, progress: Any = None) -> Summary:
@@ -169,45 +241,32 @@ def summarise(path: str, progress: Any = None) -> Summary:
     summary = Summary(next(reader))
     for event in reader:
         if isinstance(event, str):
-            summary.truncated = event
+            summary.warnings.append(event)
         else:
             summary.add(event)
+    summary.finish(path)
     return summary
 
 
-def summarise_events(path: str, progress: Any = None):
-    """The events of a trace, checked, one by one (a last line cut short is skipped); `progress` as for summarise."""
+def read_trace(path: str, progress: Any = None) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+    """The header of a trace (read now) and its events, checked, one by one as they are iterated (a last line
+    cut short is skipped); `progress` as for summarise."""
     reader = _read(path, progress)
-    next(reader)
-    for event in reader:
-        if not isinstance(event, str):
-            yield event
+    header = next(reader)
+    return header, (event for event in reader if not isinstance(event, str))
 
 
-def _read(path: str, progress: Any):
-    """Yields the header, then each event; a last line cut short yields a message instead."""
+def _read(path: str, progress: Any) -> Iterator[Any]:
+    """Yields the header, then each event; a last line cut short yields a warning instead."""
     try:
         stream: IO[bytes] = open(path, "rb")
     except OSError as error:
         raise TraceError(f"{path}: {error.strerror}") from None
     with stream:
-        first = stream.readline()
+        first = stream.readline(MAX_HEADER)
         if not first:
-            raise TraceError(f"{path}: empty file: no trace header")
-        header = _parse(first, f"{path}:1")
-        if header.get("format") != trace.FORMAT:
-            raise TraceError(f"{path}:1: not a vmgames trace (no \"format\": \"{trace.FORMAT}\" header)")
-        version = header.get("version")
-        if type(version) is not int or version < 1:
-            shown = orjson.dumps(version).decode() if "version" in header else "missing"
-            raise TraceError(f"{path}:1: the trace format version is {shown}, not a whole number from 1 up")
-        if version > trace.VERSION:
-            raise TraceError(f"{path}:1: trace format version {version} is newer than this vmgames reads "
-                             f"(up to {trace.VERSION}); use a newer vmgames")
-        problems = trace_schema.validate_header(header)
-        if problems:
-            raise TraceError(f"{path}:1: bad header: {problems[0]}")
-        yield header
+            raise TraceError(f"{path}: not a vmgames trace (the file is empty)")
+        yield _header(first, path)
         number, read, latest = 1, len(first), 0
         for line in stream:
             number += 1
@@ -216,9 +275,11 @@ def _read(path: str, progress: Any):
                 try:
                     _parse(line, "")
                 except TraceError:
-                    yield f"{path}:{number}: the last line is cut short (was the run interrupted?)"
+                    yield f"{path}:{number}: warning: the last line is cut short (was the run interrupted?)"
                     break
             record = _parse(line, f"{path}:{number}")
+            if record.get("format") == trace.FORMAT:
+                raise TraceError(f"{path}:{number}: a second trace header (were two traces joined?)")
             problems = trace_schema.validate_event(record)
             if problems:
                 raise TraceError(f"{path}:{number}: {problems[0]}")
@@ -239,37 +300,131 @@ def program_path(header: dict[str, Any]) -> str:
     return program
 
 
-def disassembler(program: str):
-    """rip -> instruction text, read from the traced program's file (if it is still there)."""
-    from emulator.disasm import instruction_at
-    from kernel import elf
+class Program:
+    """The traced program's file, read once: an instruction's text and the function it is in, by address.
 
-    try:
-        with open(program, "rb") as f:
-            data = f.read()
-        image = elf.parse(data, 1 << 47)
-    except (OSError, elf.ExecFormatError):
-        return lambda rip: "(program not readable)"
+    Called with a rip it gives the instruction's text (the report's `describe`);
+    `function(rip)` names it as objdump does (`main+0x1f`) when the file has a
+    symbol table; `problem` says why instructions cannot be shown, if they cannot.
+    """
 
-    def describe(rip: int) -> str:
-        for seg in image.segments:
+    def __init__(self, path: str) -> None:
+        from kernel import elf
+
+        self.path = path
+        self.problem = ""
+        self._data = b""
+        self._segments: tuple[elf.Segment, ...] = ()
+        self._starts: list[int] = []
+        self._functions: list[tuple[str, int]] = []     # (name, end of its section), as _starts
+        try:
+            with open(path, "rb") as f:
+                self._data = f.read()
+            if path.endswith(".s"):     # vmgames run assembled it first, as this does again
+                self._data = _assemble(self._data, path)
+            self._segments = elf.parse(self._data, 1 << 47).segments
+        except OSError as error:
+            self.problem = error.strerror or str(error)
+            return
+        except elf.ExecFormatError as error:
+            self.problem = f"not a program vmgames runs ({error})"
+            return
+        except ValueError as error:
+            self.problem = str(error)
+            return
+        for start, name, end in _code_symbols(self._data):
+            self._starts.append(start)
+            self._functions.append((name, end))
+
+    @property
+    def has_symbols(self) -> bool:
+        return bool(self._starts)
+
+    def __call__(self, rip: int) -> str:
+        from emulator.disasm import instruction_at
+
+        if self.problem:
+            return "(program not readable)"
+        for seg in self._segments:
             if seg.vaddr <= rip < seg.vaddr + seg.filesz:
                 at = seg.offset + (rip - seg.vaddr)
-                return instruction_at(data[at:at + 16], rip)
+                return instruction_at(self._data[at:at + 16], rip)
         return "(not in the program's file)"
 
-    return describe
+    def function(self, rip: int) -> str:
+        """`name+0xOFFSET` of the nearest code symbol at or below rip in the same section ('' if none)."""
+        n = bisect.bisect_right(self._starts, rip) - 1
+        if n < 0:
+            return ""
+        name, section_end = self._functions[n]
+        if rip >= section_end:
+            return ""
+        offset = rip - self._starts[n]
+        return f"{name}+{offset:#x}" if offset else name
 
 
-def write_csv(summary: Summary, directory: str, describe) -> list[str]:
+def _assemble(source: bytes, path: str) -> bytes:
+    """The executable `vmgames run` made of an assembly source; ValueError saying why there is none."""
+    from tools.assembler import AssemblyError, assemble_with_warnings
+
+    try:
+        return assemble_with_warnings(source.decode(), path)[0]
+    except UnicodeDecodeError:
+        raise ValueError("not an assembly source (not UTF-8 text)") from None
+    except AssemblyError as error:
+        raise ValueError(f"does not assemble now ({error})") from None
+
+
+def _code_symbols(data: bytes) -> list[tuple[int, str, int]]:
+    """(address, name, end of its section) of each function or label in executable sections of an ELF's
+    .symtab, by address; at one address a function is preferred to a label, a global symbol to a local one.
+    A file without a symbol table, or with a broken one, has none."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.constants import SH_FLAGS
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
+    best: dict[int, tuple[tuple[int, int], str, int]] = {}
+    try:
+        elf = ELFFile(io.BytesIO(data))
+        table = elf.get_section_by_name(".symtab")
+        if not isinstance(table, SymbolTableSection):
+            return []
+        code = {}        # section index -> (start, end), for executable sections
+        for index, section in enumerate(elf.iter_sections()):
+            if section["sh_flags"] & SH_FLAGS.SHF_EXECINSTR and section["sh_type"] != "SHT_NOBITS":
+                code[index] = (section["sh_addr"], section["sh_addr"] + section["sh_size"])
+        for symbol in table.iter_symbols():
+            kind, where = symbol["st_info"]["type"], symbol["st_shndx"]
+            if kind not in SYMBOL_KINDS or where not in code or not symbol.name:
+                continue
+            start, end = code[where]
+            address = symbol["st_value"]
+            if not start <= address < end:
+                continue
+            rank = (SYMBOL_KINDS[kind], SYMBOL_BINDINGS.get(symbol["st_info"]["bind"], 0))
+            if address not in best or rank > best[address][0]:
+                best[address] = (rank, symbol.name, end)
+    except (ELFError, ValueError, LookupError, ArithmeticError, struct.error):
+        return []
+    return [(address, name, end) for address, (_, name, end) in sorted(best.items())]
+
+
+def disassembler(program: str) -> Program:
+    """rip -> instruction text (and .function(rip)), read from the traced program's file (if it is still there)."""
+    return Program(program)
+
+
+def write_csv(summary: Summary, directory: str, describe: Program) -> list[str]:
     """Tidy tables for pandas; returns the files written."""
     os.makedirs(directory, exist_ok=True)
     freebsd = vmstat.freebsd(summary.count)
     tables = {
         "events.csv": (["pid", "type", "kind", "count"],
                        [[p, t, k, n] for (p, t, k), n in sorted(summary.events.items())]),
-        "fault_instructions.csv": (["rip", "faults", "instruction"],
-                                   [[hex(rip), n, describe(rip)] for rip, n in summary.fault_rips.most_common()]),
+        "fault_instructions.csv": (["rip", "faults", "function", "instruction"],
+                                   [[hex(rip), n, describe.function(rip), describe(rip)]
+                                    for rip, n in summary.fault_rips.most_common()]),
         "tlb_invalidations.csv": (["kind", "reason", "linux_reason", "count"],
                                   [[k, r, vmstat.linux_tlb_reason(r), n]
                                    for (t, k, r), n in sorted(summary.reasons.items()) if t == "tlb"]),
@@ -293,8 +448,17 @@ def write_csv(summary: Summary, directory: str, describe) -> list[str]:
     return written
 
 
-def render(summary: Summary, describe, top: int, console) -> None:
-    """The terminal summary, as rich tables."""
+def warnings(summary: Summary, describe: Program) -> list[str]:
+    """What the reader should know about the summary: a trace cut short, a program that cannot be read."""
+    said = list(summary.warnings)
+    if describe.problem and summary.fault_rips:
+        said.append(f"{describe.path}: warning: {describe.problem}: the faulting instructions are shown "
+                    "without their text")
+    return said
+
+
+def render(summary: Summary, describe: Program, top: int, console) -> None:
+    """The terminal summary, as rich tables on `console`; its warnings on stderr."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -326,9 +490,12 @@ def render(summary: Summary, describe, top: int, console) -> None:
     faults = Table(title=f"Top faulting instructions (user faults; of {sum(summary.fault_rips.values()):,})")
     faults.add_column("rip", justify="right")
     faults.add_column("faults", justify="right")
+    if describe.has_symbols:
+        faults.add_column("function")
     faults.add_column("instruction")
     for rip, n in summary.fault_rips.most_common(top):
-        faults.add_row(f"{rip:#x}", f"{n:,}", escape(describe(rip)))
+        function = [escape(describe.function(rip))] if describe.has_symbols else []
+        faults.add_row(f"{rip:#x}", f"{n:,}", *function, escape(describe(rip)))
     console.print(faults)
 
     tlb = Table(title="TLB invalidations by reason")
@@ -357,5 +524,5 @@ def render(summary: Summary, describe, top: int, console) -> None:
         when = "just before its exit" if event["kind"] == "exit" else "at the snapshot"
         console.print(f"\n[bold]Map of pid {pid} {when}[/bold] (t = {event['t']:,}; procstat -v)")
         console.print(procstat.format_table(pid, event["entries"]), markup=False, highlight=False, soft_wrap=True)
-    if summary.truncated:
-        console.print(f"[yellow]warning:[/yellow] {escape(summary.truncated)}")
+    for warning in warnings(summary, describe):
+        print(f"vmgames: {warning}", file=sys.stderr)

@@ -96,29 +96,97 @@ def run_cascade(program: str, seed: int, collapse: bool, steps: int, pages: int,
     return result
 
 
+PAPER_DEPTH = 4     # "tend to not get much deeper than 4"
+
+
+@dataclass
+class Depths:
+    """The chain depths the faults of some runs walked, merged."""
+
+    runs: list[ChainRun]
+    counts: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        for run in self.runs:
+            self.counts.update(run.depths)
+
+    @property
+    def faults(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def deepest(self) -> int:
+        return max(self.counts, default=0)
+
+    @property
+    def mean(self) -> float:
+        return sum(d * n for d, n in self.counts.items()) / self.faults if self.faults else 0.0
+
+    @property
+    def p95(self) -> int:
+        ordered = sorted(self.counts.elements())
+        return ordered[int(0.95 * (len(ordered) - 1))] if ordered else 0
+
+    @property
+    def beyond_paper(self) -> float:
+        """The fraction of faults that walked a chain deeper than the paper's 4."""
+        return sum(n for d, n in self.counts.items() if d > PAPER_DEPTH) / max(self.faults, 1)
+
+    @property
+    def dead_pages(self) -> float:
+        """The peak of dead pages, averaged over the runs."""
+        return statistics.fmean(r.dead_pages_peak for r in self.runs) if self.runs else 0.0
+
+
 def summary_rows(runs: list[ChainRun]) -> list[dict[str, Any]]:
     rows = []
     for collapse in (True, False):
         mine = [r for r in runs if r.collapse == collapse]
-        depths: Counter = Counter()
-        for r in mine:
-            depths.update(r.depths)
-        ordered = sorted(depths.elements())
+        depths = Depths(mine)
         rows.append({
             "collapse and bypass": "on" if collapse else "off",
             "runs": len(mine),
             "processes": sum(r.processes for r in mine),
-            "faults": len(ordered),
-            "mean depth": round(statistics.fmean(ordered), 2) if ordered else 0,
-            "p95 depth": ordered[int(0.95 * (len(ordered) - 1))] if ordered else 0,
-            "max depth": max(ordered, default=0),
-            "faults at depth > 4": f"{sum(n for d, n in depths.items() if d > 4) / max(len(ordered), 1):.1%}",
-            "dead pages (peak, mean over runs)": round(statistics.fmean(r.dead_pages_peak for r in mine), 1),
+            "faults": depths.faults,
+            "mean depth": round(depths.mean, 2),
+            "p95 depth": depths.p95,
+            "max depth": depths.deepest,
+            f"faults at depth > {PAPER_DEPTH}": f"{depths.beyond_paper:.1%}",
+            "dead pages (peak, mean over runs)": round(depths.dead_pages, 1),
             "shadows": sum(r.shadows for r in mine),
             "collapses": sum(r.collapses for r in mine),
             "bypasses": sum(r.bypasses for r in mine),
         })
     return rows
+
+
+def conclusion(runs: list[ChainRun]) -> list[str]:
+    """Whether the chains stayed within the paper's 4 with collapse on, and what collapse changed: the lines
+    that end the experiment, from its own figures."""
+    on = Depths([r for r in runs if r.collapse])
+    off = Depths([r for r in runs if not r.collapse])
+
+    def figures(depths: Depths) -> str:
+        return (f"deepest {depths.deepest}, mean {depths.mean:.2f}, p95 {depths.p95}, "
+                f"{depths.beyond_paper:.1%} of {depths.faults:,} faults deeper than {PAPER_DEPTH}")
+
+    lines = ["Conclusion:"]
+    if on.runs:
+        if not on.faults:
+            lines.append("  with collapse and bypass on, no fault walked a shadow chain: nothing to judge")
+        elif on.deepest <= PAPER_DEPTH:
+            lines.append(f"  with collapse and bypass on, chains stayed within {PAPER_DEPTH}, as the paper says "
+                         f"(\"not much deeper than {PAPER_DEPTH}\"): {figures(on)}")
+        else:
+            lines.append(f"  with collapse and bypass on, chains went deeper than {PAPER_DEPTH}, where the paper "
+                         f"says they \"tend to not get much deeper than {PAPER_DEPTH}\": {figures(on)}")
+    if off.runs and off.faults:
+        lines.append(f"  with them off: {figures(off)}")
+    if on.faults and off.faults:
+        change = on.mean / off.mean - 1 if off.mean else 0.0
+        lines.append(f"  collapse changed the mean depth by {change:+.0%} and the peak of dead pages from "
+                     f"{off.dead_pages:.1f} to {on.dead_pages:.1f} (mean over runs)")
+    return lines
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -139,14 +207,17 @@ def main(seeds: int, steps: int, pages: int, max_depth: int, csv_path: str | Non
             f.write(image)
         total = 2 * seeds
         for n, (seed, collapse) in enumerate(((s, c) for s in range(1, seeds + 1) for c in (True, False)), 1):
-            print(f"\rrunning cascade {n}/{total} (seed {seed}, collapse {'on' if collapse else 'off'})",
-                  end="", file=sys.stderr, flush=True)
+            if sys.stderr.isatty():
+                print(f"\rrunning cascade {n}/{total} (seed {seed}, collapse {'on' if collapse else 'off'})",
+                      end="", file=sys.stderr, flush=True)
             runs.append(run_cascade(program, seed, collapse, steps, pages, max_depth))
-        print(file=sys.stderr)
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
     rows = summary_rows(runs)
     print(f"chain depth under fork cascades: {seeds} seeds, {steps} steps per process, {pages} pages, "
           f"process tree depth <= {max_depth}")
     print(format_table(rows))
+    print("\n".join(conclusion(runs)))
     if csv_path:
         with open(csv_path, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -29,7 +30,9 @@ from kernel.vm.fault import KINDS as FAULT_KINDS
 from tools import costmodel
 from tools.costmodel import Costs, Work
 
-USERLAND_C = os.path.join(os.path.dirname(__file__), "..", "..", "userland", "c")
+REPOSITORY = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+USERLAND_C = os.path.join(REPOSITORY, "userland", "c")
+BUILD = os.path.join(REPOSITORY, "build")     # where `make userland` puts the workloads, for the rerun commands
 # No libc: gcc must not turn loops into calls to memset or memcpy (tests/test_c_programs.py builds the same way).
 GCC_FLAGS = ["-static", "-nostdlib", "-O2", "-ffreestanding", "-fno-builtin", "-fno-tree-loop-distribute-patterns",
              "-fno-stack-protector", "-fno-pie", "-no-pie", "-masm=intel", "-Wall"]
@@ -92,9 +95,19 @@ class Cell:
     def kernel_entries(self) -> int:
         return self.work.syscalls + sum(self.faults.values())
 
+    @property
+    def intact(self) -> bool:
+        """Everything the sender meant arrived, as it was when sent."""
+        return self.received == self.total and not self.corrupt
+
+    @property
+    def program(self) -> str:
+        """The workload as `make userland` builds it: the rerun command names it wherever it is run from."""
+        return os.path.join(BUILD, f"zc_{self.workload}")
+
     def command(self, wire_rate: int) -> str:
-        return (f"vmgames run build/zc_{self.workload} {self.mode} {size_text(self.size)} {size_text(self.total)} "
-                f"{self.sink} --wire-rate {wire_rate} --stats")
+        return (f"vmgames run --wire-rate {wire_rate} --stats {shlex.quote(self.program)} {self.mode} "
+                f"{size_text(self.size)} {size_text(self.total)} {self.sink}")
 
 
 def measure(cell: Cell, recorder: Recorder, instructions: int) -> Cell:
@@ -257,6 +270,59 @@ def render_table(cells: list[Cell], costs: Costs, wire_rate: int, console) -> No
     console.print(table)
 
 
+def cost_model_name(costs: Costs) -> str:
+    """The cost model in use, as the conclusion names it: the defaults, or the prices that differ from them."""
+    defaults = Costs()
+    changed = [f"{f.name} {getattr(costs, f.name):g}" for f in fields(Costs)
+               if getattr(costs, f.name) != getattr(defaults, f.name)]
+    if not changed:
+        return "the default cost model of tools/costmodel.py"
+    return "the cost model of tools/costmodel.py with " + ", ".join(changed) + " from --costs"
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction:.0%}" if fraction >= 0.01 else f"{fraction:.1%}"
+
+
+def _spoiled(cell: Cell) -> str:
+    if cell.received != cell.total:
+        return f"delivered only {cell.received:,} of {cell.total:,} bytes"
+    return f"corrupted {cell.corrupt / cell.received:.1%} of what it delivered"
+
+
+def conclusion(cells: list[Cell], costs: Costs) -> list[str]:
+    """For each workload and size, the mode that cost least under `costs` and its lead over the next: the
+    lines that end the experiment.  Only a cell that delivered every byte intact can win; a mode that cost
+    less but did not is named beside the winner."""
+    def cost(cell: Cell) -> float:
+        return cell.per_mib(costmodel.cycles(cell.work, costs))
+
+    lines = [f"Conclusion (estimated cycles per MiB under {cost_model_name(costs)}; "
+             "only a mode that delivered every byte intact can win):"]
+    for workload in dict.fromkeys(cell.workload for cell in cells):
+        findings = []
+        for size in sorted({cell.size for cell in cells if cell.workload == workload}):
+            ranked = sorted((c for c in cells if (c.workload, c.size) == (workload, size)), key=cost)
+            intact = [c for c in ranked if c.intact]
+            at = size_text(size)
+            if not intact:
+                findings.append(f"{at} no mode delivered every byte intact")
+                continue
+            best = intact[0]
+            if len(ranked) == 1:
+                finding = f"{at} {best.mode} alone, nothing to compare"
+            elif len(intact) == 1:
+                finding = f"{at} {best.mode}, the only mode that delivered every byte intact"
+            else:
+                lead = 1 - cost(best) / cost(intact[1]) if cost(intact[1]) else 0.0
+                finding = (f"{at} {best.mode} and {intact[1].mode} tied" if lead < 0.0005 else
+                           f"{at} {best.mode}, {_percent(lead)} below {intact[1].mode}")
+            cheaper = [f"{c.mode} cost less but {_spoiled(c)}" for c in ranked if not c.intact and cost(c) < cost(best)]
+            findings.append(finding + (f" ({'; '.join(cheaper)})" if cheaper else ""))
+        lines.append(f"  {workload}: " + "; ".join(findings))
+    return lines
+
+
 PART_COLOURS = {"faults": "#c44e52", "copies": "#4c72b0", "page tables and TLB": "#8172b3",
                 "syscalls": "#55a868", "user instructions": "#bbbbbb"}
 
@@ -373,5 +439,7 @@ def main(workloads: list[str], modes: list[str], sizes: list[int], total: int, w
         return 1
     print(f"per-cell figures (and the command that reruns each cell) written to {csv_path}")
     print(f"plot written to {', '.join(written)}")
-    print("rerun any cell with: " + cells[0].command(wire_rate) + "   (make userland builds build/zc_*)")
+    built = "" if os.path.exists(cells[0].program) else f"; `make userland` in {REPOSITORY} builds it first"
+    print(f"rerun any cell with: {cells[0].command(wire_rate)}   (from any directory{built})")
+    print("\n".join(conclusion(cells, costs)))
     return 0
