@@ -26,6 +26,7 @@ from typing import IO, Any
 import orjson
 
 from emulator.ram import PAGE_SIZE
+from kernel import syscall
 from tools import procstat, trace, trace_schema, vmstat
 from tools.stats import tlb_by_reason
 
@@ -480,7 +481,7 @@ def render(summary: Summary, describe: Program, top: int, console) -> None:
     for (_, type_, kind), n in summary.events.items():
         totals[(type_, kind)] += n
     for (type_, kind), n in sorted(totals.items()):
-        row = [type_, kind, f"{n:,}"]
+        row = [type_, syscall.describe(kind) if type_ == "syscall" else kind, f"{n:,}"]
         row += [f"{summary.events[(pid, type_, kind)]:,}" for pid in shown]
         if len(pids) > len(shown):
             row.append(f"{sum(summary.events[(p, type_, kind)] for p in pids[len(shown):]):,}")

@@ -1,0 +1,74 @@
+"""Syscalls are named from Linux's x86-64 table everywhere: --stats, traces, report, --break-on."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from kernel.linux_syscalls import LINUX_SYSCALLS
+from kernel.syscall import TABLE, describe, syscall_name
+from tools import stats
+from tools.cli import main
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+HEADER = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h"
+
+UNIMPLEMENTED = """
+.text
+_start:
+    mov eax, 262
+    syscall
+    mov rax, 0x1f4
+    syscall
+    mov rax, 0xdeadbeef00000027
+    syscall
+    xor edi, edi
+    mov eax, 231
+    syscall
+"""
+
+
+def test_the_table_is_the_hosts_where_the_header_is_installed():
+    if not os.path.exists(HEADER):
+        pytest.skip(f"{HEADER} is not installed (linux-libc-dev)")
+    with open(HEADER, encoding="utf-8") as f:
+        host = {int(n): name for name, n in re.findall(r"#define __NR_(\w+) (\d+)", f.read())}
+    assert host and all(LINUX_SYSCALLS[n] == name for n, name in host.items())
+    assert all(LINUX_SYSCALLS[n] == entry.name for n, entry in TABLE.items() if n in LINUX_SYSCALLS)
+
+
+def test_names_of_numbers_known_unknown_and_with_junk_above():
+    assert syscall_name(262) == "newfstatat"
+    assert syscall_name(0xDEADBEEF_0000_0027) == "getpid"     # the low 32 bits, as Linux reads rax
+    assert syscall_name(500) == "syscall_0x1f4"               # never assigned: strace's name
+    assert syscall_name(1000) == "zc_reap"                    # vmgames' own
+    assert describe("newfstatat") == "newfstatat (not implemented)" and describe("exit_group") == "exit_group"
+
+
+def test_stats_and_report_name_each_call_as_linux_does(run, tmp_path, capsys):
+    result = run(UNIMPLEMENTED)
+    assert result.recorder.by_kind("syscall") == {"newfstatat": 1, "syscall_0x1f4": 1, "getpid": 1,
+                                                  "exit_group": 1}
+    table = stats.format_table(stats.collect(result.recorder, 0, 100))
+    for line in ("newfstatat (not implemented)", "syscall_0x1f4 (not implemented)", "  exit_group ", "  getpid "):
+        assert line in table
+    assert "exit group" not in table
+    program = tmp_path / "prog"
+    trace_path = tmp_path / "t.jsonl"
+    assert main(["run", "--trace", str(trace_path), str(program)]) == 0
+    capsys.readouterr()
+    assert main(["report", str(trace_path)]) == 0
+    report = capsys.readouterr().out
+    assert "newfstatat (not implemented)" in report and "syscall_0x1f4 (not implemented)" in report
+
+
+def test_break_on_takes_any_linux_name_and_refuses_others():
+    ok = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--break-on", "syscall:newfstatat",
+                         "build/hello"], capture_output=True, text=True, cwd=ROOT)
+    assert ok.returncode == 0 and ok.stdout == "Hello, world!\n"
+    bad = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--break-on", "syscall:fstatt", "build/hello"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("vmgames: unknown syscall 'fstatt': not in Linux's x86-64 table (vmgames implements")
