@@ -59,63 +59,115 @@ class FaultResult(NamedTuple):
         return self.kind == FATAL
 
 
+class Decision(NamedTuple):
+    """What a fault will do, decided from the map and the chain before anything changes."""
+
+    kind: str
+    reason: str = ""                 # why it is fatal
+    entry: MapEntry | None = None
+    push_shadow: bool = False        # a write through a needs-copy entry: a shadow goes in front first
+    holder: VMObject | None = None   # the object holding the page (the bottom object when none does)
+    index: int = 0                   # the page's index in `holder`
+    level: int = 0                   # `holder`'s level in the chain, counted once the shadow is pushed
+    page: VMPage | None = None       # the page found, if any
+
+
 def vm_fault(vmspace: VMSpace, allocator: PageAllocator, va: int, access: int, error_code: int,
              rip: int | None) -> FaultResult:
     """Handle one page fault of `vmspace` at `va`; `rip` is None for faults taken by the kernel's copyin/copyout."""
-    result = _resolve(vmspace, allocator, va, access, error_code)
+    decision = vm_fault_decide(vmspace, va, access, error_code)
+    result = FaultResult(FATAL, decision.reason) if decision.kind == FATAL else _apply(vmspace, allocator, va,
+                                                                                       access, decision)
     allocator.recorder.event("fault", result.kind, address=va, access=mmu.ACCESS_NAMES[access],
                              error_code=error_code, rip=rip, reason=result.reason or None,
                              object=result.object, level=result.level, depth=result.depth, frame=result.frame)
     return result
 
 
-def _resolve(vmspace: VMSpace, allocator: PageAllocator, va: int, access: int, error_code: int) -> FaultResult:
+def vm_fault_decide(vmspace: VMSpace, va: int, access: int, error_code: int) -> Decision:
+    """Steps 1-5: which kind of fault this is, and where its page is, without changing anything.
+
+    A debugger asks the same question before the handler runs (predict_kind);
+    the one thing it cannot foresee is RAM running out while the fault is
+    handled (then the fault is fatal instead).
+    """
     entry = vmspace.map.lookup(va)
     if entry is None:
-        return FaultResult(FATAL, MAPERR)
+        return Decision(FATAL, MAPERR)
     if not entry.protection & _NEEDED[access] or _writes_file(entry, access):
-        return FaultResult(FATAL, ACCERR)
+        return Decision(FATAL, ACCERR)
     write = access == mmu.WRITE
-    if write and entry.needs_copy:
-        _push_shadow(entry)
+    push = write and entry.needs_copy
+    holder, index, level, page = find_page(entry, va)
+    level += push                    # a pushed shadow becomes level 0 and everything moves down one
+    if holder.kind == VNODE and page is None and index * 4096 >= holder.vnode.size:
+        return Decision(FATAL, BUSERR)
+    if page is None and holder.kind != VNODE:
+        kind = ZERO_FILL
+    elif level > 0 and write:
+        # The page (paged in from the file first, if need be) goes up into the top object.
+        shadows = holder.shadow_count + (push and level == 1)
+        kind = COW_MOVE if page is not None and vm_fault_cow_moves(holder, page, level, shadows) else COW_COPY
+    elif holder.kind == VNODE:
+        kind = FILE
+    elif error_code & mmu.PF_P and level == 0:
+        kind = PROTECTION
+    else:
+        kind = RESIDENT
+    return Decision(kind, "", entry, push, holder, index, level, page)
 
+
+def predict_kind(vmspace: VMSpace, va: int, access: int, error_code: int) -> str:
+    """The kind vm_fault will give this fault, decided without handling it (for debuggers)."""
+    return vm_fault_decide(vmspace, va, access, error_code).kind
+
+
+def vm_fault_cow_moves(holder: VMObject, page: VMPage, level: int, shadows: int) -> bool:
+    """Whether a write moves `page` up into the top object instead of copying it (FreeBSD's vm_fault_cow test).
+
+    Each clause is one reason no one else can see the page any more:
+    - `level == 1`: its holder is the top object's immediate backing object,
+      so no object between them could hold a copy of its own;
+    - the holder is anonymous: a file's page stays in the file's object;
+    - the page is not held by a sink (sent copy-on-write, or lent by
+      vmsplice): the receiver still reads it (Linux's do_wp_page reuses a
+      page only when nothing else references it; before 5.8 it did not, and
+      a forked child could vmsplice what its parent wrote later,
+      CVE-2020-29374);
+    - the holder has one reference and one shadow (`shadows`, counting a
+      shadow about to be pushed): that reference is the top object's, so
+      no other map reaches the holder.
+    """
+    return (level == 1 and holder.kind == ANONYMOUS and not page.hold_count
+            and holder.ref_count == 1 and shadows == 1)
+
+
+def _apply(vmspace: VMSpace, allocator: PageAllocator, va: int, access: int, decision: Decision) -> FaultResult:
+    """Steps 2 and 4-7: carry the decision out."""
+    entry, holder, page, kind, level = decision.entry, decision.holder, decision.page, decision.kind, decision.level
+    if decision.push_shadow:
+        _push_shadow(entry)
     first = entry.object
     pindex = entry.pindex(va)
-    obj, index, level, page = find_page(entry, va)
-
+    write = access == mmu.WRITE
     try:
-        if page is None:
-            if obj.kind == VNODE:
-                if index * 4096 >= obj.vnode.size:
-                    return FaultResult(FATAL, BUSERR)
-                page = obj.page_in(index)
-                kind = FILE
-            else:
-                obj, level = first, 0
-                page = allocator.alloc(zero=True)
-                first.insert(page, pindex)
-                kind = ZERO_FILL
-        elif obj.kind == VNODE:
-            kind = FILE
-        elif error_code & mmu.PF_P and obj is first:
-            kind = PROTECTION
-        else:
-            kind = RESIDENT
-
+        if kind == ZERO_FILL:
+            page = allocator.alloc(zero=True)
+            first.insert(page, pindex)
+            holder, level = first, 0
+        elif page is None:
+            page = holder.page_in(decision.index)
         prot = entry.protection
         reason = "fault"
-        if obj is not first:
-            if write:
-                page, kind = _copy_up(allocator, first, pindex, obj, page)
-                obj, level = first, 0
-                reason = "cow"
-            else:
-                prot &= ~PROT_WRITE
-        elif entry.needs_copy or obj.kind == VNODE:
-            # Still shared with another map, or the file's own page: writable only in a shadow's copy.
+        if kind in (COW_COPY, COW_MOVE):
+            page = _copy_up(allocator, first, pindex, holder, page, kind)
+            holder, level = first, 0
+            reason = "cow"
+        elif level > 0 or entry.needs_copy or holder.kind == VNODE:
+            # Shared with a lower object, another map, or the file's own page: writable only in a shadow's copy.
             prot &= ~PROT_WRITE
         in_flight = None
-        if obj is first and write and page.cow:
+        if level == 0 and write and page.cow:
             in_flight, page = page, _copy_in_flight(vmspace, allocator, first, va & ~0xFFF, page)
             reason = "cow-send"
         if page.cow:
@@ -125,7 +177,7 @@ def _resolve(vmspace: VMSpace, allocator: PageAllocator, va: int, access: int, e
             allocator.free(in_flight)   # the sink's hold keeps it, orphaned
     except OutOfMemory:
         return FaultResult(FATAL, NOMEM)
-    return FaultResult(kind, object=obj.id, level=level, depth=first.depth(), frame=page.frame)
+    return FaultResult(kind, object=holder.id, level=level, depth=first.depth(), frame=page.frame)
 
 
 def find_page(entry: MapEntry, va: int) -> tuple[VMObject, int, int, VMPage | None]:
@@ -143,40 +195,6 @@ def find_page(entry: MapEntry, va: int) -> tuple[VMObject, int, int, VMPage | No
         level += 1
         page = obj.pages.get(index)
     return obj, index, level, page
-
-
-def predict_kind(vmspace: VMSpace, va: int, access: int, error_code: int) -> str:
-    """The kind vm_fault will give this fault, decided without handling it (for debuggers).
-
-    It follows _resolve's decisions step by step; the one thing it cannot
-    foresee is RAM running out (then the fault is fatal instead).
-    tests/test_gdb_stub.py holds it to vm_fault's answer on every fault of a fork cascade and of a
-    copy-on-write send.
-    """
-    entry = vmspace.map.lookup(va)
-    if entry is None or not entry.protection & _NEEDED[access] or _writes_file(entry, access):
-        return FATAL
-    write = access == mmu.WRITE
-    pushes_shadow = write and entry.needs_copy
-    obj, index, level, page = find_page(entry, va)
-    if page is None:
-        if obj.kind == VNODE:
-            return FILE if index * 4096 < obj.vnode.size else FATAL
-        return ZERO_FILL
-    in_top = level == 0 and not pushes_shadow
-    if not in_top and write:
-        # _copy_up: a move when the holder is the top object's backing object, used by nothing else.
-        holder_is_backing = level == (0 if pushes_shadow else 1)
-        shadows_after = obj.shadow_count + (1 if pushes_shadow else 0)
-        if (holder_is_backing and obj.kind == ANONYMOUS and not page.hold_count
-                and obj.ref_count == 1 and shadows_after == 1):
-            return COW_MOVE
-        return COW_COPY
-    if obj.kind == VNODE:
-        return FILE
-    if error_code & mmu.PF_P and in_top:
-        return PROTECTION
-    return RESIDENT
 
 
 def _writes_file(entry: MapEntry, access: int) -> bool:
@@ -197,27 +215,19 @@ def _push_shadow(entry: MapEntry) -> None:
     entry.needs_copy = False
 
 
-def _copy_up(allocator: PageAllocator, first: VMObject, pindex: int, holder: VMObject,
-             page: VMPage) -> tuple[VMPage, str]:
-    """Give the top object its own copy of a page found lower in the chain.
-
-    A page a sink holds (sent copy-on-write, or lent by vmsplice) is copied,
-    never moved up: the receiver still reads it.  Linux's do_wp_page reuses
-    a page only when nothing else holds a reference to it; before 5.8 it
-    did not, and a forked child could vmsplice what its parent wrote later
-    (CVE-2020-29374).
-    """
-    if (holder is first.backing and holder.kind == ANONYMOUS and not page.hold_count
-            and holder.ref_count == 1 and holder.shadow_count == 1):
+def _copy_up(allocator: PageAllocator, first: VMObject, pindex: int, holder: VMObject, page: VMPage,
+             kind: str) -> VMPage:
+    """vm_fault_cow: give the top object the page found lower in the chain, moved (COW_MOVE) or copied."""
+    if kind == COW_MOVE:
         del holder.pages[page.pindex]
         first.insert(page, pindex)
         allocator.recorder.event("page", "move", frame=page.frame, source_object=holder.id, object=first.id,
                                  reason="cow")
-        return page, COW_MOVE
+        return page
     copy = allocator.alloc(zero=False)
     allocator.copy(copy, page, "cow")
     first.insert(copy, pindex)
-    return copy, COW_COPY
+    return copy
 
 
 def _copy_in_flight(vmspace: VMSpace, allocator: PageAllocator, obj: VMObject, va: int, page: VMPage) -> VMPage:
