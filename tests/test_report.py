@@ -13,7 +13,7 @@ from tools.cli import main
 @pytest.fixture
 def fork_trace(build, tmp_path):
     path = tmp_path / "fork.jsonl"
-    assert main(["run", build(FORK_AND_WRITE), "--trace", str(path)]) == 82
+    assert main(["run", "--trace", str(path), build(FORK_AND_WRITE)]) == 82
     return path
 
 
@@ -212,7 +212,7 @@ def test_the_report_names_counters_as_freebsd_does(fork_trace, tmp_path, capsys)
 
 def test_a_filtered_trace_says_which_freebsd_counters_it_could_not_count(build, tmp_path, capsys):
     path = tmp_path / "faults.jsonl"
-    assert main(["run", build(FORK_AND_WRITE), "--trace", str(path), "--trace-events", "fault,tlb"]) == 82
+    assert main(["run", "--trace", str(path), "--trace-events", "fault,tlb", build(FORK_AND_WRITE)]) == 82
     capsys.readouterr()
     assert main(["report", str(path), "--csv", str(tmp_path / "t")]) == 0
     out = capsys.readouterr().out
@@ -328,7 +328,7 @@ def test_the_program_is_found_from_wherever_the_report_is_run(build, tmp_path, m
     build(FORK_AND_WRITE)
     (tmp_path / "prog").rename(recorded_in / "prog")
     monkeypatch.chdir(recorded_in)
-    assert main(["run", "prog", "--trace", "fork.jsonl"]) == 82
+    assert main(["run", "--trace", "fork.jsonl", "prog"]) == 82
     header = json.loads((recorded_in / "fork.jsonl").read_text().splitlines()[0])
     assert header["program"] == "prog" and header["options"]["cwd"] == str(recorded_in)
     capsys.readouterr()

@@ -76,7 +76,7 @@ def test_a_cell_is_measured_from_the_recorder_and_divided_per_mib():
     assert row["kernel_entries_per_mib"] == 10 * 128
     assert row["corrupt_bytes"] == 50 and row["corrupt_bytes_per_mib"] == 50 * 128
     assert row["cycles_per_mib"] == round(costmodel.cycles(cell.work, Costs()) * 128)
-    assert row["command"] == "vmgames run build/zc_static cow 4k 8k wire --wire-rate 1024 --stats"
+    assert row["command"] == "vmgames run --wire-rate 1024 --stats build/zc_static cow 4k 8k wire"
 
 
 def test_a_cell_that_delivered_nothing_is_divided_by_what_was_meant():
@@ -185,7 +185,7 @@ def test_the_experiment_writes_its_table_csv_and_plot(tmp_path, capsys):
     assert [(r["workload"], r["mode"], r["size"]) for r in rows] == [("fresh", "write", "4096"),
                                                                      ("fresh", "vmsplice", "4096")]
     assert all(r["received_bytes"] == r["sent_bytes"] == "16384" and r["corrupt_bytes"] == "0" for r in rows)
-    assert rows[1]["command"] == "vmgames run build/zc_fresh vmsplice 4k 16k wire --wire-rate 1024 --stats"
+    assert rows[1]["command"] == "vmgames run --wire-rate 1024 --stats build/zc_fresh vmsplice 4k 16k wire"
     assert (tmp_path / "plots" / "zerocopy.png").stat().st_size > 0
     assert (tmp_path / "plots" / "zerocopy.svg").stat().st_size > 0
 

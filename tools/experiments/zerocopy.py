@@ -93,8 +93,8 @@ class Cell:
         return self.work.syscalls + sum(self.faults.values())
 
     def command(self, wire_rate: int) -> str:
-        return (f"vmgames run build/zc_{self.workload} {self.mode} {size_text(self.size)} {size_text(self.total)} "
-                f"{self.sink} --wire-rate {wire_rate} --stats")
+        return (f"vmgames run --wire-rate {wire_rate} --stats build/zc_{self.workload} {self.mode} "
+                f"{size_text(self.size)} {size_text(self.total)} {self.sink}")
 
 
 def measure(cell: Cell, recorder: Recorder, instructions: int) -> Cell:
