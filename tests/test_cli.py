@@ -450,3 +450,14 @@ def test_our_messages_on_a_stderr_whose_reader_has_gone_are_lost_quietly():
         os.close(write_end)
     assert (result.returncode, result.stdout) == (0, b"Hello, world!\n")    # not 120, Python's flush failing
 
+
+
+def test_stdout_and_stderr_both_into_a_pipe_whose_reader_has_gone():
+    """The writer dies of SIGPIPE; our own line and --stats go to the same dead pipe: lost, status still 141."""
+    result = in_shell('$VMGAMES run --stats build/yes 2>&1 | head -1; echo "status ${PIPESTATUS[0]}"')
+    assert (result.stdout, result.stderr) == (b"y\nstatus 141\n", b"")
+
+
+def test_asm_output_on_a_full_device_is_one_line(capsys):
+    assert main(["asm", str(ROOT / "userland" / "hello.s"), "-o", "/dev/full"]) == 1
+    assert capsys.readouterr().err == "vmgames: /dev/full: No space left on device\n"

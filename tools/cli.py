@@ -337,9 +337,13 @@ def command_asm(args: argparse.Namespace) -> int:
         return 1
     for warning in warnings:
         _say(str(warning))
-    with open(output, "wb") as f:
-        f.write(image)
-    os.chmod(output, 0o755)
+    try:
+        with open(output, "wb") as f:
+            f.write(image)
+        os.chmod(output, 0o755)
+    except OSError as error:
+        _error(f"{output}: {error.strerror}")
+        return 1
     return 0
 
 

@@ -7,9 +7,9 @@ instruction limit is exact (the kernel ends a slice there).  Host time is
 not the kernel's: a watchdog thread stops the engine when the timeout is
 due, as Unicorn's own timeout does, and Ctrl-C stops it from the signal
 handler, so the check comes at once rather than at the end of a slice.  A
-console read would block the host itself, so `wait_for_console` waits for
-the input and the limits together, and puts the reader to sleep if a limit
-comes first; a console write to a host pipe nobody reads, for room.
+console read would block the host itself, so `wait_for_input` waits for the
+input and the limits together, and puts the reader to sleep if a limit comes
+first; `wait_for_room` does the same for a write to a host pipe nobody reads.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ class _Reached:
 
 
 class RunLimits:
+    """The limits of one run, and how it ended if one of them ended it (`ending`)."""
+
     def __init__(self, max_instructions: int | None, timeout: float | None) -> None:
         self.max_instructions = max_instructions
         self.timeout = timeout
@@ -71,7 +73,8 @@ class RunLimits:
         kernel.check_limits = self.check
         if kernel.console_wait is None:
             kernel.console_wait = self.wait_for_input
-        kernel.console_write_wait = self.wait_for_room
+        if kernel.console_write_wait is None:
+            kernel.console_write_wait = self.wait_for_room
         watchdog = None
         if self.timeout is not None:
             watchdog = threading.Thread(target=self._watch, name="vmgames --timeout", daemon=True)
@@ -83,7 +86,7 @@ class RunLimits:
         finally:
             self._over.set()
             if take_sigint:
-                signal.signal(signal.SIGINT, previous)
+                signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
             if watchdog is not None:
                 watchdog.join()
 
