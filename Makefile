@@ -16,11 +16,11 @@ CFLAGS_FREESTANDING := -static -nostdlib -O2 -ffreestanding -fno-builtin -fno-tr
 
 demo: userland
 	@echo "== hello: a write and an exit"
-	$(VMGAMES) run build/hello --stats
+	$(VMGAMES) run --stats build/hello
 	@echo
 	@echo "== touch: writes one byte to each of 1024 fresh pages of an anonymous mmap"
 	@echo "   -> 1026 zero-fill faults (1024 + the stack + its bss page), 2 file faults (text, rodata)"
-	$(VMGAMES) run build/touch 1024 --stats
+	$(VMGAMES) run --stats build/touch 1024
 	@echo
 	@echo "== zero-copy: every workload under write, copy-on-write and vmsplice sends (rerun a cell: see the CSV)"
 	$(VMGAMES) experiment zerocopy --csv build/zerocopy.csv --plot build

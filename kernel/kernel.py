@@ -35,6 +35,10 @@ DEFAULT_QUANTUM = 1_000_000      # instructions per scheduling slice
 # timeout costs about 200 us per run (a timer thread), so it is only asked
 # for when another process is waiting to run.
 FAST_SLICE_US = 10_000
+# Limits (a timeout, Ctrl-C) are checked at least this often: host microseconds for a lone process in fast
+# mode, instructions otherwise (a slice of a bigger --quantum is run in pieces, which changes no schedule).
+LIMIT_CHECK_US = 100_000
+LIMIT_CHECK_INSTRUCTIONS = DEFAULT_QUANTUM
 DEFAULT_MAX_PROCESSES = 256
 INIT_PID = 1
 SYSCALL_LENGTH = 2      # bytes of the syscall instruction
@@ -91,6 +95,11 @@ class Kernel:
         # A console read blocks the host thread, not just the process: a debugger waits for the input itself
         # (and for its own client meanwhile).
         self.console_wait: Callable[[Kernel, BinaryIO], None] | None = None
+        self.console_write_wait: Callable[[Kernel, BinaryIO], None] | None = None
+        # Bounded runs: `check_limits` is called between slices (and every LIMIT_CHECK_* within one) and may
+        # end the run with terminate_all; no slice runs past `instruction_limit` retired instructions.
+        self.check_limits: Callable[[Kernel], None] | None = None
+        self.instruction_limit: int | None = None
         machine.page_fault_handler = self._page_fault
         machine.syscall_handler = self._syscall
 
@@ -102,8 +111,9 @@ class Kernel:
             raise SyscallError(errno.EAGAIN)
         proc = Process(self._next_pid, 0, file.path, self, vmspace=None)  # type: ignore[arg-type]
         stdin, stdout, stderr = self.stdio
-        proc.files = {0: Console(stdin, True, False, self._before_console_read),
-                      1: Console(stdout, False, True), 2: Console(stderr, False, True)}
+        proc.files = {0: Console(stdin, True, False, before_read=self._before_console_read),
+                      1: Console(stdout, False, True, before_write=self._before_console_write),
+                      2: Console(stderr, False, True, before_write=self._before_console_write)}
         previous_pid, self.recorder.pid = self.recorder.pid, proc.pid
         try:
             exec_image(self, proc, file, argv, envp)
@@ -115,9 +125,17 @@ class Kernel:
         self.recorder.event("proc", "spawn", child=proc.pid, path=file.path)
         return proc
 
-    def _before_console_read(self, stream: BinaryIO) -> None:
+    def _before_console_read(self, stream: BinaryIO) -> bool:
+        """Let a debugger or a run limit wait for the input; False if the reader was put to sleep meanwhile."""
         if self.console_wait is not None:
             self.console_wait(self, stream)
+        return self.current is None or self.current.state == RUNNABLE
+
+    def _before_console_write(self, stream: BinaryIO) -> bool:
+        """The same for a write to the host, which blocks while nobody reads a full pipe."""
+        if self.console_write_wait is not None:
+            self.console_write_wait(self, stream)
+        return self.current is None or self.current.state == RUNNABLE
 
     def open_wire(self) -> Wire:
         wire = Wire(self, self.wire_rate, self.wire_capacity)
@@ -170,6 +188,17 @@ class Kernel:
             return
         self.recorder.event("proc", "signal", target=proc.pid, signal=signal, reason=reason)
         self.exit(proc, 0, signal, f"{proc.name}[{proc.pid}]: killed by {signals.name(signal)}: {reason}")
+
+    def terminate_all(self, signal: int, reason: str) -> int:
+        """End the run: every live process, sleeping or not, gets `signal`, children first; how many did."""
+        previous_pid, killed = self.recorder.pid, 0
+        for proc in sorted(self.processes.values(), key=lambda p: p.pid, reverse=True):
+            if proc.state != ZOMBIE:
+                self.recorder.pid = proc.pid
+                self.send_signal(proc, signal, reason)
+                killed += 1
+        self.recorder.pid = previous_pid
+        return killed
 
     def sleep(self, proc: Process, channel: object) -> None:
         """Block the running process in its syscall; it makes the syscall again once woken."""
@@ -230,6 +259,8 @@ class Kernel:
     def run(self) -> None:
         """Run processes round-robin until none is runnable and every wire is empty."""
         while True:
+            if self.check_limits is not None:
+                self.check_limits(self)
             proc = self._next_to_run()
             if proc is None:
                 if self._idle():
@@ -279,8 +310,11 @@ class Kernel:
         there is no clock: one run, bounded by host time.
         """
         if not self.machine.deterministic:
-            return self.machine.run(budget=self.quantum, timeout_us=FAST_SLICE_US if self.run_queue else 0)
+            lone_slice_us = LIMIT_CHECK_US if self.check_limits is not None else 0
+            return self.machine.run(budget=self.quantum, timeout_us=FAST_SLICE_US if self.run_queue else lone_slice_us)
         end = self.machine.now + self.quantum
+        if self.instruction_limit is not None:
+            end = min(end, self.instruction_limit + self.machine.idle_time)
         while True:
             self._pause_if_due()
             if self.wires:
@@ -289,7 +323,11 @@ class Kernel:
             stops = [end] + [w.busy_until for w in self.wires if w.queue]
             if self.pause_at is not None and self.pause_at > now:
                 stops.append(self.pause_at)
+            if self.check_limits is not None:
+                stops.append(now + LIMIT_CHECK_INSTRUCTIONS)
             trap = self.machine.run(budget=min(stops) - now)
+            if self.check_limits is not None:
+                self.check_limits(self)
             if trap.kind != traps.QUANTUM or self.machine.now >= end or self.current.state != RUNNABLE:
                 if self.wires:
                     self.advance_wires()

@@ -148,7 +148,7 @@ def test_cli_without_a_program_says_which_is_missing():
     result = _cli("run")
     assert result.returncode == 2
     assert "which program?" in result.stderr and "Traceback" not in result.stderr
-    result = _cli("run", "build/hello", "--ram", "12x")
+    result = _cli("run", "--ram", "12x", "build/hello")
     assert result.returncode == 2 and "not a size: '12x'" in result.stderr
 
 
@@ -159,7 +159,7 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_the_work(build,
     source.write_text(".intel_syntax noprefix\n.globl _start\n.text\n_start:\n    mov eax, 60\n    syscall\n")
     assert main(["asm", str(source), "-o", "/proc/nope/hello"]) == 1
     assert capsys.readouterr().err == "vmgames: /proc/nope/hello: No such file or directory\n"
-    assert main(["run", build(".text\n_start:\n" + EXIT_0), "--stats-json", str(tmp_path)]) == 2
+    assert main(["run", "--stats-json", str(tmp_path), build(".text\n_start:\n" + EXIT_0)]) == 2
     assert capsys.readouterr().err == f"vmgames: --stats-json {tmp_path}: Is a directory\n"
     assert main(["experiment", "chains", "--seeds", "1", "--csv", "/proc/nope/chains.csv"]) == 2
     assert capsys.readouterr().err == "vmgames: --csv /proc/nope/chains.csv: No such file or directory\n"
@@ -167,7 +167,7 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_the_work(build,
 
 def test_a_trace_that_fills_the_disk_ends_with_a_message_and_the_run_goes_on(build):
     # 5000 pages make about 4 MB of trace: the first megabyte written to /dev/full fails mid-run.
-    result = _cli("run", build(touch(5000)), "--trace", "/dev/full", "--stats")
+    result = _cli("run", "--trace", "/dev/full", "--stats", build(touch(5000)))
     assert result.returncode == 0 and "Traceback" not in result.stderr
     assert "vmgames: --trace /dev/full: No space left on device: the trace stops short of the run\n" in result.stderr
     assert re.search(r"zero-fill +500\d\n", result.stderr)   # the run went on to its end, and was counted

@@ -80,13 +80,13 @@ def test_the_seed_is_recorded_in_the_trace_header(build, tmp_path):
     assert header["options"]["seed"] == 2**64 - 1
 
 
-@pytest.mark.parametrize("seed, message", [("-1", "-1 is out of range: a seed is 0 to 2**64-1"),
+@pytest.mark.parametrize("seed, message", [("-1", "not a whole number: '-1'"),
                                            ("18446744073709551616", "out of range"),
                                            ("x", "not a whole number: 'x'")])
 def test_a_bad_seed_is_refused_in_one_line(seed, message):
     result = vmgames("run", f"--seed={seed}", "build/hello")
     assert result.returncode == 2
-    assert message in result.stderr.decode() and b"Traceback" not in result.stderr
+    assert message in result.stderr.decode() and len(result.stderr.splitlines()) == 1
 
 
 def test_the_tsc_is_the_number_of_instructions_retired(run):

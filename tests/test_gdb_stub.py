@@ -46,8 +46,8 @@ def _no_machine_left_running():
 
 
 def _start(*args: str, stdin: int | None = None) -> tuple[subprocess.Popen, int]:
-    """vmgames run ARGS --gdb on a free loopback port; the port it listens on."""
-    vm = subprocess.Popen([sys.executable, "-m", "tools.cli", "run", *args, "--gdb", "0"], cwd=ROOT, stdin=stdin,
+    """vmgames run --gdb 0 ARGS: on a free loopback port; the port it listens on."""
+    vm = subprocess.Popen([sys.executable, "-m", "tools.cli", "run", "--gdb", "0", *args], cwd=ROOT, stdin=stdin,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _started.append(vm)
     line = vm.stderr.readline().decode()
@@ -380,10 +380,10 @@ def test_the_stub_listens_on_loopback_unless_told_otherwise():
     assert f"0100007F:{port:04X} 00000000:0000 0A" in listening   # 127.0.0.1:port, LISTEN
     assert f"00000000:{port:04X} 00000000:0000 0A" not in listening
     vm.kill()
-    result = subprocess.run([sys.executable, "-m", "tools.cli", "run", COWFORK, "--gdb", "localhost:http"],
+    result = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--gdb", "localhost:http", COWFORK],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2 and result.stderr == "vmgames: --gdb takes [HOST:]PORT, not 'localhost:http'\n"
-    result = subprocess.run([sys.executable, "-m", "tools.cli", "run", COWFORK, "--gdb", "1", "--fast"],
+    result = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--gdb", "1", "--fast", COWFORK],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2 and "--gdb needs the instruction clock" in result.stderr
 
@@ -426,7 +426,7 @@ child_done:
 
 def test_break_on_fault_stops_in_pdb_with_the_fault_in_scope():
     commands = "p kind, hex(va), access\nc\nc\nc\n"
-    result = subprocess.run([sys.executable, "-m", "tools.cli", "run", COWFORK, "--break-on", "fault:cow-copy"],
+    result = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--break-on", "fault:cow-copy", COWFORK],
                             input=commands, capture_output=True, text=True, cwd=ROOT, timeout=TIMEOUT,
                             env={**os.environ, "PYTHONBREAKPOINT": ""})
     assert ("vmgames: process 2 faults at rip 0x401036: write of 0x403000, kind cow-copy, the page is in object 2, "
@@ -434,7 +434,7 @@ def test_break_on_fault_stops_in_pdb_with_the_fault_in_scope():
             ) in result.stdout
     assert "(Pdb) ('cow-copy', '0x403000', 1)" in result.stdout
     assert result.returncode == 0
-    bad = subprocess.run([sys.executable, "-m", "tools.cli", "run", COWFORK, "--break-on", "fault:sideways"],
+    bad = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--break-on", "fault:sideways", COWFORK],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and bad.stderr.startswith("vmgames: unknown fault kind 'sideways'; kinds: zero-fill")
 
@@ -521,7 +521,7 @@ def _pdb_session(commands: list[str]) -> str:
     pdb does not echo what it reads from a pipe, so each command is put back after its prompt; paths are
     shortened to the repository's.
     """
-    result = subprocess.run([sys.executable, "-m", "tools.cli", "run", "build/cowfork", "--break-on", "fault:cow-copy"],
+    result = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--break-on", "fault:cow-copy", "build/cowfork"],
                             input="".join(c + "\n" for c in commands), capture_output=True, text=True, cwd=ROOT,
                             timeout=TIMEOUT, env={**os.environ, "PYTHONBREAKPOINT": ""})
     first, *answers = result.stdout.replace(ROOT + os.sep, "").split("(Pdb) ")
@@ -532,7 +532,7 @@ def test_the_tutorial_pdb_session_is_what_pdb_shows_on_the_code_as_it_is():
     with open(os.path.join(ROOT, "docs", "gdb-tutorial.md"), encoding="utf-8") as f:
         part = f.read().split("## Walking the fault handler itself in pdb", 1)[1]
     blocks = re.findall(r"```\n(.*?)```", part, re.S)
-    start = "$ .venv/bin/vmgames run build/cowfork --break-on fault:cow-copy\n"
+    start = "$ .venv/bin/vmgames run --break-on fault:cow-copy build/cowfork\n"
     assert blocks[0].startswith(start)
     transcript = "".join(blocks)[len(start):]
     # Every line of fault.py the session shows is that line of the code now.

@@ -4,7 +4,7 @@ import json
 import os
 from collections import Counter
 
-from kernel.kernel import DEFAULT_QUANTUM
+from kernel.kernel import DEFAULT_MAX_PROCESSES, DEFAULT_QUANTUM
 from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
 from tests.test_fork import FORK_AND_WRITE
 from tools import trace_schema
@@ -16,7 +16,7 @@ def _trace(build, tmp_path, *options: str, name: str = "trace.jsonl") -> list[di
     program = build(FORK_AND_WRITE)
     path = tmp_path / name
     stats = tmp_path / (name + ".stats.json")
-    assert main(["run", program, "--trace", str(path), "--stats-json", str(stats), *options]) == 82
+    assert main(["run", "--trace", str(path), "--stats-json", str(stats), *options, program]) == 82
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
@@ -56,12 +56,15 @@ def test_the_header_records_every_option_that_changes_the_events(build, tmp_path
     assert header["options"] == {"fast": False, "seed": 0, "quantum": DEFAULT_QUANTUM, "root": ".", "env": [],
                                  "trace_events": None, "wire_rate": DEFAULT_WIRE_RATE,
                                  "wire_buffer": DEFAULT_WIRE_CAPACITY, "snapshot_at": None, "gdb": False,
-                                 "break_on": None, "cwd": os.getcwd()}
+                                 "break_on": None, "max_procs": DEFAULT_MAX_PROCESSES, "max_instructions": None,
+                                 "timeout": None, "cwd": os.getcwd()}
     slow, *_ = _trace(build, tmp_path, "--wire-rate", "7", "--wire-buffer", "16K", "--snapshot-at", "exit",
-                      "--snapshot", str(tmp_path / "vm.dot"), name="slow.jsonl")
+                      "--snapshot", str(tmp_path / "vm.dot"), "--max-procs", "9", "--max-instructions", "1000000",
+                      "--timeout", "1m", name="slow.jsonl")
     assert slow != header
     assert {k: v for k, v in slow["options"].items() if v != header["options"][k]} == {
-        "wire_rate": 7, "wire_buffer": 16 << 10, "snapshot_at": "exit"}
+        "wire_rate": 7, "wire_buffer": 16 << 10, "snapshot_at": "exit", "max_procs": 9, "max_instructions": 1000000,
+        "timeout": 60.0}
 
 
 def test_event_filters_keep_only_the_chosen_types(build, tmp_path):
@@ -72,7 +75,7 @@ def test_event_filters_keep_only_the_chosen_types(build, tmp_path):
 
 def test_a_bad_event_type_is_refused(build, tmp_path, capsys):
     program = build(FORK_AND_WRITE)
-    assert main(["run", program, "--trace", str(tmp_path / "t"), "--trace-events", "fault,bogus"]) == 2
+    assert main(["run", "--trace", str(tmp_path / "t"), "--trace-events", "fault,bogus", program]) == 2
     assert "unknown event type bogus" in capsys.readouterr().err
 
 
@@ -97,7 +100,7 @@ def test_traces_of_signals_unknown_syscalls_exec_and_pipes_follow_the_schema(bui
     seen = set()
     for name, source in programs.items():
         path = tmp_path / f"{name}.jsonl"
-        main(["run", build(source, name), "--trace", str(path)])
+        main(["run", "--trace", str(path), build(source, name)])
         header, *events = [json.loads(line) for line in path.read_text().splitlines()]
         assert trace_schema.validate_header(header) == []
         for event in events:

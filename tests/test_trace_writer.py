@@ -79,7 +79,7 @@ def test_lines_are_held_until_flush_and_written_in_order_past_a_megabyte():
 
 def test_a_real_trace_reads_back_to_the_same_bytes(build, tmp_path):
     path = tmp_path / "t.jsonl"
-    assert main(["run", build(FORK_AND_WRITE), "--trace", str(path)]) == 82
+    assert main(["run", "--trace", str(path), build(FORK_AND_WRITE)]) == 82
     lines = path.read_bytes().splitlines(keepends=True)
     assert len(lines) > 100
     assert [orjson.dumps(orjson.loads(line), option=NEWLINE) for line in lines] == lines

@@ -74,7 +74,7 @@ def test_tlb_invalidations_by_reason_with_linux_reasons(run):
 def test_stats_and_stats_json_show_the_freebsd_names(build, tmp_path, capsys):
     program = build(FORK_AND_WRITE)
     path = tmp_path / "stats.json"
-    assert main(["run", program, "--stats", "--stats-json", str(path)]) == 82
+    assert main(["run", "--stats", "--stats-json", str(path), program]) == 82
     table = capsys.readouterr().err
     assert any(line.startswith("  copy-on-write faults (cow_faults)") and line.endswith(" 2")
                for line in table.splitlines())

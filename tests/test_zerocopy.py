@@ -419,7 +419,7 @@ def test_a_trace_of_every_way_of_sending_follows_the_schema(build, tmp_path):
 {syscall(ZC_REAP, W, "buffer", 1, 0)}
 """)
     path = tmp_path / "sends.jsonl"
-    assert main(["run", build(source), "--trace", str(path)]) == 0
+    assert main(["run", "--trace", str(path), build(source)]) == 0
     header, *events = [json.loads(line) for line in path.read_text().splitlines()]
     assert [(e, trace_schema.validate_event(e)) for e in events if trace_schema.validate_event(e)] == []
     sink_kinds = {e["kind"] for e in events if e["type"] == "sink"}

@@ -5,25 +5,28 @@ from __future__ import annotations
 import argparse
 import bdb
 import contextlib
+import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from emulator.determinism import DEFAULT_SEED
 from emulator.machine import DEFAULT_RAM_SIZE, Machine
-from kernel import errno
+from kernel import errno, signals
 from kernel.errno import SyscallError
-from kernel.kernel import DEFAULT_QUANTUM, Kernel
+from kernel.kernel import DEFAULT_MAX_PROCESSES, DEFAULT_QUANTUM, Kernel
 from kernel.proc import Process
 from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
 from tools import stats as run_stats
 from tools import trace
 from tools.experiments import zerocopy
+from tools.limits import RunLimits
 
 if TYPE_CHECKING:
     from tools.gdb.monitor import EventTap
@@ -34,18 +37,54 @@ Unicorn executes real user code; the kernel handles page faults with
 FreeBSD-style VM objects and real x86-64 page tables, and counts every
 fault, page copy, PTE write and TLB invalidation."""
 
+RUN_USAGE = "vmgames run [OPTIONS] [--] PROG [ARGS...]"
+
+RUN_DESCRIPTION = """\
+Run a static x86-64 Linux program on the vmgames machine.
+
+Options end at the program, as with strace, qemu-x86_64 and gdb --args:
+everything after PROG is the program's own, dashes and all
+(vmgames run build/yes --stats prints "--stats" for ever).  A -- before
+PROG ends the options too (for a program whose name starts with a dash);
+one right after PROG is dropped, so the older form
+vmgames run PROG -- ARGS still passes just ARGS."""
+
 RUN_EPILOG = """\
-The program's stdout and stderr are vmgames' own, and vmgames exits with the
-program's status (128 + N when signal N killed it, as a shell reports it).
-A program killed by a signal is reported in one line on stderr.
+limits:
+  --max-instructions N  and  --timeout SECONDS  stop a run that does not end
+  (an endless loop, a fork bomb, a read of a stdin that never comes): every
+  guest process is killed (SIGKILL), sleeping ones too, one line says which
+  limit ended the run and when (virtual time, instructions retired), and
+  vmgames exits 124, as timeout(1) does.  N counts the user instructions all
+  processes retire, the figure --stats shows; the run stops exactly there.
+  --fast keeps no instruction clock, so it takes --timeout only.  Ctrl-C
+  (SIGINT) ends the run the same way, each process getting SIGINT, with
+  status 130 (a second Ctrl-C quits at once).  --stats, --stats-json and
+  --trace (every process's exit included) are written however the run ends.
+  --max-procs N bounds the process table, zombies included: fork then
+  fails with EAGAIN.
+
+exit status:
+  N         the program (the first process) exited with status N
+  128+N     signal N killed it, said in one line on stderr: 139 SIGSEGV,
+            141 SIGPIPE (it wrote to a pipe whose reader had gone: a pipe
+            of its own, or vmgames' stdout: vmgames run build/yes | head -1)
+  124       --max-instructions or --timeout ended the run
+  130       Ctrl-C ended the run
+  126, 127  the program cannot be executed, or is not there
+  2         bad options (one line on stderr)
+
+The program's stdin, stdout and stderr are vmgames' own: one vmgames was
+started without is closed in the guest (EBADF), a full device gives it
+ENOSPC, any other error of the host's EIO.
 
 examples:
   vmgames run userland/hello.s
-  vmgames run build/touch 1024 --stats
-  vmgames run build/touch 64 --stats-json stats.json
-  vmgames run build/prog --stats -- -v     (arguments after -- go to the program)
-  vmgames run build/cowfork --gdb 1234     (then: gdb build/cowfork -ex 'target remote :1234')
-  vmgames run build/cowfork --break-on fault:cow-copy   (pdb inside the fault handler)"""
+  vmgames run --stats build/touch 1024
+  vmgames run --stats-json stats.json build/touch 64
+  vmgames run --max-instructions 1000000 build/yes > /dev/null
+  vmgames run --gdb 1234 build/cowfork     (then: gdb build/cowfork -ex 'target remote :1234')
+  vmgames run --break-on fault:cow-copy build/cowfork   (pdb inside the fault handler)"""
 
 ASM_EPILOG = """\
 The source is GNU-style Intel syntax (.intel_syntax noprefix) with .text,
@@ -60,32 +99,70 @@ DEFAULT_SNAPSHOT = "vmgames-snapshot.dot"
 REPORT_WIDTH = 140   # the events table: type, kind, total, 8 pids and the rest
 
 
+# No size or count of any option comes near this: bigger is a typing accident, refused before any arithmetic.
+LARGEST = (1 << 63) - 1
+MAX_PROCS_LIMIT = 1 << 22      # Linux's PID_MAX_LIMIT
+SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}     # timeout(1)'s
+
+
 def parse_size(text: str) -> int:
-    """'256M', '1G', '65536' -> bytes."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    text = text.strip().lower().removesuffix("ib").removesuffix("b")
+    """'256M', '1G', '64KiB', '65536' -> bytes: decimal digits and a unit, nothing else."""
+    match = re.fullmatch(r"([0-9]+)\s*(?:([kmgt])(?:i?b)?|b)?", text.strip(), re.IGNORECASE | re.ASCII)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 256M or 1G)")
+    size = int(match[1]) * SIZE_UNITS[(match[2] or "").lower()]
+    if size > LARGEST:
+        raise argparse.ArgumentTypeError(f"{text!r} is too large")
+    return size
+
+
+def parse_count(text: str) -> int:
+    """A whole number of things: decimal digits, nothing else."""
+    if re.fullmatch(r"[0-9]+", text.strip(), re.ASCII) is None:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    count = int(text)
+    if count > LARGEST:
+        raise argparse.ArgumentTypeError(f"{text!r} is too large")
+    return count
+
+
+def parse_duration(text: str) -> float:
+    """Seconds, as timeout(1) takes them: '10', '2.5', '1m', '1h'."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([smhd]?)", text.strip(), re.ASCII)
+    seconds = float(match[1]) * DURATION_UNITS[match[2]] if match else 0.0
+    if not 0 < seconds < 1e9:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 10, 2.5 or 1m; more than 0)")
+    return seconds
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: 'vmgames: ...', exit status 2, and where to find the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"vmgames: {message}; see '{self.prog} --help'\n")
+
+
+def _version() -> str:
     try:
-        if text and text[-1] in units:
-            return int(text[:-1]) * units[text[-1]]
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 256M or 1G)") from None
+        return importlib.metadata.version("vmgames")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def parse_seed(text: str) -> int:
-    """--seed: a whole number that fits in 64 bits."""
-    try:
-        seed = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 0 <= seed < 1 << 64:
+    """--seed: a whole number that fits in 64 bits (decimal digits, as every count)."""
+    if re.fullmatch(r"[0-9]+", text.strip(), re.ASCII) is None:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    seed = int(text)
+    if seed >= 1 << 64:
         raise argparse.ArgumentTypeError(f"{text} is out of range: a seed is 0 to 2**64-1")
     return seed
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    parser = argparse.ArgumentParser(prog="vmgames", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="vmgames", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"vmgames {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     asm = commands.add_parser("asm", help="assemble Intel-syntax source into a static ELF64 executable",
@@ -94,11 +171,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     asm.add_argument("source", help="assembly source file (.s)")
     asm.add_argument("-o", "--output", help="executable to write (default: the source name without .s)")
 
+    # No abbreviations: every option must be spelled out, so that where the options end is plain.
     run = commands.add_parser("run", help="run a program (an ELF executable, or a .s file assembled first)",
-                              description="Run a static x86-64 Linux program on the vmgames machine.",
-                              epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("program", nargs="?", help="ELF executable, or assembly source ending in .s")
-    run.add_argument("args", nargs="*", help="arguments for the program (after -- if they start with a dash)")
+                              usage=RUN_USAGE, description=RUN_DESCRIPTION, epilog=RUN_EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    run.add_argument("program", nargs="?", metavar="PROG", help="ELF executable, or assembly source ending in .s")
+    run.add_argument("args", nargs="*", metavar="ARGS", help="the program's arguments: everything after PROG")
     run.add_argument("--stats", action="store_true", help="print a table of what the kernel did on stderr")
     run.add_argument("--stats-json", metavar="FILE", help="write the same counters as JSON to FILE")
     run.add_argument("--trace", metavar="FILE",
@@ -123,9 +201,17 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     run.add_argument("--seed", type=parse_seed, default=DEFAULT_SEED, metavar="N",
                      help=f"seed of the values rdrand and rdseed give, 0 to 2**64-1 (default {DEFAULT_SEED}); "
                           "the TSC is virtual time and CPUID a fixed model's, so a run never reads the host")
-    run.add_argument("--quantum", type=int, default=DEFAULT_QUANTUM, metavar="N",
+    run.add_argument("--max-instructions", type=parse_count, metavar="N",
+                     help="end the run (exit status 124) once all processes together have retired N instructions; "
+                          "not with --fast")
+    run.add_argument("--timeout", type=parse_duration, metavar="SECONDS",
+                     help="end the run (exit status 124) after this much host time: 10, 2.5, 1m (s, m, h, d)")
+    run.add_argument("--max-procs", type=parse_count, default=DEFAULT_MAX_PROCESSES, metavar="N",
+                     help="processes the process table holds, zombies included; fork fails with EAGAIN past it "
+                          f"(default {DEFAULT_MAX_PROCESSES})")
+    run.add_argument("--quantum", type=parse_count, default=DEFAULT_QUANTUM, metavar="N",
                      help=f"instructions per scheduling slice (default {DEFAULT_QUANTUM:,})")
-    run.add_argument("--wire-rate", type=int, default=DEFAULT_WIRE_RATE, metavar="BYTES",
+    run.add_argument("--wire-rate", type=parse_count, default=DEFAULT_WIRE_RATE, metavar="BYTES",
                      help=f"bytes the peer of /dev/wire takes per 1000 instructions (default {DEFAULT_WIRE_RATE})")
     run.add_argument("--wire-buffer", type=parse_size, default=DEFAULT_WIRE_CAPACITY, metavar="SIZE",
                      help=f"bytes a wire holds in flight before a sender waits ({DEFAULT_WIRE_CAPACITY >> 10}K)")
@@ -204,8 +290,16 @@ examples:
   vmgames experiment zerocopy --costs cold.json     (e.g. {"copy_page_ns": 1000})"""
 
 
+def _say(text: str) -> None:
+    """Tell the user, on stderr; a stderr that cannot be written loses the message, it does not end the run."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
 def _error(message: str) -> None:
-    print(f"vmgames: {message}", file=sys.stderr)
+    _say(f"vmgames: {message}")
 
 
 def _unwritable_file(path: str) -> str | None:
@@ -253,25 +347,62 @@ def command_asm(args: argparse.Namespace) -> int:
     try:
         image, warnings = assemble_with_warnings(source, args.source)
     except AssemblyError as error:
-        print(error, file=sys.stderr)
+        _say(str(error))
         return 1
     for warning in warnings:
-        print(warning, file=sys.stderr)
-    with open(output, "wb") as f:
-        f.write(image)
-    os.chmod(output, 0o755)
+        _say(str(warning))
+    try:
+        with open(output, "wb") as f:
+            f.write(image)
+        os.chmod(output, 0o755)
+    except OSError as error:
+        _error(f"{output}: {error.strerror}")
+        return 1
     return 0
 
 
-def command_run(args: argparse.Namespace) -> int:
+def _gib(size: int) -> str:
+    return f"{size / (1 << 30):.1f}G"
+
+
+def _host_memory() -> int | None:
+    """The host's physical memory in bytes, if it says."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return None
+
+
+def _run_options_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options of vmgames run that argparse cannot see; None if nothing."""
     if args.ram < (1 << 20) or args.ram % 4096:
-        _error(f"--ram must be at least 1M and a multiple of 4K, not {args.ram}")
-        return 2
-    if args.quantum <= 0:
-        _error("--quantum must be positive")
-        return 2
-    if args.wire_rate <= 0:
-        _error("--wire-rate must be positive")
+        return f"--ram must be at least 1M and a multiple of 4K, not {args.ram}"
+    host_memory = _host_memory()
+    if host_memory and args.ram > host_memory:
+        return f"--ram {_gib(args.ram)} is more than this host's memory ({_gib(host_memory)})"
+    if not os.path.isdir(args.root):
+        return f"--root {args.root}: {'Not a directory' if os.path.exists(args.root) else 'No such file or directory'}"
+    for variable in args.env:
+        name, equals, _ = variable.partition("=")
+        if not equals or not name:
+            return f"--env takes NAME=VALUE, not {variable!r}"
+    for option, value in (("--quantum", args.quantum), ("--wire-rate", args.wire_rate),
+                          ("--max-instructions", args.max_instructions), ("--max-procs", args.max_procs)):
+        if value is not None and value <= 0:
+            return f"{option} must be positive"
+    if args.max_procs > MAX_PROCS_LIMIT:
+        return f"--max-procs must be at most {MAX_PROCS_LIMIT:,} (Linux's PID_MAX_LIMIT)"
+    if args.max_instructions is not None and args.fast:
+        return "--max-instructions needs the instruction clock: it cannot be used with --fast (use --timeout)"
+    if args.gdb is not None and (args.max_instructions is not None or args.timeout is not None):
+        return "--gdb cannot be used with --max-instructions or --timeout (gdb stops the run as it likes)"
+    return None
+
+
+def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset()) -> int:
+    problem = _run_options_problem(args)
+    if problem:
+        _error(problem)
         return 2
     if args.wire_buffer < 2 * 4096:
         _error("--wire-buffer must be at least 8K (two pages)")
@@ -340,9 +471,14 @@ def command_run(args: argparse.Namespace) -> int:
             status = command_asm(args)
             if status:
                 return status
-        machine = Machine(args.ram, deterministic=not args.fast, seed=args.seed)
-        kernel = Kernel(machine, root=args.root, quantum=args.quantum, wire_rate=args.wire_rate,
-                        wire_capacity=args.wire_buffer)
+        try:
+            machine = Machine(args.ram, deterministic=not args.fast, seed=args.seed)
+            kernel = Kernel(machine, root=args.root, quantum=args.quantum, max_processes=args.max_procs,
+                            wire_rate=args.wire_rate, wire_capacity=args.wire_buffer)
+        except (OSError, MemoryError, OverflowError) as error:
+            why = getattr(error, "strerror", None) or "out of memory"
+            _error(f"--ram {_gib(args.ram)}: the host cannot give that much memory ({why})")
+            return 2
         if args.trace:
             try:
                 trace_file = open(args.trace, "wb")
@@ -353,7 +489,8 @@ def command_run(args: argparse.Namespace) -> int:
                        "seed": args.seed,
                        "trace_events": sorted(trace_types) if trace_types else None,
                        "wire_rate": args.wire_rate, "wire_buffer": args.wire_buffer, "snapshot_at": args.snapshot_at,
-                       "gdb": args.gdb is not None, "break_on": args.break_on, "cwd": os.getcwd()}
+                       "gdb": args.gdb is not None, "break_on": args.break_on, "max_procs": args.max_procs,
+                       "max_instructions": args.max_instructions, "timeout": args.timeout, "cwd": os.getcwd()}
             trace_sink = trace.writer(
                 trace_file, trace.header(args.program, [args.program] + args.args, options, args.ram), trace_types)
             cleanup.callback(_finish_trace, trace_sink, trace_file)   # however the run ends
@@ -382,62 +519,149 @@ def command_run(args: argparse.Namespace) -> int:
                 reason = f"cannot execute: {kernel.exec_error}"
             _error(f"{args.program}: {reason}")
             return 126 if error.errno in (errno.ENOEXEC, errno.EACCES, errno.EISDIR) else 127
+        for fd in closed_fds:
+            init.close_fd(fd)     # the host gave us none: neither has the guest
         if break_on is not None:
             breakon.arm(kernel, *break_on)
+        limits = RunLimits(args.max_instructions, args.timeout)
         if args.gdb is not None:
             status = _run_under_gdb(kernel, init, args.gdb, gdb_tap)
             if status is not None:
                 return status
         else:
-            kernel.run()
-        sys.stdout.flush()
-        if init.death:
+            # Ctrl-C ends the run as a limit does; in pdb (--break-on) it is pdb's.
+            with limits.enforced(kernel, take_sigint=break_on is None):
+                kernel.run()
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+        ending = limits.ending
+        if ending is not None:
+            _error(ending.message)
+        elif init.death:
             _error(init.death)
+        status = ending.status if ending is not None else init.shell_status
         if args.snapshot_at is not None and args.snapshot_at.isdigit() and kernel.pause_at is not None:
             due, ended = int(args.snapshot_at), machine.now
             _error(f"the run ended at t = {ended:,}, "
                    f"{f'before {due:,}' if ended < due else f'as instruction {due:,} ran'}: no snapshot")
         counters = run_stats.collect(machine.recorder, machine.retired if machine.deterministic else None,
                                      kernel.allocator.total)
-        counters["exit_status"] = init.shell_status
+        counters["exit_status"] = status
+        counters["ended_by"] = ending.limit if ending is not None else None
         if args.stats:
-            print(run_stats.format_table(counters), file=sys.stderr)
+            _say(run_stats.format_table(counters))
         if args.stats_json:
-            with open(args.stats_json, "w", encoding="utf-8") as f:
-                json.dump(counters, f, indent=2)
-                f.write("\n")
-        return init.shell_status
+            try:
+                with open(args.stats_json, "w", encoding="utf-8") as f:
+                    json.dump(counters, f, indent=2)
+                    f.write("\n")
+            except OSError as error:
+                _error(f"--stats-json {args.stats_json}: {error.strerror}")
+        return status
 
 
 def main(argv: list[str] | None = None) -> int:
+    closed = _hold_closed_standard_fds()
     try:
-        return _main(argv)
+        return _main(sys.argv[1:] if argv is None else argv, closed)
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
     except bdb.BdbQuit:
         _error("quit from the debugger (--break-on)")
         return 130
+    except BrokenPipeError:
+        return 128 + signals.SIGPIPE     # our stdout's reader has gone: what a shell reports for a C tool
+    finally:
+        _settle_standard_streams()
 
 
-def _main(argv: list[str] | None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line as the commands take it; exits (status 2, one line) if it is wrong."""
     parser, commands = build_parser()
-    if argv and argv[0] in ("asm", "run"):
-        # Options may follow the program (vmgames run prog --stats), so parse intermixed.
-        args = commands[argv[0]].parse_intermixed_args(argv[1:])
-        args.command = argv[0]
-        if args.command == "run" and args.program is None:
-            commands["run"].error("which program? (vmgames run PROGRAM [ARGS...])")
-    else:
-        args = parser.parse_args(argv)
+    if argv and argv[0] == "run":
+        return _parse_run(commands["run"], argv[1:])
+    if argv and argv[0] == "asm":
+        args = commands["asm"].parse_intermixed_args(argv[1:])
+        args.command = "asm"
+        return args
+    return parser.parse_args(argv)
+
+
+def _parse_run(run: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """vmgames run [OPTIONS] [--] PROG [ARGS...]: the options end at the first word that is not one of
+    them or its value; everything after the program is the program's (but a -- right after it is dropped)."""
+    # argparse knows which options take a value; it has no public way to say so.
+    takes_value = {name for action in run._actions if action.nargs != 0 for name in action.option_strings}
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        if word == "--":
+            index += 1
+            break
+        if not word.startswith("-") or word == "-":
+            break
+        index += 2 if word in takes_value else 1     # --name=value is one word: not in takes_value
+    options, rest = argv[:index], argv[index:]
+    if options[-1:] == ["--"]:
+        options = options[:-1]
+    if not rest:
+        run.parse_args(options)   # --help, or a mistake in the options, is said here
+        run.error(f"which program? (usage: {RUN_USAGE})")
+    program, arguments = rest[0], rest[1:]
+    if arguments[:1] == ["--"]:
+        arguments = arguments[1:]
+    args = run.parse_args([*options, "--", program])
+    args.command, args.args = "run", arguments
+    return args
+
+
+def _main(argv: list[str], closed_fds: frozenset[int]) -> int:
+    args = parse_args(argv)
     if args.command == "asm":
         return command_asm(args)
     if args.command == "experiment":
         return command_experiment(args)
     if args.command == "report":
         return command_report(args)
-    return command_run(args)
+    return command_run(args, closed_fds)
+
+
+def _hold_closed_standard_fds() -> frozenset[int]:
+    """The standard fds vmgames was started without (Python then has no sys.stdin, stdout or stderr).
+
+    The guest gets them closed too.  Meanwhile /dev/null holds each free one, so that no file vmgames
+    opens (a trace, the program) takes its number, and our own messages to a missing stderr go nowhere.
+    """
+    closed = frozenset(fd for fd, stream in enumerate((sys.stdin, sys.stdout, sys.stderr)) if stream is None)
+    for fd in closed:
+        try:
+            os.fstat(fd)
+        except OSError:
+            placeholder = os.open(os.devnull, os.O_RDWR)
+            if placeholder != fd:
+                os.dup2(placeholder, fd)
+                os.close(placeholder)
+    if sys.stdin is None:
+        sys.stdin = open(os.devnull, encoding="utf-8")   # for as long as the process lives
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")
+    return closed
+
+
+def _settle_standard_streams() -> None:
+    """Flush our stdout and stderr now; one that cannot be written (its reader gone, a full disk) is pointed
+    at /dev/null, so that Python's own flush at exit neither prints 'Exception ignored' nor exits 120."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
 
 
 def _run_under_gdb(kernel: Kernel, init, address: str, tap: EventTap) -> int | None:
@@ -524,21 +748,21 @@ def _arm_snapshot(kernel: Kernel, when: str, path: str, exit_hooks: list[ExitHoo
         except OSError as error:
             _error(f"--snapshot {dot}: {error.strerror}: no snapshot")
             return
-        print(f"vmgames: snapshot at {title} written to {dot}", file=sys.stderr)
+        _error(f"snapshot at {title} written to {dot}")
         _draw_svg(dot, svg)
         tables = []
         for proc in live_processes(kernel):
             tables.append(procstat.format_table(proc.pid, procstat.entries(proc)))
             if tracing:
                 procstat.record(kernel.recorder, proc, "snapshot")
-        print("\n\n".join(tables), file=sys.stderr)
+        _say("\n\n".join(tables))
         try:
             with open(text, "w", encoding="utf-8") as f:
                 f.write("\n\n".join(tables) + "\n")
         except OSError as error:
             _error(f"{text}: {error.strerror}: the maps are only on stderr")
             return
-        print(f"vmgames: the maps as procstat -v shows them written to {text}", file=sys.stderr)
+        _error(f"the maps as procstat -v shows them written to {text}")
 
     if when == "exit":
         written = []
