@@ -213,7 +213,18 @@ class Kernel:
                 self.run_queue.append(proc)
 
     def exit(self, proc: Process, code: int, signal: int = 0, death: str = "") -> None:
-        """Turn a process into a zombie, release everything it holds, and tell its parent."""
+        """Turn a process into a zombie, release everything it holds, and tell its parent.
+
+        The teardown's events are the dying process's own, whoever killed it: as
+        on Linux and FreeBSD, a killed process exits in its own context.
+        """
+        previous_pid, self.recorder.pid = self.recorder.pid, proc.pid
+        try:
+            self._exit(proc, code, signal, death)
+        finally:
+            self.recorder.pid = previous_pid
+
+    def _exit(self, proc: Process, code: int, signal: int, death: str) -> None:
         if self.before_exit is not None:
             self.before_exit(self, proc)
         proc.state = ZOMBIE

@@ -402,10 +402,10 @@ def test_a_process_killed_asleep_in_a_syscall_gets_a_slice_to_its_death(build, t
     trace_events = [json.loads(line) for line in path.read_text().splitlines()[1:]]
     (asleep,) = [e for e in trace_events if e["type"] == "syscall" and e["kind"] == "read"]
     assert (asleep["pid"], asleep["blocked"]) == (2, True)
-    # The kill is recorded under the killer's pid; the signal event before it names the child.
+    # The signal is the killer's event and names the child; the child's exit is its own.
     (signal,) = [e for e in trace_events if e["type"] == "proc" and e["kind"] == "signal"]
     killed = next(e for e in trace_events if e["type"] == "proc" and e["kind"] == "exit")
-    assert (signal["target"], killed["pid"], killed["signal"]) == (2, 1, 9)
+    assert (signal["pid"], signal["target"], killed["pid"], killed["signal"]) == (1, 2, 2, 9)
     capsys.readouterr()
     events = _perfetto(path, tmp_path)
     (read,) = [e for e in events if e["ph"] == "X" and e["name"] == "read"]

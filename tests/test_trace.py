@@ -119,3 +119,37 @@ def test_map_events_follow_the_schema_down_to_each_entry():
         "field 'entries' has the wrong type (list)"]
     assert trace_schema.validate_event(dict(event, entries=[{k: v for k, v in entry.items() if k != "path"}])) == [
         "field 'entries' has the wrong type (list)"]
+
+
+def test_a_killed_process_exits_under_its_own_pid(run):
+    """The parent sends SIGKILL; the signal is the parent's event, the child's teardown and exit are the child's."""
+    events = []
+    result = run("""
+.text
+_start:
+    mov eax, 57
+    syscall
+    test eax, eax
+    jz spin
+    mov r12d, eax
+    mov edi, eax
+    mov esi, 9
+    mov eax, 62
+    syscall
+    mov edi, r12d
+    xor esi, esi
+    xor edx, edx
+    xor r10d, r10d
+    mov eax, 61
+    syscall
+    mov eax, 60
+    xor edi, edi
+    syscall
+spin:
+    jmp spin
+""", events=events)
+    assert result.status == 0
+    signal = next(e for e in events if (e["type"], e["kind"]) == ("proc", "signal"))
+    assert signal["pid"] == 1 and signal["target"] == 2
+    exits = [(e["pid"], e["signal"]) for e in events if (e["type"], e["kind"]) == ("proc", "exit")]
+    assert exits == [(2, 9), (1, 0)]
