@@ -29,6 +29,7 @@ GENERAL_REGISTERS = (
 )
 REGISTER_IDS = dict(GENERAL_REGISTERS)
 
+TCG_BUFFER_SIZE = 256 << 20
 MSR_EFER, MSR_STAR = 0xC000_0080, 0xC000_0081
 EFER_SCE, EFER_LME, EFER_LMA, EFER_NXE = 1 << 0, 1 << 8, 1 << 10, 1 << 11
 _SYSRETQ = bytes.fromhex("480f07")
@@ -44,6 +45,9 @@ class CPU:
     def __init__(self) -> None:
         self.engine = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
         self.engine.ctl_set_cpu_model(cpuid.UNICORN_MODEL)     # before anything else touches the engine
+        # Unicorn maps its translated-code buffer (1 GiB by default) when it starts and exits the whole process
+        # if it cannot; a quarter of that holds far more code than any program here translates.
+        self.engine.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
         self.handle = self.engine._uch
         self._address = self.handle.value
         _native.bind(*(ctypes.cast(f, ctypes.c_void_p).value

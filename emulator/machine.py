@@ -64,8 +64,10 @@ class Machine:
     def __init__(self, ram_size: int = DEFAULT_RAM_SIZE, deterministic: bool = True,
                  recorder: Recorder | None = None, seed: int = DEFAULT_SEED) -> None:
         self.recorder = recorder or Recorder()
-        self.ram = PhysicalMemory(ram_size)
+        # The engine first: Unicorn maps its translation buffer when it starts, and exits the process if it
+        # cannot; after that, RAM that the host cannot give fails with an exception the caller can report.
         self.cpu = CPU()
+        self.ram = PhysicalMemory(ram_size)
         self.engine = self.cpu.engine
         self.engine.mem_map_ptr(0, ram_size, unicorn.UC_PROT_ALL, self.ram.address)
         self.cpu.drop_to_user_mode(STOP_FRAME << PAGE_SHIFT)
