@@ -19,7 +19,7 @@ from .errors import AssemblyError, format_diagnostic
 from .layout import IMAGE_BASE, TEXT_ADDRESS, lay_out, section_is_used
 from .link import link
 from .program import SECTION_ORDER, Instruction, build_program
-from .source import UnterminatedComment, statements
+from .source import SourceTextError, statements
 
 __all__ = ["AssemblerWarning", "AssemblyError", "assemble", "assemble_with_warnings"]
 
@@ -35,8 +35,8 @@ def assemble_with_warnings(source: str, filename: str = "<input>") -> tuple[byte
     """
     try:
         program = build_program(statements(source), filename)
-    except UnterminatedComment as error:
-        raise AssemblyError(filename, error.line, str(error)) from None
+    except SourceTextError as error:
+        raise AssemblyError(filename, error.line, error.message) from None
     code = program.sections[".text"]
     instruction_indexes = [i for i, item in enumerate(code.items) if isinstance(item, Instruction)]
     encodings = encode_instructions([code.items[i] for i in instruction_indexes], filename)
@@ -52,7 +52,8 @@ def assemble_with_warnings(source: str, filename: str = "<input>") -> tuple[byte
         program.warnings.append((program.symbols["_start"].line,
                                  "_start is not declared .globl (GNU ld would not find it); using it anyway"))
 
-    sections = [OutputSection(name, layout.addresses[name], contents[name], program.sections[name].alignment)
+    sections = [OutputSection(name, layout.addresses[name], layout.size(name), contents.get(name, b""),
+                              program.sections[name].alignment)
                 for name in SECTION_ORDER if section_is_used(program, layout, name)]
     image = write_executable(entry, sections,
                              [OutputSymbol(s.name, s.address, s.section, s.is_global) for s in symbols], IMAGE_BASE)

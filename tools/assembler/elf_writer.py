@@ -38,7 +38,8 @@ _SECTION_KINDS = {  # name: (section type, section flags, segment flags)
 class OutputSection:
     name: str  # one of .text .rodata .data .bss
     address: int
-    contents: bytes  # zeros for .bss (only its length is used)
+    size: int
+    contents: bytes  # empty for .bss, which takes no room in the file
     alignment: int
 
 
@@ -78,7 +79,7 @@ def write_executable(entry: int, sections: list[OutputSection], symbols: list[Ou
         offset = section.address - image_base if section.name != ".bss" else min(section.address - image_base,
                                                                                    len(image))
         headers.append(SECTION_HEADER.pack(shnames.add(section.name), kind, flags, section.address, offset,
-                                           len(section.contents), 0, 0, section.alignment, 0))
+                                           section.size, 0, 0, section.alignment, 0))
     symtab_index = len(headers)
     for name, kind, data, link, info, align, entsize in (
             (".symtab", SHT_SYMTAB, bytes(symtab), symtab_index + 1, first_global, 8, SYMBOL.size),
@@ -112,13 +113,13 @@ def _segments(sections: list[OutputSection], image_base: int) -> list[bytes]:
     for name in (".text", ".rodata"):
         if name in by_name:
             section = by_name[name]
-            segments.append(_load(section.address, section.address - image_base, len(section.contents),
-                                  len(section.contents), _SECTION_KINDS[name][2]))
+            segments.append(_load(section.address, section.address - image_base, section.size, section.size,
+                                  _SECTION_KINDS[name][2]))
     data, bss = by_name.get(".data"), by_name.get(".bss")
     if data or bss:
         first = data or bss
-        end = (bss or data).address + len((bss or data).contents)
-        filesz = len(data.contents) if data else 0
+        end = (bss or data).address + (bss or data).size
+        filesz = data.size if data else 0
         offset = first.address - image_base if data else 0
         segments.append(_load(first.address, offset, filesz, end - first.address, PF_R | PF_W))
     segments.append(PROGRAM_HEADER.pack(PT_GNU_STACK, PF_R | PF_W, 0, 0, 0, 0, 0, 16))

@@ -5,6 +5,11 @@ same distinction GNU as makes: a label minus a label in the same section is
 absolute, a label plus a number is still relocatable, and multiplying a
 label is an error.  Operator precedence follows GNU as, not C: ``* / % << >>``
 bind tightest, then ``& | ^``, then ``+ -``.
+
+Hostile text stays cheap: a number wider than 64 bits is an error (GNU as
+truncates some and zeroes others), parentheses and unary operators nest at
+most MAX_NESTING deep (GNU as 2.40 overflows its stack on 100000), and trees
+are walked without recursion, so ``1+1+...+1`` may be as long as the line.
 """
 
 from __future__ import annotations
@@ -13,13 +18,20 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
-from .errors import SourceError
+from .errors import SourceError, shown
+
+# C requires compilers to take 63 levels of nested parentheses (C11 5.2.4.1); we take a little more.
+# A level costs the parser at most four Python frames, well inside Python's limit of 1000.
+MAX_NESTING = 100
+MAX_TOKENS = 100_000  # in one statement: a long .byte list is fine, one the size of the host's memory is not
+_MAX_NUMBER = (1 << 64) - 1
+_MAX_DECIMAL_DIGITS = len(str(_MAX_NUMBER))
 
 _ESCAPES = {"n": 10, "t": 9, "r": 13, "b": 8, "f": 12, "v": 11, "a": 7, "e": 27, "\\": 92, '"': 34, "'": 39}
 
 _TOKEN = re.compile(r"""
     (?P<space>\s+)
-  | (?P<string>"(?:[^"\\]|\\.)*")
+  | (?P<string>"[^"\\]*+(?:\\.[^"\\]*+)*+")  # possessive: no backtracking state per character
   | (?P<badstring>")
   | (?P<char>'(?:\\(?:[0-7]{1,3}|x[0-9A-Fa-f]+|.)|[^\\])'?)
   | (?P<hexh>[0-9][0-9A-Fa-f]*[hH](?![\w.$]))
@@ -32,7 +44,7 @@ _TOKEN = re.compile(r"""
 """, re.VERBOSE)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Token:
     kind: str  # "num", "name", "localref", "string", "op"
     text: str
@@ -44,6 +56,8 @@ def tokenize(text: str) -> list[Token]:
     tokens: list[Token] = []
     pos = 0
     while pos < len(text):
+        if len(tokens) == MAX_TOKENS:
+            raise SourceError(f"more than {MAX_TOKENS:,} tokens in one statement")
         match = _TOKEN.match(text, pos)
         if match is None:
             raise SourceError(f"unexpected character {text[pos]!r}")
@@ -59,23 +73,36 @@ def tokenize(text: str) -> list[Token]:
         elif kind == "char":
             tokens.append(Token("num", lexeme, _char_value(lexeme)))
         elif kind == "hexh":
-            tokens.append(Token("num", lexeme, int(lexeme[:-1], 16)))
+            tokens.append(Token("num", lexeme, _number(lexeme, lexeme[:-1], 16)))
         elif kind in ("hex", "bin"):
-            tokens.append(Token("num", lexeme, int(lexeme[2:], 16 if kind == "hex" else 2)))
+            tokens.append(Token("num", lexeme, _number(lexeme, lexeme[2:], 16 if kind == "hex" else 2)))
         elif kind == "dec":
             is_octal = len(lexeme) > 1 and lexeme[0] == "0"
             if is_octal and not set(lexeme) <= set("01234567"):
-                raise SourceError(f"bad octal number {lexeme!r}")
-            tokens.append(Token("num", lexeme, int(lexeme, 8 if is_octal else 10)))
+                raise SourceError(f"bad octal number {shown(lexeme)}")
+            tokens.append(Token("num", lexeme, _number(lexeme, lexeme, 8 if is_octal else 10)))
         else:
             tokens.append(Token(kind, lexeme))
     return tokens
 
 
+def _number(lexeme: str, digits: str, base: int) -> int:
+    """The value of a literal, which must fit in 64 bits (unsigned: a minus sign is an operator)."""
+    if base == 10 and len(digits.lstrip("0")) > _MAX_DECIMAL_DIGITS:
+        value = None  # too long to be worth converting
+    else:
+        value = int(digits, base)
+    if value is None or value > _MAX_NUMBER:
+        raise SourceError(f"number {shown(lexeme)} does not fit in 64 bits")
+    return value
+
+
 def parse_string_literal(lexeme: str) -> bytes:
     """Decode a double-quoted string with GNU as escapes (\\n \\t \\\\ \\" \\0 octal \\x hex)."""
-    out = bytearray()
     body = lexeme[1:-1]
+    if "\\" not in body and body.isascii():
+        return body.encode("ascii")
+    out = bytearray()
     i = 0
     while i < len(body):
         value, i = _decode_char(body, i)
@@ -113,35 +140,35 @@ def _decode_char(text: str, i: int) -> tuple[int, int]:
 
 # ---- expression trees -------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Location:
     """A position in a section: the start of item number `index` (an index past the end is its end)."""
     section: str
     index: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Number:
     value: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Symbol:
     name: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Here:
     location: Location
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Unary:
     op: str
     operand: Expr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Binary:
     op: str
     left: Expr
@@ -164,7 +191,7 @@ def parse_expression(tokens: list[Token], here: Location, locals_: LocalLabels) 
     parser = _Parser(tokens, here, locals_)
     expr = parser.binary(1)
     if parser.pos != len(tokens):
-        raise SourceError(f"junk {tokens[parser.pos].text!r} after expression")
+        raise SourceError(f"junk {shown(tokens[parser.pos].text)} after expression")
     return expr
 
 
@@ -174,6 +201,7 @@ class _Parser:
         self.pos = 0
         self.here = here
         self.locals = locals_
+        self.nesting = 0
 
     def peek(self) -> Token | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -193,27 +221,37 @@ class _Parser:
         if token is None:
             raise SourceError("expression ends too early")
         self.pos += 1
-        if token.kind == "op" and token.text in "-+~":
-            return Unary(token.text, self.unary())
-        if token.kind == "op" and token.text == "(":
-            inner = self.binary(1)
-            closing = self.peek()
-            if closing is None or closing.text != ")":
-                raise SourceError("missing ')' in expression")
-            self.pos += 1
-            return inner
+        if token.kind == "op" and token.text in "-+~(":
+            return self.nested(token.text)
         if token.kind == "num":
             return Number(token.value)
         if token.kind == "name":
             return Here(self.here) if token.text == "." else Symbol(token.text)
         if token.kind == "localref":
             return Symbol(self.locals.reference(token.text))
-        raise SourceError(f"unexpected {token.text!r} in expression")
+        raise SourceError(f"unexpected {shown(token.text)} in expression")
+
+    def nested(self, opener: str) -> Expr:
+        """The operand of a unary operator, or a parenthesized expression: one level deeper."""
+        if self.nesting == MAX_NESTING:
+            raise SourceError(f"expression nested too deeply (more than {MAX_NESTING} levels of "
+                              f"parentheses and unary operators)")
+        self.nesting += 1
+        if opener == "(":
+            inner = self.binary(1)
+            closing = self.peek()
+            if closing is None or closing.text != ")":
+                raise SourceError("missing ')' in expression")
+            self.pos += 1
+        else:
+            inner = Unary(opener, self.unary())
+        self.nesting -= 1
+        return inner
 
 
 # ---- values -----------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Value:
     """An absolute number (section None) or an offset from the start of a section."""
     section: str | None
@@ -234,22 +272,40 @@ class Environment(Protocol):
 
 
 def evaluate(expr: Expr, env: Environment) -> Value:
-    """Compute an expression's value; SourceError for nonsense, NotKnownYet if env cannot say yet."""
-    if isinstance(expr, Number):
-        return Value(None, _wrap(expr.value))
-    if isinstance(expr, Symbol):
-        return env.symbol(expr.name)
-    if isinstance(expr, Here):
-        return env.location(expr.location)
-    if isinstance(expr, Unary):
-        operand = evaluate(expr.operand, env)
-        if expr.op == "+":
-            return operand
-        _require_absolute(operand, expr.op)
-        return Value(None, _wrap(-operand.offset if expr.op == "-" else ~operand.offset))
-    left = evaluate(expr.left, env)
-    right = evaluate(expr.right, env)
-    return _combine(expr.op, left, right)
+    """Compute an expression's value; SourceError for nonsense, NotKnownYet if env cannot say yet.
+
+    Walks the tree with a stack of its own (left operand first, as GNU as does), so a long
+    chain of operators costs no Python recursion.
+    """
+    values: list[Value] = []
+    pending: list[tuple[Expr, bool]] = [(expr, False)]
+    while pending:
+        node, operands_done = pending.pop()
+        if isinstance(node, Number):
+            values.append(Value(None, _wrap(node.value)))
+        elif isinstance(node, Symbol):
+            values.append(env.symbol(node.name))
+        elif isinstance(node, Here):
+            values.append(env.location(node.location))
+        elif not operands_done:
+            pending.append((node, True))
+            if isinstance(node, Binary):
+                pending += [(node.right, False), (node.left, False)]
+            else:
+                pending.append((node.operand, False))
+        elif isinstance(node, Unary):
+            values.append(_apply_unary(node.op, values.pop()))
+        else:
+            right = values.pop()
+            values.append(_combine(node.op, values.pop(), right))
+    return values.pop()
+
+
+def _apply_unary(op: str, operand: Value) -> Value:
+    if op == "+":
+        return operand
+    _require_absolute(operand, op)
+    return Value(None, _wrap(-operand.offset if op == "-" else ~operand.offset))
 
 
 def _combine(op: str, left: Value, right: Value) -> Value:
@@ -296,13 +352,17 @@ def _wrap(value: int) -> int:
 
 def symbols_in(expr: Expr) -> set[str]:
     """Every symbol name an expression mentions."""
-    if isinstance(expr, Symbol):
-        return {expr.name}
-    if isinstance(expr, Unary):
-        return symbols_in(expr.operand)
-    if isinstance(expr, Binary):
-        return symbols_in(expr.left) | symbols_in(expr.right)
-    return set()
+    names = set()
+    pending = [expr]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, Symbol):
+            names.add(node.name)
+        elif isinstance(node, Unary):
+            pending.append(node.operand)
+        elif isinstance(node, Binary):
+            pending += [node.left, node.right]
+    return names
 
 
 def split_commas(tokens: list[Token], allow_empty: bool = False) -> list[list[Token]]:

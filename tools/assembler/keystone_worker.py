@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import keystone
 
-from .errors import AssemblyError
+from .errors import AssemblyError, shown
 
 _TIMEOUT_BASE_SECONDS = 10.0
 _TIMEOUT_PER_INSTRUCTION_SECONDS = 0.01
@@ -90,7 +90,7 @@ def _encode_in_child(texts: list[str], address: int, writer, progress) -> None:
 def _failure(jobs: list[KeystoneJob], position: int, filename: str, what: str) -> AssemblyError:
     if 0 <= position < len(jobs):
         job = jobs[position]
-        return AssemblyError(filename, job.line, f"{what} while encoding {job.text!r}")
+        return AssemblyError(filename, job.line, f"{what} while encoding {shown(job.text)}")
     return AssemblyError(filename, None, f"{what} before encoding any instruction")
 
 

@@ -12,7 +12,7 @@ from .encoding import EncodedInstruction
 from .errors import AssemblyError, SourceError
 from .expressions import Expr, Value, evaluate, symbols_in
 from .layout import NOP_OPCODE, Layout, SectionOffsets, align_padding, chosen_form, nop_padding
-from .program import Align, Bytes, DataValue, Label, Program, display_name, is_local_numeric
+from .program import Align, Bytes, DataValue, Label, Program, Repeat, display_name, is_local_numeric
 
 _SIGNED32 = (-(1 << 31), (1 << 31) - 1)
 
@@ -44,6 +44,8 @@ class _Linker:
         for index, item in enumerate(self.program.sections[name].items):
             if isinstance(item, Bytes):
                 out += item.data
+            elif isinstance(item, Repeat):
+                out += item.pattern * item.count
             elif isinstance(item, DataValue):
                 out += self.data_value(item)
             elif isinstance(item, Align):
@@ -117,8 +119,9 @@ class _Linker:
 
 def link(program: Program, layout: Layout, encoded: dict[int, EncodedInstruction]) -> tuple[dict[str, bytes],
                                                                                            list[FinalSymbol]]:
-    """Final bytes of each section (.bss as zeros) and the symbol table."""
+    """Final bytes of each section but .bss (which has none in the file), and the symbol table."""
     linker = _Linker(program, layout)
-    contents = {name: linker.section_bytes(name, encoded if name == ".text" else {}) for name in program.sections}
+    contents = {name: linker.section_bytes(name, encoded if name == ".text" else {})
+                for name in program.sections if name != ".bss"}
     return contents, linker.symbols()
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .errors import SourceError
+from .errors import SourceError, excerpt, shown
 from .expressions import (
     Environment,
     Expr,
@@ -33,6 +33,7 @@ from .expressions import (
 from .registers import BRANCHES, PREFIXES, SEGMENT, SIZE_KEYWORDS, is_register
 
 _MNEMONIC = re.compile(r"[a-z][a-z0-9]*(\.[a-z0-9]+)?")
+_WORD = re.compile(r"\s*(\S+)\s*")
 PLACEHOLDER = 0x7FFFFFFF
 # Keystone encodes ``[rbp*2 + disp32]`` as ModRM rm=100 + SIB 0x6d; swapping that SIB for 0x25
 # (no index, no base) gives the absolute disp32 form GNU as emits for ``[address]``.
@@ -44,7 +45,7 @@ BRANCH_BASE = 0x10000000
 FAR_TARGET = BRANCH_BASE + 0x10000000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Fixup:
     """A field Keystone filled with a placeholder and we fill with an expression's value.
 
@@ -57,7 +58,7 @@ class Fixup:
     bare_symbol: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InstructionTemplate:
     texts: tuple[str, ...]  # one text, or (short form, long form) for a branch
     fixups: tuple[Fixup, ...] = field(default=())
@@ -69,15 +70,18 @@ class InstructionTemplate:
 
 def parse_instruction(text: str, here: Location, known: Environment, locals_: LocalLabels) -> InstructionTemplate:
     """Parse one instruction; `known` answers only what GNU as would know at this line."""
-    words = text.split(None, 1)
     prefixes: list[str] = []
-    while words and words[0].lower() in PREFIXES and len(words) > 1:
-        prefixes.append(words[0].lower())
-        words = words[1].split(None, 1)
-    mnemonic = words[0].lower()
+    position = 0
+    while True:
+        word = _WORD.match(text, position)
+        if word.group(1).lower() not in PREFIXES or word.end() == len(text):
+            break
+        prefixes.append(word.group(1).lower())
+        position = word.end()
+    mnemonic, operands = word.group(1).lower(), text[word.end():]
     if not _MNEMONIC.fullmatch(mnemonic):
-        raise SourceError(f"bad instruction name '{words[0]}'")
-    operand_tokens = split_commas(tokenize(words[1])) if len(words) > 1 else []
+        raise SourceError(f"bad instruction name {shown(word.group(1))}")
+    operand_tokens = split_commas(tokenize(operands)) if operands else []
     head = " ".join(prefixes + [mnemonic])
     builder = _OperandBuilder(mnemonic, here, known, locals_)
     operand_texts = [builder.operand(tokens) for tokens in operand_tokens]
@@ -127,7 +131,7 @@ class _OperandBuilder:
         if tokens[0].kind == "name" and is_register(tokens[0].text):
             if tokens[0].text.lower() == "st" or len(tokens) == 1:
                 return size + segment + "".join(token.text for token in tokens)
-            raise SourceError(f"bad operand {' '.join(token.text for token in tokens)!r}")
+            raise SourceError(f"bad operand {shown(' '.join(token.text for token in tokens))}")
         expr = self.expression(tokens)
         if self.mnemonic in BRANCHES and not size and not segment:
             if self.branch_target is not None:
@@ -144,10 +148,11 @@ class _OperandBuilder:
     @staticmethod
     def _size_prefix(tokens: list[Token]) -> tuple[str, list[Token]]:
         words = []
-        while tokens and tokens[0].kind == "name" and tokens[0].text.lower() in SIZE_KEYWORDS | {"ptr"}:
-            words.append(tokens[0].text.lower())
-            tokens = tokens[1:]
-        return (" ".join(words) + " " if words else ""), tokens
+        for token in tokens:
+            if token.kind != "name" or token.text.lower() not in SIZE_KEYWORDS | {"ptr"}:
+                break
+            words.append(token.text.lower())
+        return (" ".join(words) + " " if words else ""), tokens[len(words):]
 
     @staticmethod
     def _strip_flat(tokens: list[Token]) -> list[Token]:
@@ -240,8 +245,8 @@ class _OperandBuilder:
             if scale in (1, 2, 4, 8):
                 return register, scale
             if star.text == "*":
-                raise SourceError(f"scale factor {' '.join(t.text for t in rest)} is not 1, 2, 4 or 8")
-        raise SourceError(f"bad address expression {' '.join(t.text for t in term)!r}")
+                raise SourceError(f"scale factor {excerpt(' '.join(t.text for t in rest))} is not 1, 2, 4 or 8")
+        raise SourceError(f"bad address expression {shown(' '.join(t.text for t in term))}")
 
 
 def _terms(tokens: list[Token]) -> list[tuple[str, list[Token]]]:

@@ -3,15 +3,31 @@
 Everything whose size cannot change is settled here (strings, data values,
 ``.space``, alignment in the data sections, whose offsets never move).  What
 depends on code layout (instruction sizes, alignment in .text, values of
-labels) is left as items for the layout pass.
+labels) is left as items for the layout pass.  ``.space`` and its kin stay a
+count until the bytes are written, so a huge one costs nothing here (and never
+anything in .bss); layout refuses sizes beyond its limits.
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
-from .errors import AssemblyError, SourceError
-from .expressions import Expr, Location, NotKnownYet, Token, Value, evaluate, parse_expression, split_commas, tokenize
+from .errors import AssemblyError, SourceError, shown
+from .expressions import (
+    Binary,
+    Expr,
+    Here,
+    Location,
+    NotKnownYet,
+    Number,
+    Token,
+    Value,
+    evaluate,
+    parse_expression,
+    split_commas,
+    tokenize,
+)
 from .operands import InstructionTemplate, parse_instruction
 from .registers import is_register
 from .source import Statement
@@ -22,20 +38,34 @@ _DATA_SIZES = {".byte": 1, ".word": 2, ".short": 2, ".value": 2, ".2byte": 2, ".
 _STRINGS = {".ascii": False, ".asciz": True, ".string": True}
 _LD_BSS_ALIGNMENT = 8  # GNU ld's default script ends .bss with ". = ALIGN(. != 0 ? 64 / 8 : 1)"
 _IGNORED = {".intel_syntax", ".code64", ".type", ".size", ".file", ".ident"}
+_MAX_DEFINITION_DEPTH = 100  # symbols defined through symbols defined after them: three Python frames a level
 
 
 # ---- items ------------------------------------------------------------------------------------
 
-@dataclass
+@dataclass(slots=True)
 class Bytes:
     data: bytes
+    line: int
 
     @property
     def size(self) -> int:
         return len(self.data)
 
 
-@dataclass
+@dataclass(slots=True)
+class Repeat:
+    """`count` copies of `pattern` (.space, .fill, alignment padding), written out only by the linker."""
+    pattern: bytes
+    count: int
+    line: int | None
+
+    @property
+    def size(self) -> int:
+        return len(self.pattern) * self.count
+
+
+@dataclass(slots=True)
 class DataValue:
     """A data directive value that needs an address, filled in after layout."""
     size: int
@@ -44,15 +74,16 @@ class DataValue:
     sequence: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Align:
     """Alignment inside .text, where the padding depends on code layout."""
     boundary: int
     fill: int | None
     max_skip: int | None
+    line: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Instruction:
     line: int
     sequence: int
@@ -60,10 +91,10 @@ class Instruction:
     template: InstructionTemplate
 
 
-Item = Bytes | DataValue | Align | Instruction
+Item = Bytes | Repeat | DataValue | Align | Instruction
 
 
-@dataclass
+@dataclass(slots=True)
 class Section:
     name: str
     items: list[Item] = field(default_factory=list)
@@ -85,26 +116,27 @@ class Section:
 
 
 def _fixed_size(item: Item) -> int:
-    return item.size if isinstance(item, (Bytes, DataValue)) else 0
+    return item.size if isinstance(item, (Bytes, Repeat, DataValue)) else 0
 
 
 # ---- symbols ----------------------------------------------------------------------------------
 
-@dataclass
+@dataclass(slots=True)
 class Label:
     location: Location
     line: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Equate:
     """A `.equ`/`.set`/`=` symbol; `.set` may redefine it, so keep every definition in order."""
     definitions: list[tuple[int, Expr, int]] = field(default_factory=list)  # (sequence, expr, line)
 
     def definition_for(self, sequence: int, forward_allowed: bool) -> tuple[int, Expr, int] | None:
-        earlier = [d for d in self.definitions if d[0] < sequence]
+        """The last definition before statement `sequence` (definitions are kept in statement order)."""
+        earlier = bisect.bisect_left(self.definitions, sequence, key=lambda definition: definition[0])
         if earlier:
-            return earlier[-1]
+            return self.definitions[earlier - 1]
         return self.definitions[0] if forward_allowed and self.definitions else None
 
     @property
@@ -160,13 +192,26 @@ class Program:
 
 # ---- environments -----------------------------------------------------------------------------
 
+class Definitions:
+    """Equate values worked out during one evaluation: each definition once, loops and runaway depth caught.
+
+    `final` says whether this evaluation is the last word (after layout), where a definition
+    nested too deeply is an error; during the first pass it is merely not known yet.
+    """
+
+    def __init__(self, final: bool) -> None:
+        self.final = final
+        self.values: dict[tuple[str, int], Value] = {}
+        self.active: set[tuple[str, int]] = set()
+
+
 class KnownSoFar:
     """What GNU as knows at one statement: symbols defined above it, offsets in non-code sections."""
 
     def __init__(self, program: Program, sequence: int) -> None:
         self.program = program
         self.sequence = sequence
-        self.depth = 0
+        self.definitions = Definitions(final=False)
 
     def symbol(self, name: str) -> Value:
         symbol = self.program.symbols.get(name)
@@ -186,16 +231,40 @@ class KnownSoFar:
 
 
 def evaluate_definition(env, definition: tuple[int, Expr, int], name: str) -> Value:
-    """Evaluate an equate's expression as seen from its own definition point, guarding against loops."""
+    """An equate's value as seen from its own definition point (`env` has `sequence` and `definitions`).
+
+    A definition reached again while it is being evaluated is a loop; one reached through more
+    than _MAX_DEFINITION_DEPTH others is refused too, which bounds the recursion.
+    """
     sequence, expr, _ = definition
-    if env.depth > 100:
-        raise SourceError(f"symbol definition loop involving '{display_name(name)}'")
+    key = (name, sequence)
+    definitions: Definitions = env.definitions
+    if key in definitions.values:
+        return definitions.values[key]
+    if key in definitions.active:
+        raise SourceError(f"symbol definition loop involving {shown(display_name(name))}")
+    if len(definitions.active) == _MAX_DEFINITION_DEPTH:
+        if not definitions.final:
+            raise NotKnownYet(name)
+        raise SourceError(f"symbol definitions nested more than {_MAX_DEFINITION_DEPTH} deep (at "
+                          f"{shown(display_name(name))}); define symbols before the definitions that use them")
     saved = env.sequence
-    env.sequence, env.depth = sequence, env.depth + 1
+    env.sequence = sequence
+    definitions.active.add(key)
     try:
-        return evaluate(expr, env)
+        value = evaluate(expr, env)
     finally:
-        env.sequence, env.depth = saved, env.depth - 1
+        env.sequence = saved
+        definitions.active.discard(key)
+    definitions.values[key] = value
+    return value
+
+
+def _as_expression(value: Value) -> Expr:
+    """A value known for good (a number, or an offset into a section whose offsets never move)."""
+    if value.is_absolute:
+        return Number(value.offset)
+    return Binary("+", Here(Location(value.section, 0)), Number(value.offset))
 
 
 # ---- the first pass ---------------------------------------------------------------------------
@@ -211,7 +280,7 @@ def build_program(statements: list[Statement], filename: str) -> Program:
             raise AssemblyError(filename, statement.line, error.message) from None
     builder.check_globals()
     bss = builder.program.sections[".bss"]
-    bss.append(Bytes(bytes(-bss.size % _LD_BSS_ALIGNMENT)))
+    bss.append(Repeat(b"\0", -bss.size % _LD_BSS_ALIGNMENT, None))
     return builder.program
 
 
@@ -251,7 +320,7 @@ class _Builder:
             raise SourceError(f"'{name}' is a register name and cannot be a label")
         existing = self.program.symbols.get(name)
         if existing is not None:
-            raise SourceError(f"symbol '{name}' is already defined (line {existing.line})")
+            raise SourceError(f"symbol {shown(display_name(name))} is already defined (line {existing.line})")
         self.program.symbols[name] = Label(self.here, self.line)
 
     def assign(self, name: str, text: str) -> None:
@@ -260,9 +329,16 @@ class _Builder:
         if is_register(name):
             raise SourceError(f"'{name}' is a register name and cannot be a symbol")
         expr = self.expression(tokenize(text))
-        existing = self.program.symbols.setdefault(name, Equate())
+        existing = self.program.symbols.get(name, Equate())
         if isinstance(existing, Label):
-            raise SourceError(f"symbol '{name}' is already defined as a label (line {existing.line})")
+            raise SourceError(f"symbol {shown(name)} is already defined as a label (line {existing.line})")
+        try:
+            value = evaluate(expr, KnownSoFar(self.program, self.sequence))
+        except NotKnownYet:
+            value = None
+        if value is not None:
+            expr = _as_expression(value)  # so a long chain of such symbols is never walked again
+        self.program.symbols[name] = existing
         existing.definitions.append((self.sequence, expr, self.line))
 
     def expression(self, tokens: list[Token]) -> Expr:
@@ -319,15 +395,18 @@ class _Builder:
             self.align(name, text)
         elif name == ".att_syntax":
             raise SourceError("AT&T syntax is not supported; use .intel_syntax noprefix")
+        elif name in (".include", ".incbin"):
+            raise SourceError(f"{name} is not supported: a program is one source file, and the assembler "
+                              f"reads no other")
         else:
-            raise SourceError(f"unknown directive '{name}'")
+            raise SourceError(f"unknown directive {shown(name)}")
 
     def switch_section(self, name: str, rest: str) -> None:
         if rest:
-            raise SourceError(f"subsections are not supported ('{name} {rest}')")
+            raise SourceError(f"subsections are not supported ({shown(name + ' ' + rest)})")
         canonical = next((s for s in SECTION_ORDER if name == s or name.startswith(s + ".")), None)
         if canonical is None:
-            raise SourceError(f"unsupported section '{name}' (use .text, .rodata, .data or .bss)")
+            raise SourceError(f"unsupported section {shown(name)} (use .text, .rodata, .data or .bss)")
         self.section = self.program.sections[canonical]
 
     def refuse_data_in_bss(self, name: str) -> None:
@@ -345,7 +424,7 @@ class _Builder:
             except NotKnownYet:
                 value = None
             if value is not None and value.is_absolute:
-                self.section.append(Bytes(self.truncate(value.offset, size)))
+                self.section.append(Bytes(self.truncate(value.offset, size), self.line))
             else:
                 self.section.append(DataValue(size, expr, self.line, self.sequence))
 
@@ -365,7 +444,7 @@ class _Builder:
         for part in parts:
             if len(part) != 1 or part[0].kind != "string":
                 raise SourceError(f"{name} takes double-quoted strings")
-            self.section.append(Bytes(part[0].value + (b"\0" if terminate else b"")))
+            self.section.append(Bytes(part[0].value + (b"\0" if terminate else b""), self.line))
 
     def space(self, name: str, text: str) -> None:
         parts = split_commas(tokenize(text))
@@ -377,7 +456,7 @@ class _Builder:
         fill = self.known_absolute(parts[1], f"the fill value of {name}") if len(parts) == 2 else 0
         if fill and self.section.name == ".bss":
             raise SourceError(f"{name} with a non-zero fill value in .bss")
-        self.section.append(Bytes(bytes([fill & 0xFF]) * count))
+        self.section.append(Repeat(bytes([fill & 0xFF]), count, self.line))
 
     def fill(self, text: str) -> None:
         self.refuse_data_in_bss(".fill")
@@ -389,7 +468,7 @@ class _Builder:
         value = self.known_absolute(parts[2], "the value of .fill") if len(parts) > 2 else 0
         if repeat < 0 or not 0 <= size <= 8:
             raise SourceError(".fill needs a non-negative repeat count and a size from 0 to 8")
-        self.section.append(Bytes(self.truncate(value, size) * repeat if size else b""))
+        self.section.append(Repeat(self.truncate(value, size) if size else b"", repeat, self.line))
 
     def align(self, name: str, text: str) -> None:
         parts = split_commas(tokenize(text), allow_empty=True)
@@ -412,14 +491,14 @@ class _Builder:
             raise SourceError(f"{name} with a non-zero fill value in .bss")
         self.section.alignment = max(self.section.alignment, boundary)
         if self.section.is_code:
-            self.section.append(Align(boundary, fill, max_skip))
+            self.section.append(Align(boundary, fill, max_skip, self.line))
             return
         padding = -self.section.size % boundary
         if max_skip is not None and padding > max_skip:
             padding = 0
-        self.section.append(Bytes(bytes([fill or 0]) * padding))
+        self.section.append(Repeat(bytes([fill or 0]), padding, self.line))
 
     def check_globals(self) -> None:
         for name, line in self.program.globals.items():
             if name not in self.program.symbols:
-                raise AssemblyError(self.program.filename, line, f"global symbol '{name}' is never defined")
+                raise AssemblyError(self.program.filename, line, f"global symbol {shown(name)} is never defined")

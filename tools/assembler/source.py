@@ -9,14 +9,23 @@ respected so ``"#"`` and ``'#'`` are data, not comments.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+# What one source may hold; the assembler builds everything in the host's memory, a few hundred
+# bytes for each statement, so these bound its memory and time for any input.
+MAX_SOURCE_SIZE = 8 << 20  # characters
+MAX_STATEMENTS = 500_000
 
 _LABEL = re.compile(r"\s*([A-Za-z_.$][\w.$]*|[0-9]+)\s*:(?!:)")
 _DIRECTIVE = re.compile(r"\s*(\.[A-Za-z_][\w.]*)(?:\s+|$)(.*)", re.DOTALL)
 _ASSIGNMENT = re.compile(r"\s*([A-Za-z_.$][\w.$]*)\s*=(?!=)(.*)", re.DOTALL)
+# After the opening quote: up to the closing one, or to the end of the line (the tokenizer reports that).
+_STRING_REST = re.compile(r'[^"\\\n]*+(?:\\[^\n][^"\\\n]*+)*+\\?"?')
+_ORDINARY = re.compile(r"""[^\n/#;"']+""")  # text with no line end, comment, separator or quote in it
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Statement:
     line: int
     kind: str  # "label", "directive", "assignment", "instruction"
@@ -24,39 +33,47 @@ class Statement:
     text: str  # directive arguments, assigned expression, or the whole instruction
 
 
-class UnterminatedComment(Exception):
-    def __init__(self, line: int) -> None:
-        super().__init__("unterminated /* comment")
+class SourceTextError(Exception):
+    """A problem with the text as a whole (an unterminated comment, its size), at `line` or in the whole file."""
+
+    def __init__(self, line: int | None, message: str) -> None:
+        super().__init__(message)
         self.line = line
+        self.message = message
 
 
 def statements(source: str) -> list[Statement]:
     """Split source into statements in order, each with its 1-based line number."""
+    if len(source) > MAX_SOURCE_SIZE:
+        raise SourceTextError(None, f"the source is {len(source):,} characters long; the assembler takes at most "
+                                    f"{MAX_SOURCE_SIZE >> 20} MiB")
     result: list[Statement] = []
     for line, text in _logical_statements(source):
         result.extend(_classify(line, text))
+        if len(result) > MAX_STATEMENTS:
+            raise SourceTextError(line, f"more than {MAX_STATEMENTS:,} statements (labels, directives and "
+                                        f"instructions); the assembler takes no more")
     return result
 
 
-def _logical_statements(source: str) -> list[tuple[int, str]]:
+def _logical_statements(source: str) -> Iterator[tuple[int, str]]:
     """Strip comments and split on newlines and ';', keeping line numbers."""
-    pieces: list[tuple[int, str]] = []
     line = 1
     current: list[str] = []
     at_line_start = True
     i = 0
     n = len(source)
 
-    def flush() -> None:
+    def flush() -> str:
         text = "".join(current).strip()
-        if text:
-            pieces.append((line, text))
         current.clear()
+        return text
 
     while i < n:
         ch = source[i]
         if ch == "\n":
-            flush()
+            if text := flush():
+                yield line, text
             line += 1
             at_line_start = True
             i += 1
@@ -64,50 +81,43 @@ def _logical_statements(source: str) -> list[tuple[int, str]]:
         if ch == "/" and source.startswith("/*", i):
             end = source.find("*/", i + 2)
             if end < 0:
-                raise UnterminatedComment(line)
+                raise SourceTextError(line, "unterminated /* comment")
             line_breaks = source.count("\n", i, end)
             if line_breaks:
-                flush()
+                if text := flush():
+                    yield line, text
                 line += line_breaks
             i = end + 2
             current.append(" ")
             continue
         if ch == "#" or (ch == "/" and at_line_start):
-            while i < n and source[i] != "\n":
-                i += 1
+            end = source.find("\n", i)
+            i = n if end < 0 else end
             continue
         if ch == ";":
-            flush()
+            if text := flush():
+                yield line, text
             i += 1
             continue
-        if not ch.isspace():
-            at_line_start = False
         if ch == '"':
             end = _string_end(source, i)
-            current.append(source[i:end])
-            i = end
-            continue
-        if ch == "'":
+        elif ch == "'":
             end = _char_literal_end(source, i)
-            current.append(source[i:end])
-            i = end
-            continue
-        current.append(ch)
-        i += 1
-    flush()
-    return pieces
+        elif ordinary := _ORDINARY.match(source, i):
+            end = ordinary.end()
+        else:
+            end = i + 1  # a '/' that divides
+        piece = source[i:end]
+        if not piece.isspace():
+            at_line_start = False
+        current.append(piece)
+        i = end
+    if text := flush():
+        yield line, text
 
 
 def _string_end(source: str, start: int) -> int:
-    i = start + 1
-    while i < len(source) and source[i] != "\n":
-        if source[i] == "\\":
-            i += 2
-            continue
-        if source[i] == '"':
-            return i + 1
-        i += 1
-    return min(i, len(source))  # unterminated: the tokenizer reports it
+    return _STRING_REST.match(source, start + 1).end()
 
 
 def _char_literal_end(source: str, start: int) -> int:
@@ -123,13 +133,11 @@ def _char_literal_end(source: str, start: int) -> int:
 
 def _classify(line: int, text: str) -> list[Statement]:
     result = []
-    while True:
-        match = _LABEL.match(text)
-        if not match:
-            break
+    position = 0
+    while match := _LABEL.match(text, position):
         result.append(Statement(line, "label", match.group(1), ""))
-        text = text[match.end():]
-    text = text.strip()
+        position = match.end()
+    text = text[position:].strip()
     if not text:
         return result
     if directive := _DIRECTIVE.fullmatch(text):
