@@ -130,7 +130,7 @@ def test_hostile_source_gives_one_error_line(source: str, line: int, message: st
 
 def test_a_source_over_the_size_limit_is_refused_at_once() -> None:
     error = assembly_error("#" * ((8 << 20) + 1), "big.s")
-    assert str(error) == "big.s: error: the source is 8,388,609 characters long; the assembler takes at most 8 MiB"
+    assert str(error) == "big.s: error: the source is more than 8,388,608 characters long; the assembler takes at most 8 MiB"
 
 
 def test_more_statements_than_the_limit_are_refused_at_the_first_too_many() -> None:
@@ -289,3 +289,14 @@ def test_token_soup_assembles_or_gives_one_error_line(words: list[str], depth: i
     else:
         assert image[:4] == b"\x7fELF"
         assert all(message.isprintable() for message in messages)
+
+
+def test_cli_refuses_a_huge_source_without_reading_it_whole(tmp_path):
+    """A sparse 3 GiB file: one line, and vmgames reads no more than the assembler's limit of it."""
+    huge = tmp_path / "huge.s"
+    with open(huge, "wb") as f:
+        f.truncate(3 << 30)
+    result = subprocess.run([sys.executable, "-m", "tools.cli", "asm", str(huge), "-o", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.endswith("error: the source is more than 8,388,608 characters long; the assembler takes at most 8 MiB\n")

@@ -329,6 +329,7 @@ def _make_directory(path: str) -> str | None:
 
 def command_asm(args: argparse.Namespace) -> int:
     from tools.assembler import AssemblyError, assemble_with_warnings
+    from tools.assembler.source import MAX_SOURCE_SIZE
 
     output = args.output or (args.source[:-2] if args.source.endswith(".s") else args.source + ".out")
     problem = _unwritable_file(output)
@@ -337,7 +338,8 @@ def command_asm(args: argparse.Namespace) -> int:
         return 1
     try:
         with open(args.source, encoding="utf-8") as f:
-            source = f.read()
+            # No more than the assembler takes: a bigger file is refused without being read whole.
+            source = f.read(MAX_SOURCE_SIZE + 1)
     except OSError as error:
         _error(f"{args.source}: {error.strerror}")
         return 1

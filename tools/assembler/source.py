@@ -45,8 +45,8 @@ class SourceTextError(Exception):
 def statements(source: str) -> list[Statement]:
     """Split source into statements in order, each with its 1-based line number."""
     if len(source) > MAX_SOURCE_SIZE:
-        raise SourceTextError(None, f"the source is {len(source):,} characters long; the assembler takes at most "
-                                    f"{MAX_SOURCE_SIZE >> 20} MiB")
+        raise SourceTextError(None, f"the source is more than {MAX_SOURCE_SIZE:,} characters long; the assembler "
+                                    f"takes at most {MAX_SOURCE_SIZE >> 20} MiB")
     result: list[Statement] = []
     for line, text in _logical_statements(source):
         result.extend(_classify(line, text))
