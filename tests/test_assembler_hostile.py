@@ -130,7 +130,8 @@ def test_hostile_source_gives_one_error_line(source: str, line: int, message: st
 
 def test_a_source_over_the_size_limit_is_refused_at_once() -> None:
     error = assembly_error("#" * ((8 << 20) + 1), "big.s")
-    assert str(error) == "big.s: error: the source is more than 8,388,608 characters long; the assembler takes at most 8 MiB"
+    assert str(error) == ("big.s: error: the source is more than 8,388,608 characters long; "
+                          "the assembler takes at most 8 MiB")
 
 
 def test_more_statements_than_the_limit_are_refused_at_the_first_too_many() -> None:
@@ -299,4 +300,5 @@ def test_cli_refuses_a_huge_source_without_reading_it_whole(tmp_path):
     result = subprocess.run([sys.executable, "-m", "tools.cli", "asm", str(huge), "-o", str(tmp_path / "out")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
-    assert result.stderr.endswith("error: the source is more than 8,388,608 characters long; the assembler takes at most 8 MiB\n")
+    assert result.stderr.endswith("error: the source is more than 8,388,608 characters long; "
+                                  "the assembler takes at most 8 MiB\n")
