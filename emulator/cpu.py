@@ -30,6 +30,7 @@ GENERAL_REGISTERS = (
 REGISTER_IDS = dict(GENERAL_REGISTERS)
 
 TCG_BUFFER_SIZE = 256 << 20
+SYSCALL_LENGTH = 2      # bytes of the syscall instruction: rip is on it inside the syscall hook (DESIGN.md 2)
 MSR_EFER, MSR_STAR = 0xC000_0080, 0xC000_0081
 EFER_SCE, EFER_LME, EFER_LMA, EFER_NXE = 1 << 0, 1 << 8, 1 << 10, 1 << 11
 _SYSRETQ = bytes.fromhex("480f07")

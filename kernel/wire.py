@@ -59,6 +59,14 @@ class Wire(SinkEnd):
     def sleep_for_room(self, proc: Process) -> None:
         self.kernel.sleep(proc, self.channel)
 
+    def deadline(self) -> int | None:
+        """The callout queue's question: when the segment at the head will have gone."""
+        return self.busy_until if self.queue else None
+
+    def finished(self) -> bool:
+        """Closed and drained: nothing will ever be due again."""
+        return not self.references and not self.queue
+
     def advance(self, now: int) -> None:
         """Deliver every segment that has gone out by virtual time `now`."""
         ram, recorder = self.kernel.machine.ram.bytes, self.kernel.recorder

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-import kernel.kernel as kernel_module
+import kernel.trap as trap_module
 from kernel import errno
 from kernel.pipe import PIPE_BUF, PIPE_CAPACITY
 from kernel.proc import SLEEPING
@@ -36,7 +36,7 @@ def calls(monkeypatch) -> list[Call]:
                          proc.state == SLEEPING))
         return result
 
-    monkeypatch.setattr(kernel_module, "dispatch", recording)
+    monkeypatch.setattr(trap_module, "dispatch", recording)
     return seen
 
 

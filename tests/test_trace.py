@@ -4,7 +4,8 @@ import json
 import os
 from collections import Counter
 
-from kernel.kernel import DEFAULT_MAX_PROCESSES, DEFAULT_QUANTUM
+from kernel.kernel import DEFAULT_MAX_PROCESSES
+from kernel.sched import DEFAULT_QUANTUM
 from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
 from tests.test_fork import FORK_AND_WRITE
 from tools import trace_schema

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-import kernel.kernel as kernel_module
+import kernel.trap as trap_module
 from kernel import errno
 from kernel.proc import SLEEPING
 from kernel.sink import SinkEnd
@@ -494,7 +494,7 @@ def calls(monkeypatch) -> list[tuple[int, str, int | str]]:
         seen.append((proc.pid, name, "slept" if proc.state == SLEEPING else result))
         return result
 
-    monkeypatch.setattr(kernel_module, "dispatch", recording)
+    monkeypatch.setattr(trap_module, "dispatch", recording)
     return seen
 
 

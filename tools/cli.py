@@ -20,8 +20,9 @@ from emulator.determinism import DEFAULT_SEED
 from emulator.machine import DEFAULT_RAM_SIZE, Machine
 from kernel import errno, signals
 from kernel.errno import SyscallError
-from kernel.kernel import DEFAULT_MAX_PROCESSES, DEFAULT_QUANTUM, Kernel
+from kernel.kernel import DEFAULT_MAX_PROCESSES, Kernel
 from kernel.proc import Process
+from kernel.sched import DEFAULT_QUANTUM
 from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
 from tools import stats as run_stats
 from tools import trace

@@ -40,9 +40,11 @@ import unicorn
 
 from emulator import mmu
 from emulator import pte as E
+from emulator.cpu import SYSCALL_LENGTH
 from kernel import signals, syscall
-from kernel.kernel import SYSCALL_LENGTH, Kernel
+from kernel.kernel import Kernel
 from kernel.proc import SLEEPING, ZOMBIE, Process
+from kernel.trap import signal_of_fault
 from kernel.vm import fault
 from kernel.vm.fault import FaultResult, find_page, predict_kind
 from tools.gdb import monitor
@@ -52,7 +54,6 @@ from tools.gdb.registers import REGISTERS, target_xml
 POLL_EVERY = 200_000        # instructions between looks for Ctrl-C
 MAX_MEMORY_REQUEST = 0x10000
 NO_SIGNAL, SIGINT, SIGTRAP = 0, 2, 5
-_SIGNAL_OF_FATAL = {fault.NOMEM: signals.SIGKILL, fault.BUSERR: signals.SIGBUS}
 FEATURES = "PacketSize=4000;qXfer:features:read+;swbreak+;QStartNoAckMode+;vContSupported+"
 HELP = """\
 monitor vm                  every process's map entries, protections and shadow chains
@@ -490,7 +491,7 @@ class GdbStub:
             self.serve(self.stop._replace(note="", writable=False))
         # A fatal fault of the kernel's own is the syscall's EFAULT, not a signal.
         if result.fatal and user and not self._runs_for_others(proc.pid):
-            signal = _SIGNAL_OF_FATAL.get(result.reason, signals.SIGSEGV)
+            signal = signal_of_fault(result.reason)
             note = f"vmgames: process {proc.pid} will be killed by {signals.name(signal)}: {va:#x} ({result.reason})"
             self.serve(Stop(proc.pid, signal, note=note, writable=False))
 

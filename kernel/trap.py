@@ -1,0 +1,145 @@
+"""Traps: every way user code enters the kernel, and the signal each fatal one sends.
+
+The machine calls in from inside the running engine: `_syscall` on a
+syscall instruction, `_page_fault` on a TLB miss the walk could not
+satisfy.  Every page fault, the user's and the kernel's own (copyin and
+copyout inside a syscall), goes through `page_fault`, where a debugger's
+hooks see it.  When a run stops on a trap the kernel could not resolve,
+`_handle_trap` kills the process with the signal Linux would send; the
+table of which signal is here, once, for the kernel and the debugger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from emulator import mmu, traps
+from emulator.cpu import REGISTER_IDS
+from emulator.disasm import instruction_at, memory_operands
+from emulator.machine import Machine
+from emulator.recorder import Recorder
+from kernel import signals
+from kernel.callout import CalloutQueue
+from kernel.proc import RUNNABLE, Process
+from kernel.syscall import dispatch
+from kernel.vm import fault
+from kernel.vm.fault import FaultResult, vm_fault
+from kernel.vm.page import PageAllocator
+
+if TYPE_CHECKING:
+    from kernel.kernel import Kernel
+
+SIGNAL_OF_TRAP = {
+    traps.INVALID_OPCODE: signals.SIGILL,
+    traps.DIVIDE_ERROR: signals.SIGFPE,
+    traps.BREAKPOINT: signals.SIGTRAP,
+    traps.GENERAL_PROTECTION: signals.SIGSEGV,
+}
+_SIGNAL_OF_FAULT = {fault.NOMEM: signals.SIGKILL, fault.BUSERR: signals.SIGBUS}
+
+
+def signal_of_fault(reason: str) -> int:
+    """The signal a fatal page fault sends: SIGSEGV, SIGBUS past the end of a file, SIGKILL when RAM ran out."""
+    return _SIGNAL_OF_FAULT.get(reason, signals.SIGSEGV)
+
+
+class Traps:
+    """The trap half of the Kernel (kernel/kernel.py puts the halves together)."""
+
+    machine: Machine
+    recorder: Recorder
+    allocator: PageAllocator
+    callout: CalloutQueue
+    current: Process | None
+    _fatal: tuple[FaultResult, int, int] | None
+    before_fault: Callable[[Kernel, Process, int, int, int, bool], None] | None
+    after_fault: Callable[[Kernel, Process, int, FaultResult, bool], None] | None
+    before_syscall: Callable[[Kernel, Process, int], None] | None
+    after_syscall: Callable[[Kernel, Process, int], None] | None
+
+    def _page_fault(self, va: int, access: int, error_code: int) -> bool:
+        """A fault user code took (from the machine's TLB-fill hook)."""
+        proc = self.current
+        if self.callout:
+            self.callout.run_due()    # a write to a page in flight copies it only if it is still in flight
+        result = self.page_fault(proc, va, access, error_code, user=True)
+        if result.fatal:
+            self._fatal = (result, va, access)
+            return False
+        return True
+
+    def page_fault(self, proc: Process, va: int, access: int, error_code: int, user: bool) -> FaultResult:
+        """Every page fault comes through here, so that a debugger's fault hooks see them all: the user's
+        (`user`), and the kernel's own, taken by copyin/copyout inside a syscall."""
+        # Reading rip costs about as much as a page walk; only a trace needs it.  A kernel fault has no user rip.
+        rip = self.machine.cpu.rip if user and self.recorder.sink is not None else None
+        if self.before_fault is not None:
+            self.before_fault(self, proc, va, access, error_code, user)
+        result = vm_fault(proc.vmspace, self.allocator, va, access, error_code, rip)
+        if self.after_fault is not None:
+            self.after_fault(self, proc, va, result, user)
+        return result
+
+    def _syscall(self) -> None:
+        proc = self.current
+        if self.callout:
+            self.callout.run_due()
+        number, *args = self.machine.cpu.syscall_registers()
+        if self.before_syscall is not None:
+            self.before_syscall(self, proc, number)
+        result = dispatch(self, proc, number, tuple(args))
+        if proc.state == RUNNABLE:
+            self.machine.cpu.set_result(result)
+        if self.after_syscall is not None:
+            self.after_syscall(self, proc, number)
+
+    def _handle_trap(self, proc: Process, trap: traps.Trap) -> None:
+        if trap.kind in (traps.QUANTUM, traps.STOPPED):
+            return
+        if trap.kind == traps.PAGE_FAULT:
+            if self._fatal is not None and self._fatal[1] == trap.address:
+                reason = self._fatal[0].reason
+            else:
+                # A jump into the kernel half: the machine caught it before any walk.
+                reason = fault.MAPERR
+                self.recorder.event("fault", fault.FATAL, address=trap.address, access=mmu.ACCESS_NAMES[trap.access],
+                                    error_code=trap.error_code, rip=trap.rip, reason=reason)
+            self._fatal = None
+            signal = signal_of_fault(reason)
+            address = self._exact_address(proc, trap)
+            what = f"{mmu.ACCESS_NAMES[trap.access]} of {address:#x} ({reason})"
+        else:
+            signal = SIGNAL_OF_TRAP[trap.kind]
+            what = trap.kind.replace("-", " ")
+        self.send_signal(proc, signal, f"{what} at {trap.rip:#x}: {self._instruction(proc, trap.rip)}")
+
+    def _exact_address(self, proc: Process, trap: traps.Trap) -> int:
+        """The faulting byte's address (CR2), where the instruction shows it; else the page's."""
+        if trap.access == mmu.FETCH:
+            return trap.address
+        cpu = self.machine.cpu
+        code = self.peek(proc, trap.rip, 16)
+        for address in memory_operands(code, trap.rip, lambda name: cpu.read(REGISTER_IDS[name])):
+            if address is not None and address & ~0xFFF == trap.address:
+                return address
+        return trap.address
+
+    def _instruction(self, proc: Process, rip: int) -> str:
+        code = self.peek(proc, rip, 16)
+        return instruction_at(code, rip) if code else "(no code mapped there)"
+
+    def peek(self, proc: Process, va: int, length: int) -> bytes:
+        """Read user memory without faulting pages in or touching A/D bits; stops at the first hole."""
+        out = bytearray()
+        qwords = self.machine.ram.qwords
+        while len(out) < length:
+            entries = mmu.walk_entries(qwords, proc.vmspace.pmap.cr3, va)
+            leaf = entries[-1][2]
+            if len(entries) < 4 or not leaf & 1:
+                break
+            paddr = (leaf & 0x000F_FFFF_FFFF_F000) | (va & 0xFFF)
+            n = min(length - len(out), 4096 - (va & 0xFFF))
+            out += self.machine.ram.bytes[paddr:paddr + n]
+            va += n
+        return bytes(out)
