@@ -40,7 +40,9 @@ _UD2 = b"\x0f\x0b"
 
 _ACCESS_OF = {unicorn.UC_MEM_READ: mmu.READ, unicorn.UC_MEM_WRITE: mmu.WRITE, unicorn.UC_MEM_FETCH: mmu.FETCH}
 
-PageFaultHandler = Callable[[int, int, int], bool]
+# The kernel's page-fault handler: None when it resolved the fault; otherwise its verdict (why it could not),
+# which the machine carries, unread, in the trap that ends the run.
+PageFaultHandler = Callable[[int, int, int], object | None]
 SyscallHandler = Callable[[], None]
 
 # The fill and syscall hooks are registered through the C API directly: the
@@ -81,7 +83,7 @@ class Machine:
         self.cr3 = 0
         self.code_frames = bytearray(self.ram.frames)   # frames code was fetched from since the last drop
         self.translation_drops = 0
-        self.page_fault_handler: PageFaultHandler = lambda va, access, error: False
+        self.page_fault_handler: PageFaultHandler = lambda va, access, error: "no handler"
         self.syscall_handler: SyscallHandler = lambda: None
         self._trap: traps.Trap | None = None
         self._stop_requested = False
@@ -237,8 +239,9 @@ class Machine:
             qwords = self.ram.qwords
             paddr, result = mmu.walk(qwords, self.cr3, va, access)
             if paddr < 0:
-                if not self.page_fault_handler(va, access, result):
-                    self._fault_trap(va, access, result)
+                verdict = self.page_fault_handler(va, access, result)
+                if verdict is not None:
+                    self._fault_trap(va, access, result, verdict)
                     return False
                 paddr, result = mmu.walk(qwords, self.cr3, va, access)
                 if paddr < 0:
@@ -254,10 +257,10 @@ class Machine:
             self._hook_failed(error)
             return False
 
-    def _fault_trap(self, va: int, access: int, error_code: int) -> None:
+    def _fault_trap(self, va: int, access: int, error_code: int, verdict: object) -> None:
         if self.clock and access != mmu.FETCH:
             self.clock.unretire()
-        self._trap = traps.Trap(traps.PAGE_FAULT, self.cpu.rip, va, error_code, access)
+        self._trap = traps.Trap(traps.PAGE_FAULT, self.cpu.rip, va, error_code, access, verdict)
 
     def _syscall(self, engine: int, user_data: int) -> None:
         try:

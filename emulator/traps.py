@@ -18,10 +18,14 @@ GENERAL_PROTECTION = "general-protection"  # a privileged instruction (hlt, ...)
 class Trap:
     """One stop of the CPU. `rip` is where execution would resume, or the
     faulting instruction for faults; `address`/`error_code`/`access` are set
-    for page faults (CR2, the x86 error code, read/write/fetch)."""
+    for page faults (CR2, the x86 error code, read/write/fetch), and
+    `verdict` is what the kernel's fault handler answered when it could not
+    resolve the fault (None when no handler was asked: an address the
+    machine refuses before any walk)."""
 
     kind: str
     rip: int
     address: int | None = None
     error_code: int | None = None
     access: int | None = None
+    verdict: object = None

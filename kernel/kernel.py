@@ -56,7 +56,6 @@ class Kernel(ProcessTable, Scheduler, Traps):
         self._next_pid = 1
         self._exits = 0
         self._reaped: dict[int, Process] = {}   # reaped processes, for their parents' RUSAGE_CHILDREN
-        self._fatal: tuple[FaultResult, int, int] | None = None
         # Debugging aids: called once when virtual time reaches `pause_at`.
         self.pause_at: int | None = None
         self.on_pause: Callable[[Kernel], None] | None = None

@@ -52,22 +52,18 @@ class Traps:
     allocator: PageAllocator
     callout: CalloutQueue
     current: Process | None
-    _fatal: tuple[FaultResult, int, int] | None
     before_fault: Callable[[Kernel, Process, int, int, int, bool], None] | None
     after_fault: Callable[[Kernel, Process, int, FaultResult, bool], None] | None
     before_syscall: Callable[[Kernel, Process, int], None] | None
     after_syscall: Callable[[Kernel, Process, int], None] | None
 
-    def _page_fault(self, va: int, access: int, error_code: int) -> bool:
-        """A fault user code took (from the machine's TLB-fill hook)."""
+    def _page_fault(self, va: int, access: int, error_code: int) -> FaultResult | None:
+        """A fault user code took (from the machine's TLB-fill hook): None if resolved, else the fatal verdict."""
         proc = self.current
         if self.callout:
             self.callout.run_due()    # a write to a page in flight copies it only if it is still in flight
         result = self.page_fault(proc, va, access, error_code, user=True)
-        if result.fatal:
-            self._fatal = (result, va, access)
-            return False
-        return True
+        return result if result.fatal else None
 
     def page_fault(self, proc: Process, va: int, access: int, error_code: int, user: bool) -> FaultResult:
         """Every page fault comes through here, so that a debugger's fault hooks see them all: the user's
@@ -98,14 +94,13 @@ class Traps:
         if trap.kind in (traps.QUANTUM, traps.STOPPED):
             return
         if trap.kind == traps.PAGE_FAULT:
-            if self._fatal is not None and self._fatal[1] == trap.address:
-                reason = self._fatal[0].reason
+            if trap.verdict is not None:
+                reason = trap.verdict.reason
             else:
                 # A jump into the kernel half: the machine caught it before any walk.
                 reason = fault.MAPERR
                 self.recorder.event("fault", fault.FATAL, address=trap.address, access=mmu.ACCESS_NAMES[trap.access],
                                     error_code=trap.error_code, rip=trap.rip, reason=reason)
-            self._fatal = None
             signal = signal_of_fault(reason)
             address = self._exact_address(proc, trap)
             what = f"{mmu.ACCESS_NAMES[trap.access]} of {address:#x} ({reason})"

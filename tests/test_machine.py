@@ -51,7 +51,7 @@ def test_a_pte_change_without_invalidation_is_not_seen():
     board.machine.ram.write(first << 12, b"\x01")
     board.machine.ram.write(second << 12, b"\x02")
     board.map(DATA_VA, first, E.US | E.RW | E.NX)
-    board.machine.page_fault_handler = lambda va, access, error: False
+    board.machine.page_fault_handler = lambda va, access, error: "no fault expected"
     assert board.machine.run(budget=1).kind == traps.QUANTUM
     assert board.machine.cpu.rax == 1
     # Repoint the PTE but "forget" the shootdown: the TLB still has the old frame.
@@ -70,12 +70,12 @@ def test_faults_are_resolved_inside_the_fill_hook_and_the_clock_is_exact():
                   "mov rax, [0x700000]")
     seen = []
 
-    def handler(va: int, access: int, error: int) -> bool:
+    def handler(va: int, access: int, error: int) -> str | None:
         seen.append((va, access, error, board.machine.cpu.rip))
         if va >= 0x700000:
-            return False
+            return "refused"
         board.map(va & ~0xFFF, board.frame(), E.US | E.RW | E.NX)
-        return True
+        return None
 
     board.machine.page_fault_handler = handler
     trap = board.machine.run()
@@ -83,6 +83,7 @@ def test_faults_are_resolved_inside_the_fill_hook_and_the_clock_is_exact():
     store_rip = CODE_VA + 12
     assert seen[:3] == [(0x600000 + i * 4096, mmu.WRITE, mmu.PF_W | mmu.PF_U, store_rip) for i in range(3)]
     assert trap.kind == traps.PAGE_FAULT and trap.address == 0x700000 and trap.access == mmu.READ
+    assert trap.verdict == "refused"          # the handler's answer, carried by the trap
     assert trap.error_code == mmu.PF_U
     # 2 + 3 * 4 instructions retired; the faulting load did not retire.
     assert board.machine.now == 14

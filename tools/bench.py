@@ -232,11 +232,11 @@ def _timed_kernel_calls(source: str) -> dict[str, float]:
             spent["fork"] += time.perf_counter() - start
             return child
 
-        def timed_fault(va: int, access: int, error: int) -> bool:
+        def timed_fault(va: int, access: int, error: int) -> object | None:
             start = time.perf_counter()
-            fixed = handler(va, access, error)
+            verdict = handler(va, access, error)
             spent["faults"] += time.perf_counter() - start
-            return fixed
+            return verdict
 
         kernel.fork, kernel.machine.page_fault_handler = timed_fork, timed_fault
         run_once()
