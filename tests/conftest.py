@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from emulator.machine import Machine
 from emulator.recorder import record
 from kernel.kernel import Kernel
 from kernel.proc import Process
 from tests import invariants
 from tools.assembler import assemble
+from tools.boot import boot
 
 PRELUDE = ".intel_syntax noprefix\n.globl _start\n"
 
@@ -80,7 +80,7 @@ def run(build, tmp_path):
              events: list | None = None) -> Run:
         path = build(source) if "\n" in source else source
         out, err = io.BytesIO(), io.BytesIO()
-        kernel = Kernel(Machine(ram, deterministic=deterministic), root=str(tmp_path),
+        kernel = boot(ram, deterministic=deterministic, root=str(tmp_path),
                         stdin=io.BytesIO(stdin), stdout=out, stderr=err)
         if events is not None:
             kernel.recorder.sink = lambda *event: events.append(record(*event))

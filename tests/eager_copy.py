@@ -41,11 +41,11 @@ import struct
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from emulator.machine import Machine
 from kernel.kernel import Kernel
 from kernel.proc import ZOMBIE
 from tests.conftest import PRELUDE, assert_no_leak, check_before_every_syscall
 from tools.assembler import assemble
+from tools.boot import boot
 
 PAGE = 4096
 BSS, DATA, HEAP, MMAP = range(4)
@@ -564,7 +564,7 @@ def run_on_vmgames(code: Code, directory, quantum: int = 1_000_000, ram: int = 1
     path.write_bytes(assemble(PRELUDE + program_source(code), "script.s"))
     path.chmod(0o755)
     out, err = io.BytesIO(), io.BytesIO()
-    kernel = Kernel(Machine(ram), root=str(directory), stdout=out, stderr=err, quantum=quantum)
+    kernel = boot(ram, root=str(directory), stdout=out, stderr=err, quantum=quantum)
     proc = kernel.spawn(kernel.fs.open_host(str(path)), [str(path)], [])
     check_before_every_syscall(kernel)
     depth = _watch_chain_depth(kernel)

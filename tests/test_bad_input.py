@@ -8,12 +8,11 @@ import sys
 
 import pytest
 
-from emulator.machine import Machine
 from kernel import errno
 from kernel.errno import SyscallError
-from kernel.kernel import Kernel
 from tests.conftest import assert_no_leak
 from tests.programs import EXIT_0, say, touch
+from tools.boot import boot
 
 HELLO = say("ok\n")
 
@@ -40,7 +39,7 @@ def test_a_fatal_trap_kills_the_process_with_the_right_signal(run, source, signa
 def test_running_out_of_ram_kills_only_the_hog(build, tmp_path):
     hog, hello = build(touch(1024), "hog"), build(HELLO, "hello")
     out = io.BytesIO()
-    kernel = Kernel(Machine(2 << 20), root=str(tmp_path), stdout=out, stderr=io.BytesIO())
+    kernel = boot(2 << 20, root=str(tmp_path), stdout=out, stderr=io.BytesIO())
     first = kernel.spawn(kernel.fs.open_host(hog), ["hog"], [])
     second = kernel.spawn(kernel.fs.open_host(hello), ["hello"], [])
     kernel.run()
@@ -102,7 +101,7 @@ def test_hostile_executables_are_refused_with_enoexec(build, tmp_path):
     for name, image, message in _mutations(good):
         path = tmp_path / name.replace(" ", "_")
         path.write_bytes(image)
-        kernel = Kernel(Machine(4 << 20), root=str(tmp_path), stdout=io.BytesIO(), stderr=io.BytesIO())
+        kernel = boot(4 << 20, root=str(tmp_path), stdout=io.BytesIO(), stderr=io.BytesIO())
         with pytest.raises(SyscallError) as raised:
             kernel.spawn(kernel.fs.open_host(str(path)), [name], [])
         assert raised.value.errno == errno.ENOEXEC, name

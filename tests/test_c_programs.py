@@ -14,9 +14,8 @@ import subprocess
 
 import pytest
 
-from emulator.machine import Machine
-from kernel.kernel import Kernel
 from tests.conftest import assert_no_leak, check_before_every_syscall
+from tools.boot import boot
 
 USERLAND_C = os.path.join(os.path.dirname(__file__), "..", "userland", "c")
 # -fno-builtin and -fno-tree-loop-distribute-patterns: there is no libc, so gcc
@@ -100,7 +99,7 @@ def test_exec_of_a_relative_argv0(programs, argv0):
     directory = os.path.dirname(programs["exec_self"])
     host_stdout, host_status = run_on_host([argv0], cwd=directory, executable=programs["exec_self"])
     out = io.BytesIO()
-    kernel = Kernel(Machine(16 << 20), root=directory, stdout=out, stderr=io.BytesIO())
+    kernel = boot(16 << 20, root=directory, stdout=out, stderr=io.BytesIO())
     proc = kernel.spawn(kernel.fs.lookup(argv0), [argv0], [])
     check_before_every_syscall(kernel)
     kernel.run()
@@ -181,7 +180,7 @@ def test_syscall_numbers_arguments_and_range_errors_are_linux(programs):
     """
     host_stdout, host_status = run_on_host([programs["abi_edges"]], cwd=REPOSITORY)
     out = io.BytesIO()
-    kernel = Kernel(Machine(16 << 20), root=REPOSITORY, stdout=out, stderr=io.BytesIO())
+    kernel = boot(16 << 20, root=REPOSITORY, stdout=out, stderr=io.BytesIO())
     proc = kernel.spawn(kernel.fs.open_host(programs["abi_edges"]), ["abi_edges"], [])
     check_before_every_syscall(kernel)
     kernel.run()

@@ -4,17 +4,15 @@ import io
 import os
 from collections import Counter
 
-from emulator.machine import Machine
-from kernel.kernel import Kernel
 from tests.test_fork import FORK_AND_WRITE
 from tools.assembler import assemble
+from tools.boot import boot
 from tools.experiments import chains
 
 
 def _dead_pages_when_the_child_exits(build, tmp_path, collapse: bool) -> list[int]:
     program = build(FORK_AND_WRITE)
-    kernel = Kernel(Machine(16 << 20), root=str(tmp_path), stdout=io.BytesIO(), stderr=io.BytesIO())
-    kernel.allocator.collapse_enabled = collapse
+    kernel = boot(16 << 20, root=str(tmp_path), stdout=io.BytesIO(), stderr=io.BytesIO(), collapse=collapse)
     seen = []
 
     def observe(t, pid, type_, kind, fields):

@@ -2,11 +2,10 @@
 
 import io
 
-from emulator.machine import Machine
 from kernel import errno
-from kernel.kernel import Kernel
 from tests.conftest import assert_no_leak, check_before_every_syscall
 from tests.programs import EXIT_WITH_NEGATED_RAX
+from tools.boot import boot
 
 FORK_AND_WRITE = """
 .text
@@ -283,8 +282,8 @@ _start:
     mov eax, 60
     syscall
 """)
-    kernel = Kernel(Machine(16 << 20), root=str(tmp_path), stdout=io.BytesIO(), stderr=io.BytesIO(),
-                    max_processes=32)
+    kernel = boot(16 << 20, root=str(tmp_path), stdout=io.BytesIO(), stderr=io.BytesIO(),
+                    max_procs=32)
     init = kernel.spawn(kernel.fs.open_host(bomb), ["bomb"], [])
     kernel.run()
     assert init.shell_status == errno.EAGAIN
@@ -304,7 +303,7 @@ _start:
 .bss
 value: .zero 8
 """)
-    kernel = Kernel(Machine(4 << 20), root=str(tmp_path), stdout=io.BytesIO(), stderr=io.BytesIO())
+    kernel = boot(4 << 20, root=str(tmp_path), stdout=io.BytesIO(), stderr=io.BytesIO())
     init = kernel.spawn(kernel.fs.open_host(program), ["prog"], [])
     handler = kernel.machine.syscall_handler
 

@@ -12,8 +12,7 @@ import io
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emulator.machine import Machine
-from kernel.kernel import Kernel
+from tools.boot import boot
 from tools.gdb.stub import NO_SIGNAL, GdbStub, Stop, tap_events
 
 COWFORK = "build/cowfork"
@@ -34,7 +33,7 @@ class FakeConnection:
 
 
 def _stub() -> tuple[GdbStub, FakeConnection]:
-    kernel = Kernel(Machine(16 << 20), stdout=io.BytesIO(), stderr=io.BytesIO())
+    kernel = boot(16 << 20, stdout=io.BytesIO(), stderr=io.BytesIO())
     proc = kernel.spawn(kernel.fs.open_host(COWFORK), [COWFORK], [])
     connection = FakeConnection()
     stub = GdbStub(kernel, connection, tap_events(kernel), log=io.StringIO())

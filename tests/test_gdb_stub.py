@@ -13,12 +13,11 @@ import time
 
 import pytest
 
-from emulator.machine import Machine
-from kernel.kernel import Kernel
 from kernel.syszerocopy import VMG_ZEROCOPY
 from kernel.vm.fault import predict_kind
 from tests import test_zerocopy as zerocopy
 from tests.test_pipes import FORK, WAIT4, WRITE, syscall
+from tools.boot import boot
 from tools.gdb.protocol import frame
 from tools.gdb.registers import target_xml
 
@@ -389,7 +388,7 @@ def test_the_stub_listens_on_loopback_unless_told_otherwise():
 
 
 def _predicted_and_actual_kinds(path: str, *args: str) -> tuple[list[str], list[str]]:
-    kernel = Kernel(Machine(32 << 20), root=ROOT, stdout=io.BytesIO(), stderr=io.BytesIO())
+    kernel = boot(32 << 20, root=ROOT, stdout=io.BytesIO(), stderr=io.BytesIO())
     predictions, outcomes = [], []
     kernel.before_fault = lambda k, proc, va, access, error_code, user: predictions.append(
         predict_kind(proc.vmspace, va, access, error_code))
@@ -573,7 +572,7 @@ when: .zero 16
 
 
 def test_a_fault_inside_a_syscalls_copyout_reaches_the_fault_hooks(build):
-    kernel = Kernel(Machine(16 << 20), root=ROOT, stdout=io.BytesIO(), stderr=io.BytesIO())
+    kernel = boot(16 << 20, root=ROOT, stdout=io.BytesIO(), stderr=io.BytesIO())
     seen = []
     kernel.before_fault = lambda k, proc, va, access, error_code, user: seen.append(("before", va, access, user))
     kernel.after_fault = lambda k, proc, va, result, user: seen.append(("after", va, result.kind, user))

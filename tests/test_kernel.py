@@ -4,6 +4,7 @@ import struct
 
 from kernel import errno
 from tests.programs import EXIT_0, EXIT_WITH_NEGATED_RAX, say, syscall_then_exit, touch
+from tools.boot import boot
 
 HELLO = say("Hello, world!\n")
 
@@ -445,8 +446,6 @@ def test_fast_mode_gives_the_same_results_without_a_clock(run):
 def test_fast_mode_preempts_a_busy_process(build, tmp_path):
     import io
 
-    from emulator.machine import Machine
-    from kernel.kernel import Kernel
 
     # Spawned first, the spinner would print first unless it is preempted (in host time) while it spins.
     spinner = build("""
@@ -467,7 +466,7 @@ msg: .ascii "spun\\n"
 """, "spin")
     hello = build(HELLO, "hello")
     out = io.BytesIO()
-    kernel = Kernel(Machine(8 << 20, deterministic=False), root=str(tmp_path), stdout=out, stderr=io.BytesIO())
+    kernel = boot(8 << 20, deterministic=False, root=str(tmp_path), stdout=out, stderr=io.BytesIO())
     kernel.spawn(kernel.fs.open_host(spinner), ["spin"], [])
     kernel.spawn(kernel.fs.open_host(hello), ["hello"], [])
     kernel.run()

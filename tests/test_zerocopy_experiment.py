@@ -13,10 +13,9 @@ import sys
 
 import pytest
 
-from emulator.machine import Machine
 from emulator.recorder import Recorder
-from kernel.kernel import Kernel
 from tools import cli, costmodel
+from tools.boot import boot
 from tools.costmodel import CostFileError, Costs, Work
 from tools.experiments import zerocopy
 from tools.experiments.zerocopy import Cell
@@ -204,7 +203,7 @@ def test_the_experiment_writes_its_table_csv_and_plot(tmp_path, capsys):
 
 def test_a_pool_reuses_a_buffer_only_after_zc_reap_and_every_vmsplice_completes(tmp_path):
     program = zerocopy.build_programs(str(tmp_path), ["pool"])["pool"]
-    kernel = Kernel(Machine(64 << 20), root=str(tmp_path), stdout=io.BytesIO(), stderr=io.BytesIO(),
+    kernel = boot(64 << 20, root=str(tmp_path), stdout=io.BytesIO(), stderr=io.BytesIO(),
                     wire_rate=zerocopy.DEFAULT_WIRE_RATE)
     proc = kernel.spawn(kernel.fs.open_host(program), ["zc_pool", "vmsplice", "64k", "2m"], [])
     kernel.run()

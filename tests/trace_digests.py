@@ -24,9 +24,8 @@ import json
 import os
 import sys
 
-from emulator.machine import Machine
-from kernel.kernel import Kernel
 from tools import trace
+from tools.boot import boot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGESTS = os.path.join(ROOT, "tests", "trace_digests.json")
@@ -48,8 +47,7 @@ RUNS: dict[str, tuple[str, list[str], bool]] = {
 def digest(program: str, arguments: list[str], collapse: bool) -> str:
     """sha256 of the events of one traced run (everything after the header line)."""
     stream = io.BytesIO()
-    kernel = Kernel(Machine(64 << 20), root=ROOT, stdout=io.BytesIO(), stderr=io.BytesIO())
-    kernel.allocator.collapse_enabled = collapse
+    kernel = boot(64 << 20, root=ROOT, stdout=io.BytesIO(), stderr=io.BytesIO(), collapse=collapse)
     sink = trace.writer(stream, {}, None)
     kernel.recorder.sink = sink
     # By its path in the guest (the repository is the root), so that no event names the checkout's directory.

@@ -19,10 +19,9 @@ import time
 import unicorn
 from unicorn import x86_const as X
 
-from emulator.machine import Machine
-from kernel.kernel import Kernel
 from tools import trace
 from tools.assembler import assemble
+from tools.boot import boot
 
 LOOP_ITERATIONS = 50_000_000
 LOOP = """
@@ -157,7 +156,7 @@ def _bench_kernel(source: str, ram: int = 256 << 20, deterministic: bool = True)
         path = os.path.join(scratch, "bench")
         with open(path, "wb") as f:
             f.write(assemble(source, "bench.s"))
-        kernel = Kernel(Machine(ram, deterministic=deterministic), root=scratch,
+        kernel = boot(ram, deterministic=deterministic, root=scratch,
                         stdout=io.BytesIO(), stderr=io.BytesIO())
 
         def run_once() -> None:
@@ -307,7 +306,7 @@ def _report_figures(scratch: str) -> None:
     program, path = os.path.join(scratch, "touch"), os.path.join(scratch, "million.jsonl")
     with open(program, "wb") as f:
         f.write(assemble(TOUCH.format(n=pages, size=pages * 4096), "touch.s"))
-    kernel = Kernel(Machine(1 << 30), root=scratch, stdout=io.BytesIO(), stderr=io.BytesIO())
+    kernel = boot(1 << 30, root=scratch, stdout=io.BytesIO(), stderr=io.BytesIO())
     with open(path, "wb") as stream:
         kernel.recorder.sink = sink = trace.writer(stream, trace.header(program, [program], {}, 1 << 30))
         kernel.spawn(kernel.fs.open_host(program), [program], [])

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from emulator.determinism import DEFAULT_SEED
-from emulator.machine import DEFAULT_RAM_SIZE, Machine
+from emulator.machine import DEFAULT_RAM_SIZE
 from kernel import errno, signals
 from kernel.errno import SyscallError
 from kernel.kernel import DEFAULT_MAX_PROCESSES, Kernel
@@ -26,6 +26,7 @@ from kernel.sched import DEFAULT_QUANTUM
 from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
 from tools import stats as run_stats
 from tools import trace
+from tools.boot import boot
 from tools.experiments import zerocopy
 from tools.limits import RunLimits
 
@@ -475,9 +476,10 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
             if status:
                 return status
         try:
-            machine = Machine(args.ram, deterministic=not args.fast, seed=args.seed)
-            kernel = Kernel(machine, root=args.root, quantum=args.quantum, max_processes=args.max_procs,
-                            wire_rate=args.wire_rate, wire_capacity=args.wire_buffer)
+            kernel = boot(args.ram, deterministic=not args.fast, seed=args.seed, root=args.root,
+                          quantum=args.quantum, max_procs=args.max_procs, wire_rate=args.wire_rate,
+                          wire_buffer=args.wire_buffer)
+            machine = kernel.machine
         except (OSError, MemoryError, OverflowError) as error:
             why = getattr(error, "strerror", None) or "out of memory"
             _error(f"--ram {_gib(args.ram)}: the host cannot give that much memory ({why})")

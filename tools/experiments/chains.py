@@ -20,10 +20,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from emulator.machine import Machine
 from kernel.kernel import Kernel
 from kernel.proc import ZOMBIE
 from tools.assembler import assemble
+from tools.boot import boot
 
 CASCADE_SOURCE = os.path.join(os.path.dirname(__file__), "..", "..", "userland", "cascade.s")
 
@@ -75,9 +75,8 @@ def dead_pages(kernel: Kernel) -> int:
 def run_cascade(program: str, seed: int, collapse: bool, steps: int, pages: int, max_depth: int) -> ChainRun:
     """One cascade on a fresh machine, observed through the event recorder."""
     result = ChainRun(seed, collapse)
-    kernel = Kernel(Machine(256 << 20), root=os.path.dirname(program), stdout=io.BytesIO(), stderr=io.BytesIO(),
-                    max_processes=1024)
-    kernel.allocator.collapse_enabled = collapse
+    kernel = boot(256 << 20, root=os.path.dirname(program), stdout=io.BytesIO(), stderr=io.BytesIO(),
+                  max_procs=1024, collapse=collapse)
 
     def sample_dead_pages(t: int, pid: int, type_: str, kind: str, fields: dict[str, Any]) -> None:
         if (type_, kind) == ("proc", "exit"):

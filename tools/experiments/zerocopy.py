@@ -23,11 +23,10 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 
-from emulator.machine import Machine
 from emulator.recorder import Recorder
-from kernel.kernel import Kernel
 from kernel.vm.fault import KINDS as FAULT_KINDS
 from tools import costmodel
+from tools.boot import boot
 from tools.costmodel import Costs, Work
 
 REPOSITORY = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -147,7 +146,7 @@ def build_programs(directory: str, workloads: Iterable[str]) -> dict[str, str]:
 def run_cell(program: str, cell: Cell, wire_rate: int) -> Cell:
     """Run one cell on a fresh machine and measure it."""
     out = io.BytesIO()
-    kernel = Kernel(Machine(RAM), root=os.path.dirname(program), stdout=out, stderr=out, wire_rate=wire_rate)
+    kernel = boot(RAM, root=os.path.dirname(program), stdout=out, stderr=out, wire_rate=wire_rate)
     argv = [f"zc_{cell.workload}", cell.mode, size_text(cell.size), size_text(cell.total), cell.sink]
     proc = kernel.spawn(kernel.fs.open_host(program), argv, [])
     kernel.run()
