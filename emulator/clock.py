@@ -2,7 +2,7 @@
 
 A C hook (emulator/_native.c) counts every instruction into a struct the
 Python side owns, and stops the engine when a budget is spent.  Counting
-costs about 5x raw Unicorn speed (DESIGN.md 5) but makes every run
+costs about 5x raw Unicorn speed (docs/architecture.md, Unicorn facts 5) but makes every run
 reproducible: scheduling quanta and device rates are in instructions.
 """
 

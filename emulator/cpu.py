@@ -2,7 +2,7 @@
 
 The Python binding's reg_read/reg_write cost about 3 us each, most of it a
 register-class lookup; calling the C library through ctypes with a reused
-c_uint64 costs about 1 us (DESIGN.md 3), most of it argument conversion.
+c_uint64 costs about 1 us (docs/architecture.md, Unicorn facts 3), most of it argument conversion.
 Registers go through emulator/_native.c instead (about 0.2 us), and one call
 there reads all seven syscall registers.
 """
@@ -30,7 +30,8 @@ GENERAL_REGISTERS = (
 REGISTER_IDS = dict(GENERAL_REGISTERS)
 
 TCG_BUFFER_SIZE = 256 << 20
-SYSCALL_LENGTH = 2      # bytes of the syscall instruction: rip is on it inside the syscall hook (DESIGN.md 2)
+# Bytes of the syscall instruction: rip is on it inside the syscall hook (docs/architecture.md, Unicorn facts 2).
+SYSCALL_LENGTH = 2
 MSR_EFER, MSR_STAR = 0xC000_0080, 0xC000_0081
 EFER_SCE, EFER_LME, EFER_LMA, EFER_NXE = 1 << 0, 1 << 8, 1 << 10, 1 << 11
 _SYSRETQ = bytes.fromhex("480f07")

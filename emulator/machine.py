@@ -1,7 +1,7 @@
 """The board: CPU, physical RAM, MMU, TLB and traps, wired together.
 
 Faults reach the kernel through Unicorn's virtual TLB, not its #PF path
-(DESIGN.md 2): on every TLB miss the fill hook walks the page tables in RAM
+(docs/architecture.md, Unicorn facts 1): on every TLB miss the fill hook walks the page tables in RAM
 with emulator.mmu; when the walk fails, the kernel's page-fault handler is
 called right there, and if it fixes the tables the walk is retried without
 leaving the engine.  Only a fault the kernel cannot fix stops the run.
@@ -30,7 +30,7 @@ from emulator.tlb import TLB
 DEFAULT_RAM_SIZE = 256 << 20
 
 # Unicorn asks the fill hook for a fetch translation of the page before the
-# `until` address of every run when the run ends (DESIGN.md 2).  `until` is put
+# `until` address of every run when the run ends (docs/architecture.md, Unicorn facts 1).  `until` is put
 # in the kernel half, which user code can never map, and that one request is
 # answered with frame 0, which the machine keeps filled with ud2.
 STOP_PAGE = 0xFFFF_FFFF_FFFF_E000
@@ -145,7 +145,7 @@ class Machine:
 
     # Writing RAM.  Unicorn notices the stores user code makes to a page it
     # translated code from, but not the kernel's writes into the host buffer
-    # behind its back (DESIGN.md 3): a read() into a page that already ran, a
+    # behind its back (docs/architecture.md, Unicorn facts 3): a read() into a page that already ran, a
     # page-in or a copy-on-write copy into a frame that once held code would
     # run the old translation.  So every write the kernel makes goes through
     # these primitives, which drop the translations first when the frame is

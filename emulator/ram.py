@@ -2,7 +2,7 @@
 
 The kernel reads and writes frames and page-table entries as memory views of
 this buffer (a PTE read is an index, a page copy a slice assignment), which is
-about 5x cheaper than going through Unicorn's mem_read/mem_write (DESIGN.md 3).
+about 5x cheaper than going through Unicorn's mem_read/mem_write (docs/architecture.md, Unicorn facts 3).
 The buffer is an anonymous mmap, so untouched RAM costs the host nothing.
 """
 

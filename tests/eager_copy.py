@@ -1,6 +1,6 @@
 """Scripts of fork/write/read/wait/exec/exit steps, run on vmgames and on a naive eager-copy model.
 
-DESIGN.md ("Quality bars"): memory semantics are checked against a naive
+the quality bars of the design notes: memory semantics are checked against a naive
 reference in which fork copies everything; any program's observable output
 must be identical under both, only the counts differ.
 

@@ -1,4 +1,4 @@
-"""The kernel's invariants, checked from outside (DESIGN.md, "Quality bars").
+"""The kernel's invariants, checked from outside (the design notes' quality bars).
 
 - every present user PTE maps the page the map entry's object chain yields for
   that address, with no more rights than the entry and the chain allow;
