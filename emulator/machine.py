@@ -24,7 +24,6 @@ from emulator.clock import InstructionClock
 from emulator.cpu import CPU
 from emulator.determinism import DEFAULT_SEED, Determinism
 from emulator.ram import PAGE_SHIFT, PAGE_SIZE, PhysicalMemory
-from emulator.recorder import Recorder
 from emulator.tlb import TLB
 
 DEFAULT_RAM_SIZE = 256 << 20
@@ -64,8 +63,7 @@ class Machine:
     """
 
     def __init__(self, ram_size: int = DEFAULT_RAM_SIZE, deterministic: bool = True,
-                 recorder: Recorder | None = None, seed: int = DEFAULT_SEED) -> None:
-        self.recorder = recorder or Recorder()
+                 seed: int = DEFAULT_SEED) -> None:
         # The engine first: Unicorn maps its translation buffer when it starts, and exits the process if it
         # cannot; after that, RAM that the host cannot give fails with an exception the caller can report.
         self.cpu = CPU()
@@ -74,12 +72,11 @@ class Machine:
         self.engine.mem_map_ptr(0, ram_size, unicorn.UC_PROT_ALL, self.ram.address)
         self.cpu.drop_to_user_mode(STOP_FRAME << PAGE_SHIFT)
         self.engine.ctl_set_tlb_mode(unicorn.UC_TLB_VIRTUAL)
-        self.tlb = TLB(self.engine, self.recorder)
+        self.tlb = TLB(self.engine)
         self.deterministic = deterministic
         self.clock = InstructionClock(self.engine) if deterministic else None
         self.idle_time = 0
-        # `now`, read without a Python frame when there is a clock: it stamps every traced event.
-        self.recorder.clock = self.clock.reader() if self.clock else (lambda: self.idle_time)
+        self.cr3_loads = 0          # what the board counts: CR3 loads here, invalidations in the TLB
         self.cr3 = 0
         self.code_frames = bytearray(self.ram.frames)   # frames code was fetched from since the last drop
         self.translation_drops = 0
@@ -138,10 +135,15 @@ class Machine:
         if self.clock:
             self.clock.advance(instructions)
 
-    def set_page_table_root(self, cr3: int, reason: str) -> None:
+    def clock_reader(self) -> Callable[[], int]:
+        """A function returning `now`, without a Python frame when there is a clock (it stamps every event)."""
+        return self.clock.reader() if self.clock else (lambda: self.idle_time)
+
+    def set_page_table_root(self, cr3: int) -> None:
         """Load CR3, which (without PCIDs or global pages) flushes the whole TLB."""
         self.cr3 = cr3
-        self.tlb.invalidate_all(reason)
+        self.cr3_loads += 1
+        self.tlb.invalidate_all()
 
     # Writing RAM.  Unicorn notices the stores user code makes to a page it
     # translated code from, but not the kernel's writes into the host buffer

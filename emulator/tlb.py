@@ -9,28 +9,27 @@ from __future__ import annotations
 
 import unicorn
 
-from emulator.recorder import Recorder
-
 
 class TLB:
-    """The TLB is Unicorn's own translation cache; this counts what the kernel asks of it.
+    """The TLB is Unicorn's own translation cache; this carries out and counts what the kernel asks of it.
 
     Unicorn can only flush its TLB whole, so invalidations are recorded one by
     one, as the kernel asks for them, and carried out as one flush before user
     code runs again.
     """
 
-    def __init__(self, engine: unicorn.Uc, recorder: Recorder) -> None:
+    def __init__(self, engine: unicorn.Uc) -> None:
         self._engine = engine
-        self._recorder = recorder
         self.pending = False
+        self.page_invalidations = 0
+        self.full_invalidations = 0
 
-    def invalidate_page(self, va: int, reason: str) -> None:
-        self._recorder.event("tlb", "invalidate-page", address=va, reason=reason)
+    def invalidate_page(self, va: int) -> None:
+        self.page_invalidations += 1
         self.pending = True
 
-    def invalidate_all(self, reason: str) -> None:
-        self._recorder.event("tlb", "invalidate-all", reason=reason)
+    def invalidate_all(self) -> None:
+        self.full_invalidations += 1
         self.pending = True
 
     def sync(self) -> None:

@@ -86,7 +86,7 @@ def exec_image(kernel: Kernel, proc: Process, file: HostFile, argv: list[str], e
         old.destroy()
     proc.name = file.path.rsplit("/", 1)[-1]
     proc.context = kernel.new_context(image.entry, sp)
-    kernel.machine.recorder.event("proc", "exec", path=file.path, argv=argv)
+    kernel.recorder.event("proc", "exec", path=file.path, argv=argv)
 
 
 def _map_segments(kernel: Kernel, vmspace: VMSpace, file: HostFile, image: elf.Image) -> int:

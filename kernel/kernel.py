@@ -28,6 +28,7 @@ from kernel.sched import DEFAULT_QUANTUM, Scheduler
 from kernel.trap import Traps
 from kernel.vm.fault import FaultResult
 from kernel.vm.page import PageAllocator
+from kernel.vmmeter import Recorder
 from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE, Wire
 
 DEFAULT_MAX_PROCESSES = 256
@@ -39,8 +40,9 @@ class Kernel(ProcessTable, Scheduler, Traps):
                  quantum: int = DEFAULT_QUANTUM, max_processes: int = DEFAULT_MAX_PROCESSES,
                  wire_rate: int = DEFAULT_WIRE_RATE, wire_capacity: int = DEFAULT_WIRE_CAPACITY) -> None:
         self.machine = machine
-        self.recorder = machine.recorder
-        self.allocator = PageAllocator(machine)
+        self.recorder = Recorder()
+        self.recorder.clock = machine.clock_reader()
+        self.allocator = PageAllocator(machine, self.recorder)
         self.fs = FileSystem(root, self.allocator)
         self.stdio = (stdin or sys.stdin.buffer, stdout or sys.stdout.buffer, stderr or sys.stderr.buffer)
         self.quantum = quantum

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from emulator.cpu import SYSCALL_LENGTH
 from emulator.machine import Machine
-from emulator.recorder import Recorder
 from kernel import errno, signals
 from kernel.errno import SyscallError
 from kernel.exec import exec_image
@@ -25,6 +24,7 @@ from kernel.file import Console, OpenFile
 from kernel.vm.map import VMSpace
 from kernel.vm.page import PageAllocator
 from kernel.vm.pmap import Pmap
+from kernel.vmmeter import Recorder
 
 if TYPE_CHECKING:
     from kernel.fs import HostFile

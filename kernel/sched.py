@@ -20,6 +20,7 @@ from emulator.machine import Machine
 from kernel import signals
 from kernel.callout import CalloutQueue
 from kernel.proc import RUNNABLE, SLEEPING, ZOMBIE, Process
+from kernel.vmmeter import Recorder
 
 if TYPE_CHECKING:
     from kernel.kernel import Kernel
@@ -39,6 +40,7 @@ class Scheduler:
     """The scheduling half of the Kernel (kernel/kernel.py puts the halves together)."""
 
     machine: Machine
+    recorder: Recorder
     callout: CalloutQueue
     processes: dict[int, Process]
     run_queue: deque[Process]
@@ -152,7 +154,8 @@ class Scheduler:
             return
         self._save_loaded()
         self.machine.cpu.restore(proc.context)
-        self.machine.set_page_table_root(proc.vmspace.pmap.cr3, "context-switch")
+        self.recorder.event("tlb", "invalidate-all", reason="context-switch")   # a CR3 load flushes the TLB
+        self.machine.set_page_table_root(proc.vmspace.pmap.cr3)
         self.loaded = proc
 
     def _save_loaded(self) -> None:

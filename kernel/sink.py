@@ -32,10 +32,10 @@ from kernel.uaccess import copyin, user_page
 from kernel.vm.pmap import remove_write
 
 if TYPE_CHECKING:
-    from emulator.recorder import Recorder
     from kernel.kernel import Kernel
     from kernel.proc import Process
     from kernel.vm.page import PageAllocator, VMPage
+    from kernel.vmmeter import Recorder
 
 COPY, COW, LEND = "copy", "cow", "lend"
 

@@ -18,7 +18,6 @@ from emulator import mmu, traps
 from emulator.cpu import REGISTER_IDS
 from emulator.disasm import instruction_at, memory_operands
 from emulator.machine import Machine
-from emulator.recorder import Recorder
 from kernel import signals
 from kernel.callout import CalloutQueue
 from kernel.proc import RUNNABLE, Process
@@ -26,6 +25,7 @@ from kernel.syscall import dispatch
 from kernel.vm import fault
 from kernel.vm.fault import FaultResult, vm_fault
 from kernel.vm.page import PageAllocator
+from kernel.vmmeter import Recorder
 
 if TYPE_CHECKING:
     from kernel.kernel import Kernel

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from emulator.recorder import record
 from kernel.kernel import Kernel
 from kernel.proc import Process
+from kernel.vmmeter import record
 from tests import invariants
 from tools.assembler import assemble
 from tools.boot import boot

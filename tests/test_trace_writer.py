@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emulator.recorder import record
+from kernel.vmmeter import record
 from tests.test_fork import FORK_AND_WRITE
 from tools import trace
 from tools.cli import main

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from emulator.recorder import Recorder
+from kernel.vmmeter import Recorder
 from tools import cli, costmodel
 from tools.boot import boot
 from tools.costmodel import CostFileError, Costs, Work

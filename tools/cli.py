@@ -499,7 +499,7 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
             trace_sink = trace.writer(
                 trace_file, trace.header(args.program, [args.program] + args.args, options, args.ram), trace_types)
             cleanup.callback(_finish_trace, trace_sink, trace_file)   # however the run ends
-            machine.recorder.sink = trace_sink
+            kernel.recorder.sink = trace_sink
         exit_hooks: list[ExitHook] = []
         if args.snapshot_at is not None:
             _arm_snapshot(kernel, args.snapshot_at, args.snapshot, exit_hooks, tracing=bool(args.trace))
@@ -549,7 +549,7 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
             due, ended = int(args.snapshot_at), machine.now
             _error(f"the run ended at t = {ended:,}, "
                    f"{f'before {due:,}' if ended < due else f'as instruction {due:,} ran'}: no snapshot")
-        counters = run_stats.collect(machine.recorder, machine.retired if machine.deterministic else None,
+        counters = run_stats.collect(kernel.recorder, machine.retired if machine.deterministic else None,
                                      kernel.allocator.total)
         counters["exit_status"] = status
         counters["ended_by"] = ending.limit if ending is not None else None

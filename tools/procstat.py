@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 from emulator.ram import PAGE_SIZE
-from emulator.recorder import Recorder
 from kernel.proc import Process
 from kernel.vm.map import MapEntry, prot_letters
 from kernel.vm.object import ANONYMOUS, VNODE
+from kernel.vmmeter import Recorder
 
 OBJECT_TYPES = {ANONYMOUS: "df", VNODE: "vn"}   # procstat's two-letter names
 

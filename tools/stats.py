@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from emulator.recorder import Recorder
 from kernel import syscall
 from kernel.vm import fault
+from kernel.vmmeter import Recorder
 from tools import vmstat
 
 

@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import orjson
 
-from emulator.recorder import record
+from kernel.vmmeter import record
 from tools._tracewriter import LineWriter
 from tools.costmodel import Costs
 

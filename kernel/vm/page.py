@@ -22,6 +22,7 @@ from emulator.ram import PAGE_SIZE
 if TYPE_CHECKING:
     from kernel.vm.object import VMObject
     from kernel.vm.pmap import Pmap
+    from kernel.vmmeter import Recorder
 
 
 class VMPage:
@@ -49,10 +50,10 @@ class OutOfMemory(Exception):
 class PageAllocator:
     """The free page queue. Frames are handed out lowest first, so runs are reproducible."""
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Machine, recorder: Recorder) -> None:
         self.machine = machine
         self.ram = machine.ram
-        self.recorder = machine.recorder
+        self.recorder = recorder
         reserved = {STOP_FRAME}
         self._free = [f for f in range(machine.ram.frames - 1, -1, -1) if f not in reserved]
         self.total = len(self._free)

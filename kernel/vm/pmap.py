@@ -92,7 +92,7 @@ class Pmap:
         self.qwords[slot] = new
         self.recorder.event("pte", "write", address=va, old=old, new=new, reason=reason)
         if old & E.P and self.active and _lost_rights(old, new):
-            self.machine.tlb.invalidate_page(va, reason)
+            self._invalidate_page(va, reason)
 
     def _present_leaves(self, start: int, end: int) -> list[tuple[int, int]]:
         """(slot, va) of every present leaf entry in [start, end), visiting only tables in use."""
@@ -121,10 +121,16 @@ class Pmap:
         if not self.active or not addresses:
             return
         if len(addresses) > TLB_SINGLE_PAGE_FLUSH_CEILING:
-            self.machine.tlb.invalidate_all(reason)
+            self.recorder.event("tlb", "invalidate-all", reason=reason)
+            self.machine.tlb.invalidate_all()
         else:
             for va in addresses:
-                self.machine.tlb.invalidate_page(va, reason)
+                self._invalidate_page(va, reason)
+
+    def _invalidate_page(self, va: int, reason: str) -> None:
+        """invlpg: counted here, carried out by the board's TLB."""
+        self.recorder.event("tlb", "invalidate-page", address=va, reason=reason)
+        self.machine.tlb.invalidate_page(va)
 
     def remove(self, start: int, end: int, reason: str) -> None:
         """Unmap every page in [start, end)."""

@@ -23,8 +23,8 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 
-from emulator.recorder import Recorder
 from kernel.vm.fault import KINDS as FAULT_KINDS
+from kernel.vmmeter import Recorder
 from tools import costmodel
 from tools.boot import boot
 from tools.costmodel import Costs, Work

@@ -13,12 +13,12 @@ from typing import Any
 
 from emulator import mmu
 from emulator import pte as E
-from emulator.recorder import TraceSink, record
 from kernel.kernel import Kernel
 from kernel.proc import ZOMBIE, Process
 from kernel.vm.fault import find_page
 from kernel.vm.map import prot_letters
 from kernel.vm.object import VMObject
+from kernel.vmmeter import TraceSink, record
 from tools import stats as run_stats
 
 RECENT_EVENTS = 1000

@@ -1,9 +1,11 @@
-"""The machine's event recorder: the one place where everything is counted.
+"""vmmeter and ktrace: the kernel's one recorder, where everything is counted.
 
-Every layer reports what it does here (a fault, a TLB invalidation, a PTE
-write, a page copy, a syscall, ...).  Counters are kept always, per process;
-a trace sink sees the same events when one is attached, so counters and
-traces agree by construction.
+The kernel reports what it does here (a fault, a TLB invalidation it asks
+for, a PTE write, a page copy, a syscall, ...), as FreeBSD's vmmeter counts
+and its ktrace records.  Counters are kept always, per process; a trace
+sink sees the same events when one is attached, so counters and traces
+agree by construction.  It stamps each event with the machine's virtual
+time through `clock`.
 """
 
 from __future__ import annotations
