@@ -73,7 +73,7 @@ def exec_image(kernel: Kernel, proc: Process, file: HostFile, argv: list[str], e
     proc.vmspace = vmspace
     try:
         heap_start = _map_segments(kernel, vmspace, file, image)
-        stack = VMObject(kernel.allocator, ANONYMOUS, STACK_SIZE // PAGE_SIZE)
+        stack = VMObject(kernel.vm, ANONYMOUS, STACK_SIZE // PAGE_SIZE)
         vmspace.map.insert(MapEntry(STACK_TOP - STACK_SIZE, STACK_TOP, stack, 0, PROT_READ | PROT_WRITE,
                                     name="stack"))
         vmspace.heap_start = vmspace.heap_end = heap_start
@@ -106,7 +106,7 @@ def _map_segments(kernel: Kernel, vmspace: VMSpace, file: HostFile, image: elf.I
                                         cow=True, needs_copy=True, name=_segment_name(prot)))
         at = max(start, shared_end)
         if seg.filesz and at < file_end:
-            partial = VMObject(allocator, ANONYMOUS, 1)
+            partial = VMObject(kernel.vm, ANONYMOUS, 1)
             page = allocator.alloc(zero=True)
             data = file.read(seg.offset - (seg.vaddr - at), file_end - at)
             kernel.machine.fill_frame(page.frame, data)
@@ -115,7 +115,7 @@ def _map_segments(kernel: Kernel, vmspace: VMSpace, file: HostFile, image: elf.I
             vmspace.map.insert(MapEntry(at, at + PAGE_SIZE, partial, 0, prot, name=_segment_name(prot)))
             at += PAGE_SIZE
         if at < mem_end:
-            bss = VMObject(allocator, ANONYMOUS, (mem_end - at) // PAGE_SIZE)
+            bss = VMObject(kernel.vm, ANONYMOUS, (mem_end - at) // PAGE_SIZE)
             vmspace.map.insert(MapEntry(at, mem_end, bss, 0, prot, name="bss"))
     return _page_up(max(seg.end for seg in image.segments))
 

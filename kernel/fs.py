@@ -13,8 +13,8 @@ import stat
 
 from kernel import errno
 from kernel.errno import SyscallError
+from kernel.vm.context import VMContext
 from kernel.vm.object import VNODE, VMObject
-from kernel.vm.page import PageAllocator
 
 PATH_MAX = 4096
 
@@ -38,9 +38,9 @@ class HostFile:
 
 
 class FileSystem:
-    def __init__(self, root: str, allocator: PageAllocator) -> None:
+    def __init__(self, root: str, vm: VMContext) -> None:
         self.root = os.path.realpath(root)
-        self.allocator = allocator
+        self.vm = vm
         self._files: dict[str, HostFile] = {}
         # Programs started from the host, by the name they were given, so that a
         # program can exec itself through its argv[0].
@@ -109,6 +109,6 @@ class FileSystem:
         """
         if file.object is None:
             pages = (file.size + 4095) // 4096
-            file.object = VMObject(self.allocator, VNODE, pages, vnode=file)
+            file.object = VMObject(self.vm, VNODE, pages, vnode=file)
         file.object.reference()
         return file.object

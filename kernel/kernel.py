@@ -26,6 +26,7 @@ from kernel.fs import FileSystem
 from kernel.proc import RUNNABLE, Process, ProcessTable
 from kernel.sched import DEFAULT_QUANTUM, Scheduler
 from kernel.trap import Traps
+from kernel.vm.context import VMContext
 from kernel.vm.fault import FaultResult
 from kernel.vm.page import PageAllocator
 from kernel.vmmeter import Recorder
@@ -43,7 +44,8 @@ class Kernel(ProcessTable, Scheduler, Traps):
         self.recorder = Recorder()
         self.recorder.clock = machine.clock_reader()
         self.allocator = PageAllocator(machine, self.recorder)
-        self.fs = FileSystem(root, self.allocator)
+        self.vm = VMContext(self.allocator, self.recorder)
+        self.fs = FileSystem(root, self.vm)
         self.stdio = (stdin or sys.stdin.buffer, stdout or sys.stdout.buffer, stderr or sys.stderr.buffer)
         self.quantum = quantum
         self.max_processes = max_processes

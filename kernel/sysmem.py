@@ -39,7 +39,7 @@ def sys_brk(kernel: Kernel, proc: Process, addr: int, *_: int) -> int:
     if new_top > old_top:
         if vm.map.overlaps(old_top, new_top):
             return vm.heap_end
-        heap = VMObject(kernel.allocator, ANONYMOUS, (new_top - old_top) // PAGE_SIZE)
+        heap = VMObject(kernel.vm, ANONYMOUS, (new_top - old_top) // PAGE_SIZE)
         vm.map.insert(MapEntry(old_top, new_top, heap, 0, PROT_READ | PROT_WRITE, name="heap"))
     elif new_top < old_top:
         vm.unmap(new_top, old_top, "munmap")
@@ -92,7 +92,7 @@ def sys_mmap(kernel: Kernel, proc: Process, addr: int, length: int, prot: int, f
         obj = kernel.fs.object_for(file.file)
         entry_offset, cow = offset, not shared
     else:
-        obj = VMObject(kernel.allocator, ANONYMOUS, size // PAGE_SIZE)
+        obj = VMObject(kernel.vm, ANONYMOUS, size // PAGE_SIZE)
         entry_offset, cow = 0, False
     vm.map.insert(MapEntry(start, start + size, obj, entry_offset, prot, max_protection, cow=cow, needs_copy=cow,
                            shared=shared, name="mmap"))

@@ -31,5 +31,5 @@ def boot(ram: int = DEFAULT_RAM_SIZE, *, deterministic: bool = True, seed: int =
     machine = Machine(ram, deterministic=deterministic, seed=seed)
     kernel = Kernel(machine, root=root, stdin=stdin, stdout=stdout, stderr=stderr, quantum=quantum,
                     max_processes=max_procs, wire_rate=wire_rate, wire_capacity=wire_buffer)
-    kernel.allocator.collapse_enabled = collapse
+    kernel.vm.collapse_enabled = collapse
     return kernel

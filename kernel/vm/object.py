@@ -13,7 +13,8 @@ from typing import Protocol
 
 from emulator.ram import PAGE_SIZE
 from kernel.vm import pmap
-from kernel.vm.page import PageAllocator, VMPage
+from kernel.vm.context import VMContext
+from kernel.vm.page import VMPage
 
 ANONYMOUS = "anonymous"
 VNODE = "vnode"
@@ -31,9 +32,10 @@ class Vnode(Protocol):
 class VMObject:
     """A vm_object. `backing`/`backing_offset` (in pages) make the shadow chain."""
 
-    def __init__(self, allocator: PageAllocator, kind: str, size: int, vnode: Vnode | None = None) -> None:
-        self.allocator = allocator
-        self.id = allocator.new_object_id()
+    def __init__(self, vm: VMContext, kind: str, size: int, vnode: Vnode | None = None) -> None:
+        self.vm = vm
+        self.allocator = vm.allocator
+        self.id = vm.new_object_id()
         self.kind = kind
         self.size = size
         self.vnode = vnode
@@ -42,7 +44,7 @@ class VMObject:
         self.backing_offset = 0
         self.ref_count = 1
         self.shadows: list[VMObject] = []   # the objects whose backing object this is
-        allocator.recorder.event("object", "create", object=self.id, object_type=kind, size=size,
+        vm.recorder.event("object", "create", object=self.id, object_type=kind, size=size,
                                  path=vnode.path if vnode else None)
 
     @property
@@ -74,7 +76,7 @@ class VMObject:
 
         The caller's reference to this object passes to the shadow.
         """
-        shadow = VMObject(self.allocator, ANONYMOUS, size)
+        shadow = VMObject(self.vm, ANONYMOUS, size)
         shadow.backing = self
         shadow.backing_offset = offset
         self.shadows.append(shadow)
@@ -120,7 +122,7 @@ class VMObject:
           object already holds every page of it that it could see ("all
           shadowed"), so it can point past it.
         """
-        if not self.allocator.collapse_enabled:
+        if not self.vm.collapse_enabled:
             return
         recorder = self.allocator.recorder
         while (backing := self.backing) is not None and backing.kind == ANONYMOUS:

@@ -58,9 +58,7 @@ class PageAllocator:
         self._free = [f for f in range(machine.ram.frames - 1, -1, -1) if f not in reserved]
         self.total = len(self._free)
         self._pages: list[VMPage | None] = [None] * machine.ram.frames
-        self._last_object_id = 0
         self.orphans: set[VMPage] = set()   # held pages no object owns any more
-        self.collapse_enabled = True   # off only to measure what collapse and bypass save
 
     @property
     def free_count(self) -> int:
@@ -107,11 +105,6 @@ class PageAllocator:
         if page.hold_count == 0 and page in self.orphans:
             self.orphans.discard(page)
             self.free(page)
-
-    def new_object_id(self) -> int:
-        """Objects are numbered per machine, so the same run gives the same ids."""
-        self._last_object_id += 1
-        return self._last_object_id
 
     def page_of(self, frame: int) -> VMPage:
         page = self._pages[frame]
