@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from typing import Any
 
 from emulator.cpu import SYSCALL_LENGTH
 from emulator.debug import DebugPort
@@ -126,11 +127,12 @@ class GdbStub:
             raise ValueError("no such thread")
         return proc
 
-    def context(self, proc: Process):
+    def context(self, proc: Process) -> Any:
         """Where `proc`'s registers are: None when live on the CPU, else its saved context."""
         return None if self.kernel.loaded is proc else proc.context
 
     def register(self, proc: Process, name: str) -> int:
+        """Register `name` of `proc` as gdb should see it."""
         value = self.port.read_register(name, self.context(proc))
         if name == "rip" and proc.pid in self.control.restarting:
             # The kernel keeps rip on the syscall, to make it again when woken; Linux shows the pc after it.
