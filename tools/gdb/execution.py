@@ -3,9 +3,8 @@
 Execution never leaves the kernel's own scheduler.  The stub stops it from
 the inside and talks to gdb right there, until gdb resumes:
 - the debug port's instruction hook sees every instruction while gdb is
-  attached (a hook added in the middle of a translated block would only
-  start with the next block, so the port drops translated code when hooks
-  change): it stops before an instruction at a breakpoint runs, in whichever
+  attached (emulator/debug.py: added before the first instruction runs):
+  it stops before an instruction at a breakpoint runs, in whichever
   process reaches it, and at the stepping process's next instruction after a
   single step or a watched write;
 - `monitor break fault`/`break syscall` stop in the kernel's debugger hooks,
