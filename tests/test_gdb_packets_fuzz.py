@@ -70,7 +70,7 @@ def test_every_packet_gets_an_answer_and_the_stub_survives(sequence):
     stub, connection = _stub()
     for packet in sequence:
         before = len(connection.sent)
-        stub._handle(packet)
+        stub.handle(packet)
         replies = connection.sent[before:]
         # Monitor commands may send console output (O packets) before their one reply.
         assert replies and all(r.startswith(b"O") for r in replies[:-1]), packet

@@ -8,7 +8,6 @@ the same program, so process set-up and exit cancel out.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import io
 import os
 import subprocess
@@ -16,9 +15,7 @@ import sys
 import tempfile
 import time
 
-import unicorn
-from unicorn import x86_const as X
-
+from emulator import yardstick
 from tools import trace
 from tools.assembler import assemble
 from tools.boot import boot
@@ -205,18 +202,10 @@ def _raw_unicorn_loop(n: int) -> float:
     import keystone
 
     code, _ = keystone.Ks(keystone.KS_ARCH_X86, keystone.KS_MODE_64).asm(
-        f"mov rcx, {n}\nagain: add rax, rcx\nxor rbx, rax\ndec rcx\njnz again", 0x1000)
-    best = float("inf")
-    for _ in range(5):
-        engine = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
-        buffer = ctypes.create_string_buffer(1 << 20)
-        engine.mem_map_ptr(0, 1 << 20, unicorn.UC_PROT_ALL, buffer)
-        ctypes.memmove(ctypes.addressof(buffer) + 0x1000, bytes(code), len(code))
-        start = time.perf_counter()
-        engine.emu_start(0x1000, 0x1000 + len(code))
-        best = min(best, time.perf_counter() - start)
-        assert engine.reg_read(X.UC_X86_REG_RCX) == 0
-    return best
+        f"mov rcx, {n}\nagain: add rax, rcx\nxor rbx, rax\ndec rcx\njnz again", yardstick.LOAD_ADDRESS)
+    seconds, registers = yardstick.run_bare(bytes(code))
+    assert registers["rcx"] == 0
+    return seconds
 
 
 def _timed_kernel_calls(source: str) -> dict[str, float]:

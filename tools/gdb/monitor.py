@@ -1,5 +1,7 @@
-"""What `monitor vm`, `pte`, `chain`, `tlb`, `stats` and `faults` show: the
-kernel's view of one moment, as text for gdb's console.
+"""gdb's `monitor` commands: what `monitor vm`, `pte`, `chain`, `tlb`, `stats`
+and `faults` show (the kernel's view of one moment, as text for gdb's
+console), and `monitor break` and `step-kernel`, which set where execution
+control (tools/gdb/execution.py) stops in the kernel.
 
 Nothing here changes the machine: page tables are read with the walker's
 side-effect-free `walk_entries` and chains with the fault handler's own
@@ -9,19 +11,108 @@ side-effect-free `walk_entries` and chains with the fault handler's own
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emulator import mmu
 from emulator import pte as E
+from kernel import syscall
 from kernel.kernel import Kernel
 from kernel.proc import ZOMBIE, Process
+from kernel.vm import fault
 from kernel.vm.fault import find_page
 from kernel.vm.map import prot_letters
 from kernel.vm.object import VMObject
 from kernel.vmmeter import TraceSink, record
 from tools import stats as run_stats
 
+if TYPE_CHECKING:
+    from tools.gdb.execution import ExecutionControl
+    from tools.gdb.stub import GdbStub
+
 RECENT_EVENTS = 1000
+HELP = """\
+monitor vm                  every process's map entries, protections and shadow chains
+monitor pte ADDR            the 4-level page walk of ADDR, every entry's bits
+monitor chain ADDR          the shadow chain at ADDR and which level holds the page
+monitor tlb [N]             CR3, invalidation counts, the last N invalidations
+monitor stats               what the kernel did so far (the --stats table)
+monitor faults [N]          the last N faults (default 10)
+monitor break fault [KIND]  stop before the kernel handles each fault (of KIND), until 'break clear'
+monitor break syscall NAME  stop before the kernel handles each syscall NAME, until 'break clear'
+monitor break clear         forget every fault and syscall break
+monitor step-kernel         (stopped before a fault) let vm_fault run, then stop again
+kinds: """ + ", ".join(fault.KINDS)
+
+
+def command(stub: GdbStub, text: str) -> bytes | None:
+    """Carry out one `monitor` command: its output goes to gdb's console.
+
+    The reply is OK, or None for `step-kernel`, which resumes the kernel:
+    its reply comes once vm_fault has run.
+    """
+    words = text.split()
+    if not words or words[0] == "help":
+        return _output(stub, HELP)
+    name, args = words[0], words[1:]
+    proc = stub.selected()
+    try:
+        if name == "vm":
+            out = vm(stub.kernel)
+        elif name in ("pte", "chain") and len(args) == 1:
+            va = int(args[0], 0)
+            if va < 0 or va >> 64:
+                return _output(stub, f"{args[0]} is not a 64-bit address")
+            if not mmu.is_canonical(va):
+                return _output(stub, f"{va:#x} is not canonical: bits 63-48 must be copies of bit 47 "
+                                     "(user addresses are 0 to 0x7fffffffffff)")
+            if proc.state == ZOMBIE:
+                return _output(stub, f"process {proc.pid} has exited: its address space is gone")
+            out = pte(proc, va) if name == "pte" else chain(proc, va)
+        elif name in ("tlb", "faults"):
+            count = int(args[0], 0) if args else 10
+            if count < 1:
+                return _output(stub, f"monitor {name} N: N must be at least 1")
+            out = tlb(stub.kernel, stub.tap, count) if name == "tlb" else faults(stub.tap, count)
+        elif name == "stats":
+            out = stats(stub.kernel)
+        elif name == "break":
+            out = _break(stub.control, args)
+        elif name == "step-kernel":
+            fault_stop = stub.control.fault_stop
+            if fault_stop is None or fault_stop.step_kernel:
+                return _output(stub, "not stopped before a fault: use 'monitor break fault' first")
+            fault_stop.step_kernel = True
+            return None
+        else:
+            return _output(stub, f"unknown monitor command {text!r}\n{HELP}")
+    except ValueError:
+        return _output(stub, f"not a number in {text!r}")
+    return _output(stub, out)
+
+
+def _break(control: ExecutionControl, args: list[str]) -> str:
+    if args[:1] == ["fault"] and len(args) <= 2:
+        kind = args[1] if len(args) == 2 else "any"
+        if kind not in (*fault.KINDS, "any"):
+            return f"unknown fault kind {kind!r}; kinds: {', '.join(fault.KINDS)}"
+        control.fault_breaks.add(kind)
+        return (f"will stop before the kernel handles each {'' if kind == 'any' else kind + ' '}fault, "
+                "until 'monitor break clear'")
+    if args[:1] == ["syscall"] and len(args) == 2:
+        if args[1] not in syscall.NAMES:
+            return syscall.unknown_name_message(args[1])
+        control.syscall_breaks.add(args[1])
+        return f"will stop before the kernel handles each {args[1]}, until 'monitor break clear'"
+    if args == ["clear"]:
+        control.fault_breaks.clear()
+        control.syscall_breaks.clear()
+        return "no fault or syscall breaks"
+    return "usage: monitor break fault [KIND] | break syscall NAME | break clear"
+
+
+def _output(stub: GdbStub, text: str) -> bytes:
+    stub.console(text)
+    return b"OK"
 
 
 class EventTap:

@@ -4,14 +4,13 @@ gdb's amd64 support insists on the whole "i386.core" feature (the general
 registers, the segment selectors and the x87 state), numbered in its own
 order; "i386.sse" and "i386.segments" (fs_base, gs_base) are optional and
 given too.  The `g` packet carries the registers in this order, each in
-little-endian, and `p N` reads the Nth one.
+little-endian, and `p N` reads the Nth one.  Registers are named as gdb
+names them; the board's debug port (emulator/debug.py) reads them by name.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
-
-from unicorn import x86_const as X
 
 
 class Register(NamedTuple):
@@ -19,13 +18,13 @@ class Register(NamedTuple):
     bits: int
     type: str
     feature: str
-    unicorn_id: int
 
 
-def _core(name: str, bits: int = 64, type_: str = "int64", uid: str = "") -> Register:
-    return Register(name, bits, type_, "core", getattr(X, "UC_X86_REG_" + (uid or name.upper())))
+def _core(name: str, bits: int = 64, type_: str = "int64") -> Register:
+    return Register(name, bits, type_, "core")
 
 
+_X87_CONTROL = ("fctrl", "fstat", "ftag", "fiseg", "fioff", "foseg", "fooff", "fop")
 REGISTERS: tuple[Register, ...] = (
     *(_core(n) for n in ("rax", "rbx", "rcx", "rdx", "rsi", "rdi")),
     _core("rbp", type_="data_ptr"), _core("rsp", type_="data_ptr"),
@@ -33,16 +32,12 @@ REGISTERS: tuple[Register, ...] = (
     _core("rip", type_="code_ptr"), _core("eflags", 32, "i386_eflags"),
     *(_core(n, 32, "int32") for n in ("cs", "ss", "ds", "es", "fs", "gs")),
     *(_core(f"st{n}", 80, "i387_ext") for n in range(8)),
-    _core("fctrl", 32, "int", "FPCW"), _core("fstat", 32, "int", "FPSW"), _core("ftag", 32, "int", "FPTAG"),
-    _core("fiseg", 32, "int", "FCS"), _core("fioff", 32, "int", "FIP"), _core("foseg", 32, "int", "FDS"),
-    _core("fooff", 32, "int", "FDP"), _core("fop", 32, "int", "FOP"),
-    *(Register(f"xmm{n}", 128, "vec128", "sse", getattr(X, f"UC_X86_REG_XMM{n}")) for n in range(16)),
-    Register("mxcsr", 32, "int", "sse", X.UC_X86_REG_MXCSR),
-    Register("fs_base", 64, "int", "segments", X.UC_X86_REG_FS_BASE),
-    Register("gs_base", 64, "int", "segments", X.UC_X86_REG_GS_BASE),
+    *(_core(n, 32, "int") for n in _X87_CONTROL),
+    *(Register(f"xmm{n}", 128, "vec128", "sse") for n in range(16)),
+    Register("mxcsr", 32, "int", "sse"),
+    Register("fs_base", 64, "int", "segments"),
+    Register("gs_base", 64, "int", "segments"),
 )
-NUMBER_OF = {r.name: n for n, r in enumerate(REGISTERS)}
-_X87_CONTROL = ("fctrl", "fstat", "ftag", "fiseg", "fioff", "foseg", "fooff", "fop")
 
 _EFLAGS = (("CF", 0), ("", 1), ("PF", 2), ("AF", 4), ("ZF", 6), ("SF", 7), ("TF", 8), ("IF", 9), ("DF", 10),
            ("OF", 11), ("NT", 14), ("RF", 16), ("VM", 17), ("AC", 18), ("VIF", 19), ("VIP", 20), ("ID", 21))
