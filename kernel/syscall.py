@@ -106,6 +106,17 @@ def syscall_name(rax: int) -> str:
     return LINUX_SYSCALLS.get(number) or f"syscall_{number:#x}"
 
 
+def canonical_name(text: str) -> str | None:
+    """The syscall a user names: a Linux name, vmgames' own, strace's syscall_0x1f4, or a number; None if none."""
+    if text in NAMES:
+        return text
+    try:
+        number = int(text.removeprefix("syscall_"), 0) if text.startswith("syscall_0x") else int(text)
+    except ValueError:
+        return None
+    return syscall_name(number) if 0 <= number < 1 << 32 else None
+
+
 def implemented(name: str) -> bool:
     return NAMES.get(name) in TABLE
 
