@@ -28,6 +28,7 @@ ERANGE = 34
 ENAMETOOLONG = 36
 ENOSYS = 38
 EOVERFLOW = 75
+EOPNOTSUPP = 95
 
 
 class SyscallError(Exception):

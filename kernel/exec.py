@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 STACK_TOP = USER_TOP
 STACK_SIZE = 8 << 20
-ARG_MAX = 256 << 10
+# What argv and envp may take: their strings and pointers, a quarter of the stack, as Linux's
+# bprm_stack_limits allows with an 8 MiB stack limit.
+ARG_MAX = STACK_SIZE // 4
 MAX_IMAGE = 256 << 20
 
 AT_NULL, AT_PHDR, AT_PHENT, AT_PHNUM, AT_PAGESZ, AT_BASE, AT_FLAGS, AT_ENTRY = 0, 3, 4, 5, 6, 7, 8, 9
@@ -60,7 +62,7 @@ def exec_image(kernel: Kernel, proc: Process, file: HostFile, argv: list[str], e
     if file.size > MAX_IMAGE:
         raise SyscallError(errno.ENOEXEC)
     strings_size = sum(len(s.encode("utf-8", "surrogateescape")) + 1 for s in argv + envp)
-    if strings_size > ARG_MAX:
+    if strings_size + 8 * (len(argv) + len(envp)) > ARG_MAX:
         raise SyscallError(errno.E2BIG)
     try:
         image = elf.parse(file.read(0, file.size), STACK_TOP - STACK_SIZE)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from kernel import errno, signals
 from kernel.errno import SyscallError
-from kernel.fs import HostFile
+from kernel.fs import HostDirectory, HostFile
 from kernel.uaccess import copyin, copyout
 
 if TYPE_CHECKING:
@@ -146,6 +146,19 @@ def _descriptor(stream: BinaryIO) -> int | None:
         return stream.fileno()
     except (AttributeError, OSError, ValueError):
         return None
+
+
+class Directory(OpenFile):
+    """A directory opened read-only (O_RDONLY, O_DIRECTORY): it holds a descriptor; read(2) says EISDIR."""
+
+    readable = True
+
+    def __init__(self, directory: HostDirectory) -> None:
+        super().__init__()
+        self.directory = directory
+
+    def read(self, length: int) -> bytes:
+        raise SyscallError(errno.EISDIR)
 
 
 class RegularFile(OpenFile):

@@ -30,11 +30,23 @@ class HostFile:
         self.object: VMObject | None = None
 
     def read(self, offset: int, length: int) -> bytes:
+        """Bytes of the file; a host that fails to give them (the file went away, a disk error) is EIO."""
         if offset >= self.size:
             return b""
-        with open(self.host_path, "rb") as f:
-            f.seek(offset)
-            return f.read(min(length, self.size - offset))
+        try:
+            with open(self.host_path, "rb") as f:
+                f.seek(offset)
+                return f.read(min(length, self.size - offset))
+        except OSError:
+            raise SyscallError(errno.EIO) from None
+
+
+class HostDirectory:
+    """A directory of the host, seen by the guest as `path`: it can be opened, not read."""
+
+    def __init__(self, path: str, host_path: str) -> None:
+        self.path = path
+        self.host_path = host_path
 
 
 class FileSystem:
@@ -48,6 +60,19 @@ class FileSystem:
 
     def lookup(self, path: str) -> HostFile:
         """The regular file at guest `path`; raises SyscallError(ENOENT/EACCES/EISDIR/...)."""
+        found = self.lookup_any(path)
+        if isinstance(found, HostDirectory):
+            raise SyscallError(errno.EISDIR)
+        return found
+
+    def lookup_any(self, path: str) -> HostFile | HostDirectory:
+        """The regular file or the directory at guest `path`, as open(2) finds it.
+
+        A path that ends in a slash (or "/.") names a directory: a regular
+        file there is ENOTDIR, as on Linux.  Any error the host gives while
+        resolving it (a name too long, a loop of symbolic links) is the
+        guest's errno.
+        """
         if not path:
             raise SyscallError(errno.ENOENT)
         if len(path) >= PATH_MAX:
@@ -58,7 +83,10 @@ class FileSystem:
         host = os.path.realpath(os.path.join(self.root, guest.lstrip("/")))
         if host != self.root and not host.startswith(self.root + os.sep):
             raise SyscallError(errno.ENOENT)
-        return self._open_host(guest, host)
+        found = self._open_host(guest, host)
+        if isinstance(found, HostFile) and (path.endswith("/") or path.endswith("/.")):
+            raise SyscallError(errno.ENOTDIR)
+        return found
 
     def lookup_executable(self, path: str) -> HostFile:
         """The file execve(path) would run: as lookup, but a directory or a file without an execute bit is EACCES."""
@@ -77,20 +105,19 @@ class FileSystem:
         """
         host = os.path.realpath(host_path)
         file = self._open_host(host_path, host)
+        if isinstance(file, HostDirectory):
+            raise SyscallError(errno.EISDIR)
         self._started[host_path] = host
         return file
 
-    def _open_host(self, guest: str, host: str) -> HostFile:
+    def _open_host(self, guest: str, host: str) -> HostFile | HostDirectory:
         try:
             info = os.stat(host)
-        except FileNotFoundError:
-            raise SyscallError(errno.ENOENT) from None
-        except NotADirectoryError:
-            raise SyscallError(errno.ENOTDIR) from None
-        except PermissionError:
-            raise SyscallError(errno.EACCES) from None
+        except OSError as error:
+            # ENOENT, ENOTDIR, EACCES, ENAMETOOLONG, ELOOP, EIO...: the host's answer is the guest's.
+            raise SyscallError(error.errno or errno.EIO) from None
         if stat.S_ISDIR(info.st_mode):
-            raise SyscallError(errno.EISDIR)
+            return HostDirectory(guest, host)
         if not stat.S_ISREG(info.st_mode):
             raise SyscallError(errno.EACCES)
         if not os.access(host, os.R_OK):

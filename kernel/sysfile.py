@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 from kernel import errno
 from kernel.errno import SyscallError
-from kernel.file import OpenFile, RegularFile
-from kernel.fs import PATH_MAX
+from kernel.file import Directory, OpenFile, RegularFile
+from kernel.fs import PATH_MAX, HostDirectory
 from kernel.pipe import open_pipe
 from kernel.proc import MAX_FDS
 from kernel.uaccess import MAX_RW_COUNT, access_ok, copyinstr, copyout, import_iovec
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from kernel.kernel import Kernel
     from kernel.proc import Process
 
-O_ACCMODE, O_WRONLY, O_CREAT, O_TRUNC = 3, 1, 0o100, 0o1000
+O_ACCMODE, O_WRONLY, O_CREAT, O_TRUNC, O_DIRECTORY = 3, 1, 0o100, 0o1000, 0o200000
 AT_FDCWD = -100
 O_NONBLOCK, O_CLOEXEC = 0o4000, 0o2000000
 
@@ -69,16 +69,38 @@ def sys_openat(kernel: Kernel, proc: Process, dirfd: int, path: int, flags: int,
     name = copyinstr(proc, path, PATH_MAX)
     if name == WIRE_PATH:
         return _open_wire(kernel, proc, flags)
-    if flags & O_ACCMODE or flags & (O_CREAT | O_TRUNC):
-        raise SyscallError(errno.EROFS)
     if not name.startswith("/") and dirfd != AT_FDCWD:
         raise SyscallError(errno.EBADF if dirfd not in proc.files else errno.ENOTDIR)
-    fd = proc.allocate_fd(RegularFile(kernel.fs.lookup(name)))
+    fd = proc.allocate_fd(_open_file(kernel, name, flags))
     if fd < 0:
         raise SyscallError(errno.EMFILE)
     if flags & O_CLOEXEC:
         proc.cloexec.add(fd)
     return fd
+
+
+def _open_file(kernel: Kernel, name: str, flags: int) -> OpenFile:
+    """What open(2) opens on the read-only guest filesystem, with Linux's errors.
+
+    A directory opens read-only (EISDIR for writing or O_CREAT); a regular
+    file opens unless asked to be written or truncated (EROFS) or to be a
+    directory (ENOTDIR); a missing file with O_CREAT cannot be made (EROFS).
+    """
+    try:
+        found = kernel.fs.lookup_any(name)
+    except SyscallError as error:
+        if error.errno == errno.ENOENT and flags & O_CREAT:
+            raise SyscallError(errno.EROFS) from None
+        raise
+    if isinstance(found, HostDirectory):
+        if flags & O_ACCMODE or flags & O_CREAT:
+            raise SyscallError(errno.EISDIR)
+        return Directory(found)
+    if flags & O_DIRECTORY:
+        raise SyscallError(errno.ENOTDIR)
+    if flags & O_ACCMODE or flags & O_TRUNC:
+        raise SyscallError(errno.EROFS)
+    return RegularFile(found)
 
 
 def _open_wire(kernel: Kernel, proc: Process, flags: int) -> int:

@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 
 MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x03, 0x10, 0x20
 MAP_TYPE = 0x0F
+# The flags MAP_SHARED_VALIDATE accepts on a file (Linux's LEGACY_MAP_MASK, and the huge-page size bits).
+LEGACY_MAP_MASK = (MAP_SHARED | MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS | 0x100 | 0x800 | 0x1000 | 0x2000 | 0x4000
+                   | 0x8000 | 0x1_0000 | 0x2_0000 | 0x4_0000 | 0x400_0000)
+MAP_HUGE_MASK = 0x3F << 26
 MAP_FIXED_NOREPLACE = 0x100000
 PROT_MASK = PROT_READ | PROT_WRITE | PROT_EXEC
 PROT_SEM = 0x08                                          # accepted and ignored, as on x86
@@ -27,7 +31,8 @@ MAX_FILE_OFFSET = (1 << 63) - 1   # MAX_LFS_FILESIZE: a mapping of a file must e
 
 
 def _page_up(x: int) -> int:
-    return (x + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+    """Linux's PAGE_ALIGN on an unsigned long: a length within a page of 2**64 wraps to 0."""
+    return (x + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1) & (1 << 64) - 1
 
 
 def sys_brk(kernel: Kernel, proc: Process, addr: int, *_: int) -> int:
@@ -73,6 +78,11 @@ def sys_mmap(kernel: Kernel, proc: Process, addr: int, length: int, prot: int, f
     kind = flags & MAP_TYPE
     if kind not in (MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE):
         raise SyscallError(errno.EINVAL)
+    if kind == MAP_SHARED_VALIDATE:
+        if file is None:
+            raise SyscallError(errno.EINVAL)       # as Linux 6.x answers it for anonymous memory
+        if flags & ~(LEGACY_MAP_MASK | MAP_HUGE_MASK):
+            raise SyscallError(errno.EOPNOTSUPP)
     shared = kind != MAP_PRIVATE
     prot &= PROT_MASK
     max_protection = PROT_MASK
@@ -148,7 +158,7 @@ def sys_mprotect(kernel: Kernel, proc: Process, addr: int, length: int, prot: in
         raise SyscallError(errno.EINVAL)
     if length == 0:
         return 0
-    end = addr + _page_up(length)
+    end = (addr + _page_up(length)) & (1 << 64) - 1     # unsigned long arithmetic: a wrap is caught next
     if end <= addr:
         raise SyscallError(errno.ENOMEM)
     if prot & ~(PROT_MASK | PROT_SEM):

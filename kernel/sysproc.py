@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from kernel import errno
 from kernel.errno import SyscallError
 from kernel.uaccess import copyout
+from kernel.vm.map import USER_TOP
 
 if TYPE_CHECKING:
     from kernel.kernel import Kernel
@@ -18,6 +19,7 @@ ARCH_SET_GS, ARCH_SET_FS, ARCH_GET_FS, ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1
 RUSAGE_SELF, RUSAGE_CHILDREN, RUSAGE_THREAD = 0, -1, 1
 CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID = 0, 1, 2, 3
 CLOCK_MONOTONIC_RAW, CLOCK_REALTIME_COARSE, CLOCK_MONOTONIC_COARSE, CLOCK_BOOTTIME = 4, 5, 6, 7
+CLOCK_TAI = 11          # the realtime clock plus the TAI offset, which no one has set: 0
 
 # Virtual time runs at one instruction per nanosecond; the wall clock starts
 # at the day of the 2006 zero-copy thread (2006-04-21 00:00:00 UTC).
@@ -53,7 +55,7 @@ def sys_uname(kernel: Kernel, proc: Process, buf: int, *_: int) -> int:
 def sys_arch_prctl(kernel: Kernel, proc: Process, code: int, addr: int, *_: int) -> int:
     cpu = kernel.machine.cpu
     if code in (ARCH_SET_FS, ARCH_SET_GS):
-        if addr >= 1 << 47:
+        if addr >= USER_TOP:      # TASK_SIZE_MAX
             raise SyscallError(errno.EPERM)
         cpu.set("fs_base" if code == ARCH_SET_FS else "gs_base", addr)
         return 0
@@ -71,13 +73,13 @@ def _now_ns(kernel: Kernel, proc: Process, clock: int) -> int:
         ns = kernel.machine.now * NS_PER_INSTRUCTION
     else:
         ns = time.monotonic_ns()
-    if clock in (CLOCK_REALTIME, CLOCK_REALTIME_COARSE):
+    if clock in (CLOCK_REALTIME, CLOCK_REALTIME_COARSE, CLOCK_TAI):
         return EPOCH * 1_000_000_000 + ns
     return ns
 
 
 def sys_clock_gettime(kernel: Kernel, proc: Process, clock: int, tp: int, *_: int) -> int:
-    if not 0 <= clock <= CLOCK_BOOTTIME:
+    if not 0 <= clock <= CLOCK_BOOTTIME and clock != CLOCK_TAI:
         raise SyscallError(errno.EINVAL)
     ns = _now_ns(kernel, proc, clock)
     copyout(proc, tp, struct.pack("<qq", ns // 1_000_000_000, ns % 1_000_000_000))
@@ -105,9 +107,9 @@ def _rusage(kernel: Kernel, pids: list[int]) -> bytes:
     return struct.pack("<18q", *fields)
 
 
+INT_MIN = -(1 << 31)
 WNOHANG, WUNTRACED, WCONTINUED = 1, 2, 8
 __WNOTHREAD, __WALL, __WCLONE = 0x2000_0000, 0x4000_0000, 0x8000_0000
-MAX_ARGS = 4096
 MAX_ARG_STRLEN = 128 << 10
 
 
@@ -115,32 +117,39 @@ def sys_fork(kernel: Kernel, proc: Process, *_: int) -> int:
     return kernel.fork(proc).pid
 
 
-def _string_array(proc: Process, address: int) -> list[str]:
-    """A NULL-terminated array of string pointers (argv, envp); NULL means empty."""
+def _string_array(proc: Process, address: int, most: int) -> list[str]:
+    """A NULL-terminated array of string pointers (argv, envp); NULL means empty.  More than `most` is E2BIG.
+
+    The pointers are read a page at a time, never past the page that holds the terminating NULL.
+    """
     from kernel.uaccess import copyin_u64s, copyinstr
 
     strings: list[str] = []
     if address == 0:
         return strings
     while True:
-        if len(strings) >= MAX_ARGS:
-            raise SyscallError(errno.E2BIG)
-        (pointer,) = copyin_u64s(proc, address + 8 * len(strings), 1)
-        if pointer == 0:
-            return strings
-        try:
-            strings.append(copyinstr(proc, pointer, MAX_ARG_STRLEN))
-        except SyscallError as error:
-            raise SyscallError(errno.E2BIG if error.errno == errno.ENAMETOOLONG else error.errno) from None
+        at = address + 8 * len(strings)
+        for pointer in copyin_u64s(proc, at, max(1, (4096 - (at & 0xFFF)) // 8)):
+            if pointer == 0:
+                return strings
+            if len(strings) >= most:
+                raise SyscallError(errno.E2BIG)
+            try:
+                strings.append(copyinstr(proc, pointer, MAX_ARG_STRLEN))
+            except SyscallError as error:
+                raise SyscallError(errno.E2BIG if error.errno == errno.ENAMETOOLONG else error.errno) from None
 
 
 def sys_execve(kernel: Kernel, proc: Process, path: int, argv: int, envp: int, *_: int) -> int:
-    from kernel.exec import exec_image
+    from kernel.exec import ARG_MAX, exec_image
     from kernel.fs import PATH_MAX
     from kernel.uaccess import copyinstr
 
     name = copyinstr(proc, path, PATH_MAX)
-    arguments, environment = _string_array(proc, argv), _string_array(proc, envp)
+    arguments = _string_array(proc, argv, ARG_MAX // 8)
+    environment = _string_array(proc, envp, ARG_MAX // 8)
+    # Linux 5.18 on: an empty argv becomes [""], so that argv[0] is never NULL.
+    arguments = arguments or [""]
     exec_image(kernel, proc, kernel.fs.lookup_executable(name), arguments, environment)
     proc.close_on_exec()
     # The new image starts with the next slice, from its fresh context.
@@ -149,10 +158,17 @@ def sys_execve(kernel: Kernel, proc: Process, path: int, argv: int, envp: int, *
 
 
 def sys_wait4(kernel: Kernel, proc: Process, pid: int, status: int, options: int, usage: int, *_: int) -> int:
-    from kernel.proc import ZOMBIE
+    """Linux's kernel_wait4: pid > 0 that child, -1 or 0 any child (every process is in one process group),
+    < -1 the children in process group -pid (only group 1 exists).  The child is reaped before its status
+    and rusage are copied out: a bad pointer is EFAULT with the child gone, as on Linux."""
+    from kernel.proc import INIT_PID, ZOMBIE
 
     if options & 0xFFFF_FFFF & ~(WNOHANG | WUNTRACED | WCONTINUED | __WNOTHREAD | __WALL | __WCLONE):
         raise SyscallError(errno.EINVAL)
+    if pid == INT_MIN:
+        raise SyscallError(errno.ESRCH)
+    if pid < -1 and -pid != INIT_PID:
+        raise SyscallError(errno.ECHILD)
     children = [p for p in kernel.processes.values() if p.ppid == proc.pid and (pid <= 0 or p.pid == pid)]
     if not children:
         raise SyscallError(errno.ECHILD)
@@ -163,22 +179,32 @@ def sys_wait4(kernel: Kernel, proc: Process, pid: int, status: int, options: int
         kernel.sleep(proc, ("wait", proc.pid))
         return 0
     child = zombies[0]
+    kernel.reap(proc, child)
     if status:
         copyout(proc, status, struct.pack("<i", child.wait_status))
     if usage:
         copyout(proc, usage, _rusage(kernel, [child.pid]))
-    kernel.reap(proc, child)
     return child.pid
 
 
 def sys_kill(kernel: Kernel, proc: Process, pid: int, signal: int, *_: int) -> int:
+    """Linux's kill_something_info.  Every process is in one process group, numbered 1: pid 0 and -1 name
+    it (-1 without process 1 and the caller), a pid below -1 names group -pid; signal 0 only checks."""
+    from kernel.proc import INIT_PID
+
     if not 0 <= signal <= 64:
         raise SyscallError(errno.EINVAL)
-    if pid <= 0:
-        raise SyscallError(errno.EINVAL)    # process groups are not modelled
-    target = kernel.processes.get(pid)
-    if target is None:
+    if pid > 0:
+        targets = [kernel.processes[pid]] if pid in kernel.processes else []
+    elif pid == 0 or pid == -INIT_PID:
+        targets = list(kernel.processes.values())
+    elif pid == -1:
+        targets = [p for p in kernel.processes.values() if p.pid != INIT_PID and p is not proc]
+    else:
+        targets = []        # INT_MIN, or a process group that does not exist
+    if not targets:
         raise SyscallError(errno.ESRCH)
-    if signal:
-        kernel.send_signal(target, signal, f"sent by {proc.name}[{proc.pid}]")
+    for target in sorted(targets, key=lambda p: p is proc):    # the caller last: it may not come back
+        if signal:
+            kernel.send_signal(target, signal, f"sent by {proc.name}[{proc.pid}]")
     return 0

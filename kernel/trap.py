@@ -36,7 +36,7 @@ SIGNAL_OF_TRAP = {
     traps.BREAKPOINT: signals.SIGTRAP,
     traps.GENERAL_PROTECTION: signals.SIGSEGV,
 }
-_SIGNAL_OF_FAULT = {fault.NOMEM: signals.SIGKILL, fault.BUSERR: signals.SIGBUS}
+_SIGNAL_OF_FAULT = {fault.NOMEM: signals.SIGKILL, fault.BUSERR: signals.SIGBUS, fault.IOERR: signals.SIGBUS}
 
 
 def signal_of_fault(reason: str) -> int:
@@ -112,7 +112,8 @@ class Traps:
     def _exact_address(self, proc: Process, trap: traps.Trap) -> int:
         """The faulting byte's address (CR2), where the instruction shows it; else the page's."""
         if trap.access == mmu.FETCH:
-            return trap.address
+            # The fetch faulted at rip, unless the instruction began on the page before.
+            return trap.rip if trap.rip & ~0xFFF == trap.address else trap.address
         cpu = self.machine.cpu
         code = self.peek(proc, trap.rip, 16)
         for address in memory_operands(code, trap.rip, lambda name: cpu.read(REGISTER_IDS[name])):

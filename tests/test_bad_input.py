@@ -11,7 +11,7 @@ import pytest
 from kernel import errno
 from kernel.errno import SyscallError
 from tests.conftest import assert_no_leak
-from tests.programs import EXIT_0, say, touch
+from tests.programs import EXIT_0, EXIT_WITH_NEGATED_RAX, say, touch
 from tools.boot import boot
 
 HELLO = say("ok\n")
@@ -170,3 +170,83 @@ def test_a_trace_that_fills_the_disk_ends_with_a_message_and_the_run_goes_on(bui
     assert result.returncode == 0 and "Traceback" not in result.stderr
     assert "vmgames: --trace /dev/full: No space left on device: the trace stops short of the run\n" in result.stderr
     assert re.search(r"zero-fill +500\d\n", result.stderr)   # the run went on to its end, and was counted
+
+
+OPEN_THEN_EXIT_WITH_ERRNO = """
+.text
+_start:
+    lea rdi, [rip + path]
+    xor esi, esi
+    xor edx, edx
+    mov eax, 2
+    syscall
+""" + EXIT_WITH_NEGATED_RAX + """
+.section .rodata
+path: .asciz "{path}"
+"""
+
+
+def test_a_host_error_resolving_a_path_is_the_guests_errno(run, tmp_path):
+    """A loop of symbolic links is ELOOP, a name longer than the host takes ENAMETOOLONG: never a traceback."""
+    (tmp_path / "loop1").symlink_to("loop2")
+    (tmp_path / "loop2").symlink_to("loop1")
+    assert run(OPEN_THEN_EXIT_WITH_ERRNO.replace("{path}", "/loop1")).status == 40           # ELOOP
+    assert run(OPEN_THEN_EXIT_WITH_ERRNO.replace("{path}", "/" + "a" * 300)).status == 36    # ENAMETOOLONG
+    execve = OPEN_THEN_EXIT_WITH_ERRNO.replace("mov eax, 2\n", "mov eax, 59\n")
+    assert run(execve.replace("{path}", "/loop1")).status == 40
+
+
+def test_a_file_page_the_host_cannot_read_is_sigbus_and_read_is_eio(run, tmp_path, monkeypatch):
+    """The pager's failure (the host file went away, a disk error) is the faulting process's SIGBUS."""
+    from kernel import fs
+
+    (tmp_path / "data").write_bytes(b"x" * 8192)
+    host_read = fs.HostFile.read
+
+    def failing(self, offset, length):
+        if self.path.endswith("/data"):
+            raise SyscallError(errno.EIO)
+        return host_read(self, offset, length)
+
+    monkeypatch.setattr(fs.HostFile, "read", failing)
+    mapper = """
+.text
+_start:
+    lea rdi, [rip + path]
+    xor esi, esi
+    mov eax, 2
+    syscall
+    mov r12, rax
+    mov edi, r12d
+    lea rsi, [rip + buffer]
+    mov edx, 16
+    xor eax, eax
+    syscall
+    cmp rax, -5
+    jne wrong
+    xor edi, edi
+    mov esi, 4096
+    mov edx, 1
+    mov r10d, 2
+    mov r8, r12
+    xor r9d, r9d
+    mov eax, 9
+    syscall
+    mov al, [rax]
+wrong:
+    mov edi, 3
+    mov eax, 60
+    syscall
+.section .rodata
+path: .asciz "/data"
+.bss
+buffer: .zero 16
+"""
+    result = run(mapper)
+    assert result.proc.signal == 7 and "I/O error reading the file" in result.proc.death    # SIGBUS
+    assert result.faults()["fatal"] == 1
+
+
+def test_a_fetch_from_an_unmapped_address_names_that_address(run):
+    result = run(".text\n_start:\n    mov eax, 1\n    jmp rax\n")
+    assert "fetch of 0x1 (no mapping) at 0x1" in result.proc.death

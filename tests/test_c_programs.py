@@ -174,14 +174,15 @@ def test_pipes_between_processes(programs, run):
 
 
 def test_syscall_numbers_arguments_and_range_errors_are_linux(programs):
-    """Junk in the upper half of int arguments, munmap/mprotect range errors, max_protection, execve's EACCES.
+    """Junk in the upper half of int arguments, munmap/mprotect range errors (with 64-bit wraps), max_protection,
+    directories, process groups in kill and wait4, execve's EACCES and argument lists.
 
     The probe opens README.md and execs Makefile and userland/, so both kernels run it from the repository root.
     """
     host_stdout, host_status = run_on_host([programs["abi_edges"]], cwd=REPOSITORY)
     out = io.BytesIO()
     kernel = boot(16 << 20, root=REPOSITORY, stdout=out, stderr=io.BytesIO())
-    proc = kernel.spawn(kernel.fs.open_host(programs["abi_edges"]), ["abi_edges"], [])
+    proc = kernel.spawn(kernel.fs.open_host(programs["abi_edges"]), [programs["abi_edges"]], [])
     check_before_every_syscall(kernel)
     kernel.run()
     assert_no_leak(kernel)
@@ -192,5 +193,8 @@ def test_syscall_numbers_arguments_and_range_errors_are_linux(programs):
     for line in ("openat(AT_FDCWD as 0x00000000ffffff9c): 1", "munmap(kernel half): EINVAL",
                  "munmap(area, ~0): EINVAL", "munmap(top page + 1 page past): EINVAL", "mprotect(PROT_SEM): 0",
                  "  mprotect(PROT_READ | PROT_WRITE): EACCES", "execve(a directory): EACCES",
-                 "rax = 2^32 + getpid is getpid: 1"):
+                 "rax = 2^32 + getpid is getpid: 1", "open(README.md/): ENOTDIR", "open(.) is a descriptor: 1",
+                 "wait4(child) again: it was reaped: ECHILD", "mprotect(length wraps to 0): ENOMEM",
+                 "the area is still writable: 1", "exec'd with no argv: argc: 1",
+                 "the image with 5000 arguments exited: 42", "arch_prctl(ARCH_SET_FS, TASK_SIZE_MAX + 0x800): EPERM"):
         assert line in lines

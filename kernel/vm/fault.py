@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from emulator import mmu
 from kernel.vm.map import MapEntry, VMSpace
-from kernel.vm.object import ANONYMOUS, VNODE, VMObject
+from kernel.vm.object import ANONYMOUS, VNODE, PagerError, VMObject
 from kernel.vm.page import OutOfMemory, PageAllocator, VMPage
 from kernel.vm.pmap import PROT_EXEC, PROT_READ, PROT_WRITE
 
@@ -39,6 +39,7 @@ KINDS = (ZERO_FILL, FILE, RESIDENT, COW_COPY, COW_MOVE, PROTECTION, FATAL)
 MAPERR = "no mapping"            # SEGV_MAPERR
 ACCERR = "permission denied"     # SEGV_ACCERR
 BUSERR = "beyond end of file"    # SIGBUS
+IOERR = "I/O error reading the file"   # SIGBUS too (the pager failed)
 NOMEM = "out of memory"          # the OOM killer's SIGKILL
 
 _NEEDED = (PROT_READ | PROT_WRITE | PROT_EXEC, PROT_WRITE, PROT_EXEC)
@@ -177,6 +178,8 @@ def _apply(vmspace: VMSpace, allocator: PageAllocator, va: int, access: int, dec
             allocator.free(in_flight)   # the sink's hold keeps it, orphaned
     except OutOfMemory:
         return FaultResult(FATAL, NOMEM)
+    except PagerError:
+        return FaultResult(FATAL, IOERR)
     return FaultResult(kind, object=holder.id, level=level, depth=first.depth(), frame=page.frame)
 
 

@@ -12,12 +12,17 @@ from __future__ import annotations
 from typing import Protocol
 
 from emulator.ram import PAGE_SIZE
+from kernel.errno import SyscallError
 from kernel.vm import pmap
 from kernel.vm.context import VMContext
 from kernel.vm.page import VMPage
 
 ANONYMOUS = "anonymous"
 VNODE = "vnode"
+
+
+class PagerError(Exception):
+    """The pager could not read a page from its file (the host failed to give it): the fault is SIGBUS."""
 
 
 class Vnode(Protocol):
@@ -63,9 +68,13 @@ class VMObject:
         self.pages[pindex] = page
 
     def page_in(self, pindex: int) -> VMPage:
-        """Read one page of the file into this (vnode) object."""
+        """Read one page of the file into this (vnode) object; PagerError if the file cannot be read."""
         page = self.allocator.alloc(zero=False)
-        data = self.vnode.read(pindex * PAGE_SIZE, PAGE_SIZE)
+        try:
+            data = self.vnode.read(pindex * PAGE_SIZE, PAGE_SIZE)
+        except SyscallError:
+            self.allocator.free(page)
+            raise PagerError(self.vnode.path) from None
         self.allocator.machine.fill_frame(page.frame, data)
         self.insert(page, pindex)
         self.allocator.recorder.event("page", "pagein", frame=page.frame, object=self.id, pindex=pindex)

@@ -7,7 +7,9 @@
  * AT_FDCWD as 0x00000000ffffff9c).  munmap and mprotect check their ranges
  * against the top of user space in a fixed order; a read-only file can
  * never be made writable through a shared mapping; execve needs a regular
- * file with an execute bit.  Every line is a call and what it returned;
+ * file with an execute bit; a directory opens read-only; kill and wait4
+ * name process groups; an empty argv reaches the new image as [""].
+ * Every line is a call and what it returned;
  * vmgames must print what Linux prints.  Run from the repository's root
  * (the probe opens README.md and execs Makefile and userland). */
 #include "runtime.h"
@@ -27,8 +29,9 @@ static void show(const char *what, long result)
     put(": ");
     if (result < 0 && result > -4096) {
         static const char *names[] = {[1] = "EPERM", [2] = "ENOENT", [9] = "EBADF", [10] = "ECHILD",
-                                      [12] = "ENOMEM", [13] = "EACCES", [14] = "EFAULT", [20] = "ENOTDIR",
-                                      [22] = "EINVAL", [38] = "ENOSYS"};
+                                      [3] = "ESRCH", [12] = "ENOMEM", [13] = "EACCES", [14] = "EFAULT",
+                                      [20] = "ENOTDIR", [21] = "EISDIR", [22] = "EINVAL", [36] = "ENAMETOOLONG",
+                                      [38] = "ENOSYS", [95] = "EOPNOTSUPP"};
         long error = -result;
         put(error < (long)(sizeof names / sizeof names[0]) && names[error] ? names[error] : "errno ");
         if (!(error < (long)(sizeof names / sizeof names[0]) && names[error]))
@@ -143,6 +146,82 @@ static void file_mappings(void)
     show("close", close((int)fd));
 }
 
+static void directories(void)
+{
+    long fd = open(".", O_RDONLY, 0);
+    show("open(.) is a descriptor", fd >= 3);
+    char byte;
+    show("  read", read((int)fd, &byte, 1));
+    show("  mmap", mmap(0, PAGE_SIZE, PROT_READ, MAP_PRIVATE, (int)fd, 0));
+    show("  close", close((int)fd));
+    fd = open("userland", O_RDONLY | 0200000, 0);
+    show("open(userland, O_DIRECTORY) is a descriptor", fd >= 3);
+    show("  close", close((int)fd));
+    show("open(userland, O_WRONLY)", open("userland", O_WRONLY, 0));
+    show("open(README.md, O_DIRECTORY)", open("README.md", O_RDONLY | 0200000, 0));
+    show("open(README.md/)", open("README.md/", O_RDONLY, 0));
+    show("open(README.md/.)", open("README.md/.", O_RDONLY, 0));
+    char name[300];
+    for (int i = 0; i < 299; i++)
+        name[i] = 'a';
+    name[299] = 0;
+    show("open(a 299-byte name)", open(name, O_RDONLY, 0));
+}
+
+static void groups_and_limits(void)
+{
+    show("kill(0, 0)", kill(0, 0));
+    show("kill(INT_MIN, 0)", kill(-2147483648L, 0));
+    show("kill(-2, 0)", kill(-2, 0));
+    show("wait4(INT_MIN)", wait4(-2147483648L, 0, 0, 0));
+    long child = fork();
+    if (child == 0)
+        exit(7);
+    show("kill(-1, 0) with a child", kill(-1, 0));
+    show("wait4(child, a bad status pointer)", wait4(child, (int *)0x10, 0, 0));
+    show("wait4(child) again: it was reaped", wait4(child, 0, 0, 0));
+    char *area = (char *)mmap(0, 2 * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    area[0] = 1;
+    show("mprotect(length wraps to 0)", mprotect(area, -4095UL, PROT_NONE));
+    show("mprotect(end wraps past 2^64)", mprotect(area, 0xffffffff00000000UL, PROT_NONE));
+    area[0] = 5;
+    show("the area is still writable", area[0] == 5);
+    show("arch_prctl(ARCH_SET_FS, TASK_SIZE_MAX - 0x800)", syscall3(158, 0x1002, USER_TOP - 0x800, 0));
+    show("arch_prctl(ARCH_SET_FS, TASK_SIZE_MAX + 0x800)", syscall3(158, 0x1002, USER_TOP + 0x800, 0));
+    syscall3(158, 0x1002, 0, 0);
+    long when[2];
+    show("clock_gettime(CLOCK_TAI)", syscall3(228, 11, (long)when, 0));
+    show("clock_gettime(10)", syscall3(228, 10, (long)when, 0));
+    show("mmap(MAP_SHARED_VALIDATE | MAP_ANONYMOUS)", mmap(0, PAGE_SIZE, PROT_READ, 0x03 | MAP_ANONYMOUS, -1, 0));
+    long fd = open("README.md", O_RDONLY, 0);
+    show("mmap(MAP_SHARED_VALIDATE) of a file", mmap(0, PAGE_SIZE, PROT_READ, 0x03, (int)fd, 0) > 0);
+    show("mmap(MAP_SHARED_VALIDATE | MAP_FIXED_NOREPLACE)", mmap(0, PAGE_SIZE, PROT_READ, 0x03 | 0x100000, (int)fd, 0));
+    show("close", close((int)fd));
+}
+
+/* Exec ourselves with no argv at all, then with 5000 arguments: each image says what it got. */
+static void argument_lists(char *self)
+{
+    static char *many[5002];
+    long child = fork();
+    if (child == 0) {
+        execve(self, 0, 0);
+        exit(100);
+    }
+    int status;
+    wait4(child, &status, 0, 0);
+    child = fork();
+    if (child == 0) {
+        many[0] = self;
+        for (int i = 1; i <= 5000; i++)
+            many[i] = "x";
+        execve(self, many, 0);
+        exit(101);
+    }
+    wait4(child, &status, 0, 0);
+    show("the image with 5000 arguments exited", WEXITSTATUS(status));
+}
+
 static void executing(void)
 {
     char *argv[] = {"x", 0};
@@ -156,11 +235,20 @@ static void executing(void)
 
 int main(int argc, char **argv, char **envp)
 {
+    if (argc == 1 && argv[0][0] == 0) {
+        show("exec'd with no argv: argc", argc);
+        return 0;
+    }
+    if (argc == 5001)
+        return 42;
     numbers();
     int_arguments();
     unmapping();
     protecting();
     file_mappings();
+    directories();
+    groups_and_limits();
+    argument_lists(argv[0]);
     executing();
     return 0;
 }
