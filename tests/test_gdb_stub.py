@@ -16,6 +16,7 @@ import pytest
 from kernel.syszerocopy import VMG_ZEROCOPY
 from kernel.vm.fault import predict_kind
 from tests import test_zerocopy as zerocopy
+from tests.test_gdb_packets_fuzz import _stub as packet_stub
 from tests.test_pipes import FORK, WAIT4, WRITE, syscall
 from tools.boot import boot
 from tools.gdb.protocol import frame
@@ -612,3 +613,21 @@ table: .zero 8192
 """)
     predictions, outcomes = _predicted_and_actual_kinds(path)
     assert predictions == outcomes == ["zero-fill", "file", "cow-copy"]
+
+
+@needs_gdb
+def test_monitor_break_syscall_takes_a_number_and_straces_name():
+    output, _, status = gdb(COWFORK, "monitor break syscall 61", "monitor break syscall syscall_0x3d",
+                            "monitor break syscall 0x3d", "continue", "p $rdi", "monitor break clear", "continue")
+    assert output.count("will stop before the kernel handles each wait4, until 'monitor break clear'") == 2
+    assert "unknown syscall '0x3d': not in Linux's x86-64 table" in output
+    assert "vmgames: process 1 calls wait4 (before the kernel handles it)" in output and "$1 = 2\n" in output
+    assert status == 0
+
+
+def test_monitor_break_syscall_keeps_the_name_the_kernel_gives_at_the_break():
+    stub, connection = packet_stub()
+    for name in ("newfstatat", "262", "syscall_0x1f4", "500"):
+        stub.handle(b"qRcmd," + f"break syscall {name}".encode().hex().encode())
+        assert connection.sent[-1] == b"OK"
+    assert stub.control.syscall_breaks == {"newfstatat", "syscall_0x1f4"}

@@ -222,7 +222,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                           "127.0.0.1 unless given; port 0 picks a free one (see docs/gdb-tutorial.md)")
     run.add_argument("--break-on", metavar="fault[:KIND]|syscall:NAME",
                      help="stop in Python's debugger (pdb, or $PYTHONBREAKPOINT) inside the kernel, before it "
-                          "handles each such fault or syscall")
+                          "handles each such fault or syscall; NAME is Linux's (newfstatat), strace's for a "
+                          "number Linux never assigned (syscall_0x1f4), or a number (262)")
     experiment = commands.add_parser("experiment", help="run one of the measured experiments",
                                      description="Run an experiment and print its table.")
     experiments = experiment.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
