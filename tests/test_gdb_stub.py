@@ -616,6 +616,43 @@ table: .zero 8192
 
 
 @needs_gdb
+def test_gdb_cannot_change_a_segment_selector_but_may_write_it_back():
+    output, vm_output, status = gdb(COWFORK, "p $cs", "set $cs = 8", "set $ss = 0", "set $gs = 0x2b", "p $cs",
+                                    "p $ss", "p $gs", "set $cs = 35", "set remote set-register-packet off",
+                                    "set $rax = 5", "set $ds = 0x2b", "p $rax", "p $ds", "continue")
+    for name in ("cs", "ss", "gs"):
+        assert f"Could not write register \"{name}\"; remote failure reply 'E01'" in output
+    assert "Could not write registers; remote failure reply 'E01'" in output    # G changing ds
+    assert output.count("E01") == 4                                               # not `set $cs = 35`
+    assert "$1 = 35\n$2 = 35\n$3 = 27\n$4 = 0\n$5 = 5\n$6 = 0\n" in output
+    assert vm_output.startswith("child: value = 2\nparent: value = 1\n") and status == 0
+
+
+def test_p_and_g_packets_refuse_to_change_a_segment_selector_and_g_writes_all_or_nothing():
+    stub, connection = packet_stub()
+
+    def ask(packet: bytes) -> bytes:
+        stub.handle(packet)
+        return connection.sent[-1]
+
+    registers = ask(b"g")
+    cs = ask(b"p12")
+    assert ask(b"P12=08000000") == b"E01" and ask(b"p12") == cs
+    assert all(ask(b"P%x=2b000000" % n) == b"E01" for n in range(0x12, 0x18))    # cs, ss, ds, es, fs, gs
+    assert ask(b"g") == registers
+    assert ask(b"P12=" + cs) == b"OK"                          # the same value back: no change
+    assert ask(b"P0=0500000000000000") == b"OK" and ask(b"p0") == b"0500000000000000"
+    # G: rax changed together with ds is refused whole, rax included; with the selectors as they are, it is written.
+    rax, cs_offset = 16, 2 * (16 * 8 + 8 + 4)                  # hex digits: 16 quadwords, rip, eflags
+    ds_offset = cs_offset + 2 * 8
+    changed = b"0700000000000000" + registers[rax:ds_offset] + b"2b000000" + registers[ds_offset + 8:]
+    assert ask(b"G" + changed) == b"E01" and ask(b"p0") == b"0500000000000000"
+    same_selectors = b"0700000000000000" + registers[rax:]
+    assert ask(b"G" + same_selectors) == b"OK" and ask(b"p0") == b"0700000000000000"
+    assert ask(b"g") == same_selectors
+
+
+@needs_gdb
 def test_monitor_break_syscall_takes_a_number_and_straces_name():
     output, _, status = gdb(COWFORK, "monitor break syscall 61", "monitor break syscall syscall_0x3d",
                             "monitor break syscall 0x3d", "continue", "p $rdi", "monitor break clear", "continue")
