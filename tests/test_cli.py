@@ -461,3 +461,43 @@ def test_stdout_and_stderr_both_into_a_pipe_whose_reader_has_gone():
 def test_asm_output_on_a_full_device_is_one_line(capsys):
     assert main(["asm", str(ROOT / "userland" / "hello.s"), "-o", "/dev/full"]) == 1
     assert capsys.readouterr().err == "vmgames: /dev/full: No space left on device\n"
+
+
+# A program that cannot be run: one line and a shell's status (127 not there, 126 there but not runnable).
+
+def test_a_program_without_an_execute_bit_is_refused_as_a_shell_refuses_it(tmp_path):
+    program = tmp_path / "hello"
+    program.write_bytes((ROOT / "build" / "hello").read_bytes())
+    program.chmod(0o644)
+    shell = subprocess.run(["bash", "-c", str(program)], capture_output=True, text=True)
+    result = vmgames("run", "--stats", str(program), text=True)
+    assert (result.returncode, result.stdout) == (shell.returncode, "") == (126, "")
+    assert result.stderr == f"vmgames: {program}: Permission denied\n"     # and no --stats: nothing ran
+    program.chmod(0o744)                                                    # any execute bit will do
+    assert vmgames("run", str(program), text=True).stdout == "Hello, world!\n"
+
+
+def test_a_source_needs_no_execute_bit_and_a_missing_one_is_a_missing_program(tmp_path):
+    source = tmp_path / "hello.s"
+    source.write_text((ROOT / "userland" / "hello.s").read_text())
+    source.chmod(0o444)
+    assert vmgames("run", str(source), text=True).stdout == "Hello, world!\n"
+    for missing in ("nonexist.s", "./nonexist"):
+        result = vmgames("run", "--stats", missing, text=True)
+        assert (result.returncode, result.stdout) == (127, "")
+        assert result.stderr == f"vmgames: {missing}: No such file or directory\n"
+
+
+@pytest.mark.parametrize("path, message", [
+    ("build/hello/x", "Not a directory"), ("build/hello/x.s", "Not a directory"), ("tests", "Is a directory"),
+])
+def test_what_is_there_but_cannot_run_is_126_with_the_shell_s_reason(tmp_path, path, message):
+    directory = tmp_path / "dir.s"
+    directory.mkdir()
+    for name in (path, str(directory)):
+        shell = subprocess.run(["bash", "-c", name if "/" in name else f"./{name}"], cwd=ROOT, capture_output=True,
+                               text=True)
+        result = vmgames("run", name, text=True)
+        assert result.returncode == shell.returncode == 126
+        reason = message if name == path else "Is a directory"
+        assert result.stderr == f"vmgames: {name}: {reason}\n" and f": {reason}\n" in shell.stderr
