@@ -362,6 +362,25 @@ def test_timeout_stops_a_writer_to_a_host_pipe_nobody_reads():
                         r"\([\d,]+ instructions retired\): 1 process killed\n", stderr), stderr
 
 
+def test_only_the_timeout_ends_a_run_blocked_on_the_host(build, tmp_path):
+    """No instruction retires while the host blocks: --max-instructions never comes (README, Bounded runs)."""
+    reader = subprocess.Popen([sys.executable, "-m", "tools.cli", "run", "--max-instructions", "1000", "--timeout",
+                               "1", "--stats-json", str(tmp_path / "reader.json"), build(read_stdin())], cwd=ROOT,
+                              stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    writer = in_shell(f'$VMGAMES run --max-instructions 100000000 --timeout 1 --stats-json {tmp_path}/writer.json '
+                      'build/yes | sleep 4')
+    try:
+        assert reader.wait(TIMEOUT) == 124
+    finally:
+        reader.kill()
+        reader.stdin.close()
+    assert reader.stderr.read().decode().startswith("vmgames: --timeout 1s reached after 1.")
+    assert writer.stderr.decode().startswith("vmgames: --timeout 1s reached after 1.")
+    for name, most in (("reader", 1000), ("writer", 100_000_000)):
+        stats = json.loads((tmp_path / f"{name}.json").read_text())
+        assert stats["ended_by"] == "timeout" and stats["instructions"] < most / 10, name
+
+
 def test_timeout_in_fast_mode_stops_an_endless_loop(build):
     result = vmgames("run", "--fast", "--timeout", "0.3", build(LOOP), text=True)
     assert result.returncode == 124

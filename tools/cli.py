@@ -54,11 +54,14 @@ vmgames run PROG -- ARGS still passes just ARGS."""
 RUN_EPILOG = """\
 limits:
   --max-instructions N  and  --timeout SECONDS  stop a run that does not end
-  (an endless loop, a fork bomb, a read of a stdin that never comes): every
-  guest process is killed (SIGKILL), sleeping ones too, one line says which
-  limit ended the run and when (virtual time, instructions retired), and
-  vmgames exits 124, as timeout(1) does.  N counts the user instructions all
-  processes retire, the figure --stats shows; the run stops exactly there.
+  (an endless loop, a fork bomb, a program that execs itself for ever):
+  every guest process is killed (SIGKILL), sleeping ones too, one line says
+  which limit ended the run and when (virtual time, instructions retired),
+  and vmgames exits 124, as timeout(1) does.  N counts the user instructions
+  all processes retire, the figure --stats shows; the run stops exactly
+  there.  No instruction retires while the host blocks (a read of a stdin
+  that never comes, a write to a host pipe nobody reads), and the kernel's
+  work costs no virtual time: only --timeout bounds the host time.
   --fast keeps no instruction clock, so it takes --timeout only.  Ctrl-C
   (SIGINT) ends the run the same way, each process getting SIGINT, with
   status 130 (a second Ctrl-C quits at once).  --stats, --stats-json and
