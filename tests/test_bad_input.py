@@ -116,6 +116,7 @@ def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
 def test_cli_reports_a_bad_executable_without_a_traceback(tmp_path):
     bad = tmp_path / "bad"
     bad.write_bytes(b"#!/bin/sh\necho hi\n" + b"#" * 100)
+    bad.chmod(0o755)      # without an execute bit it would be refused before its contents are read
     result = _cli("run", str(bad))
     assert result.returncode == 126
     assert result.stderr.strip() == f"vmgames: {bad}: cannot execute: bad ELF magic"

@@ -362,6 +362,25 @@ def test_timeout_stops_a_writer_to_a_host_pipe_nobody_reads():
                         r"\([\d,]+ instructions retired\): 1 process killed\n", stderr), stderr
 
 
+def test_only_the_timeout_ends_a_run_blocked_on_the_host(build, tmp_path):
+    """No instruction retires while the host blocks: --max-instructions never comes (README, Bounded runs)."""
+    reader = subprocess.Popen([sys.executable, "-m", "tools.cli", "run", "--max-instructions", "1000", "--timeout",
+                               "1", "--stats-json", str(tmp_path / "reader.json"), build(read_stdin())], cwd=ROOT,
+                              stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    writer = in_shell(f'$VMGAMES run --max-instructions 100000000 --timeout 1 --stats-json {tmp_path}/writer.json '
+                      'build/yes | sleep 4')
+    try:
+        assert reader.wait(TIMEOUT) == 124
+    finally:
+        reader.kill()
+        reader.stdin.close()
+    assert reader.stderr.read().decode().startswith("vmgames: --timeout 1s reached after 1.")
+    assert writer.stderr.decode().startswith("vmgames: --timeout 1s reached after 1.")
+    for name, most in (("reader", 1000), ("writer", 100_000_000)):
+        stats = json.loads((tmp_path / f"{name}.json").read_text())
+        assert stats["ended_by"] == "timeout" and stats["instructions"] < most / 10, name
+
+
 def test_timeout_in_fast_mode_stops_an_endless_loop(build):
     result = vmgames("run", "--fast", "--timeout", "0.3", build(LOOP), text=True)
     assert result.returncode == 124
@@ -461,3 +480,43 @@ def test_stdout_and_stderr_both_into_a_pipe_whose_reader_has_gone():
 def test_asm_output_on_a_full_device_is_one_line(capsys):
     assert main(["asm", str(ROOT / "userland" / "hello.s"), "-o", "/dev/full"]) == 1
     assert capsys.readouterr().err == "vmgames: /dev/full: No space left on device\n"
+
+
+# A program that cannot be run: one line and a shell's status (127 not there, 126 there but not runnable).
+
+def test_a_program_without_an_execute_bit_is_refused_as_a_shell_refuses_it(tmp_path):
+    program = tmp_path / "hello"
+    program.write_bytes((ROOT / "build" / "hello").read_bytes())
+    program.chmod(0o644)
+    shell = subprocess.run(["bash", "-c", str(program)], capture_output=True, text=True)
+    result = vmgames("run", "--stats", str(program), text=True)
+    assert (result.returncode, result.stdout) == (shell.returncode, "") == (126, "")
+    assert result.stderr == f"vmgames: {program}: Permission denied\n"     # and no --stats: nothing ran
+    program.chmod(0o744)                                                    # any execute bit will do
+    assert vmgames("run", str(program), text=True).stdout == "Hello, world!\n"
+
+
+def test_a_source_needs_no_execute_bit_and_a_missing_one_is_a_missing_program(tmp_path):
+    source = tmp_path / "hello.s"
+    source.write_text((ROOT / "userland" / "hello.s").read_text())
+    source.chmod(0o444)
+    assert vmgames("run", str(source), text=True).stdout == "Hello, world!\n"
+    for missing in ("nonexist.s", "./nonexist"):
+        result = vmgames("run", "--stats", missing, text=True)
+        assert (result.returncode, result.stdout) == (127, "")
+        assert result.stderr == f"vmgames: {missing}: No such file or directory\n"
+
+
+@pytest.mark.parametrize("path, message", [
+    ("build/hello/x", "Not a directory"), ("build/hello/x.s", "Not a directory"), ("tests", "Is a directory"),
+])
+def test_what_is_there_but_cannot_run_is_126_with_the_shell_s_reason(tmp_path, path, message):
+    directory = tmp_path / "dir.s"
+    directory.mkdir()
+    for name in (path, str(directory)):
+        shell = subprocess.run(["bash", "-c", name if "/" in name else f"./{name}"], cwd=ROOT, capture_output=True,
+                               text=True)
+        result = vmgames("run", name, text=True)
+        assert result.returncode == shell.returncode == 126
+        reason = message if name == path else "Is a directory"
+        assert result.stderr == f"vmgames: {name}: {reason}\n" and f": {reason}\n" in shell.stderr

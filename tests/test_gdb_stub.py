@@ -16,6 +16,7 @@ import pytest
 from kernel.syszerocopy import VMG_ZEROCOPY
 from kernel.vm.fault import predict_kind
 from tests import test_zerocopy as zerocopy
+from tests.test_gdb_packets_fuzz import _stub as packet_stub
 from tests.test_pipes import FORK, WAIT4, WRITE, syscall
 from tools.boot import boot
 from tools.gdb.protocol import frame
@@ -612,3 +613,58 @@ table: .zero 8192
 """)
     predictions, outcomes = _predicted_and_actual_kinds(path)
     assert predictions == outcomes == ["zero-fill", "file", "cow-copy"]
+
+
+@needs_gdb
+def test_gdb_cannot_change_a_segment_selector_but_may_write_it_back():
+    output, vm_output, status = gdb(COWFORK, "p $cs", "set $cs = 8", "set $ss = 0", "set $gs = 0x2b", "p $cs",
+                                    "p $ss", "p $gs", "set $cs = 35", "set remote set-register-packet off",
+                                    "set $rax = 5", "set $ds = 0x2b", "p $rax", "p $ds", "continue")
+    for name in ("cs", "ss", "gs"):
+        assert f"Could not write register \"{name}\"; remote failure reply 'E01'" in output
+    assert "Could not write registers; remote failure reply 'E01'" in output    # G changing ds
+    assert output.count("E01") == 4                                               # not `set $cs = 35`
+    assert "$1 = 35\n$2 = 35\n$3 = 27\n$4 = 0\n$5 = 5\n$6 = 0\n" in output
+    assert vm_output.startswith("child: value = 2\nparent: value = 1\n") and status == 0
+
+
+def test_p_and_g_packets_refuse_to_change_a_segment_selector_and_g_writes_all_or_nothing():
+    stub, connection = packet_stub()
+
+    def ask(packet: bytes) -> bytes:
+        stub.handle(packet)
+        return connection.sent[-1]
+
+    registers = ask(b"g")
+    cs = ask(b"p12")
+    assert ask(b"P12=08000000") == b"E01" and ask(b"p12") == cs
+    assert all(ask(b"P%x=2b000000" % n) == b"E01" for n in range(0x12, 0x18))    # cs, ss, ds, es, fs, gs
+    assert ask(b"g") == registers
+    assert ask(b"P12=" + cs) == b"OK"                          # the same value back: no change
+    assert ask(b"P0=0500000000000000") == b"OK" and ask(b"p0") == b"0500000000000000"
+    # G: rax changed together with ds is refused whole, rax included; with the selectors as they are, it is written.
+    rax, cs_offset = 16, 2 * (16 * 8 + 8 + 4)                  # hex digits: 16 quadwords, rip, eflags
+    ds_offset = cs_offset + 2 * 8
+    changed = b"0700000000000000" + registers[rax:ds_offset] + b"2b000000" + registers[ds_offset + 8:]
+    assert ask(b"G" + changed) == b"E01" and ask(b"p0") == b"0500000000000000"
+    same_selectors = b"0700000000000000" + registers[rax:]
+    assert ask(b"G" + same_selectors) == b"OK" and ask(b"p0") == b"0700000000000000"
+    assert ask(b"g") == same_selectors
+
+
+@needs_gdb
+def test_monitor_break_syscall_takes_a_number_and_straces_name():
+    output, _, status = gdb(COWFORK, "monitor break syscall 61", "monitor break syscall syscall_0x3d",
+                            "monitor break syscall 0x3d", "continue", "p $rdi", "monitor break clear", "continue")
+    assert output.count("will stop before the kernel handles each wait4, until 'monitor break clear'") == 2
+    assert "unknown syscall '0x3d': not in Linux's x86-64 table" in output
+    assert "vmgames: process 1 calls wait4 (before the kernel handles it)" in output and "$1 = 2\n" in output
+    assert status == 0
+
+
+def test_monitor_break_syscall_keeps_the_name_the_kernel_gives_at_the_break():
+    stub, connection = packet_stub()
+    for name in ("newfstatat", "262", "syscall_0x1f4", "500"):
+        stub.handle(b"qRcmd," + f"break syscall {name}".encode().hex().encode())
+        assert connection.sent[-1] == b"OK"
+    assert stub.control.syscall_breaks == {"newfstatat", "syscall_0x1f4"}

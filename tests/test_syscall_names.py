@@ -72,3 +72,24 @@ def test_break_on_takes_any_linux_name_and_refuses_others():
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2
     assert bad.stderr.startswith("vmgames: unknown syscall 'fstatt': not in Linux's x86-64 table (vmgames implements")
+
+
+@pytest.mark.parametrize("name, shown", [("newfstatat", "newfstatat"), ("262", "newfstatat"),
+                                         ("syscall_0x106", "newfstatat"), ("syscall_0x1f4", "syscall_0x1f4"),
+                                         ("500", "syscall_0x1f4"), ("39", "getpid")])
+def test_break_on_takes_every_name_vmgames_shows_and_numbers(build, name, shown):
+    program = build(UNIMPLEMENTED)
+    result = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--break-on", f"syscall:{name}", program],
+                            input="c\n", capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONBREAKPOINT": ""})
+    assert result.stdout.startswith(f"vmgames: process 1 calls {shown}; in scope: proc, number, name. ")
+    assert result.stdout.count(" calls ") == 1 and result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name", ["syscall_500", "syscall_0xzz", "-1", "0x106", "4294967296", ""])
+def test_break_on_refuses_what_names_no_syscall(name):
+    bad = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--break-on", f"syscall:{name}", "build/hello"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.startswith(f"vmgames: unknown syscall {name!r}: not in Linux's x86-64 table")
+    assert bad.stderr.count("\n") == 1

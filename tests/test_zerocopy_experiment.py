@@ -78,7 +78,8 @@ def test_a_cell_is_measured_from_the_recorder_and_divided_per_mib():
     assert row["kernel_entries_per_mib"] == 10 * 128
     assert row["corrupt_bytes"] == 50 and row["corrupt_bytes_per_mib"] == 50 * 128
     assert row["cycles_per_mib"] == round(costmodel.cycles(cell.work, Costs()) * 128)
-    assert row["command"] == f"vmgames run --wire-rate 1024 --stats {zerocopy.BUILD}/zc_static cow 4k 8k wire"
+    assert row["command"] == (f"cd {shlex.quote(zerocopy.BUILD)} && vmgames run --ram 128m --wire-rate 1024 "
+                              "--stats zc_static cow 4k 8k wire")
 
 
 def test_a_cell_that_delivered_nothing_is_divided_by_what_was_meant():
@@ -187,7 +188,8 @@ def test_the_experiment_writes_its_table_csv_and_plot(tmp_path, capsys):
     assert [(r["workload"], r["mode"], r["size"]) for r in rows] == [("fresh", "write", "4096"),
                                                                      ("fresh", "vmsplice", "4096")]
     assert all(r["received_bytes"] == r["sent_bytes"] == "16384" and r["corrupt_bytes"] == "0" for r in rows)
-    assert rows[1]["command"] == f"vmgames run --wire-rate 1024 --stats {zerocopy.BUILD}/zc_fresh vmsplice 4k 16k wire"
+    assert rows[1]["command"] == (f"cd {shlex.quote(zerocopy.BUILD)} && vmgames run --ram 128m --wire-rate 1024 "
+                                  "--stats zc_fresh vmsplice 4k 16k wire")
     assert (tmp_path / "plots" / "zerocopy.png").stat().st_size > 0
     assert (tmp_path / "plots" / "zerocopy.svg").stat().st_size > 0
     # The conclusion follows the CSV's own figures: the cheaper mode, and by how much.
@@ -299,21 +301,30 @@ def test_nothing_to_compare_or_nothing_intact_is_said_so():
         "  fresh: 4k no mode delivered every byte intact"
 
 
-def test_the_rerun_command_works_from_any_directory(tmp_path, capsys):
+def test_the_rerun_command_reproduces_its_cell_from_any_directory(tmp_path, capsys):
     csv_path = tmp_path / "zc.csv"
-    assert cli.main(["experiment", "zerocopy", "--workloads", "pool", "--modes", "cow", "--sizes", "4k",
+    assert cli.main(["experiment", "zerocopy", "--workloads", "fork", "--modes", "cow", "--sizes", "4k",
                      "--total", "16k", "--csv", str(csv_path), "--plot", str(tmp_path / "plots")]) == 0
     printed = capsys.readouterr().out
     (row,) = csv.DictReader(csv_path.open())
     (hint,) = [line for line in printed.splitlines() if line.startswith("rerun any cell with: ")]
     assert hint == f"rerun any cell with: {row['command']}   (from any directory)"
-    argv = shlex.split(row["command"])
-    assert argv[:2] == ["vmgames", "run"] and os.path.isabs(argv[argv.index("--stats") + 1])
+    assert row["command"].startswith(f"cd {shlex.quote(zerocopy.BUILD)} && vmgames run --ram 128m ")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    vmgames = os.path.join(os.path.dirname(sys.executable), "vmgames")
-    rerun = subprocess.run([vmgames, *argv[1:]], cwd=elsewhere, capture_output=True, text=True, timeout=120)
+    stats_json = tmp_path / "stats.json"
+    # The command as printed, with --stats-json among its options, run by a shell with vmgames on its PATH.
+    command = row["command"].replace("vmgames run ", f"vmgames run --stats-json {shlex.quote(str(stats_json))} ")
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+    rerun = subprocess.run(["sh", "-c", command], cwd=elsewhere, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PATH": path})
     assert rerun.returncode == 0, rerun.stderr
-    stats = dict(line.rsplit(None, 1) for line in rerun.stderr.splitlines() if line.startswith("  ") and
-                 line.split()[-1].isdigit())
-    assert {name.strip(): int(n) for name, n in stats.items()}["bytes delivered"] == int(row["received_bytes"])
+    assert rerun.stdout == "zc_fork: 4 sends of 4096 bytes by cow to the wire\n"
+    counts = json.loads(stats_json.read_text())
+    mib = int(row["received_bytes"]) / MIB
+    assert counts["faults"]["cow-copy"] > 0
+    for kind, n in counts["faults"].items():
+        if kind != "total":
+            assert round(n / mib, 3) == float(row[f"faults_{kind}_per_mib"]), kind
+    assert round(counts["instructions"] / mib, 3) == float(row["instructions_per_mib"])
+    assert round(counts["syscalls"]["total"] / mib, 3) == float(row["syscalls_per_mib"])

@@ -17,7 +17,7 @@ from kernel.vm import fault
 
 
 def parse(spec: str) -> tuple[str, str] | str:
-    """('fault', KIND or 'any') or ('syscall', NAME); a message saying what is wrong otherwise."""
+    """('fault', KIND or 'any') or ('syscall', NAME as syscall_name gives it); else what is wrong."""
     what, _, name = spec.partition(":")
     if what == "fault":
         kind = name or "any"
@@ -25,9 +25,9 @@ def parse(spec: str) -> tuple[str, str] | str:
             return f"unknown fault kind {kind!r}; kinds: {', '.join(fault.KINDS)}"
         return what, kind
     if what == "syscall":
-        if name not in syscall.NAMES:
-            return syscall.unknown_name_message(name)
-        return what, name
+        # Linux's name, strace's syscall_0x1f4 for a number Linux never assigned, or the number itself.
+        canonical = syscall.canonical_name(name)
+        return (what, canonical) if canonical is not None else syscall.unknown_name_message(name)
     return f"--break-on takes fault, fault:KIND or syscall:NAME, not {spec!r}"
 
 

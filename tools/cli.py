@@ -54,11 +54,14 @@ vmgames run PROG -- ARGS still passes just ARGS."""
 RUN_EPILOG = """\
 limits:
   --max-instructions N  and  --timeout SECONDS  stop a run that does not end
-  (an endless loop, a fork bomb, a read of a stdin that never comes): every
-  guest process is killed (SIGKILL), sleeping ones too, one line says which
-  limit ended the run and when (virtual time, instructions retired), and
-  vmgames exits 124, as timeout(1) does.  N counts the user instructions all
-  processes retire, the figure --stats shows; the run stops exactly there.
+  (an endless loop, a fork bomb, a program that execs itself for ever):
+  every guest process is killed (SIGKILL), sleeping ones too, one line says
+  which limit ended the run and when (virtual time, instructions retired),
+  and vmgames exits 124, as timeout(1) does.  N counts the user instructions
+  all processes retire, the figure --stats shows; the run stops exactly
+  there.  No instruction retires while the host blocks (a read of a stdin
+  that never comes, a write to a host pipe nobody reads), and the kernel's
+  work costs no virtual time: only --timeout bounds the host time.
   --fast keeps no instruction clock, so it takes --timeout only.  Ctrl-C
   (SIGINT) ends the run the same way, each process getting SIGINT, with
   status 130 (a second Ctrl-C quits at once).  --stats, --stats-json and
@@ -73,7 +76,9 @@ exit status:
             of its own, or vmgames' stdout: vmgames run build/yes | head -1)
   124       --max-instructions or --timeout ended the run
   130       Ctrl-C ended the run
-  126, 127  the program cannot be executed, or is not there
+  126       the program is there but cannot be run: no execute bit (a .s
+            needs none), a directory, not a static x86-64 ELF
+  127       the program (or the .s) is not there
   2         bad options (one line on stderr)
 
 The program's stdin, stdout and stderr are vmgames' own: one vmgames was
@@ -222,7 +227,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                           "127.0.0.1 unless given; port 0 picks a free one (see docs/gdb-tutorial.md)")
     run.add_argument("--break-on", metavar="fault[:KIND]|syscall:NAME",
                      help="stop in Python's debugger (pdb, or $PYTHONBREAKPOINT) inside the kernel, before it "
-                          "handles each such fault or syscall")
+                          "handles each such fault or syscall; NAME is Linux's (newfstatat), strace's for a "
+                          "number Linux never assigned (syscall_0x1f4), or a number (262)")
     experiment = commands.add_parser("experiment", help="run one of the measured experiments",
                                      description="Run an experiment and print its table.")
     experiments = experiment.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
@@ -330,26 +336,37 @@ def _make_directory(path: str) -> str | None:
 
 
 def command_asm(args: argparse.Namespace) -> int:
-    from tools.assembler import AssemblyError, assemble_with_warnings
-    from tools.assembler.source import MAX_SOURCE_SIZE
-
     output = args.output or (args.source[:-2] if args.source.endswith(".s") else args.source + ".out")
     problem = _unwritable_file(output)
     if problem:
         _error(f"{output}: {problem}")
         return 1
     try:
-        with open(args.source, encoding="utf-8") as f:
-            # No more than the assembler takes: a bigger file is refused without being read whole.
-            source = f.read(MAX_SOURCE_SIZE + 1)
+        source = _read_source(args.source)
     except OSError as error:
         _error(f"{args.source}: {error.strerror}")
         return 1
     except UnicodeDecodeError:
         _error(f"{args.source}: not a text file")
         return 1
+    return _assemble(source, args.source, output)
+
+
+def _read_source(path: str) -> str:
+    """The assembly source at `path`, no more of it than the assembler takes (a bigger file is refused
+    without being read whole); OSError if it cannot be read, UnicodeDecodeError if it is not text."""
+    from tools.assembler.source import MAX_SOURCE_SIZE
+
+    with open(path, encoding="utf-8") as f:
+        return f.read(MAX_SOURCE_SIZE + 1)
+
+
+def _assemble(source: str, source_path: str, output: str) -> int:
+    """Assemble `source` into the executable `output`: 0, or 1 once the errors are said."""
+    from tools.assembler import AssemblyError, assemble_with_warnings
+
     try:
-        image, warnings = assemble_with_warnings(source, args.source)
+        image, warnings = assemble_with_warnings(source, source_path)
     except AssemblyError as error:
         _say(str(error))
         return 1
@@ -363,6 +380,14 @@ def command_asm(args: argparse.Namespace) -> int:
         _error(f"{output}: {error.strerror}")
         return 1
     return 0
+
+
+def _cannot_run(program: str, number: int, exec_error: str = "") -> int:
+    """Say why `program` cannot be run, as a shell does; the status a shell gives: 127 when it is not
+    there, 126 when it is but cannot be run."""
+    reasons = {errno.ENOEXEC: f"cannot execute: {exec_error}", errno.ENOMEM: "not enough memory to load it"}
+    _error(f"{program}: {reasons.get(number) or os.strerror(number)}")
+    return 127 if number == errno.ENOENT else 126
 
 
 def _gib(size: int) -> str:
@@ -470,9 +495,15 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
     with tempfile.TemporaryDirectory(prefix="vmgames-") as scratch, contextlib.ExitStack() as cleanup:
         program = args.program
         if program.endswith(".s"):
+            try:
+                source = _read_source(args.program)
+            except OSError as error:
+                return _cannot_run(args.program, error.errno)     # as a program that is not there
+            except UnicodeDecodeError:
+                _error(f"{args.program}: not a text file")
+                return 1
             program = os.path.join(scratch, os.path.basename(program)[:-2])
-            args.output, args.source = program, args.program
-            status = command_asm(args)
+            status = _assemble(source, args.program, program)
             if status:
                 return status
         try:
@@ -515,15 +546,12 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
 
             gdb_tap = tap_events(kernel)   # from exec on, so that 'monitor faults' lists what 'monitor stats' counts
         try:
-            init = kernel.spawn(kernel.fs.open_host(program), [args.program] + args.args, args.env)
+            executable = kernel.fs.open_host(program)
+            if not executable.executable:
+                raise SyscallError(errno.EACCES)     # no execute bit: execve refuses it too (a .s needs none)
+            init = kernel.spawn(executable, [args.program] + args.args, args.env)
         except SyscallError as error:
-            reason = {errno.ENOENT: "No such file or directory", errno.EACCES: "Permission denied",
-                      errno.EISDIR: "Is a directory", errno.E2BIG: "Argument list too long",
-                      errno.ENOMEM: "not enough memory to load it"}.get(error.errno, f"error {error.errno}")
-            if error.errno == errno.ENOEXEC:
-                reason = f"cannot execute: {kernel.exec_error}"
-            _error(f"{args.program}: {reason}")
-            return 126 if error.errno in (errno.ENOEXEC, errno.EACCES, errno.EISDIR) else 127
+            return _cannot_run(args.program, error.errno, kernel.exec_error)
         for fd in closed_fds:
             init.close_fd(fd)     # the host gave us none: neither has the guest
         if break_on is not None:

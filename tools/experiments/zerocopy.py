@@ -105,8 +105,18 @@ class Cell:
         return os.path.join(BUILD, f"zc_{self.workload}")
 
     def command(self, wire_rate: int) -> str:
-        return (f"vmgames run --wire-rate {wire_rate} --stats {shlex.quote(self.program)} {self.mode} "
-                f"{size_text(self.size)} {size_text(self.total)} {self.sink}")
+        """The shell command that reruns this cell as run_cell ran it, to the same counts, from any directory.
+
+        The same RAM, and the program started from its own directory by its short name: the workloads
+        print argv[0], so a longer name would retire more instructions.
+        """
+        return (f"cd {shlex.quote(BUILD)} && vmgames run --ram {size_text(RAM)} --wire-rate {wire_rate} --stats "
+                + " ".join(map(shlex.quote, self.argv)))
+
+    @property
+    def argv(self) -> list[str]:
+        """The program's argv, argv[0] the workload's short name wherever the program is."""
+        return [f"zc_{self.workload}", self.mode, size_text(self.size), size_text(self.total), self.sink]
 
 
 def measure(cell: Cell, recorder: Recorder, instructions: int) -> Cell:
@@ -147,8 +157,7 @@ def run_cell(program: str, cell: Cell, wire_rate: int) -> Cell:
     """Run one cell on a fresh machine and measure it."""
     out = io.BytesIO()
     kernel = boot(RAM, root=os.path.dirname(program), stdout=out, stderr=out, wire_rate=wire_rate)
-    argv = [f"zc_{cell.workload}", cell.mode, size_text(cell.size), size_text(cell.total), cell.sink]
-    proc = kernel.spawn(kernel.fs.open_host(program), argv, [])
+    proc = kernel.spawn(kernel.fs.open_host(program), cell.argv, [])
     kernel.run()
     if proc.shell_status != 0:
         said = out.getvalue().decode(errors="replace").strip()

@@ -38,7 +38,7 @@ monitor tlb [N]             CR3, invalidation counts, the last N invalidations
 monitor stats               what the kernel did so far (the --stats table)
 monitor faults [N]          the last N faults (default 10)
 monitor break fault [KIND]  stop before the kernel handles each fault (of KIND), until 'break clear'
-monitor break syscall NAME  stop before the kernel handles each syscall NAME, until 'break clear'
+monitor break syscall NAME  stop before the kernel handles each syscall NAME (or number), until 'break clear'
 monitor break clear         forget every fault and syscall break
 monitor step-kernel         (stopped before a fault) let vm_fault run, then stop again
 kinds: """ + ", ".join(fault.KINDS)
@@ -99,10 +99,11 @@ def _break(control: ExecutionControl, args: list[str]) -> str:
         return (f"will stop before the kernel handles each {'' if kind == 'any' else kind + ' '}fault, "
                 "until 'monitor break clear'")
     if args[:1] == ["syscall"] and len(args) == 2:
-        if args[1] not in syscall.NAMES:
+        name = syscall.canonical_name(args[1])
+        if name is None:
             return syscall.unknown_name_message(args[1])
-        control.syscall_breaks.add(args[1])
-        return f"will stop before the kernel handles each {args[1]}, until 'monitor break clear'"
+        control.syscall_breaks.add(name)
+        return f"will stop before the kernel handles each {name}, until 'monitor break clear'"
     if args == ["clear"]:
         control.fault_breaks.clear()
         control.syscall_breaks.clear()

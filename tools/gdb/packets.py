@@ -24,7 +24,7 @@ from kernel.proc import ZOMBIE, Process
 from kernel.vm.fault import find_page
 from tools.gdb import monitor
 from tools.gdb.execution import Stop
-from tools.gdb.registers import REGISTERS, target_xml
+from tools.gdb.registers import REGISTERS, SELECTORS, target_xml
 
 if TYPE_CHECKING:
     from tools.gdb.stub import GdbStub
@@ -187,6 +187,8 @@ def _write_register(stub: GdbStub, number: int, data: bytes) -> bytes:
     if number >= len(REGISTERS) or len(data) != REGISTERS[number].bits // 8:
         return b"E01"
     proc = stub.selected()
+    if REGISTERS[number].name in SELECTORS and data != _register_bytes(stub, proc, number):
+        return b"E01"   # the segment selectors are the kernel's (writing back the same value is no change)
     if not stub.stop.writable or proc.state == ZOMBIE or proc.pid in stub.control.restarting:
         return b"E01"   # in the middle of a fault or syscall (asleep in one too): rip and rax are the kernel's
     stub.port.write_register(REGISTERS[number].name, int.from_bytes(data, "little"), stub.context(proc))
@@ -194,17 +196,26 @@ def _write_register(stub: GdbStub, number: int, data: bytes) -> bytes:
 
 
 def _write_registers(stub: GdbStub, data: bytes) -> bytes:
-    """G: the whole set in `g` order; only the registers whose value changes are written."""
-    proc, offset = stub.selected(), 0
+    """G: the whole set in `g` order; only the registers whose value changes are written, all or none.
+
+    The packet is checked whole before any register is written: one that is short or changes a
+    segment selector leaves every register as it was.
+    """
+    proc, offset, changes = stub.selected(), 0, []
     for number, reg in enumerate(REGISTERS):
         size = reg.bits // 8
         if offset + size > len(data):
             return b"E01"
-        if data[offset:offset + size] != _register_bytes(stub, proc, number):
-            reply = _write_register(stub, number, data[offset:offset + size])
-            if reply != b"OK":
-                return reply
+        value = data[offset:offset + size]
+        if value != _register_bytes(stub, proc, number):
+            if reg.name in SELECTORS:
+                return b"E01"
+            changes.append((number, value))
         offset += size
+    for number, value in changes:
+        reply = _write_register(stub, number, value)
+        if reply != b"OK":
+            return reply
     return b"OK"
 
 

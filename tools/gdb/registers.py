@@ -39,6 +39,10 @@ REGISTERS: tuple[Register, ...] = (
     Register("gs_base", 64, "int", "segments"),
 )
 
+# The segment selectors are the kernel's, not the program's: Linux's ptrace refuses a selector that is
+# not a user one, and the board runs every program with the same flat segments, so gdb may not change them.
+SELECTORS = frozenset(("cs", "ss", "ds", "es", "fs", "gs"))
+
 _EFLAGS = (("CF", 0), ("", 1), ("PF", 2), ("AF", 4), ("ZF", 6), ("SF", 7), ("TF", 8), ("IF", 9), ("DF", 10),
            ("OF", 11), ("NT", 14), ("RF", 16), ("VM", 17), ("AC", 18), ("VIF", 19), ("VIP", 20), ("ID", 21))
 _VEC128 = (("v8_bfloat16", "bfloat16", 8), ("v4_float", "ieee_single", 4), ("v2_double", "ieee_double", 2),
