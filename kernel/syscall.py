@@ -15,6 +15,7 @@ A handler raises SyscallError to return -errno.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -110,11 +111,13 @@ def canonical_name(text: str) -> str | None:
     """The syscall a user names: a Linux name, vmgames' own, strace's syscall_0x1f4, or a number; None if none."""
     if text in NAMES:
         return text
-    try:
-        number = int(text.removeprefix("syscall_"), 0) if text.startswith("syscall_0x") else int(text)
-    except ValueError:
+    if re.fullmatch(r"syscall_0x[0-9a-f]+", text):
+        number = int(text.removeprefix("syscall_"), 16)
+    elif re.fullmatch(r"[0-9]+", text):
+        number = int(text)
+    else:
         return None
-    return syscall_name(number) if 0 <= number < 1 << 32 else None
+    return syscall_name(number) if number < 1 << 32 else None
 
 
 def implemented(name: str) -> bool:
