@@ -37,6 +37,7 @@ STOP_ADDRESS = STOP_PAGE + PAGE_SIZE
 STOP_FRAME = 0
 _UD2 = b"\x0f\x0b"
 
+_PROT_EXEC = unicorn.UC_PROT_EXEC
 _ACCESS_OF = {unicorn.UC_MEM_READ: mmu.READ, unicorn.UC_MEM_WRITE: mmu.WRITE, unicorn.UC_MEM_FETCH: mmu.FETCH}
 
 # The kernel's page-fault handler: None when it resolved the fault; otherwise its verdict (why it could not),
@@ -249,7 +250,7 @@ class Machine:
                 if paddr < 0:
                     raise RuntimeError(f"kernel resolved a fault at {va:#x} but the walk still faults ({result:#x})")
                 self.tlb.sync()
-            if result & unicorn.UC_PROT_EXEC:
+            if result & _PROT_EXEC:
                 # Unicorn may translate code from it through this entry, whatever access filled it.
                 self.code_frames[paddr >> PAGE_SHIFT] = 1
             entry[0] = paddr

@@ -44,8 +44,11 @@ class PhysicalMemory:
     def fill_frame(self, frame: int, data: bytes) -> None:
         """`data` (at most a page) then zeros to the end of the frame."""
         start = frame << PAGE_SHIFT
-        self.bytes[start:start + len(data)] = data
-        self.bytes[start + len(data):start + PAGE_SIZE] = _ZERO_PAGE[len(data):]
+        if data:
+            self.bytes[start:start + len(data)] = data
+            self.bytes[start + len(data):start + PAGE_SIZE] = _ZERO_PAGE[len(data):]
+        else:
+            self.bytes[start:start + PAGE_SIZE] = _ZERO_PAGE
 
     def copy_frame(self, dst: int, src: int) -> None:
         d, s = dst << PAGE_SHIFT, src << PAGE_SHIFT

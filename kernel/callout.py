@@ -36,9 +36,6 @@ class CalloutQueue:
     def register(self, device: Timed) -> None:
         self.devices.append(device)
 
-    def __bool__(self) -> bool:
-        return bool(self.devices)
-
     def run_due(self) -> None:
         """Let every device do what is due by now; forget those that are finished."""
         now = self.machine.now

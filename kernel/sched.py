@@ -115,11 +115,11 @@ class Scheduler:
             end = min(end, self.instruction_limit + self.machine.idle_time)
         while True:
             self._pause_if_due()
-            if self.callout:
+            if self.callout.devices:
                 self.callout.run_due()
             now = self.machine.now
             stops = [end]
-            deadline = self.callout.next_deadline()
+            deadline = self.callout.next_deadline() if self.callout.devices else None
             if deadline is not None:
                 stops.append(deadline)
             if self.pause_at is not None and self.pause_at > now:
@@ -130,7 +130,7 @@ class Scheduler:
             if self.check_limits is not None:
                 self.check_limits(self)
             if trap.kind != traps.QUANTUM or self.machine.now >= end or self.current.state != RUNNABLE:
-                if self.callout:
+                if self.callout.devices:
                     self.callout.run_due()
                 return trap
 

@@ -60,7 +60,7 @@ class Traps:
     def _page_fault(self, va: int, access: int, error_code: int) -> FaultResult | None:
         """A fault user code took (from the machine's TLB-fill hook): None if resolved, else the fatal verdict."""
         proc = self.current
-        if self.callout:
+        if self.callout.devices:
             self.callout.run_due()    # a write to a page in flight copies it only if it is still in flight
         result = self.page_fault(proc, va, access, error_code, user=True)
         return result if result.fatal else None
@@ -79,7 +79,7 @@ class Traps:
 
     def _syscall(self) -> None:
         proc = self.current
-        if self.callout:
+        if self.callout.devices:
             self.callout.run_due()
         number, *args = self.machine.cpu.syscall_registers()
         if self.before_syscall is not None:
