@@ -251,3 +251,54 @@ buffer: .zero 16
 def test_a_fetch_from_an_unmapped_address_names_that_address(run):
     result = run(".text\n_start:\n    mov eax, 1\n    jmp rax\n")
     assert "fetch of 0x1 (no mapping) at 0x1" in result.proc.death
+
+
+def test_frames_freed_by_one_process_reach_the_next_zeroed(build, tmp_path):
+    """A process fills 200 pages with 0xAA and exits; the next one, on the same frames, reads only zeros."""
+    writer = build("""
+.text
+_start:
+    lea rdi, [rip + area]
+    mov ecx, 200 * 4096
+    mov al, 0xAA
+    rep stosb
+    mov eax, 60
+    xor edi, edi
+    syscall
+.bss
+.align 4096
+area: .zero 200 * 4096
+""", "writer")
+    reader = build("""
+.text
+_start:
+    xor edi, edi
+    mov esi, 200 * 4096
+    mov edx, 3
+    mov r10d, 0x22
+    mov r8, -1
+    xor r9d, r9d
+    mov eax, 9
+    syscall
+    mov rsi, rax
+    mov ecx, 200 * 4096 / 8
+    xor edi, edi
+sum:
+    or rdi, [rsi]
+    add rsi, 8
+    dec ecx
+    jnz sum
+    test rdi, rdi
+    setnz dil
+    movzx edi, dil
+    mov eax, 60
+    syscall
+""", "reader")
+    kernel = boot(1 << 20, root=str(tmp_path), stdout=io.BytesIO(), stderr=io.BytesIO())
+    first = kernel.spawn(kernel.fs.open_host(writer), ["writer"], [])
+    kernel.run()
+    second = kernel.spawn(kernel.fs.open_host(reader), ["reader"], [])
+    kernel.run()
+    assert (first.shell_status, second.shell_status) == (0, 0)
+    assert kernel.allocator.total < 2 * 200     # 1 MiB of RAM: the reader's pages can only be the writer's frames
+    assert_no_leak(kernel)
