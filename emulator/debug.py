@@ -149,20 +149,11 @@ class DebugPort:
 
     def leaf_entry(self, cr3: int, va: int) -> int:
         """The PTE that maps `va` under `cr3` now (0 if the walk stops before a leaf)."""
-        entries = mmu.walk_entries(self.machine.ram.qwords, cr3, va)
-        return entries[-1][2] if len(entries) == 4 else 0
+        return mmu.leaf_entry(self.machine.ram.qwords, cr3, va)
 
     def read_virtual(self, cr3: int, va: int, length: int) -> bytes:
         """What a program under `cr3` would read at `va`, up to the first byte no present PTE maps."""
-        out = bytearray()
-        while len(out) < length:
-            leaf = self.leaf_entry(cr3, va)
-            if not leaf & E.P:
-                break
-            n = min(length - len(out), 4096 - (va & 0xFFF))
-            out += self.read_physical((leaf & E.ADDR_MASK) | (va & 0xFFF), n)
-            va += n
-        return bytes(out)
+        return self.machine.read_virtual(cr3, va, length)
 
     def read_physical(self, paddr: int, length: int) -> bytes:
         return bytes(self.machine.ram.bytes[paddr:paddr + length])

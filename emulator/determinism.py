@@ -32,8 +32,7 @@ import capstone
 from capstone import x86_const as CX
 from unicorn import x86_const as X
 
-from emulator import cpuid, mmu
-from emulator import pte as E
+from emulator import cpuid
 
 if TYPE_CHECKING:
     from emulator.machine import Machine
@@ -167,15 +166,4 @@ class Determinism:
 
     def _code_at(self, va: int, length: int = 15) -> bytes:
         """The bytes at `va` in the current address space, read without touching a page-table bit."""
-        machine = self._machine
-        code = bytearray()
-        while len(code) < length:
-            entries = mmu.walk_entries(machine.ram.qwords, machine.cr3, va)
-            leaf = entries[-1][2]
-            if len(entries) < 4 or not leaf & E.P:
-                break
-            paddr = (leaf & E.ADDR_MASK) | (va & 0xFFF)
-            n = min(length - len(code), 0x1000 - (va & 0xFFF))
-            code += machine.ram.bytes[paddr:paddr + n]
-            va += n
-        return bytes(code)
+        return self._machine.read_virtual(self._machine.cr3, va, length)

@@ -19,7 +19,7 @@ import unicorn
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib
 
-from emulator import mmu, traps
+from emulator import mmu, pte, traps
 from emulator.clock import InstructionClock
 from emulator.cpu import CPU
 from emulator.determinism import DEFAULT_SEED, Determinism
@@ -79,7 +79,7 @@ class Machine:
         self.idle_time = 0
         self.cr3_loads = 0          # what the board counts: CR3 loads here, invalidations in the TLB
         self.cr3 = 0
-        self.code_frames = bytearray(self.ram.frames)   # frames code was fetched from since the last drop
+        self.code_frames = bytearray(self.ram.frames)   # frames mapped executable since the last drop
         self.translation_drops = 0
         self.page_fault_handler: PageFaultHandler = lambda va, access, error: "no handler"
         self.syscall_handler: SyscallHandler = lambda: None
@@ -158,8 +158,7 @@ class Machine:
     def write_physical(self, paddr: int, data: bytes | memoryview) -> None:
         """Write `data` at physical address `paddr`, keeping translated code coherent."""
         if data:
-            code = self.code_frames
-            if code[paddr >> PAGE_SHIFT] or code[(paddr + len(data) - 1) >> PAGE_SHIFT]:
+            if self.code_frames.find(1, paddr >> PAGE_SHIFT, ((paddr + len(data) - 1) >> PAGE_SHIFT) + 1) >= 0:
                 self._drop_translations()
             self.ram.bytes[paddr:paddr + len(data)] = data
 
@@ -174,6 +173,22 @@ class Machine:
         if self.code_frames[dst]:
             self._drop_translations()
         self.ram.copy_frame(dst, src)
+
+    def read_virtual(self, cr3: int, va: int, length: int) -> bytes:
+        """What a program under `cr3` would read at `va`, up to the first byte no present PTE maps.
+
+        It faults nothing in and sets no A bit: for messages and debuggers, not for the kernel's copyin.
+        """
+        out = bytearray()
+        while len(out) < length:
+            leaf = mmu.leaf_entry(self.ram.qwords, cr3, va)
+            if not leaf & pte.P:
+                break
+            paddr = (leaf & pte.ADDR_MASK) | (va & 0xFFF)
+            n = min(length - len(out), PAGE_SIZE - (va & 0xFFF))
+            out += self.ram.bytes[paddr:paddr + n]
+            va += n
+        return bytes(out)
 
     def _drop_translations(self) -> None:
         """Drop every translated block, and the TLB, so that fetches fill again and re-mark their frames.

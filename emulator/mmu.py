@@ -143,3 +143,9 @@ def walk_entries(qwords: memoryview, cr3: int, va: int) -> list[tuple[str, int, 
             break
         table = entry & E.ADDR_MASK
     return result
+
+
+def leaf_entry(qwords: memoryview, cr3: int, va: int) -> int:
+    """The PTE that maps `va` under `cr3` now, read without setting any bit; 0 if the walk stops before a leaf."""
+    entries = walk_entries(qwords, cr3, va)
+    return entries[-1][2] if len(entries) == 4 else 0

@@ -115,27 +115,12 @@ class Traps:
             # The fetch faulted at rip, unless the instruction began on the page before.
             return trap.rip if trap.rip & ~0xFFF == trap.address else trap.address
         cpu = self.machine.cpu
-        code = self.peek(proc, trap.rip, 16)
+        code = self.machine.read_virtual(proc.vmspace.pmap.cr3, trap.rip, 16)
         for address in memory_operands(code, trap.rip, lambda name: cpu.read(REGISTER_IDS[name])):
             if address is not None and address & ~0xFFF == trap.address:
                 return address
         return trap.address
 
     def _instruction(self, proc: Process, rip: int) -> str:
-        code = self.peek(proc, rip, 16)
+        code = self.machine.read_virtual(proc.vmspace.pmap.cr3, rip, 16)
         return instruction_at(code, rip) if code else "(no code mapped there)"
-
-    def peek(self, proc: Process, va: int, length: int) -> bytes:
-        """Read user memory without faulting pages in or touching A/D bits; stops at the first hole."""
-        out = bytearray()
-        qwords = self.machine.ram.qwords
-        while len(out) < length:
-            entries = mmu.walk_entries(qwords, proc.vmspace.pmap.cr3, va)
-            leaf = entries[-1][2]
-            if len(entries) < 4 or not leaf & 1:
-                break
-            paddr = (leaf & 0x000F_FFFF_FFFF_F000) | (va & 0xFFF)
-            n = min(length - len(out), 4096 - (va & 0xFFF))
-            out += self.machine.ram.bytes[paddr:paddr + n]
-            va += n
-        return bytes(out)

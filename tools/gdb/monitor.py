@@ -150,8 +150,7 @@ def describe_pte(entry: int) -> str:
 
 def leaf_pte(proc: Process, va: int) -> int:
     """The PTE that maps va now (0 if the walk stops before a leaf)."""
-    entries = mmu.walk_entries(proc.kernel.machine.ram.qwords, proc.vmspace.pmap.cr3, va)
-    return entries[-1][2] if len(entries) == 4 else 0
+    return mmu.leaf_entry(proc.kernel.machine.ram.qwords, proc.vmspace.pmap.cr3, va)
 
 
 def vm(kernel: Kernel) -> str:
