@@ -62,3 +62,46 @@ _start:
     syscall
 {EXIT_WITH_NEGATED_RAX}
 """
+
+
+def mmap(size: int | str, prot: int, flags: int = 0x22, fd: str = "-1") -> str:
+    """mmap(NULL, size, prot, flags, fd, 0), the address (or -errno) left in rax.
+
+    `flags` defaults to MAP_PRIVATE | MAP_ANONYMOUS; `fd` is -1 or the register holding a descriptor.
+    """
+    return f"""
+    xor edi, edi
+    mov esi, {size}
+    mov edx, {prot}
+    mov r10d, {flags:#x}
+    mov r8, {fd}
+    xor r9d, r9d
+    mov eax, 9
+    syscall
+"""
+
+
+# wait4(rdi, NULL, 0, NULL): wait for the child whose pid is in rdi (-1: any child).
+WAIT4_RDI = """
+    xor esi, esi
+    xor edx, edx
+    xor r10d, r10d
+    mov eax, 61
+    syscall
+"""
+
+
+def syscall_on_path_then_exit(number: int, path: str) -> str:
+    """Calls syscall `number` with `path` as its first argument (the others 0), and exits with minus its result."""
+    return f"""
+.text
+_start:
+    lea rdi, [rip + path]
+    xor esi, esi
+    xor edx, edx
+    mov eax, {number}
+    syscall
+{EXIT_WITH_NEGATED_RAX}
+.section .rodata
+path: .asciz "{path}"
+"""

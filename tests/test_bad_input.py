@@ -11,7 +11,7 @@ import pytest
 from kernel import errno
 from kernel.errno import SyscallError
 from tests.conftest import assert_no_leak
-from tests.programs import EXIT_0, EXIT_WITH_NEGATED_RAX, say, touch
+from tests.programs import EXIT_0, mmap, say, syscall_on_path_then_exit, touch
 from tools.boot import boot
 
 HELLO = say("ok\n")
@@ -173,28 +173,15 @@ def test_a_trace_that_fills_the_disk_ends_with_a_message_and_the_run_goes_on(bui
     assert re.search(r"zero-fill +500\d\n", result.stderr)   # the run went on to its end, and was counted
 
 
-OPEN_THEN_EXIT_WITH_ERRNO = """
-.text
-_start:
-    lea rdi, [rip + path]
-    xor esi, esi
-    xor edx, edx
-    mov eax, 2
-    syscall
-""" + EXIT_WITH_NEGATED_RAX + """
-.section .rodata
-path: .asciz "{path}"
-"""
 
 
 def test_a_host_error_resolving_a_path_is_the_guests_errno(run, tmp_path):
     """A loop of symbolic links is ELOOP, a name longer than the host takes ENAMETOOLONG: never a traceback."""
     (tmp_path / "loop1").symlink_to("loop2")
     (tmp_path / "loop2").symlink_to("loop1")
-    assert run(OPEN_THEN_EXIT_WITH_ERRNO.replace("{path}", "/loop1")).status == 40           # ELOOP
-    assert run(OPEN_THEN_EXIT_WITH_ERRNO.replace("{path}", "/" + "a" * 300)).status == 36    # ENAMETOOLONG
-    execve = OPEN_THEN_EXIT_WITH_ERRNO.replace("mov eax, 2\n", "mov eax, 59\n")
-    assert run(execve.replace("{path}", "/loop1")).status == 40
+    assert run(syscall_on_path_then_exit(2, "/loop1")).status == 40            # open: ELOOP
+    assert run(syscall_on_path_then_exit(2, "/" + "a" * 300)).status == 36     # ENAMETOOLONG
+    assert run(syscall_on_path_then_exit(59, "/loop1")).status == 40           # execve: ELOOP
 
 
 def test_a_file_page_the_host_cannot_read_is_sigbus_and_read_is_eio(run, tmp_path, monkeypatch):
@@ -225,14 +212,7 @@ _start:
     syscall
     cmp rax, -5
     jne wrong
-    xor edi, edi
-    mov esi, 4096
-    mov edx, 1
-    mov r10d, 2
-    mov r8, r12
-    xor r9d, r9d
-    mov eax, 9
-    syscall
+""" + mmap(4096, 1, flags=2, fd="r12") + """
     mov al, [rax]
 wrong:
     mov edi, 3
@@ -272,14 +252,7 @@ area: .zero 200 * 4096
     reader = build("""
 .text
 _start:
-    xor edi, edi
-    mov esi, 200 * 4096
-    mov edx, 3
-    mov r10d, 0x22
-    mov r8, -1
-    xor r9d, r9d
-    mov eax, 9
-    syscall
+""" + mmap("200 * 4096", 3) + """
     mov rsi, rax
     mov ecx, 200 * 4096 / 8
     xor edi, edi

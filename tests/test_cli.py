@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.programs import EXIT_0
+from tests.programs import EXIT_0, WAIT4_RDI
 from tools import trace_schema
 from tools.cli import main, parse_args
 
@@ -63,12 +63,7 @@ _start:
     test rax, rax
     jz child
     mov rdi, -1
-    xor esi, esi
-    xor edx, edx
-    xor r10d, r10d
-    mov eax, 61
-    syscall
-""" + EXIT_0 + """
+""" + WAIT4_RDI + EXIT_0 + """
 child:
     jmp child
 """

@@ -6,20 +6,10 @@ code from a page, has the kernel put other code there (or in the frame
 behind it), and runs the page again: the exit status says which code ran.
 """
 
-from tests.programs import EXIT_WITH_NEGATED_RAX
+from tests.programs import EXIT_WITH_NEGATED_RAX, mmap
 
 # mmap(NULL, 4096, PROT_READ|PROT_WRITE|PROT_EXEC, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) -> rbx
-MAP_RWX_PAGE = """
-    xor edi, edi
-    mov esi, 4096
-    mov edx, 7
-    mov r10d, 0x22
-    mov r8, -1
-    xor r9d, r9d
-    mov eax, 9
-    syscall
-    mov rbx, rax
-"""
+MAP_RWX_PAGE = mmap(4096, 7) + "    mov rbx, rax\n"
 
 # Store `mov eax, 1; ret` into the page at rbx and call it: r12 = 1.
 RUN_STORED_CODE = """

@@ -4,7 +4,7 @@ import io
 
 from kernel import errno
 from tests.conftest import assert_no_leak, check_before_every_syscall
-from tests.programs import EXIT_WITH_NEGATED_RAX
+from tests.programs import EXIT_WITH_NEGATED_RAX, syscall_on_path_then_exit
 from tools.boot import boot
 
 FORK_AND_WRITE = """
@@ -129,23 +129,11 @@ def test_exec_of_a_missing_non_elf_or_non_executable_file_fails_and_the_caller_c
     (tmp_path / "script.txt").write_text("not a program either\n" * 10)
     (tmp_path / "script.txt").chmod(0o755)
     (tmp_path / "directory").mkdir()
-    template = """
-.text
-_start:
-    lea rdi, [rip + path]
-    xor esi, esi
-    xor edx, edx
-    mov eax, 59
-    syscall
-""" + EXIT_WITH_NEGATED_RAX + """
-.section .rodata
-path: .asciz "{path}"
-"""
-    assert run(template.replace("{path}", "/no/such/program")).status == errno.ENOENT
-    assert run(template.replace("{path}", "/script.txt")).status == errno.ENOEXEC
+    assert run(syscall_on_path_then_exit(59, "/no/such/program")).status == errno.ENOENT
+    assert run(syscall_on_path_then_exit(59, "/script.txt")).status == errno.ENOEXEC
     # As Linux: no execute bit, or a directory, is EACCES before the contents are read.
-    assert run(template.replace("{path}", "/text.txt")).status == errno.EACCES
-    assert run(template.replace("{path}", "/directory")).status == errno.EACCES
+    assert run(syscall_on_path_then_exit(59, "/text.txt")).status == errno.EACCES
+    assert run(syscall_on_path_then_exit(59, "/directory")).status == errno.EACCES
 
 
 def test_wait4_without_children_is_echild_and_wnohang_returns_zero(run):

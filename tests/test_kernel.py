@@ -3,7 +3,7 @@
 import struct
 
 from kernel import errno
-from tests.programs import EXIT_0, EXIT_WITH_NEGATED_RAX, say, syscall_then_exit, touch
+from tests.programs import EXIT_0, EXIT_WITH_NEGATED_RAX, mmap, say, syscall_then_exit, touch
 from tools.boot import boot
 
 HELLO = say("Hello, world!\n")
@@ -137,14 +137,7 @@ def test_anonymous_mmap_munmap_and_the_hole_after_it(run):
     result = run("""
 .text
 _start:
-    xor edi, edi
-    mov esi, 8192
-    mov edx, 3
-    mov r10d, 0x22
-    mov r8, -1
-    xor r9d, r9d
-    mov eax, 9
-    syscall
+""" + mmap(8192, 3) + """
     mov rbx, rax
     mov byte ptr [rbx], 4
     mov byte ptr [rbx + 4096], 5
@@ -412,14 +405,7 @@ _start:
     mov r12, rax
     mov ebx, 2
 again:
-    xor edi, edi
-    mov esi, 8192
-    mov edx, 1
-    mov r10d, 2
-    mov r8, r12
-    xor r9d, r9d
-    mov eax, 9
-    syscall
+""" + mmap(8192, 1, flags=2, fd="r12") + """
     movzx ecx, byte ptr [rax + 4096]
     dec ebx
     jnz again

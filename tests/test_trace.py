@@ -7,6 +7,7 @@ from collections import Counter
 from kernel.kernel import DEFAULT_MAX_PROCESSES
 from kernel.sched import DEFAULT_QUANTUM
 from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
+from tests.programs import WAIT4_RDI
 from tests.test_fork import FORK_AND_WRITE
 from tools import trace_schema
 from tools.cli import main
@@ -138,11 +139,7 @@ _start:
     mov eax, 62
     syscall
     mov edi, r12d
-    xor esi, esi
-    xor edx, edx
-    xor r10d, r10d
-    mov eax, 61
-    syscall
+""" + WAIT4_RDI + """
     mov eax, 60
     xor edi, edi
     syscall
