@@ -208,6 +208,10 @@ class Machine:
         self._stop_requested = True
         self.engine.emu_stop()
 
+    def interrupt(self) -> None:
+        """From another thread or a signal handler: end the current run soon (the kernel then looks why)."""
+        self.engine.emu_stop()
+
     def run(self, budget: int = 0, timeout_us: int = 0) -> traps.Trap:
         """Run user code from the current context until something needs the kernel.
 

@@ -5,7 +5,7 @@ scheduler apart: kernel/proc.py (processes: spawn, fork, exit, signals,
 sleep and wakeup), kernel/sched.py (the run queue and slices),
 kernel/trap.py (syscalls, page faults and fatal traps), kernel/callout.py
 (work due at a virtual time).  This class holds the state they share and
-the hooks a debugger or a run limit sets.
+the observers (a debugger, a run limit) watching it.
 
 The machine calls in on a syscall or a page fault (from inside the running
 engine) and returns to the scheduler when a run ends: the quantum expired,
@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import sys
 from collections import deque
-from collections.abc import Callable
 from typing import BinaryIO
 
 from emulator.machine import Machine
 from kernel.callout import CalloutQueue
 from kernel.fs import FileSystem
+from kernel.observer import Observer
 from kernel.proc import RUNNABLE, Process, ProcessTable
 from kernel.sched import DEFAULT_QUANTUM, Scheduler
 from kernel.trap import Traps
 from kernel.vm.context import VMContext
-from kernel.vm.fault import FaultResult
 from kernel.vm.page import PageAllocator
 from kernel.vmmeter import Recorder
 from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE, Wire
@@ -60,45 +59,30 @@ class Kernel(ProcessTable, Scheduler, Traps):
         self._next_pid = 1
         self._exits = 0
         self._reaped: dict[int, Process] = {}   # reaped processes, for their parents' RUSAGE_CHILDREN
-        # Debugging aids: called once when virtual time reaches `pause_at`.
-        self.pause_at: int | None = None
-        self.on_pause: Callable[[Kernel], None] | None = None
-        self.before_exit: Callable[[Kernel, Process], None] | None = None   # sees a process before teardown
-        # Debugger hooks, called from inside the running engine, so a debugger can stop there:
-        # before vm_fault handles a fault (va, access, error code, whether user code took it rather than the
-        # kernel's copyin/copyout), after it (and its result),
-        # and before a syscall is dispatched (its number).
-        self.before_fault: Callable[[Kernel, Process, int, int, int, bool], None] | None = None
-        self.after_fault: Callable[[Kernel, Process, int, FaultResult, bool], None] | None = None
-        self.before_syscall: Callable[[Kernel, Process, int], None] | None = None
-        self.after_syscall: Callable[[Kernel, Process, int], None] | None = None   # it ran; the process may sleep in it
-        # A debugger that keeps some processes stopped while others run: the scheduler passes over those
-        # `may_run` refuses, and calls `on_held` when only those are left (the debugger lets some go, or stops).
-        self.may_run: Callable[[Process], bool] | None = None
-        self.on_held: Callable[[Kernel], None] | None = None
-        # A console read blocks the host thread, not just the process: a debugger waits for the input itself
-        # (and for its own client meanwhile).
-        self.console_wait: Callable[[Kernel, BinaryIO], None] | None = None
-        self.console_write_wait: Callable[[Kernel, BinaryIO], None] | None = None
-        # Bounded runs: `check_limits` is called between slices (and every LIMIT_CHECK_* within one) and may
-        # end the run with terminate_all; no slice runs past `instruction_limit` retired instructions.
-        self.check_limits: Callable[[Kernel], None] | None = None
-        self.instruction_limit: int | None = None
+        # The tools watching this run (a debugger, run limits, a snapshot): kernel/observer.py.
+        self.observers: tuple[Observer, ...] = ()   # a tuple: one may leave while they are being called
         machine.page_fault_handler = self._page_fault
         machine.syscall_handler = self._syscall
+
+    def observe(self, observer: Observer) -> None:
+        """Let `observer` watch the run from now on."""
+        self.observers += (observer,)
+
+    def unobserve(self, observer: Observer) -> None:
+        self.observers = tuple(o for o in self.observers if o is not observer)
 
     # The host's console, for the processes' standard descriptors.
 
     def _before_console_read(self, stream: BinaryIO) -> bool:
         """Let a debugger or a run limit wait for the input; False if the reader was put to sleep meanwhile."""
-        if self.console_wait is not None:
-            self.console_wait(self, stream)
+        for observer in self.observers:
+            observer.console_wait(self, stream)
         return self.current is None or self.current.state == RUNNABLE
 
     def _before_console_write(self, stream: BinaryIO) -> bool:
         """The same for a write to the host, which blocks while nobody reads a full pipe."""
-        if self.console_write_wait is not None:
-            self.console_write_wait(self, stream)
+        for observer in self.observers:
+            observer.console_write_wait(self, stream)
         return self.current is None or self.current.state == RUNNABLE
 
     def open_wire(self) -> Wire:

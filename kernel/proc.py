@@ -11,7 +11,6 @@ to end the process.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -29,6 +28,7 @@ from kernel.vmmeter import Recorder
 if TYPE_CHECKING:
     from kernel.fs import HostFile
     from kernel.kernel import Kernel
+    from kernel.observer import Observer
 
 RUNNABLE = "runnable"
 SLEEPING = "sleeping"    # blocked in a syscall, which restarts when it is woken
@@ -107,7 +107,7 @@ class ProcessTable:
     run_queue: deque[Process]
     current: Process | None
     loaded: Process | None
-    before_exit: Callable[[Kernel, Process], None] | None
+    observers: tuple[Observer, ...]
     _next_pid: int
     _exits: int
     _reaped: dict[int, Process]
@@ -193,8 +193,8 @@ class ProcessTable:
             self.recorder.pid = previous_pid
 
     def _exit(self, proc: Process, code: int, signal: int, death: str) -> None:
-        if self.before_exit is not None:
-            self.before_exit(self, proc)
+        for observer in self.observers:
+            observer.before_exit(self, proc)
         proc.state = ZOMBIE
         proc.exit_code, proc.signal, proc.death = code, signal, death
         self._exits += 1

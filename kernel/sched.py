@@ -11,7 +11,6 @@ asleep wait for each other for ever, and are killed (a deadlock).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from emulator import traps
@@ -23,7 +22,7 @@ from kernel.proc import RUNNABLE, SLEEPING, ZOMBIE, Process
 from kernel.vmmeter import Recorder
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
+    from kernel.observer import Observer
 
 DEFAULT_QUANTUM = 1_000_000      # instructions per scheduling slice
 # Host microseconds per slice when no instructions are counted.  Unicorn's
@@ -47,24 +46,20 @@ class Scheduler:
     current: Process | None
     loaded: Process | None
     quantum: int
-    pause_at: int | None
-    on_pause: Callable[[Kernel], None] | None
-    may_run: Callable[[Process], bool] | None
-    on_held: Callable[[Kernel], None] | None
-    check_limits: Callable[[Kernel], None] | None
-    instruction_limit: int | None
+    observers: tuple[Observer, ...]
 
     def run(self) -> None:
         """Run processes round-robin until none is runnable and every wire is empty."""
         while True:
-            if self.check_limits is not None:
-                self.check_limits(self)
+            self._check_limits()
             proc = self._next_to_run()
             if proc is None:
                 if self.callout.idle_until_next():
                     continue
-                if self.run_queue and self.on_held is not None:
-                    self.on_held(self)
+                if self.run_queue:
+                    # Only held processes are left (nothing else stays on the queue): their holder decides.
+                    for observer in self.observers:
+                        observer.on_held(self)
                     continue
                 break
             self._switch_to(proc)
@@ -93,7 +88,7 @@ class Scheduler:
             proc = self.run_queue.popleft()
             if proc.state != RUNNABLE:
                 continue
-            if self.may_run is not None and not self.may_run(proc):
+            if not all(observer.may_run(proc) for observer in self.observers):
                 self.run_queue.append(proc)
                 continue
             return proc
@@ -107,12 +102,14 @@ class Scheduler:
         on, so the schedule is the same as without the stop.  In fast mode
         there is no clock: one run, bounded by host time.
         """
+        bounded = any(observer.checks_limits for observer in self.observers)
         if not self.machine.deterministic:
-            lone_slice_us = LIMIT_CHECK_US if self.check_limits is not None else 0
+            lone_slice_us = LIMIT_CHECK_US if bounded else 0
             return self.machine.run(budget=self.quantum, timeout_us=FAST_SLICE_US if self.run_queue else lone_slice_us)
         end = self.machine.now + self.quantum
-        if self.instruction_limit is not None:
-            end = min(end, self.instruction_limit + self.machine.idle_time)
+        for observer in self.observers:
+            if observer.instruction_limit is not None:
+                end = min(end, observer.instruction_limit + self.machine.idle_time)
         while True:
             self._pause_if_due()
             if self.callout.devices:
@@ -122,13 +119,13 @@ class Scheduler:
             deadline = self.callout.next_deadline() if self.callout.devices else None
             if deadline is not None:
                 stops.append(deadline)
-            if self.pause_at is not None and self.pause_at > now:
-                stops.append(self.pause_at)
-            if self.check_limits is not None:
+            stops += [observer.pause_at for observer in self.observers
+                      if observer.pause_at is not None and observer.pause_at > now]
+            if bounded:
                 stops.append(now + LIMIT_CHECK_INSTRUCTIONS)
             trap = self.machine.run(budget=min(stops) - now)
-            if self.check_limits is not None:
-                self.check_limits(self)
+            if bounded:
+                self._check_limits()
             if trap.kind != traps.QUANTUM or self.machine.now >= end or self.current.state != RUNNABLE:
                 if self.callout.devices:
                     self.callout.run_due()
@@ -140,12 +137,17 @@ class Scheduler:
             self.recorder.pid = proc.pid
             self.send_signal(proc, signals.SIGKILL, "deadlock, every process is blocked")
 
-    def _pause_if_due(self) -> bool:
-        if self.pause_at is None or self.machine.now < self.pause_at or self.on_pause is None:
-            return False
-        self.pause_at = None
-        self.on_pause(self)
-        return True
+    def _pause_if_due(self) -> None:
+        """Call each observer whose pause is due (once: it sets a new pause_at to be called again)."""
+        for observer in self.observers:
+            if observer.pause_at is not None and self.machine.now >= observer.pause_at:
+                observer.pause_at = None
+                observer.on_pause(self)
+
+    def _check_limits(self) -> None:
+        for observer in self.observers:
+            if observer.checks_limits:
+                observer.check_limits(self)
 
     def _switch_to(self, proc: Process) -> None:
         self.current = proc

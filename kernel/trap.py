@@ -11,7 +11,6 @@ table of which signal is here, once, for the kernel and the debugger.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from emulator import mmu, traps
@@ -28,7 +27,7 @@ from kernel.vm.page import PageAllocator
 from kernel.vmmeter import Recorder
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
+    from kernel.observer import Observer
 
 SIGNAL_OF_TRAP = {
     traps.INVALID_OPCODE: signals.SIGILL,
@@ -52,10 +51,7 @@ class Traps:
     allocator: PageAllocator
     callout: CalloutQueue
     current: Process | None
-    before_fault: Callable[[Kernel, Process, int, int, int, bool], None] | None
-    after_fault: Callable[[Kernel, Process, int, FaultResult, bool], None] | None
-    before_syscall: Callable[[Kernel, Process, int], None] | None
-    after_syscall: Callable[[Kernel, Process, int], None] | None
+    observers: tuple[Observer, ...]
 
     def _page_fault(self, va: int, access: int, error_code: int) -> FaultResult | None:
         """A fault user code took (from the machine's TLB-fill hook): None if resolved, else the fatal verdict."""
@@ -70,11 +66,11 @@ class Traps:
         (`user`), and the kernel's own, taken by copyin/copyout inside a syscall."""
         # Reading rip costs about as much as a page walk; only a trace needs it.  A kernel fault has no user rip.
         rip = self.machine.cpu.rip if user and self.recorder.sink is not None else None
-        if self.before_fault is not None:
-            self.before_fault(self, proc, va, access, error_code, user)
+        for observer in self.observers:
+            observer.before_fault(self, proc, va, access, error_code, user)
         result = vm_fault(proc.vmspace, self.allocator, va, access, error_code, rip)
-        if self.after_fault is not None:
-            self.after_fault(self, proc, va, result, user)
+        for observer in self.observers:
+            observer.after_fault(self, proc, va, result, user)
         return result
 
     def _syscall(self) -> None:
@@ -82,13 +78,13 @@ class Traps:
         if self.callout.devices:
             self.callout.run_due()
         number, *args = self.machine.cpu.syscall_registers()
-        if self.before_syscall is not None:
-            self.before_syscall(self, proc, number)
+        for observer in self.observers:
+            observer.before_syscall(self, proc, number)
         result = dispatch(self, proc, number, tuple(args))
         if proc.state == RUNNABLE:
             self.machine.cpu.set_result(result)
-        if self.after_syscall is not None:
-            self.after_syscall(self, proc, number)
+        for observer in self.observers:
+            observer.after_syscall(self, proc, number)
 
     def _handle_trap(self, proc: Process, trap: traps.Trap) -> None:
         if trap.kind in (traps.QUANTUM, traps.STOPPED):

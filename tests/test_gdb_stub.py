@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from kernel.observer import Observer
 from kernel.syszerocopy import VMG_ZEROCOPY
 from kernel.vm.fault import predict_kind
 from tests import test_zerocopy as zerocopy
@@ -391,9 +392,15 @@ def test_the_stub_listens_on_loopback_unless_told_otherwise():
 def _predicted_and_actual_kinds(path: str, *args: str) -> tuple[list[str], list[str]]:
     kernel = boot(32 << 20, root=ROOT, stdout=io.BytesIO(), stderr=io.BytesIO())
     predictions, outcomes = [], []
-    kernel.before_fault = lambda k, proc, va, access, error_code, user: predictions.append(
-        predict_kind(proc.vmspace, va, access, error_code))
-    kernel.after_fault = lambda k, proc, va, result, user: outcomes.append(result.kind)
+
+    class Watch(Observer):
+        def before_fault(self, k, proc, va, access, error_code, user):
+            predictions.append(predict_kind(proc.vmspace, va, access, error_code))
+
+        def after_fault(self, k, proc, va, result, user):
+            outcomes.append(result.kind)
+
+    kernel.observe(Watch())
     kernel.spawn(kernel.fs.open_host(path), [path, *args], [])
     kernel.run()
     return predictions, outcomes
@@ -575,8 +582,15 @@ when: .zero 16
 def test_a_fault_inside_a_syscalls_copyout_reaches_the_fault_hooks(build):
     kernel = boot(16 << 20, root=ROOT, stdout=io.BytesIO(), stderr=io.BytesIO())
     seen = []
-    kernel.before_fault = lambda k, proc, va, access, error_code, user: seen.append(("before", va, access, user))
-    kernel.after_fault = lambda k, proc, va, result, user: seen.append(("after", va, result.kind, user))
+
+    class Watch(Observer):
+        def before_fault(self, k, proc, va, access, error_code, user):
+            seen.append(("before", va, access, user))
+
+        def after_fault(self, k, proc, va, result, user):
+            seen.append(("after", va, result.kind, user))
+
+    kernel.observe(Watch())
     path = build(CLOCK_INTO_BSS)
     kernel.spawn(kernel.fs.open_host(path), [path], [])
     kernel.run()

@@ -1,8 +1,8 @@
 """`vmgames run --break-on fault[:KIND]|syscall:NAME`: stop in Python's debugger inside the kernel.
 
 The kernel's fault handler is Python, so pdb (or whatever PYTHONBREAKPOINT
-names) can walk it line by line.  The break is taken in the kernel's
-`before_fault` hook, just before vm_fault runs, with the fault in local
+names) can walk it line by line.  The break is taken in an observer's
+`before_fault` (kernel/observer.py), just before vm_fault runs, with the fault in local
 variables; `step` from there enters vm_fault and its chain lookup
 (docs/gdb-tutorial.md shows a session).
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 from emulator import mmu
 from kernel import syscall
 from kernel.kernel import Kernel
+from kernel.observer import Observer
 from kernel.proc import Process
 from kernel.vm import fault
 
@@ -31,12 +32,20 @@ def parse(spec: str) -> tuple[str, str] | str:
     return f"--break-on takes fault, fault:KIND or syscall:NAME, not {spec!r}"
 
 
-def arm(kernel: Kernel, what: str, name: str) -> None:
-    if what == "fault":
-        kernel.before_fault = lambda k, proc, va, access, error_code, user: _fault(proc, va, access, error_code,
-                                                                                   user, name)
-    else:
-        kernel.before_syscall = lambda k, proc, number: _syscall(proc, number, name)
+class BreakOn(Observer):
+    """Stops in pdb before each fault of one kind, or each call of one syscall."""
+
+    def __init__(self, what: str, name: str) -> None:
+        self.what, self.name = what, name
+
+    def before_fault(self, kernel: Kernel, proc: Process, va: int, access: int, error_code: int,
+                     user: bool) -> None:
+        if self.what == "fault":
+            _fault(proc, va, access, error_code, user, self.name)
+
+    def before_syscall(self, kernel: Kernel, proc: Process, number: int) -> None:
+        if self.what == "syscall":
+            _syscall(proc, number, self.name)
 
 
 def _fault(proc: Process, va: int, access: int, error_code: int, user: bool, wanted: str) -> None:

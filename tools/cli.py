@@ -21,6 +21,7 @@ from emulator.machine import DEFAULT_RAM_SIZE
 from kernel import errno, signals
 from kernel.errno import SyscallError
 from kernel.kernel import DEFAULT_MAX_PROCESSES, Kernel
+from kernel.observer import Observer
 from kernel.proc import Process
 from kernel.sched import DEFAULT_QUANTUM
 from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
@@ -531,16 +532,14 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
                 trace_file, trace.header(args.program, [args.program] + args.args, options, args.ram), trace_types)
             cleanup.callback(_finish_trace, trace_sink, trace_file)   # however the run ends
             kernel.recorder.sink = trace_sink
-        exit_hooks: list[ExitHook] = []
+        snapshot = None
         if args.snapshot_at is not None:
-            _arm_snapshot(kernel, args.snapshot_at, args.snapshot, exit_hooks, tracing=bool(args.trace))
+            snapshot = SnapshotAt(args.snapshot_at, args.snapshot, tracing=bool(args.trace))
+            kernel.observe(snapshot)
         if args.trace:
             from tools import procstat
 
-            # Each process's map as it exits, after any snapshot: the report shows the last one.
-            exit_hooks.append(lambda kernel, proc: procstat.record(kernel.recorder, proc, "exit"))
-        if exit_hooks:
-            kernel.before_exit = _before_exit(exit_hooks)
+            kernel.observe(procstat.MapsAtExit())   # after any snapshot: the report shows the last map
         if args.gdb is not None:
             from tools.gdb.stub import tap_events
 
@@ -555,7 +554,7 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
         for fd in closed_fds:
             init.close_fd(fd)     # the host gave us none: neither has the guest
         if break_on is not None:
-            breakon.arm(kernel, *break_on)
+            kernel.observe(breakon.BreakOn(*break_on))
         limits = RunLimits(args.max_instructions, args.timeout)
         if args.gdb is not None:
             status = _run_under_gdb(kernel, init, args.gdb, gdb_tap)
@@ -573,7 +572,7 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
         elif init.death:
             _error(init.death)
         status = ending.status if ending is not None else init.shell_status
-        if args.snapshot_at is not None and args.snapshot_at.isdigit() and kernel.pause_at is not None:
+        if snapshot is not None and snapshot.pause_at is not None:
             due, ended = int(args.snapshot_at), machine.now
             _error(f"the run ended at t = {ended:,}, "
                    f"{f'before {due:,}' if ended < due else f'as instruction {due:,} ran'}: no snapshot")
@@ -732,16 +731,7 @@ def _finish_trace(sink, stream) -> None:
         _error(f"--trace {stream.name}: {error.strerror}: the trace stops short of the run")
 
 
-ExitHook = Callable[[Kernel, Process], None]
 T = TypeVar("T")
-
-
-def _before_exit(hooks: list[ExitHook]) -> ExitHook:
-    """One kernel.before_exit hook that calls each of `hooks`."""
-    def run_all(kernel: Kernel, proc: Process) -> None:
-        for hook in hooks:
-            hook(kernel, proc)
-    return run_all
 
 
 def _snapshot_files(path: str) -> tuple[str, str, str]:
@@ -767,14 +757,29 @@ def _draw_svg(dot: str, svg: str) -> None:
     _error(f"and drawn in {svg}")
 
 
-def _arm_snapshot(kernel: Kernel, when: str, path: str, exit_hooks: list[ExitHook], tracing: bool) -> None:
-    """Write the VM picture and the procstat -v tables once, at instruction N or before the first exit."""
-    from tools import procstat
-    from tools.snapshot import live_processes, to_dot
+class SnapshotAt(Observer):
+    """Writes the VM picture and the procstat -v tables once: at instruction N, or before the first exit."""
 
-    dot, svg, text = _snapshot_files(path)
+    def __init__(self, when: str, path: str, tracing: bool) -> None:
+        self.at_exit = when == "exit"
+        self.pause_at = None if self.at_exit else int(when)
+        self.path = path
+        self.tracing = tracing
+        self.written = False
 
-    def write(kernel: Kernel, title: str) -> None:
+    def on_pause(self, kernel: Kernel) -> None:
+        self.write(kernel, f"t = {kernel.machine.now:,} instructions")
+
+    def before_exit(self, kernel: Kernel, proc: Process) -> None:
+        if self.at_exit and not self.written:
+            self.write(kernel, f"the exit of {proc.name} [{proc.pid}], t = {kernel.machine.now:,}")
+
+    def write(self, kernel: Kernel, title: str) -> None:
+        from tools import procstat
+        from tools.snapshot import live_processes, to_dot
+
+        self.written = True
+        dot, svg, text = _snapshot_files(self.path)
         try:
             with open(dot, "w", encoding="utf-8") as f:
                 f.write(to_dot(kernel, title))
@@ -786,7 +791,7 @@ def _arm_snapshot(kernel: Kernel, when: str, path: str, exit_hooks: list[ExitHoo
         tables = []
         for proc in live_processes(kernel):
             tables.append(procstat.format_table(proc.pid, procstat.entries(proc)))
-            if tracing:
+            if self.tracing:
                 procstat.record(kernel.recorder, proc, "snapshot")
         _say("\n\n".join(tables))
         try:
@@ -796,18 +801,6 @@ def _arm_snapshot(kernel: Kernel, when: str, path: str, exit_hooks: list[ExitHoo
             _error(f"{text}: {error.strerror}: the maps are only on stderr")
             return
         _error(f"the maps as procstat -v shows them written to {text}")
-
-    if when == "exit":
-        written = []
-
-        def before_exit(kernel: Kernel, proc: Process) -> None:
-            if not written:
-                written.append(proc.pid)
-                write(kernel, f"the exit of {proc.name} [{proc.pid}], t = {kernel.machine.now:,}")
-        exit_hooks.append(before_exit)
-    else:
-        kernel.pause_at = int(when)
-        kernel.on_pause = lambda kernel: write(kernel, f"t = {kernel.machine.now:,} instructions")
 
 
 def _with_progress(what: str, path: str, work: Callable[[Callable[[int], None] | None], T]) -> T:

@@ -1,15 +1,16 @@
 """Bounded runs: what may end a run before its processes do (--max-instructions, --timeout, Ctrl-C).
 
-The kernel asks `check` between slices (and within long ones); once a limit
+RunLimits is a kernel observer (kernel/observer.py): the kernel asks its
+`check_limits` between slices (and within long ones); once a limit
 is reached every guest process is killed, sleeping ones included, and the
 run ends as any other: the trace gets every exit, --stats its table.  The
 instruction limit is exact (the kernel ends a slice there).  Host time is
 not the kernel's: a watchdog thread stops the engine when the timeout is
 due, as Unicorn's own timeout does, and Ctrl-C stops it from the signal
 handler, so the check comes at once rather than at the end of a slice.  A
-console read would block the host itself, so `wait_for_input` waits for the
+console read would block the host itself, so `console_wait` waits for the
 input and the limits together, and puts the reader to sleep if a limit comes
-first; `wait_for_room` does the same for a write to a host pipe nobody reads.
+first; `console_write_wait` does the same for a write to a host pipe nobody reads.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from emulator.machine import Machine
 from kernel import signals
 from kernel.kernel import Kernel
+from kernel.observer import Observer
 from kernel.proc import ZOMBIE
 
 TIMEOUT_STATUS = 124      # as timeout(1)
@@ -50,8 +53,10 @@ class _Reached:
     status: int     # what vmgames exits with
 
 
-class RunLimits:
+class RunLimits(Observer):
     """The limits of one run, and how it ended if one of them ended it (`ending`)."""
+
+    checks_limits = True
 
     def __init__(self, max_instructions: int | None, timeout: float | None) -> None:
         self.max_instructions = max_instructions
@@ -60,21 +65,17 @@ class RunLimits:
         self.interrupted = False
         self.ending: Ending | None = None
         self._reached: _Reached | None = None     # set once a limit is reached; the kill follows at the next check
-        self._engine = None                       # the engine the watchdog and Ctrl-C stop
+        self._machine: Machine | None = None      # the machine the watchdog and Ctrl-C interrupt
         self._over = threading.Event()            # the run has ended: the watchdog goes
 
     @contextlib.contextmanager
     def enforced(self, kernel: Kernel, take_sigint: bool) -> Iterator[None]:
-        """While the run lasts: the kernel's hooks (a debugger's console wait is left alone), the watchdog of
-        --timeout, and Ctrl-C if `take_sigint` (only the main thread can take signals)."""
+        """While the run lasts: this observer on the kernel, the watchdog of --timeout, and Ctrl-C if
+        `take_sigint` (only the main thread can take signals)."""
         self.started = time.monotonic()
-        self._engine = kernel.machine.engine
-        kernel.instruction_limit = self.max_instructions
-        kernel.check_limits = self.check
-        if kernel.console_wait is None:
-            kernel.console_wait = self.wait_for_input
-        if kernel.console_write_wait is None:
-            kernel.console_write_wait = self.wait_for_room
+        self._machine = kernel.machine
+        self.instruction_limit = self.max_instructions
+        kernel.observe(self)
         watchdog = None
         if self.timeout is not None:
             watchdog = threading.Thread(target=self._watch, name="vmgames --timeout", daemon=True)
@@ -85,6 +86,7 @@ class RunLimits:
             yield
         finally:
             self._over.set()
+            kernel.unobserve(self)
             if take_sigint:
                 signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
             if watchdog is not None:
@@ -105,7 +107,7 @@ class RunLimits:
         if self._over.wait(self.timeout):
             return
         while True:
-            self._engine.emu_stop()
+            self._machine.interrupt()
             if self._over.wait(WATCHDOG_REPEAT_SECONDS):
                 return
 
@@ -114,10 +116,10 @@ class RunLimits:
         if self.interrupted:
             raise KeyboardInterrupt
         self.interrupted = True
-        self._engine.emu_stop()
+        self._machine.interrupt()
 
-    def check(self, kernel: Kernel) -> None:
-        """The kernel's check_limits: once a limit is reached, kill every process and say so."""
+    def check_limits(self, kernel: Kernel) -> None:
+        """Once a limit is reached, kill every process and say so."""
         if self.ending is not None:
             return
         if self._reached is None:
@@ -135,12 +137,12 @@ class RunLimits:
                              f"{reached.what} after {seconds:.1f} s of host time{when}: "
                              f"{killed} process{'es' if killed != 1 else ''} killed")
 
-    def wait_for_input(self, kernel: Kernel, stream: BinaryIO) -> None:
+    def console_wait(self, kernel: Kernel, stream: BinaryIO) -> None:
         """A console read would block the host: wait for the input, and put the reader to sleep if a limit
         comes first (the check that follows then kills it, blocked in its read)."""
         self._wait(kernel, stream, writing=False)
 
-    def wait_for_room(self, kernel: Kernel, stream: BinaryIO) -> None:
+    def console_write_wait(self, kernel: Kernel, stream: BinaryIO) -> None:
         """The same for a console write, which blocks while nobody reads the host's full pipe."""
         self._wait(kernel, stream, writing=True)
 

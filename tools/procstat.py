@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from emulator.ram import PAGE_SIZE
+from kernel.kernel import Kernel
+from kernel.observer import Observer
 from kernel.proc import Process
 from kernel.vm.map import MapEntry, prot_letters
 from kernel.vm.object import ANONYMOUS, VNODE
@@ -52,6 +54,13 @@ def entries(proc: Process) -> list[dict[str, Any]]:
 def record(recorder: Recorder, proc: Process, why: str) -> None:
     """Put a process's map into the recorder (and so the trace) as a `map` event; `why` is its kind."""
     recorder.event("map", why, process=proc.pid, entries=entries(proc))
+
+
+class MapsAtExit(Observer):
+    """Records each process's map in the trace as it exits: the report shows the last one."""
+
+    def before_exit(self, kernel: Kernel, proc: Process) -> None:
+        record(kernel.recorder, proc, "exit")
 
 
 def format_table(pid: int, rows: list[dict[str, Any]]) -> str:

@@ -1,4 +1,4 @@
-"""Execution control: which threads gdb lets run, where they stop, and the kernel's debugger hooks.
+"""Execution control: which threads gdb lets run, where they stop, and its observer of the kernel.
 
 Execution never leaves the kernel's own scheduler.  The stub stops it from
 the inside and talks to gdb right there, until gdb resumes:
@@ -7,10 +7,10 @@ the inside and talks to gdb right there, until gdb resumes:
   it stops before an instruction at a breakpoint runs, in whichever
   process reaches it, and at the stepping process's next instruction after a
   single step or a watched write;
-- `monitor break fault`/`break syscall` stop in the kernel's debugger hooks,
+- `monitor break fault`/`break syscall` stop in the observer's before_fault and before_syscall,
   before vm_fault or the syscall runs (`monitor step-kernel` stops after);
 - a fatal fault stops with its signal before the kernel kills the process;
-- Ctrl-C is polled between bounded slices (the kernel's `pause_at`), and
+- Ctrl-C is polled between bounded slices (the observer's `pause_at`), and
   waited for together with the input when a console read blocks the host.
 
 gdb's vCont names the threads it resumes, and the others stay stopped (the
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 from emulator import mmu
 from kernel import signals, syscall
 from kernel.kernel import Kernel
+from kernel.observer import Observer
 from kernel.proc import SLEEPING, Process
 from kernel.trap import signal_of_fault
 from kernel.vm.fault import FaultResult, predict_kind
@@ -79,11 +80,10 @@ class FaultStop:
     step_kernel: bool = False
 
 
-class ExecutionControl:
-    """The stub's side of the scheduler: resumes, steps, held threads, and the stops in the kernel's hooks.
+class ExecutionControl(Observer):
+    """The stub's side of the scheduler: resumes, steps, held threads, and the stops in the kernel.
 
-    Its methods named as the kernel's debugger hooks (before_fault, ...,
-    on_pause) are those hooks.
+    It is the kernel's observer (kernel/observer.py) while gdb is attached.
     """
 
     def __init__(self, stub: GdbStub) -> None:
@@ -103,16 +103,8 @@ class ExecutionControl:
     def attach(self) -> None:
         """Hook into the board and the kernel; the first stop comes as soon as the first process is loaded."""
         self.port.on_instruction(self.on_instruction)
-        kernel = self.kernel
-        kernel.before_fault = self.before_fault
-        kernel.after_fault = self.after_fault
-        kernel.before_syscall = self.before_syscall
-        kernel.after_syscall = self.after_syscall
-        kernel.may_run = self.may_run
-        kernel.on_held = self.on_held
-        kernel.console_wait = self.console_wait
-        kernel.on_pause = self.on_pause
-        kernel.pause_at = self.machine.now
+        self.pause_at = self.machine.now
+        self.kernel.observe(self)
 
     def release(self) -> None:
         """Let go of the board and the kernel: every thread runs, nothing stops any more."""
@@ -122,9 +114,8 @@ class ExecutionControl:
         self.held_at.clear()
         self.restarting.clear()
         self.fault_stop = None
-        kernel = self.kernel
-        kernel.before_fault = kernel.after_fault = kernel.before_syscall = kernel.after_syscall = None
-        kernel.may_run = kernel.on_held = kernel.console_wait = kernel.on_pause = kernel.pause_at = None
+        self.pause_at = None
+        self.kernel.unobserve(self)
 
     # Resuming.
 
@@ -219,7 +210,7 @@ class ExecutionControl:
         return Stop(pid, SIGINT, in_engine=in_syscall, writable=not in_syscall)
 
     def on_pause(self, kernel: Kernel) -> None:
-        kernel.pause_at = self.machine.now + POLL_EVERY
+        self.pause_at = self.machine.now + POLL_EVERY
         if self.stub.stop is None:
             # gdb has just attached; the first process is loaded (its CR3 too) and has run nothing yet.
             self.stub.serve(Stop(kernel.current.pid, SIGTRAP, in_engine=False))
@@ -247,7 +238,7 @@ class ExecutionControl:
                 return
             self.stub.serve(self._interrupted(in_syscall=True))
 
-    # Stops in the kernel: its debugger hooks.
+    # Stops in the kernel: the observer's calls.
 
     def before_fault(self, kernel: Kernel, proc: Process, va: int, access: int, error_code: int,
                      user: bool) -> None:

@@ -6,7 +6,7 @@ the stub stops it from the inside and talks to gdb right there, until gdb
 resumes.  The work is cut by concern:
 - tools/gdb/protocol.py    the wire: framing, checksums, acks, Ctrl-C;
 - tools/gdb/packets.py     each packet and its answer (registers, memory, breakpoints, threads, queries);
-- tools/gdb/execution.py   resumes, steps, held threads, and the stops in the kernel's debugger hooks;
+- tools/gdb/execution.py   resumes, steps, held threads, and the stops in the kernel (its observer);
 - tools/gdb/monitor.py     the `monitor` commands;
 - tools/gdb/registers.py   the register set gdb sees, and its target description;
 - emulator/debug.py        the board's debug port, through which all of them touch the machine.
