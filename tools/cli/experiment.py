@@ -1,0 +1,80 @@
+"""vmgames experiment: the chains and zerocopy experiments, their options checked before minutes of running."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from tools.cli.output import say_error, unwritable_file
+from tools.cli.parser import parse_size
+from tools.experiments import zerocopy
+
+
+def command_experiment(args: argparse.Namespace) -> int:
+    if args.experiment == "zerocopy":
+        return command_zerocopy(args)
+    from tools.experiments import chains
+
+    for name in ("seeds", "steps", "max_depth"):
+        if getattr(args, name) < 1:
+            say_error(f"--{name.replace('_', '-')} must be at least 1")
+            return 2
+    if not 1 <= args.pages <= 64:
+        say_error("--pages must be between 1 and 64")
+        return 2
+    problem = unwritable_file(args.csv) if args.csv is not None else None
+    if problem:
+        say_error(f"--csv {args.csv}: {problem}")
+        return 2
+    return chains.main(args.seeds, args.steps, args.pages, args.max_depth, args.csv)
+
+
+def _choices(option: str, given: list[str], known: list[str] | tuple[str, ...]) -> list[str]:
+    """Items of a list option (spaces or commas), checked against `known`; keeps order, drops repeats."""
+    items = list(dict.fromkeys(item for text in given for item in text.split(",") if item))
+    unknown = [item for item in items if item not in known]
+    if unknown or not items:
+        raise ValueError(f"{option}: unknown {', '.join(map(repr, unknown)) or '(none given)'}; "
+                         f"choose from {', '.join(known)}")
+    return items
+
+
+def command_zerocopy(args: argparse.Namespace) -> int:
+    from tools import costmodel
+
+    try:
+        workloads = _choices("--workloads", args.workloads, list(zerocopy.WORKLOADS))
+        modes = _choices("--modes", args.modes, zerocopy.MODES)
+        sizes = sorted({parse_size(text) for text in args.sizes for text in text.split(",") if text})
+        total = parse_size(args.total)
+    except (ValueError, argparse.ArgumentTypeError) as error:
+        say_error(str(error))
+        return 2
+    if not sizes or any(not 1 <= size <= zerocopy.MAX_SEND for size in sizes):
+        say_error(f"--sizes: each size must be from 1 byte to {zerocopy.size_text(zerocopy.MAX_SEND)}")
+        return 2
+    if not 1 <= total <= zerocopy.MAX_TOTAL:
+        say_error(f"--total must be from 1 byte to {zerocopy.size_text(zerocopy.MAX_TOTAL)}")
+        return 2
+    misfits = [zerocopy.size_text(size) for size in sizes if total % size]
+    if misfits:
+        say_error(f"--total {args.total} is not a multiple of {', '.join(misfits)}: every cell sends whole buffers")
+        return 2
+    if args.wire_rate < 1:
+        say_error("--wire-rate must be at least 1")
+        return 2
+    # Outputs are checked before minutes of running, not after.
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.csv))):
+        say_error(f"--csv {args.csv}: no such directory")
+        return 2
+    if os.path.exists(args.plot) and not os.path.isdir(args.plot):
+        say_error(f"--plot {args.plot}: not a directory")
+        return 2
+    costs = costmodel.Costs()
+    if args.costs:
+        try:
+            costs = costmodel.load_costs(args.costs)
+        except costmodel.CostFileError as error:
+            say_error(str(error))
+            return 2
+    return zerocopy.main(workloads, modes, sizes, total, args.wire_rate, costs, args.csv, args.plot, args.sink)

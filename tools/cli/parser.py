@@ -1,0 +1,289 @@
+"""The command line: every command's options, their help, and the types that check them."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import re
+from typing import NoReturn
+
+from emulator.determinism import DEFAULT_SEED
+from emulator.machine import DEFAULT_RAM_SIZE
+from kernel.kernel import DEFAULT_MAX_PROCESSES
+from kernel.sched import DEFAULT_QUANTUM
+from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
+from tools import trace
+from tools.experiments import zerocopy
+
+DESCRIPTION = """\
+vmgames: an instruction-level x86-64 machine with a toy kernel in Python.
+Unicorn executes real user code; the kernel handles page faults with
+FreeBSD-style VM objects and real x86-64 page tables, and counts every
+fault, page copy, PTE write and TLB invalidation."""
+
+
+RUN_USAGE = "vmgames run [OPTIONS] [--] PROG [ARGS...]"
+
+
+RUN_DESCRIPTION = """\
+Run a static x86-64 Linux program on the vmgames machine.
+
+Options end at the program, as with strace, qemu-x86_64 and gdb --args:
+everything after PROG is the program's own, dashes and all
+(vmgames run build/yes --stats prints "--stats" for ever).  A -- before
+PROG ends the options too (for a program whose name starts with a dash);
+one right after PROG is dropped, so the older form
+vmgames run PROG -- ARGS still passes just ARGS."""
+
+
+RUN_EPILOG = """\
+limits:
+  --max-instructions N  and  --timeout SECONDS  stop a run that does not end
+  (an endless loop, a fork bomb, a program that execs itself for ever):
+  every guest process is killed (SIGKILL), sleeping ones too, one line says
+  which limit ended the run and when (virtual time, instructions retired),
+  and vmgames exits 124, as timeout(1) does.  N counts the user instructions
+  all processes retire, the figure --stats shows; the run stops exactly
+  there.  No instruction retires while the host blocks (a read of a stdin
+  that never comes, a write to a host pipe nobody reads), and the kernel's
+  work costs no virtual time: only --timeout bounds the host time.
+  --fast keeps no instruction clock, so it takes --timeout only.  Ctrl-C
+  (SIGINT) ends the run the same way, each process getting SIGINT, with
+  status 130 (a second Ctrl-C quits at once).  --stats, --stats-json and
+  --trace (every process's exit included) are written however the run ends.
+  --max-procs N bounds the process table, zombies included: fork then
+  fails with EAGAIN.
+
+exit status:
+  N         the program (the first process) exited with status N
+  128+N     signal N killed it, said in one line on stderr: 139 SIGSEGV,
+            141 SIGPIPE (it wrote to a pipe whose reader had gone: a pipe
+            of its own, or vmgames' stdout: vmgames run build/yes | head -1)
+  124       --max-instructions or --timeout ended the run
+  130       Ctrl-C ended the run
+  126       the program is there but cannot be run: no execute bit (a .s
+            needs none), a directory, not a static x86-64 ELF
+  127       the program (or the .s) is not there
+  2         bad options (one line on stderr)
+
+The program's stdin, stdout and stderr are vmgames' own: one vmgames was
+started without is closed in the guest (EBADF), a full device gives it
+ENOSPC, any other error of the host's EIO.
+
+examples:
+  vmgames run userland/hello.s
+  vmgames run --stats build/touch 1024
+  vmgames run --stats-json stats.json build/touch 64
+  vmgames run --max-instructions 1000000 build/yes > /dev/null
+  vmgames run --gdb 1234 build/cowfork     (then: gdb build/cowfork -ex 'target remote :1234')
+  vmgames run --break-on fault:cow-copy build/cowfork   (pdb inside the fault handler)"""
+
+
+ASM_EPILOG = """\
+The source is GNU-style Intel syntax (.intel_syntax noprefix) with .text,
+.rodata, .data and .bss sections; the output is a static ELF64 executable
+that Linux can run too.
+
+example:
+  vmgames asm userland/hello.s -o hello && ./hello"""
+
+
+ZEROCOPY_EPILOG = """\
+Lists may be given with spaces or commas (--sizes 4k,64k).  Each cell's
+command line for vmgames run is in the CSV, so any cell can be rerun alone
+with --stats or --trace.
+
+examples:
+  vmgames experiment zerocopy
+  vmgames experiment zerocopy --workloads static pool --modes cow vmsplice --sizes 64k --total 4m
+  vmgames experiment zerocopy --costs cold.json     (e.g. {"copy_page_ns": 1000})"""
+
+
+DEFAULT_SNAPSHOT = "vmgames-snapshot.dot"
+
+
+# No size or count of any option comes near this: bigger is a typing accident, refused before any arithmetic.
+LARGEST = (1 << 63) - 1
+
+
+MAX_PROCS_LIMIT = 1 << 22      # Linux's PID_MAX_LIMIT
+
+
+SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}     # timeout(1)'s
+
+
+def parse_size(text: str) -> int:
+    """'256M', '1G', '64KiB', '65536' -> bytes: decimal digits and a unit, nothing else."""
+    match = re.fullmatch(r"([0-9]+)\s*(?:([kmgt])(?:i?b)?|b)?", text.strip(), re.IGNORECASE | re.ASCII)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 256M or 1G)")
+    size = int(match[1]) * SIZE_UNITS[(match[2] or "").lower()]
+    if size > LARGEST:
+        raise argparse.ArgumentTypeError(f"{text!r} is too large")
+    return size
+
+
+def parse_count(text: str) -> int:
+    """A whole number of things: decimal digits, nothing else."""
+    if re.fullmatch(r"[0-9]+", text.strip(), re.ASCII) is None:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    count = int(text)
+    if count > LARGEST:
+        raise argparse.ArgumentTypeError(f"{text!r} is too large")
+    return count
+
+
+def parse_duration(text: str) -> float:
+    """Seconds, as timeout(1) takes them: '10', '2.5', '1m', '1h'."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([smhd]?)", text.strip(), re.ASCII)
+    seconds = float(match[1]) * DURATION_UNITS[match[2]] if match else 0.0
+    if not 0 < seconds < 1e9:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 10, 2.5 or 1m; more than 0)")
+    return seconds
+
+
+def parse_seed(text: str) -> int:
+    """--seed: a whole number that fits in 64 bits (decimal digits, as every count)."""
+    if re.fullmatch(r"[0-9]+", text.strip(), re.ASCII) is None:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    seed = int(text)
+    if seed >= 1 << 64:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: a seed is 0 to 2**64-1")
+    return seed
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: 'vmgames: ...', exit status 2, and where to find the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"vmgames: {message}; see '{self.prog} --help'\n")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("vmgames")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = Parser(prog="vmgames", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"vmgames {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    asm = commands.add_parser("asm", help="assemble Intel-syntax source into a static ELF64 executable",
+                              description="Assemble Intel-syntax source into a static ELF64 executable.",
+                              epilog=ASM_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    asm.add_argument("source", help="assembly source file (.s)")
+    asm.add_argument("-o", "--output", help="executable to write (default: the source name without .s)")
+
+    # No abbreviations: every option must be spelled out, so that where the options end is plain.
+    run = commands.add_parser("run", help="run a program (an ELF executable, or a .s file assembled first)",
+                              usage=RUN_USAGE, description=RUN_DESCRIPTION, epilog=RUN_EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    run.add_argument("program", nargs="?", metavar="PROG", help="ELF executable, or assembly source ending in .s")
+    run.add_argument("args", nargs="*", metavar="ARGS", help="the program's arguments: everything after PROG")
+    run.add_argument("--stats", action="store_true", help="print a table of what the kernel did on stderr")
+    run.add_argument("--stats-json", metavar="FILE", help="write the same counters as JSON to FILE")
+    run.add_argument("--trace", metavar="FILE",
+                     help="write every event (faults, TLB invalidations, PTE writes, pages, objects, syscalls, "
+                          "processes) as JSON Lines to FILE; see docs/trace-format.md")
+    run.add_argument("--trace-events", metavar="TYPES",
+                     help=f"only these event types in the trace, comma-separated ({', '.join(trace.EVENT_TYPES)})")
+    run.add_argument("--ram", type=parse_size, default=DEFAULT_RAM_SIZE, metavar="SIZE",
+                     help="physical RAM of the machine (default 256M)")
+    run.add_argument("--root", default=".", metavar="DIR",
+                     help="host directory the guest sees as / (read-only; default: the current directory)")
+    run.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                     help="put a variable in the program's environment (it starts empty, for reproducibility)")
+    run.add_argument("--snapshot-at", metavar="N|exit",
+                     help="draw the address spaces and shadow chains when N instructions have run, or just before "
+                          "the first process exits (Graphviz DOT; SVG too if graphviz is installed), and list each "
+                          "map as procstat -v does (on stderr and in a .txt beside it)")
+    run.add_argument("--snapshot", metavar="FILE",
+                     help=f"where --snapshot-at writes (default {DEFAULT_SNAPSHOT}); only with --snapshot-at")
+    run.add_argument("--fast", action="store_true",
+                     help="run at raw Unicorn speed without counting instructions (not reproducible)")
+    run.add_argument("--seed", type=parse_seed, default=DEFAULT_SEED, metavar="N",
+                     help=f"seed of the values rdrand and rdseed give, 0 to 2**64-1 (default {DEFAULT_SEED}); "
+                          "the TSC is virtual time and CPUID a fixed model's, so a run never reads the host")
+    run.add_argument("--max-instructions", type=parse_count, metavar="N",
+                     help="end the run (exit status 124) once all processes together have retired N instructions; "
+                          "not with --fast")
+    run.add_argument("--timeout", type=parse_duration, metavar="SECONDS",
+                     help="end the run (exit status 124) after this much host time: 10, 2.5, 1m (s, m, h, d)")
+    run.add_argument("--max-procs", type=parse_count, default=DEFAULT_MAX_PROCESSES, metavar="N",
+                     help="processes the process table holds, zombies included; fork fails with EAGAIN past it "
+                          f"(default {DEFAULT_MAX_PROCESSES})")
+    run.add_argument("--quantum", type=parse_count, default=DEFAULT_QUANTUM, metavar="N",
+                     help=f"instructions per scheduling slice (default {DEFAULT_QUANTUM:,})")
+    run.add_argument("--wire-rate", type=parse_count, default=DEFAULT_WIRE_RATE, metavar="BYTES",
+                     help=f"bytes the peer of /dev/wire takes per 1000 instructions (default {DEFAULT_WIRE_RATE})")
+    run.add_argument("--wire-buffer", type=parse_size, default=DEFAULT_WIRE_CAPACITY, metavar="SIZE",
+                     help=f"bytes a wire holds in flight before a sender waits ({DEFAULT_WIRE_CAPACITY >> 10}K)")
+    run.add_argument("--gdb", metavar="[HOST:]PORT",
+                     help="wait for gdb (target remote HOST:PORT) before the first instruction; HOST is "
+                          "127.0.0.1 unless given; port 0 picks a free one (see docs/gdb-tutorial.md)")
+    run.add_argument("--break-on", metavar="fault[:KIND]|syscall:NAME",
+                     help="stop in Python's debugger (pdb, or $PYTHONBREAKPOINT) inside the kernel, before it "
+                          "handles each such fault or syscall; NAME is Linux's (newfstatat), strace's for a "
+                          "number Linux never assigned (syscall_0x1f4), or a number (262)")
+    experiment = commands.add_parser("experiment", help="run one of the measured experiments",
+                                     description="Run an experiment and print its table.")
+    experiments = experiment.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+    chains = experiments.add_parser(
+        "chains", help="shadow-chain depth and dead pages under cascades of forks, with and without collapse",
+        description="Run seeded cascades of forks (userland/cascade.s: parents and children both fork and "
+                    "write random pages) with collapse and bypass on and off, and report the shadow-chain "
+                    "depth every page fault walks and the dead pages left behind.")
+    chains.add_argument("--seeds", type=int, default=10, help="cascades per setting (seeds 1..N; default 10)")
+    chains.add_argument("--steps", type=int, default=40, help="random steps per process (default 40)")
+    chains.add_argument("--pages", type=int, default=32, help="pages of the shared array, 1-64 (default 32)")
+    chains.add_argument("--max-depth", type=int, default=5, help="depth limit of the process tree (default 5)")
+    chains.add_argument("--csv", metavar="FILE", help="also write per-run figures as CSV")
+    zc = experiments.add_parser(
+        "zerocopy", help="copying, copy-on-write and vmsplice sends: faults, copies, TLB work and cost per MiB",
+        description="Run every workload (userland/c/zc_*.c, built with gcc) under every send mode and size, "
+                    "each on a fresh machine sending to a slow wire, and report per MiB delivered: page faults "
+                    "by kind, pages and bytes copied, PTE writes, TLB invalidations, kernel entries, "
+                    "instructions, the bytes the receiver got against those meant (and how many were corrupt), "
+                    "and an estimated cost in cycles. Writes a CSV and a plot (PNG and SVG).",
+        epilog=ZEROCOPY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    zc.add_argument("--workloads", nargs="+", metavar="NAME", default=list(zerocopy.WORKLOADS),
+                    help=f"which workloads (default: all of {', '.join(zerocopy.WORKLOADS)})")
+    zc.add_argument("--modes", nargs="+", metavar="MODE", default=list(zerocopy.MODES),
+                    help=f"which send modes (default: all of {', '.join(zerocopy.MODES)})")
+    default_sizes = [zerocopy.size_text(s) for s in zerocopy.DEFAULT_SIZES]
+    zc.add_argument("--sizes", nargs="+", metavar="SIZE", default=default_sizes,
+                    help=f"bytes per send (default: {' '.join(default_sizes)})")
+    zc.add_argument("--total", default=zerocopy.size_text(zerocopy.DEFAULT_TOTAL), metavar="SIZE",
+                    help="bytes each cell sends, a multiple of every size "
+                         f"(default {zerocopy.size_text(zerocopy.DEFAULT_TOTAL)})")
+    zc.add_argument("--sink", choices=list(zerocopy.SINKS), default="wire",
+                    help="where the workloads send: " + "; ".join(f"{k}: {v}" for k, v in zerocopy.SINKS.items())
+                         + " (default wire)")
+    zc.add_argument("--wire-rate", type=int, default=zerocopy.DEFAULT_WIRE_RATE, metavar="N",
+                    help=f"bytes the wire drains per 1000 instructions (default {zerocopy.DEFAULT_WIRE_RATE})")
+    zc.add_argument("--costs", metavar="FILE",
+                    help="override the cost model's defaults from a JSON or TOML file (see tools/costmodel.py)")
+    zc.add_argument("--csv", metavar="FILE", default="zerocopy.csv",
+                    help="where to write the per-cell figures (default zerocopy.csv)")
+    zc.add_argument("--plot", metavar="DIR", default=".",
+                    help="directory for zerocopy.png and zerocopy.svg (default: the current directory)")
+    report = commands.add_parser(
+        "report", help="summarise a trace written by vmgames run --trace",
+        description="Summarise a trace: events by type and kind per process, the top faulting instructions "
+                    "(disassembled from the traced program), TLB invalidations by reason (with Linux's), the "
+                    "counters under FreeBSD's vmstat -s names, the shadow-chain depth over virtual time, and each "
+                    "process's last map as procstat -v shows it.")
+    report.add_argument("trace", help="a trace file (JSON Lines, from vmgames run --trace)")
+    report.add_argument("--csv", metavar="DIR", help="also write the tables as CSV files (tidy, for pandas) to DIR")
+    report.add_argument("--top", type=int, default=10, metavar="N", help="faulting instructions to list (default 10)")
+    report.add_argument("--plots", metavar="DIR",
+                        help="also draw faults over time, a per-page fault heat map and chain depth (PNG and SVG)")
+    report.add_argument("--perfetto", metavar="FILE",
+                        help="also write the trace in Chrome's trace-event format (open it in ui.perfetto.dev)")
+    return parser, {"asm": asm, "run": run, "experiment": experiment, "report": report}

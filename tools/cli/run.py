@@ -1,0 +1,270 @@
+"""vmgames run: boot a machine, run a program on it, and say how it ended and what the kernel did."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from typing import TYPE_CHECKING
+
+from kernel import errno
+from kernel.errno import SyscallError
+from kernel.kernel import Kernel
+from tools import stats as run_stats
+from tools import trace
+from tools.boot import boot
+from tools.cli.asm import assemble, read_source
+from tools.cli.output import say, say_error, unwritable_file
+from tools.cli.parser import DEFAULT_SNAPSHOT, MAX_PROCS_LIMIT
+from tools.cli.snapshot import SnapshotAt, snapshot_files
+from tools.limits import RunLimits
+
+if TYPE_CHECKING:
+    from tools.gdb.monitor import EventTap
+
+
+def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset()) -> int:
+    problem = _run_options_problem(args)
+    if problem:
+        say_error(problem)
+        return 2
+    if args.wire_buffer < 2 * 4096:
+        say_error("--wire-buffer must be at least 8K (two pages)")
+        return 2
+    problem = unwritable_file(args.stats_json) if args.stats_json is not None else None
+    if problem:
+        say_error(f"--stats-json {args.stats_json}: {problem}")
+        return 2
+    if args.snapshot_at is not None and args.snapshot_at != "exit":
+        if not args.snapshot_at.isdigit():
+            say_error(f"--snapshot-at takes a number of instructions or 'exit', not {args.snapshot_at!r}")
+            return 2
+        if args.fast:
+            say_error("--snapshot-at N needs the instruction clock: it cannot be used with --fast")
+            return 2
+    if args.snapshot is not None and args.snapshot_at is None:
+        say_error("--snapshot FILE needs --snapshot-at N|exit (when to take it)")
+        return 2
+    if args.snapshot_at is not None:
+        args.snapshot = args.snapshot or DEFAULT_SNAPSHOT
+        # Checked now, not when the snapshot is due, halfway through the run.
+        for path in snapshot_files(args.snapshot):
+            problem = unwritable_file(path)
+            if problem:
+                beside = "" if path == args.snapshot else f" (and {path} beside it)"
+                say_error(f"--snapshot {args.snapshot}{beside}: {problem}")
+                return 2
+    if args.gdb is not None:
+        if args.fast:
+            say_error("--gdb needs the instruction clock: it cannot be used with --fast")
+            return 2
+        if args.snapshot_at is not None:
+            say_error("--gdb and --snapshot-at cannot be used together")
+            return 2
+        if args.break_on is not None:
+            say_error("--gdb and --break-on cannot be used together (use 'monitor break' in gdb)")
+            return 2
+        host, _, port = args.gdb.rpartition(":")
+        if not port.isdigit() or int(port) > 65535:
+            say_error(f"--gdb takes [HOST:]PORT, not {args.gdb!r}")
+            return 2
+    break_on = None
+    if args.break_on is not None:
+        from tools import breakon
+
+        break_on = breakon.parse(args.break_on)
+        if isinstance(break_on, str):
+            say_error(break_on)
+            return 2
+    trace_types = None
+    if args.trace_events:
+        trace_types = {t.strip() for t in args.trace_events.split(",") if t.strip()}
+        unknown = sorted(trace_types - set(trace.EVENT_TYPES))
+        if unknown or not trace_types:
+            say_error(f"--trace-events: unknown event type {', '.join(unknown) or '(none given)'}; "
+                   f"choose from {', '.join(trace.EVENT_TYPES)}")
+            return 2
+        if not args.trace:
+            say_error("--trace-events needs --trace FILE")
+            return 2
+    with tempfile.TemporaryDirectory(prefix="vmgames-") as scratch, contextlib.ExitStack() as cleanup:
+        program = args.program
+        if program.endswith(".s"):
+            try:
+                source = read_source(args.program)
+            except OSError as error:
+                return _cannot_run(args.program, error.errno)     # as a program that is not there
+            except UnicodeDecodeError:
+                say_error(f"{args.program}: not a text file")
+                return 1
+            program = os.path.join(scratch, os.path.basename(program)[:-2])
+            status = assemble(source, args.program, program)
+            if status:
+                return status
+        try:
+            kernel = boot(args.ram, deterministic=not args.fast, seed=args.seed, root=args.root,
+                          quantum=args.quantum, max_procs=args.max_procs, wire_rate=args.wire_rate,
+                          wire_buffer=args.wire_buffer)
+            machine = kernel.machine
+        except (OSError, MemoryError, OverflowError) as error:
+            why = getattr(error, "strerror", None) or "out of memory"
+            say_error(f"--ram {_gib(args.ram)}: the host cannot give that much memory ({why})")
+            return 2
+        if args.trace:
+            try:
+                trace_file = open(args.trace, "wb")
+            except OSError as error:
+                say_error(f"{args.trace}: {error.strerror}")
+                return 2
+            options = {"fast": args.fast, "quantum": args.quantum, "root": args.root, "env": args.env,
+                       "seed": args.seed,
+                       "trace_events": sorted(trace_types) if trace_types else None,
+                       "wire_rate": args.wire_rate, "wire_buffer": args.wire_buffer, "snapshot_at": args.snapshot_at,
+                       "gdb": args.gdb is not None, "break_on": args.break_on, "max_procs": args.max_procs,
+                       "max_instructions": args.max_instructions, "timeout": args.timeout, "cwd": os.getcwd()}
+            trace_sink = trace.writer(
+                trace_file, trace.header(args.program, [args.program] + args.args, options, args.ram), trace_types)
+            cleanup.callback(_finish_trace, trace_sink, trace_file)   # however the run ends
+            kernel.recorder.sink = trace_sink
+        snapshot = None
+        if args.snapshot_at is not None:
+            snapshot = SnapshotAt(args.snapshot_at, args.snapshot, tracing=bool(args.trace))
+            kernel.observe(snapshot)
+        if args.trace:
+            from tools import procstat
+
+            kernel.observe(procstat.MapsAtExit())   # after any snapshot: the report shows the last map
+        if args.gdb is not None:
+            from tools.gdb.stub import tap_events
+
+            gdb_tap = tap_events(kernel)   # from exec on, so that 'monitor faults' lists what 'monitor stats' counts
+        try:
+            executable = kernel.fs.open_host(program)
+            if not executable.executable:
+                raise SyscallError(errno.EACCES)     # no execute bit: execve refuses it too (a .s needs none)
+            init = kernel.spawn(executable, [args.program] + args.args, args.env)
+        except SyscallError as error:
+            return _cannot_run(args.program, error.errno, kernel.exec_error)
+        for fd in closed_fds:
+            init.close_fd(fd)     # the host gave us none: neither has the guest
+        if break_on is not None:
+            kernel.observe(breakon.BreakOn(*break_on))
+        limits = RunLimits(args.max_instructions, args.timeout)
+        if args.gdb is not None:
+            status = _run_under_gdb(kernel, init, args.gdb, gdb_tap)
+            if status is not None:
+                return status
+        else:
+            # Ctrl-C ends the run as a limit does; in pdb (--break-on) it is pdb's.
+            with limits.enforced(kernel, take_sigint=break_on is None):
+                kernel.run()
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+        ending = limits.ending
+        if ending is not None:
+            say_error(ending.message)
+        elif init.death:
+            say_error(init.death)
+        status = ending.status if ending is not None else init.shell_status
+        if snapshot is not None and snapshot.pause_at is not None:
+            due, ended = int(args.snapshot_at), machine.now
+            say_error(f"the run ended at t = {ended:,}, "
+                   f"{f'before {due:,}' if ended < due else f'as instruction {due:,} ran'}: no snapshot")
+        counters = run_stats.collect(kernel.recorder, machine.retired if machine.deterministic else None,
+                                     kernel.allocator.total)
+        counters["exit_status"] = status
+        counters["ended_by"] = ending.limit if ending is not None else None
+        if args.stats:
+            say(run_stats.format_table(counters))
+        if args.stats_json:
+            try:
+                with open(args.stats_json, "w", encoding="utf-8") as f:
+                    json.dump(counters, f, indent=2)
+                    f.write("\n")
+            except OSError as error:
+                say_error(f"--stats-json {args.stats_json}: {error.strerror}")
+        return status
+
+
+def _cannot_run(program: str, number: int, exec_error: str = "") -> int:
+    """Say why `program` cannot be run, as a shell does; the status a shell gives: 127 when it is not
+    there, 126 when it is but cannot be run."""
+    reasons = {errno.ENOEXEC: f"cannot execute: {exec_error}", errno.ENOMEM: "not enough memory to load it"}
+    say_error(f"{program}: {reasons.get(number) or os.strerror(number)}")
+    return 127 if number == errno.ENOENT else 126
+
+
+def _gib(size: int) -> str:
+    return f"{size / (1 << 30):.1f}G"
+
+
+def _host_memory() -> int | None:
+    """The host's physical memory in bytes, if it says."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return None
+
+
+def _run_options_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options of vmgames run that argparse cannot see; None if nothing."""
+    if args.ram < (1 << 20) or args.ram % 4096:
+        return f"--ram must be at least 1M and a multiple of 4K, not {args.ram}"
+    host_memory = _host_memory()
+    if host_memory and args.ram > host_memory:
+        return f"--ram {_gib(args.ram)} is more than this host's memory ({_gib(host_memory)})"
+    if not os.path.isdir(args.root):
+        return f"--root {args.root}: {'Not a directory' if os.path.exists(args.root) else 'No such file or directory'}"
+    for variable in args.env:
+        name, equals, _ = variable.partition("=")
+        if not equals or not name:
+            return f"--env takes NAME=VALUE, not {variable!r}"
+    for option, value in (("--quantum", args.quantum), ("--wire-rate", args.wire_rate),
+                          ("--max-instructions", args.max_instructions), ("--max-procs", args.max_procs)):
+        if value is not None and value <= 0:
+            return f"{option} must be positive"
+    if args.max_procs > MAX_PROCS_LIMIT:
+        return f"--max-procs must be at most {MAX_PROCS_LIMIT:,} (Linux's PID_MAX_LIMIT)"
+    if args.max_instructions is not None and args.fast:
+        return "--max-instructions needs the instruction clock: it cannot be used with --fast (use --timeout)"
+    if args.gdb is not None and (args.max_instructions is not None or args.timeout is not None):
+        return "--gdb cannot be used with --max-instructions or --timeout (gdb stops the run as it likes)"
+    return None
+
+
+def _run_under_gdb(kernel: Kernel, init, address: str, tap: EventTap) -> int | None:
+    """Wait for gdb, run the program under it; an exit status if the run cannot go on normally."""
+    from tools.gdb.protocol import Connection
+    from tools.gdb.stub import GdbStub, KilledFromGdb, listen
+
+    try:
+        server = listen(address)
+    except (OSError, OverflowError) as error:
+        say_error(f"--gdb {address}: {getattr(error, 'strerror', None) or error}")
+        return 2
+    with server:
+        host, port = server.getsockname()[:2]
+        say_error(f"waiting for gdb on {host}:{port} (in gdb: target remote {host}:{port})")
+        sock, _ = server.accept()
+    stub = GdbStub(kernel, Connection(sock), tap)
+    try:
+        kernel.run()
+    except KilledFromGdb:
+        say_error(f"{init.name}[{init.pid}]: killed from gdb")
+        return 128 + 9
+    stub.finish(init)
+    return None
+
+
+def _finish_trace(sink, stream) -> None:
+    """Write the trace's last lines and close it; a write that failed (a full disk) is said, not raised."""
+    try:
+        try:
+            sink.flush()
+        finally:
+            stream.close()
+    except OSError as error:
+        say_error(f"--trace {stream.name}: {error.strerror}: the trace stops short of the run")
