@@ -117,11 +117,14 @@ class CPU:
         self.write(X.UC_X86_REG_EFLAGS, 0x202)
         return self.engine.context_save()
 
-    def copy_context(self, rip: int, rax: int) -> unicorn.UcContext:
-        """A copy of the live registers that resumes at `rip` with `rax` (fork's child returning 0)."""
+    def copy_context(self, rip: int, rax: int, **changes: int) -> unicorn.UcContext:
+        """A copy of the live registers that resumes at `rip` with `rax` (fork's child returning 0), and
+        other registers changed by gdb name (a new thread's rsp and fs_base)."""
         context = self.engine.context_save()
         context.reg_write(X.UC_X86_REG_RIP, rip)
         context.reg_write(X.UC_X86_REG_RAX, rax)
+        for name, value in changes.items():
+            context.reg_write(REGISTER_IDS[name], value)
         return context
 
     def save(self, context: unicorn.UcContext) -> None:

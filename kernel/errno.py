@@ -29,6 +29,7 @@ ENAMETOOLONG = 36
 ENOSYS = 38
 EOVERFLOW = 75
 EOPNOTSUPP = 95
+ETIMEDOUT = 110
 
 
 class SyscallError(Exception):

@@ -85,7 +85,7 @@ def exec_image(kernel: Kernel, proc: Process, file: HostFile, argv: list[str], e
         vmspace.destroy()
         raise SyscallError(error.errno if isinstance(error, SyscallError) else errno.ENOMEM) from None
     if old is not None:
-        old.destroy()
+        old.release()
     proc.name = file.path.rsplit("/", 1)[-1]
     proc.context = kernel.new_context(image.entry, sp)
     kernel.recorder.event("proc", "exec", path=file.path, argv=argv)

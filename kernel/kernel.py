@@ -25,8 +25,10 @@ from kernel.fs import FileSystem
 from kernel.observer import Observer
 from kernel.proc import RUNNABLE, Process, ProcessTable
 from kernel.sched import DEFAULT_QUANTUM, Scheduler
+from kernel.timer import Timers
 from kernel.trap import Traps
 from kernel.vm.context import VMContext
+from kernel.vm.map import VMSpace
 from kernel.vm.page import PageAllocator
 from kernel.vmmeter import Recorder
 from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE, Wire
@@ -55,6 +57,9 @@ class Kernel(ProcessTable, Scheduler, Traps):
         self.run_queue: deque[Process] = deque()
         self.current: Process | None = None
         self.loaded: Process | None = None      # whose registers are in the CPU
+        self.active_vmspace: VMSpace | None = None   # whose page tables CR3 points at
+        self.timers = Timers(self)              # timed sleeps: a callout device while one is pending
+        self.futexes: dict[tuple, deque] = {}   # futex word -> its sleepers, oldest first (kernel/futex.py)
         self.exec_error = ""                    # why the last exec said ENOEXEC
         self._next_pid = 1
         self._exits = 0

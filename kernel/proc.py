@@ -1,11 +1,17 @@
-"""Processes: the process table's entries, and their lives (xv6's proc.c).
+"""Processes and threads: the process table's entries, and their lives (xv6's proc.c).
 
-A process is made by spawn (the first one) or fork, changes its image with
-exec (kernel/exec.py), sleeps in a syscall on a channel until a wakeup on
-that channel, and ends in exit: a zombie that has released everything but
-its exit status, until its parent reaps it with wait4 (kernel/sysproc.py).
-A signal's default action (there are no handlers yet) is to be ignored or
-to end the process.
+An entry is a task, as in Linux: one thread of control with its own
+registers, pid (its thread id) and sleep.  The tasks of one process (a
+thread group, named by its first task's pid, `tgid`) share what clone was
+told to share: the address space (CLONE_VM), the descriptor table
+(CLONE_FILES).  A task is made by spawn (the first one) or clone
+(kernel/sysclone.py: fork, vfork and threads), changes its image with exec
+(kernel/exec.py), sleeps in a syscall on a channel until a wakeup on that
+channel (or until a time: kernel/timer.py), and ends in exit: a thread
+leaves the table at once; the last task of a process turns it into a zombie
+that has released everything but its exit status, until its parent reaps it
+with wait4 (kernel/sysproc.py).  A signal's default action (there are no
+handlers yet) is to be ignored or to end the whole process.
 """
 
 from __future__ import annotations
@@ -29,12 +35,17 @@ if TYPE_CHECKING:
     from kernel.fs import HostFile
     from kernel.kernel import Kernel
     from kernel.observer import Observer
+    from kernel.timer import Timers
 
 RUNNABLE = "runnable"
 SLEEPING = "sleeping"    # blocked in a syscall, which restarts when it is woken
 ZOMBIE = "zombie"        # exited, waiting for its parent to reap it
 
 MAX_FDS = 1024
+
+# clone's flags that change what the new task shares (Linux's include/uapi/linux/sched.h).
+CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
+CLONE_VFORK, CLONE_PARENT, CLONE_THREAD, CLONE_SETTLS = 0x4000, 0x8000, 0x10000, 0x80000
 INIT_PID = 1
 
 
@@ -56,6 +67,20 @@ class Process:
     channel: Any = None                      # what a sleeping process waits for
     reaped: list[int] = field(default_factory=list)   # pids of the children it has waited for
     exit_order: int = 0                      # when it exited, to reap children in that order
+    tgid: int = 0                            # its process (thread group): the first task's pid
+    clear_child_tid: int = 0                 # set_tid_address: zeroed and futex-woken when the thread exits
+    robust_list: int = 0                     # set_robust_list's head (kept, not walked)
+    sleeps: int = 0                          # sleeps so far: a timer ends only the sleep it was set for
+    restart_result: int | None = None        # set by whoever woke it: the syscall returns this, not run again
+    vfork_parent: Process | None = None      # asleep in vfork until this task execs or exits
+
+    def __post_init__(self) -> None:
+        self.tgid = self.tgid or self.pid
+
+    @property
+    def is_leader(self) -> bool:
+        """The process's first task, whose pid is the process id."""
+        return self.pid == self.tgid
 
     @property
     def wait_status(self) -> int:
@@ -108,6 +133,7 @@ class ProcessTable:
     current: Process | None
     loaded: Process | None
     observers: tuple[Observer, ...]
+    timers: Timers
     _next_pid: int
     _exits: int
     _reaped: dict[int, Process]
@@ -134,28 +160,52 @@ class ProcessTable:
 
     def fork(self, parent: Process) -> Process:
         """A copy of the running process `parent`, resuming after its syscall with rax = 0."""
+        return self.clone(parent, 0)
+
+    def clone(self, parent: Process, flags: int, stack: int = 0, tls: int = 0) -> Process:
+        """A new task from the running one, resuming after its syscall with rax = 0: a process with a copy
+        of the address space (fork), one sharing it (CLONE_VM: vfork, a thread), or a thread of the same
+        process (CLONE_THREAD), on its own `stack` if given, with `tls` as its fs base (CLONE_SETTLS)."""
         if len(self.processes) >= self.max_processes:
             raise SyscallError(errno.EAGAIN)
-        vmspace = parent.vmspace.fork(Pmap(self.allocator))
-        child = Process(self._next_pid, parent.pid, parent.name, self, vmspace)
+        if flags & CLONE_VM:
+            vmspace = parent.vmspace
+            vmspace.users += 1
+        else:
+            vmspace = parent.vmspace.fork(Pmap(self.allocator))
+        thread = bool(flags & CLONE_THREAD)
+        child = Process(self._next_pid, parent.ppid if thread else parent.tgid, parent.name, self, vmspace,
+                        tgid=parent.tgid if thread else 0)
         self._next_pid += 1
-        child.files = dict(parent.files)
-        child.cloexec = set(parent.cloexec)
-        for file in child.files.values():
-            file.references += 1
+        if flags & CLONE_FILES:
+            child.files, child.cloexec = parent.files, parent.cloexec    # one table, shared
+        else:
+            child.files = dict(parent.files)
+            child.cloexec = set(parent.cloexec)
+            for file in child.files.values():
+                file.references += 1
+        changes = {"rsp": stack} if stack else {}
+        if flags & CLONE_SETTLS:
+            changes["fs_base"] = tls
         # We are inside the parent's syscall: rip is still on the syscall instruction.
-        child.context = self.machine.cpu.copy_context(self.machine.cpu.rip + SYSCALL_LENGTH, 0)
+        child.context = self.machine.cpu.copy_context(self.machine.cpu.rip + SYSCALL_LENGTH, 0, **changes)
         self.processes[child.pid] = child
         self.run_queue.append(child)
-        self.recorder.event("proc", "fork", child=child.pid)
+        kind = "thread" if thread else "vfork" if flags & CLONE_VM else "fork"
+        self.recorder.event("proc", kind, child=child.pid)
         return child
 
+    def threads(self, proc: Process) -> list[Process]:
+        """The live tasks of `proc`'s process, itself included if it is live."""
+        return [t for t in self.processes.values() if t.tgid == proc.tgid and t.state != ZOMBIE]
+
     def send_signal(self, proc: Process, signal: int, reason: str) -> None:
-        """Deliver a signal with its default action (handlers are not modelled): ignore it, or terminate."""
+        """Deliver a signal to `proc`'s process with its default action (handlers are not modelled): ignore
+        it, or terminate the whole process."""
         if signal in signals.IGNORED_BY_DEFAULT or proc.state == ZOMBIE:
             return
         self.recorder.event("proc", "signal", target=proc.pid, signal=signal, reason=reason)
-        self.exit(proc, 0, signal, f"{proc.name}[{proc.pid}]: killed by {signals.name(signal)}: {reason}")
+        self.exit(proc, 0, signal, f"{proc.name}[{proc.tgid}]: killed by {signals.name(signal)}: {reason}")
 
     def terminate_all(self, signal: int, reason: str) -> int:
         """End the run: every live process, sleeping or not, gets `signal`, children first; how many did."""
@@ -168,11 +218,20 @@ class ProcessTable:
         self.recorder.pid = previous_pid
         return killed
 
-    def sleep(self, proc: Process, channel: object) -> None:
-        """Block the running process in its syscall; it makes the syscall again once woken."""
+    def sleep(self, proc: Process, channel: object, deadline: int | None = None, timeout_result: int = 0) -> None:
+        """Block the running task in its syscall; it makes the syscall again once woken by `wakeup`, or returns
+        what `wake` or, at `deadline` (virtual time), the timer gives it."""
         proc.state = SLEEPING
         proc.channel = channel
+        proc.sleeps += 1
+        if deadline is not None:
+            self.timers.add(deadline, proc, timeout_result)
         self.machine.stop()
+
+    def wake(self, proc: Process, result: int) -> None:
+        """End one task's sleep: its syscall returns `result` (a futex wake, a timeout, vfork's end)."""
+        proc.state, proc.channel, proc.restart_result = RUNNABLE, None, result
+        self.run_queue.append(proc)
 
     def wakeup(self, channel: object) -> None:
         for proc in self.processes.values():
@@ -181,42 +240,90 @@ class ProcessTable:
                 self.run_queue.append(proc)
 
     def exit(self, proc: Process, code: int, signal: int = 0, death: str = "") -> None:
-        """Turn a process into a zombie, release everything it holds, and tell its parent.
+        """End the process `proc` belongs to (exit_group, a fatal signal): its other threads, then `proc`,
+        whose exit makes the process a zombie that has released everything, and tells its parent.
 
-        The teardown's events are the dying process's own, whoever killed it: as
+        The teardown's events are the dying task's own, whoever killed it: as
         on Linux and FreeBSD, a killed process exits in its own context.
         """
+        for thread in self.threads(proc):
+            if thread is not proc:
+                self._exit_in_own_context(thread, code, signal, death)
+        self._exit_in_own_context(proc, code, signal, death)
+
+    def exit_thread(self, proc: Process, code: int) -> None:
+        """exit(2): end this thread only; the process ends with its last thread."""
+        self._exit_in_own_context(proc, code, 0, "")
+
+    def _exit_in_own_context(self, proc: Process, code: int, signal: int, death: str) -> None:
         previous_pid, self.recorder.pid = self.recorder.pid, proc.pid
         try:
-            self._exit(proc, code, signal, death)
+            self._exit_task(proc, code, signal, death)
         finally:
             self.recorder.pid = previous_pid
 
-    def _exit(self, proc: Process, code: int, signal: int, death: str) -> None:
-        for observer in self.observers:
-            observer.before_exit(self, proc)
+    def _exit_task(self, proc: Process, code: int, signal: int, death: str) -> None:
+        if proc.state == ZOMBIE:
+            return
+        last = all(t is proc for t in self.threads(proc))
+        if last:
+            for observer in self.observers:
+                observer.before_exit(self, proc)
         proc.state = ZOMBIE
         proc.exit_code, proc.signal, proc.death = code, signal, death
-        self._exits += 1
-        proc.exit_order = self._exits
-        proc.close_all()
-        proc.vmspace.destroy()
+        self._release(proc)
         if self.loaded is proc:
             self.loaded = None
-        self.recorder.event("proc", "exit", code=code, signal=signal)
-        init = self.processes.get(INIT_PID)
-        adopter = INIT_PID if init is not None and init is not proc and init.state != ZOMBIE else 0
-        for child in list(self.processes.values()):
-            if child.ppid == proc.pid:
-                child.ppid = adopter
-                if adopter == 0 and child.state == ZOMBIE:
-                    del self.processes[child.pid]
-        if adopter and any(c.ppid == adopter and c.state == ZOMBIE for c in self.processes.values()):
-            self.wakeup(("wait", adopter))
-        if proc.ppid:
-            self.wakeup(("wait", proc.ppid))
+        if last:
+            self._end_process(proc, code, signal, death)
+        else:
+            self.recorder.event("proc", "thread-exit", code=code)
+        if not proc.is_leader:
+            del self.processes[proc.pid]     # a thread is nobody's child: nothing waits for it
         if proc is self.current:
             self.machine.stop()
+
+    def _release(self, proc: Process) -> None:
+        """What a task gives back as it exits: Linux's mm_release (the tid word, a vfork parent), then its share
+        of the descriptor table and of the address space."""
+        if proc.clear_child_tid and proc.vmspace.users > 1:
+            from kernel import futex
+            from kernel.uaccess import copyout
+
+            try:
+                copyout(proc, proc.clear_child_tid, bytes(4))
+                futex.wake(self, proc, proc.clear_child_tid, 1)
+            except SyscallError:
+                pass     # a bad address was given to set_tid_address: Linux ignores it too
+        self.end_vfork(proc)
+        if not any(t.files is proc.files for t in self.processes.values() if t.state != ZOMBIE):
+            proc.close_all()
+        proc.vmspace.release()
+
+    def end_vfork(self, proc: Process) -> None:
+        """A vfork child execs or exits: its parent, asleep in vfork, returns the child's pid."""
+        parent, proc.vfork_parent = proc.vfork_parent, None
+        if parent is not None and parent.state == SLEEPING:
+            self.wake(parent, proc.pid)
+
+    def _end_process(self, proc: Process, code: int, signal: int, death: str) -> None:
+        """The last task is gone: the process is a zombie for its parent to reap, its children go to init."""
+        leader = self.processes.get(proc.tgid, proc)
+        leader.exit_code, leader.signal, leader.death = code, signal, death
+        self._exits += 1
+        leader.exit_order = self._exits
+        self.recorder.event("proc", "exit", code=code, signal=signal)
+        init = self.processes.get(INIT_PID)
+        adopter = INIT_PID if init is not None and init.tgid != proc.tgid and init.state != ZOMBIE else 0
+        for child in list(self.processes.values()):
+            if child.ppid == proc.tgid:
+                child.ppid = adopter
+                if adopter == 0 and child.exit_order:
+                    del self.processes[child.pid]
+        if adopter and any(c.ppid == adopter and c.exit_order for c in self.processes.values()):
+            self.wakeup(("wait", adopter))
+        if leader.ppid:
+            self.wakeup(("wait", leader.ppid))
 
     def reap(self, parent: Process, child: Process) -> None:
         """Remove a zombie child from the process table (wait4)."""

@@ -19,6 +19,7 @@ from emulator.machine import Machine
 from kernel import signals
 from kernel.callout import CalloutQueue
 from kernel.proc import RUNNABLE, SLEEPING, ZOMBIE, Process
+from kernel.vm.map import VMSpace
 from kernel.vmmeter import Recorder
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class Scheduler:
     run_queue: deque[Process]
     current: Process | None
     loaded: Process | None
+    active_vmspace: VMSpace | None
     quantum: int
     observers: tuple[Observer, ...]
 
@@ -156,8 +158,12 @@ class Scheduler:
             return
         self._save_loaded()
         self.machine.cpu.restore(proc.context)
-        self.recorder.event("tlb", "invalidate-all", reason="context-switch")   # a CR3 load flushes the TLB
-        self.machine.set_page_table_root(proc.vmspace.pmap.cr3)
+        if self.active_vmspace is not proc.vmspace:
+            # A CR3 load flushes the TLB.  Between two threads of one process (or a vfork child and its
+            # parent) there is none, as Linux's switch_mm skips it when the address space is the same.
+            self.recorder.event("tlb", "invalidate-all", reason="context-switch")
+            self.machine.set_page_table_root(proc.vmspace.pmap.cr3)
+            self.active_vmspace = proc.vmspace
         self.loaded = proc
 
     def _save_loaded(self) -> None:

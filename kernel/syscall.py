@@ -20,7 +20,7 @@ from collections.abc import Callable
 from operator import call
 from typing import TYPE_CHECKING, NamedTuple
 
-from kernel import errno, sysfile, sysmem, sysproc, syszerocopy
+from kernel import errno, sysfile, sysmem, sysproc, systhread, syszerocopy
 from kernel.errno import SyscallError
 from kernel.linux_syscalls import LINUX_SYSCALLS
 from kernel.proc import SLEEPING
@@ -74,25 +74,34 @@ TABLE: dict[int, Syscall] = {
     22: Syscall("pipe", sysfile.sys_pipe, (ULONG,)),
     24: Syscall("sched_yield", sysproc.sys_sched_yield, ()),
     32: Syscall("dup", sysfile.sys_dup, (UINT,)),
+    35: Syscall("nanosleep", sysproc.sys_nanosleep, (ULONG, ULONG)),
     33: Syscall("dup2", sysfile.sys_dup2, (UINT, UINT)),
     39: Syscall("getpid", sysproc.sys_getpid, ()),
-    57: Syscall("fork", sysproc.sys_fork, ()),
-    58: Syscall("vfork", sysproc.sys_fork, ()),
+    56: Syscall("clone", systhread.sys_clone, (ULONG, ULONG, ULONG, ULONG, ULONG)),
+    57: Syscall("fork", systhread.sys_fork, ()),
+    58: Syscall("vfork", systhread.sys_vfork, ()),
     59: Syscall("execve", sysproc.sys_execve, (ULONG, ULONG, ULONG)),
-    60: Syscall("exit", sysproc.sys_exit, (INT,)),
+    60: Syscall("exit", systhread.sys_exit, (INT,)),
     61: Syscall("wait4", sysproc.sys_wait4, (INT, ULONG, INT, ULONG)),
     62: Syscall("kill", sysproc.sys_kill, (INT, INT)),
     63: Syscall("uname", sysproc.sys_uname, (ULONG,)),
     98: Syscall("getrusage", sysproc.sys_getrusage, (INT, ULONG)),
     110: Syscall("getppid", sysproc.sys_getppid, ()),
     158: Syscall("arch_prctl", sysproc.sys_arch_prctl, (INT, ULONG)),
-    186: Syscall("gettid", sysproc.sys_getpid, ()),
+    186: Syscall("gettid", systhread.sys_gettid, ()),
+    200: Syscall("tkill", systhread.sys_tkill, (INT, INT)),
+    202: Syscall("futex", systhread.sys_futex, (ULONG, INT, UINT, ULONG, ULONG, UINT)),
+    218: Syscall("set_tid_address", systhread.sys_set_tid_address, (ULONG,)),
     228: Syscall("clock_gettime", sysproc.sys_clock_gettime, (INT, ULONG)),
-    231: Syscall("exit_group", sysproc.sys_exit, (INT,)),
+    230: Syscall("clock_nanosleep", sysproc.sys_clock_nanosleep, (INT, INT, ULONG, ULONG)),
+    231: Syscall("exit_group", systhread.sys_exit_group, (INT,)),
+    234: Syscall("tgkill", systhread.sys_tgkill, (INT, INT, INT)),
     257: Syscall("openat", sysfile.sys_openat, (INT, ULONG, INT, UINT)),
+    273: Syscall("set_robust_list", systhread.sys_set_robust_list, (ULONG, ULONG)),
     278: Syscall("vmsplice", syszerocopy.sys_vmsplice, (INT, ULONG, ULONG, UINT)),
     292: Syscall("dup3", sysfile.sys_dup3, (UINT, UINT, INT)),
     293: Syscall("pipe2", sysfile.sys_pipe2, (ULONG, INT)),
+    435: Syscall("clone3", systhread.sys_clone3, (ULONG, ULONG)),
     1000: Syscall("zc_reap", syszerocopy.sys_zc_reap, (UINT, ULONG, UINT, UINT)),  # vmgames' own (syszerocopy)
 }
 

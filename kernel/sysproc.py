@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from kernel import errno
 from kernel.errno import SyscallError
-from kernel.uaccess import copyout
+from kernel.uaccess import copyin, copyout
 from kernel.vm.map import USER_TOP
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ RUSAGE_SELF, RUSAGE_CHILDREN, RUSAGE_THREAD = 0, -1, 1
 CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID = 0, 1, 2, 3
 CLOCK_MONOTONIC_RAW, CLOCK_REALTIME_COARSE, CLOCK_MONOTONIC_COARSE, CLOCK_BOOTTIME = 4, 5, 6, 7
 CLOCK_TAI = 11          # the realtime clock plus the TAI offset, which no one has set: 0
+TIMER_ABSTIME = 1
 
 # Virtual time runs at one instruction per nanosecond; the wall clock starts
 # at the day of the 2006 zero-copy thread (2006-04-21 00:00:00 UTC).
@@ -29,13 +30,8 @@ EPOCH = 1145577600
 UTSNAME = (b"Linux", b"vmgames", b"6.1.0-vmgames", b"#1 vmgames", b"x86_64", b"(none)")
 
 
-def sys_exit(kernel: Kernel, proc: Process, code: int, *_: int) -> int:
-    kernel.exit(proc, code & 0xFF)
-    return 0
-
-
 def sys_getpid(kernel: Kernel, proc: Process, *_: int) -> int:
-    return proc.pid
+    return proc.tgid
 
 
 def sys_getppid(kernel: Kernel, proc: Process, *_: int) -> int:
@@ -86,6 +82,44 @@ def sys_clock_gettime(kernel: Kernel, proc: Process, clock: int, tp: int, *_: in
     return 0
 
 
+def read_timespec(proc: Process, address: int) -> int:
+    """A struct timespec from user memory, in nanoseconds; EINVAL if it is not a valid one."""
+    seconds, nanoseconds = struct.unpack("<qq", copyin(proc, address, 16))
+    if seconds < 0 or not 0 <= nanoseconds < 1_000_000_000:
+        raise SyscallError(errno.EINVAL)
+    return seconds * 1_000_000_000 + nanoseconds
+
+
+def deadline_of(kernel: Kernel, proc: Process, clock: int, ns: int, absolute: bool) -> int:
+    """The virtual time at which `ns` (from now, or a time on `clock`) is reached."""
+    if absolute:
+        ns = max(0, ns - _now_ns(kernel, proc, clock))
+    return kernel.machine.now + -(-ns // NS_PER_INSTRUCTION)
+
+
+def sys_nanosleep(kernel: Kernel, proc: Process, request: int, remain: int, *_: int) -> int:
+    return _sleep(kernel, proc, CLOCK_MONOTONIC, read_timespec(proc, request), absolute=False)
+
+
+def sys_clock_nanosleep(kernel: Kernel, proc: Process, clock: int, flags: int, request: int, remain: int,
+                        *_: int) -> int:
+    """Sleeping lets virtual time pass for the sleeper; the others run meanwhile (or the CPU idles)."""
+    if clock == CLOCK_THREAD_CPUTIME_ID:
+        raise SyscallError(errno.EINVAL)
+    if clock not in (CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_BOOTTIME, CLOCK_TAI, CLOCK_PROCESS_CPUTIME_ID):
+        raise SyscallError(errno.EINVAL)
+    if clock == CLOCK_PROCESS_CPUTIME_ID:
+        raise SyscallError(errno.EOPNOTSUPP)    # a sleep until the process has run so long: not modelled
+    return _sleep(kernel, proc, clock, read_timespec(proc, request), absolute=bool(flags & TIMER_ABSTIME))
+
+
+def _sleep(kernel: Kernel, proc: Process, clock: int, ns: int, absolute: bool) -> int:
+    deadline = deadline_of(kernel, proc, clock, ns, absolute)
+    if deadline > kernel.machine.now:
+        kernel.sleep(proc, ("sleep", proc.pid), deadline, 0)
+    return 0
+
+
 def sys_getrusage(kernel: Kernel, proc: Process, who: int, usage: int, *_: int) -> int:
     if who in (RUSAGE_SELF, RUSAGE_THREAD):
         pids = [proc.pid]
@@ -111,10 +145,6 @@ INT_MIN = -(1 << 31)
 WNOHANG, WUNTRACED, WCONTINUED = 1, 2, 8
 __WNOTHREAD, __WALL, __WCLONE = 0x2000_0000, 0x4000_0000, 0x8000_0000
 MAX_ARG_STRLEN = 128 << 10
-
-
-def sys_fork(kernel: Kernel, proc: Process, *_: int) -> int:
-    return kernel.fork(proc).pid
 
 
 def _string_array(proc: Process, address: int, most: int) -> list[str]:
@@ -151,6 +181,10 @@ def sys_execve(kernel: Kernel, proc: Process, path: int, argv: int, envp: int, *
     # Linux 5.18 on: an empty argv becomes [""], so that argv[0] is never NULL.
     arguments = arguments or [""]
     exec_image(kernel, proc, kernel.fs.lookup_executable(name), arguments, environment)
+    for thread in kernel.threads(proc):     # Linux's de_thread: the new image runs alone
+        if thread is not proc:
+            kernel.exit_thread(thread, 0)
+    kernel.end_vfork(proc)
     proc.close_on_exec()
     # The new image starts with the next slice, from its fresh context.
     kernel.machine.stop()
@@ -161,7 +195,7 @@ def sys_wait4(kernel: Kernel, proc: Process, pid: int, status: int, options: int
     """Linux's kernel_wait4: pid > 0 that child, -1 or 0 any child (every process is in one process group),
     < -1 the children in process group -pid (only group 1 exists).  The child is reaped before its status
     and rusage are copied out: a bad pointer is EFAULT with the child gone, as on Linux."""
-    from kernel.proc import INIT_PID, ZOMBIE
+    from kernel.proc import INIT_PID
 
     if options & 0xFFFF_FFFF & ~(WNOHANG | WUNTRACED | WCONTINUED | __WNOTHREAD | __WALL | __WCLONE):
         raise SyscallError(errno.EINVAL)
@@ -169,14 +203,16 @@ def sys_wait4(kernel: Kernel, proc: Process, pid: int, status: int, options: int
         raise SyscallError(errno.ESRCH)
     if pid < -1 and -pid != INIT_PID:
         raise SyscallError(errno.ECHILD)
-    children = [p for p in kernel.processes.values() if p.ppid == proc.pid and (pid <= 0 or p.pid == pid)]
+    # A process's children are every one of its threads' (no __WNOTHREAD); threads are nobody's children.
+    children = [p for p in kernel.processes.values()
+                if p.ppid == proc.tgid and p.is_leader and (pid <= 0 or p.pid == pid)]
     if not children:
         raise SyscallError(errno.ECHILD)
-    zombies = sorted((c for c in children if c.state == ZOMBIE), key=lambda c: c.exit_order)
+    zombies = sorted((c for c in children if c.exit_order), key=lambda c: c.exit_order)
     if not zombies:
         if options & WNOHANG:
             return 0
-        kernel.sleep(proc, ("wait", proc.pid))
+        kernel.sleep(proc, ("wait", proc.tgid))
         return 0
     child = zombies[0]
     kernel.reap(proc, child)
@@ -194,17 +230,18 @@ def sys_kill(kernel: Kernel, proc: Process, pid: int, signal: int, *_: int) -> i
 
     if not 0 <= signal <= 64:
         raise SyscallError(errno.EINVAL)
+    processes = [p for p in kernel.processes.values() if p.is_leader]
     if pid > 0:
-        targets = [kernel.processes[pid]] if pid in kernel.processes else []
+        targets = [kernel.processes[pid]] if pid in kernel.processes else []   # a thread's id names its process
     elif pid == 0 or pid == -INIT_PID:
-        targets = list(kernel.processes.values())
+        targets = processes
     elif pid == -1:
-        targets = [p for p in kernel.processes.values() if p.pid != INIT_PID and p is not proc]
+        targets = [p for p in processes if p.pid != INIT_PID and p.tgid != proc.tgid]
     else:
         targets = []        # INT_MIN, or a process group that does not exist
     if not targets:
         raise SyscallError(errno.ESRCH)
-    for target in sorted(targets, key=lambda p: p is proc):    # the caller last: it may not come back
+    for target in sorted(targets, key=lambda p: p.tgid == proc.tgid):    # the caller last: it may not come back
         if signal:
             kernel.send_signal(target, signal, f"sent by {proc.name}[{proc.pid}]")
     return 0

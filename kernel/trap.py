@@ -80,7 +80,11 @@ class Traps:
         number, *args = self.machine.cpu.syscall_registers()
         for observer in self.observers:
             observer.before_syscall(self, proc, number)
-        result = dispatch(self, proc, number, tuple(args))
+        if proc.restart_result is not None:
+            # Woken with its result (a futex wake, a timeout, vfork's end): the call is over, not made again.
+            result, proc.restart_result = proc.restart_result, None
+        else:
+            result = dispatch(self, proc, number, tuple(args))
         if proc.state == RUNNABLE:
             self.machine.cpu.set_result(result)
         for observer in self.observers:

@@ -58,7 +58,10 @@ KINDS: dict[tuple[str, str], dict[str, Any]] = {
     ("proc", "spawn"): {"child": INT, "path": STR},
     ("proc", "exec"): {"path": STR, "argv": "list of str"},
     ("proc", "fork"): {"child": INT},
+    ("proc", "vfork"): {"child": INT},
+    ("proc", "thread"): {"child": INT},
     ("proc", "exit"): {"code": INT, "signal": INT},
+    ("proc", "thread-exit"): {"code": INT},
     ("proc", "signal"): {"target": INT, "signal": INT, "reason": STR},
     ("map", "exit"): _MAP,       # a process's map just before it exits
     ("map", "snapshot"): _MAP,   # every live process's map at --snapshot-at

@@ -131,6 +131,7 @@ class VMSpace:
     pmap: Pmap
     heap_start: int = 0
     heap_end: int = 0
+    users: int = 1      # tasks using it (Linux's mm_users): the threads of a process, a vfork child
 
     def unmap(self, start: int, end: int, reason: str) -> None:
         """Remove [start, end) from the map and the page tables, dropping object references."""
@@ -162,6 +163,12 @@ class VMSpace:
                 entry.cow = entry.needs_copy = copy.cow = copy.needs_copy = True
             child.map.insert(copy)
         return child
+
+    def release(self) -> None:
+        """One task stops using it (exit, or exec giving it a new one); the last one destroys it."""
+        self.users -= 1
+        if self.users == 0:
+            self.destroy()
 
     def destroy(self) -> None:
         """Release everything (exit, or exec replacing the image)."""
