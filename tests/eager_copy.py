@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from kernel.kernel import Kernel
 from kernel.proc import ZOMBIE
 from tests.conftest import PRELUDE, assert_no_leak, check_before_every_syscall
+from tests.programs import EXIT_WITH_RDI, FORK, WAIT4_RDI_STATUS, mmap
 from tools.assembler import assemble
 from tools.boot import boot
 
@@ -314,14 +315,8 @@ setup:
     syscall
     cmp rax, rdi
     jne die
-    xor edi, edi
-    mov esi, {MMAP_PAGES * PAGE}
-    mov edx, 3                      # PROT_READ | PROT_WRITE
-    mov r10d, 0x22                  # MAP_PRIVATE | MAP_ANONYMOUS
-    mov r8, -1
-    xor r9d, r9d
-    mov eax, 9
-    syscall
+    # the mmap region: PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS
+{mmap(MMAP_PAGES * PAGE, 3)}
     test rax, rax
     js die
     mov [rbx + 24], rax
@@ -393,8 +388,7 @@ op_read:
     jmp step
 
 op_fork:
-    mov eax, 57
-    syscall
+{FORK}
     test rax, rax
     js die
     jz fork_child
@@ -412,11 +406,7 @@ op_wait:
     movzx ecx, byte ptr [rsi + 2]
     lea rdx, [rip + slots]
     mov rdi, [rdx + rcx*8]
-    lea rsi, [rip + status]
-    xor edx, edx
-    xor r10d, r10d
-    mov eax, 61
-    syscall
+{WAIT4_RDI_STATUS}
     cmp rax, rdi
     jne die
     movzx eax, byte ptr [rip + status]
@@ -501,15 +491,13 @@ op_exit:
     mov al, 88                      # 'X'
     call flush
     mov edi, r12d
-    mov eax, 60
-    syscall
+{EXIT_WITH_RDI}
 
 die:                                # the interpreter lost its way: say so, and exit 222
     mov al, 68                      # 'D'
     call flush
     mov edi, 222
-    mov eax, 60
-    syscall
+{EXIT_WITH_RDI}
 
 .section .rodata
 code:

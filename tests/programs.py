@@ -1,15 +1,27 @@
 """Small assembly programs the tests run, with the numbers they must produce."""
 
-EXIT_WITH_NEGATED_RAX = """
-    neg rax
-    mov rdi, rax
+# exit(rdi): the status is the low byte of rdi.
+EXIT_WITH_RDI = """
     mov eax, 60
     syscall
 """
 
+# exit(-rax): a failed syscall's result exits with its errno.
+EXIT_WITH_NEGATED_RAX = f"""
+    neg rax
+    mov rdi, rax
+{EXIT_WITH_RDI}"""
+
+# exit(0).
 EXIT_0 = """
     mov eax, 60
     xor edi, edi
+    syscall
+"""
+
+# fork(): rax is the child's pid in the parent, 0 in the child (-errno if it failed).
+FORK = """
+    mov eax, 57
     syscall
 """
 
@@ -90,6 +102,15 @@ WAIT4_RDI = """
     syscall
 """
 
+# wait4(rdi, &status, 0, NULL): as WAIT4_RDI, the wait status left in the program's `status` label.
+WAIT4_RDI_STATUS = """
+    lea rsi, [rip + status]
+    xor edx, edx
+    xor r10d, r10d
+    mov eax, 61
+    syscall
+"""
+
 
 def syscall_on_path_then_exit(number: int, path: str) -> str:
     """Calls syscall `number` with `path` as its first argument (the others 0), and exits with minus its result."""
@@ -104,4 +125,34 @@ _start:
 {EXIT_WITH_NEGATED_RAX}
 .section .rodata
 path: .asciz "{path}"
+"""
+
+
+# After fork, the child and the parent each write the bss page they share: the child sees 1 and
+# exits 1 + 7 = 8; the parent keeps its own 2 and exits 10 * 8 + 2 = 82.
+FORK_AND_WRITE = f"""
+.text
+_start:
+    mov qword ptr [rip + value], 1
+{FORK}
+    test rax, rax
+    jz child
+    mov qword ptr [rip + value], 2
+    mov rdi, rax
+{WAIT4_RDI_STATUS}
+    mov eax, dword ptr [rip + status]
+    shr eax, 8
+    imul eax, eax, 10
+    add rax, [rip + value]
+    mov rdi, rax
+{EXIT_WITH_RDI}
+child:
+    mov rdi, [rip + value]
+    mov qword ptr [rip + value], 7
+    add rdi, [rip + value]
+{EXIT_WITH_RDI}
+.bss
+.align 4096
+value: .zero 8
+status: .zero 8
 """

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.programs import EXIT_0
 from tools.assembler import AssemblerWarning, AssemblyError, assemble, assemble_with_warnings
 from tools.assembler.keystone_worker import KeystoneJob, encode_all
 
@@ -212,7 +213,7 @@ def test_elf_layout_is_ld_like() -> None:
 
 def test_bss_only_program_gets_a_file_size_zero_segment() -> None:
     image = assemble(".intel_syntax noprefix\n.bss\nbuf: .space 10000\n.text\n.globl _start\n_start:\n"
-                     " mov byte ptr [buf + 9999], 1\n mov eax, 60\n xor edi, edi\n syscall\n")
+                     " mov byte ptr [buf + 9999], 1\n" + EXIT_0)
     loads = [row for row in program_headers(image) if row[0] == 1]
     assert loads[-1][1] == 6 and loads[-1][4] == 0 and loads[-1][5] == 10000
     assert loads[-1][3] == 0x402000 and loads[-1][2] % 0x1000 == 0

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.programs import EXIT_WITH_RDI
 from tools.assembler import AssemblyError, assemble_with_warnings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,8 +249,7 @@ def test_cli_runs_a_program_with_a_one_tib_bss(tmp_path: Path) -> None:
     source = tmp_path / "huge.s"
     source.write_text(PROLOGUE.replace("_start: ret\n", "_start:\n") + "    mov rax, offset buf\n"
                       "    mov rcx, (1 << 40) - 1\n    mov byte ptr [rax + rcx], 7\n"
-                      "    movzx edi, byte ptr [rax + rcx]\n    mov eax, 60\n    syscall\n"
-                      ".bss\nbuf: .space 1 << 40\n")
+                      "    movzx edi, byte ptr [rax + rcx]\n" + EXIT_WITH_RDI + ".bss\nbuf: .space 1 << 40\n")
     result = vmgames("run", str(source))
     assert (result.returncode, result.stderr) == (7, "")
 

@@ -11,7 +11,7 @@ import pytest
 from kernel import errno
 from kernel.errno import SyscallError
 from tests.conftest import assert_no_leak
-from tests.programs import EXIT_0, mmap, say, syscall_on_path_then_exit, touch
+from tests.programs import EXIT_0, EXIT_WITH_RDI, mmap, say, syscall_on_path_then_exit, touch
 from tools.boot import boot
 
 HELLO = say("ok\n")
@@ -156,7 +156,7 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_the_work(build,
     from tools.cli import main
 
     source = tmp_path / "hello.s"
-    source.write_text(".intel_syntax noprefix\n.globl _start\n.text\n_start:\n    mov eax, 60\n    syscall\n")
+    source.write_text(".intel_syntax noprefix\n.globl _start\n.text\n_start:\n" + EXIT_WITH_RDI)
     assert main(["asm", str(source), "-o", "/proc/nope/hello"]) == 1
     assert capsys.readouterr().err == "vmgames: /proc/nope/hello: No such file or directory\n"
     assert main(["run", "--stats-json", str(tmp_path), build(".text\n_start:\n" + EXIT_0)]) == 2
@@ -171,8 +171,6 @@ def test_a_trace_that_fills_the_disk_ends_with_a_message_and_the_run_goes_on(bui
     assert result.returncode == 0 and "Traceback" not in result.stderr
     assert "vmgames: --trace /dev/full: No space left on device: the trace stops short of the run\n" in result.stderr
     assert re.search(r"zero-fill +500\d\n", result.stderr)   # the run went on to its end, and was counted
-
-
 
 
 def test_a_host_error_resolving_a_path_is_the_guests_errno(run, tmp_path):
@@ -197,7 +195,7 @@ def test_a_file_page_the_host_cannot_read_is_sigbus_and_read_is_eio(run, tmp_pat
         return host_read(self, offset, length)
 
     monkeypatch.setattr(fs.HostFile, "read", failing)
-    mapper = """
+    mapper = f"""
 .text
 _start:
     lea rdi, [rip + path]
@@ -212,12 +210,11 @@ _start:
     syscall
     cmp rax, -5
     jne wrong
-""" + mmap(4096, 1, flags=2, fd="r12") + """
+{mmap(4096, 1, flags=2, fd="r12")}
     mov al, [rax]
 wrong:
     mov edi, 3
-    mov eax, 60
-    syscall
+{EXIT_WITH_RDI}
 .section .rodata
 path: .asciz "/data"
 .bss
@@ -235,24 +232,22 @@ def test_a_fetch_from_an_unmapped_address_names_that_address(run):
 
 def test_frames_freed_by_one_process_reach_the_next_zeroed(build, tmp_path):
     """A process fills 200 pages with 0xAA and exits; the next one, on the same frames, reads only zeros."""
-    writer = build("""
+    writer = build(f"""
 .text
 _start:
     lea rdi, [rip + area]
     mov ecx, 200 * 4096
     mov al, 0xAA
     rep stosb
-    mov eax, 60
-    xor edi, edi
-    syscall
+{EXIT_0}
 .bss
 .align 4096
 area: .zero 200 * 4096
 """, "writer")
-    reader = build("""
+    reader = build(f"""
 .text
 _start:
-""" + mmap("200 * 4096", 3) + """
+{mmap("200 * 4096", 3)}
     mov rsi, rax
     mov ecx, 200 * 4096 / 8
     xor edi, edi
@@ -264,9 +259,7 @@ sum:
     test rdi, rdi
     setnz dil
     movzx edi, dil
-    mov eax, 60
-    syscall
-""", "reader")
+{EXIT_WITH_RDI}""", "reader")
     kernel = boot(1 << 20, root=str(tmp_path), stdout=io.BytesIO(), stderr=io.BytesIO())
     first = kernel.spawn(kernel.fs.open_host(writer), ["writer"], [])
     kernel.run()

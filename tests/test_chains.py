@@ -4,7 +4,7 @@ import io
 import os
 from collections import Counter
 
-from tests.test_fork import FORK_AND_WRITE
+from tests.programs import FORK_AND_WRITE
 from tools.assembler import assemble
 from tools.boot import boot
 from tools.experiments import chains

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.programs import EXIT_0, WAIT4_RDI
+from tests.programs import EXIT_0, EXIT_WITH_NEGATED_RAX, EXIT_WITH_RDI, FORK, WAIT4_RDI
 from tools import trace_schema
 from tools.cli import main, parse_args
 
@@ -30,16 +30,15 @@ _start:
 """
 
 # Forks for ever: the process table fills up, and every fork after that fails with EAGAIN.
-FORK_BOMB = """
+FORK_BOMB = f"""
 .text
 _start:
-    mov eax, 57
-    syscall
+{FORK}
     jmp _start
 """
 
 # execve(argv[0], argv, envp) for ever.
-EXEC_SELF = """
+EXEC_SELF = f"""
 .text
 _start:
     mov rax, [rsp]
@@ -48,22 +47,18 @@ _start:
     lea rdx, [rsp + 8 * rax + 16]
     mov eax, 59
     syscall
-    neg rax
-    mov rdi, rax
-    mov eax, 60
-    syscall
-"""
+{EXIT_WITH_NEGATED_RAX}"""
 
 # The parent sleeps in wait4 while its child loops: the limit comes while a process is blocked.
-WAIT_FOR_A_LOOPING_CHILD = """
+WAIT_FOR_A_LOOPING_CHILD = f"""
 .text
 _start:
-    mov eax, 57
-    syscall
+{FORK}
     test rax, rax
     jz child
     mov rdi, -1
-""" + WAIT4_RDI + EXIT_0 + """
+{WAIT4_RDI}
+{EXIT_0}
 child:
     jmp child
 """
@@ -95,8 +90,7 @@ _start:
     neg rax
 done:
     mov rdi, rax
-    mov eax, 60
-    syscall
+{EXIT_WITH_RDI}
 .section .rodata
 ready: .ascii "ready\\n"
 .bss

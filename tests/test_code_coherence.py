@@ -6,7 +6,7 @@ code from a page, has the kernel put other code there (or in the frame
 behind it), and runs the page again: the exit status says which code ran.
 """
 
-from tests.programs import EXIT_WITH_NEGATED_RAX, mmap
+from tests.programs import EXIT_WITH_NEGATED_RAX, EXIT_WITH_RDI, FORK, WAIT4_RDI_STATUS, mmap
 
 # mmap(NULL, 4096, PROT_READ|PROT_WRITE|PROT_EXEC, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) -> rbx
 MAP_RWX_PAGE = mmap(4096, 7) + "    mov rbx, rax\n"
@@ -41,13 +41,11 @@ READ_CODE_2_INTO_THE_PAGE = """
 """
 
 # exit(10 * r12 + the value the page's code returns now)
-CALL_AND_EXIT = """
+CALL_AND_EXIT = f"""
     call rbx
     imul edi, r12d, 10
     add edi, eax
-    mov eax, 60
-    syscall
-"""
+{EXIT_WITH_RDI}"""
 
 DATA = """
 .data
@@ -78,26 +76,22 @@ def test_a_frame_that_ran_code_and_is_reused_runs_its_new_code(run):
 def test_a_copy_on_write_copy_into_a_code_page_runs_the_copy(run):
     """The child writes code 2 into a page it shares with its parent: the copy it gets runs code 2,
     the parent's page still runs code 1."""
-    result = run(".text\n_start:\n" + MAP_RWX_PAGE + RUN_STORED_CODE + PIPE_HOLDING_CODE_2 + """
-    mov eax, 57
-    syscall
+    result = run(f"""
+.text
+_start:
+{MAP_RWX_PAGE}{RUN_STORED_CODE}{PIPE_HOLDING_CODE_2}{FORK}
     test eax, eax
     jnz parent
-""" + READ_CODE_2_INTO_THE_PAGE + CALL_AND_EXIT + """
+{READ_CODE_2_INTO_THE_PAGE}{CALL_AND_EXIT}
 parent:
     mov edi, eax
-    lea rsi, [rip + status]
-    xor edx, edx
-    xor r10d, r10d
-    mov eax, 61
-    syscall
+{WAIT4_RDI_STATUS}
     call rbx
     movzx edi, byte ptr [rip + status + 1]
     imul eax, eax, 100
     add edi, eax
-    mov eax, 60
-    syscall
-""" + DATA + "status: .zero 4\n")
+{EXIT_WITH_RDI}{DATA}status: .zero 4
+""")
     # The child exits 12; the parent adds 100 for its own code 1: 112.
     assert result.status == 112
     assert result.faults()["cow-copy"] + result.faults()["cow-move"] >= 1

@@ -17,10 +17,10 @@ from unicorn import x86_const as X
 
 from emulator import cpuid
 from emulator.determinism import SplitMix64
+from tests.programs import EXIT_WITH_RDI
 from tests.test_c_programs import CFLAGS, USERLAND_C
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
-EXIT_WITH_EDI = "    mov eax, 60\n    syscall\n"
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_the_seed_chooses_the_random_values_and_nothing_else(timestamps):
 
 
 def test_the_seed_is_recorded_in_the_trace_header(build, tmp_path):
-    program = build(".text\n_start:\n    xor edi, edi\n" + EXIT_WITH_EDI)
+    program = build(".text\n_start:\n    xor edi, edi\n" + EXIT_WITH_RDI)
     assert vmgames("run", "--seed", "18446744073709551615", "--trace", str(tmp_path / "t.jsonl"),
                    program).returncode == 0
     header = json.loads((tmp_path / "t.jsonl").read_text().splitlines()[0])
@@ -91,17 +91,17 @@ def test_a_bad_seed_is_refused_in_one_line(seed, message):
 
 def test_the_tsc_is_the_number_of_instructions_retired(run):
     # The first instruction is number 1, and rdtsc counts itself.
-    assert run(".text\n_start:\n    rdtsc\n    mov edi, eax\n" + EXIT_WITH_EDI).status == 1
-    assert run(".text\n_start:\n" + "    nop\n" * 20 + "    rdtsc\n    mov edi, eax\n" + EXIT_WITH_EDI).status == 21
+    assert run(".text\n_start:\n    rdtsc\n    mov edi, eax\n" + EXIT_WITH_RDI).status == 1
+    assert run(".text\n_start:\n" + "    nop\n" * 20 + "    rdtsc\n    mov edi, eax\n" + EXIT_WITH_RDI).status == 21
     # rdtscp: the same clock, the high half in EDX, and TSC_AUX (CPU 0) in ECX whatever it held.
     result = run(".text\n_start:\n    mov rcx, -1\n    mov rdx, -1\n    rdtscp\n    mov edi, eax\n"
-                 "    or rdi, rdx\n    shl rcx, 8\n    or rdi, rcx\n" + EXIT_WITH_EDI)
+                 "    or rdi, rdx\n    shl rcx, 8\n    or rdi, rcx\n" + EXIT_WITH_RDI)
     assert result.status == 3
 
 
 def test_each_hooked_or_emulated_instruction_retires_exactly_once(run):
     reading = ["rdtsc", "rdtscp", "xor eax, eax", "cpuid", "rdrand rax", "rdseed bx", "rdrand r9d"]
-    program = ".text\n_start:\n{}\n    xor edi, edi\n" + EXIT_WITH_EDI
+    program = ".text\n_start:\n{}\n    xor edi, edi\n" + EXIT_WITH_RDI
     with_them = run(program.format("\n".join(f"    {i}" for i in reading)))
     with_nops = run(program.format("\n".join("    nop" for _ in reading)))
     assert with_them.status == with_nops.status == 0
@@ -142,7 +142,7 @@ again:
     mov edx, 8
     syscall
     xor edi, edi
-""" + EXIT_WITH_EDI + """
+""" + EXIT_WITH_RDI + """
 .section .rodata
 wire: .asciz "/dev/wire"
 .bss
@@ -158,7 +158,7 @@ buffer: .zero 65536
 def test_rdrand_sets_cf_and_clears_the_other_arithmetic_flags(run):
     # xor sets ZF and PF, stc CF; rdrand leaves CF alone of the six.
     program = (".text\n_start:\n    xor eax, eax\n    stc\n    {}\n    pushfq\n    pop rdi\n    and edi, 0x8d5\n"
-               + EXIT_WITH_EDI)
+               + EXIT_WITH_RDI)
     assert run(program.format("rdrand rax")).status == 1
     assert run(program.format("rdseed r15w")).status == 1
 
@@ -181,7 +181,7 @@ _start:
     mov edx, 24
     syscall
     xor edi, edi
-""" + EXIT_WITH_EDI + ".bss\nout: .zero 24\n")
+""" + EXIT_WITH_RDI + ".bss\nout: .zero 24\n")
     generator = SplitMix64(0)
     first, second = generator.next(), generator.next()
     r9, r15, rax = (int.from_bytes(result.stdout[i:i + 8], "little") for i in (0, 8, 16))
@@ -194,7 +194,7 @@ _start:
                                             ("0xf0, 0x48, 0x0f, 0xc7, 0xf0", "lock prefix"),
                                             ("0xf3, 0x0f, 0xc7, 0xf8", "rdpid, which the CPU lacks")])
 def test_forms_the_hardware_refuses_stay_invalid(run, encoding, what):
-    result = run(f".text\n_start:\n    xor eax, eax\n    .byte {encoding}\n    xor edi, edi\n" + EXIT_WITH_EDI)
+    result = run(f".text\n_start:\n    xor eax, eax\n    .byte {encoding}\n    xor edi, edi\n" + EXIT_WITH_RDI)
     assert result.status == 128 + 4, what
     assert result.kernel.machine.retired == 1      # the refused instruction did not retire
 
@@ -217,11 +217,11 @@ def test_cpuid_answers_from_the_fixed_table(run):
     # Leaf 1: RDRAND advertised; the upper halves of all four registers are cleared.
     program = (".text\n_start:\n    mov rbx, -1\n    mov rdx, -1\n    mov rax, 0x100000001\n    cpuid\n"
                "    shr ecx, 30\n    and ecx, 1\n    shr rbx, 32\n    shr rdx, 32\n    or rbx, rdx\n"
-               "    mov edi, ecx\n    or rdi, rbx\n" + EXIT_WITH_EDI)
+               "    mov edi, ecx\n    or rdi, rbx\n" + EXIT_WITH_RDI)
     assert run(program).status == 1
     # Leaf 7 subleaf 0: RDSEED advertised (EBX bit 18).
     assert run(".text\n_start:\n    mov eax, 7\n    xor ecx, ecx\n    cpuid\n    shr ebx, 18\n    and ebx, 1\n"
-               "    mov edi, ebx\n" + EXIT_WITH_EDI).status == 1
+               "    mov edi, ebx\n" + EXIT_WITH_RDI).status == 1
 
 
 def _model_cpuid(engine: unicorn.Uc, leaf: int, subleaf: int) -> tuple[int, int, int, int]:

@@ -4,42 +4,17 @@ import io
 
 from kernel import errno
 from tests.conftest import assert_no_leak, check_before_every_syscall
-from tests.programs import EXIT_WITH_NEGATED_RAX, syscall_on_path_then_exit
+from tests.programs import (
+    EXIT_0,
+    EXIT_WITH_NEGATED_RAX,
+    EXIT_WITH_RDI,
+    FORK,
+    FORK_AND_WRITE,
+    WAIT4_RDI,
+    WAIT4_RDI_STATUS,
+    syscall_on_path_then_exit,
+)
 from tools.boot import boot
-
-FORK_AND_WRITE = """
-.text
-_start:
-    mov qword ptr [rip + value], 1
-    mov eax, 57
-    syscall
-    test rax, rax
-    jz child
-    mov qword ptr [rip + value], 2
-    mov rdi, rax
-    lea rsi, [rip + status]
-    xor edx, edx
-    xor r10d, r10d
-    mov eax, 61
-    syscall
-    mov eax, dword ptr [rip + status]
-    shr eax, 8
-    imul eax, eax, 10
-    add rax, [rip + value]
-    mov rdi, rax
-    mov eax, 60
-    syscall
-child:
-    mov rdi, [rip + value]
-    mov qword ptr [rip + value], 7
-    add rdi, [rip + value]
-    mov eax, 60
-    syscall
-.bss
-.align 4096
-value: .zero 8
-status: .zero 8
-"""
 
 
 def test_fork_isolates_writes_and_wait_returns_the_status(run):
@@ -63,28 +38,20 @@ def test_fork_isolates_writes_and_wait_returns_the_status(run):
 
 
 def test_a_write_after_the_child_exits_moves_the_page_instead_of_copying(run):
-    result = run("""
+    result = run(f"""
 .text
 _start:
     mov qword ptr [rip + value], 1
-    mov eax, 57
-    syscall
+{FORK}
     test rax, rax
     jz child
     mov rdi, rax
-    xor esi, esi
-    xor edx, edx
-    xor r10d, r10d
-    mov eax, 61
-    syscall
+{WAIT4_RDI}
     mov qword ptr [rip + value], 5
     mov rdi, [rip + value]
-    mov eax, 60
-    syscall
+{EXIT_WITH_RDI}
 child:
-    mov eax, 60
-    xor edi, edi
-    syscall
+{EXIT_0}
 .bss
 .align 4096
 value: .zero 8
@@ -97,7 +64,7 @@ value: .zero 8
 
 
 def test_exec_of_argv0_with_new_arguments(run):
-    result = run("""
+    result = run(f"""
 .text
 _start:
     cmp qword ptr [rsp], 2
@@ -107,12 +74,11 @@ _start:
     xor edx, edx
     mov eax, 59
     syscall
-""" + EXIT_WITH_NEGATED_RAX + """
+{EXIT_WITH_NEGATED_RAX}
 second:
     mov rsi, [rsp + 16]
     movzx edi, byte ptr [rsi]
-    mov eax, 60
-    syscall
+{EXIT_WITH_RDI}
 .data
 args: .quad name, again, 0
 .section .rodata
@@ -137,19 +103,14 @@ def test_exec_of_a_missing_non_elf_or_non_executable_file_fails_and_the_caller_c
 
 
 def test_wait4_without_children_is_echild_and_wnohang_returns_zero(run):
-    result = run("""
+    result = run(f"""
 .text
 _start:
     mov rdi, -1
-    xor esi, esi
-    xor edx, edx
-    xor r10d, r10d
-    mov eax, 61
-    syscall
+{WAIT4_RDI}
     cmp rax, -10
     jne fail
-    mov eax, 57
-    syscall
+{FORK}
     test rax, rax
     jz child
     mov rdi, -1
@@ -159,14 +120,11 @@ _start:
     mov eax, 61
     syscall
     mov rdi, rax
-    mov eax, 60
-    syscall
+{EXIT_WITH_RDI}
 child:
     mov eax, 24
     syscall
-    mov eax, 60
-    xor edi, edi
-    syscall
+{EXIT_0}
 fail:
     mov eax, 60
     mov edi, 99
@@ -177,11 +135,10 @@ fail:
 
 
 def test_kill_with_sigkill_is_reported_by_wait4(run):
-    result = run("""
+    result = run(f"""
 .text
 _start:
-    mov eax, 57
-    syscall
+{FORK}
     test rax, rax
     jz spin
     mov r12, rax
@@ -190,14 +147,9 @@ _start:
     mov eax, 62
     syscall
     mov rdi, r12
-    lea rsi, [rip + status]
-    xor edx, edx
-    xor r10d, r10d
-    mov eax, 61
-    syscall
+{WAIT4_RDI_STATUS}
     mov edi, dword ptr [rip + status]
-    mov eax, 60
-    syscall
+{EXIT_WITH_RDI}
 spin:
     jmp spin
 .bss
@@ -208,15 +160,13 @@ status: .zero 4
 
 
 def test_orphans_are_adopted_and_reaped_by_init(run):
-    result = run("""
+    result = run(f"""
 .text
 _start:
-    mov eax, 57
-    syscall
+{FORK}
     test rax, rax
     jnz parent
-    mov eax, 57
-    syscall
+{FORK}
     test rax, rax
     jz grandchild
     mov eax, 60
@@ -234,11 +184,7 @@ parent:
     xor ebx, ebx
 reap:
     mov rdi, -1
-    lea rsi, [rip + status]
-    xor edx, edx
-    xor r10d, r10d
-    mov eax, 61
-    syscall
+{WAIT4_RDI_STATUS}
     test rax, rax
     js done
     mov eax, dword ptr [rip + status]
@@ -247,8 +193,7 @@ reap:
     jmp reap
 done:
     mov edi, ebx
-    mov eax, 60
-    syscall
+{EXIT_WITH_RDI}
 .bss
 status: .zero 4
 """)
@@ -258,18 +203,13 @@ status: .zero 4
 
 
 def test_a_fork_bomb_hits_the_process_limit(build, tmp_path):
-    bomb = build("""
+    bomb = build(f"""
 .text
 _start:
-    mov eax, 57
-    syscall
+{FORK}
     test rax, rax
     jns _start
-    neg rax
-    mov rdi, rax
-    mov eax, 60
-    syscall
-""")
+{EXIT_WITH_NEGATED_RAX}""")
     kernel = boot(16 << 20, root=str(tmp_path), stdout=io.BytesIO(), stderr=io.BytesIO(),
                     max_procs=32)
     init = kernel.spawn(kernel.fs.open_host(bomb), ["bomb"], [])
@@ -281,13 +221,12 @@ _start:
 
 
 def test_running_out_of_ram_in_fork_fails_it_cleanly(build, tmp_path):
-    program = build("""
+    program = build(f"""
 .text
 _start:
     mov qword ptr [rip + value], 1
-    mov eax, 57
-    syscall
-""" + EXIT_WITH_NEGATED_RAX + """
+{FORK}
+{EXIT_WITH_NEGATED_RAX}
 .bss
 value: .zero 8
 """)
@@ -315,7 +254,7 @@ value: .zero 8
 def test_exec_closes_close_on_exec_descriptors_and_keeps_the_others(run):
     # pipe2(fds, O_CLOEXEC) gives fds 3 and 4; dup(3) and dup(4) give 5 and 6 without the flag,
     # so the pipe keeps a reader and a writer across the exec.
-    result = run("""
+    result = run(f"""
 .text
 _start:
     cmp qword ptr [rsp], 2
@@ -335,7 +274,7 @@ _start:
     xor edx, edx
     mov eax, 59
     syscall
-""" + EXIT_WITH_NEGATED_RAX + """
+{EXIT_WITH_NEGATED_RAX}
 second:
     mov edi, 4
     lea rsi, [rip + byte]
@@ -351,8 +290,7 @@ second:
     neg rbx
     imul rdi, rbx, 10
     add rdi, rax
-    mov eax, 60
-    syscall
+{EXIT_WITH_RDI}
 .data
 args: .quad name, again, 0
 fds: .long 0, 0

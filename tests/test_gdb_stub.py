@@ -17,6 +17,7 @@ from kernel.observer import Observer
 from kernel.syszerocopy import VMG_ZEROCOPY
 from kernel.vm.fault import predict_kind
 from tests import test_zerocopy as zerocopy
+from tests.programs import EXIT_0, EXIT_WITH_RDI
 from tests.test_gdb_packets_fuzz import _stub as packet_stub
 from tests.test_pipes import FORK, WAIT4, WRITE, syscall
 from tools.boot import boot
@@ -339,7 +340,7 @@ spin:
 
 
 def test_ctrl_c_interrupts_a_program_waiting_for_console_input(build):
-    path = build("""
+    path = build(f"""
 _start:
     xor eax, eax
     xor edi, edi
@@ -347,8 +348,7 @@ _start:
     mov edx, 1
     syscall
     mov edi, eax
-    mov eax, 60
-    syscall
+{EXIT_WITH_RDI}
 .bss
 buf: .space 16
 """)
@@ -563,16 +563,14 @@ def test_the_tutorial_pdb_session_is_what_pdb_shows_on_the_code_as_it_is():
 
 
 # clock_gettime into a fresh bss page: the zero-fill fault is the kernel's, taken by copyout inside the syscall.
-CLOCK_INTO_BSS = """
+CLOCK_INTO_BSS = f"""
 .text
 _start:
     mov edi, 1
     lea rsi, [rip + when]
     mov eax, 228
     syscall
-    mov eax, 60
-    xor edi, edi
-    syscall
+{EXIT_0}
 .bss
 .align 4096
 when: .zero 16
@@ -614,13 +612,11 @@ def test_break_on_zero_fill_stops_on_a_fault_taken_inside_a_syscall(build):
 
 def test_the_predicted_kind_of_a_first_write_to_a_data_page_not_yet_read_from_the_file_is_cow_copy(build):
     """The page is paged in from the file and copied up in one fault: predict_kind is the handler's own decision."""
-    path = build("""
+    path = build(f"""
 .text
 _start:
     mov byte ptr [rip + table], 1
-    mov eax, 60
-    xor edi, edi
-    syscall
+{EXIT_0}
 .data
 .align 4096
 table: .zero 8192

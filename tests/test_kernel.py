@@ -3,7 +3,7 @@
 import struct
 
 from kernel import errno
-from tests.programs import EXIT_0, EXIT_WITH_NEGATED_RAX, mmap, say, syscall_then_exit, touch
+from tests.programs import EXIT_0, EXIT_WITH_NEGATED_RAX, EXIT_WITH_RDI, mmap, say, syscall_then_exit, touch
 from tools.boot import boot
 
 HELLO = say("Hello, world!\n")
@@ -37,7 +37,7 @@ def test_runs_are_deterministic(run):
 
 def test_argv_reaches_the_program(run):
     # Exit with argc, and print argv[1].
-    result = run("""
+    result = run(f"""
 .text
 _start:
     mov rbx, [rsp]
@@ -53,9 +53,7 @@ done:
     mov edi, 1
     syscall
     mov rdi, rbx
-    mov eax, 60
-    syscall
-""", "first", "second")
+{EXIT_WITH_RDI}""", "first", "second")
     assert result.stdout == b"first"
     assert result.status == 3
 
@@ -86,7 +84,7 @@ def test_getpid_and_getppid(run):
 
 
 def test_brk_grows_a_demand_zero_heap(run):
-    result = run("""
+    result = run(f"""
 .text
 _start:
     mov eax, 12
@@ -102,19 +100,16 @@ _start:
     mov qword ptr [rbx + 4096], 7
     mov rdi, [rbx + 4096]
     add rdi, [rbx]
-    mov eax, 60
-    syscall
+{EXIT_WITH_RDI}
 fail:
     mov edi, 99
-    mov eax, 60
-    syscall
-""")
+{EXIT_WITH_RDI}""")
     assert result.status == 7
     assert result.faults()["zero-fill"] == 3   # stack, and two heap pages
 
 
 def test_brk_below_the_heap_start_returns_the_current_break(run):
-    result = run("""
+    result = run(f"""
 .text
 _start:
     mov eax, 12
@@ -127,17 +122,15 @@ _start:
     xor edi, edi
     cmp rax, rbx
     setne dil
-    mov eax, 60
-    syscall
-""")
+{EXIT_WITH_RDI}""")
     assert result.status == 0
 
 
 def test_anonymous_mmap_munmap_and_the_hole_after_it(run):
-    result = run("""
+    result = run(f"""
 .text
 _start:
-""" + mmap(8192, 3) + """
+{mmap(8192, 3)}
     mov rbx, rax
     mov byte ptr [rbx], 4
     mov byte ptr [rbx + 4096], 5
@@ -147,7 +140,7 @@ _start:
     syscall
     mov al, [rbx]
     mov cl, [rbx + 4096]
-""" + EXIT_0)
+{EXIT_0}""")
     assert result.status == 128 + 11
     address = result.proc.death.split("read of ")[1].split()[0]
     assert "killed by SIGSEGV: read of" in result.proc.death
@@ -159,7 +152,7 @@ _start:
 
 
 def test_mprotect_read_only_then_write_is_sigsegv_with_permission_denied(run):
-    result = run("""
+    result = run(f"""
 .text
 _start:
     lea rbx, [rip + page]
@@ -171,7 +164,7 @@ _start:
     syscall
     mov al, [rbx]
     mov byte ptr [rbx], 2
-""" + EXIT_0 + """
+{EXIT_0}
 .bss
 .align 4096
 page: .zero 4096
@@ -183,7 +176,7 @@ page: .zero 4096
 
 
 def test_getrusage_counts_this_process_minor_faults(run):
-    result = run(touch(10).replace("    mov eax, 60\n    xor edi, edi\n    syscall", """
+    result = run(touch(10).replace(EXIT_0, f"""
     mov eax, 98
     xor edi, edi
     lea rsi, [rip + usage]
@@ -193,10 +186,7 @@ def test_getrusage_counts_this_process_minor_faults(run):
     lea rsi, [rip + usage + 64]
     mov edx, 8
     syscall
-    mov eax, 60
-    xor edi, edi
-    syscall
-""", 1).replace(".bss\n", ".bss\nusage: .zero 144\n", 1))
+{EXIT_0}""", 1).replace(".bss\n", ".bss\nusage: .zero 144\n", 1))
     (minflt,) = struct.unpack("<q", result.stdout)
     # text, stack and 10 pages; the page of `usage` faults while the kernel writes the answer into it.
     assert minflt == 12
@@ -204,7 +194,7 @@ def test_getrusage_counts_this_process_minor_faults(run):
 
 
 def test_arch_prctl_sets_the_fs_base(run):
-    result = run("""
+    result = run(f"""
 .text
 _start:
     mov eax, 158
@@ -212,8 +202,7 @@ _start:
     lea rsi, [rip + tls]
     syscall
     mov rdi, qword ptr fs:[8]
-    mov eax, 60
-    syscall
+{EXIT_WITH_RDI}
 .data
 tls: .quad 1, 42
 """)
@@ -221,7 +210,7 @@ tls: .quad 1, 42
 
 
 def test_uname_says_linux_x86_64(run):
-    result = run("""
+    result = run(f"""
 .text
 _start:
     mov eax, 63
@@ -232,7 +221,7 @@ _start:
     lea rsi, [rip + buf]
     mov edx, 390
     syscall
-""" + EXIT_0 + """
+{EXIT_0}
 .bss
 buf: .zero 390
 """)
@@ -241,7 +230,7 @@ buf: .zero 390
 
 
 def test_clock_gettime_is_virtual_time(run):
-    program = """
+    program = f"""
 .text
 _start:
     mov eax, 228
@@ -253,7 +242,7 @@ _start:
     lea rsi, [rip + ts]
     mov edx, 16
     syscall
-""" + EXIT_0 + """
+{EXIT_0}
 .bss
 ts: .zero 16
 """
@@ -270,7 +259,7 @@ def test_sched_yield_returns_zero(run):
 
 def test_private_file_mapping_copies_on_first_write(run, build, tmp_path):
     (tmp_path / "data.txt").write_bytes(b"ABCDEFGH" * 512 + b"tail")
-    result = run("""
+    result = run(f"""
 .text
 _start:
     mov eax, 2
@@ -297,7 +286,7 @@ _start:
     lea rsi, [rbx + 4096]
     mov edx, 4
     syscall
-""" + EXIT_0 + """
+{EXIT_0}
 .section .rodata
 path: .asciz "/data.txt"
 """)
@@ -311,14 +300,14 @@ path: .asciz "/data.txt"
 
 
 def test_opening_a_missing_file_is_enoent_and_writing_is_erofs(run):
-    missing = run("""
+    missing = run(f"""
 .text
 _start:
     mov eax, 2
     lea rdi, [rip + path]
     xor esi, esi
     syscall
-""" + EXIT_WITH_NEGATED_RAX + """
+{EXIT_WITH_NEGATED_RAX}
 .section .rodata
 path: .asciz "/no/such/file"
 """)
@@ -326,14 +315,13 @@ path: .asciz "/no/such/file"
 
 
 def test_data_segment_is_copy_on_write_from_the_file(run):
-    result = run("""
+    result = run(f"""
 .text
 _start:
     mov rdi, [rip + value]
     add qword ptr [rip + value], 1
     add rdi, [rip + value]
-    mov eax, 60
-    syscall
+{EXIT_WITH_RDI}
 .data
 value: .quad 20
 .align 4096
@@ -373,29 +361,20 @@ buf: .zero 64
 
 
 def test_shared_anonymous_mapping_is_one_object(run):
-    result = run("""
+    result = run(f"""
 .text
 _start:
-    xor edi, edi
-    mov esi, 4096
-    mov edx, 3
-    mov r10d, 0x21
-    mov r8, -1
-    xor r9d, r9d
-    mov eax, 9
-    syscall
+{mmap(4096, 3, flags=0x21)}
     mov byte ptr [rax], 9
     movzx edi, byte ptr [rax]
-    mov eax, 60
-    syscall
-""")
+{EXIT_WITH_RDI}""")
     assert result.status == 9
     assert result.faults()["zero-fill"] == 2
 
 
 def test_two_mappings_of_a_file_share_its_object(run, tmp_path):
     (tmp_path / "f").write_bytes(b"x" * 4096 + b"y" * 4096)
-    result = run("""
+    result = run(f"""
 .text
 _start:
     mov eax, 2
@@ -405,13 +384,12 @@ _start:
     mov r12, rax
     mov ebx, 2
 again:
-""" + mmap(8192, 1, flags=2, fd="r12") + """
+{mmap(8192, 1, flags=2, fd="r12")}
     movzx ecx, byte ptr [rax + 4096]
     dec ebx
     jnz again
     mov edi, ecx
-    mov eax, 60
-    syscall
+{EXIT_WITH_RDI}
 .section .rodata
 path: .asciz "f"
 """)
@@ -434,7 +412,7 @@ def test_fast_mode_preempts_a_busy_process(build, tmp_path):
 
 
     # Spawned first, the spinner would print first unless it is preempted (in host time) while it spins.
-    spinner = build("""
+    spinner = build(f"""
 .text
 _start:
     mov rcx, 300000000
@@ -446,7 +424,7 @@ spin:
     lea rsi, [rip + msg]
     mov edx, 5
     syscall
-""" + EXIT_0 + """
+{EXIT_0}
 .section .rodata
 msg: .ascii "spun\\n"
 """, "spin")

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.test_fork import FORK_AND_WRITE
+from tests.programs import EXIT_WITH_RDI, FORK, FORK_AND_WRITE, WAIT4_RDI
 from tools import report, vmstat
 from tools.cli import main
 
@@ -353,14 +353,13 @@ def test_a_syscall_slice_lasts_from_its_first_attempt_to_its_return(fork_trace, 
         sorted((e["pid"], e["t"] / 1000, 0) for e in exits)
 
 
-KILL_THE_SLEEPER = """
+KILL_THE_SLEEPER = f"""
 .text
 _start:
     lea rdi, [rip + fds]
     mov eax, 22
     syscall
-    mov eax, 57
-    syscall
+{FORK}
     test rax, rax
     jz child
     mov [rip + pid], rax
@@ -371,14 +370,9 @@ _start:
     mov eax, 62
     syscall
     mov rdi, [rip + pid]
-    xor esi, esi
-    xor edx, edx
-    xor r10d, r10d
-    mov eax, 61
-    syscall
+{WAIT4_RDI}
     xor edi, edi
-    mov eax, 60
-    syscall
+{EXIT_WITH_RDI}
 child:
     mov edi, dword ptr [rip + fds]
     lea rsi, [rip + buffer]
@@ -386,8 +380,7 @@ child:
     xor eax, eax
     syscall
     mov edi, 1
-    mov eax, 60
-    syscall
+{EXIT_WITH_RDI}
 .bss
 fds: .zero 8
 pid: .zero 8

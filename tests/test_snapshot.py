@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from tests.test_fork import FORK_AND_WRITE
+from tests.programs import FORK_AND_WRITE
 from tools.cli import main
 
 

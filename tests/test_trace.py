@@ -7,8 +7,7 @@ from collections import Counter
 from kernel.kernel import DEFAULT_MAX_PROCESSES
 from kernel.sched import DEFAULT_QUANTUM
 from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
-from tests.programs import WAIT4_RDI
-from tests.test_fork import FORK_AND_WRITE
+from tests.programs import EXIT_0, FORK, FORK_AND_WRITE, WAIT4_RDI
 from tools import trace_schema
 from tools.cli import main
 from tools.costmodel import Costs
@@ -126,11 +125,10 @@ def test_map_events_follow_the_schema_down_to_each_entry():
 def test_a_killed_process_exits_under_its_own_pid(run):
     """The parent sends SIGKILL; the signal is the parent's event, the child's teardown and exit are the child's."""
     events = []
-    result = run("""
+    result = run(f"""
 .text
 _start:
-    mov eax, 57
-    syscall
+{FORK}
     test eax, eax
     jz spin
     mov r12d, eax
@@ -139,10 +137,8 @@ _start:
     mov eax, 62
     syscall
     mov edi, r12d
-""" + WAIT4_RDI + """
-    mov eax, 60
-    xor edi, edi
-    syscall
+{WAIT4_RDI}
+{EXIT_0}
 spin:
     jmp spin
 """, events=events)

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kernel.vmmeter import record
-from tests.test_fork import FORK_AND_WRITE
+from tests.programs import FORK_AND_WRITE
 from tools import trace
 from tools.cli import main
 

@@ -2,32 +2,23 @@
 
 import json
 
-from tests.test_fork import FORK_AND_WRITE
+from tests.programs import EXIT_0, FORK, FORK_AND_WRITE, WAIT4_RDI
 from tools import stats
 from tools.cli import main
 
-COW_MOVE = """
+COW_MOVE = f"""
 .text
 _start:
     mov qword ptr [rip + value], 1
-    mov eax, 57
-    syscall
+{FORK}
     test rax, rax
     jz child
     mov rdi, rax
-    xor esi, esi
-    xor edx, edx
-    xor r10d, r10d
-    mov eax, 61
-    syscall
+{WAIT4_RDI}
     mov qword ptr [rip + value], 5
-    mov eax, 60
-    xor edi, edi
-    syscall
+{EXIT_0}
 child:
-    mov eax, 60
-    xor edi, edi
-    syscall
+{EXIT_0}
 .bss
 .align 4096
 value: .zero 8
