@@ -5,6 +5,7 @@
 - pv entries and present PTEs are the same set;
 - each object's reference count is the number of map entries, shadows and
   caches holding it, and its shadow count the number of shadows;
+- an address space's user count is the number of live tasks using it;
 - every allocated frame belongs to an object, is a page-table page, or is an
   orphan a sink still holds;
 - a page in flight in a copy-on-write send is mapped read-only everywhere;
@@ -42,7 +43,11 @@ def present_ptes(pmap: Pmap):
 
 
 def check(kernel: Kernel) -> None:
-    live = [p for p in kernel.processes.values() if p.state != ZOMBIE]
+    # One task per address space: threads and a vfork child share their process's, which holds its objects once.
+    live = list({id(p.vmspace): p for p in kernel.processes.values() if p.state != ZOMBIE}.values())
+    for vmspace_users in Counter(id(p.vmspace) for p in kernel.processes.values() if p.state != ZOMBIE).items():
+        vmspace = next(p.vmspace for p in live if id(p.vmspace) == vmspace_users[0])
+        assert vmspace.users == vmspace_users[1], f"an address space used by {vmspace_users[1]} tasks counts {vmspace.users}"
     objects = {}
     holders: Counter = Counter()
     table_frames = set()

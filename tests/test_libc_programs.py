@@ -1,0 +1,91 @@
+"""Programs built with glibc and musl (gcc -static, musl-gcc -static) run on vmgames as on the host's kernel.
+
+Each program in userland/libc prints what it observes, in an order its own
+waits force, and exits with a status; the same binary runs natively and on
+vmgames, and stdout and status must be identical.  Then the counters show
+the VM side of what the C library did: threads share one address space (no
+CR3 load between them), vfork copies nothing.
+"""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.test_c_programs import run_on_host
+
+USERLAND_LIBC = os.path.join(os.path.dirname(__file__), "..", "userland", "libc")
+PROGRAMS = ["threads", "processes", "timing", "thread_exits"]
+ETIMEDOUT_TEXT = {"glibc": "Connection timed out", "musl": "Operation timed out"}    # each one's strerror
+COMPILERS = {"glibc": ["gcc", "-static", "-O1", "-pthread"], "musl": ["musl-gcc", "-static", "-O1"]}
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory):
+    """(program, libc) -> path of the binary, every program compiled with both C libraries."""
+    out = tmp_path_factory.mktemp("libc")
+    paths = {}
+    for libc, command in COMPILERS.items():
+        if shutil.which(command[0]) is None:
+            pytest.fail(f"{command[0]} is needed for the C library tests (.ci/run installs it)")
+        for name in PROGRAMS:
+            path = str(out / f"{name}.{libc}")
+            subprocess.run([*command, "-o", path, os.path.join(USERLAND_LIBC, f"{name}.c")], check=True)
+            paths[name, libc] = path
+    return paths
+
+
+def same_as_host(run, path, *args):
+    host_stdout, host_status = run_on_host([path, *args])
+    result = run(path, *args, ram=64 << 20)
+    assert result.stdout.decode() == host_stdout.decode()
+    assert result.status == host_status
+    return result
+
+
+@pytest.mark.parametrize("libc", COMPILERS)
+def test_threads_share_a_counter_a_condition_and_their_exit_values(programs, run, libc):
+    result = same_as_host(run, programs["threads", libc])
+    assert result.stdout == b"counter 40000 sum 64 same pid 1\n"
+    kernel = result.kernel
+    assert kernel.recorder.count("proc", "thread") == 4
+    assert kernel.recorder.count("proc", "thread-exit") == 4
+    assert kernel.recorder.count("proc", "exit") == 1
+    # Five threads of one process: the address space is loaded once and never switched.
+    assert kernel.machine.cr3_loads == 1
+    assert kernel.recorder.count("tlb", "invalidate-all") == 1
+
+
+@pytest.mark.parametrize("libc", COMPILERS)
+def test_fork_vfork_posix_spawn_and_abort_give_linuxs_statuses(programs, run, libc):
+    result = same_as_host(run, programs["processes", libc])
+    assert result.status == 3
+    lines = result.stdout.decode().splitlines()
+    assert "vfork parent resumed: child wrote 5" in lines
+    assert "abort: killed by signal 6" in lines
+    assert lines[-1] == "no more children: ECHILD"
+    kernel = result.kernel
+    # vfork and posix_spawn share the parent's address space: no copy of it is made for them.
+    assert kernel.recorder.count("proc", "vfork") == 2
+    assert kernel.recorder.count("proc", "fork") == 2
+
+
+@pytest.mark.parametrize("libc", COMPILERS)
+def test_sleeps_and_lock_timeouts_run_on_the_virtual_clock(programs, run, libc):
+    result = same_as_host(run, programs["timing", libc])
+    assert result.stdout.decode().splitlines() == [
+        "nanosleep 5ms: 0, slept enough: yes",
+        "clock_nanosleep absolute: 0, reached: yes",
+        "nanosleep with 1e9 ns: -1 (Invalid argument)",
+        f"timedlock on a held mutex: {ETIMEDOUT_TEXT[libc]}",
+        f"cond_timedwait with no signal: {ETIMEDOUT_TEXT[libc]}",
+        "joined the sleeper"]
+
+
+@pytest.mark.parametrize("libc", COMPILERS)
+def test_a_process_ends_with_its_last_thread_or_with_exit_from_any(programs, run, libc):
+    result = same_as_host(run, programs["thread_exits", libc])
+    assert result.stdout.decode().splitlines() == [
+        "child whose thread called exit(5): exited 5",
+        "the last thread runs after main's pthread_exit"]
