@@ -40,6 +40,7 @@ def test_the_fork_program_counted_under_freebsd_names(run):
         "vnodepgsin": 1,      # the text page, read from the file once; the child finds it resident
         "forks": 1,
         "forkpages": 2,       # fork write-protects the parent's two writable resident pages
+        "vforks": 0,
         "tfree": 15,          # 16 frames allocated; the text page stays in the file cache
         "syscall": 5,         # fork, wait4 twice (it blocked once), exit twice
     }

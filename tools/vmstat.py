@@ -24,6 +24,7 @@ class VMStat(NamedTuple):
 
 
 FREEBSD = (
+    # Switches of address space (a CR3 load): one between two threads of a process is not counted.
     VMStat("swtch", "cpu context switches", (("tlb", "invalidate-all", "context-switch"),)),
     VMStat("vm_faults", "total VM faults taken", (("fault", None, None),)),
     VMStat("zfod", "zero fill pages zeroed", (("fault", fault.ZERO_FILL, None),)),
@@ -32,6 +33,7 @@ FREEBSD = (
     VMStat("vnodepgsin", "vnode pager pages paged in", (("page", "pagein", None),)),
     VMStat("forks", "fork() calls", (("proc", "fork", None),)),
     VMStat("forkpages", "pages affected by fork()", (("pte", "write", "fork"),)),
+    VMStat("vforks", "vfork() calls", (("proc", "vfork", None),)),
     VMStat("tfree", "pages freed", (("page", "free", None),)),
     VMStat("syscall", "system calls", (("syscall", None, None),)),
 )
