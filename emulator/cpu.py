@@ -10,6 +10,7 @@ there reads all seven syscall registers.
 from __future__ import annotations
 
 import ctypes
+import struct
 
 import unicorn
 from unicorn import x86_const as X
@@ -30,6 +31,7 @@ GENERAL_REGISTERS = (
 REGISTER_IDS = dict(GENERAL_REGISTERS)
 
 TCG_BUFFER_SIZE = 256 << 20
+FXSAVE_SIZE = 512
 # Bytes of the syscall instruction: rip is on it inside the syscall hook (docs/architecture.md, Unicorn facts 2).
 SYSCALL_LENGTH = 2
 MSR_EFER, MSR_STAR = 0xC000_0080, 0xC000_0081
@@ -101,6 +103,11 @@ class CPU:
     def rip(self, value: int) -> None:
         self.write(X.UC_X86_REG_RIP, value)
 
+    def return_to(self, rip: int) -> None:
+        """Inside the syscall hook: make the syscall return to `rip` (Unicorn adds the syscall instruction's
+        length to rip after the hook: docs/architecture.md, Unicorn facts 2)."""
+        self.rip = rip - SYSCALL_LENGTH
+
     @property
     def rax(self) -> int:
         return self.read(X.UC_X86_REG_RAX)
@@ -108,6 +115,30 @@ class CPU:
     def set_result(self, value: int) -> None:
         """Put a syscall's result (or -errno) in rax."""
         self.write(X.UC_X86_REG_RAX, value)
+
+    def fxsave(self) -> bytes:
+        """The x87 and SSE state in FXSAVE's 512-byte layout (what Linux puts in a signal frame's fpstate)."""
+        read = self.engine.reg_read
+        tags = read(X.UC_X86_REG_FPTAG)
+        abridged = sum(1 << i for i in range(8) if (tags >> (2 * i)) & 3 != 3)     # 1: the register is in use
+        head = struct.pack("<HHBxHQQII", read(X.UC_X86_REG_FPCW), read(X.UC_X86_REG_FPSW), abridged, 0, 0, 0,
+                           read(X.UC_X86_REG_MXCSR), 0xFFFF)
+        stack = b"".join(struct.pack("<QH6x", *read(X.UC_X86_REG_FP0 + i)) for i in range(8))
+        xmm = b"".join(read(X.UC_X86_REG_XMM0 + i).to_bytes(16, "little") for i in range(16))
+        return (head + stack + xmm).ljust(FXSAVE_SIZE, b"\0")
+
+    def fxrstor(self, state: bytes) -> None:
+        """Load the x87 and SSE state from FXSAVE's layout (sigreturn)."""
+        write = self.engine.reg_write
+        fcw, fsw, abridged, _, _, _, mxcsr, _ = struct.unpack_from("<HHBxHQQII", state)
+        write(X.UC_X86_REG_FPCW, fcw)
+        write(X.UC_X86_REG_FPSW, fsw)
+        write(X.UC_X86_REG_FPTAG, sum((0 if abridged >> i & 1 else 3) << (2 * i) for i in range(8)))
+        write(X.UC_X86_REG_MXCSR, mxcsr & 0xFFFF)
+        for i in range(8):
+            write(X.UC_X86_REG_FP0 + i, struct.unpack_from("<QH", state, 32 + 16 * i))
+        for i in range(16):
+            write(X.UC_X86_REG_XMM0 + i, int.from_bytes(state[160 + 16 * i:176 + 16 * i], "little"))
 
     def new_context(self, rip: int, rsp: int) -> unicorn.UcContext:
         """A fresh user context: every register zero but rip and rsp."""

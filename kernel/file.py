@@ -118,8 +118,8 @@ class Console(OpenFile):
             return super().write_from_user(proc, segments)
         except SyscallError as error:
             if error.errno == errno.EPIPE:
-                # SIGPIPE's default action: the writer dies (signal handlers are not modelled).
-                proc.kernel.send_signal(proc, signals.SIGPIPE, "write to a host pipe with no reader")
+                # The writing thread's SIGPIPE: by default it ends the process.
+                proc.kernel.send_signal(proc, signals.SIGPIPE, "write to a host pipe with no reader", thread=True)
             raise
 
     def write(self, data: bytes) -> int:

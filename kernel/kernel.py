@@ -65,6 +65,7 @@ class Kernel(ProcessTable, Scheduler, Traps):
         self._exits = 0
         self._reaped: dict[int, Process] = {}   # reaped processes, for their parents' RUSAGE_CHILDREN
         # The tools watching this run (a debugger, run limits, a snapshot): kernel/observer.py.
+        self.uid = self.gid = 0                 # every process's identity: root
         self.observers: tuple[Observer, ...] = ()   # a tuple: one may leave while they are being called
         machine.page_fault_handler = self._page_fault
         machine.syscall_handler = self._syscall

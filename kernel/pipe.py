@@ -261,8 +261,8 @@ def _scatter(proc: Process, segments: list[tuple[int, int]], skip: int, data: by
 
 
 def _kill_by_sigpipe(proc: Process) -> None:
-    """SIGPIPE's default action: the writer dies (signal handlers are not modelled)."""
-    proc.kernel.send_signal(proc, signals.SIGPIPE, "write to a pipe with no reader")
+    """The writing thread's SIGPIPE: by default it ends the process; with a handler, the write gives EPIPE."""
+    proc.kernel.send_signal(proc, signals.SIGPIPE, "write to a pipe with no reader", thread=True)
 
 
 def open_pipe(kernel: Kernel, nonblocking: bool) -> tuple[PipeReadEnd, PipeWriteEnd]:

@@ -42,6 +42,7 @@ SLEEPING = "sleeping"    # blocked in a syscall, which restarts when it is woken
 ZOMBIE = "zombie"        # exited, waiting for its parent to reap it
 
 MAX_FDS = 1024
+CLD_EXITED, CLD_KILLED = 1, 2       # SIGCHLD's si_code
 
 # clone's flags that change what the new task shares (Linux's include/uapi/linux/sched.h).
 CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
@@ -73,6 +74,13 @@ class Process:
     sleeps: int = 0                          # sleeps so far: a timer ends only the sleep it was set for
     restart_result: int | None = None        # set by whoever woke it: the syscall returns this, not run again
     vfork_parent: Process | None = None      # asleep in vfork until this task execs or exits
+    # Signals (kernel/signal_delivery.py): the process's actions, shared by its threads; the rest per thread.
+    sigactions: dict[int, Any] = field(default_factory=dict)
+    blocked: int = 0                         # the signal mask: bit n-1 for signal n
+    pending: dict[int, bytes] = field(default_factory=dict)   # signal -> its siginfo
+    altstack: tuple[int, int, int] = (0, 2, 0)                # sigaltstack: (sp, flags, size), SS_DISABLE
+    interrupted: bool = False                # a signal woke it from a sleep in a syscall
+    saved_mask: int | None = None            # rt_sigsuspend's mask to restore once the handler returns
 
     def __post_init__(self) -> None:
         self.tgid = self.tgid or self.pid
@@ -177,6 +185,10 @@ class ProcessTable:
         child = Process(self._next_pid, parent.ppid if thread else parent.tgid, parent.name, self, vmspace,
                         tgid=parent.tgid if thread else 0)
         self._next_pid += 1
+        child.sigactions = parent.sigactions if flags & CLONE_SIGHAND else dict(parent.sigactions)
+        child.blocked = parent.blocked
+        if not flags & CLONE_VM or flags & CLONE_VFORK:
+            child.altstack = parent.altstack       # a thread on a stack of its own starts without one
         if flags & CLONE_FILES:
             child.files, child.cloexec = parent.files, parent.cloexec    # one table, shared
         else:
@@ -199,10 +211,19 @@ class ProcessTable:
         """The live tasks of `proc`'s process, itself included if it is live."""
         return [t for t in self.processes.values() if t.tgid == proc.tgid and t.state != ZOMBIE]
 
-    def send_signal(self, proc: Process, signal: int, reason: str) -> None:
-        """Deliver a signal to `proc`'s process with its default action (handlers are not modelled): ignore
-        it, or terminate the whole process."""
-        if signal in signals.IGNORED_BY_DEFAULT or proc.state == ZOMBIE:
+    def send_signal(self, proc: Process, signal: int, reason: str, info: bytes | None = None,
+                    thread: bool = False) -> None:
+        """Send a signal to `proc`'s process (or to the thread `proc` if `thread`): ignored, fatal, or pending
+        for a handler (kernel/signal_delivery.py).  Without `info`, the kernel sent it (SI_KERNEL)."""
+        from kernel import sigframe, signal_delivery
+
+        if info is None:
+            info = sigframe.siginfo(signal, signal_delivery.SI_KERNEL)
+        signal_delivery.send(self, proc, signal, info, reason, thread)
+
+    def kill_process(self, proc: Process, signal: int, reason: str) -> None:
+        """End `proc`'s process as `signal` would with its default action, whatever its handlers (a run limit)."""
+        if proc.state == ZOMBIE:
             return
         self.recorder.event("proc", "signal", target=proc.pid, signal=signal, reason=reason)
         self.exit(proc, 0, signal, f"{proc.name}[{proc.tgid}]: killed by {signals.name(signal)}: {reason}")
@@ -213,7 +234,7 @@ class ProcessTable:
         for proc in sorted(self.processes.values(), key=lambda p: p.pid, reverse=True):
             if proc.state != ZOMBIE:
                 self.recorder.pid = proc.pid
-                self.send_signal(proc, signal, reason)
+                self.kill_process(proc, signal, reason)
                 killed += 1
         self.recorder.pid = previous_pid
         return killed
@@ -324,6 +345,13 @@ class ProcessTable:
             self.wakeup(("wait", adopter))
         if leader.ppid:
             self.wakeup(("wait", leader.ppid))
+            parent = self.processes.get(leader.ppid)
+            if parent is not None:
+                from kernel import sigframe
+
+                status, how = (signal, CLD_KILLED) if signal else (code, CLD_EXITED)
+                self.send_signal(parent, signals.SIGCHLD, f"child {leader.pid} ended",
+                                 sigframe.siginfo(signals.SIGCHLD, how, pid=leader.pid, status=status))
 
     def reap(self, parent: Process, child: Process) -> None:
         """Remove a zombie child from the process table (wait4)."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from emulator import traps
 from emulator.cpu import SYSCALL_LENGTH
 from emulator.machine import Machine
-from kernel import signals
+from kernel import signal_delivery, signals
 from kernel.callout import CalloutQueue
 from kernel.proc import RUNNABLE, SLEEPING, ZOMBIE, Process
 from kernel.vm.map import VMSpace
@@ -65,6 +65,10 @@ class Scheduler:
                     continue
                 break
             self._switch_to(proc)
+            if proc.pending and signal_delivery.deliverable(proc):
+                signal_delivery.deliver(self, proc)     # back to user mode: its handlers run first
+                if proc.state != RUNNABLE:
+                    continue
             start = self.machine.now
             trap = self._run_slice()
             proc.instructions += self.machine.now - start
@@ -137,7 +141,7 @@ class Scheduler:
         """Every process left is waiting for another: nothing can ever wake them, so they die."""
         for proc in blocked:
             self.recorder.pid = proc.pid
-            self.send_signal(proc, signals.SIGKILL, "deadlock, every process is blocked")
+            self.kill_process(proc, signals.SIGKILL, "deadlock, every process is blocked")
 
     def _pause_if_due(self) -> None:
         """Call each observer whose pause is due (once: it sets a new pause_at to be called again)."""

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from operator import call
 from typing import TYPE_CHECKING, NamedTuple
 
-from kernel import errno, sysfile, sysmem, sysproc, systhread, syszerocopy
+from kernel import errno, sysfile, sysmem, sysproc, syssignal, systhread, syszerocopy
 from kernel.errno import SyscallError
 from kernel.linux_syscalls import LINUX_SYSCALLS
 from kernel.proc import SLEEPING
@@ -68,12 +68,16 @@ TABLE: dict[int, Syscall] = {
     10: Syscall("mprotect", sysmem.sys_mprotect, (ULONG, ULONG, ULONG)),
     11: Syscall("munmap", sysmem.sys_munmap, (ULONG, ULONG)),
     12: Syscall("brk", sysmem.sys_brk, (ULONG,)),
+    13: Syscall("rt_sigaction", syssignal.sys_rt_sigaction, (INT, ULONG, ULONG, ULONG)),
+    14: Syscall("rt_sigprocmask", syssignal.sys_rt_sigprocmask, (INT, ULONG, ULONG, ULONG)),
+    15: Syscall("rt_sigreturn", syssignal.sys_rt_sigreturn, ()),
     16: Syscall("ioctl", syszerocopy.sys_ioctl, (UINT, UINT, ULONG)),
     # writev's fd and count are unsigned longs that fdget() and import_iovec() take as unsigned ints.
     20: Syscall("writev", sysfile.sys_writev, (UINT, ULONG, UINT)),
     22: Syscall("pipe", sysfile.sys_pipe, (ULONG,)),
     24: Syscall("sched_yield", sysproc.sys_sched_yield, ()),
     32: Syscall("dup", sysfile.sys_dup, (UINT,)),
+    34: Syscall("pause", syssignal.sys_pause, ()),
     35: Syscall("nanosleep", sysproc.sys_nanosleep, (ULONG, ULONG)),
     33: Syscall("dup2", sysfile.sys_dup2, (UINT, UINT)),
     39: Syscall("getpid", sysproc.sys_getpid, ()),
@@ -87,6 +91,9 @@ TABLE: dict[int, Syscall] = {
     63: Syscall("uname", sysproc.sys_uname, (ULONG,)),
     98: Syscall("getrusage", sysproc.sys_getrusage, (INT, ULONG)),
     110: Syscall("getppid", sysproc.sys_getppid, ()),
+    127: Syscall("rt_sigpending", syssignal.sys_rt_sigpending, (ULONG, ULONG)),
+    130: Syscall("rt_sigsuspend", syssignal.sys_rt_sigsuspend, (ULONG, ULONG)),
+    131: Syscall("sigaltstack", syssignal.sys_sigaltstack, (ULONG, ULONG)),
     158: Syscall("arch_prctl", sysproc.sys_arch_prctl, (INT, ULONG)),
     186: Syscall("gettid", systhread.sys_gettid, ()),
     200: Syscall("tkill", systhread.sys_tkill, (INT, INT)),

@@ -6,8 +6,9 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
-from kernel import errno
+from kernel import errno, sigframe, syssignal
 from kernel.errno import SyscallError
+from kernel.signal_delivery import SI_USER
 from kernel.uaccess import copyin, copyout
 from kernel.vm.map import USER_TOP
 
@@ -185,6 +186,7 @@ def sys_execve(kernel: Kernel, proc: Process, path: int, argv: int, envp: int, *
         if thread is not proc:
             kernel.exit_thread(thread, 0)
     kernel.end_vfork(proc)
+    syssignal.reset_on_exec(proc)
     proc.close_on_exec()
     # The new image starts with the next slice, from its fresh context.
     kernel.machine.stop()
@@ -243,5 +245,6 @@ def sys_kill(kernel: Kernel, proc: Process, pid: int, signal: int, *_: int) -> i
         raise SyscallError(errno.ESRCH)
     for target in sorted(targets, key=lambda p: p.tgid == proc.tgid):    # the caller last: it may not come back
         if signal:
-            kernel.send_signal(target, signal, f"sent by {proc.name}[{proc.pid}]")
+            kernel.send_signal(target, signal, f"sent by {proc.name}[{proc.pid}]",
+                               sigframe.siginfo(signal, SI_USER, pid=proc.tgid, uid=kernel.uid))
     return 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from kernel import errno, futex, signals
+from kernel import errno, futex, sigframe, signals
 from kernel.errno import SyscallError
 from kernel.proc import (
     CLONE_FILES,
@@ -25,6 +25,7 @@ from kernel.proc import (
     CLONE_VFORK,
     CLONE_VM,
 )
+from kernel.signal_delivery import SI_TKILL
 from kernel.uaccess import copyin, copyout
 
 if TYPE_CHECKING:
@@ -142,7 +143,8 @@ def _signal_task(kernel: Kernel, proc: Process, target: Process | None, signal: 
     if target is None or target.state == "zombie":
         raise SyscallError(errno.ESRCH)
     if signal:
-        kernel.send_signal(target, signal, f"sent by {proc.name}[{proc.tgid}]")
+        kernel.send_signal(target, signal, f"sent by {proc.name}[{proc.tgid}]",
+                           sigframe.siginfo(signal, SI_TKILL, pid=proc.tgid, uid=kernel.uid), thread=True)
     return 0
 
 

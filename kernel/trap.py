@@ -17,7 +17,7 @@ from emulator import mmu, traps
 from emulator.cpu import REGISTER_IDS
 from emulator.disasm import instruction_at, memory_operands
 from emulator.machine import Machine
-from kernel import signals
+from kernel import sigframe, signal_delivery, signals
 from kernel.callout import CalloutQueue
 from kernel.proc import RUNNABLE, Process
 from kernel.syscall import dispatch
@@ -35,6 +35,11 @@ SIGNAL_OF_TRAP = {
     traps.BREAKPOINT: signals.SIGTRAP,
     traps.GENERAL_PROTECTION: signals.SIGSEGV,
 }
+# (si_code, whether si_addr is the faulting instruction) of each trap's signal: ILL_ILLOPN, FPE_INTDIV, and
+# SI_KERNEL for int3 and a general protection fault (whose address Linux does not give).
+SIGINFO_OF_TRAP = {traps.INVALID_OPCODE: (2, True), traps.DIVIDE_ERROR: (1, True), traps.BREAKPOINT: (0x80, False),
+                   traps.GENERAL_PROTECTION: (0x80, False)}
+SEGV_MAPERR, SEGV_ACCERR, BUS_ADRERR = 1, 2, 2
 _SIGNAL_OF_FAULT = {fault.NOMEM: signals.SIGKILL, fault.BUSERR: signals.SIGBUS, fault.IOERR: signals.SIGBUS}
 
 
@@ -87,6 +92,8 @@ class Traps:
             result = dispatch(self, proc, number, tuple(args))
         if proc.state == RUNNABLE:
             self.machine.cpu.set_result(result)
+            if proc.pending and signal_delivery.deliverable(proc):
+                self.machine.stop()     # the scheduler starts the handler before the next instruction
         for observer in self.observers:
             observer.after_syscall(self, proc, number)
 
@@ -104,10 +111,15 @@ class Traps:
             signal = signal_of_fault(reason)
             address = self._exact_address(proc, trap)
             what = f"{mmu.ACCESS_NAMES[trap.access]} of {address:#x} ({reason})"
+            code = SEGV_MAPERR if reason == fault.MAPERR else BUS_ADRERR if signal == signals.SIGBUS else SEGV_ACCERR
+            info = sigframe.siginfo(signal, code, address=address)
         else:
             signal = SIGNAL_OF_TRAP[trap.kind]
             what = trap.kind.replace("-", " ")
-        self.send_signal(proc, signal, f"{what} at {trap.rip:#x}: {self._instruction(proc, trap.rip)}")
+            code, address = SIGINFO_OF_TRAP[trap.kind]
+            info = sigframe.siginfo(signal, code, address=trap.rip if address else 0)
+        reason = f"{what} at {trap.rip:#x}: {self._instruction(proc, trap.rip)}"
+        signal_delivery.fault(self, proc, signal, info, reason)
 
     def _exact_address(self, proc: Process, trap: traps.Trap) -> int:
         """The faulting byte's address (CR2), where the instruction shows it; else the page's."""

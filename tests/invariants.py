@@ -44,10 +44,11 @@ def present_ptes(pmap: Pmap):
 
 def check(kernel: Kernel) -> None:
     # One task per address space: threads and a vfork child share their process's, which holds its objects once.
-    live = list({id(p.vmspace): p for p in kernel.processes.values() if p.state != ZOMBIE}.values())
-    for vmspace_users in Counter(id(p.vmspace) for p in kernel.processes.values() if p.state != ZOMBIE).items():
-        vmspace = next(p.vmspace for p in live if id(p.vmspace) == vmspace_users[0])
-        assert vmspace.users == vmspace_users[1], f"an address space used by {vmspace_users[1]} tasks counts {vmspace.users}"
+    tasks = [p for p in kernel.processes.values() if p.state != ZOMBIE]
+    live = list({id(p.vmspace): p for p in tasks}.values())
+    for proc in live:
+        users = sum(t.vmspace is proc.vmspace for t in tasks)
+        assert proc.vmspace.users == users, f"an address space used by {users} tasks counts {proc.vmspace.users}"
     objects = {}
     holders: Counter = Counter()
     table_frames = set()

@@ -16,7 +16,7 @@ import pytest
 from tests.test_c_programs import run_on_host
 
 USERLAND_LIBC = os.path.join(os.path.dirname(__file__), "..", "userland", "libc")
-PROGRAMS = ["threads", "processes", "timing", "thread_exits"]
+PROGRAMS = ["threads", "processes", "timing", "thread_exits", "signals"]
 ETIMEDOUT_TEXT = {"glibc": "Connection timed out", "musl": "Operation timed out"}    # each one's strerror
 COMPILERS = {"glibc": ["gcc", "-static", "-O1", "-pthread"], "musl": ["musl-gcc", "-static", "-O1"]}
 
@@ -89,3 +89,26 @@ def test_a_process_ends_with_its_last_thread_or_with_exit_from_any(programs, run
     assert result.stdout.decode().splitlines() == [
         "child whose thread called exit(5): exited 5",
         "the last thread runs after main's pthread_exit"]
+
+
+@pytest.mark.parametrize("libc", COMPILERS)
+def test_handlers_catch_faults_signals_and_interrupt_calls_as_on_linux(programs, run, libc):
+    result = same_as_host(run, programs["signals", libc])
+    assert result.status == 139                      # the last fault, with SIGSEGV back to its default
+    assert result.stdout.decode().splitlines() == [
+        "write barrier: 1 fault, at offset 100, si_code 2 (SEGV_ACCERR), value 3",
+        "SIGUSR1 handled 1 time(s), on the alternate stack: yes",
+        "blocked SIGUSR1: pending 1, handled 1",
+        "after sigsuspend: handled 2, errno EINTR: yes",
+        "SIGCHLD: 1, si_code 1 (CLD_EXITED), child status 4",
+        "read interrupted: -1, Interrupted system call",
+        "write to a pipe without reader, SIGPIPE ignored: -1, Broken pipe",
+        "abort: killed by 6"]
+    signals_sent = []
+    result = run(programs["signals", libc], ram=64 << 20, events=signals_sent)
+    sent = [(e["target"], e["signal"]) for e in signals_sent if e["type"] == "proc" and e["kind"] == "signal"]
+    # The write barrier's SIGSEGV, two SIGUSR1s, SIGCHLD per child, the SIGALRM that interrupts the read,
+    # abort's SIGABRT, the final SIGSEGV; SIGPIPE is ignored, so it is not even sent.
+    assert sent == [(1, 11), (1, 10), (1, 10), (1, 17), (1, 14), (1, 17), (4, 6), (1, 17), (1, 11)]
+    # Both SIGSEGVs are fatal faults in the fault counts: the first one reached its handler.
+    assert result.kernel.recorder.count("fault", "fatal", pid=1) == 2
