@@ -1,5 +1,8 @@
-"""Reading static ELF64 x86-64 executables, and refusing hostile ones.
+"""Reading ELF64 x86-64 executables (static, position-independent, and their interpreter), and refusing
+hostile ones.
 
+A position-independent file (ET_DYN: a PIE, or ld.so itself) is read at the
+load bias the loader gives, so every address below is where it will be.
 Everything a file says is checked before the loader trusts it: the header,
 that program headers and segments lie inside the file, that segments do not
 overlap or wrap, that they fit in user space, and that file offsets and
@@ -18,7 +21,8 @@ PT_LOAD = 1
 PT_INTERP = 3
 PT_PHDR = 6
 PF_X, PF_W, PF_R = 1, 2, 4
-ET_EXEC = 2
+ET_EXEC, ET_DYN = 2, 3
+PATH_MAX = 4096
 EM_X86_64 = 62
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
@@ -49,10 +53,17 @@ class Image:
     phdr_vaddr: int      # where the program headers are in memory (for AT_PHDR), or 0
     phentsize: int
     phnum: int
+    interpreter: str | None = None   # PT_INTERP: the dynamic linker that runs it
+    relocatable: bool = False        # ET_DYN: placed at the loader's bias
 
 
-def parse(data: bytes, user_top: int) -> Image:
-    """Parse and validate an executable image held in `data`."""
+def is_relocatable(data: bytes) -> bool:
+    """An ET_DYN file, which the loader places where it likes (check the header with `parse`)."""
+    return len(data) >= _EHDR.size and _EHDR.unpack_from(data)[1] == ET_DYN
+
+
+def parse(data: bytes, user_top: int, bias: int = 0) -> Image:
+    """Parse and validate an executable image held in `data`; an ET_DYN one as loaded at `bias`."""
     if len(data) < _EHDR.size:
         raise ExecFormatError("file too short for an ELF header")
     (ident, e_type, machine, version, entry, phoff, _shoff, _flags, ehsize, phentsize, phnum,
@@ -61,8 +72,11 @@ def parse(data: bytes, user_top: int) -> Image:
         raise ExecFormatError("bad ELF magic")
     if ident[4] != 2 or ident[5] != 1:
         raise ExecFormatError("not a little-endian 64-bit ELF file")
-    if e_type != ET_EXEC:
-        raise ExecFormatError(f"ELF type {e_type} is not a static executable (ET_EXEC)")
+    if e_type not in (ET_EXEC, ET_DYN):
+        raise ExecFormatError(f"ELF type {e_type} is not an executable (ET_EXEC or ET_DYN)")
+    if e_type == ET_EXEC:
+        bias = 0
+    entry += bias
     if machine != EM_X86_64:
         raise ExecFormatError(f"ELF machine {machine} is not x86-64")
     if phentsize != _PHDR.size or phnum == 0 or phnum > 64:
@@ -72,11 +86,13 @@ def parse(data: bytes, user_top: int) -> Image:
 
     segments = []
     phdr_vaddr = 0
+    interpreter = None
     for i in range(phnum):
         p_type, p_flags, p_offset, p_vaddr, _paddr, p_filesz, p_memsz, _align = _PHDR.unpack_from(
             data, phoff + i * phentsize)
+        p_vaddr += bias
         if p_type == PT_INTERP:
-            raise ExecFormatError("dynamically linked executables are not supported (PT_INTERP)")
+            interpreter = _interpreter(data, p_offset, p_filesz)
         if p_type == PT_PHDR:
             phdr_vaddr = p_vaddr
         if p_type != PT_LOAD or p_memsz == 0:
@@ -102,7 +118,17 @@ def parse(data: bytes, user_top: int) -> Image:
         for s in segments:
             if s.offset <= phoff and phoff + phnum * phentsize <= s.offset + s.filesz:
                 phdr_vaddr = s.vaddr + (phoff - s.offset)
-    return Image(entry, tuple(segments), phdr_vaddr, phentsize, phnum)
+    return Image(entry, tuple(segments), phdr_vaddr, phentsize, phnum, interpreter, e_type == ET_DYN)
+
+
+def _interpreter(data: bytes, offset: int, size: int) -> str:
+    """PT_INTERP's path: inside the file, NUL-terminated, no longer than a path may be."""
+    if size < 2 or size > PATH_MAX or offset + size > len(data):
+        raise ExecFormatError("bad PT_INTERP (the interpreter's path)")
+    path = data[offset:offset + size]
+    if path[-1] != 0 or 0 in path[:-1]:
+        raise ExecFormatError("PT_INTERP is not a NUL-terminated path")
+    return path[:-1].decode("utf-8", "surrogateescape")
 
 
 def _page_down(x: int) -> int:

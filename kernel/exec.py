@@ -1,4 +1,13 @@
-"""exec: replace a process's image with a static ELF executable.
+"""exec: replace a process's image with an ELF executable, and its interpreter if it names one.
+
+A static executable is mapped where its headers say.  A position-independent
+one (ET_DYN: gcc's default PIE) is placed at Linux's ELF_ET_DYN_BASE as
+Linux places it with address randomization off, and one that names an
+interpreter (PT_INTERP, the dynamic linker ld.so) gets it mapped at a fixed
+base too, and starts there, with the auxiliary vector telling ld.so where
+the program is (AT_PHDR, AT_ENTRY) and where it is itself (AT_BASE): fixed
+places keep runs reproducible.  ld.so then maps the shared libraries with
+mmap of their files, so all processes share one VM object per library.
 
 Text is mapped read-only from the file's VM object and data copy-on-write
 from it (needs-copy: the shadow appears on the first write); the page where
@@ -10,6 +19,7 @@ out as Linux lays it out: argc, argv, envp, auxv, then the strings.
 
 from __future__ import annotations
 
+import os
 import struct
 from typing import TYPE_CHECKING
 
@@ -39,6 +49,8 @@ AT_SECURE, AT_RANDOM, AT_EXECFN = 23, 25, 31
 
 # AT_RANDOM's 16 bytes: fixed, so that runs are reproducible.
 RANDOM_BYTES = bytes(range(0xA0, 0xB0))
+ET_DYN_BASE = 0x5555_5555_4000     # Linux's ELF_ET_DYN_BASE (2/3 of the user address space), not randomized
+INTERP_BASE = 0x7FFF_F7FC_3000     # where ld.so sits on Linux with randomization off: below the stack's region
 
 
 def _page_down(x: int) -> int:
@@ -59,27 +71,33 @@ def exec_image(kernel: Kernel, proc: Process, file: HostFile, argv: list[str], e
 
     On failure (SyscallError: ENOEXEC, E2BIG, ENOMEM) the old image is untouched.
     """
+    kernel.exec_error = ""
     if file.size > MAX_IMAGE:
         raise SyscallError(errno.ENOEXEC)
     strings_size = sum(len(s.encode("utf-8", "surrogateescape")) + 1 for s in argv + envp)
     if strings_size + 8 * (len(argv) + len(envp)) > ARG_MAX:
         raise SyscallError(errno.E2BIG)
-    try:
-        image = elf.parse(file.read(0, file.size), STACK_TOP - STACK_SIZE)
-    except elf.ExecFormatError as error:
-        kernel.exec_error = str(error)
-        raise SyscallError(errno.ENOEXEC) from None
+    image = _read_image(kernel, file, ET_DYN_BASE)
+    interpreter = None
+    if image.interpreter is not None:
+        interpreter_file = _find_interpreter(kernel, image.interpreter)
+        interpreter = _read_image(kernel, interpreter_file, INTERP_BASE)
+        if interpreter.interpreter is not None:
+            kernel.exec_error = f"its interpreter {image.interpreter} names an interpreter itself"
+            raise SyscallError(errno.ENOEXEC)
 
     old = proc.vmspace
     vmspace = VMSpace(VMMap(), Pmap(kernel.allocator))
     proc.vmspace = vmspace
     try:
         heap_start = _map_segments(kernel, vmspace, file, image)
+        if interpreter is not None:
+            _map_segments(kernel, vmspace, interpreter_file, interpreter)
         stack = VMObject(kernel.vm, ANONYMOUS, STACK_SIZE // PAGE_SIZE)
         vmspace.map.insert(MapEntry(STACK_TOP - STACK_SIZE, STACK_TOP, stack, 0, PROT_READ | PROT_WRITE,
                                     name="stack"))
         vmspace.heap_start = vmspace.heap_end = heap_start
-        sp = _build_stack(proc, image, argv, envp)
+        sp = _build_stack(proc, image, INTERP_BASE if interpreter else 0, argv, envp)
     except (OutOfMemory, SyscallError) as error:
         proc.vmspace = old
         vmspace.destroy()
@@ -87,8 +105,29 @@ def exec_image(kernel: Kernel, proc: Process, file: HostFile, argv: list[str], e
     if old is not None:
         old.release()
     proc.name = file.path.rsplit("/", 1)[-1]
-    proc.context = kernel.new_context(image.entry, sp)
+    proc.context = kernel.new_context(interpreter.entry if interpreter else image.entry, sp)
     kernel.recorder.event("proc", "exec", path=file.path, argv=argv)
+
+
+def _read_image(kernel: Kernel, file: HostFile, bias: int) -> elf.Image:
+    """The file's ELF image, at `bias` if it is position-independent; ENOEXEC (and why) if it is no executable."""
+    data = file.read(0, file.size)
+    try:
+        return elf.parse(data, STACK_TOP - STACK_SIZE, bias)
+    except elf.ExecFormatError as error:
+        kernel.exec_error = str(error) if bias != INTERP_BASE else f"its interpreter {file.path}: {error}"
+        raise SyscallError(errno.ENOEXEC) from None
+
+
+def _find_interpreter(kernel: Kernel, path: str) -> HostFile:
+    """PT_INTERP's file, under the guest root; ENOENT (as Linux answers) with a message naming it if absent."""
+    try:
+        return kernel.fs.lookup(path)
+    except SyscallError as error:
+        kernel.exec_error = (f"its interpreter {path} is not under the guest root {kernel.fs.root} "
+                             f"({os.strerror(error.errno)}); a dynamically linked program of the host runs "
+                             "with --root /")
+        raise
 
 
 def _map_segments(kernel: Kernel, vmspace: VMSpace, file: HostFile, image: elf.Image) -> int:
@@ -128,7 +167,7 @@ def _segment_name(prot: int) -> str:
     return "data" if prot & PROT_WRITE else "rodata"
 
 
-def _build_stack(proc: Process, image: elf.Image, argv: list[str], envp: list[str]) -> int:
+def _build_stack(proc: Process, image: elf.Image, base: int, argv: list[str], envp: list[str]) -> int:
     """Write argc, argv, envp, auxv and the strings at the top of the stack; returns the new rsp."""
     from kernel.uaccess import copyout
 
@@ -148,7 +187,7 @@ def _build_stack(proc: Process, image: elf.Image, argv: list[str], envp: list[st
     execfn_at = at + len(platform)
 
     auxv = [(AT_PHDR, image.phdr_vaddr), (AT_PHENT, image.phentsize), (AT_PHNUM, image.phnum),
-            (AT_PAGESZ, PAGE_SIZE), (AT_BASE, 0), (AT_FLAGS, 0), (AT_ENTRY, image.entry),
+            (AT_PAGESZ, PAGE_SIZE), (AT_BASE, base), (AT_FLAGS, 0), (AT_ENTRY, image.entry),
             (AT_UID, 0), (AT_EUID, 0), (AT_GID, 0), (AT_EGID, 0), (AT_PLATFORM, platform_at),
             (AT_HWCAP, 0), (AT_CLKTCK, 100), (AT_SECURE, 0), (AT_RANDOM, random_at),
             (AT_EXECFN, execfn_at), (AT_NULL, 0)]

@@ -81,7 +81,7 @@ class FileSystem:
             return self._open_host(path, self._started[path])
         guest = posixpath.normpath(posixpath.join("/", path))
         host = os.path.realpath(os.path.join(self.root, guest.lstrip("/")))
-        if host != self.root and not host.startswith(self.root + os.sep):
+        if host != self.root and not host.startswith(self.root.rstrip(os.sep) + os.sep):
             raise SyscallError(errno.ENOENT)
         found = self._open_host(guest, host)
         if isinstance(found, HostFile) and (path.endswith("/") or path.endswith("/.")):

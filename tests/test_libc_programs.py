@@ -13,7 +13,9 @@ import subprocess
 
 import pytest
 
+from kernel.exec import ET_DYN_BASE
 from tests.test_c_programs import run_on_host
+from tests.test_cli import vmgames
 
 USERLAND_LIBC = os.path.join(os.path.dirname(__file__), "..", "userland", "libc")
 PROGRAMS = ["threads", "processes", "timing", "thread_exits", "signals"]
@@ -112,3 +114,34 @@ def test_handlers_catch_faults_signals_and_interrupt_calls_as_on_linux(programs,
     assert sent == [(1, 11), (1, 10), (1, 10), (1, 17), (1, 14), (1, 17), (4, 6), (1, 17), (1, 11)]
     # Both SIGSEGVs are fatal faults in the fault counts: the first one reached its handler.
     assert result.kernel.recorder.count("fault", "fatal", pid=1) == 2
+
+
+@pytest.fixture(scope="module")
+def hello(tmp_path_factory):
+    """userland/libc/processes.c built three more ways: static PIE, and dynamic (PIE and not)."""
+    out = tmp_path_factory.mktemp("hello")
+    source = os.path.join(USERLAND_LIBC, "processes.c")
+    paths = {}
+    for name, flags in (("static-pie", ["-static-pie"]), ("dynamic", []), ("dynamic-no-pie", ["-no-pie"])):
+        paths[name] = str(out / name)
+        subprocess.run(["gcc", "-O1", *flags, "-o", paths[name], source], check=True)
+    return paths
+
+
+def test_a_static_pie_is_placed_where_linux_places_it(hello, run):
+    assert same_as_host(run, hello["static-pie"]).status == 3
+    events = []
+    run(hello["static-pie"], ram=64 << 20, events=events)
+    text_faults = [e["address"] for e in events if e["type"] == "fault" and e["access"] == "fetch" and e["pid"] == 1]
+    # Linux's ELF_ET_DYN_BASE with randomization off: the first instruction is in the file's first pages.
+    assert ET_DYN_BASE == 0x5555_5555_4000
+    assert all(ET_DYN_BASE <= address < ET_DYN_BASE + (1 << 20) for address in text_faults)
+
+
+@pytest.mark.parametrize("kind", ["dynamic", "dynamic-no-pie"])
+def test_a_dynamic_program_without_its_interpreter_under_the_root_says_so(hello, tmp_path, kind):
+    result = vmgames("run", "--root", str(tmp_path), hello[kind])
+    assert result.returncode == 127
+    assert result.stderr.decode() == (f"vmgames: {hello[kind]}: No such file or directory: its interpreter "
+                             f"/lib64/ld-linux-x86-64.so.2 is not under the guest root {tmp_path} (No such file or "
+                             "directory); a dynamically linked program of the host runs with --root /\n")

@@ -193,6 +193,8 @@ def _cannot_run(program: str, number: int, exec_error: str = "") -> int:
     """Say why `program` cannot be run, as a shell does; the status a shell gives: 127 when it is not
     there, 126 when it is but cannot be run."""
     reasons = {errno.ENOEXEC: f"cannot execute: {exec_error}", errno.ENOMEM: "not enough memory to load it"}
+    if exec_error and number != errno.ENOEXEC:
+        reasons[number] = f"{os.strerror(number)}: {exec_error}"     # a dynamic program's missing interpreter
     say_error(f"{program}: {reasons.get(number) or os.strerror(number)}")
     return 127 if number == errno.ENOENT else 126
 
