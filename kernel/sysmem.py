@@ -1,4 +1,4 @@
-"""Syscalls that change the address space: brk, mmap, munmap, mprotect."""
+"""Syscalls that change the address space: brk, mmap, munmap, mprotect, madvise, msync, mremap."""
 
 from __future__ import annotations
 
@@ -187,3 +187,138 @@ def sys_mprotect(kernel: Kernel, proc: Process, addr: int, length: int, prot: in
     if at < end:
         raise SyscallError(errno.ENOMEM)
     return 0
+
+
+MADV_DONTNEED = 4
+# Every advice Linux 6.1 knows; only MADV_DONTNEED changes what the process sees, the rest are hints.
+MADV_KNOWN = frozenset({0, 1, 2, 3, 4, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 100, 101})
+MS_ASYNC, MS_INVALIDATE, MS_SYNC = 1, 2, 4
+MREMAP_MAYMOVE, MREMAP_FIXED, MREMAP_DONTUNMAP = 1, 2, 4
+
+
+def _mapped_range(vm: VMSpace, addr: int, length: int) -> int:
+    """The end of [addr, addr + length) rounded to pages; EINVAL for a misaligned start, ENOMEM for a hole."""
+    if addr & (PAGE_SIZE - 1):
+        raise SyscallError(errno.EINVAL)
+    end = addr + _page_up(length)
+    if end > USER_TOP:
+        raise SyscallError(errno.ENOMEM)
+    return end
+
+
+def sys_madvise(kernel: Kernel, proc: Process, addr: int, length: int, advice: int, *_: int) -> int:
+    """MADV_DONTNEED drops the pages: a private mapping reads zeroes (anonymous) or the file again afterwards,
+    a shared one keeps its pages in the object.  Pages nothing else can reach are freed at once."""
+    if advice not in MADV_KNOWN:
+        raise SyscallError(errno.EINVAL)
+    vm = proc.vmspace
+    end = _mapped_range(vm, addr, length)
+    if end == addr:
+        return 0
+    if advice == MADV_DONTNEED:
+        for entry in vm.map.clip(addr, end):
+            _dont_need(kernel, vm, entry)
+    if not vm.map.covered(addr, end):
+        raise SyscallError(errno.ENOMEM)
+    return 0
+
+
+def _dont_need(kernel: Kernel, vm: VMSpace, entry: MapEntry) -> None:
+    vm.pmap.remove(entry.start, entry.end, "madvise")
+    if entry.shared:
+        return
+    obj = entry.object
+    first, last = entry.pindex(entry.start), entry.pindex(entry.end - 1) + 1
+    if obj.kind == ANONYMOUS and obj.backing is None and obj.shadow_count == 0 \
+            and sum(e.object is obj for e in vm.map.entries) == obj.ref_count:
+        obj.page_remove(first, last)        # only this map's entries reach it: the pages go now
+        return
+    if obj.kind != ANONYMOUS:
+        return                              # no private copy yet: the file's pages are what it reads
+    # Private copies others may still reach (a fork's shadow chain): the range starts over, on the file's
+    # object again for a file's mapping, on a fresh zero-filled object for anonymous memory.
+    bottom, offset = _file_under(entry)
+    if bottom.kind != ANONYMOUS:
+        bottom.reference()
+        entry.object, entry.offset, entry.cow, entry.needs_copy = bottom, offset, True, True
+    else:
+        entry.object, entry.offset = VMObject(kernel.vm, ANONYMOUS, (entry.end - entry.start) // PAGE_SIZE), 0
+    obj.deallocate()
+
+
+def _file_under(entry: MapEntry) -> tuple[VMObject, int]:
+    """The file object at the bottom of a private file mapping's chain, and the entry's offset into it."""
+    obj, offset = entry.object, entry.offset
+    while obj.backing is not None:
+        offset += obj.backing_offset * PAGE_SIZE
+        obj = obj.backing
+    return obj, offset
+
+
+def sys_msync(kernel: Kernel, proc: Process, addr: int, length: int, flags: int, *_: int) -> int:
+    """Nothing to write back (the guest's files are read-only); Linux's checks."""
+    if flags & ~(MS_ASYNC | MS_INVALIDATE | MS_SYNC) or flags & MS_ASYNC and flags & MS_SYNC:
+        raise SyscallError(errno.EINVAL)
+    end = _mapped_range(proc.vmspace, addr, length)
+    if end > addr and not proc.vmspace.map.covered(addr, end):
+        raise SyscallError(errno.ENOMEM)
+    return 0
+
+
+def sys_mremap(kernel: Kernel, proc: Process, old: int, old_size: int, new_size: int, flags: int, new_addr: int,
+               *_: int) -> int:
+    """Shrink in place, grow in place when the pages after are free, else move (MREMAP_MAYMOVE): the
+    mapping's objects go along, so resident pages are found again at their new address (no copy)."""
+    vm = proc.vmspace
+    if old & (PAGE_SIZE - 1) or flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP):
+        raise SyscallError(errno.EINVAL)
+    if flags & MREMAP_FIXED and not flags & MREMAP_MAYMOVE or flags & MREMAP_DONTUNMAP:
+        raise SyscallError(errno.EINVAL)     # MREMAP_DONTUNMAP: not modelled
+    old_size, new_size = _page_up(old_size), _page_up(new_size)
+    if new_size == 0 or old_size == 0:
+        raise SyscallError(errno.EINVAL)      # old_size 0 duplicates a shared mapping: not modelled
+    if old + old_size > USER_TOP or not vm.map.covered(old, old + old_size):
+        raise SyscallError(errno.EFAULT)
+    if len({(e.object, e.protection, e.shared) for e in vm.map.entries
+            if e.start < old + old_size and old < e.end}) > 1 and new_size > old_size:
+        raise SyscallError(errno.EFAULT)      # growing must stay within one mapping
+    if flags & MREMAP_FIXED:
+        if new_addr & (PAGE_SIZE - 1) or new_addr + new_size > USER_TOP:
+            raise SyscallError(errno.EINVAL)
+        if new_addr < old + old_size and old < new_addr + new_size:
+            raise SyscallError(errno.EINVAL)
+        vm.unmap(new_addr, new_addr + new_size, "munmap")
+        return _move(kernel, vm, old, old_size, new_size, new_addr)
+    if new_size <= old_size:
+        vm.unmap(old + new_size, old + old_size, "munmap")
+        return old
+    if old + new_size <= USER_TOP and not vm.map.overlaps(old + old_size, old + new_size):
+        _grow(kernel, vm, old + old_size, old + new_size)
+        return old
+    if not flags & MREMAP_MAYMOVE:
+        raise SyscallError(errno.ENOMEM)
+    found = vm.map.find_space(new_size)
+    if found is None:
+        raise SyscallError(errno.ENOMEM)
+    return _move(kernel, vm, old, old_size, new_size, found)
+
+
+def _grow(kernel: Kernel, vm: VMSpace, start: int, end: int) -> None:
+    """The mapping grows by fresh pages like its own: zero-filled, with its protection."""
+    last = vm.map.lookup(start - 1)
+    obj = VMObject(kernel.vm, ANONYMOUS, (end - start) // PAGE_SIZE)
+    vm.map.insert(MapEntry(start, end, obj, 0, last.protection, last.max_protection, shared=last.shared,
+                           name=last.name))
+
+
+def _move(kernel: Kernel, vm: VMSpace, old: int, old_size: int, new_size: int, to: int) -> int:
+    keep = min(old_size, new_size)
+    for entry in vm.map.clip(old, old + keep):
+        entry.object.reference()
+        vm.map.insert(MapEntry(to + entry.start - old, to + entry.end - old, entry.object, entry.offset,
+                               entry.protection, entry.max_protection, entry.cow, entry.needs_copy, entry.shared,
+                               entry.name))
+    vm.unmap(old, old + old_size, "munmap")
+    if new_size > old_size:
+        _grow(kernel, vm, to + old_size, to + new_size)
+    return to

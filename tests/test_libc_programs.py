@@ -18,7 +18,7 @@ from tests.test_c_programs import run_on_host
 from tests.test_cli import vmgames
 
 USERLAND_LIBC = os.path.join(os.path.dirname(__file__), "..", "userland", "libc")
-PROGRAMS = ["threads", "processes", "timing", "thread_exits", "signals"]
+PROGRAMS = ["threads", "processes", "timing", "thread_exits", "signals", "memory"]
 ETIMEDOUT_TEXT = {"glibc": "Connection timed out", "musl": "Operation timed out"}    # each one's strerror
 COMPILERS = {"glibc": ["gcc", "-static", "-O1", "-pthread"], "musl": ["musl-gcc", "-static", "-O1"]}
 
@@ -145,3 +145,21 @@ def test_a_dynamic_program_without_its_interpreter_under_the_root_says_so(hello,
     assert result.stderr.decode() == (f"vmgames: {hello[kind]}: No such file or directory: its interpreter "
                              f"/lib64/ld-linux-x86-64.so.2 is not under the guest root {tmp_path} (No such file or "
                              "directory); a dynamically linked program of the host runs with --root /\n")
+
+
+@pytest.mark.parametrize("libc", COMPILERS)
+def test_madvise_mremap_and_shared_memory_behave_as_on_linux(programs, run, libc):
+    result = same_as_host(run, programs["memory", libc])
+    assert result.stdout.decode().splitlines()[:3] == [
+        "private after DONTNEED: a 0 0 a",
+        "after the child's DONTNEED: parent sees b; the child saw 0; shared word 42",
+        "private file copy: XLF; after DONTNEED: ELF"]
+    events = []
+    run(programs["memory", libc], ram=64 << 20, events=events)
+    # The first MADV_DONTNEED: two resident pages of an object only this process maps are unmapped and freed
+    # at once, before the call returns.
+    first = next(i for i, e in enumerate(events) if e["type"] == "pte" and e.get("reason") == "madvise")
+    end = next(i for i, e in enumerate(events) if i > first and e["type"] == "syscall")
+    assert events[end]["kind"] == "madvise"
+    assert sum(e["type"] == "pte" and e["reason"] == "madvise" for e in events[first:end]) == 2
+    assert sum(e["type"] == "page" and e["kind"] == "free" for e in events[first:end]) == 2

@@ -188,6 +188,13 @@ class VMObject:
                 below.reference()
             below.shadows.append(self)
 
+    def page_remove(self, start: int, end: int) -> None:
+        """vm_object_page_remove: unmap and free the resident pages at indexes [start, end)."""
+        for pindex in [p for p in self.pages if start <= p < end]:
+            page = self.pages.pop(pindex)
+            pmap.remove_all(page, "page-remove")
+            self.allocator.free(page)
+
     def _terminate(self) -> None:
         for page in self.pages.values():
             pmap.remove_all(page, "terminate")
