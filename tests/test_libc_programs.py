@@ -8,6 +8,7 @@ CR3 load between them), vfork copies nothing.
 """
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -163,3 +164,19 @@ def test_madvise_mremap_and_shared_memory_behave_as_on_linux(programs, run, libc
     assert events[end]["kind"] == "madvise"
     assert sum(e["type"] == "pte" and e["reason"] == "madvise" for e in events[first:end]) == 2
     assert sum(e["type"] == "page" and e["kind"] == "free" for e in events[first:end]) == 2
+
+
+@pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed (.ci/run installs it)")
+def test_gdb_shows_threads_as_threads_of_their_process_and_stops_the_one_that_hits(tmp_path):
+    from tests.test_gdb_stub import gdb
+
+    program = str(tmp_path / "threads")
+    subprocess.run(["gcc", "-static", "-O0", "-g", "-pthread", "-o", program,
+                    os.path.join(USERLAND_LIBC, "threads.c")], check=True)
+    output, vm_output, status = gdb(program, "break work", "continue", "continue", "info threads", "p (long)arg",
+                                    "delete", "continue")
+    assert "Thread 3 hit Breakpoint 1, work (arg=0x1)" in output
+    assert re.search(r"\* 3 +Thread 3 \(threads \[1\] thread 3, runnable\) work \(arg=0x1\)", output)
+    assert re.search(r"  1 +Thread 1 \(threads \[1\], runnable\)", output)
+    assert "$1 = 1\n" in output
+    assert "counter 40000 sum 64 same pid 1" in vm_output and status == 0

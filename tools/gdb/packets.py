@@ -136,7 +136,9 @@ def _query(stub: GdbStub, packet: bytes) -> bytes | None:
         return b"0"
     if packet.startswith(b"qThreadExtraInfo,"):
         proc = stub.process(parse_hex(packet.split(b",")[1]))
-        text = f"{proc.name} [{proc.pid}], {proc.state}" if proc else "gone"
+        # A process's first thread shows as "name [pid]", its others as "name [pid] thread tid".
+        thread = f" thread {proc.pid}" if proc and not proc.is_leader else ""
+        text = f"{proc.name} [{proc.tgid}]{thread}, {proc.state}" if proc else "gone"
         return text.encode().hex().encode()
     if packet.startswith(b"qRcmd,"):
         return monitor.command(stub, bytes.fromhex(packet[6:].decode()).decode(errors="replace"))
