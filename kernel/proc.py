@@ -56,6 +56,9 @@ class Process:
     channel: Any = None                      # what a sleeping process waits for
     reaped: list[int] = field(default_factory=list)   # pids of the children it has waited for
     exit_order: int = 0                      # when it exited, to reap children in that order
+    cwd: str = "/"                           # the working directory: a guest path, every link resolved
+    umask: int = 0o022                       # the file mode creation mask (Linux's init starts with 022)
+    rlimits: dict[int, tuple[int, int]] = field(default_factory=dict)   # setrlimit's (soft, hard) by resource
 
     @property
     def wait_status(self) -> int:
@@ -141,6 +144,7 @@ class ProcessTable:
         self._next_pid += 1
         child.files = dict(parent.files)
         child.cloexec = set(parent.cloexec)
+        child.cwd, child.umask, child.rlimits = parent.cwd, parent.umask, dict(parent.rlimits)
         for file in child.files.values():
             file.references += 1
         # We are inside the parent's syscall: rip is still on the syscall instruction.

@@ -143,6 +143,7 @@ def _string_array(proc: Process, address: int, most: int) -> list[str]:
 def sys_execve(kernel: Kernel, proc: Process, path: int, argv: int, envp: int, *_: int) -> int:
     from kernel.exec import ARG_MAX, exec_image
     from kernel.fs import PATH_MAX
+    from kernel.namei import lookup_executable
     from kernel.uaccess import copyinstr
 
     name = copyinstr(proc, path, PATH_MAX)
@@ -150,7 +151,7 @@ def sys_execve(kernel: Kernel, proc: Process, path: int, argv: int, envp: int, *
     environment = _string_array(proc, envp, ARG_MAX // 8)
     # Linux 5.18 on: an empty argv becomes [""], so that argv[0] is never NULL.
     arguments = arguments or [""]
-    exec_image(kernel, proc, kernel.fs.lookup_executable(name), arguments, environment)
+    exec_image(kernel, proc, lookup_executable(kernel, proc, name), arguments, environment)
     proc.close_on_exec()
     # The new image starts with the next slice, from its fresh context.
     kernel.machine.stop()
