@@ -22,7 +22,9 @@ CHUNK = 64 << 10    # bytes moved between user memory and a file at a time
 
 # open(2)'s flags that an open file keeps (asm-generic/fcntl.h).
 O_ACCMODE, O_RDONLY, O_WRONLY, O_RDWR = 3, 0, 1, 2
-O_APPEND, O_NONBLOCK, O_LARGEFILE, O_DIRECTORY = 0o2000, 0o4000, 0o100000, 0o200000
+O_APPEND, O_NONBLOCK, FASYNC, O_DIRECT, O_LARGEFILE, O_DIRECTORY = 0o2000, 0o4000, 0o20000, 0o40000, 0o100000, 0o200000
+O_NOATIME = 0o1000000
+SETFL_MASK = O_APPEND | O_NONBLOCK | FASYNC | O_DIRECT | O_NOATIME      # the flags F_SETFL may change
 SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE = 0, 1, 2, 3, 4
 # poll(2)'s events (asm-generic/poll.h).
 POLLIN, POLLPRI, POLLOUT, POLLERR, POLLHUP, POLLNVAL = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20
@@ -110,6 +112,24 @@ class OpenFile:
                 written += accepted
         return written
 
+    def readv_to_user(self, proc: Process, segments: list[tuple[int, int]]) -> int:
+        """readv(2): the segments filled in order, until a read comes back short.
+
+        A bad address after some bytes were read ends the call with their count; before any, EFAULT.
+        """
+        done = 0
+        for base, length in segments:
+            try:
+                got = self.read_to_user(proc, base, length)
+            except SyscallError:
+                if done:
+                    return done
+                raise
+            done += got
+            if got < length:
+                break
+        return done
+
     def close(self) -> None:
         """Called when the last descriptor naming this open file is closed."""
 
@@ -161,11 +181,13 @@ class Console(OpenFile):
             raise SyscallError(_host_seek_error(error)) from None
 
     def pread(self, offset: int, length: int) -> bytes:
+        """The host's pread: ESPIPE for a pipe or a terminal there; EBADF for a stream the guest only writes."""
         if self.fd is None:
             raise SyscallError(errno.ESPIPE)
-        if not self.readable:
-            raise SyscallError(errno.EBADF)
         try:
+            if not self.readable:
+                os.lseek(self.fd, 0, SEEK_CUR)
+                raise SyscallError(errno.EBADF)
             return os.pread(self.fd, length, offset)
         except (OSError, OverflowError) as error:
             raise SyscallError(_host_seek_error(error)) from None
@@ -206,6 +228,10 @@ class Console(OpenFile):
         if count and self.before_read is not None and not self.before_read(self.stream):
             return 0    # the reader sleeps instead: the call is made again if it is ever woken
         return super().read_to_user(proc, buf, count)
+
+    def readv_to_user(self, proc: Process, segments: list[tuple[int, int]]) -> int:
+        """One read, into the first segment: another could block the host for input that is not there."""
+        return self.read_to_user(proc, *segments[0])
 
     def read(self, length: int) -> bytes:
         if not self.readable:

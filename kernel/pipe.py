@@ -148,6 +148,9 @@ class PipeReadEnd(OpenFile):
             return 0
         return self._take(proc, [(buf, count)], blocking=not self.nonblocking)
 
+    def readv_to_user(self, proc: Process, segments: list[tuple[int, int]]) -> int:
+        return self._take(proc, segments, blocking=not self.nonblocking)
+
     def splice_to_user(self, proc: Process, segments: list[tuple[int, int]], blocking: bool) -> int:
         """vmsplice(2) on the read end: Linux's vmsplice_to_user, a read into the segments.
 
