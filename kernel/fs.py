@@ -33,7 +33,7 @@ DT_UNKNOWN = 0
 
 
 def dtype_of(mode: int) -> int:
-    return (mode & stat.S_IFMT) >> 12
+    return stat.S_IFMT(mode) >> 12
 
 
 class Stat(NamedTuple):

@@ -1,0 +1,90 @@
+"""Static glibc and musl programs get from vmgames' file, time and identity calls what Linux gives them.
+
+Each probe of userland/c/libc_*.c is built with gcc -static and musl-gcc
+-static into a tree of files, directories, links and a FIFO, and run there
+natively and on vmgames (`--root` the tree, the host's uid and gid), with
+stdin from /dev/null and stdout a pipe on both.  Every line and the exit
+status must be the same, except the lines starting with "@", which depend
+on the host (absolute paths, its limits, random bytes): those are held to
+what vmgames alone must print.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPOSITORY = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+USERLAND_C = os.path.join(REPOSITORY, "userland", "c")
+PROBES = ["stat", "dirs"]
+COMPILERS = {"glibc": "gcc", "musl": "musl-gcc"}
+CFLAGS = ["-static", "-O2", "-Wall"]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """The directory the probes run in, and the guest's root: every probe built for both libcs, and files."""
+    root = tmp_path_factory.mktemp("tree")
+    for compiler in COMPILERS.values():
+        if shutil.which(compiler) is None:
+            pytest.fail(f"{compiler} is needed for the libc probes (.ci/run installs gcc and musl-tools)")
+    for name in PROBES:
+        for libc, compiler in COMPILERS.items():
+            subprocess.run([compiler, *CFLAGS, "-o", str(root / f"{name}.{libc}"),
+                            os.path.join(USERLAND_C, f"libc_{name}.c")], check=True)
+    (root / "hello.txt").write_text("hello, world\n")
+    (root / "dir" / "sub").mkdir(parents=True)
+    (root / "dir" / "a").write_text("a\n")
+    (root / "dir" / "b").write_text("bb\n")
+    (root / "dir" / "b").chmod(0o600)
+    (root / "dir" / "sub" / "deep").write_text("deep\n")
+    (root / "link").symlink_to("hello.txt")
+    (root / "dirlink").symlink_to("dir")
+    (root / "dangling").symlink_to("missing")
+    (root / "loop1").symlink_to("loop2")
+    (root / "loop2").symlink_to("loop1")
+    (root / "abslink").symlink_to("/hello.txt")
+    (root / "script.sh").write_text("#!/bin/sh\n")
+    (root / "script.sh").chmod(0o755)
+    os.mkfifo(root / "fifo", 0o644)
+    return root
+
+
+def run_both(tree, program: str, *args: str, options: tuple[str, ...] = ()) -> tuple[list[str], int]:
+    """Run ./program in the tree on the host and on vmgames; returns vmgames' "@" lines and status once
+    every other line and the status are the host's."""
+    host = subprocess.run([f"./{program}", *args], cwd=tree, stdin=subprocess.DEVNULL, capture_output=True,
+                          timeout=60)
+    ours = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--root", ".", "--uid", str(os.getuid()),
+                           "--gid", str(os.getgid()), *options, f"./{program}", *args],
+                          cwd=tree, stdin=subprocess.DEVNULL, capture_output=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": REPOSITORY})
+    assert b"Traceback" not in ours.stderr, ours.stderr.decode()
+    host_lines, our_lines = host.stdout.decode().splitlines(), ours.stdout.decode().splitlines()
+    assert [line for line in our_lines if not line.startswith("@")] == \
+           [line for line in host_lines if not line.startswith("@")]
+    assert ours.returncode == host.returncode, ours.stderr.decode()
+    return [line for line in our_lines if line.startswith("@")], ours.returncode
+
+
+@pytest.mark.parametrize("libc", COMPILERS)
+def test_the_stat_family_describes_the_hosts_files_as_linux_does(tree, libc):
+    guest_only, status = run_both(tree, f"stat.{libc}")
+    assert status == 0
+    # Absolute paths and absolute links are the guest's root, the tree.
+    assert guest_only == ["@ stat /hello.txt: found", "@ stat abslink (-> /hello.txt): found"]
+
+
+@pytest.mark.parametrize("libc", COMPILERS)
+def test_directories_and_the_working_directory_as_on_linux(tree, libc):
+    guest_only, status = run_both(tree, f"dirs.{libc}")
+    assert status == 0
+    assert guest_only == [
+        "@ getdents64 order: . .. a b sub",             # sorted, '.' and '..' first: the same on every host
+        '@ chdir /, .., ../..: yes, getcwd "/"',       # the guest's root is the tree, and its '..' is itself
+        "@ / and /.. are one directory: yes",
+        "@ the working directory at the start: /"]
