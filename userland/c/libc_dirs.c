@@ -128,7 +128,7 @@ static void print_file(const char *what, int fd)
 
 int main(int argc, char **argv)
 {
-    setvbuf(stdout, NULL, _IOLBF, 0);
+    probe_start();
     if (argc > 1 && strcmp(argv[1], "exec-child") == 0) {
         /* Run through a path relative to the parent's working directory. */
         strcpy(start, argv[2]);

@@ -40,6 +40,15 @@ static __attribute__((unused)) long raw(long number, long a, long b, long c, lon
 #define RAW4(n, a, b, c, d) raw((n), (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
 #define RAW5(n, a, b, c, d, e) raw((n), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), 0)
 
+/* Every probe starts with only the standard descriptors, whatever the host's parent left open, and
+ * prints whole lines as they come. */
+static __attribute__((unused)) void probe_start(void)
+{
+    for (int fd = 3; fd < 1024; fd++)
+        RAW1(SYS_close, fd);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+}
+
 /* fork(2) itself: glibc's fork() is a clone(2), which vmgames does not have yet. */
 static __attribute__((unused)) pid_t probe_fork(void)
 {

@@ -83,7 +83,7 @@ int main(void)
                                   "dir/", "hello.txt/", "hello.txt/.", "hello.txt/x", "missing", "dir/missing/x",
                                   "link/", "dirlink/", "dangling/", "."};
     struct stat st, other;
-    setvbuf(stdout, NULL, _IOLBF, 0);
+    probe_start();
     for (unsigned i = 0; i < sizeof paths / sizeof paths[0]; i++)
         stat_path(paths[i]);
 
