@@ -382,13 +382,21 @@ class RegularFile(OpenFile):
 
 
 class MemoryFile(RegularFile):
-    """A file whose bytes the kernel makes when it is opened (/proc/self/maps)."""
+    """A file whose bytes the kernel makes when it is opened (/proc/self/maps).
 
-    def __init__(self, inode: Inode, data: bytes) -> None:
-        OpenFile.__init__(self, O_RDONLY | O_LARGEFILE)
+    It may be opened for writing, as Linux's may, but nothing can be written (EINVAL).
+    """
+
+    def __init__(self, inode: Inode, data: bytes, flags: int = O_RDONLY | O_LARGEFILE) -> None:
+        OpenFile.__init__(self, flags)
+        self.readable = flags & O_ACCMODE != O_WRONLY
+        self.writable = flags & O_ACCMODE != O_RDONLY
         self.inode = inode
         self.data = data
         self.offset = 0
+
+    def write(self, data: bytes) -> int:
+        raise SyscallError(errno.EINVAL)
 
     def read(self, length: int) -> bytes:
         data = self.pread(self.offset, length)

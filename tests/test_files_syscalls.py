@@ -11,6 +11,7 @@ what vmgames alone must print.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -18,9 +19,14 @@ import sys
 
 import pytest
 
+from kernel import procfs
+from kernel.observer import Observer
+from tests.programs import EXIT_0, mmap
+from tools.boot import boot
+
 REPOSITORY = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 USERLAND_C = os.path.join(REPOSITORY, "userland", "c")
-PROBES = ["stat", "dirs", "fcntl", "poll", "identity"]
+PROBES = ["stat", "dirs", "fcntl", "poll", "identity", "proc"]
 COMPILERS = {"glibc": "gcc", "musl": "musl-gcc"}
 CFLAGS = ["-static", "-O2", "-Wall"]
 
@@ -150,3 +156,61 @@ def test_getrandom_follows_the_seed_in_a_stream_of_its_own(tree):
     expected = SplitMix64(GETRANDOM_STREAM)
     words = [expected.next() for _ in range(2)]
     assert first == "@ bytes: " + " ".join(f"{b:02x}" for b in b"".join(w.to_bytes(8, "little") for w in words))
+
+
+@pytest.mark.parametrize("libc", COMPILERS)
+def test_readlink_proc_self_and_access_as_on_linux(tree, libc):
+    """readlink of links and of /proc/self/exe, /proc/self/maps' format, executing /proc/self/exe, access."""
+    guest_only, status = run_both(tree, f"proc.{libc}")
+    assert status == 0
+    assert guest_only == [
+        f'@ readlink("/proc/self/exe"): /proc.{libc}',       # the program's path in the guest
+        '@ access("hello.txt", W_OK): -30',                  # EROFS: the guest's filesystem is read-only
+        '@ access("dir", W_OK): -30',
+        '@ access("link", R_OK | W_OK): -30',
+        '@ faccessat2("dangling", W_OK, AT_SYMLINK_NOFOLLOW): -30']
+
+
+GROW_THE_HEAP_TWICE_AND_MAP = """
+.text
+_start:
+    xor edi, edi
+    mov eax, 12
+    syscall
+    mov rbx, rax
+    lea rdi, [rbx + 4096]
+    mov eax, 12
+    syscall
+    lea rdi, [rbx + 3 * 4096]
+    mov eax, 12
+    syscall
+""" + mmap(2 * 4096, 3) + EXIT_0
+
+
+class MapsAtExit(Observer):
+    def __init__(self) -> None:
+        self.text = ""
+
+    def before_exit(self, kernel, proc) -> None:
+        self.text = procfs.maps(kernel, proc)
+
+
+def test_proc_self_maps_is_linuxs_format_made_from_the_map(build, tmp_path):
+    """One line per region in show_map_vma's format: a file's lines name it from column 73, [heap] is one
+    line however many steps brk grew it in, an anonymous mapping's line ends in the space after its inode."""
+    program = build(GROW_THE_HEAP_TWICE_AND_MAP, "grow")
+    kernel = boot(16 << 20, root=str(tmp_path), stdout=io.BytesIO(), stderr=io.BytesIO())
+    proc = kernel.spawn(kernel.fs.lookup("/grow"), ["grow"], [])
+    at_exit = MapsAtExit()
+    kernel.observe(at_exit)
+    info = os.stat(program)
+    file = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x} {info.st_ino}"
+    text = next(e for e in proc.vmspace.map.entries if e.name == "text")
+    heap = proc.vmspace.heap_start
+    kernel.run()
+    mmap_start = 0x7FFF_F000_0000 - 2 * 4096
+    assert at_exit.text == (
+        f"{text.start:08x}-{text.end:08x} r-xp 00001000 {file}".ljust(72) + " /grow\n"
+        + f"{heap:08x}-{heap + 3 * 4096:08x} rw-p 00000000 00:00 0".ljust(72) + " [heap]\n"
+        + f"{mmap_start:08x}-{mmap_start + 2 * 4096:08x} rw-p 00000000 00:00 0 \n"
+        + "7fffff7ff000-7ffffffff000 rw-p 00000000 00:00 0".ljust(72) + " [stack]\n")
