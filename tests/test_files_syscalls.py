@@ -57,7 +57,19 @@ def tree(tmp_path_factory):
     (root / "script.sh").write_text("#!/bin/sh\n")
     (root / "script.sh").chmod(0o755)
     os.mkfifo(root / "fifo", 0o644)
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.fail("busybox is needed for the busybox tests (.ci/run installs busybox-static)")
+    shutil.copy(busybox, root / "busybox")
     return root
+
+
+def run_vmgames(tree, program: str, *args: str, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """./program run on vmgames in the tree, the tree its root, as the host's uid and gid."""
+    return subprocess.run([sys.executable, "-m", "tools.cli", "run", "--root", ".", "--uid", str(os.getuid()),
+                           "--gid", str(os.getgid()), *options, f"./{program}", *args],
+                          cwd=tree, stdin=subprocess.DEVNULL, capture_output=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": REPOSITORY})
 
 
 def run_both(tree, program: str, *args: str, options: tuple[str, ...] = ()) -> tuple[list[str], int]:
@@ -65,10 +77,7 @@ def run_both(tree, program: str, *args: str, options: tuple[str, ...] = ()) -> t
     every other line and the status are the host's."""
     host = subprocess.run([f"./{program}", *args], cwd=tree, stdin=subprocess.DEVNULL, capture_output=True,
                           timeout=60)
-    ours = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--root", ".", "--uid", str(os.getuid()),
-                           "--gid", str(os.getgid()), *options, f"./{program}", *args],
-                          cwd=tree, stdin=subprocess.DEVNULL, capture_output=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": REPOSITORY})
+    ours = run_vmgames(tree, program, *args, options=options)
     assert b"Traceback" not in ours.stderr, ours.stderr.decode()
     host_lines, our_lines = host.stdout.decode().splitlines(), ours.stdout.decode().splitlines()
     assert [line for line in our_lines if not line.startswith("@")] == \
@@ -214,3 +223,50 @@ def test_proc_self_maps_is_linuxs_format_made_from_the_map(build, tmp_path):
         + f"{heap:08x}-{heap + 3 * 4096:08x} rw-p 00000000 00:00 0".ljust(72) + " [heap]\n"
         + f"{mmap_start:08x}-{mmap_start + 2 * 4096:08x} rw-p 00000000 00:00 0 \n"
         + "7fffff7ff000-7ffffffff000 rw-p 00000000 00:00 0".ljust(72) + " [stack]\n")
+
+
+# Busybox applets that need nothing vmgames lacks (no fork: busybox's is a clone), and print the same.
+BUSYBOX_AS_ON_LINUX = [
+    ["ls", "-lAn", "--full-time"],          # -A: the host's ".." of the tree is not the guest's
+    ["ls", "-lani", "--full-time", "dir", "dirlink/"],
+    ["ls", "-d", "*/"],
+    ["stat", "-c", "%n %s %a %F %h %i %u %g %Y %Z %b %B", "hello.txt", "dir", "link", "fifo", "script.sh"],
+    ["stat", "-L", "-c", "%n %F", "link", "dirlink"],
+    ["wc", "hello.txt", "dir/a"],
+    ["md5sum", "hello.txt", "dir/a", "dir/b"],
+    ["cat", "link", "dir/sub/deep"],
+    ["head", "-n", "1", "hello.txt", "dir/a"],
+    ["od", "-c", "dir/a"],
+    ["cmp", "hello.txt", "link"],
+    ["grep", "-r", "deep", "dir"],
+    ["test", "-x", "hello.txt"],
+    ["test", "-L", "dangling"],
+    ["sh", "-c", "for f in dir/* dir/sub/*; do echo $f; done; cd dirlink && echo *; read x < ../hello.txt; echo $x"],
+    ["sh", "-c", "test -r dir/b && test -d dirlink && test ! -e dangling && echo all true"],
+]
+
+
+@pytest.mark.parametrize("command", BUSYBOX_AS_ON_LINUX, ids=lambda command: " ".join(command)[:40])
+def test_busybox_applets_print_what_they_print_on_linux(tree, command):
+    host = subprocess.run(["./busybox", *command], cwd=tree, stdin=subprocess.DEVNULL, capture_output=True,
+                          timeout=60)
+    ours = run_vmgames(tree, "busybox", *command)
+    assert (ours.stdout.decode(), ours.returncode) == (host.stdout.decode(), host.returncode)
+    assert ours.stderr == host.stderr
+
+
+@pytest.mark.parametrize(("command", "output"), [
+    (["find", "."], None),                                     # directories list sorted
+    (["readlink", "-f", "dirlink/sub/../a"], "/dir/a\n"),       # paths are the guest's
+    (["sh", "-c", "cd dir/sub; pwd; cd ../..; pwd; cd ..; pwd"], "/dir/sub\n/\n/\n"),
+    (["nproc"], "1\n"),
+    (["realpath", "/proc/self/exe"], "/busybox\n"),
+])
+def test_busybox_sees_the_guests_paths(tree, command, output):
+    ours = run_vmgames(tree, "busybox", *command)
+    assert ours.returncode == 0, ours.stderr
+    if output is None:
+        lines = ours.stdout.decode().splitlines()
+        assert lines[0] == "." and lines == sorted(lines) and "./dir/sub/deep" in lines
+    else:
+        assert ours.stdout.decode() == output
