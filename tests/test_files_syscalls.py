@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import struct
 import subprocess
 import sys
 
@@ -270,3 +271,146 @@ def test_busybox_sees_the_guests_paths(tree, command, output):
         assert lines[0] == "." and lines == sorted(lines) and "./dir/sub/deep" in lines
     else:
         assert ours.stdout.decode() == output
+
+
+def _run_with_stdin(program: str, root, stdin) -> tuple[int, bytes]:
+    """Run `program` on a fresh machine whose stdin is the host file `stdin`; (shell status, stdout)."""
+    out = io.BytesIO()
+    kernel = boot(16 << 20, root=str(root), stdin=stdin, stdout=out, stderr=io.BytesIO())
+    proc = kernel.spawn(kernel.fs.open_host(program), ["prog"], [])
+    kernel.run()
+    return proc.shell_status, out.getvalue()
+
+
+def _ioctl_of_stdin(request: int, size: int) -> str:
+    """ioctl(0, request, buffer); the buffer's `size` bytes to stdout; exit status -result."""
+    return f"""
+.text
+_start:
+    xor edi, edi
+    mov esi, {request:#x}
+    lea rdx, [rip + answer]
+    mov eax, 16
+    syscall
+    mov r12, rax
+    mov edi, 1
+    lea rsi, [rip + answer]
+    mov edx, {size}
+    mov eax, 1
+    syscall
+    mov rdi, r12
+    neg rdi
+    mov eax, 60
+    syscall
+.bss
+answer: .zero 64
+"""
+
+
+def test_a_console_on_a_terminal_answers_tcgets_and_tiocgwinsz_as_the_hosts(build, tmp_path):
+    import fcntl
+    import pty
+    import termios
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("<4H", 37, 91, 0, 0))
+    with os.fdopen(terminal, "rb", buffering=0) as stdin:
+        status, window = _run_with_stdin(build(_ioctl_of_stdin(termios.TIOCGWINSZ, 8), "winsize"), tmp_path, stdin)
+        assert (status, struct.unpack("<4H", window)) == (0, (37, 91, 0, 0))
+        status, modes = _run_with_stdin(build(_ioctl_of_stdin(termios.TCGETS, 36), "tcgets"), tmp_path, stdin)
+        assert (status, modes) == (0, fcntl.ioctl(terminal, termios.TCGETS, bytes(36)))
+        # Nothing that would change the host's terminal gets through: TCSETS is ENOTTY.
+        status, _ = _run_with_stdin(build(_ioctl_of_stdin(termios.TCSETS, 36), "tcsets"), tmp_path, stdin)
+        assert status == 25
+    os.close(controller)
+    (tmp_path / "plain").write_text("not a terminal\n")
+    with open(tmp_path / "plain", "rb") as stdin:
+        status, _ = _run_with_stdin(build(_ioctl_of_stdin(termios.TCGETS, 36), "tcgets"), tmp_path, stdin)
+        assert status == 25                                             # ENOTTY
+
+
+POLL_STDIN_THEN_EXIT_WITH_REVENTS = """
+.text
+_start:
+    lea rdi, [rip + entry]
+    mov esi, 1
+    mov edx, -1
+    mov eax, 7
+    syscall
+    movzx edi, word ptr [rip + entry + 6]
+    mov eax, 60
+    syscall
+.data
+entry: .long 0
+       .short 1
+       .short 0
+"""
+
+
+def test_poll_of_the_console_waits_for_the_hosts_input(build, tmp_path):
+    """With nothing else to wait for, poll(-1) of stdin waits on the host, as a read does."""
+    import threading
+
+    program = build(POLL_STDIN_THEN_EXIT_WITH_REVENTS, "poll")
+    read_end, write_end = os.pipe()
+    writer = threading.Timer(0.3, os.write, (write_end, b"late\n"))
+    writer.start()
+    with os.fdopen(read_end, "rb", buffering=0) as stdin:
+        status, _ = _run_with_stdin(program, tmp_path, stdin)
+    writer.join()
+    os.close(write_end)
+    assert status == 0x1                                                # POLLIN
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    with os.fdopen(read_end, "rb", buffering=0) as stdin:
+        assert _run_with_stdin(program, tmp_path, stdin)[0] == 0x10      # POLLHUP: no writer is left
+
+
+LSEEK_STDIN_TO_ITS_END = """
+.text
+_start:
+    xor edi, edi
+    xor esi, esi
+    mov edx, 2
+    mov eax, 8
+    syscall
+    mov rdi, rax
+    mov eax, 60
+    syscall
+"""
+
+
+def test_a_console_redirected_from_a_file_seeks_in_it(build, tmp_path):
+    program = build(LSEEK_STDIN_TO_ITS_END, "seek")
+    (tmp_path / "input").write_bytes(b"x" * 42)
+    with open(tmp_path / "input", "rb") as stdin:
+        assert _run_with_stdin(program, tmp_path, stdin)[0] == 42
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    with os.fdopen(read_end, "rb", buffering=0) as stdin:
+        assert _run_with_stdin(program, tmp_path, stdin)[0] == (-29) & 0xFF       # ESPIPE
+
+
+def test_uid_and_gid_make_every_process_that_user(tree):
+    """--uid and --gid: the ids, the owner of a pipe, and access checks by the owner's, group's or others' bits."""
+    identity = run_vmgames(tree, "identity.glibc", options=("--uid", "4242", "--gid", "4343"))
+    assert identity.stdout.decode().splitlines()[0] == "uid 4242 euid 4242 gid 4343 egid 4343"
+    proc = run_vmgames(tree, "proc.glibc", options=("--uid", "4242", "--gid", "4343"))
+    lines = proc.stdout.decode().splitlines()
+    owner = os.getuid()
+    assert 'access("dir/b", R_OK): -EACCES' in lines            # 0600, another user's
+    assert 'access("hello.txt", R_OK): 0' in lines              # 0644: others may read
+    assert 'access("script.sh", X_OK): 0' in lines              # 0755: others may run it
+    assert 'access("fifo", W_OK): -EACCES' in lines             # 0644: only its owner may write
+    assert owner != 4242
+    stat = run_vmgames(tree, "stat.glibc", options=("--uid", "4242", "--gid", "4343"))
+    assert stat.stdout.decode().count("owner is the caller: yes") == 2    # both ends of a pipe
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "4294967295", "1e3"])
+def test_a_bad_uid_or_gid_is_refused_in_one_line(value):
+    for option in ("--uid", "--gid"):
+        result = subprocess.run([sys.executable, "-m", "tools.cli", "run", option, value, "build/hello"],
+                                capture_output=True, text=True, cwd=REPOSITORY)
+        assert result.returncode == 2
+        assert result.stderr.startswith(f"vmgames: argument {option}: ") and result.stderr.count("\n") == 1
