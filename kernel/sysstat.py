@@ -43,7 +43,7 @@ def _seconds(ns: int) -> tuple[int, int]:
 def pack_stat(info: Stat) -> bytes:
     """struct stat as x86-64 lays it out (arch/x86/include/uapi/asm/stat.h): 144 bytes."""
     times = (*_seconds(info.atime_ns), *_seconds(info.mtime_ns), *_seconds(info.ctime_ns))
-    return struct.pack("<QQQIIIIQqqq6Q3q", info.dev, info.ino, info.nlink, info.mode, info.uid, info.gid, 0,
+    return struct.pack("<QQQIIIIQqqq6q3q", info.dev, info.ino, info.nlink, info.mode, info.uid, info.gid, 0,
                        info.rdev, info.size, info.blksize, info.blocks, *times, 0, 0, 0)
 
 

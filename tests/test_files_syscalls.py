@@ -58,6 +58,8 @@ def tree(tmp_path_factory):
     (root / "script.sh").write_text("#!/bin/sh\n")
     (root / "script.sh").chmod(0o755)
     os.mkfifo(root / "fifo", 0o644)
+    (root / "old.txt").write_text("from before 1970\n")
+    os.utime(root / "old.txt", ns=(-1_500_000_000, -1_500_000_000))
     busybox = shutil.which("busybox")
     if busybox is None:
         pytest.fail("busybox is needed for the busybox tests (.ci/run installs busybox-static)")

@@ -79,7 +79,7 @@ static void compare_statx(const char *path, int flags)
 int main(void)
 {
     static const char *paths[] = {"hello.txt", "dir", "dir/a", "dir/sub/deep", "link", "dirlink", "dirlink/b",
-                                  "dangling", "loop1", "fifo", "script.sh", "dir/../hello.txt", "./dir/sub/..",
+                                  "dangling", "loop1", "fifo", "script.sh", "old.txt", "dir/../hello.txt", "./dir/sub/..",
                                   "dir/", "hello.txt/", "hello.txt/.", "hello.txt/x", "missing", "dir/missing/x",
                                   "link/", "dirlink/", "dangling/", "."};
     struct stat st, other;
@@ -169,7 +169,7 @@ int main(void)
     printf("  %s size %ld\n", file_type(st.st_mode), (long)st.st_size);
 
     /* statx: the same answers, and its own errors. */
-    static const char *statx_paths[] = {"hello.txt", "dir", "link", "fifo", "dirlink/a"};
+    static const char *statx_paths[] = {"hello.txt", "dir", "link", "fifo", "dirlink/a", "old.txt"};
     for (unsigned i = 0; i < sizeof statx_paths / sizeof statx_paths[0]; i++) {
         compare_statx(statx_paths[i], 0);
         compare_statx(statx_paths[i], AT_SYMLINK_NOFOLLOW);
