@@ -60,7 +60,7 @@ class ProcRoot(_ProcInode):
     def child(self, name: str, context: Any) -> Inode:
         if name == "self":
             return SelfLink(self.kernel)
-        if name.isdigit() and name == str(int(name)) and int(name) in self.kernel.processes:
+        if name.isascii() and name.isdigit() and name == str(int(name)) and int(name) in self.kernel.processes:
             return ProcessDirectory(self.kernel, int(name))
         raise SyscallError(errno.ENOENT)
 

@@ -22,7 +22,7 @@ import pytest
 
 from kernel import procfs
 from kernel.observer import Observer
-from tests.programs import EXIT_0, mmap
+from tests.programs import EXIT_0, mmap, syscall_on_path_then_exit
 from tools.boot import boot
 
 REPOSITORY = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -416,3 +416,11 @@ def test_a_bad_uid_or_gid_is_refused_in_one_line(value):
                                 capture_output=True, text=True, cwd=REPOSITORY)
         assert result.returncode == 2
         assert result.stderr.startswith(f"vmgames: argument {option}: ") and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(("path", "status"), [("/proc/1/maps", -3 & 0xFF), ("/proc/self/maps", -3 & 0xFF),
+                                              ("/proc/01/maps", 2), ("/proc/\u00b2/maps", 2), ("/proc/2/maps", 2),
+                                              ("/proc/self/cwd", 2), ("/proc/1/exe/..", 20)])
+def test_proc_has_each_live_process_by_its_decimal_pid_and_nothing_else(run, path, status):
+    """open() of /proc paths: the process's maps (fd 3); a pid spelled otherwise, or no such process, ENOENT."""
+    assert run(syscall_on_path_then_exit(2, path)).status == status
