@@ -419,8 +419,9 @@ def test_a_bad_uid_or_gid_is_refused_in_one_line(value):
 
 
 @pytest.mark.parametrize(("path", "status"), [("/proc/1/maps", -3 & 0xFF), ("/proc/self/maps", -3 & 0xFF),
-                                              ("/proc/01/maps", 2), ("/proc/\u00b2/maps", 2), ("/proc/2/maps", 2),
+                                              ("/proc/01/maps", 2), (r"/proc/\302\262/maps", 2), ("/proc/2/maps", 2),
                                               ("/proc/self/cwd", 2), ("/proc/1/exe/..", 20)])
 def test_proc_has_each_live_process_by_its_decimal_pid_and_nothing_else(run, path, status):
-    """open() of /proc paths: the process's maps (fd 3); a pid spelled otherwise, or no such process, ENOENT."""
+    """open() of /proc paths: the process's maps (fd 3); a pid spelled otherwise (a leading zero, a superscript
+    two in UTF-8), or no such process, ENOENT."""
     assert run(syscall_on_path_then_exit(2, path)).status == status
