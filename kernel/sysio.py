@@ -203,8 +203,7 @@ def _poll(kernel: Kernel, proc: Process, fds: int, nfds: int, wait_ns: int | Non
     """Linux's do_sys_poll: the events that hold now, or a wait for one (none: forever) and then again."""
     if nfds > rlimit(proc, RLIMIT_NOFILE)[0]:
         raise SyscallError(errno.EINVAL)
-    entries = [struct.unpack_from("<ihh", copyin(proc, fds, POLLFD_SIZE * nfds), POLLFD_SIZE * i)
-               for i in range(nfds)]
+    entries = list(struct.iter_unpack("<ihh", copyin(proc, fds, POLLFD_SIZE * nfds)))
     while True:
         revents, files = _events(proc, entries)
         ready = sum(1 for events in revents if events)
