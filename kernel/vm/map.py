@@ -149,7 +149,7 @@ class VMSpace:
         at the cost of a TLB invalidation each while the parent is loaded.
         The child's page tables start empty and fill on demand.
         """
-        child = VMSpace(VMMap(), pmap, self.heap_start, self.heap_end, self.exe)
+        child = VMSpace(VMMap(), pmap, self.heap_start, self.heap_end, exe=self.exe)
         for entry in self.map.entries:
             if not entry.shared:
                 # As vm_map_copy_entry does: shorten the chain before a second map shares it.
