@@ -8,7 +8,15 @@ STAMP := $(VENV)/.installed-stamp
 PROGRAMS := $(patsubst userland/%.s,build/%,$(wildcard userland/*.s))
 # The zero-copy workloads and the vmsplice check: freestanding C, no libc (the flags tests/test_c_programs.py uses).
 C_PROGRAMS := $(patsubst userland/c/%.c,build/%,$(wildcard userland/c/zc_*.c userland/c/vmsplice_alias.c))
-C_HEADERS := $(wildcard userland/c/*.h)
+C_HEADERS := $(filter-out userland/c/libc_probe.h,$(wildcard userland/c/*.h))
+# The libc probes (userland/c/libc_*.c): static glibc programs, and static musl ones where musl-gcc is
+# installed (musl-tools); tests/test_files_syscalls.py runs them on vmgames and on the host.
+LIBC_SOURCES := $(wildcard userland/c/libc_*.c)
+LIBC_PROGRAMS := $(patsubst userland/c/%.c,build/%,$(LIBC_SOURCES))
+ifneq ($(shell command -v musl-gcc 2>/dev/null),)
+LIBC_PROGRAMS += $(patsubst userland/c/%.c,build/%.musl,$(LIBC_SOURCES))
+endif
+CFLAGS_LIBC := -static -O2 -Wall
 CFLAGS_FREESTANDING := -static -nostdlib -O2 -ffreestanding -fno-builtin -fno-tree-loop-distribute-patterns \
 	-fno-stack-protector -fno-pie -no-pie -masm=intel -Wall
 
@@ -40,7 +48,7 @@ trace-digests: userland
 lint: $(STAMP)
 	$(VENV)/bin/ruff check emulator kernel tools tests
 
-userland: $(PROGRAMS) $(C_PROGRAMS)
+userland: $(PROGRAMS) $(C_PROGRAMS) $(LIBC_PROGRAMS)
 
 build/%: userland/%.s $(STAMP)
 	@mkdir -p build
@@ -49,6 +57,14 @@ build/%: userland/%.s $(STAMP)
 build/%: userland/c/%.c $(C_HEADERS)
 	@mkdir -p build
 	gcc $(CFLAGS_FREESTANDING) -o $@ $<
+
+build/libc_%: userland/c/libc_%.c userland/c/libc_probe.h
+	@mkdir -p build
+	gcc $(CFLAGS_LIBC) -o $@ $<
+
+build/libc_%.musl: userland/c/libc_%.c userland/c/libc_probe.h
+	@mkdir -p build
+	musl-gcc $(CFLAGS_LIBC) -o $@ $<
 
 $(STAMP): pyproject.toml setup.py emulator/_native.c tools/_tracewriter.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -87,7 +87,7 @@ def exec_image(kernel: Kernel, proc: Process, file: HostFile, argv: list[str], e
             raise SyscallError(errno.ENOEXEC)
 
     old = proc.vmspace
-    vmspace = VMSpace(VMMap(), Pmap(kernel.allocator))
+    vmspace = VMSpace(VMMap(), Pmap(kernel.allocator), exe=file)
     proc.vmspace = vmspace
     try:
         heap_start = _map_segments(kernel, vmspace, file, image)
@@ -171,6 +171,7 @@ def _build_stack(proc: Process, image: elf.Image, base: int, argv: list[str], en
     """Write argc, argv, envp, auxv and the strings at the top of the stack; returns the new rsp."""
     from kernel.uaccess import copyout
 
+    uid, gid = proc.kernel.credentials
     execfn = argv[0] if argv else ""
     blobs = [s.encode("utf-8", "surrogateescape") + b"\0" for s in argv + envp]
     platform = b"x86_64\0"
@@ -188,7 +189,7 @@ def _build_stack(proc: Process, image: elf.Image, base: int, argv: list[str], en
 
     auxv = [(AT_PHDR, image.phdr_vaddr), (AT_PHENT, image.phentsize), (AT_PHNUM, image.phnum),
             (AT_PAGESZ, PAGE_SIZE), (AT_BASE, base), (AT_FLAGS, 0), (AT_ENTRY, image.entry),
-            (AT_UID, 0), (AT_EUID, 0), (AT_GID, 0), (AT_EGID, 0), (AT_PLATFORM, platform_at),
+            (AT_UID, uid), (AT_EUID, uid), (AT_GID, gid), (AT_EGID, gid), (AT_PLATFORM, platform_at),
             (AT_HWCAP, 0), (AT_CLKTCK, 100), (AT_SECURE, 0), (AT_RANDOM, random_at),
             (AT_EXECFN, execfn_at), (AT_NULL, 0)]
     words = [len(argv)] + addresses[:len(argv)] + [0] + addresses[len(argv):] + [0]

@@ -15,16 +15,20 @@ in which case it is killed with the signal a Linux kernel would send.
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections import deque
 from typing import BinaryIO
 
+from emulator.determinism import SplitMix64
 from emulator.machine import Machine
 from kernel.callout import CalloutQueue
 from kernel.fs import FileSystem
 from kernel.observer import Observer
 from kernel.proc import RUNNABLE, Process, ProcessTable
+from kernel.procfs import ProcRoot
 from kernel.sched import DEFAULT_QUANTUM, Scheduler
+from kernel.sysproc import CLOCK_REALTIME, _now_ns
 from kernel.timer import Timers
 from kernel.trap import Traps
 from kernel.vm.context import VMContext
@@ -34,19 +38,26 @@ from kernel.vmmeter import Recorder
 from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE, Wire
 
 DEFAULT_MAX_PROCESSES = 256
+# getrandom's bytes come from the run's --seed, in a stream of their own (rdrand's is SplitMix64(seed)).
+GETRANDOM_STREAM = int.from_bytes(b"getrandm", "little")
 
 
 class Kernel(ProcessTable, Scheduler, Traps):
     def __init__(self, machine: Machine, root: str = ".", stdin: BinaryIO | None = None,
                  stdout: BinaryIO | None = None, stderr: BinaryIO | None = None,
                  quantum: int = DEFAULT_QUANTUM, max_processes: int = DEFAULT_MAX_PROCESSES,
-                 wire_rate: int = DEFAULT_WIRE_RATE, wire_capacity: int = DEFAULT_WIRE_CAPACITY) -> None:
+                 wire_rate: int = DEFAULT_WIRE_RATE, wire_capacity: int = DEFAULT_WIRE_CAPACITY,
+                 uid: int = 0, gid: int = 0) -> None:
         self.machine = machine
         self.recorder = Recorder()
         self.recorder.clock = machine.clock_reader()
         self.allocator = PageAllocator(machine, self.recorder)
         self.vm = VMContext(self.allocator, self.recorder)
         self.fs = FileSystem(root, self.vm)
+        self.fs.mount("/proc", ProcRoot(self))
+        self.credentials = (uid, gid)           # every process's uid and gid (vmgames run --uid, --gid)
+        self.entropy = SplitMix64(machine.determinism.seed ^ GETRANDOM_STREAM)    # what getrandom gives
+        self._inode_numbers = itertools.count(1)    # for pipes: each has an inode number of its own
         self.stdio = (stdin or sys.stdin.buffer, stdout or sys.stdout.buffer, stderr or sys.stderr.buffer)
         self.quantum = quantum
         self.max_processes = max_processes
@@ -65,7 +76,6 @@ class Kernel(ProcessTable, Scheduler, Traps):
         self._exits = 0
         self._reaped: dict[int, Process] = {}   # reaped processes, for their parents' RUSAGE_CHILDREN
         # The tools watching this run (a debugger, run limits, a snapshot): kernel/observer.py.
-        self.uid = self.gid = 0                 # every process's identity: root
         self.observers: tuple[Observer, ...] = ()   # a tuple: one may leave while they are being called
         machine.page_fault_handler = self._page_fault
         machine.syscall_handler = self._syscall
@@ -90,6 +100,13 @@ class Kernel(ProcessTable, Scheduler, Traps):
         for observer in self.observers:
             observer.console_write_wait(self, stream)
         return self.current is None or self.current.state == RUNNABLE
+
+    def new_inode_number(self) -> int:
+        return next(self._inode_numbers)
+
+    def realtime_ns(self) -> int:
+        """CLOCK_REALTIME now: the times the kernel stamps on what it makes (a pipe)."""
+        return _now_ns(self, None, CLOCK_REALTIME)
 
     def open_wire(self) -> Wire:
         """A new wire (open("/dev/wire")): its peer's deliveries are callouts."""

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 from emulator.ram import PAGE_SIZE
 from kernel import errno, signals
 from kernel.errno import SyscallError
-from kernel.file import OpenFile
+from kernel.file import POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, OpenFile
+from kernel.fs import Stat
 from kernel.sink import COPY, Segment, SinkEnd
 from kernel.uaccess import copyin, copyout
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 PIPE_SLOTS = 16                           # Linux's PIPE_DEF_BUFFERS
 PIPE_CAPACITY = PIPE_SLOTS * PAGE_SIZE    # 65536 bytes
 PIPE_BUF = 4096                           # writes of at most this many bytes are atomic (POSIX)
+PIPEFS_DEV = 0x0D                         # st_dev of every pipe: an anonymous device, as Linux's pipefs (0:13)
 
 
 class Pipe:
@@ -57,6 +59,14 @@ class Pipe:
         self.readable_channel = ("pipe-readable", id(self))    # channels sleepers wait on
         self.writable_channel = ("pipe-writable", id(self))
         self._wakeup = kernel.wakeup
+        self.ino = kernel.new_inode_number()
+        self.created_ns = kernel.realtime_ns()
+
+    def stat(self) -> Stat:
+        """What fstat says of either end: a FIFO of pipefs, owned by the caller, read and written by it only."""
+        uid, gid = self.kernel.credentials
+        times = self.created_ns
+        return Stat(0o010600, self.ino, PIPEFS_DEV, 1, uid, gid, 0, 0, PAGE_SIZE, 0, times, times, times)
 
     def full(self) -> bool:
         return len(self.slots) == PIPE_SLOTS
@@ -122,11 +132,24 @@ class PipeReadEnd(OpenFile):
         super().__init__()
         self.pipe = pipe
 
+    def stat(self) -> Stat:
+        return self.pipe.stat()
+
+    def poll(self) -> int:
+        """Linux's pipe_poll for a read end: readable with bytes in; hung up once no writer is left."""
+        return (POLLIN | POLLRDNORM if self.pipe.size else 0) | (POLLHUP if self.pipe.writers == 0 else 0)
+
+    def poll_channels(self) -> tuple[object, ...]:
+        return (self.pipe.readable_channel,)
+
     def read_to_user(self, proc: Process, buf: int, count: int) -> int:
         """read(2): take what is there (up to count); EOF once no writer is left; else wait, or EAGAIN."""
         if count == 0:
             return 0
         return self._take(proc, [(buf, count)], blocking=not self.nonblocking)
+
+    def readv_to_user(self, proc: Process, segments: list[tuple[int, int]]) -> int:
+        return self._take(proc, segments, blocking=not self.nonblocking)
 
     def splice_to_user(self, proc: Process, segments: list[tuple[int, int]], blocking: bool) -> int:
         """vmsplice(2) on the read end: Linux's vmsplice_to_user, a read into the segments.
@@ -173,6 +196,16 @@ class PipeWriteEnd(SinkEnd):
     def __init__(self, pipe: Pipe) -> None:
         super().__init__(pipe.kernel)
         self.pipe = pipe
+
+    def stat(self) -> Stat:
+        return self.pipe.stat()
+
+    def poll(self) -> int:
+        """Linux's pipe_poll for a write end: writable while a slot is free; an error once no reader is left."""
+        return (0 if self.pipe.full() else POLLOUT | POLLWRNORM) | (POLLERR if self.pipe.readers == 0 else 0)
+
+    def poll_channels(self) -> tuple[object, ...]:
+        return (self.pipe.writable_channel,)
 
     def room(self) -> int:
         return 0 if self.pipe.full() else PAGE_SIZE

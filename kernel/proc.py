@@ -82,6 +82,10 @@ class Process:
     interrupted: bool = False                # a signal woke it from a sleep in a syscall
     saved_mask: int | None = None            # rt_sigsuspend's mask to restore once the handler returns
 
+    cwd: str = "/"                           # the working directory: a guest path, every link resolved
+    umask: int = 0o022                       # the file mode creation mask (Linux's init starts with 022)
+    rlimits: dict[int, tuple[int, int]] = field(default_factory=dict)   # setrlimit's (soft, hard) by resource
+
     def __post_init__(self) -> None:
         self.tgid = self.tgid or self.pid
 
@@ -189,6 +193,7 @@ class ProcessTable:
         child.blocked = parent.blocked
         if not flags & CLONE_VM or flags & CLONE_VFORK:
             child.altstack = parent.altstack       # a thread on a stack of its own starts without one
+        child.cwd, child.umask, child.rlimits = parent.cwd, parent.umask, dict(parent.rlimits)
         if flags & CLONE_FILES:
             child.files, child.cloexec = parent.files, parent.cloexec    # one table, shared
         else:

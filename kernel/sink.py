@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from emulator.ram import PAGE_SIZE
 from kernel import errno
 from kernel.errno import SyscallError
-from kernel.file import OpenFile
+from kernel.file import O_WRONLY, OpenFile
 from kernel.uaccess import copyin, user_page
 from kernel.vm.pmap import remove_write
 
@@ -197,7 +197,7 @@ class SinkEnd(OpenFile, metaclass=ABCMeta):
     writable = True
 
     def __init__(self, kernel: Kernel) -> None:
-        super().__init__()
+        super().__init__(O_WRONLY)
         self.kernel = kernel
         self.zerocopy = False           # ioctl VMG_ZEROCOPY: write sends pages copy-on-write
         self.completions = Completions(kernel.recorder, kernel.wakeup)

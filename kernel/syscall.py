@@ -20,7 +20,7 @@ from collections.abc import Callable
 from operator import call
 from typing import TYPE_CHECKING, NamedTuple
 
-from kernel import errno, sysfile, sysmem, sysproc, syssignal, systhread, syszerocopy
+from kernel import errno, sysfile, sysinfo, sysio, sysmem, sysproc, syssignal, sysstat, systhread, syszerocopy
 from kernel.errno import SyscallError
 from kernel.linux_syscalls import LINUX_SYSCALLS
 from kernel.proc import SLEEPING
@@ -48,7 +48,12 @@ def _ulong(value: int) -> int:
     return value
 
 
-INT, UINT, ULONG = _int, _uint, _ulong
+def _long(value: int) -> int:
+    """long, off_t, loff_t: the whole register, signed."""
+    return (value ^ (1 << 63)) - (1 << 63)
+
+
+INT, UINT, ULONG, LONG = _int, _uint, _ulong, _long
 
 
 class Syscall(NamedTuple):
@@ -63,6 +68,11 @@ TABLE: dict[int, Syscall] = {
     1: Syscall("write", sysfile.sys_write, (UINT, ULONG, ULONG)),
     2: Syscall("open", sysfile.sys_open, (ULONG, INT, UINT)),
     3: Syscall("close", sysfile.sys_close, (UINT,)),
+    4: Syscall("stat", sysstat.sys_stat, (ULONG, ULONG)),
+    5: Syscall("fstat", sysstat.sys_fstat, (UINT, ULONG)),
+    6: Syscall("lstat", sysstat.sys_lstat, (ULONG, ULONG)),
+    7: Syscall("poll", sysio.sys_poll, (ULONG, UINT, INT)),
+    8: Syscall("lseek", sysio.sys_lseek, (UINT, LONG, UINT)),
     # x86's sys_mmap takes unsigned longs; the fd reaches fget() as an unsigned int.
     9: Syscall("mmap", sysmem.sys_mmap, (ULONG, ULONG, ULONG, ULONG, UINT, ULONG)),
     10: Syscall("mprotect", sysmem.sys_mprotect, (ULONG, ULONG, ULONG)),
@@ -72,8 +82,12 @@ TABLE: dict[int, Syscall] = {
     14: Syscall("rt_sigprocmask", syssignal.sys_rt_sigprocmask, (INT, ULONG, ULONG, ULONG)),
     15: Syscall("rt_sigreturn", syssignal.sys_rt_sigreturn, ()),
     16: Syscall("ioctl", syszerocopy.sys_ioctl, (UINT, UINT, ULONG)),
+    17: Syscall("pread64", sysio.sys_pread64, (UINT, ULONG, ULONG, LONG)),
+    # readv's fd and count are unsigned longs that fdget() and import_iovec() take as unsigned ints.
+    19: Syscall("readv", sysio.sys_readv, (UINT, ULONG, UINT)),
     # writev's fd and count are unsigned longs that fdget() and import_iovec() take as unsigned ints.
     20: Syscall("writev", sysfile.sys_writev, (UINT, ULONG, UINT)),
+    21: Syscall("access", sysstat.sys_access, (ULONG, INT)),
     22: Syscall("pipe", sysfile.sys_pipe, (ULONG,)),
     24: Syscall("sched_yield", sysproc.sys_sched_yield, ()),
     25: Syscall("mremap", sysmem.sys_mremap, (ULONG, ULONG, ULONG, ULONG, ULONG)),
@@ -92,26 +106,54 @@ TABLE: dict[int, Syscall] = {
     61: Syscall("wait4", sysproc.sys_wait4, (INT, ULONG, INT, ULONG)),
     62: Syscall("kill", sysproc.sys_kill, (INT, INT)),
     63: Syscall("uname", sysproc.sys_uname, (ULONG,)),
+    72: Syscall("fcntl", sysio.sys_fcntl, (UINT, UINT, ULONG)),
+    79: Syscall("getcwd", sysstat.sys_getcwd, (ULONG, ULONG)),
+    80: Syscall("chdir", sysstat.sys_chdir, (ULONG,)),
+    81: Syscall("fchdir", sysstat.sys_fchdir, (UINT,)),
+    89: Syscall("readlink", sysstat.sys_readlink, (ULONG, ULONG, INT)),
+    95: Syscall("umask", sysinfo.sys_umask, (INT,)),
+    96: Syscall("gettimeofday", sysinfo.sys_gettimeofday, (ULONG, ULONG)),
+    97: Syscall("getrlimit", sysinfo.sys_getrlimit, (UINT, ULONG)),
     98: Syscall("getrusage", sysproc.sys_getrusage, (INT, ULONG)),
+    99: Syscall("sysinfo", sysinfo.sys_sysinfo, (ULONG,)),
+    102: Syscall("getuid", sysinfo.sys_getuid, ()),
+    104: Syscall("getgid", sysinfo.sys_getgid, ()),
+    107: Syscall("geteuid", sysinfo.sys_getuid, ()),
+    108: Syscall("getegid", sysinfo.sys_getgid, ()),
     110: Syscall("getppid", sysproc.sys_getppid, ()),
+    115: Syscall("getgroups", sysinfo.sys_getgroups, (INT, ULONG)),
+    118: Syscall("getresuid", sysinfo.sys_getresuid, (ULONG, ULONG, ULONG)),
+    120: Syscall("getresgid", sysinfo.sys_getresgid, (ULONG, ULONG, ULONG)),
     127: Syscall("rt_sigpending", syssignal.sys_rt_sigpending, (ULONG, ULONG)),
     130: Syscall("rt_sigsuspend", syssignal.sys_rt_sigsuspend, (ULONG, ULONG)),
     131: Syscall("sigaltstack", syssignal.sys_sigaltstack, (ULONG, ULONG)),
     158: Syscall("arch_prctl", sysproc.sys_arch_prctl, (INT, ULONG)),
+    160: Syscall("setrlimit", sysinfo.sys_setrlimit, (UINT, ULONG)),
     186: Syscall("gettid", systhread.sys_gettid, ()),
     200: Syscall("tkill", systhread.sys_tkill, (INT, INT)),
+    201: Syscall("time", sysinfo.sys_time, (ULONG,)),
     202: Syscall("futex", systhread.sys_futex, (ULONG, INT, UINT, ULONG, ULONG, UINT)),
+    204: Syscall("sched_getaffinity", sysinfo.sys_sched_getaffinity, (INT, UINT, ULONG)),
+    217: Syscall("getdents64", sysstat.sys_getdents64, (UINT, ULONG, UINT)),
     218: Syscall("set_tid_address", systhread.sys_set_tid_address, (ULONG,)),
     228: Syscall("clock_gettime", sysproc.sys_clock_gettime, (INT, ULONG)),
     230: Syscall("clock_nanosleep", sysproc.sys_clock_nanosleep, (INT, INT, ULONG, ULONG)),
     231: Syscall("exit_group", systhread.sys_exit_group, (INT,)),
     234: Syscall("tgkill", systhread.sys_tgkill, (INT, INT, INT)),
     257: Syscall("openat", sysfile.sys_openat, (INT, ULONG, INT, UINT)),
+    262: Syscall("newfstatat", sysstat.sys_newfstatat, (INT, ULONG, ULONG, INT)),
+    267: Syscall("readlinkat", sysstat.sys_readlinkat, (INT, ULONG, ULONG, INT)),
+    269: Syscall("faccessat", sysstat.sys_faccessat, (INT, ULONG, INT)),
+    271: Syscall("ppoll", sysio.sys_ppoll, (ULONG, UINT, ULONG, ULONG, ULONG)),
     273: Syscall("set_robust_list", systhread.sys_set_robust_list, (ULONG, ULONG)),
     278: Syscall("vmsplice", syszerocopy.sys_vmsplice, (INT, ULONG, ULONG, UINT)),
     292: Syscall("dup3", sysfile.sys_dup3, (UINT, UINT, INT)),
     293: Syscall("pipe2", sysfile.sys_pipe2, (ULONG, INT)),
+    302: Syscall("prlimit64", sysinfo.sys_prlimit64, (INT, UINT, ULONG, ULONG)),
+    318: Syscall("getrandom", sysinfo.sys_getrandom, (ULONG, ULONG, UINT)),
+    332: Syscall("statx", sysstat.sys_statx, (INT, ULONG, UINT, UINT, ULONG)),
     435: Syscall("clone3", systhread.sys_clone3, (ULONG, ULONG)),
+    439: Syscall("faccessat2", sysstat.sys_faccessat2, (INT, ULONG, INT, INT)),
     1000: Syscall("zc_reap", syszerocopy.sys_zc_reap, (UINT, ULONG, UINT, UINT)),  # vmgames' own (syszerocopy)
 }
 

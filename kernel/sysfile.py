@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kernel import errno
+from kernel import errno, namei, sysstat
 from kernel.errno import SyscallError
-from kernel.file import Directory, OpenFile, RegularFile
-from kernel.fs import PATH_MAX, HostDirectory
+from kernel.file import (
+    O_ACCMODE,
+    O_DIRECTORY,
+    O_LARGEFILE,
+    O_NONBLOCK,
+    O_WRONLY,
+    Directory,
+    MemoryFile,
+    OpenFile,
+    RegularFile,
+)
+from kernel.fs import PATH_MAX, HostFile, SyntheticFile
+from kernel.namei import AT_FDCWD
 from kernel.pipe import open_pipe
 from kernel.proc import MAX_FDS
 from kernel.uaccess import MAX_RW_COUNT, access_ok, copyinstr, copyout, import_iovec
@@ -17,9 +28,10 @@ if TYPE_CHECKING:
     from kernel.kernel import Kernel
     from kernel.proc import Process
 
-O_ACCMODE, O_WRONLY, O_CREAT, O_TRUNC, O_DIRECTORY = 3, 1, 0o100, 0o1000, 0o200000
-AT_FDCWD = -100
-O_NONBLOCK, O_CLOEXEC = 0o4000, 0o2000000
+O_CREAT, O_EXCL, O_NOCTTY, O_TRUNC, O_NOFOLLOW, O_CLOEXEC = 0o100, 0o200, 0o400, 0o1000, 0o400000, 0o2000000
+# What an open file keeps of open's flags (F_GETFL shows them): Linux's do_dentry_open drops the rest.
+OPEN_ONLY_FLAGS = O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_CLOEXEC
+VALID_OPEN_FLAGS = 0o37777777 & ~0o74               # the O_* bits Linux knows (fcntl.h); open ignores the rest
 
 
 def _file(proc: Process, fd: int) -> OpenFile:
@@ -69,9 +81,7 @@ def sys_openat(kernel: Kernel, proc: Process, dirfd: int, path: int, flags: int,
     name = copyinstr(proc, path, PATH_MAX)
     if name == WIRE_PATH:
         return _open_wire(kernel, proc, flags)
-    if not name.startswith("/") and dirfd != AT_FDCWD:
-        raise SyscallError(errno.EBADF if dirfd not in proc.files else errno.ENOTDIR)
-    fd = proc.allocate_fd(_open_file(kernel, name, flags))
+    fd = proc.allocate_fd(_open_file(kernel, proc, dirfd, name, flags))
     if fd < 0:
         raise SyscallError(errno.EMFILE)
     if flags & O_CLOEXEC:
@@ -79,28 +89,40 @@ def sys_openat(kernel: Kernel, proc: Process, dirfd: int, path: int, flags: int,
     return fd
 
 
-def _open_file(kernel: Kernel, name: str, flags: int) -> OpenFile:
+def _open_file(kernel: Kernel, proc: Process, dirfd: int, name: str, flags: int) -> OpenFile:
     """What open(2) opens on the read-only guest filesystem, with Linux's errors.
 
+    A relative name starts at `dirfd` (the working directory for AT_FDCWD).
     A directory opens read-only (EISDIR for writing or O_CREAT); a regular
     file opens unless asked to be written or truncated (EROFS) or to be a
-    directory (ENOTDIR); a missing file with O_CREAT cannot be made (EROFS).
+    directory (ENOTDIR); a missing file with O_CREAT cannot be made (EROFS);
+    with O_NOFOLLOW a link at the end is ELOOP.
     """
     try:
-        found = kernel.fs.lookup_any(name)
+        if not name:
+            raise SyscallError(errno.ENOENT)
+        start = namei.start_of(kernel, proc, dirfd, name)
+        found = kernel.fs.lookup_any(name, start, proc, follow=not flags & O_NOFOLLOW)
     except SyscallError as error:
         if error.errno == errno.ENOENT and flags & O_CREAT:
             raise SyscallError(errno.EROFS) from None
         raise
-    if isinstance(found, HostDirectory):
+    kept = (flags & VALID_OPEN_FLAGS & ~OPEN_ONLY_FLAGS) | O_LARGEFILE
+    if found.is_directory:
         if flags & O_ACCMODE or flags & O_CREAT:
             raise SyscallError(errno.EISDIR)
-        return Directory(found)
+        return Directory(found, kept)
     if flags & O_DIRECTORY:
         raise SyscallError(errno.ENOTDIR)
+    if isinstance(found, SyntheticFile):
+        # /proc is not read-only: root may open its files for writing (writes are then EINVAL).
+        if flags & O_ACCMODE and not sysstat.permitted(kernel, found.stat(proc), sysstat.MAY_WRITE):
+            raise SyscallError(errno.EACCES)
+        return MemoryFile(found, found.contents(proc), kept)
     if flags & O_ACCMODE or flags & O_TRUNC:
         raise SyscallError(errno.EROFS)
-    return RegularFile(found)
+    assert isinstance(found, HostFile)
+    return RegularFile(found, kept)
 
 
 def _open_wire(kernel: Kernel, proc: Process, flags: int) -> int:

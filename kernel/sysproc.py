@@ -174,6 +174,7 @@ def _string_array(proc: Process, address: int, most: int) -> list[str]:
 def sys_execve(kernel: Kernel, proc: Process, path: int, argv: int, envp: int, *_: int) -> int:
     from kernel.exec import ARG_MAX, exec_image
     from kernel.fs import PATH_MAX
+    from kernel.namei import lookup_executable
     from kernel.uaccess import copyinstr
 
     name = copyinstr(proc, path, PATH_MAX)
@@ -181,7 +182,7 @@ def sys_execve(kernel: Kernel, proc: Process, path: int, argv: int, envp: int, *
     environment = _string_array(proc, envp, ARG_MAX // 8)
     # Linux 5.18 on: an empty argv becomes [""], so that argv[0] is never NULL.
     arguments = arguments or [""]
-    exec_image(kernel, proc, kernel.fs.lookup_executable(name), arguments, environment)
+    exec_image(kernel, proc, lookup_executable(kernel, proc, name), arguments, environment)
     for thread in kernel.threads(proc):     # Linux's de_thread: the new image runs alone
         if thread is not proc:
             kernel.exit_thread(thread, 0)
@@ -246,5 +247,5 @@ def sys_kill(kernel: Kernel, proc: Process, pid: int, signal: int, *_: int) -> i
     for target in sorted(targets, key=lambda p: p.tgid == proc.tgid):    # the caller last: it may not come back
         if signal:
             kernel.send_signal(target, signal, f"sent by {proc.name}[{proc.pid}]",
-                               sigframe.siginfo(signal, SI_USER, pid=proc.tgid, uid=kernel.uid))
+                               sigframe.siginfo(signal, SI_USER, pid=proc.tgid, uid=kernel.credentials[0]))
     return 0

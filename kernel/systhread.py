@@ -144,7 +144,7 @@ def _signal_task(kernel: Kernel, proc: Process, target: Process | None, signal: 
         raise SyscallError(errno.ESRCH)
     if signal:
         kernel.send_signal(target, signal, f"sent by {proc.name}[{proc.tgid}]",
-                           sigframe.siginfo(signal, SI_TKILL, pid=proc.tgid, uid=kernel.uid), thread=True)
+                           sigframe.siginfo(signal, SI_TKILL, pid=proc.tgid, uid=kernel.credentials[0]), thread=True)
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kernel import errno
+from kernel import errno, sysio
 from kernel.errno import SyscallError
 from kernel.pipe import PipeReadEnd
 from kernel.sink import LEND, SinkEnd
@@ -37,8 +37,11 @@ def _sink(proc: Process, fd: int) -> SinkEnd:
 
 
 def sys_ioctl(kernel: Kernel, proc: Process, fd: int, request: int, arg: int, *_: int) -> int:
+    """VMG_ZEROCOPY on a pipe's write end or a wire; any other request is the file's (kernel/sysio.py)."""
+    if request != VMG_ZEROCOPY:
+        return sysio.ioctl(kernel, proc, fd, request, arg)
     file = _file(proc, fd)
-    if request != VMG_ZEROCOPY or not isinstance(file, SinkEnd):
+    if not isinstance(file, SinkEnd):
         raise SyscallError(errno.ENOTTY)
     if arg not in (0, 1):
         raise SyscallError(errno.EINVAL)

@@ -20,6 +20,9 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
+from emulator.ram import PAGE_SIZE
+from kernel.file import POLLOUT, POLLWRNORM
+from kernel.fs import Stat
 from kernel.sink import Segment, SinkEnd
 
 if TYPE_CHECKING:
@@ -45,6 +48,18 @@ class Wire(SinkEnd):
 
     def room(self) -> int:
         return self.capacity - self.in_flight
+
+    def stat(self) -> Stat:
+        """A character device (vmgames' own, like a socket to the peer), the caller's, write-only."""
+        uid, gid = self.kernel.credentials
+        return Stat(0o020200, 0, 0, 1, uid, gid, 0, 0, PAGE_SIZE, 0, 0, 0, 0)
+
+    def poll(self) -> int:
+        """Writable when a sleeping sender would be woken: half the wire is free."""
+        return POLLOUT | POLLWRNORM if self.room() >= self.capacity // 2 else 0
+
+    def poll_channels(self) -> tuple[object, ...]:
+        return (self.channel,)
 
     def accept(self, segment: Segment) -> None:
         if not self.queue:

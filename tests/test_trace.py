@@ -54,18 +54,19 @@ def test_traces_are_byte_identical_across_runs(build, tmp_path):
 
 def test_the_header_records_every_option_that_changes_the_events(build, tmp_path):
     header, *_ = _trace(build, tmp_path)
-    assert header["options"] == {"fast": False, "seed": 0, "quantum": DEFAULT_QUANTUM, "root": ".", "env": [],
+    assert header["options"] == {"fast": False, "seed": 0, "uid": 0, "gid": 0, "quantum": DEFAULT_QUANTUM,
+                                 "root": ".", "env": [],
                                  "trace_events": None, "wire_rate": DEFAULT_WIRE_RATE,
                                  "wire_buffer": DEFAULT_WIRE_CAPACITY, "snapshot_at": None, "gdb": False,
                                  "break_on": None, "max_procs": DEFAULT_MAX_PROCESSES, "max_instructions": None,
                                  "timeout": None, "cwd": os.getcwd()}
     slow, *_ = _trace(build, tmp_path, "--wire-rate", "7", "--wire-buffer", "16K", "--snapshot-at", "exit",
                       "--snapshot", str(tmp_path / "vm.dot"), "--max-procs", "9", "--max-instructions", "1000000",
-                      "--timeout", "1m", name="slow.jsonl")
+                      "--timeout", "1m", "--uid", "1000", "--gid", "100", name="slow.jsonl")
     assert slow != header
     assert {k: v for k, v in slow["options"].items() if v != header["options"][k]} == {
         "wire_rate": 7, "wire_buffer": 16 << 10, "snapshot_at": "exit", "max_procs": 9, "max_instructions": 1000000,
-        "timeout": 60.0}
+        "timeout": 60.0, "uid": 1000, "gid": 100}
 
 
 def test_event_filters_keep_only_the_chosen_types(build, tmp_path):

@@ -12,7 +12,7 @@ import bisect
 from dataclasses import dataclass, field
 
 from emulator.ram import PAGE_SIZE
-from kernel.vm.object import VMObject
+from kernel.vm.object import VMObject, Vnode
 from kernel.vm.pmap import PROT_EXEC, PROT_READ, PROT_WRITE, Pmap
 
 USER_TOP = 0x0000_8000_0000_0000 - PAGE_SIZE   # highest user address + 1 (the last page stays unmapped)
@@ -125,13 +125,14 @@ class VMMap:
 
 @dataclass(eq=False)
 class VMSpace:
-    """A process's address space: the map, its page tables, and its heap bounds."""
+    """A process's address space: the map, its page tables, its heap bounds, and the program it holds."""
 
     map: VMMap
     pmap: Pmap
     heap_start: int = 0
     heap_end: int = 0
     users: int = 1      # tasks using it (Linux's mm_users): the threads of a process, a vfork child
+    exe: Vnode | None = None     # the file exec loaded (Linux's mm->exe_file): /proc/self/exe
 
     def unmap(self, start: int, end: int, reason: str) -> None:
         """Remove [start, end) from the map and the page tables, dropping object references."""
@@ -149,7 +150,7 @@ class VMSpace:
         at the cost of a TLB invalidation each while the parent is loaded.
         The child's page tables start empty and fill on demand.
         """
-        child = VMSpace(VMMap(), pmap, self.heap_start, self.heap_end)
+        child = VMSpace(VMMap(), pmap, self.heap_start, self.heap_end, exe=self.exe)
         for entry in self.map.entries:
             if not entry.shared:
                 # As vm_map_copy_entry does: shorten the chain before a second map shares it.

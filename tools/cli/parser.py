@@ -145,6 +145,19 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+ID_LIMIT = (1 << 32) - 1      # uid_t and gid_t are 32 bits; -1 (4294967295) means "no change" to Linux
+
+
+def parse_id(text: str) -> int:
+    """--uid, --gid: a user or group number, 0 to 4294967294."""
+    if re.fullmatch(r"[0-9]+", text.strip(), re.ASCII) is None:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    number = int(text)
+    if number >= ID_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: an id is 0 to {ID_LIMIT - 1}")
+    return number
+
+
 def parse_seed(text: str) -> int:
     """--seed: a whole number that fits in 64 bits (decimal digits, as every count)."""
     if re.fullmatch(r"[0-9]+", text.strip(), re.ASCII) is None:
@@ -210,6 +223,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     run.add_argument("--seed", type=parse_seed, default=DEFAULT_SEED, metavar="N",
                      help=f"seed of the values rdrand and rdseed give, 0 to 2**64-1 (default {DEFAULT_SEED}); "
                           "the TSC is virtual time and CPUID a fixed model's, so a run never reads the host")
+    run.add_argument("--uid", type=parse_id, default=0, metavar="N",
+                     help="the user id every process runs as: getuid, stat of a pipe, access checks (default 0, "
+                          "root); files keep the owners the host gives them")
+    run.add_argument("--gid", type=parse_id, default=0, metavar="N",
+                     help="the group id every process runs as (default 0); there are no supplementary groups")
     run.add_argument("--max-instructions", type=parse_count, metavar="N",
                      help="end the run (exit status 124) once all processes together have retired N instructions; "
                           "not with --fast")

@@ -107,7 +107,7 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
         try:
             kernel = boot(args.ram, deterministic=not args.fast, seed=args.seed, root=args.root,
                           quantum=args.quantum, max_procs=args.max_procs, wire_rate=args.wire_rate,
-                          wire_buffer=args.wire_buffer)
+                          wire_buffer=args.wire_buffer, uid=args.uid, gid=args.gid)
             machine = kernel.machine
         except (OSError, MemoryError, OverflowError) as error:
             why = getattr(error, "strerror", None) or "out of memory"
@@ -120,7 +120,7 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
                 say_error(f"{args.trace}: {error.strerror}")
                 return 2
             options = {"fast": args.fast, "quantum": args.quantum, "root": args.root, "env": args.env,
-                       "seed": args.seed,
+                       "seed": args.seed, "uid": args.uid, "gid": args.gid,
                        "trace_events": sorted(trace_types) if trace_types else None,
                        "wire_rate": args.wire_rate, "wire_buffer": args.wire_buffer, "snapshot_at": args.snapshot_at,
                        "gdb": args.gdb is not None, "break_on": args.break_on, "max_procs": args.max_procs,
