@@ -219,6 +219,16 @@ class FileSystem:
     def root_inode(self) -> HostDirectory:
         return HostDirectory("/", self.root, self)
 
+    def guest_path_of(self, host_directory: str) -> str:
+        """The guest's path for a host directory inside the root (links resolved), or / for one outside it:
+        the first process's working directory is vmgames' own, as a shell's child inherits its directory."""
+        host = os.path.realpath(host_directory)
+        if host == self.root:
+            return "/"
+        if host.startswith(self.root.rstrip(os.sep) + os.sep):
+            return "/" + os.path.relpath(host, self.root)
+        return "/"
+
     def resolve(self, path: str, start: Inode | None = None, follow: bool = True, context: Any = None) -> Inode:
         """The inode `path` names: Linux's path walk, relative paths from `start` (default the root).
 

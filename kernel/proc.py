@@ -16,6 +16,7 @@ handlers yet) is to be ignored or to end the whole process.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -155,6 +156,7 @@ class ProcessTable:
         if len(self.processes) >= self.max_processes:
             raise SyscallError(errno.EAGAIN)
         proc = Process(self._next_pid, 0, file.path, self, vmspace=None)  # type: ignore[arg-type]
+        proc.cwd = self.fs.guest_path_of(os.getcwd())     # where vmgames runs, if that is inside the root
         stdin, stdout, stderr = self.stdio
         proc.files = {0: Console(stdin, True, False, before_read=self._before_console_read),
                       1: Console(stdout, False, True, before_write=self._before_console_write),
