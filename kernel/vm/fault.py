@@ -109,8 +109,10 @@ def vm_fault_decide(vmspace: VMSpace, va: int, access: int, error_code: int) -> 
         # The page (paged in from the file first, if need be) goes up into the top object.
         shadows = holder.shadow_count + (push and level == 1)
         kind = COW_MOVE if page is not None and vm_fault_cow_moves(holder, page, level, shadows) else COW_COPY
+    elif holder.kind == VNODE and page is None:
+        kind = FILE                  # read from the file: a major fault
     elif holder.kind == VNODE:
-        kind = FILE
+        kind = RESIDENT              # already in the page cache (another process read it): a minor fault
     elif error_code & mmu.PF_P and level == 0:
         kind = PROTECTION
     else:
