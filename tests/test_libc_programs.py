@@ -7,6 +7,7 @@ the VM side of what the C library did: threads share one address space (no
 CR3 load between them), vfork copies nothing.
 """
 
+import io
 import os
 import re
 import shutil
@@ -15,8 +16,10 @@ import subprocess
 import pytest
 
 from kernel.exec import ET_DYN_BASE
+from tests.conftest import Run, assert_no_leak, check_before_every_syscall, record
 from tests.test_c_programs import run_on_host
 from tests.test_cli import vmgames
+from tools.boot import boot
 
 USERLAND_LIBC = os.path.join(os.path.dirname(__file__), "..", "userland", "libc")
 PROGRAMS = ["threads", "processes", "timing", "thread_exits", "signals", "memory"]
@@ -117,6 +120,22 @@ def test_handlers_catch_faults_signals_and_interrupt_calls_as_on_linux(programs,
     assert result.kernel.recorder.count("fault", "fatal", pid=1) == 2
 
 
+@pytest.fixture
+def run_in_root():
+    """run_in_root(root, path, events=[]) -> Run: the program with `root` as the guest's /."""
+    def _run(root, path, *args, events=None):
+        out, err = io.BytesIO(), io.BytesIO()
+        kernel = boot(64 << 20, root=root, stdout=out, stderr=err)
+        if events is not None:
+            kernel.recorder.sink = lambda *event: events.append(record(*event))
+        proc = kernel.spawn(kernel.fs.open_host(path), [path, *args], [])
+        check_before_every_syscall(kernel)
+        kernel.run()
+        assert_no_leak(kernel)
+        return Run(kernel, proc, out.getvalue(), err.getvalue())
+    return _run
+
+
 @pytest.fixture(scope="module")
 def hello(tmp_path_factory):
     """userland/libc/processes.c built three more ways: static PIE, and dynamic (PIE and not)."""
@@ -180,3 +199,20 @@ def test_gdb_shows_threads_as_threads_of_their_process_and_stops_the_one_that_hi
     assert re.search(r"  1 +Thread 1 \(threads \[1\], runnable\)", output)
     assert "$1 = 1\n" in output
     assert "counter 40000 sum 64 same pid 1" in vm_output and status == 0
+
+
+def test_a_dynamic_program_runs_with_the_hosts_libraries_and_shares_libcs_text(hello, run_in_root):
+    host_stdout, host_status = run_on_host([hello["dynamic"]])
+    events = []
+    result = run_in_root("/", hello["dynamic"], events=events)
+    assert (result.stdout, result.status) == (host_stdout, host_status)
+    libc = {e["object"] for e in events if e["type"] == "object" and e["kind"] == "create"
+            and (e["path"] or "").endswith("/libc.so.6")}
+    assert len(libc) == 1                   # one VM object for the library, whoever maps it
+    spawned = next(e["child"] for e in events if e["type"] == "proc" and e["kind"] == "vfork"
+                   and any(x["type"] == "proc" and x["kind"] == "exec" and x["pid"] == e["child"] for x in events))
+    libc_faults = [e for e in events if e["type"] == "fault" and e["pid"] == spawned and e["object"] in libc]
+    # The posix_spawned program maps libc again after its exec: of the 65 pages it touches, 64 are already
+    # in the page cache (the first process read them) and one only it needs is read from the file.
+    kinds = [e["kind"] for e in libc_faults]
+    assert (kinds.count("resident"), kinds.count("file"), len(kinds)) == (64, 1, 65)
