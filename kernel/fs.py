@@ -78,6 +78,7 @@ class Inode:
     path: str
     is_directory = False
     is_symlink = False
+    is_device = False       # a device the kernel itself provides (/dev/null): open() reaches it
 
     def stat(self, context: Any = None) -> Stat:
         raise NotImplementedError
@@ -327,8 +328,8 @@ class FileSystem:
         """The regular file, directory or made-up file at guest `path`, as open(2) finds it.
 
         A path that ends in a slash (or "/.") names a directory: a regular
-        file there is ENOTDIR, as on Linux.  Anything else (a FIFO, a device)
-        cannot be opened: EACCES; nor can a file the host does not let us
+        file there is ENOTDIR, as on Linux.  Anything else (a FIFO, a device of
+        the host) cannot be opened: EACCES; nor can a file the host does not let us
         read.  With `follow` False (O_NOFOLLOW) a link at the end is ELOOP.
         """
         found = self.resolve(path, start, follow, context)
@@ -336,7 +337,7 @@ class FileSystem:
             raise SyscallError(errno.ELOOP)
         if isinstance(found, HostFile) and not os.access(found.host_path, os.R_OK):
             raise SyscallError(errno.EACCES)
-        if not isinstance(found, HostFile | SyntheticFile) and not found.is_directory:
+        if not isinstance(found, HostFile | SyntheticFile) and not found.is_directory and not found.is_device:
             raise SyscallError(errno.EACCES)
         return found
 

@@ -23,6 +23,7 @@ from typing import BinaryIO
 from emulator.determinism import SplitMix64
 from emulator.machine import Machine
 from kernel.callout import CalloutQueue
+from kernel.devfs import DevRoot
 from kernel.fs import FileSystem
 from kernel.observer import Observer
 from kernel.proc import RUNNABLE, Process, ProcessTable
@@ -55,6 +56,7 @@ class Kernel(ProcessTable, Scheduler, Traps):
         self.vm = VMContext(self.allocator, self.recorder)
         self.fs = FileSystem(root, self.vm)
         self.fs.mount("/proc", ProcRoot(self))
+        self.fs.mount("/dev", DevRoot())
         self.credentials = (uid, gid)           # every process's uid and gid (vmgames run --uid, --gid)
         self.entropy = SplitMix64(machine.determinism.seed ^ GETRANDOM_STREAM)    # what getrandom gives
         self._inode_numbers = itertools.count(1)    # for pipes: each has an inode number of its own

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kernel import errno, namei, sysstat
+from kernel.devfs import Device
 from kernel.errno import SyscallError
 from kernel.file import (
     O_ACCMODE,
@@ -114,6 +115,8 @@ def _open_file(kernel: Kernel, proc: Process, dirfd: int, name: str, flags: int)
         return Directory(found, kept)
     if flags & O_DIRECTORY:
         raise SyscallError(errno.ENOTDIR)
+    if isinstance(found, Device):
+        return found.open(kept)
     if isinstance(found, SyntheticFile):
         # /proc is not read-only: root may open its files for writing (writes are then EINVAL).
         if flags & O_ACCMODE and not sysstat.permitted(kernel, found.stat(proc), sysstat.MAY_WRITE):

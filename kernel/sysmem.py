@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from emulator.ram import PAGE_SIZE
 from kernel import errno
+from kernel.devfs import DeviceFile
 from kernel.errno import SyscallError
 from kernel.file import RegularFile
 from kernel.vm.map import USER_TOP, MapEntry, VMSpace
@@ -70,6 +71,8 @@ def sys_mmap(kernel: Kernel, proc: Process, addr: int, length: int, prot: int, f
         file = proc.files.get(fd)
         if file is None:
             raise SyscallError(errno.EBADF)
+        if isinstance(file, DeviceFile) and file.is_zero:
+            file, flags = None, flags | MAP_ANONYMOUS     # /dev/zero maps as anonymous memory, shared or not
     if length == 0:
         raise SyscallError(errno.EINVAL)
     size = _page_up(length)

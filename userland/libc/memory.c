@@ -32,6 +32,17 @@ int main(int argc, char **argv) {
     printf("after the child's DONTNEED: parent sees %c; the child saw %d; shared word %d\n", private[0],
            shared[0] - 100, shared[1]);
 
+    int zero = open("/dev/zero", O_RDWR);
+    int *zshared = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, zero, 0);
+    char *zprivate = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, zero, 0);
+    if (fork() == 0) {
+        zshared[0] = 77;
+        zprivate[0] = 1;
+        _exit(0);
+    }
+    wait(NULL);
+    printf("/dev/zero mappings: shared sees %d, private sees %d\n", zshared[0], zprivate[0]);
+
     int fd = open(argv[0], O_RDONLY);
     char *file = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
     file[1] = 'X';
