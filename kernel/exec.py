@@ -23,6 +23,7 @@ import os
 import struct
 from typing import TYPE_CHECKING
 
+from emulator import cpuid
 from emulator.ram import PAGE_SIZE
 from kernel import elf, errno
 from kernel.errno import SyscallError
@@ -47,8 +48,8 @@ AT_NULL, AT_PHDR, AT_PHENT, AT_PHNUM, AT_PAGESZ, AT_BASE, AT_FLAGS, AT_ENTRY = 0
 AT_UID, AT_EUID, AT_GID, AT_EGID, AT_PLATFORM, AT_HWCAP, AT_CLKTCK = 11, 12, 13, 14, 15, 16, 17
 AT_SECURE, AT_RANDOM, AT_EXECFN = 23, 25, 31
 
-# AT_RANDOM's 16 bytes: fixed, so that runs are reproducible.
-RANDOM_BYTES = bytes(range(0xA0, 0xB0))
+# AT_HWCAP: the features of CPUID leaf 1's EDX, as Linux's ELF_HWCAP gives them.
+HWCAP = cpuid.cpuid(0x1, 0)[3]
 ET_DYN_BASE = 0x5555_5555_4000     # Linux's ELF_ET_DYN_BASE (2/3 of the user address space), not randomized
 INTERP_BASE = 0x7FFF_F7FC_3000     # where ld.so sits on Linux with randomization off: below the stack's region
 
@@ -190,7 +191,7 @@ def _build_stack(proc: Process, image: elf.Image, base: int, argv: list[str], en
     auxv = [(AT_PHDR, image.phdr_vaddr), (AT_PHENT, image.phentsize), (AT_PHNUM, image.phnum),
             (AT_PAGESZ, PAGE_SIZE), (AT_BASE, base), (AT_FLAGS, 0), (AT_ENTRY, image.entry),
             (AT_UID, uid), (AT_EUID, uid), (AT_GID, gid), (AT_EGID, gid), (AT_PLATFORM, platform_at),
-            (AT_HWCAP, 0), (AT_CLKTCK, 100), (AT_SECURE, 0), (AT_RANDOM, random_at),
+            (AT_HWCAP, HWCAP), (AT_CLKTCK, 100), (AT_SECURE, 0), (AT_RANDOM, random_at),
             (AT_EXECFN, execfn_at), (AT_NULL, 0)]
     words = [len(argv)] + addresses[:len(argv)] + [0] + addresses[len(argv):] + [0]
     for key, value in auxv:
@@ -198,6 +199,8 @@ def _build_stack(proc: Process, image: elf.Image, base: int, argv: list[str], en
     table = struct.pack(f"<{len(words)}Q", *words)
     sp = (random_at - len(table)) & ~0xF
     copyout(proc, strings_at, strings)
-    copyout(proc, random_at, RANDOM_BYTES)
+    # AT_RANDOM: 16 bytes from the pool getrandom draws on, itself from --seed (glibc's stack guard and
+    # pointer guard come from them): reproducible, and new for each exec as Linux's are.
+    copyout(proc, random_at, struct.pack("<QQ", proc.kernel.entropy.next(), proc.kernel.entropy.next()))
     copyout(proc, sp, table)
     return sp
