@@ -125,14 +125,20 @@ class AnyOf:
     """A sleep channel made of several: wakeup() of any of them wakes the sleeper.
 
     The kernel wakes a sleeper whose channel equals the one woken, and this
-    one equals each channel it holds.
+    one equals each channel it holds.  It remembers having been woken so: a
+    poll made again can tell its wait ended by a wakeup, not by anything
+    else that ends a sleep (a signal).
     """
 
     def __init__(self, channels: list[object]) -> None:
         self.channels = channels
+        self.woken = False
 
     def __eq__(self, other: object) -> bool:
-        return other is self or other in self.channels
+        if other is self or other in self.channels:
+            self.woken = True       # wakeup() compares only a sleeper's channel, and wakes it when equal
+            return True
+        return False
 
     __hash__ = object.__hash__
 
@@ -148,6 +154,7 @@ class PollTimer:
         self.fired = False
         self.done = False
         self.channel = ("poll-timeout", id(self))
+        self.sleep: AnyOf | None = None       # the poller's last sleep
 
     def deadline(self) -> int | None:
         return None if self.fired else self.due
@@ -162,9 +169,13 @@ class PollTimer:
 
 
 def _timer_of(kernel: Kernel, proc: Process) -> PollTimer | None:
-    """The timeout of the poll `proc` is making again, if it has one."""
+    """The timeout of the poll `proc` is making again, if it has one.  A timer whose sleep ended otherwise
+    than by a wakeup belongs to a poll that is over (a signal ended it): it is dropped."""
     for device in kernel.callout.devices:
         if isinstance(device, PollTimer) and device.proc is proc and not device.done:
+            if device.sleep is not None and not device.sleep.woken:
+                device.done = True
+                return None
             return device
     return None
 
@@ -223,12 +234,14 @@ def _poll(kernel: Kernel, proc: Process, fds: int, nfds: int, wait_ns: int | Non
                 if not consoles[0].wait_ready():
                     return 0
                 continue
+        sleep = AnyOf(channels)
         if wait_ns is not None:
             if timer is None:
                 timer = PollTimer(kernel, proc, kernel.machine.now + wait_ns)
                 kernel.callout.register(timer)
             channels.append(timer.channel)
-        kernel.sleep(proc, AnyOf(channels))
+            timer.sleep = sleep
+        kernel.sleep(proc, sleep)
         return 0
 
 
