@@ -17,6 +17,8 @@ ifneq ($(shell command -v musl-gcc 2>/dev/null),)
 LIBC_PROGRAMS += $(patsubst userland/c/%.c,build/%.musl,$(LIBC_SOURCES))
 endif
 CFLAGS_LIBC := -static -O2 -Wall
+# Programs of userland/libc as people build them (gcc -static -pthread): make demo runs one.
+REAL_PROGRAMS := build/threads
 CFLAGS_FREESTANDING := -static -nostdlib -O2 -ffreestanding -fno-builtin -fno-tree-loop-distribute-patterns \
 	-fno-stack-protector -fno-pie -no-pie -masm=intel -Wall
 
@@ -29,6 +31,10 @@ demo: userland
 	@echo "== touch: writes one byte to each of 1024 fresh pages of an anonymous mmap"
 	@echo "   -> 1026 zero-fill faults (1024 + the stack + its bss page), 2 file faults (text, rodata)"
 	$(VMGAMES) run --stats build/touch 1024
+	@echo
+	@echo "== threads: userland/libc/threads.c, built with gcc -static -pthread: glibc, 4 threads, a mutex,"
+	@echo "   a condition variable and joins: clone3 and futex calls, one address space (one CR3 load)"
+	$(VMGAMES) run --stats build/threads
 	@echo
 	@echo "== zero-copy: every workload under write, copy-on-write and vmsplice sends (rerun a cell: see the CSV)"
 	$(VMGAMES) experiment zerocopy --csv build/zerocopy.csv --plot build
@@ -48,7 +54,11 @@ trace-digests: userland
 lint: $(STAMP)
 	$(VENV)/bin/ruff check emulator kernel tools tests
 
-userland: $(PROGRAMS) $(C_PROGRAMS) $(LIBC_PROGRAMS)
+userland: $(PROGRAMS) $(C_PROGRAMS) $(LIBC_PROGRAMS) $(REAL_PROGRAMS)
+
+build/threads: userland/libc/threads.c
+	@mkdir -p build
+	gcc -static -O2 -pthread -Wall -o $@ $<
 
 build/%: userland/%.s $(STAMP)
 	@mkdir -p build
