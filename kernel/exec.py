@@ -148,13 +148,15 @@ def _map_segments(kernel: Kernel, vmspace: VMSpace, file: HostFile, image: elf.I
                                         cow=True, needs_copy=True, name=_segment_name(prot)))
         at = max(start, shared_end)
         if seg.filesz and at < file_end:
-            partial = VMObject(kernel.vm, ANONYMOUS, 1)
+            # A private copy of the file's page, in a shadow of the file's object, as a first write would make:
+            # madvise(MADV_DONTNEED) then gives the file's page back, as on Linux.
+            partial = kernel.fs.object_for(file).shadow((seg.offset - (seg.vaddr - at)) // PAGE_SIZE, 1)
             page = allocator.alloc(zero=True)
             data = file.read(seg.offset - (seg.vaddr - at), file_end - at)
             kernel.machine.fill_frame(page.frame, data)
             allocator.recorder.event("page", "pagein", frame=page.frame, object=partial.id, pindex=0)
             partial.insert(page, 0)
-            vmspace.map.insert(MapEntry(at, at + PAGE_SIZE, partial, 0, prot, name=_segment_name(prot)))
+            vmspace.map.insert(MapEntry(at, at + PAGE_SIZE, partial, 0, prot, cow=True, name=_segment_name(prot)))
             at += PAGE_SIZE
         if at < mem_end:
             bss = VMObject(kernel.vm, ANONYMOUS, (mem_end - at) // PAGE_SIZE)

@@ -4,11 +4,11 @@ pthread_join, pthread_once).
 A futex is a 32-bit word in user memory.  FUTEX_WAIT sleeps only if the word
 still holds the value the caller saw (checked here, atomically, since the
 kernel runs between instructions); FUTEX_WAKE wakes up to N sleepers on the
-word, oldest first.  A private futex (FUTEX_PRIVATE_FLAG, or any word not in
-a MAP_SHARED mapping) is named by its address space and address; a shared
-one by the VM object and offset under it, so that processes sharing a
-mapping at different addresses meet on the same word, as Linux's futex keys
-do (kernel/futex/core.c: get_futex_key).  Timeouts run on virtual time
+word, oldest first.  A private futex (FUTEX_PRIVATE_FLAG) is named by its
+address space and address; a shared one in a MAP_SHARED mapping by the VM
+object and offset under it, so that processes sharing a mapping at
+different addresses meet on the same word, as Linux's futex keys do
+(kernel/futex/core.c: get_futex_key).  Timeouts run on virtual time
 (kernel/timer.py).
 """
 
@@ -41,12 +41,16 @@ class Waiter:
 
 
 def key(proc: Process, uaddr: int, private: bool) -> tuple:
-    """What names the futex word at `uaddr`: (address space, address), or (object, offset) if shared."""
-    if not private:
-        entry = proc.vmspace.map.lookup(uaddr)
-        if entry is not None and entry.shared:
-            return (entry.object, entry.offset + uaddr - entry.start)
-    return (proc.vmspace, uaddr)
+    """What names the futex word at `uaddr`, as Linux's get_futex_key: a private futex by its address space
+    and address; a shared one in a MAP_SHARED mapping by the object and offset, elsewhere by the address
+    space and address again but apart from the private ones (FUT_OFF_MMSHARED), so that a private wait is
+    not woken by a shared wake of the same word (a thread's exit wakes its tid word shared)."""
+    if private:
+        return ("private", proc.vmspace, uaddr)
+    entry = proc.vmspace.map.lookup(uaddr)
+    if entry is not None and entry.shared:
+        return ("shared", entry.object, entry.offset + uaddr - entry.start)
+    return ("mm", proc.vmspace, uaddr)
 
 
 def _queue(kernel: Kernel, name: tuple) -> deque[Waiter]:

@@ -93,9 +93,15 @@ def send(kernel: Kernel, target: Process, signal: int, info: bytes, reason: str,
         kill(kernel, target, signal, reason)
         return
     target.pending.setdefault(signal, info)
-    if target.state == SLEEPING and not target.blocked & bit(signal):
+    if target.state == SLEEPING and not target.blocked & bit(signal) and not _killable_only(target.channel):
         target.state, target.channel, target.interrupted = RUNNABLE, None, True
         kernel.run_queue.append(target)
+
+
+def _killable_only(channel: object) -> bool:
+    """A vfork parent waits for its child killably, as Linux's wait_for_vfork_done: only a fatal signal ends
+    that wait; a handled one waits until the child has exec'd or exited."""
+    return isinstance(channel, tuple) and channel[0] == "vfork"
 
 
 def kill(kernel: Kernel, proc: Process, signal: int, reason: str) -> None:
