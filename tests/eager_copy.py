@@ -99,6 +99,7 @@ MADV_DONTNEED = 4
 INSTRUCTION = struct.Struct("<BBBBI")   # op, a, b, c, d
 
 
+@functools.cache
 def data_pattern() -> bytes:
     """What the program's .data array holds in the file."""
     return bytes(((i * 131) ^ (i >> 7) ^ 0x5A) & 0xFF for i in range(DATA_FILE_BYTES))

@@ -62,10 +62,11 @@ from tests.programs import mmap
 MAX_DEPTH = 4            # generations below the root
 MAX_STEPS = 30           # steps per process
 MAX_THREAD_STEPS = 8     # steps per thread, and per vfork child before it execs or exits
-MAX_TASKS = 12           # processes and threads in a script
+MAX_PROCESSES = 10
+MAX_SCRIPT_THREADS = 6
 MAX_EXECS = 2            # per process
 QUANTA = (1_000_000, 200, 50, 17)   # instructions per slice: from run-to-block to fine interleaving
-RANDOM_EXAMPLES = 180    # on vmgames, about a tenth of a second each
+RANDOM_EXAMPLES = 150    # on vmgames, about a tenth of a second each
 HOST_EXAMPLES = 100      # natively on the host: a few hundredths of a second each
 SA_RESTART, SA_RESTORER = 0x10000000, 0x04000000
 
@@ -86,17 +87,24 @@ REGIONS = st.integers(0, len(REGION_PAGES) - 1)
 class Plan:
     """What the strategies share while they draw one script."""
 
-    budget: int = MAX_TASKS - 1          # how many more tasks the tree may have
+    processes: int = MAX_PROCESSES - 1   # how many more processes the tree may have
+    threads: int = MAX_SCRIPT_THREADS    # and threads
     partial_data_page: bool = True       # whether MADV_DONTNEED may take the data region's last page
     written: list = field(default_factory=list)    # the bytes written so far: reads go there two times in three
 
 
 @st.composite
-def locations(draw, plan: Plan):
-    if plan.written and draw(st.integers(0, 2)):
-        return draw(st.sampled_from(plan.written))
+def locations(draw):
     region = draw(REGIONS)
     return region, draw(st.integers(0, REGION_PAGES[region] - 1)), draw(OFFSETS)
+
+
+@st.composite
+def read_locations(draw, plan: Plan):
+    """Mostly a byte something wrote (a read anywhere else mostly sees zeros or the file)."""
+    if plan.written and draw(st.integers(0, 2)):
+        return draw(st.sampled_from(plan.written))
+    return draw(locations())
 
 
 @st.composite
@@ -113,15 +121,16 @@ def accesses(draw, plan: Plan, shared_dontneed: bool = False):
     kind = draw(st.sampled_from(["write", "read", "dontneed"] if shared_dontneed else ["write", "read"]))
     if kind == "dontneed":
         return DontNeed(SHARED, *draw(page_ranges(SHARED, plan)))
-    location = draw(locations(plan))
     if kind == "read":
-        return Read(*location)
+        return Read(*draw(read_locations(plan)))
+    location = draw(locations())
     plan.written.append(location)
     return Write(*location, draw(st.integers(0, 255)))
 
 
-STEP_KINDS = (["write", "read"] * 4 + ["fork", "fork", "vfork", "thread", "thread", "wait", "wait", "join", "exec",
-                                        "trunc", "remap", "protect", "dontneed"])
+# Forks and waits often enough that chains of four objects form (a process alive while its child writes).
+STEP_KINDS = (["write", "read"] * 4 + ["fork"] * 3 + ["wait"] * 3
+              + ["vfork", "thread", "thread", "join", "exec", "trunc", "remap", "protect", "dontneed"])
 
 
 @st.composite
@@ -142,16 +151,16 @@ def processes(draw, plan: Plan, depth: int = 0):
         kind = draw(st.sampled_from(STEP_KINDS))
         if kind in ("write", "read"):
             steps.append(draw(accesses(plan)))
-        elif kind in ("fork", "vfork") and depth < MAX_DEPTH and plan.budget > 0:
-            plan.budget -= 1
+        elif kind in ("fork", "vfork") and depth < MAX_DEPTH and plan.processes > 0:
+            plan.processes -= 1
             if kind == "fork":
                 steps.append(Fork(draw(processes(plan, depth + 1))))
             else:
                 steps.append(VFork(draw(vfork_children(plan, depth + 1))))
             unwaited.append(forks)
             forks += 1
-        elif kind == "thread" and threads < MAX_THREADS and plan.budget > 0:
-            plan.budget -= 1
+        elif kind == "thread" and threads < MAX_THREADS and plan.threads > 0:
+            plan.threads -= 1
             steps.append(Thread(Proc(tuple(draw(st.lists(accesses(plan, shared_dontneed=True),
                                                           max_size=MAX_THREAD_STEPS))))))
             running.append(threads)
