@@ -5,7 +5,10 @@
 - pv entries and present PTEs are the same set;
 - each object's reference count is the number of map entries, shadows and
   caches holding it, and its shadow count the number of shadows;
-- an address space's user count is the number of live tasks using it;
+- an address space's user count is the number of live tasks using it; the threads
+  of a process share one, and a vfork child its parent's, who sleeps in vfork
+  until the child execs or exits; a task asleep on a futex is queued on it;
+- a shared mapping is never copy-on-write, and its object shadows nothing;
 - every allocated frame belongs to an object, is a page-table page, or is an
   orphan a sink still holds;
 - a page in flight in a copy-on-write send is mapped read-only everywhere;
@@ -16,10 +19,11 @@
 from __future__ import annotations
 
 from collections import Counter
+from itertools import compress
 
 from emulator import pte as E
 from kernel.kernel import Kernel
-from kernel.proc import ZOMBIE
+from kernel.proc import SLEEPING, ZOMBIE, Process
 from kernel.vm.object import VNODE
 from kernel.vm.pmap import PROT_EXEC, PROT_WRITE, Pmap
 
@@ -29,8 +33,9 @@ def present_ptes(pmap: Pmap):
     q = pmap.qwords
 
     def walk(frame: int, level: int, base: int):
-        for index in range(512):
-            entry = q[frame * 512 + index]
+        table = frame * 512
+        for index in compress(range(512), q[table:table + 512]):    # the non-zero entries, found in C
+            entry = q[table + index]
             if not entry & E.P:
                 continue
             va = base | (index << (39 - 9 * level))
@@ -49,6 +54,7 @@ def check(kernel: Kernel) -> None:
     for proc in live:
         users = sum(t.vmspace is proc.vmspace for t in tasks)
         assert proc.vmspace.users == users, f"an address space used by {users} tasks counts {proc.vmspace.users}"
+    check_tasks(kernel, tasks)
     objects = {}
     holders: Counter = Counter()
     table_frames = set()
@@ -56,6 +62,9 @@ def check(kernel: Kernel) -> None:
         vm = proc.vmspace
         table_frames.update(vm.pmap.tables)
         for entry in vm.map.entries:
+            if entry.shared:
+                assert not entry.cow and not entry.needs_copy and entry.object.backing is None, \
+                    f"pid {proc.pid}: the shared mapping at {entry.start:#x} is copy-on-write or shadowed"
             holders[id(entry.object)] += 1
             obj = entry.object
             while obj is not None:
@@ -102,6 +111,26 @@ def check(kernel: Kernel) -> None:
         assert page.hold_count > 0 and page.object is None and not page.pv, f"orphan frame {page.frame}"
     owned = sum(len(obj.pages) for obj in objects.values()) + len(table_frames) + len(kernel.allocator.orphans)
     assert kernel.allocator.total - kernel.allocator.free_count == owned, "a frame is allocated but owned by nobody"
+
+
+def check_tasks(kernel: Kernel, tasks: list[Process]) -> None:
+    """The threads of a process share its address space and signal actions; a vfork parent sleeps,
+    in its child's address space, until the child execs or exits; a task asleep on a futex is queued on one."""
+    leaders = {}
+    for task in tasks:
+        leader = leaders.setdefault(task.tgid, task)
+        assert task.vmspace is leader.vmspace and task.sigactions is leader.sigactions, \
+            f"thread {task.pid} of process {task.tgid} has an address space or signal actions of its own"
+        parent = task.vfork_parent
+        if parent is not None and parent.state != ZOMBIE:
+            assert parent.state == SLEEPING and parent.channel == ("vfork", task.pid), \
+                f"pid {parent.pid} is {parent.state} ({parent.channel}) while its vfork child {task.pid} runs"
+            assert parent.vmspace is task.vmspace, f"vfork child {task.pid} left its parent's address space"
+    queued = Counter(waiter.proc.pid for queue in kernel.futexes.values() for waiter in queue
+                     if waiter.proc.state == SLEEPING and waiter.sleep == waiter.proc.sleeps)
+    for task in tasks:
+        if task.state == SLEEPING and task.channel == ("futex", id(task)):
+            assert queued[task.pid] == 1, f"pid {task.pid} sleeps on a futex, queued {queued[task.pid]} times"
 
 
 def check_files(kernel: Kernel) -> None:
