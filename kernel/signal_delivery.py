@@ -128,6 +128,12 @@ def deliver(kernel: Kernel, proc: Process) -> None:
     from kernel.syscall import syscall_name
 
     cpu = kernel.machine.cpu
+    if proc.restart_result is not None:
+        # Woken with its result (a vfork's end, a futex wake) but not yet back in user mode: the call is over,
+        # and the handler returns to just after it, as Linux finishes a syscall before delivering.
+        cpu.rip = cpu.rip + SYSCALL_LENGTH
+        cpu.set_result(proc.restart_result)
+        proc.restart_result = None
     if proc.interrupted:
         proc.interrupted = False
         # It slept in a syscall, rip on the syscall instruction and rax its number: fail it with EINTR, or

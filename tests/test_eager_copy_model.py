@@ -89,7 +89,6 @@ class Plan:
 
     processes: int = MAX_PROCESSES - 1   # how many more processes the tree may have
     threads: int = MAX_SCRIPT_THREADS    # and threads
-    partial_data_page: bool = True       # whether MADV_DONTNEED may take the data region's last page
     written: list = field(default_factory=list)    # the bytes written so far: reads go there two times in three
 
 
@@ -110,7 +109,7 @@ def read_locations(draw, plan: Plan):
 @st.composite
 def page_ranges(draw, region: int, plan: Plan):
     """(first, count) in `region`."""
-    pages = REGION_PAGES[region] - (region == DATA and not plan.partial_data_page)
+    pages = REGION_PAGES[region]
     first = draw(st.integers(0, pages - 1))
     return first, draw(st.integers(1, pages - first))
 
@@ -205,9 +204,9 @@ def vfork_children(draw, plan: Plan, depth: int):
 
 
 @st.composite
-def scripts(draw, partial_data_page: bool = True):
+def scripts(draw):
     """A random script, without the steps whose outcome would depend on the schedule."""
-    return race_free(draw(processes(Plan(partial_data_page=partial_data_page))))
+    return race_free(draw(processes(Plan())))
 
 
 # Hand-written scripts.
@@ -430,11 +429,9 @@ def test_races_are_found_and_dropped():
         Join(0), Read(BSS, 0, 0), Wait(0), Read(SHARED, 0, 0), Wait(1)), 0)
 
 
-# The data region's last page is left out of MADV_DONTNEED here, where vmgames reads zeros and Linux the file:
-# test_dont_need_on_the_partial_data_page_reads_the_file_again.
 @settings(max_examples=RANDOM_EXAMPLES, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(script=scripts(partial_data_page=False), quantum=st.sampled_from(QUANTA))
+@given(script=scripts(), quantum=st.sampled_from(QUANTA))
 def random_scripts_agree_with_the_model(script, quantum):
     did = check_script(script, quantum)
     for kind in INTERESTING:
