@@ -119,12 +119,14 @@ def fault(kernel: Kernel, proc: Process, signal: int, info: bytes, reason: str) 
         return
     kernel.recorder.event("proc", "signal", target=proc.pid, signal=signal, reason=reason)
     proc.pending[signal] = info
-    deliver(kernel, proc)
+    deliver(kernel, proc, fault_signal=signal)
 
 
-def deliver(kernel: Kernel, proc: Process) -> None:
+def deliver(kernel: Kernel, proc: Process, fault_signal: int = 0) -> None:
     """The running (loaded) thread returns to user mode with signals pending: finish an interrupted syscall,
-    then start a handler for each deliverable signal, or take its default action."""
+    then start a handler for each deliverable signal, or take its default action.  `fault_signal` is the
+    signal of a fault the thread just took: its handler's start is counted as a fault handled (a write
+    barrier's), the others' as signals handled."""
     from kernel.syscall import syscall_name
 
     cpu = kernel.machine.cpu
@@ -166,6 +168,7 @@ def deliver(kernel: Kernel, proc: Process) -> None:
         except SyscallError:
             kill(kernel, proc, signals.SIGSEGV, f"no room for the {signals.name(signal)} handler's frame")
             return
+        kernel.recorder.event("proc", "fault-handler" if signal == fault_signal else "handler", signal=signal)
         set_blocked(proc, proc.blocked | handler.mask | (0 if handler.flags & SA_NODEFER else bit(signal)))
         if handler.flags & SA_RESETHAND:
             proc.sigactions[signal] = DEFAULT

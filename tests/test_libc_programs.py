@@ -19,6 +19,7 @@ from kernel.exec import ET_DYN_BASE
 from tests.conftest import Run, assert_no_leak, check_before_every_syscall, record
 from tests.test_c_programs import run_on_host
 from tests.test_cli import vmgames
+from tools import stats
 from tools.boot import boot
 
 USERLAND_LIBC = os.path.join(os.path.dirname(__file__), "..", "userland", "libc")
@@ -118,6 +119,10 @@ def test_handlers_catch_faults_signals_and_interrupt_calls_as_on_linux(programs,
     assert sent == [(1, 11), (1, 10), (1, 10), (1, 17), (1, 14), (1, 17), (4, 6), (1, 17), (1, 11)]
     # Both SIGSEGVs are fatal faults in the fault counts: the first one reached its handler.
     assert result.kernel.recorder.count("fault", "fatal", pid=1) == 2
+    # --stats' signals: the nine sent above; handlers started for SIGUSR1 twice, SIGCHLD for each of the three
+    # children, SIGALRM once; the write barrier's SIGSEGV is the one fault handled.
+    counters = stats.collect(result.kernel.recorder, 0, 1)
+    assert counters["signals"] == {"sent": 9, "handled": 6, "faults_handled": 1}
 
 
 @pytest.fixture

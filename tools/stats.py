@@ -39,6 +39,8 @@ def collect(recorder: Recorder, instructions: int | None, ram_frames: int) -> di
         "objects": recorder.by_kind("object"),
         "syscalls": {"total": sum(syscalls.values()), **syscalls},
         "processes": recorder.by_kind("proc"),
+        "signals": {"sent": recorder.count("proc", "signal"), "handled": recorder.count("proc", "handler"),
+                    "faults_handled": recorder.count("proc", "fault-handler")},
         "sends": {"bytes_copied": recorder.amount("sink", "copy"), "pages_held_cow": recorder.count("sink", "hold"),
                   "pages_lent": recorder.count("sink", "lend"), "pages_released": recorder.count("sink", "release"),
                   "bytes_delivered": recorder.amount("sink", "deliver"),
@@ -87,6 +89,8 @@ def format_table(stats: dict[str, Any]) -> str:
         rows.append(("  " + (name if name == "total" else syscall.describe(name)), str(n)))
     if any(stats["sends"].values()):
         section("sends (wires and pipes)", stats["sends"])
+    if any(stats["signals"].values()):
+        section("signals (faults handled: delivered to a handler instead of killing)", stats["signals"])
     rows.append(("FreeBSD vmstat -s", ""))
     for stat in vmstat.FREEBSD:
         rows.append((f"  {stat.text} ({stat.name})", str(stats["freebsd_vmstat"][stat.name])))

@@ -63,6 +63,8 @@ KINDS: dict[tuple[str, str], dict[str, Any]] = {
     ("proc", "exit"): {"code": INT, "signal": INT},
     ("proc", "thread-exit"): {"code": INT},
     ("proc", "signal"): {"target": INT, "signal": INT, "reason": STR},
+    ("proc", "handler"): {"signal": INT},
+    ("proc", "fault-handler"): {"signal": INT},
     ("map", "exit"): _MAP,       # a process's map just before it exits
     ("map", "snapshot"): _MAP,   # every live process's map at --snapshot-at
 }
