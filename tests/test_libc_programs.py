@@ -7,7 +7,6 @@ the VM side of what the C library did: threads share one address space (no
 CR3 load between them), vfork copies nothing.
 """
 
-import io
 import os
 import re
 import shutil
@@ -16,11 +15,9 @@ import subprocess
 import pytest
 
 from kernel.exec import ET_DYN_BASE
-from tests.conftest import Run, assert_no_leak, check_before_every_syscall, record
 from tests.test_c_programs import run_on_host
 from tests.test_cli import vmgames
 from tools import stats
-from tools.boot import boot
 
 USERLAND_LIBC = os.path.join(os.path.dirname(__file__), "..", "userland", "libc")
 PROGRAMS = ["threads", "processes", "timing", "thread_exits", "signals", "memory"]
@@ -125,22 +122,6 @@ def test_handlers_catch_faults_signals_and_interrupt_calls_as_on_linux(programs,
     assert counters["signals"] == {"sent": 9, "handled": 6, "faults_handled": 1}
 
 
-@pytest.fixture
-def run_in_root():
-    """run_in_root(root, path, events=[]) -> Run: the program with `root` as the guest's /."""
-    def _run(root, path, *args, events=None):
-        out, err = io.BytesIO(), io.BytesIO()
-        kernel = boot(64 << 20, root=root, stdout=out, stderr=err)
-        if events is not None:
-            kernel.recorder.sink = lambda *event: events.append(record(*event))
-        proc = kernel.spawn(kernel.fs.open_host(path), [path, *args], [])
-        check_before_every_syscall(kernel)
-        kernel.run()
-        assert_no_leak(kernel)
-        return Run(kernel, proc, out.getvalue(), err.getvalue())
-    return _run
-
-
 @pytest.fixture(scope="module")
 def hello(tmp_path_factory):
     """userland/libc/processes.c built three more ways: static PIE, and dynamic (PIE and not)."""
@@ -207,10 +188,10 @@ def test_gdb_shows_threads_as_threads_of_their_process_and_stops_the_one_that_hi
     assert "counter 40000 sum 64 same pid 1" in vm_output and status == 0
 
 
-def test_a_dynamic_program_runs_with_the_hosts_libraries_and_shares_libcs_text(hello, run_in_root):
+def test_a_dynamic_program_runs_with_the_hosts_libraries_and_shares_libcs_text(hello, run):
     host_stdout, host_status = run_on_host([hello["dynamic"]])
     events = []
-    result = run_in_root("/", hello["dynamic"], events=events)
+    result = run(hello["dynamic"], ram=64 << 20, events=events, root="/")
     assert (result.stdout, result.status) == (host_stdout, host_status)
     libc = {e["object"] for e in events if e["type"] == "object" and e["kind"] == "create"
             and (e["path"] or "").endswith("/libc.so.6")}
