@@ -38,6 +38,9 @@ def test_the_cost_model_prices_each_count():
     assert costmodel.cycles(work, Costs()) == sum(parts.values()) == 30000 + 1380 + 2940 + 4500 + 7000
     shootdowns = Costs(shootdowns_per_invalidation=2, cpu_ghz=1)
     assert costmodel.breakdown(work, shootdowns)["page tables and TLB"] == 6 * 10 + 3 * 140 + 500 + 4 * 2 * 3000
+    # A context switch's CR3 load costs its flush, never a shootdown: only the three invlpgs are shot down.
+    switched = Work(pte_writes=6, tlb_pages=3, tlb_flushes=1, cr3_loads=1)
+    assert costmodel.breakdown(switched, shootdowns)["page tables and TLB"] == 6 * 10 + 3 * 140 + 500 + 3 * 2 * 3000
 
 
 def recorder_of_a_tiny_cell() -> Recorder:
@@ -67,7 +70,7 @@ def test_a_cell_is_measured_from_the_recorder_and_divided_per_mib():
     assert cell.faults == {"zero-fill": 2, "file": 0, "resident": 0, "cow-copy": 1, "cow-move": 0, "protection": 3,
                            "fatal": 1}
     assert cell.work == Work(faults=6, pages_copied=1, bytes_copied_in=100, pages_zeroed=1, pte_writes=4,
-                             tlb_pages=1, tlb_flushes=1, syscalls=3, instructions=12345)
+                             tlb_pages=1, tlb_flushes=1, cr3_loads=1, syscalls=3, instructions=12345)
     assert (cell.received, cell.corrupt) == (8192, 50)
     assert cell.kernel_entries == 3 + 7
     assert cell.per_mib(1) == 128                      # 8 KiB delivered: 1/128 MiB

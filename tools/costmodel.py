@@ -35,7 +35,8 @@ Where the defaults come from:
   Page Access Tracking", USENIX ATC 2017).  vmgames has one CPU, so no
   shootdown is ever needed; `shootdowns_per_invalidation` (default 0) says
   how many remote CPUs a multithreaded sender would have to interrupt for
-  each invalidation.
+  each invalidation of its address space (a context switch's CR3 load is
+  local: it is never priced as one).
 - syscall_ns = 300: a null syscall (getpid) on Skylake with the 2018
   mitigations, about 100 ns before them
   (https://blog.i0.pm/posts/the-cost-of-a-syscall-measured-190303/).
@@ -83,6 +84,7 @@ class Work:
     pte_writes: int = 0
     tlb_pages: int = 0           # single-page invalidations (invlpg)
     tlb_flushes: int = 0         # full flushes (CR3 loads)
+    cr3_loads: int = 0           # of those, the loads of a context switch: local, never a shootdown
     syscalls: int = 0
     instructions: int = 0
 
@@ -94,7 +96,9 @@ PARTS = ("faults", "copies", "page tables and TLB", "syscalls", "user instructio
 def breakdown(work: Work, costs: Costs) -> dict[str, float]:
     """Estimated cycles, by part."""
     ghz = costs.cpu_ghz
-    invalidations = work.tlb_pages + work.tlb_flushes
+    # A context switch's CR3 load flushes only the CPU that switches: what would interrupt other CPUs is an
+    # invalidation of an address space they may be running.
+    invalidations = work.tlb_pages + work.tlb_flushes - work.cr3_loads
     copied_pages = work.pages_copied + work.bytes_copied_in / PAGE_SIZE
     return {
         "faults": work.faults * costs.fault_ns * ghz,

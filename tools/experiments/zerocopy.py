@@ -133,6 +133,7 @@ def measure(cell: Cell, recorder: Recorder, instructions: int) -> Cell:
         pte_writes=recorder.count("pte", "write"),
         tlb_pages=recorder.count("tlb", "invalidate-page"),
         tlb_flushes=recorder.count("tlb", "invalidate-all"),
+        cr3_loads=recorder.count_reason("tlb", "invalidate-all", "context-switch"),
         syscalls=recorder.count("syscall"),
         instructions=instructions,
     )
