@@ -190,6 +190,19 @@ class Machine:
             va += n
         return bytes(out)
 
+    def stale_translations(self) -> list[tuple[int, int, int, int]]:
+        """(page, frame address held, rights held, PTE now) for each translation the TLB may still hold that the
+        page tables in RAM no longer give: another frame, or fewer rights.  Empty unless a PTE was changed
+        without its invalidation (the TLB sanitizer's question)."""
+        stale = []
+        for va, (paddr, rights) in self.tlb.held.items():
+            leaf = mmu.leaf_entry(self.ram.qwords, self.cr3, va)
+            lost = (rights & unicorn.UC_PROT_WRITE and not leaf & pte.RW
+                    or rights & unicorn.UC_PROT_EXEC and leaf & pte.NX)
+            if not leaf & pte.P or not leaf & pte.US or leaf & pte.ADDR_MASK != paddr or lost:
+                stale.append((va, paddr, rights, leaf))
+        return stale
+
     def _drop_translations(self) -> None:
         """Drop every translated block, and the TLB, so that fetches fill again and re-mark their frames.
 
@@ -200,6 +213,7 @@ class Machine:
         """
         self.engine.ctl_flush_tb()
         self.engine.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)
+        self.tlb.flushed()
         self.code_frames[:] = bytes(len(self.code_frames))
         self.translation_drops += 1
 
@@ -272,6 +286,7 @@ class Machine:
             if result & _PROT_EXEC:
                 # Unicorn may translate code from it through this entry, whatever access filled it.
                 self.code_frames[paddr >> PAGE_SHIFT] = 1
+            self.tlb.held[va & ~0xFFF] = (paddr, result)
             entry[0] = paddr
             entry[1] = result
             return True

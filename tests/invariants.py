@@ -13,7 +13,8 @@
   orphan a sink still holds;
 - a page in flight in a copy-on-write send is mapped read-only everywhere;
 - a page of a file's object is never mapped writable, and (check_files) holds
-  exactly the file's bytes.
+  exactly the file's bytes;
+- the TLB holds no translation the page tables no longer give.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ def present_ptes(pmap: Pmap):
 
 
 def check(kernel: Kernel) -> None:
+    # The TLB sanitizer's question, at a kernel entry: no translation the TLB may still hold is one the page
+    # tables no longer give (a PTE changed without its invalidation).
+    machine = kernel.machine
+    assert machine.tlb.pending or not machine.stale_translations(), \
+        f"stale TLB entries (page, frame held, rights, PTE now): {machine.stale_translations()}"
     # One task per address space: threads and a vfork child share their process's, which holds its objects once.
     tasks = [p for p in kernel.processes.values() if p.state != ZOMBIE]
     live = list({id(p.vmspace): p for p in tasks}.values())

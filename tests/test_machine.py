@@ -54,15 +54,20 @@ def test_a_pte_change_without_invalidation_is_not_seen():
     board.machine.page_fault_handler = lambda va, access, error: "no fault expected"
     assert board.machine.run(budget=1).kind == traps.QUANTUM
     assert board.machine.cpu.rax == 1
-    # Repoint the PTE but "forget" the shootdown: the TLB still has the old frame.
+    assert board.machine.stale_translations() == []
+    # Repoint the PTE but "forget" the shootdown: the TLB still has the old frame, and says so.
     board.map(DATA_VA, second, E.US | E.RW | E.NX)
+    [(page, held, rights, now)] = board.machine.stale_translations()
+    assert (page, held, E.frame_of(now)) == (DATA_VA, first << 12, second)
     assert board.machine.run(budget=1).kind == traps.QUANTUM
     assert board.machine.cpu.rax == 1
     board.machine.cpu.write(__import__("unicorn").x86_const.UC_X86_REG_RIP, CODE_VA)
-    board.machine.tlb.invalidate_page(DATA_VA)
+    assert board.machine.tlb.invalidate_page(DATA_VA)            # it was held
     board.machine.run(budget=1)
     assert board.machine.cpu.rax == 2
-    assert (board.machine.tlb.full_invalidations, board.machine.tlb.page_invalidations) == (1, 1)
+    assert board.machine.stale_translations() == []
+    assert not board.machine.tlb.invalidate_page(0x7000_0000)     # never filled: nothing to hit
+    assert (board.machine.tlb.full_invalidations, board.machine.tlb.page_invalidations) == (1, 2)
     assert board.machine.cr3_loads == 1
 
 
