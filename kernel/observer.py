@@ -57,6 +57,9 @@ class Observer:
         """False keeps a runnable process off the CPU (a debugger holding a thread stopped)."""
         return True
 
+    def before_run(self, kernel: Kernel) -> None:
+        """User code is about to run on the CPU (a slice, or the rest of one)."""
+
     def on_held(self, kernel: Kernel) -> None:
         """Only processes some observer holds are left runnable: let some go, or stop the run."""
 

@@ -111,6 +111,8 @@ class Scheduler:
         bounded = any(observer.checks_limits for observer in self.observers)
         if not self.machine.deterministic:
             lone_slice_us = LIMIT_CHECK_US if bounded else 0
+            if not self._ready_to_run():
+                return traps.Trap(traps.STOPPED, self.machine.cpu.rip)
             return self.machine.run(budget=self.quantum, timeout_us=FAST_SLICE_US if self.run_queue else lone_slice_us)
         end = self.machine.now + self.quantum
         for observer in self.observers:
@@ -129,6 +131,8 @@ class Scheduler:
                       if observer.pause_at is not None and observer.pause_at > now]
             if bounded:
                 stops.append(now + LIMIT_CHECK_INSTRUCTIONS)
+            if not self._ready_to_run():
+                return traps.Trap(traps.STOPPED, self.machine.cpu.rip)
             trap = self.machine.run(budget=min(stops) - now)
             if bounded:
                 self._check_limits()
@@ -136,6 +140,12 @@ class Scheduler:
                 if self.callout.devices:
                     self.callout.run_due()
                 return trap
+
+    def _ready_to_run(self) -> bool:
+        """Tell the observers user code is about to run; False if one of them ended the process meanwhile."""
+        for observer in self.observers:
+            observer.before_run(self)
+        return self.current.state == RUNNABLE
 
     def _break_deadlock(self, blocked: list[Process]) -> None:
         """Every process left is waiting for another: nothing can ever wake them, so they die."""

@@ -64,6 +64,7 @@ exit status:
   126       the program is there but cannot be run: no execute bit (a .s
             needs none), a directory, not a static x86-64 ELF
   127       the program (or the .s) is not there
+  3         --check-tlb found a stale TLB entry (a kernel bug: one line each)
   2         bad options (one line on stderr)
 
 The program's stdin, stdout and stderr are vmgames' own: one vmgames was
@@ -245,6 +246,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     run.add_argument("--gdb", metavar="[HOST:]PORT",
                      help="wait for gdb (target remote HOST:PORT) before the first instruction; HOST is "
                           "127.0.0.1 unless given; port 0 picks a free one (see docs/gdb-tutorial.md)")
+    run.add_argument("--check-tlb", action="store_true",
+                     help="the TLB sanitizer: before user code runs, every translation the TLB may still hold must "
+                          "agree with the page tables; a stale one (a PTE changed without its invalidation) stops "
+                          "the run, naming the PTE write that lacked it (exit status 3)")
     run.add_argument("--break-on", metavar="fault[:KIND]|syscall:NAME",
                      help="stop in Python's debugger (pdb, or $PYTHONBREAKPOINT) inside the kernel, before it "
                           "handles each such fault or syscall; NAME is Linux's (newfstatat), strace's for a "

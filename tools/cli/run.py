@@ -141,6 +141,12 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
             from tools.gdb.stub import tap_events
 
             gdb_tap = tap_events(kernel)   # from exec on, so that 'monitor faults' lists what 'monitor stats' counts
+        tlb_check = None
+        if args.check_tlb:
+            from tools.tlbcheck import TLBCheck
+
+            tlb_check = TLBCheck(kernel)      # after the trace's sink, which it passes every event on to
+            kernel.observe(tlb_check)
         try:
             executable = kernel.fs.open_host(program)
             if not executable.executable:
@@ -164,11 +170,19 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
         with contextlib.suppress(OSError, ValueError):
             sys.stdout.flush()
         ending = limits.ending
-        if ending is not None:
+        if tlb_check is not None and tlb_check.problems:
+            from tools.tlbcheck import STATUS
+
+            for problem in tlb_check.problems:
+                say_error(f"--check-tlb: {problem}")
+            status = STATUS
+        elif ending is not None:
             say_error(ending.message)
-        elif init.death:
-            say_error(init.death)
-        status = ending.status if ending is not None else init.shell_status
+            status = ending.status
+        else:
+            if init.death:
+                say_error(init.death)
+            status = init.shell_status
         if snapshot is not None and snapshot.pause_at is not None:
             due, ended = int(args.snapshot_at), machine.now
             say_error(f"the run ended at t = {ended:,}, "
