@@ -106,7 +106,7 @@ def sys_clock_nanosleep(kernel: Kernel, proc: Process, clock: int, flags: int, r
                         *_: int) -> int:
     """Sleeping lets virtual time pass for the sleeper; the others run meanwhile (or the CPU idles)."""
     if clock == CLOCK_THREAD_CPUTIME_ID:
-        raise SyscallError(errno.EINVAL)
+        raise SyscallError(errno.EOPNOTSUPP)     # Linux's posix_cpu_nsleep for a thread's clock
     if clock not in (CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_BOOTTIME, CLOCK_TAI, CLOCK_PROCESS_CPUTIME_ID):
         raise SyscallError(errno.EINVAL)
     if clock == CLOCK_PROCESS_CPUTIME_ID:

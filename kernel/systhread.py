@@ -24,6 +24,7 @@ from kernel.proc import (
     CLONE_THREAD,
     CLONE_VFORK,
     CLONE_VM,
+    ZOMBIE,
 )
 from kernel.signal_delivery import SI_TKILL
 from kernel.uaccess import copyin, copyout
@@ -140,7 +141,7 @@ def sys_set_robust_list(kernel: Kernel, proc: Process, head: int, length: int, *
 def _signal_task(kernel: Kernel, proc: Process, target: Process | None, signal: int) -> int:
     if not 0 <= signal <= signals.NSIG:
         raise SyscallError(errno.EINVAL)
-    if target is None or target.state == "zombie":
+    if target is None or target.state == ZOMBIE:
         raise SyscallError(errno.ESRCH)
     if signal:
         kernel.send_signal(target, signal, f"sent by {proc.name}[{proc.tgid}]",

@@ -20,7 +20,7 @@ from tests.test_cli import vmgames
 from tools import stats
 
 USERLAND_LIBC = os.path.join(os.path.dirname(__file__), "..", "userland", "libc")
-PROGRAMS = ["threads", "processes", "timing", "thread_exits", "signals", "memory"]
+PROGRAMS = ["threads", "processes", "timing", "thread_exits", "signals", "memory", "errors"]
 ETIMEDOUT_TEXT = {"glibc": "Connection timed out", "musl": "Operation timed out"}    # each one's strerror
 COMPILERS = {"glibc": ["gcc", "-static", "-O1", "-pthread"], "musl": ["musl-gcc", "-static", "-O1"]}
 
@@ -203,3 +203,11 @@ def test_a_dynamic_program_runs_with_the_hosts_libraries_and_shares_libcs_text(h
     # in the page cache (the first process read them) and one only it needs is read from the file.
     kinds = [e["kind"] for e in libc_faults]
     assert (kinds.count("resident"), kinds.count("file"), len(kinds)) == (64, 1, 65)
+
+
+@pytest.mark.parametrize("libc", COMPILERS)
+def test_the_thread_signal_and_memory_calls_fail_as_linuxs_do(programs, run, libc):
+    """Bad flags, pointers, sizes and signal numbers: each call's error is the host kernel's, line for line."""
+    result = same_as_host(run, programs["errors", libc])
+    lines = result.stdout.decode().splitlines()
+    assert len(lines) == 42 and lines[0].split()[-1] == "-22"       # clone(CLONE_THREAD without SIGHAND): EINVAL
