@@ -7,6 +7,7 @@ import fcntl
 import os
 import select
 import stat
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -36,8 +37,8 @@ TERMINAL_ANSWERS = {TCGETS: 36, TIOCGWINSZ: 8}      # bytes of Linux's struct te
 MAX_OFFSET = (1 << 63) - 1                           # loff_t
 
 
-class OpenFile:
-    """Base of everything an fd can name; the defaults refuse the operation."""
+class OpenFile(ABC):
+    """Base of everything an fd can name; the defaults refuse the operation, and each kind says what it is."""
 
     readable = False
     writable = False
@@ -61,9 +62,9 @@ class OpenFile:
     def write(self, data: bytes) -> int:
         raise SyscallError(errno.EBADF)
 
+    @abstractmethod
     def stat(self) -> Stat:
         """fstat(2): what the file is."""
-        raise NotImplementedError
 
     def seek(self, offset: int, whence: int) -> int:
         """lseek(2): the new offset.  Nothing seekable by default: ESPIPE, as Linux's no_llseek."""
@@ -130,10 +131,11 @@ class OpenFile:
                 break
         return done
 
-    def close(self) -> None:
+    # Hooks with nothing to do for most files (a pipe end wakes its peer, a wire drains): not abstract.
+    def close(self) -> None:  # noqa: B027
         """Called when the last descriptor naming this open file is closed."""
 
-    def detach(self, proc: Process) -> None:
+    def detach(self, proc: Process) -> None:  # noqa: B027
         """Called when one of `proc`'s descriptors naming this open file is closed."""
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
+from abc import ABC, abstractmethod
 from collections import deque
 from typing import Any, NamedTuple
 
@@ -68,7 +69,7 @@ class DirectoryEntry(NamedTuple):
     type: int
 
 
-class Inode:
+class Inode(ABC):
     """What a guest path names.  `path` is its guest path with every link resolved (what getcwd shows).
 
     `context` is the process looking (the filesystem does not know what a
@@ -80,8 +81,9 @@ class Inode:
     is_symlink = False
     is_device = False       # a device the kernel itself provides (/dev/null): open() reaches it
 
+    @abstractmethod
     def stat(self, context: Any = None) -> Stat:
-        raise NotImplementedError
+        """stat(2) of what the path names."""
 
     def child(self, name: str, context: Any) -> Inode:
         """The entry `name` of this directory; ENOENT if there is none."""
@@ -198,8 +200,9 @@ class HostSpecial(HostInode):
 class SyntheticFile(Inode):
     """A file the kernel makes up when it is opened (/proc/self/maps): its bytes depend on who opens it."""
 
+    @abstractmethod
     def contents(self, context: Any) -> bytes:
-        raise NotImplementedError
+        """Its bytes, as `context` (the process opening it) sees them."""
 
 
 class FileSystem:

@@ -20,7 +20,7 @@ have all been taken completes, as MSG_ZEROCOPY's sends do on Linux.
 
 from __future__ import annotations
 
-from abc import ABCMeta, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -186,7 +186,7 @@ def pieces(segments: list[tuple[int, int]], skip: int, per_page: bool) -> Iterat
             va += n
 
 
-class SinkEnd(OpenFile, metaclass=ABCMeta):
+class SinkEnd(OpenFile):
     """The sending end of a sink: a wire, or a pipe's write end.
 
     `room()` says how many bytes it takes now and `accept()` queues a
