@@ -78,11 +78,11 @@ def exec_image(kernel: Kernel, proc: Process, file: HostFile, argv: list[str], e
     strings_size = sum(len(s.encode("utf-8", "surrogateescape")) + 1 for s in argv + envp)
     if strings_size + 8 * (len(argv) + len(envp)) > ARG_MAX:
         raise SyscallError(errno.E2BIG)
-    image = _read_image(kernel, file, ET_DYN_BASE)
+    image = _read_image(kernel, file, ET_DYN_BASE, "")
     interpreter = None
     if image.interpreter is not None:
         interpreter_file = _find_interpreter(kernel, image.interpreter)
-        interpreter = _read_image(kernel, interpreter_file, INTERP_BASE)
+        interpreter = _read_image(kernel, interpreter_file, INTERP_BASE, f"its interpreter {interpreter_file.path}: ")
         if interpreter.interpreter is not None:
             kernel.exec_error = f"its interpreter {image.interpreter} names an interpreter itself"
             raise SyscallError(errno.ENOEXEC)
@@ -110,13 +110,14 @@ def exec_image(kernel: Kernel, proc: Process, file: HostFile, argv: list[str], e
     kernel.recorder.event("proc", "exec", path=file.path, argv=argv)
 
 
-def _read_image(kernel: Kernel, file: HostFile, bias: int) -> elf.Image:
-    """The file's ELF image, at `bias` if it is position-independent; ENOEXEC (and why) if it is no executable."""
+def _read_image(kernel: Kernel, file: HostFile, bias: int, which: str) -> elf.Image:
+    """The file's ELF image, at `bias` if it is position-independent; ENOEXEC (and why, after `which`) if it
+    is no executable."""
     data = file.read(0, file.size)
     try:
         return elf.parse(data, STACK_TOP - STACK_SIZE, bias)
     except elf.ExecFormatError as error:
-        kernel.exec_error = str(error) if bias != INTERP_BASE else f"its interpreter {file.path}: {error}"
+        kernel.exec_error = f"{which}{error}"
         raise SyscallError(errno.ENOEXEC) from None
 
 

@@ -30,6 +30,7 @@ def path_argument(proc: Process, address: int) -> str:
 
 
 def descriptor(proc: Process, fd: int) -> OpenFile:
+    """The open file `fd` names in `proc`; EBADF if none."""
     file = proc.files.get(fd)
     if file is None:
         raise SyscallError(errno.EBADF)

@@ -16,7 +16,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from emulator.cpu import FXSAVE_SIZE
-from kernel import signal_delivery
+from kernel import signal_delivery, signals
 from kernel.uaccess import copyin, copyout
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from kernel.proc import Process
 
 RED_ZONE = 128
+PAGE_FAULT_VECTOR = 14
 UC_FLAGS = 0x2 | 0x4            # UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS, as Linux sets them
 UCONTEXT_SIZE = 304             # uc_flags, uc_link, uc_stack (24), uc_mcontext (256), uc_sigmask (8)
 SIGINFO_SIZE = 128
@@ -64,8 +65,9 @@ def push(kernel: Kernel, proc: Process, signal: int, info: bytes, handler: int, 
     frame = ((fpstate - FRAME_SIZE) & ~15) - 8
     mcontext = struct.pack("<18Q", *(registers[name] for name in SIGCONTEXT_REGISTERS))
     mcontext += struct.pack("<HHHH", USER_CS, 0, 0, USER_DS)                  # cs, gs, fs, ss
-    trapno, error = (14, 0) if signal == 11 and info[8:12] != b"\0\0\0\0" else (0, 0)
-    mcontext += struct.pack("<QQQQQ", error, trapno, old_mask, _address_of(info), fpstate)
+    _, _, code = struct.unpack_from("<iii", info)
+    trapno = PAGE_FAULT_VECTOR if signal == signals.SIGSEGV and code else 0
+    mcontext += struct.pack("<QQQQQ", 0, trapno, old_mask, _fault_address(info), fpstate)
     mcontext = mcontext.ljust(256, b"\0")
     uc_stack = struct.pack("<Qi4xQ", stack_sp, stack_flags | (1 if on_altstack else 0), stack_size)
     ucontext = struct.pack("<QQ", UC_FLAGS, 0) + uc_stack + mcontext + struct.pack("<Q", old_mask)
@@ -80,9 +82,11 @@ def push(kernel: Kernel, proc: Process, signal: int, info: bytes, handler: int, 
     cpu.set("eflags", registers["eflags"] & ~(0x100 | 0x400 | 0x40000))      # TF, DF and AC cleared
 
 
-def _address_of(info: bytes) -> int:
-    """cr2 in the frame: the faulting address, for a fault's siginfo."""
-    return struct.unpack_from("<Q", info, 16)[0] if struct.unpack_from("<i", info)[0] in (7, 11) else 0
+def _fault_address(info: bytes) -> int:
+    """cr2 in the frame: si_addr of a SIGSEGV's or SIGBUS's siginfo, else 0."""
+    if struct.unpack_from("<i", info)[0] in (signals.SIGSEGV, signals.SIGBUS):
+        return struct.unpack_from("<Q", info, 16)[0]
+    return 0
 
 
 def pop(kernel: Kernel, proc: Process) -> int:

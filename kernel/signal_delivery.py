@@ -112,12 +112,10 @@ def kill(kernel: Kernel, proc: Process, signal: int, reason: str) -> None:
 def fault(kernel: Kernel, proc: Process, signal: int, info: bytes, reason: str) -> None:
     """A fault the running thread took (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP): its handler runs now, on
     the faulting instruction; blocked or ignored, the process dies of it, as Linux's force_sig_fault does."""
-    handler = action(proc, signal).handler
-    if handler in (SIG_DFL, SIG_IGN) or proc.blocked & bit(signal):
-        kernel.recorder.event("proc", "signal", target=proc.pid, signal=signal, reason=reason)
+    kernel.recorder.event("proc", "signal", target=proc.pid, signal=signal, reason=reason)
+    if action(proc, signal).handler in (SIG_DFL, SIG_IGN) or proc.blocked & bit(signal):
         kill(kernel, proc, signal, reason)
         return
-    kernel.recorder.event("proc", "signal", target=proc.pid, signal=signal, reason=reason)
     proc.pending[signal] = info
     deliver(kernel, proc, fault_signal=signal)
 

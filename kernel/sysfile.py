@@ -19,7 +19,7 @@ from kernel.file import (
     RegularFile,
 )
 from kernel.fs import PATH_MAX, HostFile, SyntheticFile
-from kernel.namei import AT_FDCWD
+from kernel.namei import AT_FDCWD, descriptor
 from kernel.pipe import open_pipe
 from kernel.proc import MAX_FDS
 from kernel.uaccess import MAX_RW_COUNT, access_ok, copyinstr, copyout, import_iovec
@@ -35,22 +35,15 @@ OPEN_ONLY_FLAGS = O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_CLOEXEC
 VALID_OPEN_FLAGS = 0o37777777 & ~0o74               # the O_* bits Linux knows (fcntl.h); open ignores the rest
 
 
-def _file(proc: Process, fd: int) -> OpenFile:
-    file = proc.files.get(fd)
-    if file is None:
-        raise SyscallError(errno.EBADF)
-    return file
-
-
 def _readable(proc: Process, fd: int) -> OpenFile:
-    file = _file(proc, fd)
+    file = descriptor(proc, fd)
     if not file.readable:
         raise SyscallError(errno.EBADF)
     return file
 
 
 def _writable(proc: Process, fd: int) -> OpenFile:
-    file = _file(proc, fd)
+    file = descriptor(proc, fd)
     if not file.writable:
         raise SyscallError(errno.EBADF)
     return file
@@ -173,7 +166,7 @@ def sys_pipe2(kernel: Kernel, proc: Process, fds: int, flags: int, *_: int) -> i
 
 
 def sys_dup(kernel: Kernel, proc: Process, fd: int, *_: int) -> int:
-    file = _file(proc, fd)
+    file = descriptor(proc, fd)
     new_fd = proc.allocate_fd(file)
     if new_fd < 0:
         raise SyscallError(errno.EMFILE)
@@ -183,7 +176,7 @@ def sys_dup(kernel: Kernel, proc: Process, fd: int, *_: int) -> int:
 
 def sys_dup2(kernel: Kernel, proc: Process, fd: int, new_fd: int, *_: int) -> int:
     if fd == new_fd:
-        _file(proc, fd)     # only checks that it is open
+        descriptor(proc, fd)     # only checks that it is open
         return fd
     return sys_dup3(kernel, proc, fd, new_fd, 0)
 
@@ -194,7 +187,7 @@ def sys_dup3(kernel: Kernel, proc: Process, fd: int, new_fd: int, flags: int, *_
         raise SyscallError(errno.EINVAL)
     if new_fd >= MAX_FDS:
         raise SyscallError(errno.EBADF)
-    file = _file(proc, fd)
+    file = descriptor(proc, fd)
     file.references += 1
     proc.close_fd(new_fd)
     proc.files[new_fd] = file

@@ -199,8 +199,9 @@ MS_ASYNC, MS_INVALIDATE, MS_SYNC = 1, 2, 4
 MREMAP_MAYMOVE, MREMAP_FIXED, MREMAP_DONTUNMAP = 1, 2, 4
 
 
-def _mapped_range(vm: VMSpace, addr: int, length: int) -> int:
-    """The end of [addr, addr + length) rounded to pages; EINVAL for a misaligned start, ENOMEM for a hole."""
+def _range_end(addr: int, length: int) -> int:
+    """The end of [addr, addr + length) rounded to pages: EINVAL for a misaligned start, ENOMEM past user
+    space (the callers say ENOMEM for a hole themselves, after doing what they can)."""
     if addr & (PAGE_SIZE - 1):
         raise SyscallError(errno.EINVAL)
     end = addr + _page_up(length)
@@ -215,7 +216,7 @@ def sys_madvise(kernel: Kernel, proc: Process, addr: int, length: int, advice: i
     if advice not in MADV_KNOWN:
         raise SyscallError(errno.EINVAL)
     vm = proc.vmspace
-    end = _mapped_range(vm, addr, length)
+    end = _range_end(addr, length)
     if end == addr:
         return 0
     if advice == MADV_DONTNEED:
@@ -262,7 +263,7 @@ def sys_msync(kernel: Kernel, proc: Process, addr: int, length: int, flags: int,
     """Nothing to write back (the guest's files are read-only); Linux's checks."""
     if flags & ~(MS_ASYNC | MS_INVALIDATE | MS_SYNC) or flags & MS_ASYNC and flags & MS_SYNC:
         raise SyscallError(errno.EINVAL)
-    end = _mapped_range(proc.vmspace, addr, length)
+    end = _range_end(addr, length)
     if end > addr and not proc.vmspace.map.covered(addr, end):
         raise SyscallError(errno.ENOMEM)
     return 0

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 from kernel import errno, sysio
 from kernel.errno import SyscallError
+from kernel.namei import descriptor
 from kernel.pipe import PipeReadEnd
 from kernel.sink import LEND, SinkEnd
-from kernel.sysfile import _file
 from kernel.uaccess import copyout, import_iovec
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ ZC_RANGE_SIZE = 8           # struct zc_range { uint32_t lo, hi; }
 
 
 def _sink(proc: Process, fd: int) -> SinkEnd:
-    file = _file(proc, fd)
+    file = descriptor(proc, fd)
     if not isinstance(file, SinkEnd):
         raise SyscallError(errno.EBADF)
     return file
@@ -40,7 +40,7 @@ def sys_ioctl(kernel: Kernel, proc: Process, fd: int, request: int, arg: int, *_
     """VMG_ZEROCOPY on a pipe's write end or a wire; any other request is the file's (kernel/sysio.py)."""
     if request != VMG_ZEROCOPY:
         return sysio.ioctl(kernel, proc, fd, request, arg)
-    file = _file(proc, fd)
+    file = descriptor(proc, fd)
     if not isinstance(file, SinkEnd):
         raise SyscallError(errno.ENOTTY)
     if arg not in (0, 1):
@@ -59,7 +59,7 @@ def sys_vmsplice(kernel: Kernel, proc: Process, fd: int, iov: int, nr_segs: int,
     """
     if flags & ~SPLICE_F_ALL:
         raise SyscallError(errno.EINVAL)
-    file = _file(proc, fd)
+    file = descriptor(proc, fd)
     segments = import_iovec(proc, iov, nr_segs)
     blocking = not flags & SPLICE_F_NONBLOCK
     if not any(length for _, length in segments):

@@ -20,6 +20,7 @@ from emulator.machine import Machine
 from kernel import sigframe, signal_delivery, signals
 from kernel.callout import CalloutQueue
 from kernel.proc import RUNNABLE, Process
+from kernel.signal_delivery import BUS_ADRERR, SEGV_ACCERR, SEGV_MAPERR
 from kernel.syscall import dispatch
 from kernel.vm import fault
 from kernel.vm.fault import FaultResult, vm_fault
@@ -39,7 +40,6 @@ SIGNAL_OF_TRAP = {
 # SI_KERNEL for int3 and a general protection fault (whose address Linux does not give).
 SIGINFO_OF_TRAP = {traps.INVALID_OPCODE: (2, True), traps.DIVIDE_ERROR: (1, True), traps.BREAKPOINT: (0x80, False),
                    traps.GENERAL_PROTECTION: (0x80, False)}
-SEGV_MAPERR, SEGV_ACCERR, BUS_ADRERR = 1, 2, 2
 _SIGNAL_OF_FAULT = {fault.NOMEM: signals.SIGKILL, fault.BUSERR: signals.SIGBUS, fault.IOERR: signals.SIGBUS}
 
 
