@@ -6,6 +6,7 @@ write-protect, munmap, mprotect, madvise.
 
 import os
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -16,6 +17,7 @@ from tools.cli import main
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 COWFORK = os.path.join(ROOT, "build", "cowfork")
 MEMORY = os.path.join(ROOT, "userland", "libc", "memory.c")
+BUSYBOX = shutil.which("busybox") or "/bin/busybox"    # .ci/run installs busybox-static
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +32,10 @@ def test_a_correct_kernel_passes_the_check(memory, capfd):
     assert main(["run", "--check-tlb", COWFORK]) == 0
     assert main(["run", "--check-tlb", "--root", "/", memory]) == 0
     assert "--check-tlb" not in capfd.readouterr().err
+    # Forks, a vfork, execs (whose old image goes before the CR3 load of the new one) and a pipeline.
+    assert main(["run", "--check-tlb", "--root", "/", BUSYBOX, "sh", "-c", "echo $(ls /dev) | wc -w"]) == 0
+    said = capfd.readouterr()
+    assert (said.out, said.err) == ("2\n", "")
 
 
 # A copy-on-write copy's own invalidation cannot be missed on one CPU: the write that faulted refills the

@@ -53,23 +53,23 @@ class TLBCheck(Observer):
             self._forward(t, pid, type_, kind, fields)
 
     def before_run(self, kernel: Kernel) -> None:
-        self._check(kernel)
+        self._check(kernel, kernel.current)
 
     # After a syscall or a fault, only a thread that goes back to user code now can use a stale entry: one
     # that exited or sleeps runs again only after the next slice's check.
 
     def after_syscall(self, kernel: Kernel, proc: Process, number: int) -> None:
         if proc.state == RUNNABLE:
-            self._check(kernel)
+            self._check(kernel, proc)
 
     def after_fault(self, kernel: Kernel, proc: Process, va: int, result: Any, user: bool) -> None:
         if proc.state == RUNNABLE:
-            self._check(kernel)
+            self._check(kernel, proc)
 
-    def _check(self, kernel: Kernel) -> None:
+    def _check(self, kernel: Kernel, proc: Process) -> None:
         machine = kernel.machine
-        if self.problems or machine.tlb.pending:
-            return      # a flush comes first: nothing stale survives it
+        if self.problems or machine.tlb.pending or kernel.active_vmspace is not proc.vmspace:
+            return      # a flush comes first (asked for, or the CR3 load of an exec's new image): nothing survives it
         for page, frame, rights, now in machine.stale_translations():
             line = (f"the TLB may still translate {page:#x} to frame {frame >> 12:#x} ({_rights(rights)}), "
                     f"but the PTE is now {_pte_text(now)}")
