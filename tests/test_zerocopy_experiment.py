@@ -36,11 +36,13 @@ def test_the_cost_model_prices_each_count():
         "user instructions": 7000,
     }
     assert costmodel.cycles(work, Costs()) == sum(parts.values()) == 30000 + 1380 + 2940 + 4500 + 7000
-    shootdowns = Costs(shootdowns_per_invalidation=2, cpu_ghz=1)
-    assert costmodel.breakdown(work, shootdowns)["page tables and TLB"] == 6 * 10 + 3 * 140 + 500 + 4 * 2 * 3000
-    # A context switch's CR3 load costs its flush, never a shootdown: only the three invlpgs are shot down.
+    # Shootdowns are priced from what was counted: the initiator's wait per shootdown, each target's IPI.
+    shot = Work(pte_writes=6, tlb_pages=3, tlb_flushes=1, shootdowns=2, ipis=5)
+    assert costmodel.breakdown(shot, Costs(cpu_ghz=1))["page tables and TLB"] == (
+        6 * 10 + 3 * 140 + 500 + 2 * 3000 + 5 * 1000)
+    # A context switch's CR3 load costs its flush, never an IPI.
     switched = Work(pte_writes=6, tlb_pages=3, tlb_flushes=1, cr3_loads=1)
-    assert costmodel.breakdown(switched, shootdowns)["page tables and TLB"] == 6 * 10 + 3 * 140 + 500 + 3 * 2 * 3000
+    assert costmodel.breakdown(switched, Costs(cpu_ghz=1))["page tables and TLB"] == 6 * 10 + 3 * 140 + 500
 
 
 def recorder_of_a_tiny_cell() -> Recorder:
@@ -101,8 +103,8 @@ def test_a_costs_file_overrides_some_defaults(tmp_path):
     path.write_text(json.dumps({"copy_page_ns": 1000, "cpu_ghz": 2}))
     assert costmodel.load_costs(str(path)) == Costs(copy_page_ns=1000.0, cpu_ghz=2.0)
     toml = tmp_path / "costs.toml"
-    toml.write_text("fault_ns = 2500\nshootdowns_per_invalidation = 1\n")
-    assert costmodel.load_costs(str(toml)) == Costs(fault_ns=2500.0, shootdowns_per_invalidation=1.0)
+    toml.write_text("fault_ns = 2500\nipi_ns = 1500\n")
+    assert costmodel.load_costs(str(toml)) == Costs(fault_ns=2500.0, ipi_ns=1500.0)
 
 
 @pytest.mark.parametrize("name, content, message", [
