@@ -51,10 +51,10 @@ class DebugPort:
 
     def __init__(self, machine: Machine) -> None:
         self.machine = machine
-        self._engine = machine.cpu.engine
+        self._engines = [processor.engine for processor in machine.processors]
         self.breakpoints: set[int] = set()
-        self._instruction_hook: int | None = None
-        self._watchpoints: dict[tuple[int, int], int] = {}   # (address, length) -> the engine's hook
+        self._instruction_hooks: list[int] = []                    # one per engine
+        self._watchpoints: dict[tuple[int, int], list[int]] = {}  # (address, length) -> each engine's hook
 
     # Breakpoints and watchpoints.
 
@@ -65,10 +65,12 @@ class DebugPort:
         with it too.  It starts with the next block translated: the one
         running now, if any, runs on without it.
         """
-        if self._instruction_hook is not None:
+        if self._instruction_hooks:
             raise RuntimeError("the debug port already has an instruction hook")
-        self._instruction_hook = self._engine.hook_add(
-            unicorn.UC_HOOK_CODE, lambda engine, address, size, data: hook(address, address in self.breakpoints))
+        self._instruction_hooks = [
+            engine.hook_add(unicorn.UC_HOOK_CODE,
+                            lambda engine, address, size, data: hook(address, address in self.breakpoints))
+            for engine in self._engines]
         self._hook_added()
 
     def set_breakpoint(self, address: int) -> None:
@@ -88,15 +90,16 @@ class DebugPort:
         key = (address, length)
         if key in self._watchpoints:
             return
-        self._watchpoints[key] = self._engine.hook_add(
-            unicorn.UC_HOOK_MEM_WRITE,
-            lambda engine, access, paddr, size, value, data: self._check_store(address, length, paddr, size, hook))
+        self._watchpoints[key] = [
+            engine.hook_add(unicorn.UC_HOOK_MEM_WRITE,
+                            lambda engine, access, paddr, size, value, data:
+                            self._check_store(address, length, paddr, size, hook))
+            for engine in self._engines]
         self._hook_added()
 
     def unwatch_writes(self, address: int, length: int) -> None:
-        handle = self._watchpoints.pop((address, length), None)
-        if handle is not None:
-            self._engine.hook_del(handle)
+        for engine, handle in zip(self._engines, self._watchpoints.pop((address, length), ()), strict=False):
+            engine.hook_del(handle)
 
     def _check_store(self, address: int, length: int, paddr: int, size: int, hook: WriteHook) -> None:
         leaf = self.leaf_entry(self.machine.cr3, address)
@@ -117,31 +120,31 @@ class DebugPort:
 
     def release(self) -> None:
         """Remove every hook and forget every breakpoint: the machine runs on as if never debugged."""
-        handles = [*self._watchpoints.values()]
-        if self._instruction_hook is not None:
-            handles.append(self._instruction_hook)
-        for handle in handles:
-            self._engine.hook_del(handle)
-        self._instruction_hook = None
+        for handles in [*self._watchpoints.values(), self._instruction_hooks]:
+            for engine, handle in zip(self._engines, handles, strict=False):
+                engine.hook_del(handle)
+        self._instruction_hooks = []
         self._watchpoints.clear()
         self.breakpoints.clear()
 
     def _hook_added(self) -> None:
-        """Translate code (and fill the TLB) again, so that every block and store asks the hook just added."""
-        self._engine.ctl_flush_tb()
-        self._engine.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)
+        """Translate code (and fill the TLBs) again, so that every block and store asks the hook just added."""
+        for engine in self._engines:
+            engine.ctl_flush_tb()
+            engine.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)
 
     # Registers.
 
     def read_register(self, name: str, context: unicorn.UcContext | None = None) -> int:
-        """Register `name` (gdb's name) of the live CPU, or of a saved `context` (CPU.save, CPU.copy_context)."""
+        """Register `name` (gdb's name) of the selected processor, or of a saved `context` (CPU.save,
+        CPU.copy_context)."""
         register = REGISTER_IDS[name]
-        return self._engine.reg_read(register) if context is None else context.reg_read(register)
+        return self.machine.engine.reg_read(register) if context is None else context.reg_read(register)
 
     def write_register(self, name: str, value: int, context: unicorn.UcContext | None = None) -> None:
         register = REGISTER_IDS[name]
         if context is None:
-            self._engine.reg_write(register, value)
+            self.machine.engine.reg_write(register, value)
         else:
             context.reg_write(register, value)
 

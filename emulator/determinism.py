@@ -108,7 +108,6 @@ class Determinism:
         self.seed = seed
         self.tsc = TimestampCounter(machine)
         self._machine = machine
-        self._cpu = machine.cpu
         self._random = SplitMix64(seed)
         # The instructions Unicorn lets a UC_HOOK_INSN hook answer, and how.
         self.answers = {X.UC_X86_INS_RDTSC: self.rdtsc, X.UC_X86_INS_RDTSCP: self.rdtscp,
@@ -116,15 +115,15 @@ class Determinism:
 
     def rdtsc(self) -> None:
         tsc = self.tsc.read()
-        self._cpu.write(X.UC_X86_REG_RAX, tsc & 0xFFFF_FFFF)
-        self._cpu.write(X.UC_X86_REG_RDX, tsc >> 32)
+        self._machine.cpu.write(X.UC_X86_REG_RAX, tsc & 0xFFFF_FFFF)
+        self._machine.cpu.write(X.UC_X86_REG_RDX, tsc >> 32)
 
     def rdtscp(self) -> None:
         self.rdtsc()
-        self._cpu.write(X.UC_X86_REG_RCX, TSC_AUX)
+        self._machine.cpu.write(X.UC_X86_REG_RCX, TSC_AUX)
 
     def cpuid(self) -> None:
-        cpu = self._cpu
+        cpu = self._machine.cpu
         eax, ebx, ecx, edx = cpuid.cpuid(cpu.read(X.UC_X86_REG_RAX), cpu.read(X.UC_X86_REG_RCX))
         for register, value in ((X.UC_X86_REG_RAX, eax), (X.UC_X86_REG_RBX, ebx),
                                 (X.UC_X86_REG_RCX, ecx), (X.UC_X86_REG_RDX, edx)):
@@ -143,13 +142,13 @@ class Determinism:
             if operand.type != CX.X86_OP_REG:
                 return False
             self._write_random(insn, operand.size)
-            self._cpu.write(X.UC_X86_REG_RIP, rip + insn.size)
+            self._machine.cpu.write(X.UC_X86_REG_RIP, rip + insn.size)
             return True
         return False
 
     def _write_random(self, insn: capstone.CsInsn, size: int) -> None:
         """rdrand/rdseed succeeded: the destination gets a value, CF is set and OF, SF, ZF, AF, PF cleared."""
-        cpu = self._cpu
+        cpu = self._machine.cpu
         value = self._random.next()
         register = _GENERAL_REGISTERS[self._register_number(insn)]
         if size == 2:

@@ -1,4 +1,4 @@
-"""The board: CPU, physical RAM, MMU, TLB and traps, wired together.
+"""The board: processors, physical RAM, MMU, TLBs and traps, wired together.
 
 Faults reach the kernel through Unicorn's virtual TLB, not its #PF path
 (docs/architecture.md, Unicorn facts 1): on every TLB miss the fill hook walks the page tables in RAM
@@ -7,7 +7,10 @@ called right there, and if it fixes the tables the walk is retried without
 leaving the engine.  Only a fault the kernel cannot fix stops the run.
 
 The machine knows nothing about processes: the kernel registers a page-fault
-handler and a syscall handler, sets the page-table root, and calls run().
+handler and a syscall handler, selects a processor, sets its page-table
+root, and calls run().  With several processors (emulator/processor.py) one
+runs at a time, on the host's one thread: the kernel's scheduler decides
+which, and for how many instructions, so that every run is reproducible.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib
 
 from emulator import mmu, pte, traps
-from emulator.clock import InstructionClock
 from emulator.cpu import CPU
 from emulator.determinism import DEFAULT_SEED, Determinism
+from emulator.processor import Processor
 from emulator.ram import PAGE_SHIFT, PAGE_SIZE, PhysicalMemory
-from emulator.tlb import TLB
 
 DEFAULT_RAM_SIZE = 256 << 20
+# Each processor marks the frames it fetched code from with its own bit of one byte per frame.
+MAX_CPUS = 8
 
 # Unicorn asks the fill hook for a fetch translation of the page before the
 # `until` address of every run when the run ends (docs/architecture.md, Unicorn facts 1).  `until` is put
@@ -56,51 +60,75 @@ _ANSWER_HOOK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 
 
 class Machine:
-    """An x86-64 machine with `ram_size` bytes of RAM.
+    """An x86-64 machine with `ram_size` bytes of RAM and `cpus` processors.
 
-    deterministic=True counts every retired instruction (the virtual clock);
-    False runs at raw Unicorn speed and keeps no clock.  `seed` seeds rdrand
-    and rdseed; nothing the guest reads comes from the host (emulator/determinism.py).
+    deterministic=True counts every retired instruction (each processor's
+    virtual clock); False runs at raw Unicorn speed and keeps no clock.
+    `seed` seeds rdrand and rdseed; nothing the guest reads comes from the
+    host (emulator/determinism.py).  `cpu`, `engine`, `tlb` and `clock` are
+    the selected processor's (`select`): the one that runs, and whose hooks
+    call the kernel.
     """
 
     def __init__(self, ram_size: int = DEFAULT_RAM_SIZE, deterministic: bool = True,
-                 seed: int = DEFAULT_SEED) -> None:
-        # The engine first: Unicorn maps its translation buffer when it starts, and exits the process if it
+                 seed: int = DEFAULT_SEED, cpus: int = 1) -> None:
+        if not 1 <= cpus <= MAX_CPUS:
+            raise ValueError(f"a machine has 1 to {MAX_CPUS} processors, not {cpus}")
+        # An engine before RAM: Unicorn maps its translation buffer when it starts, and exits the process if it
         # cannot; after that, RAM that the host cannot give fails with an exception the caller can report.
-        self.cpu = CPU()
+        first = CPU()
         self.ram = PhysicalMemory(ram_size)
-        self.engine = self.cpu.engine
-        self.engine.mem_map_ptr(0, ram_size, unicorn.UC_PROT_ALL, self.ram.address)
-        self.cpu.drop_to_user_mode(STOP_FRAME << PAGE_SHIFT)
-        self.engine.ctl_set_tlb_mode(unicorn.UC_TLB_VIRTUAL)
-        self.tlb = TLB(self.engine)
         self.deterministic = deterministic
-        self.clock = InstructionClock(self.engine) if deterministic else None
-        self.idle_time = 0
-        self.cr3_loads = 0          # what the board counts: CR3 loads here, invalidations in the TLB
-        self.cr3 = 0
-        self.code_frames = bytearray(self.ram.frames)   # frames mapped executable since the last drop
-        self.translation_drops = 0
+        self.processors = [Processor(i, self.ram, STOP_FRAME, deterministic, first if i == 0 else None)
+                           for i in range(cpus)]
+        self.code_frames = bytearray(self.ram.frames)   # per frame, the processors that may run code from it
         self.page_fault_handler: PageFaultHandler = lambda va, access, error: "no handler"
         self.syscall_handler: SyscallHandler = lambda: None
         self._trap: traps.Trap | None = None
         self._stop_requested = False
         self._hook_error: BaseException | None = None
         self.ram.write(STOP_FRAME << PAGE_SHIFT, _UD2 * (PAGE_SIZE // 2))
-        self._hooks = [_TLB_FILL_HOOK(self._tlb_fill), _SYSCALL_HOOK(self._syscall)]
-        self._add_hook(unicorn.UC_HOOK_TLB_FILL, self._hooks[0])
-        self._add_hook(unicorn.UC_HOOK_INSN, self._hooks[1], ctypes.c_int(X.UC_X86_INS_SYSCALL))
-        self.engine.hook_add(unicorn.UC_HOOK_INTR, self._interrupt)
-        self.engine.hook_add(unicorn.UC_HOOK_INSN_INVALID, self._invalid_opcode)
+        self.select(self.processors[0])
         self.determinism = Determinism(self, seed)
-        for instruction, answer in self.determinism.answers.items():
-            self._hooks.append(_ANSWER_HOOK(self._answer_hook(answer)))
-            self._add_hook(unicorn.UC_HOOK_INSN, self._hooks[-1], ctypes.c_int(instruction))
+        self._hooks = [_TLB_FILL_HOOK(self._tlb_fill), _SYSCALL_HOOK(self._syscall)]
+        answers = [(instruction, _ANSWER_HOOK(self._answer_hook(answer)))
+                   for instruction, answer in self.determinism.answers.items()]
+        self._hooks += [hook for _, hook in answers]
+        for processor in self.processors:
+            self._add_hook(processor, unicorn.UC_HOOK_TLB_FILL, self._hooks[0])
+            self._add_hook(processor, unicorn.UC_HOOK_INSN, self._hooks[1], ctypes.c_int(X.UC_X86_INS_SYSCALL))
+            processor.engine.hook_add(unicorn.UC_HOOK_INTR, self._interrupt)
+            processor.engine.hook_add(unicorn.UC_HOOK_INSN_INVALID, self._invalid_opcode)
+            for instruction, hook in answers:
+                self._add_hook(processor, unicorn.UC_HOOK_INSN, hook, ctypes.c_int(instruction))
 
-    def _add_hook(self, kind: int, callback, *extra) -> None:
+    def select(self, processor: Processor) -> None:
+        """Make `processor` the one that runs next, and whose registers, TLB and clock the kernel works on."""
+        self.current = processor
+        self.cpu = processor.cpu
+        self.engine = processor.engine
+        self.tlb = processor.tlb
+        self.clock = processor.clock
+
+    @property
+    def cr3(self) -> int:
+        """The selected processor's page-table root."""
+        return self.current.cr3
+
+    @property
+    def cr3_loads(self) -> int:
+        return sum(p.cr3_loads for p in self.processors)
+
+    @property
+    def translation_drops(self) -> int:
+        return sum(p.translation_drops for p in self.processors)
+
+    @staticmethod
+    def _add_hook(processor: Processor, kind: int, callback, *extra) -> None:
         handle = ctypes.c_size_t()
-        status = uclib.uc_hook_add(self.cpu.handle, ctypes.byref(handle), kind, ctypes.cast(callback, ctypes.c_void_p),
-                                   None, ctypes.c_uint64(1), ctypes.c_uint64(0), *extra)
+        status = uclib.uc_hook_add(processor.cpu.handle, ctypes.byref(handle), kind,
+                                   ctypes.cast(callback, ctypes.c_void_p), None, ctypes.c_uint64(1),
+                                   ctypes.c_uint64(0), *extra)
         if status != unicorn.UC_ERR_OK:
             raise unicorn.UcError(status)
 
@@ -122,29 +150,33 @@ class Machine:
 
     @property
     def now(self) -> int:
-        """Virtual time: instructions retired (none counted when not deterministic), plus idle time."""
-        return self.clock.now if self.clock else self.idle_time
+        """The selected processor's virtual time: instructions retired (none counted when not deterministic),
+        plus its idle time."""
+        return self.clock.now if self.clock else self.current.idle_time
+
+    @property
+    def idle_time(self) -> int:
+        return self.current.idle_time
 
     @property
     def retired(self) -> int:
-        """Instructions user code retired: virtual time without the idle time."""
-        return self.clock.now - self.idle_time if self.clock else 0
+        """Instructions user code retired, on every processor."""
+        return sum(p.clock.now - p.idle_time for p in self.processors) if self.deterministic else 0
 
     def idle(self, instructions: int) -> None:
-        """Let virtual time pass with nothing to run, as a CPU idles while every process waits for a device."""
-        self.idle_time += instructions
-        if self.clock:
-            self.clock.advance(instructions)
+        """Let virtual time pass on the selected processor with nothing to run, as a CPU idles while every
+        process waits for a device."""
+        self.current.idle(instructions)
 
     def clock_reader(self) -> Callable[[], int]:
-        """A function returning `now`, without a Python frame when there is a clock (it stamps every event)."""
-        return self.clock.reader() if self.clock else (lambda: self.idle_time)
+        """A function returning the selected processor's `now`, without a Python frame when there is a clock
+        (it stamps every event): to be asked again after each `select`."""
+        current = self.current
+        return current.clock.reader() if current.clock else (lambda: current.idle_time)
 
     def set_page_table_root(self, cr3: int) -> None:
-        """Load CR3, which (without PCIDs or global pages) flushes the whole TLB."""
-        self.cr3 = cr3
-        self.cr3_loads += 1
-        self.tlb.invalidate_all()
+        """Load the selected processor's CR3, which (without PCIDs or global pages) flushes its whole TLB."""
+        self.current.load_cr3(cr3)
 
     # Writing RAM.  Unicorn notices the stores user code makes to a page it
     # translated code from, but not the kernel's writes into the host buffer
@@ -153,25 +185,27 @@ class Machine:
     # run the old translation.  So every write the kernel makes goes through
     # these primitives, which drop the translations first when the frame is
     # one code may have been fetched from since the last drop (`code_frames`:
-    # the TLB-fill hook marks every frame it maps executable).
+    # the TLB-fill hook marks every frame it maps executable with the bit of
+    # the processor that mapped it; each processor has translations of its own).
 
     def write_physical(self, paddr: int, data: bytes | memoryview) -> None:
         """Write `data` at physical address `paddr`, keeping translated code coherent."""
         if data:
-            if self.code_frames.find(1, paddr >> PAGE_SHIFT, ((paddr + len(data) - 1) >> PAGE_SHIFT) + 1) >= 0:
-                self._drop_translations()
+            marks = self.code_frames[paddr >> PAGE_SHIFT:((paddr + len(data) - 1) >> PAGE_SHIFT) + 1]
+            if marks.count(0) != len(marks):
+                self._drop_translations(max(marks) if len(self.processors) == 1 else _union(marks))
             self.ram.bytes[paddr:paddr + len(data)] = data
 
     def fill_frame(self, frame: int, data: bytes) -> None:
         """Make `frame` hold `data` followed by zeros (a page-in, a zero-fill when `data` is empty)."""
         if self.code_frames[frame]:
-            self._drop_translations()
+            self._drop_translations(self.code_frames[frame])
         self.ram.fill_frame(frame, data)
 
     def copy_frame(self, dst: int, src: int) -> None:
         """Copy frame `src` into frame `dst`."""
         if self.code_frames[dst]:
-            self._drop_translations()
+            self._drop_translations(self.code_frames[dst])
         self.ram.copy_frame(dst, src)
 
     def read_virtual(self, cr3: int, va: int, length: int) -> bytes:
@@ -190,32 +224,36 @@ class Machine:
             va += n
         return bytes(out)
 
-    def stale_translations(self) -> list[tuple[int, int, int, int]]:
-        """(page, frame address held, rights held, PTE now) for each translation the TLB may still hold that the
-        page tables in RAM no longer give: another frame, or fewer rights.  Empty unless a PTE was changed
-        without its invalidation (the TLB sanitizer's question)."""
+    def stale_translations(self, processor: Processor | None = None) -> list[tuple[int, int, int, int]]:
+        """(page, frame address held, rights held, PTE now) for each translation a processor's TLB (the selected
+        one's by default) may still hold that the page tables in RAM no longer give: another frame, or fewer
+        rights.  Empty unless a PTE was changed without its invalidation (the TLB sanitizer's question)."""
+        processor = processor or self.current
         stale = []
-        for va, (paddr, rights) in self.tlb.held.items():
-            leaf = mmu.leaf_entry(self.ram.qwords, self.cr3, va)
+        for va, (paddr, rights) in processor.tlb.held.items():
+            leaf = mmu.leaf_entry(self.ram.qwords, processor.cr3, va)
             lost = (rights & unicorn.UC_PROT_WRITE and not leaf & pte.RW
                     or rights & unicorn.UC_PROT_EXEC and leaf & pte.NX)
             if not leaf & pte.P or not leaf & pte.US or leaf & pte.ADDR_MASK != paddr or lost:
                 stale.append((va, paddr, rights, leaf))
         return stale
 
-    def _drop_translations(self) -> None:
-        """Drop every translated block, and the TLB, so that fetches fill again and re-mark their frames.
+    def _drop_translations(self, processors: int) -> None:
+        """Drop every translated block, and the TLB, of each processor whose bit is in `processors`, so that
+        their fetches fill again and re-mark their frames.
 
         Unicorn's ctl_remove_cache takes virtual addresses, which the machine
         cannot name for a physical frame, so the whole translation cache goes.
         This is the board's own flush, not one the kernel asked for: it is not
         counted as a TLB invalidation.
         """
-        self.engine.ctl_flush_tb()
-        self.engine.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)
-        self.tlb.flushed()
-        self.code_frames[:] = bytes(len(self.code_frames))
-        self.translation_drops += 1
+        for processor in self.processors:
+            if processors & processor.bit:
+                processor.drop_translations()
+        if len(self.processors) == 1:
+            self.code_frames[:] = bytes(len(self.code_frames))
+        else:
+            self.code_frames[:] = self.code_frames.translate(_CLEAR_BITS[processors])
 
     def stop(self) -> None:
         """Called by a kernel handler: end the current run once the handler returns."""
@@ -273,19 +311,20 @@ class Machine:
                 return True
             access = _ACCESS_OF[mem_type]
             qwords = self.ram.qwords
-            paddr, result = mmu.walk(qwords, self.cr3, va, access)
+            cr3 = self.current.cr3
+            paddr, result = mmu.walk(qwords, cr3, va, access)
             if paddr < 0:
                 verdict = self.page_fault_handler(va, access, result)
                 if verdict is not None:
                     self._fault_trap(va, access, result, verdict)
                     return False
-                paddr, result = mmu.walk(qwords, self.cr3, va, access)
+                paddr, result = mmu.walk(qwords, cr3, va, access)
                 if paddr < 0:
                     raise RuntimeError(f"kernel resolved a fault at {va:#x} but the walk still faults ({result:#x})")
                 self.tlb.sync()
             if result & _PROT_EXEC:
                 # Unicorn may translate code from it through this entry, whatever access filled it.
-                self.code_frames[paddr >> PAGE_SHIFT] = 1
+                self.code_frames[paddr >> PAGE_SHIFT] |= self.current.bit
             self.tlb.held[va & ~0xFFF] = (paddr, result)
             entry[0] = paddr
             entry[1] = result
@@ -334,3 +373,16 @@ class Machine:
         else:
             self._trap = traps.Trap(traps.INVALID_OPCODE, rip)
         return False
+
+
+def _union(marks: bytes | bytearray) -> int:
+    """Every processor bit set in any of `marks`."""
+    bits = 0
+    for mark in set(marks):
+        bits |= mark
+    return bits
+
+
+# For each set of processors, a byte translation table that clears their bits.
+_CLEAR_BITS = [bytes(value & ~bits for value in range(256)) for bits in range(256)]
+

@@ -88,7 +88,7 @@ def exec_image(kernel: Kernel, proc: Process, file: HostFile, argv: list[str], e
             raise SyscallError(errno.ENOEXEC)
 
     old = proc.vmspace
-    vmspace = VMSpace(VMMap(), Pmap(kernel.allocator), exe=file)
+    vmspace = VMSpace(VMMap(), Pmap(kernel.allocator, kernel.shootdown), exe=file)
     proc.vmspace = vmspace
     try:
         heap_start = _map_segments(kernel, vmspace, file, image)

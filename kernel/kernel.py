@@ -26,27 +26,31 @@ from kernel.callout import CalloutQueue
 from kernel.devfs import DevRoot
 from kernel.fs import FileSystem
 from kernel.observer import Observer
+from kernel.pcpu import PerCPU
 from kernel.proc import RUNNABLE, Process, ProcessTable
 from kernel.procfs import ProcRoot
-from kernel.sched import DEFAULT_QUANTUM, Scheduler
+from kernel.sched import DEFAULT_INTERLEAVE, DEFAULT_QUANTUM, Scheduler
 from kernel.sysproc import CLOCK_REALTIME, _now_ns
 from kernel.timer import Timers
 from kernel.trap import Traps
 from kernel.vm.context import VMContext
-from kernel.vm.map import VMSpace
 from kernel.vm.page import PageAllocator
+from kernel.vm.shootdown import TLBShootdown
 from kernel.vmmeter import Recorder
 from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE, Wire
 
 DEFAULT_MAX_PROCESSES = 256
-# getrandom's bytes come from the run's --seed, in a stream of their own (rdrand's is SplitMix64(seed)).
+# getrandom's bytes come from the run's --seed, in a stream of their own (rdrand's is SplitMix64(seed)),
+# and so does the order CPUs run in each round.
 GETRANDOM_STREAM = int.from_bytes(b"getrandm", "little")
+CPU_ORDER_STREAM = int.from_bytes(b"cpuorder", "little")
 
 
 class Kernel(ProcessTable, Scheduler, Traps):
     def __init__(self, machine: Machine, root: str = ".", stdin: BinaryIO | None = None,
                  stdout: BinaryIO | None = None, stderr: BinaryIO | None = None,
-                 quantum: int = DEFAULT_QUANTUM, max_processes: int = DEFAULT_MAX_PROCESSES,
+                 quantum: int = DEFAULT_QUANTUM, interleave: int = DEFAULT_INTERLEAVE,
+                 max_processes: int = DEFAULT_MAX_PROCESSES,
                  wire_rate: int = DEFAULT_WIRE_RATE, wire_capacity: int = DEFAULT_WIRE_CAPACITY,
                  uid: int = 0, gid: int = 0) -> None:
         self.machine = machine
@@ -62,15 +66,17 @@ class Kernel(ProcessTable, Scheduler, Traps):
         self._inode_numbers = itertools.count(1)    # for pipes: each has an inode number of its own
         self.stdio = (stdin or sys.stdin.buffer, stdout or sys.stdout.buffer, stderr or sys.stderr.buffer)
         self.quantum = quantum
+        self.interleave = interleave            # instructions each CPU runs per round, with several
+        self.cpu_order = SplitMix64(machine.determinism.seed ^ CPU_ORDER_STREAM)
         self.max_processes = max_processes
         self.processes: dict[int, Process] = {}
         self.wire_rate = wire_rate              # bytes per 1000 instructions
         self.wire_capacity = wire_capacity      # bytes in flight on one wire
         self.callout = CalloutQueue(machine)    # wires: their peers take data at exact virtual times
-        self.run_queue: deque[Process] = deque()
-        self.current: Process | None = None
-        self.loaded: Process | None = None      # whose registers are in the CPU
-        self.active_vmspace: VMSpace | None = None   # whose page tables CR3 points at
+        self.run_queue: deque[Process] = deque()    # one for every CPU
+        self.cpus = [PerCPU(processor) for processor in machine.processors]
+        self.pcpu = self.cpus[0]                # the CPU the kernel works on now (kernel/pcpu.py)
+        self.shootdown = TLBShootdown(machine, self.recorder, self.cpus)
         self.timers = Timers(self)              # timed sleeps: a callout device while one is pending
         self.futexes: dict[tuple, deque] = {}   # futex word -> its sleepers, oldest first (kernel/futex.py)
         self.exec_error = ""                    # why the last exec said ENOEXEC

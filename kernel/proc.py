@@ -186,7 +186,7 @@ class ProcessTable:
             vmspace = parent.vmspace
             vmspace.users += 1
         else:
-            vmspace = parent.vmspace.fork(Pmap(self.allocator))
+            vmspace = parent.vmspace.fork(Pmap(self.allocator, self.shootdown))
         thread = bool(flags & CLONE_THREAD)
         child = Process(self._next_pid, parent.ppid if thread else parent.tgid, parent.name, self, vmspace,
                         tgid=parent.tgid if thread else 0)
@@ -300,8 +300,7 @@ class ProcessTable:
         proc.state = ZOMBIE
         proc.exit_code, proc.signal, proc.death = code, signal, death
         self._release(proc)
-        if self.loaded is proc:
-            self.loaded = None
+        self.unload(proc)
         if last:
             self._end_process(proc, code, signal, death)
         else:

@@ -1,11 +1,22 @@
-"""The scheduler: one CPU, processes round-robin in slices of `quantum` instructions.
+"""The scheduler: processes round-robin in slices of `quantum` instructions, on one CPU or several.
 
 A slice ends when its budget is spent, when the running process blocks in a
 syscall or exits, or when it takes a trap the kernel must handle; the
-process then goes to the back of the run queue if it can still run.  When
-no process can run, idle time passes up to the next callout's deadline (a
-wire's peer taking data); when nothing is due either, the processes still
-asleep wait for each other for ever, and are killed (a deadlock).
+process then goes to the back of the one run queue all CPUs share, if it
+can still run.  When no process can run, idle time passes up to the next
+callout's deadline (a wire's peer taking data); when nothing is due either,
+the processes still asleep wait for each other for ever, and are killed (a
+deadlock).
+
+Several CPUs run one at a time on the host's one thread, in rounds of
+`interleave` instructions of virtual time: in each round every CPU, in an
+order drawn from the run's seed, runs until its own clock reaches the end
+of the round (a slice longer than that goes on in the next round), or idles
+there when it has nothing to run.  So the same run gives the same trace
+whatever the host does, and a CPU's clock is never more than one round
+from another's.  Before a CPU runs user code it takes the shootdown IPIs
+other CPUs sent it (kernel/vm/pmap.py), as a real one takes the interrupt
+at its next instruction boundary.
 """
 
 from __future__ import annotations
@@ -15,9 +26,11 @@ from typing import TYPE_CHECKING
 
 from emulator import traps
 from emulator.cpu import SYSCALL_LENGTH
+from emulator.determinism import SplitMix64
 from emulator.machine import Machine
 from kernel import signal_delivery, signals
 from kernel.callout import CalloutQueue
+from kernel.pcpu import PerCPU
 from kernel.proc import RUNNABLE, SLEEPING, ZOMBIE, Process
 from kernel.vm.map import VMSpace
 from kernel.vmmeter import Recorder
@@ -36,6 +49,10 @@ LIMIT_CHECK_US = 100_000
 LIMIT_CHECK_INSTRUCTIONS = DEFAULT_QUANTUM
 
 
+# Instructions of virtual time each CPU runs per round when there are several (vmgames run --interleave).
+DEFAULT_INTERLEAVE = 10_000
+
+
 class Scheduler:
     """The scheduling half of the Kernel (kernel/kernel.py puts the halves together)."""
 
@@ -44,19 +61,38 @@ class Scheduler:
     callout: CalloutQueue
     processes: dict[int, Process]
     run_queue: deque[Process]
-    current: Process | None
-    loaded: Process | None
-    active_vmspace: VMSpace | None
+    cpus: list[PerCPU]
+    pcpu: PerCPU
     quantum: int
+    interleave: int
+    cpu_order: SplitMix64
     observers: tuple[Observer, ...]
 
+    # The selected CPU's state (kernel/pcpu.py), as every kernel path reads it.
+
+    @property
+    def current(self) -> Process | None:
+        return self.pcpu.current
+
+    @current.setter
+    def current(self, proc: Process | None) -> None:
+        self.pcpu.current = proc
+
+    @property
+    def loaded(self) -> Process | None:
+        return self.pcpu.loaded
+
+    @property
+    def active_vmspace(self) -> VMSpace | None:
+        return self.pcpu.active_vmspace
+
     def run(self) -> None:
-        """Run processes round-robin until none is runnable and every wire is empty."""
+        """Run processes until none is runnable and every wire is empty."""
         while True:
             self._check_limits()
-            proc = self._next_to_run()
-            if proc is None:
-                if self.callout.idle_until_next():
+            ran = self._step(self.pcpu, None) if len(self.cpus) == 1 else self._round()
+            if not ran:
+                if self._idle_until_next():
                     continue
                 if self.run_queue:
                     # Only held processes are left (nothing else stays on the queue): their holder decides.
@@ -64,25 +100,98 @@ class Scheduler:
                         observer.on_held(self)
                     continue
                 break
-            self._switch_to(proc)
-            if proc.pending and signal_delivery.deliverable(proc):
-                signal_delivery.deliver(self, proc)     # back to user mode: its handlers run first
-                if proc.state != RUNNABLE:
-                    continue
-            start = self.machine.now
-            trap = self._run_slice()
-            proc.instructions += self.machine.now - start
-            if proc.state == SLEEPING:
-                # Make the syscall again when woken: rip back onto it; rax still holds its number.
-                self.machine.cpu.rip -= SYSCALL_LENGTH
-            elif proc.state == RUNNABLE:
-                self._handle_trap(proc, trap)
-            if proc.state == RUNNABLE:
-                self.run_queue.append(proc)
-        self.current = None
+        for pcpu in self.cpus:
+            pcpu.current = None
         blocked = [p for p in self.processes.values() if p.state == SLEEPING]
         if blocked:
             self._break_deadlock(blocked)
+
+    def _round(self) -> bool:
+        """Every CPU runs up to the end of the next round; False if none had anything to run.
+
+        Without an instruction clock (--fast) a round is one turn of each CPU, bounded by host time.
+        """
+        if not self.machine.deterministic:
+            return any([self._step(self.cpus[index], None) for index in self._round_order()])
+        end = max(pcpu.processor.now for pcpu in self.cpus) + self.interleave
+        ran = False
+        for index in self._round_order():
+            pcpu = self.cpus[index]
+            while pcpu.processor.now < end and self._step(pcpu, end):
+                ran = True
+        if ran:
+            for pcpu in self.cpus:
+                if pcpu.processor.now < end:
+                    self._select(pcpu)
+                    self.machine.idle(end - pcpu.processor.now)
+        return ran
+
+    def _round_order(self) -> list[int]:
+        """The CPUs in the order they run this round: a permutation drawn from the run's seed (Fisher-Yates)."""
+        order = list(range(len(self.cpus)))
+        for i in range(len(order) - 1, 0, -1):
+            j = self.cpu_order.next() % (i + 1)
+            order[i], order[j] = order[j], order[i]
+        return order
+
+    def _idle_until_next(self) -> bool:
+        """No CPU has anything to run: every one idles up to the next callout.  False if none is due."""
+        deadline = self.callout.next_deadline()
+        if deadline is None:
+            return False
+        for pcpu in self.cpus:
+            self._select(pcpu)
+            self.machine.idle(max(0, deadline - self.machine.now))
+        self.callout.run_due()
+        return True
+
+    def _select(self, pcpu: PerCPU) -> None:
+        """Work on `pcpu` from now on: its processor runs, its clock stamps events, its state is the kernel's."""
+        if self.pcpu is not pcpu:
+            self.pcpu = pcpu
+            self.machine.select(pcpu.processor)
+            self.recorder.cpu = pcpu.index
+            self.recorder.clock = self.machine.clock_reader()
+
+    def _step(self, pcpu: PerCPU, until: int | None) -> bool:
+        """One turn of `pcpu`: go on with its task's slice, or start the next task's, and run it until the slice
+        ends or the round does (`until`; None with one CPU).  False if it had nothing to run."""
+        self._select(pcpu)
+        if pcpu.ipis:
+            self._take_ipis(pcpu)
+        proc = pcpu.current
+        if proc is not None and (proc.state != RUNNABLE or not self._may_run(proc)):
+            if proc.state == RUNNABLE:
+                self.run_queue.append(proc)
+            proc = pcpu.current = None
+        if proc is None:
+            proc = self._next_to_run()
+            if proc is None:
+                return False
+            pcpu.slice_end = self.machine.now + self.quantum
+        self._switch_to(proc)
+        if proc.pending and signal_delivery.deliverable(proc):
+            signal_delivery.deliver(self, proc)     # back to user mode: its handlers run first
+            if proc.state != RUNNABLE:
+                pcpu.current = None
+                return True
+        start = self.machine.now
+        trap = self._run_slice(pcpu.slice_end if until is None else min(pcpu.slice_end, until))
+        proc.instructions += self.machine.now - start
+        if proc.state == SLEEPING:
+            # Make the syscall again when woken: rip back onto it; rax still holds its number.
+            self.machine.cpu.rip -= SYSCALL_LENGTH
+        elif proc.state == RUNNABLE:
+            self._handle_trap(proc, trap)
+        round_over = until is not None and trap.kind == traps.QUANTUM and self.machine.now < pcpu.slice_end
+        if proc.state == RUNNABLE and not round_over:
+            self.run_queue.append(proc)
+        if proc.state != RUNNABLE or not round_over:
+            pcpu.current = None
+        return True
+
+    def _may_run(self, proc: Process) -> bool:
+        return all(observer.may_run(proc) for observer in self.observers)
 
     def _next_to_run(self) -> Process | None:
         """Take the first runnable process a debugger does not hold off the run queue, dropping stale entries.
@@ -92,16 +201,16 @@ class Scheduler:
         """
         for _ in range(len(self.run_queue)):
             proc = self.run_queue.popleft()
-            if proc.state != RUNNABLE:
+            if proc.state != RUNNABLE or any(pcpu.current is proc for pcpu in self.cpus):
                 continue
-            if not all(observer.may_run(proc) for observer in self.observers):
+            if not self._may_run(proc):
                 self.run_queue.append(proc)
                 continue
             return proc
         return None
 
-    def _run_slice(self) -> traps.Trap:
-        """Run the current process for a quantum.
+    def _run_slice(self, end: int) -> traps.Trap:
+        """Run the current process up to virtual time `end` (its slice's end, or the round's).
 
         The engine is stopped on the way whenever something is due at an exact
         virtual time (a debugger's pause, a wire's next delivery) and then goes
@@ -113,11 +222,11 @@ class Scheduler:
             lone_slice_us = LIMIT_CHECK_US if bounded else 0
             if not self._ready_to_run():
                 return traps.Trap(traps.STOPPED, self.machine.cpu.rip)
-            return self.machine.run(budget=self.quantum, timeout_us=FAST_SLICE_US if self.run_queue else lone_slice_us)
-        end = self.machine.now + self.quantum
+            others = self.run_queue or len(self.cpus) > 1
+            return self.machine.run(budget=self.quantum, timeout_us=FAST_SLICE_US if others else lone_slice_us)
         for observer in self.observers:
             if observer.instruction_limit is not None:
-                end = min(end, observer.instruction_limit + self.machine.idle_time)
+                end = min(end, self.machine.now + observer.instruction_limit - self.machine.retired)
         while True:
             self._pause_if_due()
             if self.callout.devices:
@@ -133,6 +242,8 @@ class Scheduler:
                 stops.append(now + LIMIT_CHECK_INSTRUCTIONS)
             if not self._ready_to_run():
                 return traps.Trap(traps.STOPPED, self.machine.cpu.rip)
+            if min(stops) <= now:
+                return traps.Trap(traps.QUANTUM, self.machine.cpu.rip)     # an instruction limit reached
             trap = self.machine.run(budget=min(stops) - now)
             if bounded:
                 self._check_limits()
@@ -165,27 +276,50 @@ class Scheduler:
             if observer.checks_limits:
                 observer.check_limits(self)
 
+    def _take_ipis(self, pcpu: PerCPU) -> None:
+        """The shootdowns other CPUs sent: the invalidations were queued on this CPU's TLB when sent (it ran
+        nothing since); taking the interrupt is what is recorded, on this CPU at its time."""
+        for ipi in pcpu.ipis:
+            self.recorder.event("tlb", ipi.kind, sender=ipi.sender, pages=ipi.pages, reason=ipi.reason)
+        pcpu.ipis.clear()
+
     def _switch_to(self, proc: Process) -> None:
-        self.current = proc
+        pcpu = self.pcpu
+        pcpu.current = proc
         self.recorder.pid = proc.pid
-        if self.loaded is proc:
+        if pcpu.loaded is proc:
             return
         self._save_loaded()
+        for other in self.cpus:
+            if other.loaded is proc:
+                # Its registers are still in the engine of the CPU it last ran on: it migrates.
+                other.processor.cpu.save(proc.context)
+                other.loaded = None
         self.machine.cpu.restore(proc.context)
-        if self.active_vmspace is not proc.vmspace:
+        if pcpu.active_vmspace is not proc.vmspace:
             # A CR3 load flushes the TLB.  Between two threads of one process (or a vfork child and its
             # parent) there is none, as Linux's switch_mm skips it when the address space is the same.
             self.recorder.event("tlb", "invalidate-all", reason="context-switch")
+            if pcpu.active_vmspace is not None:
+                pcpu.active_vmspace.pmap.active_cpus.discard(pcpu.index)
             self.machine.set_page_table_root(proc.vmspace.pmap.cr3)
-            self.active_vmspace = proc.vmspace
-        self.loaded = proc
+            proc.vmspace.pmap.active_cpus.add(pcpu.index)
+            pcpu.active_vmspace = proc.vmspace
+        pcpu.loaded = proc
 
     def _save_loaded(self) -> None:
-        if self.loaded is not None and self.loaded.state != ZOMBIE:
-            self.machine.cpu.save(self.loaded.context)
+        loaded = self.pcpu.loaded
+        if loaded is not None and loaded.state != ZOMBIE:
+            self.machine.cpu.save(loaded.context)
+
+    def unload(self, proc: Process) -> None:
+        """`proc` is gone (it exited): no CPU keeps its registers."""
+        for pcpu in self.cpus:
+            if pcpu.loaded is proc:
+                pcpu.loaded = None
 
     def new_context(self, rip: int, rsp: int):
         """A fresh register set; whatever was live on the CPU is saved first."""
         self._save_loaded()
-        self.loaded = None
+        self.pcpu.loaded = None
         return self.machine.cpu.new_context(rip, rsp)

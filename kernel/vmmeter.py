@@ -14,26 +14,29 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-# A sink is called with each event's virtual time, pid, type, kind and fields, as the recorder has them:
+# A sink is called with each event's virtual time, CPU, pid, type, kind and fields, as the recorder has them:
 # the trace writer (tools/_tracewriter.c) encodes them without a dict being built for the event.
-TraceSink = Callable[[int, int, str, str, dict[str, Any]], None]
+TraceSink = Callable[[int, int, int, str, str, dict[str, Any]], None]
 
 
-def record(t: int, pid: int, type_: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+def record(t: int, cpu: int, pid: int, type_: str, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
     """An event as one dict, as a trace line has it: for sinks that keep or inspect events."""
-    return {"t": t, "pid": pid, "type": type_, "kind": kind, **fields}
+    return {"t": t, "cpu": cpu, "pid": pid, "type": type_, "kind": kind, **fields}
 
 
 class Recorder:
-    """Counts events by (pid, type, kind) and forwards them to an optional sink.
+    """Counts events by (pid, type, kind), and by CPU, and forwards them to an optional sink.
 
-    `pid` is the process on whose behalf the kernel is working; the kernel sets
-    it when it switches processes.  `clock` gives the virtual time.
+    `pid` is the process on whose behalf the kernel is working and `cpu` the
+    CPU it works on; the kernel sets them as it switches.  `clock` gives
+    that CPU's virtual time.
     """
 
     def __init__(self) -> None:
         self.counts: Counter[tuple[int, str, str]] = Counter()
+        self.cpu_counts: Counter[tuple[int, str, str]] = Counter()    # (cpu, type, kind)
         self.pid = 0
+        self.cpu = 0
         self.frames_in_use = 0
         self.frames_peak = 0
         self.fault_depths: Counter[int] = Counter()   # shadow-chain depth seen by each resolved fault
@@ -46,6 +49,7 @@ class Recorder:
         """Record one event; of its `fields`, the counters read a fault's depth and the reason of a TLB
         invalidation or a PTE write, the trace all of them."""
         self.counts[(self.pid, type_, kind)] += 1
+        self.cpu_counts[(self.cpu, type_, kind)] += 1
         if type_ == "page":
             if kind == "alloc":
                 self.frames_in_use += 1
@@ -60,7 +64,7 @@ class Recorder:
         elif type_ == "sink":
             self.amounts[(self.pid, type_, kind)] += fields.get("bytes", 0)
         if self.sink is not None:
-            self.sink(self.clock(), self.pid, type_, kind, fields)
+            self.sink(self.clock(), self.cpu, self.pid, type_, kind, fields)
 
     def count_reason(self, type_: str, kind: str, reason: str) -> int:
         """How many TLB invalidations or PTE writes of a kind were made for a reason."""

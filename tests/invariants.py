@@ -51,9 +51,15 @@ def present_ptes(pmap: Pmap):
 def check(kernel: Kernel) -> None:
     # The TLB sanitizer's question, at a kernel entry: no translation the TLB may still hold is one the page
     # tables no longer give (a PTE changed without its invalidation).
+    # Every CPU's: one that idles keeps its last address space loaded (lazy TLB), and gets its shootdowns.  One
+    # whose address space is gone loads another before it runs (its tables may hold anything by then).
     machine = kernel.machine
-    assert machine.tlb.pending or not machine.stale_translations(), \
-        f"stale TLB entries (page, frame held, rights, PTE now): {machine.stale_translations()}"
+    for pcpu in kernel.cpus:
+        processor = pcpu.processor
+        if pcpu.active_vmspace is None or pcpu.active_vmspace.users == 0 or processor.tlb.pending:
+            continue
+        stale = machine.stale_translations(processor)
+        assert not stale, f"stale TLB entries of cpu {pcpu.index} (page, frame held, rights, PTE now): {stale}"
     # One task per address space: threads and a vfork child share their process's, which holds its objects once.
     tasks = [p for p in kernel.processes.values() if p.state != ZOMBIE]
     live = list({id(p.vmspace): p for p in tasks}.values())

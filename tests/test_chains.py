@@ -15,7 +15,7 @@ def _dead_pages_when_the_child_exits(build, tmp_path, collapse: bool) -> list[in
     kernel = boot(16 << 20, root=str(tmp_path), stdout=io.BytesIO(), stderr=io.BytesIO(), collapse=collapse)
     seen = []
 
-    def observe(t, pid, type_, kind, fields):
+    def observe(t, cpu, pid, type_, kind, fields):
         if (type_, kind) == ("proc", "exit"):
             seen.append(chains.dead_pages(kernel))
 

@@ -205,7 +205,7 @@ def test_bad_traces_get_one_message_naming_the_line(fork_trace, tmp_path, capsys
     assert status == 2 and out.err == f"vmgames: {path}:4: a second trace header (were two traces joined?)\n"
 
     status, out, path = _report_of(tmp_path, "bad-event.jsonl",
-                                   lines[0] + b'{"t":0,"pid":1,"type":"tlb","kind":"invalidate-all"}\n', capsys)
+                                   lines[0] + b'{"t":0,"cpu":0,"pid":1,"type":"tlb","kind":"invalidate-all"}\n', capsys)
     assert status == 2 and f"{path}:2: missing field 'reason'" in out.err
 
     events = [json.loads(line) for line in lines[1:]]
@@ -213,7 +213,7 @@ def test_bad_traces_get_one_message_naming_the_line(fork_trace, tmp_path, capsys
     for t in (-7, events[late]["t"] - 1):
         backwards = b"".join(lines[:late + 2]) + json.dumps(dict(events[late], t=t)).encode() + b"\n"
         status, out, path = _report_of(tmp_path, "backwards.jsonl", backwards, capsys)
-        assert status == 2 and out.err == (f"vmgames: {path}:{late + 3}: time goes backwards: t = {t:,} "
+        assert status == 2 and out.err == (f"vmgames: {path}:{late + 3}: time goes backwards on CPU 0: t = {t:,} "
                                            f"after t = {events[late]['t']:,}\n")
 
     newer = dict(header, version=99)
@@ -421,18 +421,18 @@ def _write_trace(path, events: list[dict], program: str = "/bin/prog") -> None:
 
 
 def _syscall(t: int, pid: int, name: str, result: int | None) -> dict:
-    return {"t": t, "pid": pid, "type": "syscall", "kind": name, "args": [0] * 6, "result": result,
+    return {"t": t, "cpu": 0, "pid": pid, "type": "syscall", "kind": name, "args": [0] * 6, "result": result,
             "blocked": result is None}
 
 
 def test_a_perfetto_track_is_named_again_after_an_exec_and_a_call_asleep_at_the_end_still_shows(tmp_path):
     path = tmp_path / "exec.jsonl"
     _write_trace(path, [
-        {"t": 0, "pid": 0, "type": "proc", "kind": "spawn", "child": 1, "path": "/bin/prog"},
-        {"t": 5, "pid": 1, "type": "proc", "kind": "fork", "child": 2},
+        {"t": 0, "cpu": 0, "pid": 0, "type": "proc", "kind": "spawn", "child": 1, "path": "/bin/prog"},
+        {"t": 5, "cpu": 0, "pid": 1, "type": "proc", "kind": "fork", "child": 2},
         _syscall(5, 1, "fork", 2),
         _syscall(9, 1, "wait4", None),
-        {"t": 20, "pid": 2, "type": "proc", "kind": "exec", "path": "/bin/sh", "argv": ["sh"]},
+        {"t": 20, "cpu": 0, "pid": 2, "type": "proc", "kind": "exec", "path": "/bin/sh", "argv": ["sh"]},
         _syscall(20, 2, "execve", 0),
         _syscall(30, 2, "read", None),
         _syscall(45, 2, "read", None),
@@ -552,11 +552,11 @@ def _synthetic_trace(path, faults: int, stride: int) -> None:
     with open(path, "wb") as f:
         f.write(json.dumps(trace.header("prog", ["prog"], {}, 1 << 30)).encode() + b"\n")
         for n in range(faults):
-            f.write(json.dumps({"t": 2 * n, "pid": 1, "type": "fault", "kind": "zero-fill",
+            f.write(json.dumps({"t": 2 * n, "cpu": 0, "pid": 1, "type": "fault", "kind": "zero-fill",
                                 "address": 0x10000000 + n * stride, "access": "write", "error_code": 6,
                                 "rip": 0x401000, "reason": None, "object": 3, "level": 0, "depth": 1,
                                 "frame": n}).encode() + b"\n")
-            f.write(json.dumps({"t": 2 * n + 1, "pid": 1, "type": "syscall", "kind": "write",
+            f.write(json.dumps({"t": 2 * n + 1, "cpu": 0, "pid": 1, "type": "syscall", "kind": "write",
                                 "args": [1, 0, 1, 0, 0, 0], "result": 1, "blocked": False}).encode() + b"\n")
 
 

@@ -1,6 +1,6 @@
 """--check-tlb, the TLB sanitizer: quiet on a correct kernel, and it names each invalidation the kernel forgets.
 
-The forgetting is injected (kernel/vm/pmap.py: SKIPPED_INVALIDATIONS, for these tests only): fork's
+The forgetting is injected (kernel/vm/shootdown.py: SKIPPED_INVALIDATIONS, for these tests only): fork's
 write-protect, munmap, mprotect, madvise.
 """
 
@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from kernel.vm import pmap
+from kernel.vm import shootdown
 from tools.cli import main
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -43,7 +43,7 @@ def test_a_correct_kernel_passes_the_check(memory, capfd):
 @pytest.mark.parametrize(("reason", "program"), [
     ("fork", "cowfork"), ("munmap", "memory"), ("madvise", "memory"), ("mprotect", "memory")])
 def test_each_forgotten_invalidation_is_named(reason, program, memory, monkeypatch, capfd):
-    monkeypatch.setattr(pmap, "SKIPPED_INVALIDATIONS", {reason})
+    monkeypatch.setattr(shootdown, "SKIPPED_INVALIDATIONS", {reason})
     path = COWFORK if program == "cowfork" else memory
     assert main(["run", "--check-tlb", "--root", "/", path]) == 3
     err = capfd.readouterr().err

@@ -5,7 +5,7 @@ import os
 from collections import Counter
 
 from kernel.kernel import DEFAULT_MAX_PROCESSES
-from kernel.sched import DEFAULT_QUANTUM
+from kernel.sched import DEFAULT_INTERLEAVE, DEFAULT_QUANTUM
 from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
 from tests.programs import EXIT_0, FORK, FORK_AND_WRITE, WAIT4_RDI
 from tools import trace_schema
@@ -24,7 +24,7 @@ def _trace(build, tmp_path, *options: str, name: str = "trace.jsonl") -> list[di
 def test_every_line_of_a_real_trace_follows_the_schema(build, tmp_path):
     header, *events = _trace(build, tmp_path)
     assert trace_schema.validate_header(header) == []
-    assert header["format"] == "vmgames-trace" and header["version"] == 2
+    assert header["format"] == "vmgames-trace" and header["version"] == 3
     assert header["cost_model"]["fault_ns"] == Costs().fault_ns     # the experiment's prices travel with it
     problems = [(event, trace_schema.validate_event(event)) for event in events]
     assert [p for p in problems if p[1]] == []
@@ -55,6 +55,7 @@ def test_traces_are_byte_identical_across_runs(build, tmp_path):
 def test_the_header_records_every_option_that_changes_the_events(build, tmp_path):
     header, *_ = _trace(build, tmp_path)
     assert header["options"] == {"fast": False, "seed": 0, "uid": 0, "gid": 0, "quantum": DEFAULT_QUANTUM,
+                                 "cpus": 1, "interleave": DEFAULT_INTERLEAVE,
                                  "root": ".", "env": [],
                                  "trace_events": None, "wire_rate": DEFAULT_WIRE_RATE,
                                  "wire_buffer": DEFAULT_WIRE_CAPACITY, "snapshot_at": None, "gdb": False,
@@ -82,11 +83,11 @@ def test_a_bad_event_type_is_refused(build, tmp_path, capsys):
 
 
 def test_the_validator_reports_what_is_wrong():
-    assert trace_schema.validate_event({"t": 0, "pid": 1, "type": "tlb", "kind": "invalidate-all"}) == [
+    assert trace_schema.validate_event({"t": 0, "cpu": 0, "pid": 1, "type": "tlb", "kind": "invalidate-all"}) == [
         "missing field 'reason'"]
-    assert trace_schema.validate_event({"t": 0, "pid": 1, "type": "tlb", "kind": "flush"}) == [
+    assert trace_schema.validate_event({"t": 0, "cpu": 0, "pid": 1, "type": "tlb", "kind": "flush"}) == [
         "unknown event tlb/flush"]
-    assert trace_schema.validate_event({"t": "0", "pid": 1, "type": "page", "kind": "free", "frame": 3}) == [
+    assert trace_schema.validate_event({"t": "0", "cpu": 0, "pid": 1, "type": "page", "kind": "free", "frame": 3}) == [
         "field 't' has the wrong type (str)"]
 
 
@@ -114,7 +115,7 @@ def test_traces_of_signals_unknown_syscalls_exec_and_pipes_follow_the_schema(bui
 def test_map_events_follow_the_schema_down_to_each_entry():
     entry = {"start": 0x401000, "end": 0x402000, "protection": "r-x", "resident": 1, "ref": 3, "shadow": 0,
              "flags": "CN", "object_type": "vn", "path": "/prog"}
-    event = {"t": 5, "pid": 1, "type": "map", "kind": "exit", "process": 1, "entries": [entry]}
+    event = {"t": 5, "cpu": 0, "pid": 1, "type": "map", "kind": "exit", "process": 1, "entries": [entry]}
     assert trace_schema.validate_event(event) == []
     assert trace_schema.validate_event(dict(event, kind="snapshot", entries=[])) == []
     assert trace_schema.validate_event(dict(event, entries=[dict(entry, ref="3")])) == [

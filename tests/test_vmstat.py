@@ -56,11 +56,16 @@ def test_tlb_invalidations_by_reason_with_linux_reasons(run):
     counters = _collect(run(FORK_AND_WRITE))
     # CR3 loads for the parent, the child and the parent again; fork write-protected two
     # mapped pages; each copy-on-write copy replaced a mapped frame.
+    # One CPU: no shootdown, no IPI.
+    local = {"shootdowns": 0, "ipis": 0}
     assert counters["tlb_by_reason"] == {
-        "context-switch": {"linux": "TLB_FLUSH_ON_TASK_SWITCH", "invalidate_page": 0, "invalidate_all": 3},
-        "cow": {"linux": "TLB_LOCAL_MM_SHOOTDOWN", "invalidate_page": 2, "invalidate_all": 0},
-        "fork": {"linux": "TLB_LOCAL_MM_SHOOTDOWN", "invalidate_page": 2, "invalidate_all": 0},
+        "context-switch": {"linux": "TLB_FLUSH_ON_TASK_SWITCH", "invalidate_page": 0, "invalidate_all": 3, **local},
+        "cow": {"linux": "TLB_LOCAL_MM_SHOOTDOWN", "invalidate_page": 2, "invalidate_all": 0, **local},
+        "fork": {"linux": "TLB_LOCAL_MM_SHOOTDOWN", "invalidate_page": 2, "invalidate_all": 0, **local},
     }
+    # /proc/vmstat counts neither a task switch's flush nor anything remote.
+    assert counters["linux_vmstat"] == {"nr_tlb_remote_flush": 0, "nr_tlb_remote_flush_received": 0,
+                                        "nr_tlb_local_flush_all": 0, "nr_tlb_local_flush_one": 4}
 
 
 def test_stats_and_stats_json_show_the_freebsd_names(build, tmp_path, capsys):

@@ -30,24 +30,26 @@ from tools.boot import boot
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGESTS = os.path.join(ROOT, "tests", "trace_digests.json")
 
-# name -> (program in build/, its arguments, collapse on)
-RUNS: dict[str, tuple[str, list[str], bool]] = {
-    "hello": ("hello", [], True),
-    "touch 64": ("touch", ["64"], True),
-    "cowfork": ("cowfork", [], True),
-    "segv": ("segv", [], True),
-    "vmsplice_alias": ("vmsplice_alias", [], True),
-    **{f"chains seed {seed} collapse {'on' if on else 'off'}": ("cascade", [str(seed), "20", "16", "4"], on)
+# name -> (program in build/, its arguments, collapse on, CPUs)
+RUNS: dict[str, tuple[str, list[str], bool, int]] = {
+    "hello": ("hello", [], True, 1),
+    "touch 64": ("touch", ["64"], True, 1),
+    "cowfork": ("cowfork", [], True, 1),
+    "cowfork on 2 cpus": ("cowfork", [], True, 2),
+    "segv": ("segv", [], True, 1),
+    "vmsplice_alias": ("vmsplice_alias", [], True, 1),
+    "threads on 4 cpus": ("threads", [], True, 4),
+    **{f"chains seed {seed} collapse {'on' if on else 'off'}": ("cascade", [str(seed), "20", "16", "4"], on, 1)
        for seed in (1, 2) for on in (True, False)},
-    **{f"zerocopy {workload} {mode}": (f"zc_{workload}", [mode, "16k", "64k"], True)
+    **{f"zerocopy {workload} {mode}": (f"zc_{workload}", [mode, "16k", "64k"], True, 1)
        for workload in ("static", "pool", "fresh", "fork") for mode in ("write", "cow", "vmsplice")},
 }
 
 
-def digest(program: str, arguments: list[str], collapse: bool) -> str:
+def digest(program: str, arguments: list[str], collapse: bool, cpus: int) -> str:
     """sha256 of the events of one traced run (everything after the header line)."""
     stream = io.BytesIO()
-    kernel = boot(64 << 20, root=ROOT, stdout=io.BytesIO(), stderr=io.BytesIO(), collapse=collapse)
+    kernel = boot(64 << 20, root=ROOT, stdout=io.BytesIO(), stderr=io.BytesIO(), collapse=collapse, cpus=cpus)
     sink = trace.writer(stream, {}, None)
     kernel.recorder.sink = sink
     # By its path in the guest (the repository is the root), so that no event names the checkout's directory.

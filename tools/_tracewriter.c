@@ -4,12 +4,12 @@
  * A traced run records hundreds of thousands of events.  Merging each
  * event's parts into a dict in Python and serializing it with orjson costs
  * about 8,000 instructions an event, a third of the run's time again; this
- * writer takes the parts as the recorder has them (virtual time, pid, type,
+ * writer takes the parts as the recorder has them (virtual time, CPU, pid, type,
  * kind, and the dict of the event's fields), appends the line to a buffer,
  * and hands the buffer to the stream's write() a megabyte at a time.
  *
  * Its lines are byte for byte what orjson.dumps(event, option=
- * OPT_APPEND_NEWLINE) makes of the merged dict {"t", "pid", "type", "kind",
+ * OPT_APPEND_NEWLINE) makes of the merged dict {"t", "cpu", "pid", "type", "kind",
  * fields...} (tests/test_trace.py holds it to that).  It knows exactly the
  * types events carry: None, bool, int within 64 bits, str, list, tuple and
  * dict with str keys.  An event holding anything else (a float, a bigger
@@ -44,7 +44,7 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *write;     /* the stream's write(bytes) */
-    PyObject *fallback;  /* fallback(t, pid, type, kind, fields) -> bytes */
+    PyObject *fallback;  /* fallback(t, cpu, pid, type, kind, fields) -> bytes */
     PyObject *types;     /* a set of the event types to keep, or NULL for all */
     char *buffer;
     Py_ssize_t length, capacity;
@@ -223,11 +223,12 @@ static int put_items(LineWriter *self, PyObject *sequence, char open, char close
     return put(self, &close, 1);
 }
 
-/* A field named as one of the four every event starts with: orjson's merged dict would hold it once. */
+/* A field named as one of the five every event starts with: orjson's merged dict would hold it once. */
 static int reserved(PyObject *key)
 {
     return PyUnicode_GET_LENGTH(key) <= 4
         && (PyUnicode_CompareWithASCIIString(key, "t") == 0 || PyUnicode_CompareWithASCIIString(key, "pid") == 0
+            || PyUnicode_CompareWithASCIIString(key, "cpu") == 0
             || PyUnicode_CompareWithASCIIString(key, "type") == 0
             || PyUnicode_CompareWithASCIIString(key, "kind") == 0);
 }
@@ -292,15 +293,15 @@ static int put_value(LineWriter *self, PyObject *value)
 
 static int put_event(LineWriter *self, PyObject *const *parts)
 {
-    static const char *names[] = {"{\"t\":", ",\"pid\":", ",\"type\":", ",\"kind\":"};
+    static const char *names[] = {"{\"t\":", ",\"cpu\":", ",\"pid\":", ",\"type\":", ",\"kind\":"};
     int status;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         if (put(self, names[i], (Py_ssize_t)strlen(names[i])) < 0)
             return -1;
         if ((status = put_value(self, parts[i])) != 0)
             return status;
     }
-    if ((status = put_members(self, parts[4], 0)) != 0)
+    if ((status = put_members(self, parts[5], 0)) != 0)
         return status;
     return put(self, "}\n", 2);
 }
@@ -340,11 +341,11 @@ static PyObject *line_writer_call(PyObject *callable, PyObject *const *args, siz
     LineWriter *self = (LineWriter *)callable;
     Py_ssize_t start = self->length;
     int status;
-    if (PyVectorcall_NARGS(nargsf) != 5 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0)) {
-        PyErr_SetString(PyExc_TypeError, "LineWriter(t, pid, type, kind, fields) takes 5 positional arguments");
+    if (PyVectorcall_NARGS(nargsf) != 6 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0)) {
+        PyErr_SetString(PyExc_TypeError, "LineWriter(t, cpu, pid, type, kind, fields) takes 6 positional arguments");
         return NULL;
     }
-    if (!PyDict_CheckExact(args[4])) {
+    if (!PyDict_CheckExact(args[5])) {
         PyErr_SetString(PyExc_TypeError, "an event's fields must be a dict");
         return NULL;
     }
@@ -355,7 +356,7 @@ static PyObject *line_writer_call(PyObject *callable, PyObject *const *args, siz
     if (self->failure != NULL)
         Py_RETURN_NONE;
     if (self->types != NULL) {
-        int keep = PySet_Contains(self->types, args[2]);
+        int keep = PySet_Contains(self->types, args[3]);
         if (keep < 0)
             return NULL;
         if (!keep)
@@ -365,7 +366,7 @@ static PyObject *line_writer_call(PyObject *callable, PyObject *const *args, siz
     if (status == UNKNOWN) {
         PyObject *line;
         self->length = start;   /* before the call: the fallback may itself write through this writer */
-        line = PyObject_Vectorcall(self->fallback, args, 5, NULL);
+        line = PyObject_Vectorcall(self->fallback, args, 6, NULL);
         if (line == NULL)
             return NULL;
         if (!PyBytes_Check(line)) {

@@ -3,7 +3,7 @@
 The one place that puts the board and the kernel together, so that the
 command line, the benchmarks, the experiments and the tests all start the
 same machine the same way.  Options are named as the command line names
-them (`--ram`, `--seed`, `--root`, `--quantum`, `--max-procs`,
+them (`--ram`, `--cpus`, `--seed`, `--root`, `--quantum`, `--interleave`, `--max-procs`,
 `--wire-rate`, `--wire-buffer`, `--uid`, `--gid`).
 """
 
@@ -14,13 +14,14 @@ from typing import BinaryIO
 from emulator.determinism import DEFAULT_SEED
 from emulator.machine import DEFAULT_RAM_SIZE, Machine
 from kernel.kernel import DEFAULT_MAX_PROCESSES, Kernel
-from kernel.sched import DEFAULT_QUANTUM
+from kernel.sched import DEFAULT_INTERLEAVE, DEFAULT_QUANTUM
 from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
 
 
 def boot(ram: int = DEFAULT_RAM_SIZE, *, deterministic: bool = True, seed: int = DEFAULT_SEED, root: str = ".",
          stdin: BinaryIO | None = None, stdout: BinaryIO | None = None, stderr: BinaryIO | None = None,
-         quantum: int = DEFAULT_QUANTUM, max_procs: int = DEFAULT_MAX_PROCESSES, wire_rate: int = DEFAULT_WIRE_RATE,
+         quantum: int = DEFAULT_QUANTUM, cpus: int = 1, interleave: int = DEFAULT_INTERLEAVE,
+         max_procs: int = DEFAULT_MAX_PROCESSES, wire_rate: int = DEFAULT_WIRE_RATE,
          wire_buffer: int = DEFAULT_WIRE_CAPACITY, collapse: bool = True, uid: int = 0, gid: int = 0) -> Kernel:
     """A kernel on a fresh machine with `ram` bytes, no process yet (kernel.spawn starts the first).
 
@@ -29,8 +30,9 @@ def boot(ram: int = DEFAULT_RAM_SIZE, *, deterministic: bool = True, seed: int =
     standard streams default to the host's own; every process runs as
     `uid` and `gid` (root by default).
     """
-    machine = Machine(ram, deterministic=deterministic, seed=seed)
+    machine = Machine(ram, deterministic=deterministic, seed=seed, cpus=cpus)
     kernel = Kernel(machine, root=root, stdin=stdin, stdout=stdout, stderr=stderr, quantum=quantum,
-                    max_processes=max_procs, wire_rate=wire_rate, wire_capacity=wire_buffer, uid=uid, gid=gid)
+                    interleave=interleave, max_processes=max_procs, wire_rate=wire_rate, wire_capacity=wire_buffer,
+                    uid=uid, gid=gid)
     kernel.vm.collapse_enabled = collapse
     return kernel

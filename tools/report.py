@@ -21,7 +21,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
@@ -29,6 +29,9 @@ from emulator.ram import PAGE_SIZE
 from kernel import syscall
 from tools import procstat, trace, trace_schema, vmstat
 from tools.stats import tlb_by_reason
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 MAX_BUCKETS = 64
 MAX_HEADER = 16 << 20      # a first line longer than this is not a trace's header, whatever follows
@@ -149,6 +152,7 @@ class Summary:
     events: Counter = field(default_factory=Counter)        # (pid, type, kind) -> count
     fault_rips: Counter = field(default_factory=Counter)    # rip -> faults taken there
     reasons: Counter = field(default_factory=Counter)       # (type, kind, reason) of TLB invalidations, PTE writes
+    cpus: Counter = field(default_factory=Counter)          # (cpu, type, kind) -> events
     depth: DepthBuckets = field(default_factory=DepthBuckets)
     timeline: FaultTimeline = field(default_factory=FaultTimeline)
     heat: PageHeat = field(default_factory=PageHeat)
@@ -165,6 +169,7 @@ class Summary:
     def add(self, event: dict[str, Any]) -> None:
         type_, kind = event["type"], event["kind"]
         self.events[(event["pid"], type_, kind)] += 1
+        self.cpus[(event["cpu"], type_, kind)] += 1
         if type_ == "fault":
             self.timeline.add(event["t"], kind)
             self.heat.add(event["address"])
@@ -180,6 +185,11 @@ class Summary:
             self.running.add(event["child"])
         elif type_ == "proc":
             self.running.discard(self.exits.exited(event))
+
+    @property
+    def cpu_numbers(self) -> list[int]:
+        """The CPUs events were recorded on."""
+        return sorted({cpu for cpu, _, _ in self.cpus})
 
     def count(self, type_: str, kind: str | None, reason: str | None) -> int:
         """Events of a type (and kind, and reason, if given), as the recorder would have counted them."""
@@ -267,8 +277,12 @@ def _read(path: str, progress: Any) -> Iterator[Any]:
         first = stream.readline(MAX_HEADER)
         if not first:
             raise TraceError(f"{path}: not a vmgames trace (the file is empty)")
-        yield _header(first, path)
-        number, read, latest = 1, len(first), 0
+        header = _header(first, path)
+        yield header
+        # Version 2 traces came from one CPU and did not say so.  Time never goes back on one CPU; with
+        # several, a CPU's events may come before those of another CPU's earlier instructions (one round).
+        untagged = header["version"] < 3
+        number, read, latest = 1, len(first), {}
         for line in stream:
             number += 1
             read += len(line)
@@ -281,12 +295,16 @@ def _read(path: str, progress: Any) -> Iterator[Any]:
             record = _parse(line, f"{path}:{number}")
             if record.get("format") == trace.FORMAT:
                 raise TraceError(f"{path}:{number}: a second trace header (were two traces joined?)")
+            if untagged and isinstance(record, dict):
+                record.setdefault("cpu", 0)
             problems = trace_schema.validate_event(record)
             if problems:
                 raise TraceError(f"{path}:{number}: {problems[0]}")
-            if record["t"] < latest:   # virtual time starts at 0 and never goes back
-                raise TraceError(f"{path}:{number}: time goes backwards: t = {record['t']:,} after t = {latest:,}")
-            latest = record["t"]
+            cpu = record["cpu"]
+            if record["t"] < latest.get(cpu, 0):   # virtual time starts at 0 and never goes back on a CPU
+                raise TraceError(f"{path}:{number}: time goes backwards on CPU {cpu}: t = {record['t']:,} "
+                                 f"after t = {latest[cpu]:,}")
+            latest[cpu] = record["t"]
             yield record
             if progress is not None and number % 4096 == 0:
                 progress(read)
@@ -416,6 +434,25 @@ def disassembler(program: str) -> Program:
     return Program(program)
 
 
+def cpu_table(summary: Summary) -> Table:
+    """The kernel's work on each CPU: faults, syscalls, local invalidations and shootdowns."""
+    from rich.table import Table
+
+    table = Table(title="Per CPU")
+    columns = {"faults": ("fault", None), "syscalls": ("syscall", None),
+               "invalidate page": ("tlb", ("invalidate-page",)), "invalidate all": ("tlb", ("invalidate-all",)),
+               "shootdowns sent": ("tlb", ("shootdown",)), "IPIs taken": ("tlb", tuple(vmstat.IPI_KINDS))}
+    table.add_column("cpu", justify="right")
+    for name in columns:
+        table.add_column(name, justify="right")
+    for cpu in summary.cpu_numbers:
+        row = [sum(n for (c, t, k), n in summary.cpus.items()
+                   if c == cpu and t == type_ and (kinds is None or k in kinds))
+               for type_, kinds in columns.values()]
+        table.add_row(str(cpu), *(f"{n:,}" for n in row))
+    return table
+
+
 def write_csv(summary: Summary, directory: str, describe: Program) -> list[str]:
     """Tidy tables for pandas; returns the files written."""
     os.makedirs(directory, exist_ok=True)
@@ -427,7 +464,7 @@ def write_csv(summary: Summary, directory: str, describe: Program) -> list[str]:
                                    [[hex(rip), n, describe.function(rip), describe(rip)]
                                     for rip, n in summary.fault_rips.most_common()]),
         "tlb_invalidations.csv": (["kind", "reason", "linux_reason", "count"],
-                                  [[k, r, vmstat.linux_tlb_reason(r), n]
+                                  [[k, r, vmstat.linux_tlb_reason(k, r), n]
                                    for (t, k, r), n in sorted(summary.reasons.items()) if t == "tlb"]),
         "freebsd_vmstat.csv": (["name", "text", "count"],   # no count where --trace-events left its events out
                                [[stat.name, stat.text, freebsd[stat.name] if vmstat.traced(stat, summary.kept) else ""]
@@ -500,11 +537,15 @@ def render(summary: Summary, describe: Program, top: int, console) -> None:
     console.print(faults)
 
     tlb = Table(title="TLB invalidations by reason")
-    for column in ("reason", "Linux tlb_flush reason", "invalidate page", "invalidate all"):
-        tlb.add_column(column, justify="right" if column.startswith("invalidate") else "left")
+    for column in ("reason", "Linux tlb_flush reason", "invalidate page", "invalidate all",
+                   "shootdowns (TLB_REMOTE_SEND_IPI)", "IPIs taken (TLB_REMOTE_SHOOTDOWN)"):
+        tlb.add_column(column, justify="left" if "reason" in column else "right")
     for reason, row in tlb_by_reason(summary.reasons).items():
-        tlb.add_row(escape(reason), row["linux"], f"{row['invalidate_page']:,}", f"{row['invalidate_all']:,}")
+        tlb.add_row(escape(reason), row["linux"], *(f"{row[key]:,}" for key in
+                                                     ("invalidate_page", "invalidate_all", "shootdowns", "ipis")))
     console.print(tlb)
+    if len(summary.cpu_numbers) > 1:
+        console.print(cpu_table(summary))
 
     bsd = Table(title="As FreeBSD's vmstat -s names them")
     for column in ("count", "vmstat -s", "name"):

@@ -6,28 +6,36 @@ Everything here is read from the one event recorder.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from typing import Any
 
+from emulator.processor import Processor
 from kernel import syscall
 from kernel.vm import fault
 from kernel.vmmeter import Recorder
 from tools import vmstat
 
 
-def collect(recorder: Recorder, instructions: int | None, ram_frames: int) -> dict[str, Any]:
-    """Counters of a whole run, by subject."""
+def collect(recorder: Recorder, instructions: int | None, ram_frames: int,
+            processors: list[Processor] | None = None) -> dict[str, Any]:
+    """Counters of a whole run, by subject; per CPU too when the machine's `processors` are given."""
     faults = recorder.by_kind("fault")
     syscalls = recorder.by_kind("syscall")
 
     def count(type_: str, kind: str | None, reason: str | None) -> int:
         return recorder.count(type_, kind) if reason is None else recorder.count_reason(type_, kind, reason)
 
+    ipis = {name: recorder.count("tlb", kind) for kind, name in vmstat.IPI_KINDS.items()}
     return {
         "instructions": instructions,
         "faults": {"total": sum(faults.values()), **{k: faults.get(k, 0) for k in fault.KINDS}},
         "tlb": {"invalidate_page": recorder.count("tlb", "invalidate-page"),
-                "invalidate_all": recorder.count("tlb", "invalidate-all")},
+                "invalidate_all": recorder.count("tlb", "invalidate-all"),
+                "shootdowns": recorder.count("tlb", "shootdown"), "ipis_taken": sum(ipis.values())},
         "tlb_by_reason": tlb_by_reason(recorder.reasons),
+        "linux_vmstat": vmstat.linux_tlb_counters(count),
+        "freebsd_ipis": ipis,
+        "cpus": [cpu_figures(recorder, processor, instructions is not None) for processor in processors or ()],
         "pte_writes": recorder.count("pte", "write"),
         "page_table_pages": recorder.count("pte", "table"),
         "pages": {"zeroed": recorder.count("page", "zero"), "copied": recorder.count("page", "copy"),
@@ -50,14 +58,35 @@ def collect(recorder: Recorder, instructions: int | None, ram_frames: int) -> di
     }
 
 
+def cpu_figures(recorder: Recorder, processor: Processor, clocked: bool) -> dict[str, Any]:
+    """What one CPU did: its time, run and idle, and the kernel's work on it."""
+    index = processor.index
+
+    def count(type_: str, kinds: Collection[str] | None = None) -> int:
+        return sum(n for (cpu, t, k), n in recorder.cpu_counts.items()
+                   if cpu == index and t == type_ and (kinds is None or k in kinds))
+
+    return {"cpu": index,
+            "instructions": processor.now - processor.idle_time if clocked else None,
+            "idle": processor.idle_time if clocked else None,
+            "cr3_loads": processor.cr3_loads,
+            "faults": count("fault"), "syscalls": count("syscall"),
+            "invalidate_page": count("tlb", ("invalidate-page",)),
+            "invalidate_all": count("tlb", ("invalidate-all",)),
+            "shootdowns": count("tlb", ("shootdown",)), "ipis_taken": count("tlb", vmstat.IPI_KINDS)}
+
+
 def tlb_by_reason(reasons: Counter[tuple[str, str, str]]) -> dict[str, dict[str, Any]]:
-    """TLB invalidations per reason of ours, with Linux's tlb_flush reason beside it."""
+    """TLB work per reason of ours: local invalidations (with Linux's tlb_flush reason beside them), shootdowns
+    sent (TLB_REMOTE_SEND_IPI) and the IPIs the targets took (TLB_REMOTE_SHOOTDOWN)."""
     table: dict[str, dict[str, Any]] = {}
+    column = {"invalidate-page": "invalidate_page", "invalidate-all": "invalidate_all", "shootdown": "shootdowns",
+              **{kind: "ipis" for kind in vmstat.IPI_KINDS}}
     for (type_, kind, reason), n in sorted(reasons.items()):
         if type_ == "tlb":
-            row = table.setdefault(reason, {"linux": vmstat.linux_tlb_reason(reason),
-                                            "invalidate_page": 0, "invalidate_all": 0})
-            row[kind.replace("-", "_")] += n
+            row = table.setdefault(reason, {"linux": vmstat.linux_tlb_reason("invalidate-page", reason),
+                                            "invalidate_page": 0, "invalidate_all": 0, "shootdowns": 0, "ipis": 0})
+            row[column[kind]] += n
     return table
 
 
@@ -76,7 +105,17 @@ def format_table(stats: dict[str, Any]) -> str:
     section("TLB invalidations", stats["tlb"])
     rows.append(("TLB invalidations by reason (Linux tlb_flush reason): page / all", ""))
     for reason, row in stats["tlb_by_reason"].items():
-        rows.append((f"  {reason} ({row['linux']})", f"{row['invalidate_page']} / {row['invalidate_all']}"))
+        if row["invalidate_page"] or row["invalidate_all"]:
+            rows.append((f"  {reason} ({row['linux']})", f"{row['invalidate_page']} / {row['invalidate_all']}"))
+    if stats["tlb"]["shootdowns"]:
+        rows.append(("TLB shootdowns by reason: sent (TLB_REMOTE_SEND_IPI) / IPIs taken (TLB_REMOTE_SHOOTDOWN)", ""))
+        for reason, row in stats["tlb_by_reason"].items():
+            if row["shootdowns"]:
+                rows.append((f"  {reason}", f"{row['shootdowns']} / {row['ipis']}"))
+        section("shootdown IPIs taken, as FreeBSD counts them", stats["freebsd_ipis"])
+    rows.append(("Linux /proc/vmstat", ""))
+    rows += [("  " + name, str(n)) for name, n in stats["linux_vmstat"].items()]
+
     rows.append(("PTE writes", str(stats["pte_writes"])))
     rows.append(("page-table pages allocated", str(stats["page_table_pages"])))
     section("pages", stats["pages"])
@@ -97,4 +136,19 @@ def format_table(stats: dict[str, Any]) -> str:
     width = max(len(name) for name, _ in rows) + 2
     lines = ["vmgames statistics", "-" * (width + 12)]
     lines += [f"{name:<{width}}{value:>12}" if value else name for name, value in rows]
+    if len(stats["cpus"]) > 1:
+        lines += ["", _cpu_table(stats["cpus"])]
     return "\n".join(lines)
+
+
+CPU_COLUMNS = {"instructions": "instructions", "idle": "idle", "cr3_loads": "CR3 loads", "faults": "faults",
+               "syscalls": "syscalls", "shootdowns": "shootdowns sent", "ipis_taken": "IPIs taken"}
+
+
+def _cpu_table(cpus: list[dict[str, Any]]) -> str:
+    """Each CPU's time (instructions run, time idle) and the kernel's work on it, one row per CPU."""
+    cells = [["cpu", *CPU_COLUMNS.values()]]
+    cells += [[str(cpu["cpu"]), *("n/a" if cpu[key] is None else f"{cpu[key]:,}" for key in CPU_COLUMNS)]
+              for cpu in cpus]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in cells)

@@ -1,15 +1,15 @@
 """`vmgames run --check-tlb`: the TLB sanitizer.
 
-Whenever the CPU is about to run user code (a slice starts, a syscall or a
+Whenever a CPU is about to run user code (a slice starts, a syscall or a
 page fault returns), every translation its TLB may still hold
 (emulator/tlb.py: the pages filled since the last flush) must agree with
 the PTE in RAM: the same frame, no more rights.  One that does not
 is a PTE the kernel changed without invalidating it, the bug real kernels
 dread (on several CPUs, a missing shootdown).  The run then stops, every
 process killed, with one line per stale translation naming the PTE write
-that lacked its invalidation: when, by which process, why, and the PTE
-before and after.  The PTE writes are followed through the recorder, so
-this costs what a trace costs.
+that lacked its invalidation: when, on which CPU, by which process, why,
+and the PTE before and after.  The PTE writes are followed through the
+recorder, so this costs what a trace costs.
 """
 
 from __future__ import annotations
@@ -41,16 +41,17 @@ class TLBCheck(Observer):
 
     def __init__(self, kernel: Kernel) -> None:
         self.problems: list[str] = []
-        self.last_write: dict[int, tuple[int, int, str, int, int]] = {}   # page -> (t, pid, reason, old, new)
+        self.last_write: dict[int, tuple[int, int, int, str, int, int]] = {}   # page -> (t, cpu, pid, reason, old, new)
         recorder = kernel.recorder
         self._forward = recorder.sink
         recorder.sink = self._see
 
-    def _see(self, t: int, pid: int, type_: str, kind: str, fields: dict[str, Any]) -> None:
+    def _see(self, t: int, cpu: int, pid: int, type_: str, kind: str, fields: dict[str, Any]) -> None:
         if type_ == "pte" and kind == "write":
-            self.last_write[fields["address"] & ~0xFFF] = (t, pid, fields["reason"], fields["old"], fields["new"])
+            self.last_write[fields["address"] & ~0xFFF] = (t, cpu, pid, fields["reason"], fields["old"],
+                                                           fields["new"])
         if self._forward is not None:
-            self._forward(t, pid, type_, kind, fields)
+            self._forward(t, cpu, pid, type_, kind, fields)
 
     def before_run(self, kernel: Kernel) -> None:
         self._check(kernel, kernel.current)
@@ -70,14 +71,18 @@ class TLBCheck(Observer):
         machine = kernel.machine
         if self.problems or machine.tlb.pending or kernel.active_vmspace is not proc.vmspace:
             return      # a flush comes first (asked for, or the CR3 load of an exec's new image): nothing survives it
+        here = machine.current.index
+        whose = f"CPU {here}'s TLB" if len(machine.processors) > 1 else "the TLB"
         for page, frame, rights, now in machine.stale_translations():
-            line = (f"the TLB may still translate {page:#x} to frame {frame >> 12:#x} ({_rights(rights)}), "
+            line = (f"{whose} may still translate {page:#x} to frame {frame >> 12:#x} ({_rights(rights)}), "
                     f"but the PTE is now {_pte_text(now)}")
             written = self.last_write.get(page)
             if written is not None:
-                t, pid, reason, old, new = written
-                line += (f": the PTE write at t = {t:,} by process {pid} (reason {reason}: "
-                         f"{_pte_text(old)} -> {_pte_text(new)}) had no invalidation")
+                t, cpu, pid, reason, old, new = written
+                where = f" on CPU {cpu}" if len(machine.processors) > 1 else ""
+                missing = "invalidation" if cpu == here else f"shootdown IPI to CPU {here}"
+                line += (f": the PTE write at t = {t:,}{where} by process {pid} (reason {reason}: "
+                         f"{_pte_text(old)} -> {_pte_text(new)}) had no {missing}")
             self.problems.append(line)
         if self.problems:
             kernel.terminate_all(signals.SIGKILL, "--check-tlb found a stale TLB entry")

@@ -1,8 +1,8 @@
 """Fault traces: every event the recorder sees, one JSON object per line.
 
 The first line is a header saying what was run and how; each further line is
-one event with its virtual time `t` (instructions retired), the `pid` the
-kernel was working for, its `type` and `kind`, and the fields of that kind
+one event with its virtual time `t` (on the CPU it happened on), that
+`cpu`, the `pid` the kernel was working for, its `type` and `kind`, and the fields of that kind
 (docs/trace-format.md).  Nothing depends on the host's clock, so the same
 program and options give a byte-identical trace.
 """
@@ -20,7 +20,7 @@ from tools._tracewriter import LineWriter
 from tools.costmodel import Costs
 
 FORMAT = "vmgames-trace"
-VERSION = 2   # 2 added the map events
+VERSION = 3   # 2 added the map events; 3 the cpu of every event, and the shootdown events
 EVENT_TYPES = ("fault", "tlb", "pte", "page", "object", "sink", "syscall", "proc", "map")
 
 
@@ -48,9 +48,9 @@ def writer(stream: IO[bytes], first_line: dict[str, Any], types: set[str] | None
     return LineWriter(stream.write, _encode, frozenset(types) if types is not None else None)
 
 
-def _encode(t: int, pid: int, type_: str, kind: str, fields: dict[str, Any]) -> bytes:
+def _encode(t: int, cpu: int, pid: int, type_: str, kind: str, fields: dict[str, Any]) -> bytes:
     """One event's line, for the values the C writer leaves to orjson (floats, ints past 64 bits, odd strings)."""
-    event = record(t, pid, type_, kind, fields)
+    event = record(t, cpu, pid, type_, kind, fields)
     try:
         return orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
     except TypeError:

@@ -1,4 +1,4 @@
-"""The trace format's schema (version 2), and a validator for one line.
+"""The trace format's schema (version 3), and a validator for one line.
 
 docs/trace-format.md explains each field; this is the same table in a form a
 program can check, so that the documentation and real traces cannot drift
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from kernel import syscall
-from kernel.vm import fault
+from kernel.vm import fault, shootdown
 
 INT, STR, BOOL, NONE = int, str, bool, type(None)
 INT_LIST = "list of int"
@@ -18,7 +18,7 @@ MAP_ENTRIES = "list of map entries"
 
 HEADER = {"format": STR, "version": INT, "vmgames": STR, "program": STR, "arguments": "list of str",
           "options": dict, "ram": INT, "cost_model": (dict, NONE)}
-COMMON = {"t": INT, "pid": INT, "type": STR, "kind": STR}
+COMMON = {"t": INT, "cpu": INT, "pid": INT, "type": STR, "kind": STR}
 
 _FAULT = {"address": INT, "access": STR, "error_code": INT, "rip": (INT, NONE), "reason": (STR, NONE),
           "object": (INT, NONE), "level": (INT, NONE), "depth": (INT, NONE), "frame": (INT, NONE)}
@@ -33,6 +33,9 @@ KINDS: dict[tuple[str, str], dict[str, Any]] = {
     **{("fault", kind): _FAULT for kind in fault.KINDS},
     ("tlb", "invalidate-page"): {"address": INT, "reason": STR},
     ("tlb", "invalidate-all"): {"reason": STR},
+    ("tlb", "shootdown"): {"targets": INT, "pages": (INT, NONE), "reason": STR},
+    **{("tlb", kind): {"sender": INT, "pages": (INT, NONE), "reason": STR}
+       for kind in (shootdown.IPI_INVLPG, shootdown.IPI_INVLRNG, shootdown.IPI_INVLTLB)},
     ("pte", "write"): {"address": INT, "old": INT, "new": INT, "reason": STR},
     ("pte", "table"): {"address": INT, "level": INT, "new": INT},
     ("page", "alloc"): {"frame": INT},

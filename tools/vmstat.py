@@ -1,8 +1,10 @@
 """The names FreeBSD and Linux give to what vmgames counts, so figures can be compared.
 
 FreeBSD's `vmstat -s` prints the counters of struct vmmeter (sys/sys/vmmeter.h,
-also sysctl vm.stats.vm.v_NAME); Linux's tlb:tlb_flush tracepoint tags each
-TLB flush with a reason (include/trace/events/tlb.h).  The values are sums of
+also sysctl vm.stats.vm.v_NAME), and its x86 code counts each CPU's shootdown
+IPIs by handler; Linux's tlb:tlb_flush tracepoint tags each TLB flush with a
+reason (include/trace/events/tlb.h), and /proc/vmstat counts them
+(nr_tlb_*).  The values are sums of
 event counts: the recorder's after a run (`--stats`), a trace's in the report.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import NamedTuple
 
-from kernel.vm import fault
+from kernel.vm import fault, shootdown
 
 # count(type, kind, reason) -> events; a kind or reason of None matches any.
 Count = Callable[[str, "str | None", "str | None"], int]
@@ -49,12 +51,33 @@ def traced(stat: VMStat, kept: Collection[str] | None) -> bool:
     return kept is None or all(type_ in kept for type_, _, _ in stat.events)
 
 
-def linux_tlb_reason(reason: str) -> str:
-    """Linux's tlb_flush reason for one of ours.
+def linux_tlb_reason(kind: str, reason: str) -> str:
+    """Linux's tlb_flush reason for one of our TLB events.
 
-    A CR3 load is a task switch.  Every other invalidation is of a range of
-    the current address space on the machine's only CPU, which Linux's
-    flush_tlb_mm_range traces as a local mm shootdown; with one CPU there is
-    never a remote shootdown or an IPI to send.
+    A CR3 load is a task switch.  Every other local invalidation is of a
+    range of an address space this CPU has loaded, which Linux's
+    flush_tlb_mm_range traces as a local mm shootdown; the IPIs it sends to
+    the other CPUs that have it loaded are a remote send, and each target's
+    flush a remote shootdown.
     """
+    if kind == "shootdown":
+        return "TLB_REMOTE_SEND_IPI"
+    if kind in IPI_KINDS:
+        return "TLB_REMOTE_SHOOTDOWN"
     return "TLB_FLUSH_ON_TASK_SWITCH" if reason == "context-switch" else "TLB_LOCAL_MM_SHOOTDOWN"
+
+
+# The shootdown interrupts a CPU takes (kernel/vm/shootdown.py), by the counter FreeBSD keeps of each
+# (sys/x86/x86/mp_x86.c, under COUNT_IPIS: one counter per CPU and handler).
+IPI_KINDS = {shootdown.IPI_INVLPG: "ipi_invlpg_counts", shootdown.IPI_INVLRNG: "ipi_invlrng_counts",
+             shootdown.IPI_INVLTLB: "ipi_invltlb_counts"}
+
+
+def linux_tlb_counters(count: Count) -> dict[str, int]:
+    """/proc/vmstat's TLB counters (x86's arch/x86/mm/tlb.c counts them): a task switch's CR3 load is none
+    of them; nr_tlb_local_flush_one counts pages."""
+    local_all = count("tlb", "invalidate-all", None) - count("tlb", "invalidate-all", "context-switch")
+    return {"nr_tlb_remote_flush": count("tlb", "shootdown", None),
+            "nr_tlb_remote_flush_received": sum(count("tlb", kind, None) for kind in IPI_KINDS),
+            "nr_tlb_local_flush_all": local_all,
+            "nr_tlb_local_flush_one": count("tlb", "invalidate-page", None)}

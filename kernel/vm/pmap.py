@@ -5,8 +5,10 @@ page tables): a missing entry is rebuilt by the fault handler, so the pmap
 may drop mappings whenever that is convenient.  Every page mapped here gets a
 pv entry, so the kernel can find all mappings of a physical page.
 
-TLB invalidations are only needed for the address space that is loaded on
-the CPU; the others will be flushed when their CR3 is loaded.
+TLB invalidations are only needed where the address space is loaded
+(`active_cpus`, FreeBSD's pm_active): the CPU making the change, and a
+shootdown IPI to each other one (kernel/vm/shootdown.py); the others will be
+flushed when they load its CR3.
 """
 
 from __future__ import annotations
@@ -14,17 +16,12 @@ from __future__ import annotations
 from emulator import pte as E
 from emulator.ram import PAGE_SIZE
 from kernel.vm.page import PageAllocator, VMPage
+from kernel.vm.shootdown import TLBShootdown
 
 PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
 
 _SHIFTS = (39, 30, 21)
 _SPAN = (1 << 39, 1 << 30, 1 << 21, 1 << 12)   # bytes mapped by one entry at each level
-
-# Changing more pages than this at once costs one full flush rather than one
-# invalidation per page: Linux's tlb_single_page_flush_ceiling (x86, default 33).
-TLB_SINGLE_PAGE_FLUSH_CEILING = 33
-# Fault injection for the TLB sanitizer's tests only: invalidations with these reasons are "forgotten".
-SKIPPED_INVALIDATIONS: set[str] = set()
 
 
 class PageTable:
@@ -41,22 +38,19 @@ class PageTable:
 class Pmap:
     """One address space's page tables, rooted at a PML4 frame."""
 
-    def __init__(self, allocator: PageAllocator) -> None:
+    def __init__(self, allocator: PageAllocator, shootdown: TLBShootdown) -> None:
         self.allocator = allocator
-        self.machine = allocator.machine
+        self.shootdown = shootdown
         self.recorder = allocator.recorder
         self.qwords = allocator.ram.qwords
         self.root = allocator.alloc()
         self.tables: dict[int, PageTable] = {self.root.frame: PageTable(self.root)}
         self.resident = 0
+        self.active_cpus: set[int] = set()     # the CPUs whose CR3 points here (pm_active); the scheduler keeps it
 
     @property
     def cr3(self) -> int:
         return self.root.paddr
-
-    @property
-    def active(self) -> bool:
-        return self.machine.cr3 == self.root.paddr
 
     def _slot(self, va: int, create: bool) -> int | None:
         """Index into RAM (in qwords) of the PT entry for va; builds missing tables if asked."""
@@ -93,8 +87,8 @@ class Pmap:
             self.tables[slot >> 9].used.add(slot & 0x1FF)
         self.qwords[slot] = new
         self.recorder.event("pte", "write", address=va, old=old, new=new, reason=reason)
-        if old & E.P and self.active and _lost_rights(old, new):
-            self._invalidate_page(va, reason)
+        if old & E.P and self.active_cpus and _lost_rights(old, new):
+            self.shootdown.invalidate(self.active_cpus, [va], reason)
 
     def _present_leaves(self, start: int, end: int) -> list[tuple[int, int]]:
         """(slot, va) of every present leaf entry in [start, end), visiting only tables in use."""
@@ -118,30 +112,12 @@ class Pmap:
             visit(self.root.frame, 0, 0)
         return found
 
-    def _invalidate(self, addresses: list[int], reason: str) -> None:
-        """Shoot down changed translations of the loaded address space: per page, or all at once past the ceiling."""
-        if not self.active or not addresses or reason in SKIPPED_INVALIDATIONS:
-            return
-        if len(addresses) > TLB_SINGLE_PAGE_FLUSH_CEILING:
-            self.recorder.event("tlb", "invalidate-all", reason=reason)
-            self.machine.tlb.invalidate_all()
-        else:
-            for va in addresses:
-                self._invalidate_page(va, reason)
-
-    def _invalidate_page(self, va: int, reason: str) -> None:
-        """invlpg: counted here, carried out by the board's TLB."""
-        if reason in SKIPPED_INVALIDATIONS:
-            return
-        self.recorder.event("tlb", "invalidate-page", address=va, reason=reason)
-        self.machine.tlb.invalidate_page(va)
-
     def remove(self, start: int, end: int, reason: str) -> None:
         """Unmap every page in [start, end)."""
         leaves = self._present_leaves(start, end)
         for slot, va in leaves:
             self._unmap_slot(slot, va, self.qwords[slot], reason)
-        self._invalidate([va for _, va in leaves], reason)
+        self.shootdown.invalidate(self.active_cpus, [va for _, va in leaves], reason)
 
     def protect(self, start: int, end: int, prot: int, reason: str) -> None:
         """Take rights away from present mappings in [start, end); rights are granted lazily on fault."""
@@ -159,7 +135,7 @@ class Pmap:
                 qwords[slot] = new
                 recorder.event("pte", "write", address=va, old=old, new=new, reason=reason)
                 changed.append(va)
-        self._invalidate(changed, reason)
+        self.shootdown.invalidate(self.active_cpus, changed, reason)
 
     def resident_in(self, start: int, end: int) -> int:
         """How many pages of [start, end) are mapped."""

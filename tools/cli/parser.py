@@ -8,9 +8,9 @@ import re
 from typing import NoReturn
 
 from emulator.determinism import DEFAULT_SEED
-from emulator.machine import DEFAULT_RAM_SIZE
+from emulator.machine import DEFAULT_RAM_SIZE, MAX_CPUS
 from kernel.kernel import DEFAULT_MAX_PROCESSES
-from kernel.sched import DEFAULT_QUANTUM
+from kernel.sched import DEFAULT_INTERLEAVE, DEFAULT_QUANTUM
 from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
 from tools import trace
 from tools.experiments import zerocopy
@@ -239,6 +239,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                           f"(default {DEFAULT_MAX_PROCESSES})")
     run.add_argument("--quantum", type=parse_count, default=DEFAULT_QUANTUM, metavar="N",
                      help=f"instructions per scheduling slice (default {DEFAULT_QUANTUM:,})")
+    run.add_argument("--cpus", type=parse_count, default=1, metavar="N",
+                     help=f"processors, 1 to {MAX_CPUS} (default 1): each its own engine, registers, CR3 and TLB over "
+                          "the one RAM; threads and processes run on all of them, and a PTE change reaches the "
+                          "others' TLBs only by a shootdown IPI")
+    run.add_argument("--interleave", type=parse_count, default=DEFAULT_INTERLEAVE, metavar="N",
+                     help=f"with several CPUs, instructions each runs per round before the next one's turn "
+                          f"(default {DEFAULT_INTERLEAVE:,}); the order within a round comes from --seed")
     run.add_argument("--wire-rate", type=parse_count, default=DEFAULT_WIRE_RATE, metavar="BYTES",
                      help=f"bytes the peer of /dev/wire takes per 1000 instructions (default {DEFAULT_WIRE_RATE})")
     run.add_argument("--wire-buffer", type=parse_size, default=DEFAULT_WIRE_CAPACITY, metavar="SIZE",

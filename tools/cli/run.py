@@ -10,6 +10,7 @@ import sys
 import tempfile
 from typing import TYPE_CHECKING
 
+from emulator.machine import MAX_CPUS
 from kernel import errno
 from kernel.errno import SyscallError
 from kernel.kernel import Kernel
@@ -106,8 +107,9 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
                 return status
         try:
             kernel = boot(args.ram, deterministic=not args.fast, seed=args.seed, root=args.root,
-                          quantum=args.quantum, max_procs=args.max_procs, wire_rate=args.wire_rate,
-                          wire_buffer=args.wire_buffer, uid=args.uid, gid=args.gid)
+                          quantum=args.quantum, cpus=args.cpus, interleave=args.interleave,
+                          max_procs=args.max_procs, wire_rate=args.wire_rate, wire_buffer=args.wire_buffer,
+                          uid=args.uid, gid=args.gid)
             machine = kernel.machine
         except (OSError, MemoryError, OverflowError) as error:
             why = getattr(error, "strerror", None) or "out of memory"
@@ -119,7 +121,8 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
             except OSError as error:
                 say_error(f"{args.trace}: {error.strerror}")
                 return 2
-            options = {"fast": args.fast, "quantum": args.quantum, "root": args.root, "env": args.env,
+            options = {"fast": args.fast, "quantum": args.quantum, "cpus": args.cpus, "interleave": args.interleave,
+                       "root": args.root, "env": args.env,
                        "seed": args.seed, "uid": args.uid, "gid": args.gid,
                        "trace_events": sorted(trace_types) if trace_types else None,
                        "wire_rate": args.wire_rate, "wire_buffer": args.wire_buffer, "snapshot_at": args.snapshot_at,
@@ -188,7 +191,7 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
             say_error(f"the run ended at t = {ended:,}, "
                    f"{f'before {due:,}' if ended < due else f'as instruction {due:,} ran'}: no snapshot")
         counters = run_stats.collect(kernel.recorder, machine.retired if machine.deterministic else None,
-                                     kernel.allocator.total)
+                                     kernel.allocator.total, machine.processors)
         counters["exit_status"] = status
         counters["ended_by"] = ending.limit if ending is not None else None
         if args.stats:
@@ -238,8 +241,11 @@ def _run_options_problem(args: argparse.Namespace) -> str | None:
         name, equals, _ = variable.partition("=")
         if not equals or not name:
             return f"--env takes NAME=VALUE, not {variable!r}"
-    for option, value in (("--quantum", args.quantum), ("--wire-rate", args.wire_rate),
-                          ("--max-instructions", args.max_instructions), ("--max-procs", args.max_procs)):
+    if not 1 <= args.cpus <= MAX_CPUS:
+        return f"--cpus must be 1 to {MAX_CPUS}, not {args.cpus}"
+    for option, value in (("--quantum", args.quantum), ("--interleave", args.interleave),
+                          ("--wire-rate", args.wire_rate), ("--max-instructions", args.max_instructions),
+                          ("--max-procs", args.max_procs)):
         if value is not None and value <= 0:
             return f"{option} must be positive"
     if args.max_procs > MAX_PROCS_LIMIT:

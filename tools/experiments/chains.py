@@ -78,7 +78,7 @@ def run_cascade(program: str, seed: int, collapse: bool, steps: int, pages: int,
     kernel = boot(256 << 20, root=os.path.dirname(program), stdout=io.BytesIO(), stderr=io.BytesIO(),
                   max_procs=1024, collapse=collapse)
 
-    def sample_dead_pages(t: int, pid: int, type_: str, kind: str, fields: dict[str, Any]) -> None:
+    def sample_dead_pages(t: int, cpu: int, pid: int, type_: str, kind: str, fields: dict[str, Any]) -> None:
         if (type_, kind) == ("proc", "exit"):
             result.dead_pages_peak = max(result.dead_pages_peak, dead_pages(kernel))
 

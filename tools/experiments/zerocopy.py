@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields
 
 from kernel.vm.fault import KINDS as FAULT_KINDS
 from kernel.vmmeter import Recorder
-from tools import costmodel
+from tools import costmodel, vmstat
 from tools.boot import boot
 from tools.costmodel import Costs, Work
 
@@ -134,6 +134,8 @@ def measure(cell: Cell, recorder: Recorder, instructions: int) -> Cell:
         tlb_pages=recorder.count("tlb", "invalidate-page"),
         tlb_flushes=recorder.count("tlb", "invalidate-all"),
         cr3_loads=recorder.count_reason("tlb", "invalidate-all", "context-switch"),
+        shootdowns=recorder.count("tlb", "shootdown"),
+        ipis=sum(recorder.count("tlb", kind) for kind in vmstat.IPI_KINDS),
         syscalls=recorder.count("syscall"),
         instructions=instructions,
     )

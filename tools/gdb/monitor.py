@@ -128,13 +128,13 @@ class EventTap:
         self.faults: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
         self.tlb: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
 
-    def __call__(self, t: int, pid: int, type_: str, kind: str, fields: dict[str, Any]) -> None:
+    def __call__(self, t: int, cpu: int, pid: int, type_: str, kind: str, fields: dict[str, Any]) -> None:
         if type_ == "fault":
-            self.faults.append(record(t, pid, type_, kind, fields))
+            self.faults.append(record(t, cpu, pid, type_, kind, fields))
         elif type_ == "tlb":
-            self.tlb.append(record(t, pid, type_, kind, fields))
+            self.tlb.append(record(t, cpu, pid, type_, kind, fields))
         if self.downstream is not None:
-            self.downstream(t, pid, type_, kind, fields)
+            self.downstream(t, cpu, pid, type_, kind, fields)
 
 
 def describe_object(obj: VMObject) -> str:
@@ -244,6 +244,6 @@ def faults(tap: EventTap, count: int) -> str:
 
 def stats(kernel: Kernel) -> str:
     machine = kernel.machine
-    counters = run_stats.collect(kernel.recorder, machine.now if machine.deterministic else None,
-                                 kernel.allocator.total)
+    counters = run_stats.collect(kernel.recorder, machine.retired if machine.deterministic else None,
+                                 kernel.allocator.total, machine.processors)
     return run_stats.format_table(counters)

@@ -1,0 +1,86 @@
+"""TLB shootdown: invalidating a changed translation on every CPU that may cache it.
+
+A PTE change that takes something away (another frame, fewer rights) must
+reach every TLB that may hold the old entry.  The CPU making the change
+invalidates its own (invlpg, or a full flush past Linux's single-page
+ceiling); every other CPU with the address space loaded (the pmap's
+`active_cpus`: FreeBSD's pm_active, Linux's mm_cpumask, idle CPUs that kept
+it lazily included) is sent one IPI for the whole batch, as Linux's
+flush_tlb_mm_range and FreeBSD's pmap_invalidate_range do, and the sender
+waits for every answer.  Targets do not run while the kernel works on the
+sender (they run one at a time, kernel/sched.py), so each invalidation is
+queued on the target's TLB at once and the interrupt is recorded when the
+target takes it, at its next instruction boundary in the schedule.
+
+Named by the recorder as Linux's tlb:tlb_flush tracepoint names its
+reasons: a local invalidation is TLB_LOCAL_SHOOTDOWN (a page) or
+TLB_LOCAL_MM_SHOOTDOWN (the whole address space), a `shootdown` event is
+TLB_REMOTE_SEND_IPI on the sender, and the interrupt each target takes is
+TLB_REMOTE_SHOOTDOWN, named by the handler FreeBSD runs for it
+(`ipi-invlpg`, `ipi-invlrng`, `ipi-invltlb`) and counted per CPU as
+FreeBSD's ipi_invlpg_counts and the rest (tools/vmstat.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kernel.pcpu import ShootdownIPI
+
+if TYPE_CHECKING:
+    from emulator.machine import Machine
+    from kernel.pcpu import PerCPU
+    from kernel.vmmeter import Recorder
+
+# Changing more pages than this at once costs one full flush rather than one
+# invalidation per page: Linux's tlb_single_page_flush_ceiling (x86, default 33).
+TLB_SINGLE_PAGE_FLUSH_CEILING = 33
+# Fault injection for the TLB sanitizer's tests only: invalidations with these reasons are "forgotten";
+# REMOTE forgets every IPI (the local invalidations are still made).
+SKIPPED_INVALIDATIONS: set[str] = set()
+REMOTE = "remote-shootdown"
+# The interrupts a target takes (event kinds, on the target's CPU).
+IPI_INVLPG, IPI_INVLRNG, IPI_INVLTLB = "ipi-invlpg", "ipi-invlrng", "ipi-invltlb"
+
+
+class TLBShootdown:
+    """The kernel's one way to invalidate translations, on the CPU it works on and on the others."""
+
+    def __init__(self, machine: Machine, recorder: Recorder, cpus: list[PerCPU]) -> None:
+        self.machine = machine
+        self.recorder = recorder
+        self.cpus = cpus
+
+    def invalidate(self, active_cpus: set[int], addresses: list[int], reason: str) -> None:
+        """Invalidate `addresses` of an address space loaded on `active_cpus`, wherever it is loaded."""
+        if not active_cpus or not addresses or reason in SKIPPED_INVALIDATIONS:
+            return
+        here = self.machine.current.index
+        whole = len(addresses) > TLB_SINGLE_PAGE_FLUSH_CEILING
+        if here in active_cpus:
+            tlb = self.machine.tlb
+            if whole:
+                self.recorder.event("tlb", "invalidate-all", reason=reason)
+                tlb.invalidate_all()
+            else:
+                for va in addresses:
+                    self.recorder.event("tlb", "invalidate-page", address=va, reason=reason)
+                    tlb.invalidate_page(va)
+        if len(active_cpus) > (here in active_cpus) and REMOTE not in SKIPPED_INVALIDATIONS:
+            self._send(sorted(active_cpus - {here}), addresses, whole, reason)
+
+    def _send(self, targets: list[int], addresses: list[int], whole: bool, reason: str) -> None:
+        """One IPI to each target for the whole batch; the sender waits for all (one `shootdown`)."""
+        pages = None if whole else len(addresses)
+        kind = IPI_INVLTLB if whole else IPI_INVLPG if pages == 1 else IPI_INVLRNG
+        self.recorder.event("tlb", "shootdown", targets=len(targets), pages=pages, reason=reason)
+        here = self.machine.current.index
+        for index in targets:
+            pcpu = self.cpus[index]
+            tlb = pcpu.processor.tlb
+            if whole:
+                tlb.invalidate_all()
+            else:
+                for va in addresses:
+                    tlb.invalidate_page(va)
+            pcpu.ipis.append(ShootdownIPI(kind, here, reason, pages))

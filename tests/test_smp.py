@@ -1,0 +1,129 @@
+"""Several CPUs: one engine, CR3 and TLB each over the one RAM; shootdowns counted exactly; the same run
+gives the same trace; threads run on every CPU with the host's output."""
+
+import os
+
+import pytest
+
+from tests.programs import EXIT_0, mmap
+from tools.cli import main
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+THREADS = os.path.join(ROOT, "build", "threads")
+
+CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000   # VM, FS, FILES, SIGHAND, THREAD
+
+# A thread spins reading a page while the main thread write-protects it: the one PTE change the program makes
+# that takes a right away, on an address space two CPUs have loaded.  `area` is the page; `flags` (another
+# page) says the thread started (1) and is told to stop (2); the thread then exits alone and main exits 0.
+MPROTECT_UNDER_A_READER = f"""
+.text
+_start:
+{mmap(8192, 3)}
+    mov rbx, rax                       # rbx: the page read, rbx + 4096: the flags
+    mov qword ptr [rbx], 7
+    mov eax, 56                        # clone(flags, stack = 0: the thread never touches its stack)
+    mov edi, {CLONE_THREAD_FLAGS}
+    xor esi, esi
+    xor edx, edx
+    xor r10d, r10d
+    xor r8d, r8d
+    syscall
+    test rax, rax
+    jz thread
+wait_start:
+    cmp qword ptr [rbx + 4096], 1
+    jne wait_start
+    mov rdi, rbx                       # mprotect(area, 4096, PROT_READ)
+    mov esi, 4096
+    mov edx, 1
+    mov eax, 10
+    syscall
+    mov qword ptr [rbx + 4096], 2
+wait_exit:
+    cmp qword ptr [rbx + 4096], 3
+    jne wait_exit
+    mov eax, 231
+    xor edi, edi
+    syscall
+thread:
+    mov qword ptr [rbx + 4096], 1
+spin:
+    mov rax, [rbx]
+    cmp qword ptr [rbx + 4096], 2
+    jne spin
+    mov qword ptr [rbx + 4096], 3
+{EXIT_0}
+"""
+
+
+def _tlb(events):
+    return [(e["cpu"], e["kind"], e.get("reason"), e.get("targets"), e.get("pages"))
+            for e in events if e["type"] == "tlb" and e.get("reason") != "context-switch"]
+
+
+def test_one_cpu_invalidates_locally_and_sends_no_ipi(run):
+    events = []
+    result = run(MPROTECT_UNDER_A_READER, events=events, cpus=1)
+    assert result.status == 0
+    assert _tlb(events) == [(0, "invalidate-page", "mprotect", None, None)]
+
+
+@pytest.mark.parametrize("cpus", [2, 4])
+def test_a_write_protect_is_shot_down_on_the_other_cpu_running_the_process(run, cpus):
+    events = []
+    result = run(MPROTECT_UNDER_A_READER, events=events, cpus=cpus)
+    assert result.status == 0
+    (sender,) = {cpu for cpu, kind, *_ in _tlb(events) if kind == "invalidate-page"}
+    tlb = _tlb(events)
+    (receiver,) = {cpu for cpu, kind, *_ in tlb if kind == "ipi-invlpg"}
+    assert sender != receiver
+    # Locally an invlpg, one IPI for the page to the one other CPU with the address space loaded, taken there.
+    assert tlb == [(sender, "invalidate-page", "mprotect", None, None),
+                   (sender, "shootdown", "mprotect", 1, 1),
+                   (receiver, "ipi-invlpg", "mprotect", None, 1)]
+    counts = result.kernel.recorder
+    assert counts.count("tlb", "shootdown") == 1 and counts.count("tlb", "ipi-invlpg") == 1
+    # The CPUs the process never ran on have nothing to do with it.
+    assert result.kernel.cpus[sender].processor.tlb.page_invalidations == 1
+    assert result.kernel.cpus[receiver].processor.tlb.page_invalidations == 1
+
+
+def test_the_same_run_gives_the_same_events_and_another_seed_another_interleaving(run):
+    def trace(seed):
+        events = []
+        assert run(THREADS, events=events, cpus=4, seed=seed, root="/").stdout.count(b"\n") > 0
+        return events
+
+    first = trace(0)
+    assert first == trace(0)
+    other = trace(1)
+    assert [e["cpu"] for e in other] != [e["cpu"] for e in first]
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 4, 8])
+def test_a_pthreads_program_prints_what_it_prints_on_linux(cpus, capfd):
+    import subprocess
+
+    host = subprocess.run([THREADS], capture_output=True, check=True).stdout
+    capfd.readouterr()
+    assert main(["run", "--cpus", str(cpus), THREADS]) == 0
+    assert capfd.readouterr().out.encode() == host
+
+
+def test_every_cpu_runs_threads_and_idles_in_the_open(capfd):
+    assert main(["run", "--cpus", "4", "--stats", THREADS]) == 0
+    err = capfd.readouterr().err
+    rows = err[err.index("cpu  instructions"):].splitlines()[1:5]
+    assert [row.split()[0] for row in rows] == ["0", "1", "2", "3"]
+    assert all(int(row.split()[1].replace(",", "")) > 0 for row in rows)     # each ran instructions
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--cpus", "0"], "--cpus must be 1 to 8, not 0"),
+    (["--cpus", "9"], "--cpus must be 1 to 8, not 9"),
+    (["--interleave", "0"], "--interleave must be positive"),
+])
+def test_bad_cpu_options_are_refused_in_one_line(argv, message, capfd):
+    assert main(["run", *argv, THREADS]) == 2
+    assert capfd.readouterr().err == f"vmgames: {message}\n"
