@@ -189,15 +189,19 @@ def _run(program: str, samples: int) -> Measurement:
         task = bar.add_task("calibrating", total=None)
         assert process.stdout is not None and process.stderr is not None
         stages_begun = 0
-        for line in process.stdout:
-            kind, _, rest = line.strip().partition(" ")
-            if kind == "stages" and rest.isdigit():
-                bar.update(task, total=int(rest))
-            elif kind == "stage":
-                bar.update(task, completed=stages_begun, description=f"measuring: {rest}")
-                stages_begun += 1
-            else:
-                parse_figure(line, measurement)
+        try:
+            for line in process.stdout:
+                kind, _, rest = line.strip().partition(" ")
+                if kind == "stages" and rest.isdigit():
+                    bar.update(task, total=int(rest))
+                elif kind == "stage":
+                    bar.update(task, completed=stages_begun, description=f"measuring: {rest}")
+                    stages_begun += 1
+                else:
+                    parse_figure(line, measurement)
+        except CalibrationError:
+            process.kill()      # what it says next cannot be trusted either
+            raise
         said = process.stderr.read().strip().splitlines()
         status = process.wait()
     if status < 0:
@@ -327,7 +331,7 @@ def _comment(text: str, indent: str = "") -> list[str]:
 
 def cost_file(prices: list[Price], measurement: Measurement, samples: int, cold: bool) -> str:
     """The cost file: a header saying where and when, then each price with what it is, then the other figures."""
-    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    when = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     lines = _comment("Prices for vmgames' cost model (tools/costmodel.py), measured on this host by "
                      "`vmgames calibrate`" + (" --cold" if cold else "") + ".")
     lines += _comment(f"Host: {host_description()}.")

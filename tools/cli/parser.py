@@ -315,7 +315,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                         help="also write the trace in Chrome's trace-event format (open it in ui.perfetto.dev)")
     calibrate = commands.add_parser(
         "calibrate", help="measure the cost model's prices on this host and write them as a cost file",
-        description=CALIBRATE_DESCRIPTION, epilog=CALIBRATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=CALIBRATE_DESCRIPTION, epilog=CALIBRATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     calibrate.add_argument("-o", "--output", metavar="FILE",
                            help="the cost file to write (default costs-HOSTNAME.toml, in the current directory)")
     length = calibrate.add_mutually_exclusive_group()
