@@ -519,6 +519,23 @@ static void set_phase(int phase)
 	} while (loops == start);
 }
 
+#define PREEMPTED 20
+
+/* The mean of the samples, those over PREEMPTED times the median left out (the sort is the median's). */
+static double trimmed_mean(double *samples, int n)
+{
+	double limit = PREEMPTED * median(samples, n), sum = 0;
+	int kept = 0;
+
+	for (int i = 0; i < n; i++) {
+		if (samples[i] < limit) {
+			sum += samples[i];
+			kept++;
+		}
+	}
+	return kept ? sum / kept : limit / PREEMPTED;
+}
+
 static void no_shootdown(const char *why)
 {
 	unavailable("shootdown_wait_ns", why);
@@ -536,10 +553,11 @@ static void no_shootdown(const char *why)
  *     and the shootdown interrupts its CPU took (/proc/interrupts' TLB line).
  * Only when the target is running does a shootdown interrupt it; on a busy host it is not always, so the
  * costs are per interrupt counted, not per round trip:
- *   shootdown_wait_ns = (sum of the round trips with the target - as many of the median alone)
+ *   shootdown_wait_ns = (sum of the round trips with the target - as many of the mean alone)
  *                       / shootdown interrupts
  *   ipi_ns = (the target's running time - its iterations at the undisturbed rate) / shootdown interrupts,
- * each summed over the windows.  A round trip 20 times the median alone was preempted: left out.
+ * each summed over the windows.  Means, not medians, since most round trips may take no interrupt; a
+ * round trip PREEMPTED times the median alone was preempted, and is left out of both.
  */
 static void measure_shootdown(int samples)
 {
@@ -591,7 +609,7 @@ static void measure_shootdown(int samples)
 		set_phase(PARK);
 		for (int i = 0; i < per_window; i++)
 			alone[i] = round_trip(shared.page);
-		double trip_alone = median(alone, per_window);
+		double trip_alone = trimmed_mean(alone, per_window);
 
 		long loops0, loops1;
 		double running0, running1;
@@ -610,7 +628,7 @@ static void measure_shootdown(int samples)
 		t0 = now();
 		while (now() < t0 + WINDOW_NS) {
 			double trip = round_trip(shared.page);
-			if (trip < 20 * trip_alone) {
+			if (trip < PREEMPTED * trip_alone) {
 				extra_wait += trip - trip_alone;
 				trips++;
 			}
