@@ -183,14 +183,14 @@ static long last_level_cache(void)
 
 /*
  * A 4 KiB memcpy from DRAM to DRAM: pages of two buffers each four times the last-level cache, in a
- * shuffled order (no prefetcher guesses the next page).  First the second half of the pages is copied
- * untimed, which pushes out of the cache what filling the buffers left there; then pages of the first
- * half are timed, each copied once.  The buffers ask for huge pages, as the kernel's direct map has, so
+ * shuffled order (no prefetcher guesses the next page).  First the pages of the second half of that
+ * order are copied untimed, which pushes out of the cache what filling the buffers left there; then
+ * pages of the first half are timed, each source page read once and each destination written once.  The buffers ask for huge pages, as the kernel's direct map has, so
  * that the figure is the copy, not TLB misses.
  */
 static void measure_cold(int samples)
 {
-	long size = 4 * last_level_cache();
+	long cache = last_level_cache(), size = 4 * cache;
 	if (size < 64 * MIB)
 		size = 64 * MIB;
 	if (size > 1024 * MIB)
@@ -217,7 +217,7 @@ static void measure_cold(int samples)
 		order[j] = t;
 	}
 	for (long i = pages / 2; i < pages; i++)
-		copy(dst + order[pages - 1 - i] * PAGE, src + order[i] * PAGE, PAGE);
+		copy(dst + order[i] * PAGE, src + order[i] * PAGE, PAGE);
 	int n = samples < pages / 2 / COLD_BATCH ? samples : pages / 2 / COLD_BATCH;
 	double *s = sample_array(n);
 	for (int i = 0; i < n; i++) {
@@ -229,7 +229,7 @@ static void measure_cold(int samples)
 		s[i] = (now() - t0 - timer_ns) / COLD_BATCH;
 	}
 	figure("copy_page_cold_ns", median(s, n));
-	figure("last_level_cache_mib", (double)last_level_cache() / MIB);
+	figure("last_level_cache_mib", (double)cache / MIB);
 	munmap(src, size);
 	munmap(dst, size);
 	free(order);

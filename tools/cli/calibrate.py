@@ -64,13 +64,11 @@ MEASURED_AS = {
                     "where Linux flushes the whole TLB once instead of page by page",
     "invlpg_ns": "each page's own invalidation: the slope of mprotect's time over 1-32 pages (one invlpg each) "
                  "less pte_write_ns",
-    "flush_all_ns": "",
     "shootdown_wait_ns": "the wait of the CPU that changes a PTE, per shootdown: mprotect round trips on a page "
                          "a thread on a second CPU touches, less the same alone, per shootdown interrupt the "
                          "second CPU took",
     "ipi_ns": "what the second CPU loses per shootdown interrupt: the time its loop lost, per interrupt",
     "syscall_ns": "a null system call: syscall(SYS_getpid)",
-    "cycles_per_instruction": "",
     "cpu_ghz": "the core's clock: a chain of dependent adds, one retired per cycle",
 }
 
@@ -261,7 +259,7 @@ def measured_as(key: str, cold: bool) -> str:
         return COLD_COPY + " (--cold; the cached copy is copy_page_hot_ns below)"
     if key == "copy_page_ns":
         return MEASURED_AS[key] + " (from DRAM: copy_page_cold_ns below; vmgames calibrate --cold writes that here)"
-    return MEASURED_AS[key]
+    return MEASURED_AS.get(key, "measured by tools/calibrate/calibrate.c")
 
 
 def also_measured(measurement: Measurement, cold: bool) -> dict[str, float]:
