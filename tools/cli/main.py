@@ -10,6 +10,7 @@ import sys
 
 from kernel import signals
 from tools.cli.asm import command_asm
+from tools.cli.calibrate import command_calibrate
 from tools.cli.experiment import command_experiment
 from tools.cli.output import say_error
 from tools.cli.parser import RUN_USAGE, build_parser
@@ -81,6 +82,8 @@ def _main(argv: list[str], closed_fds: frozenset[int]) -> int:
         return command_experiment(args)
     if args.command == "report":
         return command_report(args)
+    if args.command == "calibrate":
+        return command_calibrate(args)
     return command_run(args, closed_fds)
 
 

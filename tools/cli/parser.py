@@ -13,6 +13,7 @@ from kernel.kernel import DEFAULT_MAX_PROCESSES
 from kernel.sched import DEFAULT_INTERLEAVE, DEFAULT_QUANTUM
 from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
 from tools import trace
+from tools.cli.calibrate import CALIBRATE_DESCRIPTION, CALIBRATE_EPILOG, DEFAULT_SAMPLES, QUICK_SAMPLES
 from tools.experiments import zerocopy
 
 DESCRIPTION = """\
@@ -97,7 +98,9 @@ with --stats or --trace.
 examples:
   vmgames experiment zerocopy
   vmgames experiment zerocopy --workloads static pool --modes cow vmsplice --sizes 64k --total 4m
-  vmgames experiment zerocopy --costs cold.json     (e.g. {"copy_page_ns": 1000})"""
+  vmgames experiment zerocopy --costs cold.json     (e.g. {"copy_page_ns": 1000})
+  vmgames experiment zerocopy --costs costs/2006.toml      (published 2006-era prices)
+  vmgames experiment zerocopy --costs costs-HOST.toml      (this host's, from vmgames calibrate)"""
 
 
 DEFAULT_SNAPSHOT = "vmgames-snapshot.dot"
@@ -298,7 +301,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     zc.add_argument("--wire-rate", type=int, default=zerocopy.DEFAULT_WIRE_RATE, metavar="N",
                     help=f"bytes the wire drains per 1000 instructions (default {zerocopy.DEFAULT_WIRE_RATE})")
     zc.add_argument("--costs", metavar="FILE",
-                    help="override the cost model's defaults from a JSON or TOML file (see tools/costmodel.py)")
+                    help="override the cost model's defaults from a JSON or TOML file (see tools/costmodel.py; "
+                         "vmgames calibrate writes one for this host, costs/2006.toml has 2006-era prices)")
     zc.add_argument("--csv", metavar="FILE", default="zerocopy.csv",
                     help="where to write the per-cell figures (default zerocopy.csv)")
     zc.add_argument("--plot", metavar="DIR", default=".",
@@ -316,4 +320,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                         help="also draw faults over time, a per-page fault heat map and chain depth (PNG and SVG)")
     report.add_argument("--perfetto", metavar="FILE",
                         help="also write the trace in Chrome's trace-event format (open it in ui.perfetto.dev)")
-    return parser, {"asm": asm, "run": run, "experiment": experiment, "report": report}
+    calibrate = commands.add_parser(
+        "calibrate", help="measure the cost model's prices on this host and write them as a cost file",
+        description=CALIBRATE_DESCRIPTION, epilog=CALIBRATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    calibrate.add_argument("-o", "--output", metavar="FILE",
+                           help="the cost file to write (default costs-HOSTNAME.toml, in the current directory)")
+    length = calibrate.add_mutually_exclusive_group()
+    length.add_argument("--repeat", type=parse_count, default=DEFAULT_SAMPLES, metavar="N",
+                        help=f"timed samples behind each figure's median (default {DEFAULT_SAMPLES:,})")
+    length.add_argument("--quick", action="store_true", help=f"a short run: --repeat {QUICK_SAMPLES}, about a second")
+    calibrate.add_argument("--cold", action="store_true",
+                           help="price a page copy from DRAM, not from the cache (copy_page_ns)")
+    return parser, {"asm": asm, "run": run, "experiment": experiment, "report": report, "calibrate": calibrate}
