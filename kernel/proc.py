@@ -66,6 +66,7 @@ class Process:
     signal: int = 0                          # the signal that killed it, or 0
     death: str = ""                          # one line saying how it died, for the user
     instructions: int = 0                    # instructions this process retired
+    cpu: int = 0                             # the CPU it runs on, or last ran on
     channel: Any = None                      # what a sleeping process waits for
     reaped: list[int] = field(default_factory=list)   # pids of the children it has waited for
     exit_order: int = 0                      # when it exited, to reap children in that order

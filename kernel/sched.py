@@ -22,7 +22,7 @@ at its next instruction boundary.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from emulator import traps
 from emulator.cpu import SYSCALL_LENGTH
@@ -286,6 +286,7 @@ class Scheduler:
     def _switch_to(self, proc: Process) -> None:
         pcpu = self.pcpu
         pcpu.current = proc
+        proc.cpu = pcpu.index
         self.recorder.pid = proc.pid
         if pcpu.loaded is proc:
             return
@@ -311,6 +312,18 @@ class Scheduler:
         loaded = self.pcpu.loaded
         if loaded is not None and loaded.state != ZOMBIE:
             self.machine.cpu.save(loaded.context)
+
+    def registers_of(self, proc: Process) -> Any:
+        """Where `proc`'s registers are, for a debugger: None when they are live in the selected CPU, else its
+        saved context (taken out of another CPU's engine first: that CPU restores it when it runs `proc` again,
+        so a register a debugger changes there is not lost)."""
+        if self.pcpu.loaded is proc:
+            return None
+        for pcpu in self.cpus:
+            if pcpu.loaded is proc:
+                pcpu.processor.cpu.save(proc.context)
+                pcpu.loaded = None
+        return proc.context
 
     def unload(self, proc: Process) -> None:
         """`proc` is gone (it exited): no CPU keeps its registers."""

@@ -1,11 +1,16 @@
 """Several CPUs: one engine, CR3 and TLB each over the one RAM; shootdowns counted exactly; the same run
 gives the same trace; threads run on every CPU with the host's output."""
 
+import json
 import os
+import re
+import shutil
+import subprocess
 
 import pytest
 
 from tests.programs import EXIT_0, mmap
+from tests.test_gdb_stub import _start as _gdb_start
 from tools.cli import main
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -103,8 +108,6 @@ def test_the_same_run_gives_the_same_events_and_another_seed_another_interleavin
 
 @pytest.mark.parametrize("cpus", [1, 2, 4, 8])
 def test_a_pthreads_program_prints_what_it_prints_on_linux(cpus, capfd):
-    import subprocess
-
     host = subprocess.run([THREADS], capture_output=True, check=True).stdout
     capfd.readouterr()
     assert main(["run", "--cpus", str(cpus), THREADS]) == 0
@@ -127,3 +130,54 @@ def test_every_cpu_runs_threads_and_idles_in_the_open(capfd):
 def test_bad_cpu_options_are_refused_in_one_line(argv, message, capfd):
     assert main(["run", *argv, THREADS]) == 2
     assert capfd.readouterr().err == f"vmgames: {message}\n"
+
+
+STALE_TLB = os.path.join(ROOT, "build", "stale_tlb")
+
+
+def _stale_tlb_run(tmp_path, *options):
+    stats = tmp_path / "stats.json"
+    status = main(["run", "--cpus", "2", "--stats-json", str(stats), *options, STALE_TLB])
+    return status, json.loads(stats.read_text()) if stats.exists() else None
+
+
+def test_a_cow_send_under_a_writer_on_another_cpu_delivers_what_was_sent(tmp_path, capfd):
+    status, stats = _stale_tlb_run(tmp_path)
+    assert status == 0
+    assert capfd.readouterr().out.startswith("sent 32768 bytes copy-on-write while the other thread wrote ")
+    sends = stats["sends"]
+    assert (sends["pages_held_cow"], sends["bytes_delivered"], sends["bytes_corrupt"]) == (8, 32768, 0)
+    # The send write-protected each of the 8 pages (pmap_remove_write is per page, as in FreeBSD): a shootdown
+    # to the writer's CPU each.  The writer's next write to each faulted (a protection fault) and got a copy,
+    # which replaced the held frame where the main thread's CPU (idle, keeping the address space loaded) may
+    # cache it: 8 more.
+    assert stats["faults"]["protection"] == 8      # each a write to a page in flight, which copies it
+    assert stats["tlb_by_reason"]["cow-send"]["shootdowns"] == 16
+    assert stats["tlb_by_reason"]["cow-send"]["ipis"] == 16 == stats["freebsd_ipis"]["ipi_invlpg_counts"]
+
+
+def test_without_the_shootdown_the_writer_corrupts_the_pages_in_flight(tmp_path, capfd):
+    status, stats = _stale_tlb_run(tmp_path, "--skip-invalidation", "remote-shootdown")
+    assert status == 0
+    assert stats["sends"]["bytes_corrupt"] > 0
+    assert stats["tlb"]["shootdowns"] == 0
+    capfd.readouterr()
+    assert main(["run", "--cpus", "2", "--check-tlb", "--skip-invalidation", "remote-shootdown", STALE_TLB]) == 3
+    err = capfd.readouterr().err
+    assert "(reason cow-send: " in err and "had no shootdown IPI to CPU" in err
+
+
+@pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed (.ci/run installs it)")
+def test_gdb_shows_which_cpu_each_thread_is_on_and_monitor_cpus_every_cpu():
+    vm, port = _gdb_start("--cpus", "2", STALE_TLB)
+    script = ["set pagination off", "set confirm off", f"target remote 127.0.0.1:{port}", "break writer",
+              "continue", "info threads", "monitor cpus", "kill"]
+    result = subprocess.run(["gdb", "-batch", "-nx", *(x for c in script for x in ("-ex", c)), STALE_TLB],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    vm.communicate(timeout=120)
+    output = result.stdout + result.stderr
+    threads = re.findall(r"stale_tlb \[1\](?: thread \d+)?, \w+, (?:last )?on cpu (\d)", output)
+    assert len(threads) == 2, output
+    cpus = re.findall(r"^cpu (\d)(?: \(selected\))?: (runs stale_tlb \[1\] thread \d+|idle); ", output, re.M)
+    assert [cpu for cpu, _ in cpus] == ["0", "1"], output
+    assert all(what.startswith("runs stale_tlb [1]") for _, what in cpus), output

@@ -59,7 +59,8 @@ def test_the_header_records_every_option_that_changes_the_events(build, tmp_path
                                  "root": ".", "env": [],
                                  "trace_events": None, "wire_rate": DEFAULT_WIRE_RATE,
                                  "wire_buffer": DEFAULT_WIRE_CAPACITY, "snapshot_at": None, "gdb": False,
-                                 "break_on": None, "max_procs": DEFAULT_MAX_PROCESSES, "max_instructions": None,
+                                 "break_on": None, "skip_invalidation": [], "max_procs": DEFAULT_MAX_PROCESSES,
+                                 "max_instructions": None,
                                  "timeout": None, "cwd": os.getcwd()}
     slow, *_ = _trace(build, tmp_path, "--wire-rate", "7", "--wire-buffer", "16K", "--snapshot-at", "exit",
                       "--snapshot", str(tmp_path / "vm.dot"), "--max-procs", "9", "--max-instructions", "1000000",

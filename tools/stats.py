@@ -108,11 +108,13 @@ def format_table(stats: dict[str, Any]) -> str:
         if row["invalidate_page"] or row["invalidate_all"]:
             rows.append((f"  {reason} ({row['linux']})", f"{row['invalidate_page']} / {row['invalidate_all']}"))
     if stats["tlb"]["shootdowns"]:
-        rows.append(("TLB shootdowns by reason: sent (TLB_REMOTE_SEND_IPI) / IPIs taken (TLB_REMOTE_SHOOTDOWN)", ""))
+        # Linux traces the two ends as TLB_REMOTE_SEND_IPI and TLB_REMOTE_SHOOTDOWN.
+        rows.append(("TLB shootdowns by reason: sent / IPIs taken", ""))
         for reason, row in stats["tlb_by_reason"].items():
             if row["shootdowns"]:
                 rows.append((f"  {reason}", f"{row['shootdowns']} / {row['ipis']}"))
-        section("shootdown IPIs taken, as FreeBSD counts them", stats["freebsd_ipis"])
+        rows.append(("shootdown IPIs taken, as FreeBSD counts them", ""))
+        rows += [("  " + name, str(n)) for name, n in stats["freebsd_ipis"].items()]
     rows.append(("Linux /proc/vmstat", ""))
     rows += [("  " + name, str(n)) for name, n in stats["linux_vmstat"].items()]
 

@@ -35,9 +35,20 @@ if TYPE_CHECKING:
 # Changing more pages than this at once costs one full flush rather than one
 # invalidation per page: Linux's tlb_single_page_flush_ceiling (x86, default 33).
 TLB_SINGLE_PAGE_FLUSH_CEILING = 33
-# Fault injection for the TLB sanitizer's tests only: invalidations with these reasons are "forgotten";
-# REMOTE forgets every IPI (the local invalidations are still made).
-SKIPPED_INVALIDATIONS: set[str] = set()
+# Why a translation is invalidated: the `reason` of every tlb and pte event (docs/trace-format.md).
+REASONS = {
+    "fault": "a fault replaced a mapping",
+    "cow": "a copy-on-write copy replaced a mapped frame",
+    "cow-send": "a copy-on-write send write-protected a page, or a write to a page in flight got its copy",
+    "fork": "fork write-protected the parent",
+    "mprotect": "mprotect took rights away",
+    "munmap": "munmap, mremap, or brk shrinking",
+    "madvise": "madvise(MADV_DONTNEED)",
+    "collapse": "a collapse moved a page between objects",
+    "page-remove": "a page left its object",
+    "terminate": "an object's last reference went",
+}
+# Forgets every shootdown IPI, whatever the reason; the local invalidations are still made.
 REMOTE = "remote-shootdown"
 # The interrupts a target takes (event kinds, on the target's CPU).
 IPI_INVLPG, IPI_INVLRNG, IPI_INVLTLB = "ipi-invlpg", "ipi-invlrng", "ipi-invltlb"
@@ -50,10 +61,13 @@ class TLBShootdown:
         self.machine = machine
         self.recorder = recorder
         self.cpus = cpus
+        # Fault injection (vmgames run --skip-invalidation, to see what a missing shootdown does, and the
+        # sanitizer's tests): the invalidations made for these reasons, or with REMOTE every IPI, are forgotten.
+        self.skipped: set[str] = set()
 
     def invalidate(self, active_cpus: set[int], addresses: list[int], reason: str) -> None:
         """Invalidate `addresses` of an address space loaded on `active_cpus`, wherever it is loaded."""
-        if not active_cpus or not addresses or reason in SKIPPED_INVALIDATIONS:
+        if not active_cpus or not addresses or reason in self.skipped:
             return
         here = self.machine.current.index
         whole = len(addresses) > TLB_SINGLE_PAGE_FLUSH_CEILING
@@ -66,7 +80,7 @@ class TLBShootdown:
                 for va in addresses:
                     self.recorder.event("tlb", "invalidate-page", address=va, reason=reason)
                     tlb.invalidate_page(va)
-        if len(active_cpus) > (here in active_cpus) and REMOTE not in SKIPPED_INVALIDATIONS:
+        if len(active_cpus) > (here in active_cpus) and REMOTE not in self.skipped:
             self._send(sorted(active_cpus - {here}), addresses, whole, reason)
 
     def _send(self, targets: list[int], addresses: list[int], whole: bool, reason: str) -> None:

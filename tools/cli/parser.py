@@ -260,6 +260,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                      help="the TLB sanitizer: before user code runs, every translation the TLB may still hold must "
                           "agree with the page tables; a stale one (a PTE changed without its invalidation) stops "
                           "the run, naming the PTE write that lacked it (exit status 3)")
+    run.add_argument("--skip-invalidation", metavar="REASON", action="append", default=[],
+                     help="fault injection, to see what a missing invalidation does: the kernel forgets the TLB "
+                          "invalidations (local and remote) it makes for REASON (fork, cow, cow-send, mprotect, "
+                          "munmap, madvise, collapse, page-remove, terminate, fault), or with remote-shootdown "
+                          "every shootdown IPI; may be given more than once (docs/smp.md)")
     run.add_argument("--break-on", metavar="fault[:KIND]|syscall:NAME",
                      help="stop in Python's debugger (pdb, or $PYTHONBREAKPOINT) inside the kernel, before it "
                           "handles each such fault or syscall; NAME is Linux's (newfstatat), strace's for a "

@@ -14,6 +14,7 @@ from emulator.machine import MAX_CPUS
 from kernel import errno
 from kernel.errno import SyscallError
 from kernel.kernel import Kernel
+from kernel.vm import shootdown
 from tools import stats as run_stats
 from tools import trace
 from tools.boot import boot
@@ -111,6 +112,7 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
                           max_procs=args.max_procs, wire_rate=args.wire_rate, wire_buffer=args.wire_buffer,
                           uid=args.uid, gid=args.gid)
             machine = kernel.machine
+            kernel.shootdown.skipped = set(args.skip_invalidation)
         except (OSError, MemoryError, OverflowError) as error:
             why = getattr(error, "strerror", None) or "out of memory"
             say_error(f"--ram {_gib(args.ram)}: the host cannot give that much memory ({why})")
@@ -126,7 +128,8 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
                        "seed": args.seed, "uid": args.uid, "gid": args.gid,
                        "trace_events": sorted(trace_types) if trace_types else None,
                        "wire_rate": args.wire_rate, "wire_buffer": args.wire_buffer, "snapshot_at": args.snapshot_at,
-                       "gdb": args.gdb is not None, "break_on": args.break_on, "max_procs": args.max_procs,
+                       "gdb": args.gdb is not None, "break_on": args.break_on,
+                       "skip_invalidation": args.skip_invalidation, "max_procs": args.max_procs,
                        "max_instructions": args.max_instructions, "timeout": args.timeout, "cwd": os.getcwd()}
             trace_sink = trace.writer(
                 trace_file, trace.header(args.program, [args.program] + args.args, options, args.ram), trace_types)
@@ -241,6 +244,10 @@ def _run_options_problem(args: argparse.Namespace) -> str | None:
         name, equals, _ = variable.partition("=")
         if not equals or not name:
             return f"--env takes NAME=VALUE, not {variable!r}"
+    for reason in args.skip_invalidation:
+        if reason not in shootdown.REASONS and reason != shootdown.REMOTE:
+            return (f"--skip-invalidation: no invalidation is made for {reason!r}; the reasons are "
+                    f"{', '.join([*shootdown.REASONS, shootdown.REMOTE])}")
     if not 1 <= args.cpus <= MAX_CPUS:
         return f"--cpus must be 1 to {MAX_CPUS}, not {args.cpus}"
     for option, value in (("--quantum", args.quantum), ("--interleave", args.interleave),

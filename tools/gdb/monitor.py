@@ -24,6 +24,7 @@ from kernel.vm.map import prot_letters
 from kernel.vm.object import VMObject
 from kernel.vmmeter import TraceSink, record
 from tools import stats as run_stats
+from tools import vmstat
 
 if TYPE_CHECKING:
     from tools.gdb.execution import ExecutionControl
@@ -35,6 +36,7 @@ monitor vm                  every process's map entries, protections and shadow 
 monitor pte ADDR            the 4-level page walk of ADDR, every entry's bits
 monitor chain ADDR          the shadow chain at ADDR and which level holds the page
 monitor tlb [N]             CR3, invalidation counts, the last N invalidations
+monitor cpus                each CPU: what it runs, the address space it has loaded, its TLB and clock
 monitor stats               what the kernel did so far (the --stats table)
 monitor faults [N]          the last N faults (default 10)
 monitor break fault [KIND]  stop before the kernel handles each fault (of KIND), until 'break clear'
@@ -75,6 +77,8 @@ def command(stub: GdbStub, text: str) -> bytes | None:
             out = tlb(stub.kernel, stub.tap, count) if name == "tlb" else faults(stub.tap, count)
         elif name == "stats":
             out = stats(stub.kernel)
+        elif name == "cpus":
+            out = cpus(stub.kernel)
         elif name == "break":
             out = _break(stub.control, args)
         elif name == "step-kernel":
@@ -217,12 +221,38 @@ def tlb(kernel: Kernel, tap: EventTap, count: int) -> str:
              "(Unicorn's TLB is flushed whole, before user code runs again)",
              f"invalidations so far: {recorder.count('tlb', 'invalidate-page')} invalidate-page, "
              f"{recorder.count('tlb', 'invalidate-all')} invalidate-all"]
+    several = len(kernel.cpus) > 1
+    if several:
+        lines.append(f"shootdowns so far: {recorder.count('tlb', 'shootdown')} sent, "
+                     f"{sum(recorder.count('tlb', kind) for kind in vmstat.IPI_KINDS)} IPIs taken")
     recent = list(tap.tlb)[-count:]
     if recent:
         lines.append(f"the last {len(recent)}:")
     for event in recent:
         where = f" {event['address']:#x}" if event.get("address") is not None else ""
-        lines.append(f"  t={event['t']} pid {event['pid']}: {event['kind']}{where} ({event['reason']})")
+        cpu = f" cpu {event['cpu']}" if several else ""
+        lines.append(f"  t={event['t']}{cpu} pid {event['pid']}: {event['kind']}{where} ({event['reason']})")
+    return "\n".join(lines)
+
+
+def cpus(kernel: Kernel) -> str:
+    """Each CPU: the task it runs (or idle), whose address space its CR3 holds (kept while idle: lazy TLB),
+    how many translations its TLB may hold, flushes and IPIs still to take, its clock."""
+    lines = []
+    for pcpu in kernel.cpus:
+        processor = pcpu.processor
+        proc = pcpu.current
+        running = f"runs {proc.name} [{proc.tgid}] thread {proc.pid}" if proc is not None else "idle"
+        space = pcpu.active_vmspace
+        users = [p for p in kernel.processes.values() if p.vmspace is space and p.state != ZOMBIE]
+        loaded = (f"cr3 {processor.cr3:#x} ({users[0].name} [{users[0].tgid}]'s address space"
+                  f"{', kept while idle' if proc is None else ''})" if space is not None and users
+                  else "no address space loaded")
+        waiting = f", {len(pcpu.ipis)} shootdown IPIs to take" if pcpu.ipis else ""
+        flush = ", a flush pending" if processor.tlb.pending else ""
+        lines.append(f"cpu {pcpu.index}{' (selected)' if pcpu is kernel.pcpu else ''}: {running}; {loaded}; "
+                     f"TLB may hold {len(processor.tlb.held)} translations{flush}{waiting}; t = {processor.now:,} "
+                     f"({processor.idle_time:,} idle)")
     return "\n".join(lines)
 
 

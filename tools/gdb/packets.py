@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from emulator import mmu
 from emulator import pte as E
+from kernel.kernel import Kernel
 from kernel.proc import ZOMBIE, Process
 from kernel.vm.fault import find_page
 from tools.gdb import monitor
@@ -42,6 +43,14 @@ def parse_hex(text: bytes) -> int:
     if not text or text.strip(b"0123456789abcdefABCDEF"):
         raise ValueError(f"not a hex number: {text!r}")
     return int(text, 16)
+
+
+def on_cpu(kernel: Kernel, proc: Process) -> str:
+    """Where a thread runs, for `info threads` on a machine of several CPUs ("" on one)."""
+    if len(kernel.cpus) == 1:
+        return ""
+    running = kernel.cpus[proc.cpu].current is proc
+    return f", {'on' if running else 'last on'} cpu {proc.cpu}"
 
 
 def stop_reply(stop: Stop) -> bytes:
@@ -138,7 +147,7 @@ def _query(stub: GdbStub, packet: bytes) -> bytes | None:
         proc = stub.process(parse_hex(packet.split(b",")[1]))
         # A process's first thread shows as "name [pid]", its others as "name [pid] thread tid".
         thread = f" thread {proc.pid}" if proc and not proc.is_leader else ""
-        text = f"{proc.name} [{proc.tgid}]{thread}, {proc.state}" if proc else "gone"
+        text = f"{proc.name} [{proc.tgid}]{thread}, {proc.state}{on_cpu(stub.kernel, proc)}" if proc else "gone"
         return text.encode().hex().encode()
     if packet.startswith(b"qRcmd,"):
         return monitor.command(stub, bytes.fromhex(packet[6:].decode()).decode(errors="replace"))

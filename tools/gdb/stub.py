@@ -128,8 +128,8 @@ class GdbStub:
         return proc
 
     def context(self, proc: Process) -> Any:
-        """Where `proc`'s registers are: None when live on the CPU, else its saved context."""
-        return None if self.kernel.loaded is proc else proc.context
+        """Where `proc`'s registers are: None when live on the selected CPU, else its saved context."""
+        return self.kernel.registers_of(proc)
 
     def register(self, proc: Process, name: str) -> int:
         """Register `name` of `proc` as gdb should see it."""
