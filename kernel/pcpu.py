@@ -42,6 +42,7 @@ class PerCPU:
         self.active_vmspace: VMSpace | None = None  # whose page tables its CR3 points at (kept while idle)
         self.slice_end = 0                          # when the current task's quantum ends, in this CPU's time
         self.ipis: list[ShootdownIPI] = []          # sent here, not taken yet
+        self.woken: list[Process] = []              # woken while this CPU was idle: it takes them first
 
     def __repr__(self) -> str:
         return f"<cpu {self.index}>"

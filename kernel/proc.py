@@ -169,7 +169,7 @@ class ProcessTable:
             self.recorder.pid = previous_pid
         self._next_pid += 1
         self.processes[proc.pid] = proc
-        self.run_queue.append(proc)
+        self.enqueue(proc)
         self.recorder.event("proc", "spawn", child=proc.pid, path=file.path)
         return proc
 
@@ -210,7 +210,7 @@ class ProcessTable:
         # We are inside the parent's syscall: rip is still on the syscall instruction.
         child.context = self.machine.cpu.copy_context(self.machine.cpu.rip + SYSCALL_LENGTH, 0, **changes)
         self.processes[child.pid] = child
-        self.run_queue.append(child)
+        self.enqueue(child)
         kind = "thread" if thread else "vfork" if flags & CLONE_VM else "fork"
         self.recorder.event("proc", kind, child=child.pid)
         return child
@@ -260,13 +260,13 @@ class ProcessTable:
     def wake(self, proc: Process, result: int) -> None:
         """End one task's sleep: its syscall returns `result` (a futex wake, a timeout, vfork's end)."""
         proc.state, proc.channel, proc.restart_result = RUNNABLE, None, result
-        self.run_queue.append(proc)
+        self.enqueue(proc)
 
     def wakeup(self, channel: object) -> None:
         for proc in self.processes.values():
             if proc.state == SLEEPING and proc.channel == channel:
                 proc.state, proc.channel = RUNNABLE, None
-                self.run_queue.append(proc)
+                self.enqueue(proc)
 
     def exit(self, proc: Process, code: int, signal: int = 0, death: str = "") -> None:
         """End the process `proc` belongs to (exit_group, a fatal signal): its other threads, then `proc`,

@@ -94,8 +94,8 @@ class Scheduler:
             if not ran:
                 if self._idle_until_next():
                     continue
-                if self.run_queue:
-                    # Only held processes are left (nothing else stays on the queue): their holder decides.
+                if self._queued():
+                    # Only held processes are left (nothing else stays on the queues): their holder decides.
                     for observer in self.observers:
                         observer.on_held(self)
                     continue
@@ -165,7 +165,7 @@ class Scheduler:
                 self.run_queue.append(proc)
             proc = pcpu.current = None
         if proc is None:
-            proc = self._next_to_run()
+            proc = self._next_to_run(pcpu)
             if proc is None:
                 return False
             pcpu.slice_end = self.machine.now + self.quantum
@@ -193,15 +193,33 @@ class Scheduler:
     def _may_run(self, proc: Process) -> bool:
         return all(observer.may_run(proc) for observer in self.observers)
 
-    def _next_to_run(self) -> Process | None:
-        """Take the first runnable process a debugger does not hold off the run queue, dropping stale entries.
+    def enqueue(self, proc: Process) -> None:
+        """`proc` can run again (it was made, woken, or sent a signal): an idle CPU takes it first, as Linux's
+        select_task_rq and FreeBSD's sched_pickcpu choose an idle CPU for a waking thread; else it waits in
+        the run queue for whichever CPU looks for work next."""
+        if len(self.cpus) > 1:
+            for pcpu in self.cpus:
+                if pcpu.current is None and not pcpu.woken:
+                    pcpu.woken.append(proc)
+                    return
+        self.run_queue.append(proc)
 
-        A held process goes to the back of the queue, keeping its turn among the held.  None when there is
-        none: the queue then holds only runnable processes the debugger holds.
+    def _queued(self) -> bool:
+        return bool(self.run_queue) or any(pcpu.woken for pcpu in self.cpus)
+
+    def _next_to_run(self, pcpu: PerCPU) -> Process | None:
+        """Take the first runnable process a debugger does not hold: one woken onto this CPU, else the first
+        of the run queue; stale entries are dropped.
+
+        A held process goes to the back of the run queue, keeping its turn among the held.  None when there
+        is none: the queues then hold only runnable processes the debugger holds.
         """
+        if pcpu.woken:
+            self.run_queue.extendleft(reversed(pcpu.woken))
+            pcpu.woken.clear()
         for _ in range(len(self.run_queue)):
             proc = self.run_queue.popleft()
-            if proc.state != RUNNABLE or any(pcpu.current is proc for pcpu in self.cpus):
+            if proc.state != RUNNABLE or any(other.current is proc for other in self.cpus):
                 continue
             if not self._may_run(proc):
                 self.run_queue.append(proc)

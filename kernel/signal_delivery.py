@@ -95,7 +95,7 @@ def send(kernel: Kernel, target: Process, signal: int, info: bytes, reason: str,
     target.pending.setdefault(signal, info)
     if target.state == SLEEPING and not target.blocked & bit(signal) and not _killable_only(target.channel):
         target.state, target.channel, target.interrupted = RUNNABLE, None, True
-        kernel.run_queue.append(target)
+        kernel.enqueue(target)
 
 
 def _killable_only(channel: object) -> bool:

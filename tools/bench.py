@@ -141,8 +141,113 @@ child:
 """
 
 
+CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000   # VM, FS, FILES, SIGHAND, THREAD
+
+# Four threads share {n} iterations of the compute loop (n/4 each, the main thread's included); the last to
+# finish wakes the main thread, which waits on a futex (it spins on no CPU) and exits.
+FOUR_THREADS_LOOP = f"""
+.intel_syntax noprefix
+.globl _start
+.text
+_start:
+    mov r12d, 3
+spawn:
+    mov eax, 56
+    mov edi, {CLONE_THREAD_FLAGS}
+    xor esi, esi
+    xor edx, edx
+    xor r10d, r10d
+    xor r8d, r8d
+    syscall
+    test rax, rax
+    jz worker
+    dec r12d
+    jnz spawn
+    call compute
+wait:
+    mov eax, [rip + done]
+    cmp eax, 3
+    je finished
+    lea rdi, [rip + done]
+    mov esi, 128
+    mov edx, eax
+    xor r10d, r10d
+    mov eax, 202
+    syscall
+    jmp wait
+finished:
+    mov eax, 231
+    xor edi, edi
+    syscall
+worker:
+    call compute
+    lock inc dword ptr [rip + done]
+    lea rdi, [rip + done]
+    mov esi, 129
+    mov edx, 1
+    mov eax, 202
+    syscall
+    mov eax, 60
+    xor edi, edi
+    syscall
+compute:
+    mov rcx, {{quarter}}
+again:
+    add rax, rcx
+    xor rbx, rax
+    dec rcx
+    jnz again
+    ret
+.data
+done: .long 0
+"""
+
+# One thread write-protects a page, gives the right back and writes it (a fault puts the right back in the
+# PTE), {n} times, while another, on the other CPU, reads it: each round trip is one shootdown.
+SHOOTDOWN_ROUND_TRIPS = f"""
+.intel_syntax noprefix
+.globl _start
+.text
+_start:
+    mov qword ptr [rip + area], 1
+    mov eax, 56
+    mov edi, {CLONE_THREAD_FLAGS}
+    xor esi, esi
+    xor edx, edx
+    xor r10d, r10d
+    xor r8d, r8d
+    syscall
+    test rax, rax
+    jz reader
+    mov r12d, {{n}}
+again:
+    lea rdi, [rip + area]
+    mov esi, 4096
+    mov edx, 1
+    mov eax, 10
+    syscall
+    lea rdi, [rip + area]
+    mov esi, 4096
+    mov edx, 3
+    mov eax, 10
+    syscall
+    mov qword ptr [rip + area], 2
+    dec r12d
+    jnz again
+    mov eax, 231
+    xor edi, edi
+    syscall
+reader:
+    mov rax, [rip + area]
+    jmp reader
+.bss
+.align 4096
+area: .zero 4096
+"""
+
+
 @contextlib.contextmanager
-def _bench_kernel(source: str, ram: int = 256 << 20, deterministic: bool = True):
+def _bench_kernel(source: str, ram: int = 256 << 20, deterministic: bool = True, **options):
     """A kernel that has already run `source` once, and a function that runs it again.
 
     The first run is never timed: it pays for the host touching the machine's
@@ -153,8 +258,8 @@ def _bench_kernel(source: str, ram: int = 256 << 20, deterministic: bool = True)
         path = os.path.join(scratch, "bench")
         with open(path, "wb") as f:
             f.write(assemble(source, "bench.s"))
-        kernel = boot(ram, deterministic=deterministic, root=scratch,
-                        stdout=io.BytesIO(), stderr=io.BytesIO())
+        kernel = boot(ram, deterministic=deterministic, root=scratch, stdout=io.BytesIO(), stderr=io.BytesIO(),
+                      **options)
 
         def run_once() -> None:
             kernel.spawn(kernel.fs.open_host(path), ["bench"], [])
@@ -164,9 +269,10 @@ def _bench_kernel(source: str, ram: int = 256 << 20, deterministic: bool = True)
         yield kernel, run_once
 
 
-def _time_program(source: str, deterministic: bool = True, repeats: int = 3, ram: int = 256 << 20) -> float:
-    """Best wall time of running `source` from spawn to exit, on a warm machine."""
-    with _bench_kernel(source, ram, deterministic) as (kernel, run_once):
+def _time_program(source: str, deterministic: bool = True, repeats: int = 3, ram: int = 256 << 20,
+                  **options) -> float:
+    """Best wall time of running `source` from spawn to exit, on a warm machine booted with `options`."""
+    with _bench_kernel(source, ram, deterministic, **options) as (kernel, run_once):
         best = float("inf")
         for _ in range(repeats):
             start = time.perf_counter()
@@ -238,6 +344,56 @@ def _per_event(template: str, small: int, large: int, **extra: int) -> float:
     return (t_large - t_small) / (large - small)
 
 
+def _smp_figures() -> None:
+    """Issue 14: compute on four CPUs against one, the cost of a CPU switch and of a shootdown."""
+    print("issue 14 (goals in brackets)")
+    n = 20_000_000
+    source = FOUR_THREADS_LOOP.replace("{quarter}", str(n // 4))
+    one = _time_program(source, cpus=1)
+    four = _time_program(source, cpus=4)
+    print(f"  compute, 4 threads on 4 CPUs       {4 * n / four / 1e6:8.0f} M instructions/s  "
+          f"({one / four:.2f}x the same work on 1 CPU: {4 * n / one / 1e6:.0f})  [>= 0.8x]")
+    # Each CPU's turn is `interleave` instructions: the difference between two interleaves, per turn.
+    fine, coarse = 2_000, 100_000
+    t_fine = _time_program(source, cpus=4, interleave=fine)
+    t_coarse = _time_program(source, cpus=4, interleave=coarse)
+    turns = 4 * n * (1 / fine - 1 / coarse)
+    print(f"  a CPU switch (one CPU's turn)      {(t_fine - t_coarse) / turns * 1e6:8.2f} us  "
+          f"(interleave {fine:,} against {coarse:,} instructions)")
+    trips = 20_000
+    with _bench_kernel(SHOOTDOWN_ROUND_TRIPS.replace("{n}", str(trips)), cpus=2) as (kernel, run_once):
+        before = kernel.recorder.count("tlb", "ipi-invlpg")
+        spent = _time_calls(kernel.shootdown, "_send", kernel, "_take_ipis", run=run_once)
+        ipis = (kernel.recorder.count("tlb", "ipi-invlpg") - before) // 3     # in each of the three runs
+    print(f"  a shootdown (one IPI, taken)       {spent / ipis * 1e6:8.2f} us  "
+          f"(sending it and taking it, of {ipis:,}; the target's TLB refills come on top; host Linux: "
+          "vmgames calibrate)")
+
+
+def _time_calls(*targets_and_names: object, run) -> float:
+    """Seconds spent inside the named methods (object, name, object, name, ...) during run(), best of 3."""
+    best = float("inf")
+    pairs = list(zip(targets_and_names[::2], targets_and_names[1::2], strict=True))
+    originals = [getattr(target, name) for target, name in pairs]
+    for _ in range(3):
+        spent = [0.0]
+        for (target, name), original in zip(pairs, originals, strict=True):
+            def timed(*args, _original=original, _spent=spent):
+                start = time.perf_counter()
+                try:
+                    return _original(*args)
+                finally:
+                    _spent[0] += time.perf_counter() - start
+            setattr(target, name, timed)
+        try:
+            run()
+        finally:
+            for (target, name), original in zip(pairs, originals, strict=True):
+                setattr(target, name, original)
+        best = min(best, spent[0])
+    return best
+
+
 def main() -> None:
     instructions = 4 * LOOP_ITERATIONS
     raw = instructions / _raw_unicorn_loop(LOOP_ITERATIONS) / 1e6
@@ -269,6 +425,7 @@ def main() -> None:
     round_trip = _per_event(FORK_EXIT_WAIT, 100, 1000)
     print(f"  fork + exit + wait round trip      {round_trip * 1e6:8.2f} us  ({1 / round_trip:,.0f} per second)")
     _trace_figures()
+    _smp_figures()
 
 
 def _trace_figures() -> None:

@@ -170,9 +170,12 @@ def _apply(vmspace: VMSpace, allocator: PageAllocator, va: int, access: int, dec
             # Shared with a lower object, another map, or the file's own page: writable only in a shadow's copy.
             prot &= ~PROT_WRITE
         in_flight = None
-        if level == 0 and write and page.cow:
-            in_flight, page = page, _copy_in_flight(vmspace, allocator, first, va & ~0xFFF, page)
-            reason = "cow-send"
+        if level == 0 and write and page.hold_count:
+            # A sink holds the page: sent copy-on-write, or lent by vmsplice and reached now through a read-only
+            # mapping (a forked child lent it; a collapse moved it here).  Linux's do_wp_page reuses a page only
+            # when nothing else references it: the writer gets a copy, the receiver the page as it was.
+            reason = "cow-send" if page.cow else "cow"
+            in_flight, page = page, _copy_in_flight(vmspace, allocator, first, va & ~0xFFF, page, reason)
         if page.cow:
             prot &= ~PROT_WRITE
         vmspace.pmap.enter(va & ~0xFFF, page, prot, reason)
@@ -235,18 +238,19 @@ def _copy_up(allocator: PageAllocator, first: VMObject, pindex: int, holder: VMO
     return copy
 
 
-def _copy_in_flight(vmspace: VMSpace, allocator: PageAllocator, obj: VMObject, va: int, page: VMPage) -> VMPage:
-    """A write to a page a copy-on-write send holds: the object gets a copy in its place.
+def _copy_in_flight(vmspace: VMSpace, allocator: PageAllocator, obj: VMObject, va: int, page: VMPage,
+                    reason: str) -> VMPage:
+    """A write to a page a sink holds: the object gets a copy in its place.
 
     Other mappings of the old page are removed, so they fault the copy in;
     the caller replaces the mapping at `va` and then frees the old page,
     which the sink's hold keeps, orphaned, until it has drained it.
     """
     copy = allocator.alloc(zero=False)
-    allocator.copy(copy, page, "cow-send")
+    allocator.copy(copy, page, reason)
     for pmap, at in list(page.pv):
         if pmap is not vmspace.pmap or at != va:
-            pmap.remove(at, at + 4096, "cow-send")
+            pmap.remove(at, at + 4096, reason)
     pindex = page.pindex
     del obj.pages[pindex]
     obj.insert(copy, pindex)

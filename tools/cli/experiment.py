@@ -47,8 +47,12 @@ def command_zerocopy(args: argparse.Namespace) -> int:
         modes = _choices("--modes", args.modes, zerocopy.MODES)
         sizes = sorted({parse_size(text) for text in args.sizes for text in text.split(",") if text})
         total = parse_size(args.total)
+        cpus = sorted({int(text) for text in args.cpus.split(",") if text.strip()})
     except (ValueError, argparse.ArgumentTypeError) as error:
-        say_error(str(error))
+        say_error(f"--cpus {args.cpus}: not a list of whole numbers" if "int()" in str(error) else str(error))
+        return 2
+    if not cpus or any(not 1 <= n <= zerocopy.MAX_CPUS for n in cpus):
+        say_error(f"--cpus: each must be from 1 to {zerocopy.MAX_CPUS}")
         return 2
     if not sizes or any(not 1 <= size <= zerocopy.MAX_SEND for size in sizes):
         say_error(f"--sizes: each size must be from 1 byte to {zerocopy.size_text(zerocopy.MAX_SEND)}")
@@ -77,4 +81,5 @@ def command_zerocopy(args: argparse.Namespace) -> int:
         except costmodel.CostFileError as error:
             say_error(str(error))
             return 2
-    return zerocopy.main(workloads, modes, sizes, total, args.wire_rate, costs, args.csv, args.plot, args.sink)
+    return zerocopy.main(workloads, modes, sizes, total, args.wire_rate, costs, args.csv, args.plot, args.sink,
+                         cpus)

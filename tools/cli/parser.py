@@ -300,6 +300,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     zc.add_argument("--total", default=zerocopy.size_text(zerocopy.DEFAULT_TOTAL), metavar="SIZE",
                     help="bytes each cell sends, a multiple of every size "
                          f"(default {zerocopy.size_text(zerocopy.DEFAULT_TOTAL)})")
+    default_cpus = ",".join(map(str, zerocopy.DEFAULT_CPUS))
+    zc.add_argument("--cpus", default=default_cpus, metavar="N,N,...",
+                    help="CPUs of each cell's machine, with as many threads in the sending program: the sender and "
+                         "helpers that keep its address space in use on the other CPUs, so a copy-on-write send "
+                         f"pays a shootdown to each (default {default_cpus})")
     zc.add_argument("--sink", choices=list(zerocopy.SINKS), default="wire",
                     help="where the workloads send: " + "; ".join(f"{k}: {v}" for k, v in zerocopy.SINKS.items())
                          + " (default wire)")

@@ -20,9 +20,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, fields
 
+from kernel.kernel import Kernel
+from kernel.observer import Observer
+from kernel.proc import Process
 from kernel.vm.fault import KINDS as FAULT_KINDS
 from kernel.vmmeter import Recorder
 from tools import costmodel, vmstat
@@ -46,6 +49,9 @@ MODES = ("write", "cow", "vmsplice")
 SINKS = {"wire": "/dev/wire, a socket to a slow peer draining in virtual time",
          "pipe": "a pipe, drained by a forked reader that checks every byte"}
 DEFAULT_SIZES = (4 << 10, 64 << 10, 1 << 20)
+# CPUs per machine, each with a thread of the sending program (the workloads' THREADS argument).
+DEFAULT_CPUS = (1, 2, 4)
+MAX_CPUS = 8
 DEFAULT_TOTAL = 4 << 20
 # A wire slower than the sender, as a network is slower than memory: the workloads refill a buffer at about
 # 2 bytes per instruction, so at 1024 bytes per 1000 instructions the sender catches up with what is in flight.
@@ -77,6 +83,7 @@ class Cell:
     size: int
     total: int                       # bytes the sender meant to send
     sink: str = "wire"
+    cpus: int = 1                    # the machine's CPUs, and the sending program's threads
     received: int = 0                # bytes the receiver got
     corrupt: int = 0                 # of those, bytes that differ from what was sent
     faults: dict[str, int] = field(default_factory=dict)
@@ -110,23 +117,44 @@ class Cell:
         The same RAM, and the program started from its own directory by its short name: the workloads
         print argv[0], so a longer name would retire more instructions.
         """
-        return (f"cd {shlex.quote(BUILD)} && vmgames run --ram {size_text(RAM)} --wire-rate {wire_rate} --stats "
-                + " ".join(map(shlex.quote, self.argv)))
+        cpus = f"--cpus {self.cpus} " if self.cpus > 1 else ""
+        return (f"cd {shlex.quote(BUILD)} && vmgames run --ram {size_text(RAM)} {cpus}--wire-rate {wire_rate} "
+                "--stats " + " ".join(map(shlex.quote, self.argv)))
 
     @property
     def argv(self) -> list[str]:
         """The program's argv, argv[0] the workload's short name wherever the program is."""
-        return [f"zc_{self.workload}", self.mode, size_text(self.size), size_text(self.total), self.sink]
+        threads = [str(self.cpus)] if self.cpus > 1 else []
+        return [f"zc_{self.workload}", self.mode, size_text(self.size), size_text(self.total), self.sink, *threads]
 
 
-def measure(cell: Cell, recorder: Recorder, instructions: int) -> Cell:
-    """Fill in a cell from the recorder of its run."""
-    faults = recorder.by_kind("fault")
-    cell.faults = {kind: faults.get(kind, 0) for kind in FAULT_KINDS}
+class HelperThreads(Observer):
+    """Finds the sending program's helper threads (its tasks that are not a process's first): their own syscalls
+    and faults only keep its address space in use on their CPUs, and are not counted as the sends' work."""
+
+    def __init__(self) -> None:
+        self.pids: set[int] = set()
+
+    def after_syscall(self, kernel: Kernel, proc: Process, number: int) -> None:
+        if not proc.is_leader:
+            self.pids.add(proc.pid)
+
+
+def measure(cell: Cell, recorder: Recorder, instructions: int, helpers: Collection[int] = ()) -> Cell:
+    """Fill in a cell from the recorder of its run, leaving out the syscalls and faults the `helpers` (thread
+    ids) made themselves: their sleeps would be priced as the sends' work.  Everything else is counted whoever
+    the kernel was working for: a CPU records a shootdown IPI under the task it ran last, often a helper, and
+    the address space's teardown under whichever thread exits last.
+    """
+    def count(type_: str, kind: str | None = None) -> int:
+        return sum(n for (pid, t, k), n in recorder.counts.items()
+                   if t == type_ and (kind is None or k == kind) and pid not in helpers)
+
+    cell.faults = {kind: count("fault", kind) for kind in FAULT_KINDS}
     cell.received = recorder.amount("sink", "deliver")
     cell.corrupt = recorder.amount("sink", "corrupt")
     cell.work = Work(
-        faults=sum(n for kind, n in faults.items() if kind != "fatal"),
+        faults=sum(n for kind, n in cell.faults.items() if kind != "fatal"),
         pages_copied=recorder.count("page", "copy"),
         bytes_copied_in=recorder.amount("sink", "copy"),
         pages_zeroed=recorder.count("page", "zero"),
@@ -136,7 +164,7 @@ def measure(cell: Cell, recorder: Recorder, instructions: int) -> Cell:
         cr3_loads=recorder.count_reason("tlb", "invalidate-all", "context-switch"),
         shootdowns=recorder.count("tlb", "shootdown"),
         ipis=sum(recorder.count("tlb", kind) for kind in vmstat.IPI_KINDS),
-        syscalls=recorder.count("syscall"),
+        syscalls=count("syscall"),
         instructions=instructions,
     )
     return cell
@@ -159,7 +187,9 @@ def build_programs(directory: str, workloads: Iterable[str]) -> dict[str, str]:
 def run_cell(program: str, cell: Cell, wire_rate: int) -> Cell:
     """Run one cell on a fresh machine and measure it."""
     out = io.BytesIO()
-    kernel = boot(RAM, root=os.path.dirname(program), stdout=out, stderr=out, wire_rate=wire_rate)
+    kernel = boot(RAM, root=os.path.dirname(program), stdout=out, stderr=out, wire_rate=wire_rate, cpus=cell.cpus)
+    helpers = HelperThreads()
+    kernel.observe(helpers)
     proc = kernel.spawn(kernel.fs.open_host(program), cell.argv, [])
     kernel.run()
     if proc.shell_status != 0:
@@ -167,13 +197,14 @@ def run_cell(program: str, cell: Cell, wire_rate: int) -> Cell:
         raise ExperimentError(f"{cell.command(wire_rate)}: exit status {proc.shell_status}"
                               + (f"\n{said}" if said else "") + (f"\n{proc.death}" if proc.death else ""))
     recorder = kernel.recorder
-    pids = {pid for pid, _, _ in recorder.counts}
-    return measure(cell, recorder, sum(kernel.instructions_of_pid(pid) for pid in pids))
+    pids = {pid for pid, _, _ in recorder.counts} - helpers.pids
+    return measure(cell, recorder, sum(kernel.instructions_of_pid(pid) for pid in pids), helpers.pids)
 
 
 def run_all(workloads: Iterable[str], modes: Iterable[str], sizes: Iterable[int], total: int, wire_rate: int,
-            progress: Callable[[int, int, Cell], None] | None = None, sink: str = "wire") -> list[Cell]:
-    cells = [Cell(w, m, s, total, sink) for w in workloads for s in sizes for m in modes]
+            progress: Callable[[int, int, Cell], None] | None = None, sink: str = "wire",
+            cpus: Iterable[int] = (1,)) -> list[Cell]:
+    cells = [Cell(w, m, s, total, sink, c) for w in workloads for s in sizes for c in cpus for m in modes]
     with tempfile.TemporaryDirectory(prefix="vmgames-zerocopy-") as scratch:
         programs = build_programs(scratch, dict.fromkeys(cell.workload for cell in cells))
         for done, cell in enumerate(cells):
@@ -189,7 +220,7 @@ def csv_rows(cells: list[Cell], costs: Costs, wire_rate: int) -> list[dict[str, 
     for cell in cells:
         parts = costmodel.breakdown(cell.work, costs)
         row: dict[str, object] = {
-            "workload": cell.workload, "mode": cell.mode, "size": cell.size, "sink": cell.sink,
+            "workload": cell.workload, "mode": cell.mode, "size": cell.size, "cpus": cell.cpus, "sink": cell.sink,
             "sent_bytes": cell.total, "received_bytes": cell.received, "corrupt_bytes": cell.corrupt,
         }
         for kind in FAULT_KINDS:
@@ -204,6 +235,8 @@ def csv_rows(cells: list[Cell], costs: Costs, wire_rate: int) -> list[dict[str, 
             "tlb_invalidations": work.tlb_pages + work.tlb_flushes,
             "tlb_page": work.tlb_pages,
             "tlb_all": work.tlb_flushes,
+            "shootdowns": work.shootdowns,
+            "ipis": work.ipis,
             "kernel_entries": cell.kernel_entries,
             "syscalls": work.syscalls,
             "instructions": work.instructions,
@@ -234,7 +267,7 @@ def _short(value: float) -> str:
     return f"{value:.1f}"
 
 
-TABLE_WIDTH = 160           # the table's natural width; a narrower terminal wraps it rather than squeezing columns
+TABLE_WIDTH = 176           # the table's natural width; a narrower terminal wraps it rather than squeezing columns
 # Fault columns of the table (the CSV has every kind apart; a fatal fault stops the experiment).
 TABLE_FAULTS = {"faults\nzero-\nfill": ("zero-fill",), "faults\nfile,\nres.": ("file", "resident"),
                 "faults\ncow-\ncopy": ("cow-copy",), "faults\ncow-\nmove": ("cow-move",),
@@ -250,28 +283,29 @@ def render_table(cells: list[Cell], costs: Costs, wire_rate: int, console) -> No
           else "a pipe with a forked reader")
     table = Table(title=f"Zero-copy sends, per MiB delivered: {size_text(cells[0].total)} per cell to {to}",
                   title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in ("workload", "mode", "size"):
+    for name in ("workload", "mode", "size", "CPUs"):
         table.add_column(name, no_wrap=True)
-    for name in (*TABLE_FAULTS, "pages\ncopied", "KiB\ncopied", "PTE\nwrites", "TLB\ninval.", "kernel\nentries",
+    for name in (*TABLE_FAULTS, "pages\ncopied", "KiB\ncopied", "PTE\nwrites", "TLB\ninval.", "IPIs", "kernel\nentries",
                  "k\ninstr.", "received", "corrupt", "est.\nk cycles"):
         table.add_column(name, justify="right", no_wrap=True, min_width=max(map(len, name.splitlines())))
     previous = None
     for cell in cells:
-        if previous is not None and (cell.workload, cell.size) != previous:
+        if previous is not None and (cell.workload, cell.size, cell.cpus) != previous:
             table.add_section()
-        previous = (cell.workload, cell.size)
+        previous = (cell.workload, cell.size, cell.cpus)
         work = cell.work
         copied = (work.bytes_copied_in + work.pages_copied * costmodel.PAGE_SIZE) / 1024
         corrupt = f"{cell.corrupt / cell.received:.1%}" if cell.corrupt else "0"
         received = size_text(cell.received) if cell.received == cell.total else \
             f"[bold red]{cell.received} of {cell.total}[/]"
         table.add_row(
-            cell.workload, cell.mode, size_text(cell.size),
+            cell.workload, cell.mode, size_text(cell.size), str(cell.cpus),
             *(_short(cell.per_mib(sum(cell.faults[k] for k in kinds))) for kinds in TABLE_FAULTS.values()),
             _short(cell.per_mib(work.pages_copied)),
             _short(cell.per_mib(copied)),
             _short(cell.per_mib(work.pte_writes)),
             _short(cell.per_mib(work.tlb_pages + work.tlb_flushes)),
+            _short(cell.per_mib(work.ipis)),
             _short(cell.per_mib(cell.kernel_entries)),
             _short(cell.per_mib(work.instructions) / 1000),
             received,
@@ -310,10 +344,11 @@ def conclusion(cells: list[Cell], costs: Costs) -> list[str]:
 
     lines = [f"Conclusion (estimated cycles per MiB under {cost_model_name(costs)}; "
              "only a mode that delivered every byte intact can win):"]
-    for workload in dict.fromkeys(cell.workload for cell in cells):
+    several = len({cell.cpus for cell in cells}) > 1
+    for workload, cpus in dict.fromkeys((cell.workload, cell.cpus) for cell in cells):
         findings = []
-        for size in sorted({cell.size for cell in cells if cell.workload == workload}):
-            ranked = sorted((c for c in cells if (c.workload, c.size) == (workload, size)), key=cost)
+        for size in sorted({cell.size for cell in cells if (cell.workload, cell.cpus) == (workload, cpus)}):
+            ranked = sorted((c for c in cells if (c.workload, c.size, c.cpus) == (workload, size, cpus)), key=cost)
             intact = [c for c in ranked if c.intact]
             at = size_text(size)
             if not intact:
@@ -330,7 +365,8 @@ def conclusion(cells: list[Cell], costs: Costs) -> list[str]:
                            f"{at} {best.mode}, {_percent(lead)} below {intact[1].mode}")
             cheaper = [f"{c.mode} cost less but {_spoiled(c)}" for c in ranked if not c.intact and cost(c) < cost(best)]
             findings.append(finding + (f" ({'; '.join(cheaper)})" if cheaper else ""))
-        lines.append(f"  {workload}: " + "; ".join(findings))
+        on = f" on {cpus} CPU{'s' * (cpus > 1)}" if several else ""
+        lines.append(f"  {workload}{on}: " + "; ".join(findings))
     return lines
 
 
@@ -339,7 +375,8 @@ PART_COLOURS = {"faults": "#c44e52", "copies": "#4c72b0", "page tables and TLB":
 
 
 def write_plot(cells: list[Cell], costs: Costs, directory: str) -> list[str]:
-    """Cost per MiB by workload and mode, one panel per send size, stacked by part (PNG and SVG)."""
+    """Cost per MiB by workload and mode, one panel per send size and CPU count, stacked by part (PNG and SVG);
+    a copy-on-write bar is labelled with its shootdown IPIs per MiB."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -347,42 +384,53 @@ def write_plot(cells: list[Cell], costs: Costs, directory: str) -> list[str]:
 
     os.makedirs(directory, exist_ok=True)
     sizes = sorted({c.size for c in cells})
+    cpu_counts = sorted({c.cpus for c in cells})
     workloads = list(dict.fromkeys(c.workload for c in cells))
     modes = list(dict.fromkeys(c.mode for c in cells))
-    by_key = {(c.workload, c.mode, c.size): c for c in cells}
-    figure, panels = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes) + 1, 4.6), squeeze=False)
+    by_key = {(c.workload, c.mode, c.size, c.cpus): c for c in cells}
+    figure, panels = plt.subplots(len(cpu_counts), len(sizes), figsize=(4.2 * len(sizes) + 1, 4.6 * len(cpu_counts)),
+                                  squeeze=False)
     width = 0.8 / len(modes)
-    for panel, size in zip(panels[0], sizes, strict=True):
-        for m, mode in enumerate(modes):
-            xs = [w + (m - (len(modes) - 1) / 2) * width for w in range(len(workloads))]
-            bottoms = [0.0] * len(workloads)
-            for part in costmodel.PARTS:
-                heights = []
-                for workload in workloads:
-                    cell = by_key.get((workload, mode, size))
-                    value = costmodel.breakdown(cell.work, costs)[part] if cell else 0.0
-                    heights.append(cell.per_mib(value) / 1e6 if cell else 0.0)
-                panel.bar(xs, heights, width * 0.92, bottom=bottoms, color=PART_COLOURS[part],
-                          label=part if (m, size) == (0, sizes[0]) else None)
-                bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
-            for x, top, workload in zip(xs, bottoms, workloads, strict=True):
-                cell = by_key.get((workload, mode, size))
-                if cell is None:
-                    continue
-                label = mode[0].upper() + ("\ncorrupt" if cell.corrupt else "")
-                panel.annotate(label, (x, top), ha="center", va="bottom", fontsize=7,
-                               color="#b00000" if cell.corrupt else "black")
-        panel.set_xticks(range(len(workloads)), workloads)
-        panel.set_title(f"{size_text(size)} sends")
-        panel.margins(y=0.15)
-    panels[0][0].set_ylabel("estimated M cycles per MiB delivered")
-    figure.suptitle("Zero-copy sends: estimated cost per MiB (W = write, C = copy-on-write, V = vmsplice)")
+    for row, cpus in enumerate(cpu_counts):
+        for panel, size in zip(panels[row], sizes, strict=True):
+            _plot_panel(panel, by_key, workloads, modes, size, cpus, costs, width, first=(row, size) == (0, sizes[0]))
+            panel.set_title(f"{size_text(size)} sends, {cpus} CPU{'s' * (cpus > 1)}")
+        panels[row][0].set_ylabel("estimated M cycles per MiB delivered")
+    figure.suptitle("Zero-copy sends: estimated cost per MiB (W = write, C = copy-on-write with its IPIs per MiB, "
+                    "V = vmsplice)")
     figure.legend(loc="lower center", ncol=len(costmodel.PARTS), frameon=False, bbox_to_anchor=(0.5, -0.04))
     written = plot_paths(directory)
     for path in written:
         figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
     return written
+
+
+def _plot_panel(panel, by_key: dict, workloads: list[str], modes: list[str], size: int, cpus: int, costs: Costs,
+                width: float, first: bool) -> None:
+    """One panel of the plot: a stack of bars per workload and mode; `first` labels the parts for the legend."""
+    for m, mode in enumerate(modes):
+        xs = [w + (m - (len(modes) - 1) / 2) * width for w in range(len(workloads))]
+        cells = [by_key.get((workload, mode, size, cpus)) for workload in workloads]
+        bottoms = [0.0] * len(workloads)
+        for part in costmodel.PARTS:
+            heights = [cell.per_mib(costmodel.breakdown(cell.work, costs)[part]) / 1e6 if cell else 0.0
+                       for cell in cells]
+            panel.bar(xs, heights, width * 0.92, bottom=bottoms, color=PART_COLOURS[part],
+                      label=part if first and m == 0 else None)
+            bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
+        for x, top, cell in zip(xs, bottoms, cells, strict=True):
+            if cell is None:
+                continue
+            label = mode[0].upper()
+            if cell.work.ipis:
+                label += f"\n{cell.per_mib(cell.work.ipis):,.0f}"
+            if cell.corrupt:
+                label += "\ncorrupt"
+            panel.annotate(label, (x, top), ha="center", va="bottom", fontsize=7,
+                           color="#b00000" if cell.corrupt else "black")
+    panel.set_xticks(range(len(workloads)), workloads)
+    panel.margins(y=0.2)
 
 
 def plot_paths(directory: str) -> list[str]:
@@ -413,7 +461,7 @@ def _check_writable(path: str) -> None:
 
 
 def main(workloads: list[str], modes: list[str], sizes: list[int], total: int, wire_rate: int, costs: Costs,
-         csv_path: str, plot_directory: str, sink: str = "wire") -> int:
+         csv_path: str, plot_directory: str, sink: str = "wire", cpus: list[int] = (1,)) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
@@ -426,15 +474,15 @@ def main(workloads: list[str], modes: list[str], sizes: list[int], total: int, w
     try:
         if sys.stderr.isatty():
             with Progress(console=Console(stderr=True), transient=True) as bar:
-                task = bar.add_task("cells", total=len(workloads) * len(modes) * len(sizes))
+                task = bar.add_task("cells", total=len(workloads) * len(modes) * len(sizes) * len(cpus))
 
                 def advance(done: int, count: int, cell: Cell) -> None:
-                    bar.update(task, completed=done,
-                               description=f"{done}/{count}: {cell.workload} {cell.mode} {size_text(cell.size)}")
+                    bar.update(task, completed=done, description=f"{done}/{count}: {cell.workload} {cell.mode} "
+                                                                 f"{size_text(cell.size)} on {cell.cpus} CPUs")
 
-                cells = run_all(workloads, modes, sizes, total, wire_rate, advance, sink)
+                cells = run_all(workloads, modes, sizes, total, wire_rate, advance, sink, cpus)
         else:
-            cells = run_all(workloads, modes, sizes, total, wire_rate, sink=sink)
+            cells = run_all(workloads, modes, sizes, total, wire_rate, sink=sink, cpus=cpus)
     except ExperimentError as error:
         print(f"vmgames: {error}", file=sys.stderr)
         return 1

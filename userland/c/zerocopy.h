@@ -1,7 +1,7 @@
 /* What the zero-copy workloads share: their arguments, the pattern they send,
  * the sink, and the three ways of sending (issue 4).
  *
- *   PROGRAM MODE SIZE TOTAL [SINK]
+ *   PROGRAM MODE SIZE TOTAL [SINK [THREADS]]
  *     MODE   write     copy the bytes into the kernel
  *            cow       copy-on-write sends: ioctl(VMG_ZEROCOPY) on the sink, then write
  *            vmsplice  lend the pages (the receiver sees whatever they hold when it reads)
@@ -9,6 +9,9 @@
  *     TOTAL  bytes to send in all, a multiple of SIZE
  *     SINK   wire (default): /dev/wire, a slow peer, vmgames only
  *            pipe: a pipe to a forked reader that checks every byte (runs on Linux too)
+ *     THREADS  threads of the sending program (default 1): the others touch a page of their own every
+ *            20 microseconds until the sends are over, as a server's threads keep its address space in use
+ *            on their CPUs; a copy-on-write send then has to shoot down the TLB of each CPU they run on
  *
  * Every send's bytes are a pattern of (send number, offset), so a buffer
  * refilled while its pages are still on their way shows up as bytes the
@@ -22,6 +25,13 @@
 #define SYS_zc_reap 1000           /* vmsplice completions (vmgames only) */
 #define ZC_WAIT 1
 #define MAX_SIZE (256L << 20)
+#define MAX_THREADS 8
+#define SYS_nanosleep 35
+#define SYS_clone 56
+#define SYS_futex 202
+#define FUTEX_WAIT_PRIVATE 128
+#define FUTEX_WAKE_PRIVATE 129
+#define CLONE_THREAD_FLAGS (0x100 | 0x200 | 0x400 | 0x800 | 0x10000)   /* VM, FS, FILES, SIGHAND, THREAD */
 
 struct zc_range {
     unsigned int lo, hi;           /* vmsplice sequence numbers, inclusive */
@@ -39,7 +49,56 @@ struct workload {
     long reader;                   /* the pipe reader's pid, or 0 for the wire */
     unsigned long sequence;        /* vmsplice calls that moved bytes so far: the next sequence number */
     unsigned long completed;       /* every sequence number below this one has completed */
+    long threads;                  /* threads of the program: the sender and threads - 1 helpers */
 };
+
+struct timespec {
+    long tv_sec;
+    long tv_nsec;
+};
+
+/* The helpers: each touches its own page, sleeps 20 us, and so on until told to stop (or the program exits). */
+static volatile int helpers_stop;
+static int helpers_running;
+static unsigned char helper_pages[MAX_THREADS][PAGE_SIZE] __attribute__((aligned(PAGE_SIZE)));
+static unsigned char helper_stacks[MAX_THREADS][16384] __attribute__((aligned(16)));
+
+static void helper(long index)
+{
+    struct timespec pause = {0, 20000};
+    __atomic_add_fetch(&helpers_running, 1, __ATOMIC_SEQ_CST);
+    syscall6(SYS_futex, (long)&helpers_running, FUTEX_WAKE_PRIVATE, 1, 0, 0, 0);
+    while (!helpers_stop) {
+        helper_pages[index][0]++;
+        syscall3(SYS_nanosleep, (long)&pause, 0, 0);
+    }
+    __atomic_sub_fetch(&helpers_running, 1, __ATOMIC_SEQ_CST);
+}
+
+/* clone a thread that runs fn(arg) on `stack_top` and then exits: the child returns from the syscall on its
+ * new stack, so it must not return into this function. */
+static long start_thread(void (*fn)(long), long arg, void *stack_top)
+{
+    long result;
+    register long r10 __asm__("r10") = 0;
+    register long r8 __asm__("r8") = 0;
+    register long r12 __asm__("r12") = (long)fn;
+    register long r13 __asm__("r13") = arg;
+    __asm__ volatile("syscall\n"
+                     "    test rax, rax\n"
+                     "    jnz 1f\n"
+                     "    mov rdi, r13\n"
+                     "    call r12\n"
+                     "    mov eax, 60\n"
+                     "    xor edi, edi\n"
+                     "    syscall\n"
+                     "1:\n"
+                     : "=a"(result)
+                     : "a"(SYS_clone), "D"(CLONE_THREAD_FLAGS), "S"(stack_top), "d"(0), "r"(r10), "r"(r8),
+                       "r"(r12), "r"(r13)
+                     : "rcx", "r11", "memory");
+    return result;
+}
 
 static inline long zc_reap(int fd, struct zc_range *out, unsigned int max, unsigned int flags)
 {
@@ -65,7 +124,7 @@ static void __attribute__((noreturn)) usage(const char *name, const char *proble
     end_line();
     put("usage: ");
     put(name);
-    put(" write|cow|vmsplice SIZE TOTAL [wire|pipe]   (sizes like 4096, 64k, 1m)");
+    put(" write|cow|vmsplice SIZE TOTAL [wire|pipe [THREADS]]   (sizes like 4096, 64k, 1m; 1-8 threads)");
     end_line();
     exit(2);
 }
@@ -145,8 +204,8 @@ static void __attribute__((noreturn)) read_and_check(struct workload *w, int fd)
 static void start(struct workload *w, int argc, char **argv)
 {
     w->name = argv[0];
-    if (argc < 4 || argc > 5)
-        usage(w->name, "expected MODE SIZE TOTAL [SINK]");
+    if (argc < 4 || argc > 6)
+        usage(w->name, "expected MODE SIZE TOTAL [SINK [THREADS]]");
     w->mode_name = argv[1];
     if (strings_equal(argv[1], "write"))
         w->mode = MODE_WRITE;
@@ -163,7 +222,10 @@ static void start(struct workload *w, int argc, char **argv)
     if (w->total % w->size)
         usage(w->name, "TOTAL must be a multiple of SIZE");
     w->sends = w->total / w->size;
-    w->sink_name = argc == 5 ? argv[4] : "wire";
+    w->sink_name = argc >= 5 ? argv[4] : "wire";
+    w->threads = argc == 6 ? (long)parse_size(argv[5]) : 1;
+    if (w->threads < 1 || w->threads > MAX_THREADS)
+        usage(w->name, "THREADS must be 1 to 8");
     if (strings_equal(w->sink_name, "wire")) {
         long fd = open("/dev/wire", O_WRONLY, 0);
         if (fd < 0)
@@ -191,7 +253,18 @@ static void start(struct workload *w, int argc, char **argv)
         if (result < 0)
             fail(w, "ioctl(VMG_ZEROCOPY) (copy-on-write sends exist on vmgames only)", result);
     }
+    for (long i = 1; i < w->threads; i++) {
+        long result = start_thread(helper, i, helper_stacks[i] + sizeof helper_stacks[i]);
+        if (result < 0)
+            fail(w, "clone", result);
+    }
+    /* Wait until every helper runs (on a CPU of its own, where there are enough): a futex, so that the wait
+     * costs a syscall or two whatever the scheduler does meanwhile. */
+    for (int seen; (seen = __atomic_load_n(&helpers_running, __ATOMIC_SEQ_CST)) < w->threads - 1;)
+        syscall6(SYS_futex, (long)&helpers_running, FUTEX_WAIT_PRIVATE, seen, 0, 0, 0);
 }
+
+
 
 /* Send one buffer in the workload's mode; blocks while the sink is full. */
 static void send(struct workload *w, const unsigned char *buffer, unsigned long length)
@@ -243,6 +316,7 @@ static int finish(struct workload *w)
     put(" to the ");
     put(w->sink_name);
     end_line();
+    helpers_stop = 1;              /* and the exit that follows ends them, wherever they are */
     close(w->fd);
     if (w->reader) {
         int status = 0;

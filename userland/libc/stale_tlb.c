@@ -27,7 +27,7 @@
 
 #define VMG_ZEROCOPY 0x7A01     /* ioctl: copy-on-write sends on this open file (vmgames only) */
 #define PAGE 4096
-#define PAGES 8
+#define PAGES 64
 
 static char buffer[PAGES * PAGE] __attribute__((aligned(PAGE)));
 static atomic_int phase;        /* 0: starting, 1: the writer runs, 2: the send is over, stop */
