@@ -33,8 +33,8 @@ demo: userland
 	$(VMGAMES) run --stats build/touch 1024
 	@echo
 	@echo "== threads: userland/libc/threads.c, built with gcc -static -pthread: glibc, 4 threads, a mutex,"
-	@echo "   a condition variable and joins: clone3 and futex calls, one address space (one CR3 load)"
-	$(VMGAMES) run --stats build/threads
+	@echo "   a condition variable and joins on 4 CPUs: clone3 and futex calls, one address space (a CR3 load per CPU)"
+	$(VMGAMES) run --cpus 4 --stats build/threads
 	@echo
 	@echo "== zero-copy: every workload under write, copy-on-write and vmsplice sends (rerun a cell: see the CSV)"
 	$(VMGAMES) experiment zerocopy --csv build/zerocopy.csv --plot build

@@ -217,9 +217,10 @@ class Scheduler:
         if pcpu.woken:
             self.run_queue.extendleft(reversed(pcpu.woken))
             pcpu.woken.clear()
+        several = len(self.cpus) > 1
         for _ in range(len(self.run_queue)):
             proc = self.run_queue.popleft()
-            if proc.state != RUNNABLE or any(other.current is proc for other in self.cpus):
+            if proc.state != RUNNABLE or several and any(other.current is proc for other in self.cpus):
                 continue
             if not self._may_run(proc):
                 self.run_queue.append(proc)

@@ -25,7 +25,7 @@ def record(t: int, cpu: int, pid: int, type_: str, kind: str, fields: dict[str, 
 
 
 class Recorder:
-    """Counts events by (pid, type, kind), and by CPU, and forwards them to an optional sink.
+    """Counts events by (pid, CPU, type, kind) and forwards them to an optional sink.
 
     `pid` is the process on whose behalf the kernel is working and `cpu` the
     CPU it works on; the kernel sets them as it switches.  `clock` gives
@@ -33,8 +33,7 @@ class Recorder:
     """
 
     def __init__(self) -> None:
-        self.counts: Counter[tuple[int, str, str]] = Counter()
-        self.cpu_counts: Counter[tuple[int, str, str]] = Counter()    # (cpu, type, kind)
+        self.counts: Counter[tuple[int, int, str, str]] = Counter()   # (pid, cpu, type, kind)
         self.pid = 0
         self.cpu = 0
         self.frames_in_use = 0
@@ -48,8 +47,7 @@ class Recorder:
     def event(self, type_: str, kind: str, **fields: Any) -> None:
         """Record one event; of its `fields`, the counters read a fault's depth and the reason of a TLB
         invalidation or a PTE write, the trace all of them."""
-        self.counts[(self.pid, type_, kind)] += 1
-        self.cpu_counts[(self.cpu, type_, kind)] += 1
+        self.counts[(self.pid, self.cpu, type_, kind)] += 1
         if type_ == "page":
             if kind == "alloc":
                 self.frames_in_use += 1
@@ -72,7 +70,7 @@ class Recorder:
 
     def count(self, type_: str, kind: str | None = None, pid: int | None = None) -> int:
         """How many events of a type (and kind, and process, if given) were recorded."""
-        return sum(n for (p, t, k), n in self.counts.items()
+        return sum(n for (p, _, t, k), n in self.counts.items()
                    if t == type_ and (kind is None or k == kind) and (pid is None or p == pid))
 
     def amount(self, type_: str, kind: str, pid: int | None = None) -> int:
@@ -83,7 +81,7 @@ class Recorder:
     def by_kind(self, type_: str, pid: int | None = None) -> dict[str, int]:
         """Counts of one event type by kind, over all processes or one."""
         totals: Counter[str] = Counter()
-        for (p, t, k), n in self.counts.items():
+        for (p, _, t, k), n in self.counts.items():
             if t == type_ and (pid is None or p == pid):
                 totals[k] += n
         return dict(sorted(totals.items()))

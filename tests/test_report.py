@@ -11,6 +11,7 @@ import pytest
 from tests.programs import EXIT_WITH_RDI, FORK, FORK_AND_WRITE, WAIT4_RDI
 from tools import report, vmstat
 from tools.cli import main
+from tools.perfetto import CPUS_PID
 
 
 @pytest.fixture
@@ -310,7 +311,8 @@ def test_perfetto_export_follows_the_trace_event_format(fork_trace, tmp_path):
         assert event["ph"] in {"X", "i", "C", "M"}, event
         if event["ph"] == "M":
             assert event["name"] in {"process_name", "thread_name"} and isinstance(event["args"]["name"], str)
-            assert event["tid"] == event["pid"]
+            # A process's one thread is the process; the CPUs' process has a thread per CPU.
+            assert event["tid"] == event["pid"] or (event["pid"], event["name"]) == (CPUS_PID, "thread_name")
             continue
         assert isinstance(event["ts"], (int, float)) and event["ts"] >= 0
         if event["ph"] == "X":
@@ -332,11 +334,31 @@ def test_each_perfetto_track_is_named_for_its_process_and_program_before_its_fir
     names = [(e["pid"], e["name"], e["args"]["name"]) for e in events if e["ph"] == "M"]
     assert names == [(0, "process_name", "kernel"), (0, "thread_name", "kernel"),
                      (1, "process_name", "pid 1 prog"), (1, "thread_name", "pid 1 prog"),
+                     (CPUS_PID, "process_name", "CPUs"), (CPUS_PID, "thread_name", "cpu 0"),
                      (2, "process_name", "pid 2 prog"), (2, "thread_name", "pid 2 prog")]
     first = {}
     for n, event in enumerate(events):
         first.setdefault((event["pid"], event["ph"] == "M"), n)
-    assert all(first[(pid, True)] < first[(pid, False)] for pid in (0, 1, 2))
+    assert all(first[(pid, True)] < first[(pid, False)] for pid in (0, 1, 2, CPUS_PID))
+
+
+def test_perfetto_has_a_track_per_cpu_with_its_shootdowns_and_the_ipis_it_took(build, tmp_path):
+    from tests.test_smp import MPROTECT_UNDER_A_READER
+
+    path = tmp_path / "smp.jsonl"
+    assert main(["run", "--cpus", "2", "--trace", str(path), build(MPROTECT_UNDER_A_READER)]) == 0
+    events = _perfetto(path, tmp_path)
+    tracks = {e["tid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["pid"] == CPUS_PID
+              and e["name"] == "thread_name"}
+    assert sorted(tracks.values()) == ["cpu 0", "cpu 1"]
+    on_cpus = [(tracks[e["tid"]], e["name"], e["args"]["reason"]) for e in events
+               if e.get("cat") == "tlb" and e["args"]["reason"] != "context-switch"]
+    (sender,) = {cpu for cpu, name, _ in on_cpus if name == "tlb: shootdown"}
+    (receiver,) = {cpu for cpu, name, _ in on_cpus if name == "tlb: ipi-invlpg"}
+    assert on_cpus == [(sender, "tlb: invalidate-page", "mprotect"), (sender, "tlb: shootdown", "mprotect"),
+                       (receiver, "tlb: ipi-invlpg", "mprotect")]
+    counters = [e for e in events if e["ph"] == "C" and e["pid"] == CPUS_PID]
+    assert [(e["name"], e["args"]) for e in counters] == [(f"{receiver} IPIs taken", {"IPIs": 1})]
 
 
 def test_a_syscall_slice_lasts_from_its_first_attempt_to_its_return(fork_trace, tmp_path):

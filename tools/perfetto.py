@@ -8,10 +8,14 @@ per syscall, as long as the call took in virtual time: the recorder writes a
 syscall event when the call returns, and once more each time a call goes to
 sleep (`blocked`), so a call that blocked is one slice from its first attempt
 to its return, and one that never returned (its process was killed, or the
-trace ends first) is one slice to then; instant events for faults, TLB
-invalidations and process events; counters for the frames in use and the
-shadow-chain depth of each fault.  Virtual time is instructions retired,
-shown at one instruction per nanosecond (timestamps are in microseconds).
+trace ends first) is one slice to then; instant events for faults and
+process events; counters for the frames in use and the shadow-chain depth
+of each fault.  A TLB belongs to a CPU: the TLB events (invalidations,
+shootdowns sent, IPIs taken) are instants on a track per CPU, in a "CPUs"
+process, each saying which process the kernel was working for, with a
+counter of the shootdown IPIs each CPU has taken.  Virtual time is
+instructions retired, shown at one instruction per nanosecond (timestamps are
+in microseconds).
 
 The output is written event by event as the trace is read, so a trace of
 millions of events converts in the memory of a small one: the object's
@@ -28,10 +32,12 @@ from typing import IO, Any
 
 import orjson
 
+from tools import vmstat
 from tools.report import Exits, read_trace
 
 KERNEL_PID = 0
 INIT_PID = 1        # the process vmgames run started: the header's program
+CPUS_PID = 999_999  # the "CPUs" process: a thread track per CPU, tid CPUS_PID + 1 + n
 
 
 @dataclass
@@ -53,6 +59,7 @@ def convert(path: str, out: IO[bytes], progress: Any = None) -> int:
     it holds.  `progress(bytes_read)` is called now and then if given."""
     header, events = read_trace(path, progress)
     programs: dict[int, str] = {}     # pid -> the name of its program, as last given to Perfetto
+    cpus: dict[int, int] = {}         # CPU -> shootdown IPIs it has taken
     waiting: dict[int, Waiting] = {}  # pid -> its syscall asleep
     exits = Exits()
     frames = 0
@@ -73,6 +80,16 @@ def convert(path: str, out: IO[bytes], progress: Any = None) -> int:
         name = "kernel" if pid == KERNEL_PID else f"pid {pid} {program}".rstrip()
         for what in ("process_name", "thread_name"):
             emit({"name": what, "ph": "M", "pid": pid, "tid": pid, "args": {"name": name}})
+
+    def cpu_track(cpu: int) -> int:
+        """The tid of CPU `cpu`'s track, named before its first event."""
+        if cpu not in cpus:
+            cpus[cpu] = 0
+            if len(cpus) == 1:
+                emit({"name": "process_name", "ph": "M", "pid": CPUS_PID, "tid": CPUS_PID, "args": {"name": "CPUs"}})
+            emit({"name": "thread_name", "ph": "M", "pid": CPUS_PID, "tid": CPUS_PID + 1 + cpu,
+                  "args": {"name": f"cpu {cpu}"}})
+        return CPUS_PID + 1 + cpu
 
     def syscall_slice(pid: int, call: Waiting, end: int, result: Any, returned: bool) -> None:
         emit({"name": call.name, "cat": "syscall", "ph": "X", "ts": _us(call.since), "dur": _us(end - call.since),
@@ -117,8 +134,13 @@ def convert(path: str, out: IO[bytes], progress: Any = None) -> int:
                 emit({"name": "chain depth", "ph": "C", "ts": _us(t), "pid": pid, "tid": pid,
                       "args": {"depth": event["depth"]}})
         elif type_ == "tlb":
-            emit({"name": f"tlb: {kind}", "cat": "tlb", "ph": "i", "s": "t", "ts": _us(t), "pid": pid,
-                  "tid": pid, "args": {"reason": event["reason"], "address": event.get("address")}})
+            cpu = event["cpu"]
+            emit({"name": f"tlb: {kind}", "cat": "tlb", "ph": "i", "s": "t", "ts": _us(t), "pid": CPUS_PID,
+                  "tid": cpu_track(cpu), "args": {k: v for k, v in event.items() if k not in ("t", "type", "kind")}})
+            if kind in vmstat.IPI_KINDS:
+                cpus[cpu] += 1
+                emit({"name": f"cpu {cpu} IPIs taken", "ph": "C", "ts": _us(t), "pid": CPUS_PID,
+                      "args": {"IPIs": cpus[cpu]}})
         elif type_ == "page" and kind in ("alloc", "free"):
             frames += 1 if kind == "alloc" else -1
             emit({"name": "frames in use", "ph": "C", "ts": _us(t), "pid": KERNEL_PID, "tid": KERNEL_PID,

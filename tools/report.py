@@ -435,16 +435,18 @@ def disassembler(program: str) -> Program:
 
 
 def cpu_table(summary: Summary) -> Table:
-    """The kernel's work on each CPU: faults, syscalls, local invalidations and shootdowns."""
+    """The kernel's work on each CPU: faults, syscalls, local invalidations, shootdowns sent, and the shootdown
+    IPIs it took as FreeBSD counts them (one counter per CPU and handler)."""
     from rich.table import Table
 
     table = Table(title="Per CPU")
     columns = {"faults": ("fault", None), "syscalls": ("syscall", None),
                "invalidate page": ("tlb", ("invalidate-page",)), "invalidate all": ("tlb", ("invalidate-all",)),
-               "shootdowns sent": ("tlb", ("shootdown",)), "IPIs taken": ("tlb", tuple(vmstat.IPI_KINDS))}
-    table.add_column("cpu", justify="right")
+               "shootdowns sent": ("tlb", ("shootdown",)),
+               **{name: ("tlb", (kind,)) for kind, name in vmstat.IPI_KINDS.items()}}
+    table.add_column("cpu", justify="right", min_width=3)
     for name in columns:
-        table.add_column(name, justify="right")
+        table.add_column(name, justify="right", no_wrap=True, min_width=len(name))
     for cpu in summary.cpu_numbers:
         row = [sum(n for (c, t, k), n in summary.cpus.items()
                    if c == cpu and t == type_ and (kinds is None or k in kinds))

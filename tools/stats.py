@@ -63,7 +63,7 @@ def cpu_figures(recorder: Recorder, processor: Processor, clocked: bool) -> dict
     index = processor.index
 
     def count(type_: str, kinds: Collection[str] | None = None) -> int:
-        return sum(n for (cpu, t, k), n in recorder.cpu_counts.items()
+        return sum(n for (_, cpu, t, k), n in recorder.counts.items()
                    if cpu == index and t == type_ and (kinds is None or k in kinds))
 
     return {"cpu": index,

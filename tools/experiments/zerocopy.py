@@ -147,7 +147,7 @@ def measure(cell: Cell, recorder: Recorder, instructions: int, helpers: Collecti
     the address space's teardown under whichever thread exits last.
     """
     def count(type_: str, kind: str | None = None) -> int:
-        return sum(n for (pid, t, k), n in recorder.counts.items()
+        return sum(n for (pid, _, t, k), n in recorder.counts.items()
                    if t == type_ and (kind is None or k == kind) and pid not in helpers)
 
     cell.faults = {kind: count("fault", kind) for kind in FAULT_KINDS}
@@ -197,7 +197,7 @@ def run_cell(program: str, cell: Cell, wire_rate: int) -> Cell:
         raise ExperimentError(f"{cell.command(wire_rate)}: exit status {proc.shell_status}"
                               + (f"\n{said}" if said else "") + (f"\n{proc.death}" if proc.death else ""))
     recorder = kernel.recorder
-    pids = {pid for pid, _, _ in recorder.counts} - helpers.pids
+    pids = {pid for pid, _, _, _ in recorder.counts} - helpers.pids
     return measure(cell, recorder, sum(kernel.instructions_of_pid(pid) for pid in pids), helpers.pids)
 
 
@@ -396,8 +396,8 @@ def write_plot(cells: list[Cell], costs: Costs, directory: str) -> list[str]:
             _plot_panel(panel, by_key, workloads, modes, size, cpus, costs, width, first=(row, size) == (0, sizes[0]))
             panel.set_title(f"{size_text(size)} sends, {cpus} CPU{'s' * (cpus > 1)}")
         panels[row][0].set_ylabel("estimated M cycles per MiB delivered")
-    figure.suptitle("Zero-copy sends: estimated cost per MiB (W = write, C = copy-on-write with its IPIs per MiB, "
-                    "V = vmsplice)")
+    figure.suptitle("Zero-copy sends: estimated cost per MiB (W = write, C = copy-on-write, V = vmsplice; "
+                    "the number under a letter: shootdown IPIs per MiB)")
     figure.legend(loc="lower center", ncol=len(costmodel.PARTS), frameon=False, bbox_to_anchor=(0.5, -0.04))
     written = plot_paths(directory)
     for path in written:
