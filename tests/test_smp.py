@@ -9,14 +9,13 @@ import subprocess
 
 import pytest
 
-from tests.programs import EXIT_0, mmap
+from tests.programs import CLONE_THREAD, EXIT_0, mmap
 from tests.test_gdb_stub import _start as _gdb_start
 from tools.cli import main
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 THREADS = os.path.join(ROOT, "build", "threads")
 
-CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000   # VM, FS, FILES, SIGHAND, THREAD
 
 # A thread spins reading a page while the main thread write-protects it: the one PTE change the program makes
 # that takes a right away, on an address space two CPUs have loaded.  `area` is the page; `flags` (another
@@ -27,14 +26,7 @@ _start:
 {mmap(8192, 3)}
     mov rbx, rax                       # rbx: the page read, rbx + 4096: the flags
     mov qword ptr [rbx], 7
-    mov eax, 56                        # clone(flags, stack = 0: the thread never touches its stack)
-    mov edi, {CLONE_THREAD_FLAGS}
-    xor esi, esi
-    xor edx, edx
-    xor r10d, r10d
-    xor r8d, r8d
-    syscall
-    test rax, rax
+{CLONE_THREAD}    test rax, rax
     jz thread
 wait_start:
     cmp qword ptr [rbx + 4096], 1

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from tests.programs import EXIT_0, FORK, mmap
+from tests.programs import CLONE_THREAD, EXIT_0, FORK, mmap
 from tools.cli import main
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -54,7 +54,6 @@ def test_each_forgotten_invalidation_is_named(reason, program, memory, capfd):
     assert all(line.endswith(") had no invalidation") for line in lines)
 
 
-CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000   # VM, FS, FILES, SIGHAND, THREAD
 PROT_READ, MADV_DONTNEED, VMG_ZEROCOPY = 1, 4, 0x7A01
 
 # The child of a fork sleeps a while (so that the parent's page stays shared: its write copies) and exits.
@@ -81,14 +80,7 @@ _start:
     mov rbx, rax
     mov qword ptr [rbx], 7
 {prelude}
-    mov eax, 56
-    mov edi, {CLONE_THREAD_FLAGS}
-    xor esi, esi
-    xor edx, edx
-    xor r10d, r10d
-    xor r8d, r8d
-    syscall
-    test rax, rax
+{CLONE_THREAD}    test rax, rax
     jz thread
 wait_ready:
     cmp qword ptr [rbx + 4096], 1

@@ -142,6 +142,16 @@ child:
 
 
 CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000   # VM, FS, FILES, SIGHAND, THREAD
+# clone a thread of this process on no stack of its own: rax is 0 in the thread.
+CLONE_THREAD = f"""
+    mov eax, 56
+    mov edi, {CLONE_THREAD_FLAGS}
+    xor esi, esi
+    xor edx, edx
+    xor r10d, r10d
+    xor r8d, r8d
+    syscall
+"""
 
 # Four threads share {n} iterations of the compute loop (n/4 each, the main thread's included); the last to
 # finish wakes the main thread, which waits on a futex (it spins on no CPU) and exits.
@@ -152,14 +162,7 @@ FOUR_THREADS_LOOP = f"""
 _start:
     mov r12d, 3
 spawn:
-    mov eax, 56
-    mov edi, {CLONE_THREAD_FLAGS}
-    xor esi, esi
-    xor edx, edx
-    xor r10d, r10d
-    xor r8d, r8d
-    syscall
-    test rax, rax
+{CLONE_THREAD}    test rax, rax
     jz worker
     dec r12d
     jnz spawn
@@ -210,14 +213,7 @@ SHOOTDOWN_ROUND_TRIPS = f"""
 .text
 _start:
     mov qword ptr [rip + area], 1
-    mov eax, 56
-    mov edi, {CLONE_THREAD_FLAGS}
-    xor esi, esi
-    xor edx, edx
-    xor r10d, r10d
-    xor r8d, r8d
-    syscall
-    test rax, rax
+{CLONE_THREAD}    test rax, rax
     jz reader
     mov r12d, {{n}}
 again:
