@@ -26,6 +26,7 @@ from emulator import pte as E
 from kernel.kernel import Kernel
 from kernel.proc import SLEEPING, ZOMBIE, Process
 from kernel.vm.object import VNODE
+from kernel.vm.pagequeue import ACTIVE, CACHE, INACTIVE, WIRED
 from kernel.vm.pmap import PROT_EXEC, PROT_WRITE, Pmap
 
 
@@ -123,6 +124,25 @@ def check(kernel: Kernel) -> None:
         assert page.hold_count > 0 and page.object is None and not page.pv, f"orphan frame {page.frame}"
     owned = sum(len(obj.pages) for obj in objects.values()) + len(table_frames) + len(kernel.allocator.orphans)
     assert kernel.allocator.total - kernel.allocator.free_count == owned, "a frame is allocated but owned by nobody"
+    check_queues(kernel, objects.values(), table_frames)
+
+
+def check_queues(kernel: Kernel, objects, table_frames: set[int]) -> None:
+    """Every page in use is in exactly one page queue: an object's in active, inactive or cache, a page table
+    and an orphan held by a sink in wired (kernel/vm/pagequeue.py); the free frames in none."""
+    queues = kernel.allocator.queues
+    queued = {page: queue.name for queue in queues.values() for page in queue.pages}
+    assert sum(len(queue) for queue in queues.values()) == len(queued), "a page is on two queues"
+    assert len(queued) + kernel.allocator.free_count == kernel.allocator.total, "a frame is on no queue, or free too"
+    for page, name in queued.items():
+        assert page.queue is queues[name], f"frame {page.frame} is on the {name} queue but says otherwise"
+    for obj in objects:
+        for page in obj.pages.values():
+            assert queued.get(page) in (ACTIVE, INACTIVE, CACHE), f"frame {page.frame} of {obj} is {queued.get(page)}"
+    for frame in table_frames:
+        assert queued.get(kernel.allocator.page_of(frame)) == WIRED, f"page-table frame {frame} is not wired"
+    for page in kernel.allocator.orphans:
+        assert queued.get(page) == WIRED, f"orphan frame {page.frame} is not wired"
 
 
 def check_tasks(kernel: Kernel, tasks: list[Process]) -> None:

@@ -12,13 +12,16 @@ from typing import Any
 from emulator.processor import Processor
 from kernel import syscall
 from kernel.vm import fault
+from kernel.vm.page import PageAllocator
+from kernel.vm.pagequeue import ACTIVE, CACHE, INACTIVE, WIRED
 from kernel.vmmeter import Recorder
 from tools import vmstat
 
 
 def collect(recorder: Recorder, instructions: int | None, ram_frames: int,
-            processors: list[Processor] | None = None) -> dict[str, Any]:
-    """Counters of a whole run, by subject; per CPU too when the machine's `processors` are given."""
+            processors: list[Processor] | None = None, allocator: PageAllocator | None = None) -> dict[str, Any]:
+    """Counters of a whole run, by subject; per CPU too when the machine's `processors` are given, and the
+    page queues' lengths when the `allocator` is."""
     faults = recorder.by_kind("fault")
     syscalls = recorder.by_kind("syscall")
 
@@ -44,6 +47,7 @@ def collect(recorder: Recorder, instructions: int | None, ram_frames: int,
         "chain_depth": {"max": max(recorder.fault_depths, default=0),
                         **{f"faults_at_depth_{d}": n for d, n in sorted(recorder.fault_depths.items())}},
         "frames": {"in_use": recorder.frames_in_use, "peak": recorder.frames_peak, "total": ram_frames},
+        "page_queues": page_queues(allocator) if allocator is not None else {},
         "objects": recorder.by_kind("object"),
         "syscalls": {"total": sum(syscalls.values()), **syscalls},
         "processes": recorder.by_kind("proc"),
@@ -56,6 +60,17 @@ def collect(recorder: Recorder, instructions: int | None, ram_frames: int,
                   "completions": recorder.count("sink", "complete")},
         "freebsd_vmstat": vmstat.freebsd(count),
     }
+
+
+# The page queues' lengths under the names FreeBSD's struct vmmeter gives them (vmstat -s: "pages active", ...).
+QUEUE_COUNTERS = {"v_active_count": ACTIVE, "v_inactive_count": INACTIVE, "v_cache_count": CACHE,
+                  "v_wire_count": WIRED}
+
+
+def page_queues(allocator: PageAllocator) -> dict[str, int]:
+    """How many pages each queue holds now (kernel/vm/pagequeue.py), and how many frames are free."""
+    return {**{name: len(allocator.queues[queue]) for name, queue in QUEUE_COUNTERS.items()},
+            "v_free_count": allocator.free_count}
 
 
 def cpu_figures(recorder: Recorder, processor: Processor, clocked: bool) -> dict[str, Any]:
@@ -123,6 +138,9 @@ def format_table(stats: dict[str, Any]) -> str:
     section("pages", stats["pages"])
     section("shadow-chain depth at faults", stats["chain_depth"])
     section("frames (4 KiB)", stats["frames"])
+    if stats["page_queues"]:
+        rows.append(("page queues at the end (FreeBSD's vmmeter names)", ""))
+        rows += [("  " + name, str(n)) for name, n in stats["page_queues"].items()]
     section("VM objects", stats["objects"])
     rows.append(("syscalls", ""))
     for name, n in stats["syscalls"].items():

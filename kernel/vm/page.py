@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from emulator.machine import STOP_FRAME, Machine
 from emulator.ram import PAGE_SIZE
+from kernel.vm.pagequeue import ACTIVE, QUEUES, WIRED, PageQueue
 
 if TYPE_CHECKING:
     from kernel.vm.object import VMObject
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 class VMPage:
     """A physical frame in use. `pv` holds (pmap, va) pairs: its pv entries."""
 
-    __slots__ = ("frame", "object", "pindex", "pv", "hold_count", "cow")
+    __slots__ = ("frame", "object", "pindex", "pv", "hold_count", "cow", "queue")
 
     def __init__(self, frame: int) -> None:
         self.frame = frame
@@ -37,6 +38,7 @@ class VMPage:
         self.pv: list[tuple[Pmap, int]] = []
         self.hold_count = 0     # sinks holding this page in flight
         self.cow = 0            # of those, copy-on-write sends: writes must copy
+        self.queue: PageQueue | None = None     # the page queue it is on (kernel/vm/pagequeue.py)
 
     @property
     def paddr(self) -> int:
@@ -48,7 +50,10 @@ class OutOfMemory(Exception):
 
 
 class PageAllocator:
-    """The free page queue. Frames are handed out lowest first, so runs are reproducible."""
+    """The free page queue, and the page queues of the pages in use (kernel/vm/pagequeue.py).
+
+    Frames are handed out lowest first, so runs are reproducible.
+    """
 
     def __init__(self, machine: Machine, recorder: Recorder) -> None:
         self.machine = machine
@@ -59,18 +64,21 @@ class PageAllocator:
         self.total = len(self._free)
         self._pages: list[VMPage | None] = [None] * machine.ram.frames
         self.orphans: set[VMPage] = set()   # held pages no object owns any more
+        self.queues = {name: PageQueue(name) for name in QUEUES}
 
     @property
     def free_count(self) -> int:
         return len(self._free)
 
-    def alloc(self, zero: bool = True) -> VMPage:
-        """A page for the kernel's use; raises OutOfMemory when RAM is exhausted."""
+    def alloc(self, zero: bool = True, wired: bool = False) -> VMPage:
+        """A page for an object (active) or, `wired`, for the kernel itself (a page table); raises OutOfMemory
+        when RAM is exhausted."""
         if not self._free:
             raise OutOfMemory()
         frame = self._free.pop()
         page = VMPage(frame)
         self._pages[frame] = page
+        self.queues[WIRED if wired else ACTIVE].insert(page)
         self.recorder.event("page", "alloc", frame=frame)
         if zero:
             self.machine.fill_frame(frame, b"")
@@ -84,9 +92,11 @@ class PageAllocator:
         if page.hold_count:
             page.object = None
             self.orphans.add(page)
+            self.queues[WIRED].insert(page)     # nothing can reclaim it until the sink lets it go
             self.recorder.event("page", "orphan", frame=page.frame)
             return
         page.object = None
+        page.queue.remove(page)
         self._pages[page.frame] = None
         self._free.append(page.frame)
         self.recorder.event("page", "free", frame=page.frame)

@@ -43,7 +43,7 @@ class Pmap:
         self.shootdown = shootdown
         self.recorder = allocator.recorder
         self.qwords = allocator.ram.qwords
-        self.root = allocator.alloc()
+        self.root = allocator.alloc(wired=True)
         self.tables: dict[int, PageTable] = {self.root.frame: PageTable(self.root)}
         self.resident = 0
         self.active_cpus: set[int] = set()     # the CPUs whose CR3 points here (pm_active); the scheduler keeps it
@@ -62,7 +62,7 @@ class Pmap:
             if not entry & E.P:
                 if not create:
                     return None
-                page = self.allocator.alloc()
+                page = self.allocator.alloc(wired=True)
                 self.tables[page.frame] = PageTable(page)
                 self.tables[table].used.add(index)
                 self.qwords[slot] = page.paddr | E.P | E.RW | E.US

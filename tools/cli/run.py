@@ -194,7 +194,7 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
             say_error(f"the run ended at t = {ended:,}, "
                    f"{f'before {due:,}' if ended < due else f'as instruction {due:,} ran'}: no snapshot")
         counters = run_stats.collect(kernel.recorder, machine.retired if machine.deterministic else None,
-                                     kernel.allocator.total, machine.processors)
+                                     kernel.allocator.total, machine.processors, kernel.allocator)
         counters["exit_status"] = status
         counters["ended_by"] = ending.limit if ending is not None else None
         if args.stats:

@@ -275,5 +275,5 @@ def faults(tap: EventTap, count: int) -> str:
 def stats(kernel: Kernel) -> str:
     machine = kernel.machine
     counters = run_stats.collect(kernel.recorder, machine.retired if machine.deterministic else None,
-                                 kernel.allocator.total, machine.processors)
+                                 kernel.allocator.total, machine.processors, kernel.allocator)
     return run_stats.format_table(counters)
