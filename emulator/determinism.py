@@ -95,6 +95,14 @@ class TimestampCounter:
         self._last = value
         return value & _MASK64
 
+    def now(self) -> int:
+        """Virtual time as the guest may see it (its clocks read it too): never before a time it was already
+        shown.  Each CPU has a clock of its own, and a thread moving to a CPU that is behind in its round must
+        not see time go back."""
+        value = max(self._machine.now, self._last)
+        self._last = value
+        return value
+
 
 class Determinism:
     """Answers rdtsc, rdtscp, cpuid, rdrand and rdseed for one machine, from its clock and `seed`.

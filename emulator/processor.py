@@ -1,12 +1,15 @@
 """A processor: one CPU of the board, with everything a real core keeps to itself.
 
 Each processor is its own Unicorn engine over the board's one RAM buffer
-(every engine maps the same host memory, so a store one CPU makes is seen by
-the others at once, as cache coherence gives on real hardware).  What is
-not shared is exactly what is not shared on an SMP machine: registers, CR3,
-the TLB (a translation cached here stays until this processor invalidates
-it, whatever the page tables in RAM say now), translated code, and the
-processor's own count of time.
+(every engine maps the same host memory, so a store one CPU makes to data is
+seen by the others at once, as cache coherence gives on real hardware).  What
+is not shared is exactly what is not shared on an SMP machine: registers,
+CR3, the TLB (a translation cached here stays until this processor
+invalidates it, whatever the page tables in RAM say now), and the
+processor's own count of time; and, unlike real hardware, translated code:
+a user store on one CPU into code another CPU has translated is not seen by
+that CPU's translations (cross-modifying code; the kernel's own writes are
+made coherent by the board: emulator/machine.py).
 """
 
 from __future__ import annotations

@@ -45,12 +45,3 @@ class CalloutQueue:
 
     def next_deadline(self) -> int | None:
         return min((d for d in (device.deadline() for device in self.devices) if d is not None), default=None)
-
-    def idle_until_next(self) -> bool:
-        """Nothing can run: let idle time pass up to the next deadline and run what is due.  False if none."""
-        deadline = self.next_deadline()
-        if deadline is None:
-            return False
-        self.machine.idle(max(0, deadline - self.machine.now))
-        self.run_due()
-        return True

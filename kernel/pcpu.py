@@ -3,8 +3,9 @@
 The kernel works on one processor at a time, the one the scheduler selected
 (`Kernel.pcpu`); `Kernel.current` and the rest are that processor's.  A
 processor that goes idle keeps its last address space loaded (lazy TLB, as
-both kernels do): it stays in that pmap's `active_cpus`, so it is still sent
-the shootdowns of that address space until it loads another CR3.
+Linux does): it stays in that pmap's `active_cpus` until the first shootdown
+IPI of that address space reaches it, and then leaves it (Linux's leave_mm,
+kernel/sched.py: _take_ipis).
 """
 
 from __future__ import annotations

@@ -66,7 +66,8 @@ class Process:
     signal: int = 0                          # the signal that killed it, or 0
     death: str = ""                          # one line saying how it died, for the user
     instructions: int = 0                    # instructions this process retired
-    cpu: int = 0                             # the CPU it runs on, or last ran on
+    cpu: int | None = None                   # the CPU it runs on, or last ran on (None: it has not run yet)
+    runnable_at: int = 0                     # when it was last made runnable, on the clock of the CPU that did it
     channel: Any = None                      # what a sleeping process waits for
     reaped: list[int] = field(default_factory=list)   # pids of the children it has waited for
     exit_order: int = 0                      # when it exited, to reap children in that order
@@ -296,6 +297,7 @@ class ProcessTable:
             return
         last = all(t is proc for t in self.threads(proc))
         if last:
+            self.recorder.pid = proc.tgid     # the process ends: its map and its exit are its own, not a thread's
             for observer in self.observers:
                 observer.before_exit(self, proc)
         proc.state = ZOMBIE

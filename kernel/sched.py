@@ -168,6 +168,10 @@ class Scheduler:
             proc = self._next_to_run(pcpu)
             if proc is None:
                 return False
+            if self.machine.now < proc.runnable_at:
+                # Woken on a CPU ahead in its round: this one waits until then, so that no thread runs before
+                # the time it was woken at (a timed sleep never ends early).
+                self.machine.idle(proc.runnable_at - self.machine.now)
             pcpu.slice_end = self.machine.now + self.quantum
         self._switch_to(proc)
         if proc.pending and signal_delivery.deliverable(proc):
@@ -197,6 +201,7 @@ class Scheduler:
         """`proc` can run again (it was made, woken, or sent a signal): an idle CPU takes it first, as Linux's
         select_task_rq and FreeBSD's sched_pickcpu choose an idle CPU for a waking thread; else it waits in
         the run queue for whichever CPU looks for work next."""
+        proc.runnable_at = self.machine.now
         if len(self.cpus) > 1:
             for pcpu in self.cpus:
                 if pcpu.current is None and not pcpu.woken:
@@ -297,10 +302,20 @@ class Scheduler:
 
     def _take_ipis(self, pcpu: PerCPU) -> None:
         """The shootdowns other CPUs sent: the invalidations were queued on this CPU's TLB when sent (it ran
-        nothing since); taking the interrupt is what is recorded, on this CPU at its time."""
+        nothing since); taking the interrupt is what is recorded, on this CPU at its time.
+
+        A CPU that idles with an address space still loaded (lazy TLB) leaves it on the first IPI, as Linux's
+        flush_tlb_func does (leave_mm): it flushes its TLB and drops out of the pmap's CPUs, so that the
+        address space's next shootdowns pass it by, and it loads the CR3 again when it next runs a thread there.
+        """
         for ipi in pcpu.ipis:
             self.recorder.event("tlb", ipi.kind, sender=ipi.sender, pages=ipi.pages, reason=ipi.reason)
         pcpu.ipis.clear()
+        if pcpu.current is None and pcpu.active_vmspace is not None:
+            pcpu.active_vmspace.pmap.active_cpus.discard(pcpu.index)
+            pcpu.active_vmspace = None
+            self.recorder.event("tlb", "invalidate-all", reason="leave-mm")
+            pcpu.processor.tlb.invalidate_all()
 
     def _switch_to(self, proc: Process) -> None:
         pcpu = self.pcpu

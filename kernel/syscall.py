@@ -197,6 +197,14 @@ def unknown_name_message(name: str) -> str:
             f"{', '.join(sorted(s.name for s in TABLE.values()))})")
 
 
+def record_woken(kernel: Kernel, rax: int, registers: tuple[int, ...], result: int) -> None:
+    """A call that slept returns what its waker decided (a futex wake, a timeout, vfork's end) without being made
+    again: its return is recorded as dispatch records one, so that a trace sees every call end."""
+    entry = TABLE[rax & 0xFFFF_FFFF]
+    args = tuple(map(call, entry.args, registers)) if entry.args else ()
+    kernel.recorder.event("syscall", entry.name, args=args, result=result, blocked=False)
+
+
 def dispatch(kernel: Kernel, proc: Process, rax: int, registers: tuple[int, ...]) -> int:
     """Run one syscall; returns the value for rax (a result or -errno)."""
     number = rax & 0xFFFF_FFFF

@@ -67,7 +67,7 @@ def _now_ns(kernel: Kernel, proc: Process, clock: int) -> int:
     if clock in (CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID):
         return proc.instructions * NS_PER_INSTRUCTION
     if kernel.machine.deterministic:
-        ns = kernel.machine.now * NS_PER_INSTRUCTION
+        ns = kernel.machine.determinism.tsc.now() * NS_PER_INSTRUCTION
     else:
         ns = time.monotonic_ns()
     if clock in (CLOCK_REALTIME, CLOCK_REALTIME_COARSE, CLOCK_TAI):

@@ -21,7 +21,7 @@ from kernel import sigframe, signal_delivery, signals
 from kernel.callout import CalloutQueue
 from kernel.proc import RUNNABLE, Process
 from kernel.signal_delivery import BUS_ADRERR, SEGV_ACCERR, SEGV_MAPERR
-from kernel.syscall import dispatch
+from kernel.syscall import dispatch, record_woken
 from kernel.vm import fault
 from kernel.vm.fault import FaultResult, vm_fault
 from kernel.vm.page import PageAllocator
@@ -64,7 +64,9 @@ class Traps:
         if self.callout.devices:
             self.callout.run_due()    # a write to a page in flight copies it only if it is still in flight
         result = self.page_fault(proc, va, access, error_code, user=True)
-        return result if result.fatal else None
+        # An observer may have ended the process meanwhile (the TLB sanitizer, a run limit): its tables are gone,
+        # and the run must end here, not retry the walk.
+        return result if result.fatal or proc.state != RUNNABLE else None
 
     def page_fault(self, proc: Process, va: int, access: int, error_code: int, user: bool) -> FaultResult:
         """Every page fault comes through here, so that a debugger's fault hooks see them all: the user's
@@ -88,6 +90,7 @@ class Traps:
         if proc.restart_result is not None:
             # Woken with its result (a futex wake, a timeout, vfork's end): the call is over, not made again.
             result, proc.restart_result = proc.restart_result, None
+            record_woken(self, number, tuple(args), result)
         else:
             result = dispatch(self, proc, number, tuple(args))
         if proc.state == RUNNABLE:

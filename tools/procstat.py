@@ -53,7 +53,7 @@ def entries(proc: Process) -> list[dict[str, Any]]:
 
 def record(recorder: Recorder, proc: Process, why: str) -> None:
     """Put a process's map into the recorder (and so the trace) as a `map` event; `why` is its kind."""
-    recorder.event("map", why, process=proc.pid, entries=entries(proc))
+    recorder.event("map", why, process=proc.tgid, entries=entries(proc))
 
 
 class MapsAtExit(Observer):

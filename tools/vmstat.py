@@ -64,7 +64,7 @@ def linux_tlb_reason(kind: str, reason: str) -> str:
         return "TLB_REMOTE_SEND_IPI"
     if kind in IPI_KINDS:
         return "TLB_REMOTE_SHOOTDOWN"
-    return "TLB_FLUSH_ON_TASK_SWITCH" if reason == "context-switch" else "TLB_LOCAL_MM_SHOOTDOWN"
+    return "TLB_FLUSH_ON_TASK_SWITCH" if reason in ("context-switch", "leave-mm") else "TLB_LOCAL_MM_SHOOTDOWN"
 
 
 # The shootdown interrupts a CPU takes (kernel/vm/shootdown.py), by the counter FreeBSD keeps of each
@@ -76,7 +76,8 @@ IPI_KINDS = {shootdown.IPI_INVLPG: "ipi_invlpg_counts", shootdown.IPI_INVLRNG: "
 def linux_tlb_counters(count: Count) -> dict[str, int]:
     """/proc/vmstat's TLB counters (x86's arch/x86/mm/tlb.c counts them): a task switch's CR3 load is none
     of them; nr_tlb_local_flush_one counts pages."""
-    local_all = count("tlb", "invalidate-all", None) - count("tlb", "invalidate-all", "context-switch")
+    local_all = (count("tlb", "invalidate-all", None) - count("tlb", "invalidate-all", "context-switch")
+                 - count("tlb", "invalidate-all", "leave-mm"))
     return {"nr_tlb_remote_flush": count("tlb", "shootdown", None),
             "nr_tlb_remote_flush_received": sum(count("tlb", kind, None) for kind in IPI_KINDS),
             "nr_tlb_local_flush_all": local_all,

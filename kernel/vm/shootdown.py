@@ -4,8 +4,8 @@ A PTE change that takes something away (another frame, fewer rights) must
 reach every TLB that may hold the old entry.  The CPU making the change
 invalidates its own (invlpg, or a full flush past Linux's single-page
 ceiling); every other CPU with the address space loaded (the pmap's
-`active_cpus`: FreeBSD's pm_active, Linux's mm_cpumask, idle CPUs that kept
-it lazily included) is sent one IPI for the whole batch, as Linux's
+`active_cpus`: FreeBSD's pm_active, Linux's mm_cpumask, an idle CPU that kept
+it lazily included, until that IPI makes it leave) is sent one IPI for the whole batch, as Linux's
 flush_tlb_mm_range and FreeBSD's pmap_invalidate_range do, and the sender
 waits for every answer.  Targets do not run while the kernel works on the
 sender (they run one at a time, kernel/sched.py), so each invalidation is
@@ -13,8 +13,8 @@ queued on the target's TLB at once and the interrupt is recorded when the
 target takes it, at its next instruction boundary in the schedule.
 
 Named by the recorder as Linux's tlb:tlb_flush tracepoint names its
-reasons: a local invalidation is TLB_LOCAL_SHOOTDOWN (a page) or
-TLB_LOCAL_MM_SHOOTDOWN (the whole address space), a `shootdown` event is
+reasons: a local invalidation of an address space's pages is
+TLB_LOCAL_MM_SHOOTDOWN, a `shootdown` event is
 TLB_REMOTE_SEND_IPI on the sender, and the interrupt each target takes is
 TLB_REMOTE_SHOOTDOWN, named by the handler FreeBSD runs for it
 (`ipi-invlpg`, `ipi-invlrng`, `ipi-invltlb`) and counted per CPU as
@@ -81,10 +81,13 @@ class TLBShootdown:
                     self.recorder.event("tlb", "invalidate-page", address=va, reason=reason)
                     tlb.invalidate_page(va)
         if len(active_cpus) > (here in active_cpus) and REMOTE not in self.skipped:
-            self._send(sorted(active_cpus - {here}), addresses, whole, reason)
+            self._send(active_cpus, sorted(active_cpus - {here}), addresses, whole, reason)
 
-    def _send(self, targets: list[int], addresses: list[int], whole: bool, reason: str) -> None:
-        """One IPI to each target for the whole batch; the sender waits for all (one `shootdown`)."""
+    def _send(self, active_cpus: set[int], targets: list[int], addresses: list[int], whole: bool,
+              reason: str) -> None:
+        """One IPI to each target for the whole batch; the sender waits for all (one `shootdown`).  A target
+        that idles with the address space lazily loaded leaves it on this IPI (kernel/sched.py: _take_ipis):
+        the next shootdowns pass it by."""
         pages = None if whole else len(addresses)
         kind = IPI_INVLTLB if whole else IPI_INVLPG if pages == 1 else IPI_INVLRNG
         self.recorder.event("tlb", "shootdown", targets=len(targets), pages=pages, reason=reason)
@@ -98,3 +101,5 @@ class TLBShootdown:
                 for va in addresses:
                     tlb.invalidate_page(va)
             pcpu.ipis.append(ShootdownIPI(kind, here, reason, pages))
+            if pcpu.current is None:
+                active_cpus.discard(index)

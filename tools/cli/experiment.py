@@ -39,6 +39,13 @@ def _choices(option: str, given: list[str], known: list[str] | tuple[str, ...]) 
     return items
 
 
+def _cpu_count(text: str) -> int:
+    """One CPU count of --cpus: a whole number (checked against the machine's limit by the caller)."""
+    if not text.strip().isdigit():
+        raise ValueError(f"--cpus: {text!r} is not a number of CPUs (a list like 1,2,4)")
+    return int(text)
+
+
 def command_zerocopy(args: argparse.Namespace) -> int:
     from tools import costmodel
 
@@ -47,9 +54,9 @@ def command_zerocopy(args: argparse.Namespace) -> int:
         modes = _choices("--modes", args.modes, zerocopy.MODES)
         sizes = sorted({parse_size(text) for text in args.sizes for text in text.split(",") if text})
         total = parse_size(args.total)
-        cpus = sorted({int(text) for text in args.cpus.split(",") if text.strip()})
+        cpus = sorted({_cpu_count(text) for words in args.cpus for text in words.split(",")})
     except (ValueError, argparse.ArgumentTypeError) as error:
-        say_error(f"--cpus {args.cpus}: not a list of whole numbers" if "int()" in str(error) else str(error))
+        say_error(str(error))
         return 2
     if not cpus or any(not 1 <= n <= zerocopy.MAX_CPUS for n in cpus):
         say_error(f"--cpus: each must be from 1 to {zerocopy.MAX_CPUS}")

@@ -217,7 +217,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     run.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                      help="put a variable in the program's environment (it starts empty, for reproducibility)")
     run.add_argument("--snapshot-at", metavar="N|exit",
-                     help="draw the address spaces and shadow chains when N instructions have run, or just before "
+                     help="draw the address spaces and shadow chains at virtual time N (instructions run; with "
+                          "--cpus, when the first CPU's clock reaches N), or just before "
                           "the first process exits (Graphviz DOT; SVG too if graphviz is installed), and list each "
                           "map as procstat -v does (on stderr and in a .txt beside it)")
     run.add_argument("--snapshot", metavar="FILE",
@@ -225,8 +226,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     run.add_argument("--fast", action="store_true",
                      help="run at raw Unicorn speed without counting instructions (not reproducible)")
     run.add_argument("--seed", type=parse_seed, default=DEFAULT_SEED, metavar="N",
-                     help=f"seed of the values rdrand and rdseed give, 0 to 2**64-1 (default {DEFAULT_SEED}); "
-                          "the TSC is virtual time and CPUID a fixed model's, so a run never reads the host")
+                     help=f"seed of the values rdrand, rdseed and getrandom give, and of the order CPUs take their "
+                          f"turns in with --cpus, 0 to 2**64-1 (default {DEFAULT_SEED}); the TSC is virtual time "
+                          "and CPUID a fixed model's, so a run never reads the host")
     run.add_argument("--uid", type=parse_id, default=0, metavar="N",
                      help="the user id every process runs as: getuid, stat of a pipe, access checks (default 0, "
                           "root); files keep the owners the host gives them")
@@ -301,10 +303,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                     help="bytes each cell sends, a multiple of every size "
                          f"(default {zerocopy.size_text(zerocopy.DEFAULT_TOTAL)})")
     default_cpus = ",".join(map(str, zerocopy.DEFAULT_CPUS))
-    zc.add_argument("--cpus", default=default_cpus, metavar="N,N,...",
-                    help="CPUs of each cell's machine, with as many threads in the sending program: the sender and "
-                         "helpers that keep its address space in use on the other CPUs, so a copy-on-write send "
-                         f"pays a shootdown to each (default {default_cpus})")
+    zc.add_argument("--cpus", nargs="+", default=[default_cpus], metavar="N",
+                    help="CPUs of each cell's machine, 1 to 8, with as many threads in the sending program: the "
+                         "sender and helpers that keep its address space in use on the other CPUs, so a "
+                         f"copy-on-write send pays a shootdown to each (default {default_cpus})")
     zc.add_argument("--sink", choices=list(zerocopy.SINKS), default="wire",
                     help="where the workloads send: " + "; ".join(f"{k}: {v}" for k, v in zerocopy.SINKS.items())
                          + " (default wire)")

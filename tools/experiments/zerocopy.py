@@ -344,7 +344,7 @@ def conclusion(cells: list[Cell], costs: Costs) -> list[str]:
 
     lines = [f"Conclusion (estimated cycles per MiB under {cost_model_name(costs)}; "
              "only a mode that delivered every byte intact can win):"]
-    several = len({cell.cpus for cell in cells}) > 1
+    several = {cell.cpus for cell in cells} != {1}     # name the CPU count unless every cell had one CPU
     for workload, cpus in dict.fromkeys((cell.workload, cell.cpus) for cell in cells):
         findings = []
         for size in sorted({cell.size for cell in cells if (cell.workload, cell.cpus) == (workload, cpus)}):

@@ -216,8 +216,9 @@ def chain(proc: Process, va: int) -> str:
 def tlb(kernel: Kernel, tap: EventTap, count: int) -> str:
     recorder = kernel.recorder
     machine = kernel.machine
-    owner = f"process {kernel.loaded.pid}'s page tables" if kernel.loaded is not None else "no process loaded"
-    lines = [f"cr3 {machine.cr3:#x} ({owner}); a flush is {'pending' if machine.tlb.pending else 'not pending'} "
+    owner = f"process {kernel.loaded.tgid}'s page tables" if kernel.loaded is not None else "no process loaded"
+    whose = f"CPU {kernel.pcpu.index}: " if len(kernel.cpus) > 1 else ""
+    lines = [f"{whose}cr3 {machine.cr3:#x} ({owner}); a flush is {'pending' if machine.tlb.pending else 'not pending'} "
              "(Unicorn's TLB is flushed whole, before user code runs again)",
              f"invalidations so far: {recorder.count('tlb', 'invalidate-page')} invalidate-page, "
              f"{recorder.count('tlb', 'invalidate-all')} invalidate-all"]
@@ -251,7 +252,8 @@ def cpus(kernel: Kernel) -> str:
         waiting = f", {len(pcpu.ipis)} shootdown IPIs to take" if pcpu.ipis else ""
         flush = ", a flush pending" if processor.tlb.pending else ""
         lines.append(f"cpu {pcpu.index}{' (selected)' if pcpu is kernel.pcpu else ''}: {running}; {loaded}; "
-                     f"TLB may hold {len(processor.tlb.held)} translations{flush}{waiting}; t = {processor.now:,} "
+                     f"TLB may hold {len(processor.tlb.held)} translation{'s' * (len(processor.tlb.held) != 1)}"
+                     f"{flush}{waiting}; t = {processor.now:,} "
                      f"({processor.idle_time:,} idle)")
     return "\n".join(lines)
 

@@ -47,7 +47,7 @@ def parse_hex(text: bytes) -> int:
 
 def on_cpu(kernel: Kernel, proc: Process) -> str:
     """Where a thread runs, for `info threads` on a machine of several CPUs ("" on one)."""
-    if len(kernel.cpus) == 1:
+    if len(kernel.cpus) == 1 or proc.cpu is None:
         return ""
     running = kernel.cpus[proc.cpu].current is proc
     return f", {'on' if running else 'last on'} cpu {proc.cpu}"

@@ -9,9 +9,9 @@
  *     TOTAL  bytes to send in all, a multiple of SIZE
  *     SINK   wire (default): /dev/wire, a slow peer, vmgames only
  *            pipe: a pipe to a forked reader that checks every byte (runs on Linux too)
- *     THREADS  threads of the sending program (default 1): the others touch a page of their own every
- *            20 microseconds until the sends are over, as a server's threads keep its address space in use
- *            on their CPUs; a copy-on-write send then has to shoot down the TLB of each CPU they run on
+ *     THREADS  threads of the sending program (default 1): the others keep writing a page of their own
+ *            until the sends are over, as a busy server's threads keep its address space in use on their
+ *            CPUs; a copy-on-write send then has to shoot down the TLB of each CPU they run on
  *
  * Every send's bytes are a pattern of (send number, offset), so a buffer
  * refilled while its pages are still on their way shows up as bytes the
@@ -26,7 +26,6 @@
 #define ZC_WAIT 1
 #define MAX_SIZE (256L << 20)
 #define MAX_THREADS 8
-#define SYS_nanosleep 35
 #define SYS_clone 56
 #define SYS_futex 202
 #define FUTEX_WAIT_PRIVATE 128
@@ -52,12 +51,8 @@ struct workload {
     long threads;                  /* threads of the program: the sender and threads - 1 helpers */
 };
 
-struct timespec {
-    long tv_sec;
-    long tv_nsec;
-};
-
-/* The helpers: each touches its own page, sleeps 20 us, and so on until told to stop (or the program exits). */
+/* The helpers: each keeps writing a page of its own until told to stop (or the program exits), so that its CPU
+ * runs the address space all along, as a busy server's other threads do. */
 static volatile int helpers_stop;
 static int helpers_running;
 static unsigned char helper_pages[MAX_THREADS][PAGE_SIZE] __attribute__((aligned(PAGE_SIZE)));
@@ -65,14 +60,10 @@ static unsigned char helper_stacks[MAX_THREADS][16384] __attribute__((aligned(16
 
 static void helper(long index)
 {
-    struct timespec pause = {0, 20000};
     __atomic_add_fetch(&helpers_running, 1, __ATOMIC_SEQ_CST);
     syscall6(SYS_futex, (long)&helpers_running, FUTEX_WAKE_PRIVATE, 1, 0, 0, 0);
-    while (!helpers_stop) {
+    while (!helpers_stop)
         helper_pages[index][0]++;
-        syscall3(SYS_nanosleep, (long)&pause, 0, 0);
-    }
-    __atomic_sub_fetch(&helpers_running, 1, __ATOMIC_SEQ_CST);
 }
 
 /* clone a thread that runs fn(arg) on `stack_top` and then exits: the child returns from the syscall on its
