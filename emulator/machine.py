@@ -104,7 +104,7 @@ class Machine:
 
     def select(self, processor: Processor) -> None:
         """Make `processor` the one that runs next, and whose registers, TLB and clock the kernel works on."""
-        self.current = processor
+        self.selected = processor
         self.cpu = processor.cpu
         self.engine = processor.engine
         self.tlb = processor.tlb
@@ -113,7 +113,7 @@ class Machine:
     @property
     def cr3(self) -> int:
         """The selected processor's page-table root."""
-        return self.current.cr3
+        return self.selected.cr3
 
     @property
     def cr3_loads(self) -> int:
@@ -152,11 +152,11 @@ class Machine:
     def now(self) -> int:
         """The selected processor's virtual time: instructions retired (none counted when not deterministic),
         plus its idle time."""
-        return self.clock.now if self.clock else self.current.idle_time
+        return self.clock.now if self.clock else self.selected.idle_time
 
     @property
     def idle_time(self) -> int:
-        return self.current.idle_time
+        return self.selected.idle_time
 
     @property
     def retired(self) -> int:
@@ -166,17 +166,17 @@ class Machine:
     def idle(self, instructions: int) -> None:
         """Let virtual time pass on the selected processor with nothing to run, as a CPU idles while every
         process waits for a device."""
-        self.current.idle(instructions)
+        self.selected.idle(instructions)
 
     def clock_reader(self) -> Callable[[], int]:
         """A function returning the selected processor's `now`, without a Python frame when there is a clock
         (it stamps every event): to be asked again after each `select`."""
-        current = self.current
+        current = self.selected
         return current.clock.reader() if current.clock else (lambda: current.idle_time)
 
     def set_page_table_root(self, cr3: int) -> None:
         """Load the selected processor's CR3, which (without PCIDs or global pages) flushes its whole TLB."""
-        self.current.load_cr3(cr3)
+        self.selected.load_cr3(cr3)
 
     # Writing RAM.  Unicorn notices the stores user code makes to a page it
     # translated code from, but not the kernel's writes into the host buffer
@@ -228,7 +228,7 @@ class Machine:
         """(page, frame address held, rights held, PTE now) for each translation a processor's TLB (the selected
         one's by default) may still hold that the page tables in RAM no longer give: another frame, or fewer
         rights.  Empty unless a PTE was changed without its invalidation (the TLB sanitizer's question)."""
-        processor = processor or self.current
+        processor = processor or self.selected
         stale = []
         for va, (paddr, rights) in processor.tlb.held.items():
             leaf = mmu.leaf_entry(self.ram.qwords, processor.cr3, va)
@@ -311,7 +311,7 @@ class Machine:
                 return True
             access = _ACCESS_OF[mem_type]
             qwords = self.ram.qwords
-            cr3 = self.current.cr3
+            cr3 = self.selected.cr3
             paddr, result = mmu.walk(qwords, cr3, va, access)
             if paddr < 0:
                 verdict = self.page_fault_handler(va, access, result)
@@ -324,7 +324,7 @@ class Machine:
                 self.tlb.sync()
             if result & _PROT_EXEC:
                 # Unicorn may translate code from it through this entry, whatever access filled it.
-                self.code_frames[paddr >> PAGE_SHIFT] |= self.current.bit
+                self.code_frames[paddr >> PAGE_SHIFT] |= self.selected.bit
             self.tlb.held[va & ~0xFFF] = (paddr, result)
             entry[0] = paddr
             entry[1] = result

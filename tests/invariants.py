@@ -24,7 +24,7 @@ from itertools import compress
 
 from emulator import pte as E
 from kernel.kernel import Kernel
-from kernel.proc import SLEEPING, ZOMBIE, Process
+from kernel.proc import RUNNABLE, SLEEPING, ZOMBIE, Process
 from kernel.vm.object import VNODE
 from kernel.vm.pagequeue import ACTIVE, CACHE, INACTIVE, WIRED
 from kernel.vm.pmap import PROT_EXEC, PROT_WRITE, Pmap
@@ -52,6 +52,7 @@ def present_ptes(pmap: Pmap):
 def check(kernel: Kernel) -> None:
     # The TLB sanitizer's question, at a kernel entry: no translation the TLB may still hold is one the page
     # tables no longer give (a PTE changed without its invalidation).
+    check_cpus(kernel)
     # Every CPU's: one that idles keeps its last address space loaded (lazy TLB), and gets its shootdowns.  One
     # whose address space is gone loads another before it runs (its tables may hold anything by then).
     machine = kernel.machine
@@ -125,6 +126,30 @@ def check(kernel: Kernel) -> None:
     owned = sum(len(obj.pages) for obj in objects.values()) + len(table_frames) + len(kernel.allocator.orphans)
     assert kernel.allocator.total - kernel.allocator.free_count == owned, "a frame is allocated but owned by nobody"
     check_queues(kernel, objects.values(), table_frames)
+
+
+def check_cpus(kernel: Kernel) -> None:
+    """Each CPU's state agrees with the board and with the others: its CR3 is its address space's, it is in that
+    pmap's CPUs unless an IPI made it leave (then it has one to take), no task is loaded on two CPUs or runs on
+    two, and no task waiting for a CPU is another's current."""
+    loaded = [pcpu.loaded for pcpu in kernel.cpus if pcpu.loaded is not None]
+    assert len(loaded) == len(set(map(id, loaded))), "a task's registers are in two CPUs"
+    running = [pcpu.current for pcpu in kernel.cpus if pcpu.current is not None]
+    assert len(running) == len(set(map(id, running))), "a task runs on two CPUs"
+    waiting = [*kernel.run_queue, *(proc for pcpu in kernel.cpus for proc in pcpu.woken)]
+    assert not any(proc is current for proc in waiting for current in running if proc.state == RUNNABLE), \
+        "a task waits for a CPU while it runs on one"
+    for pcpu in kernel.cpus:
+        space = pcpu.active_vmspace
+        if space is None or space.users == 0:
+            continue
+        assert pcpu.processor.cr3 == space.pmap.cr3, f"cpu {pcpu.index}'s CR3 is not its address space's"
+        assert pcpu.index in space.pmap.active_cpus or pcpu.ipis, \
+            f"cpu {pcpu.index} has an address space loaded but is not among its CPUs"
+    for proc in kernel.processes.values():
+        if proc.state != ZOMBIE:
+            members = {pcpu.index for pcpu in kernel.cpus if pcpu.active_vmspace is proc.vmspace}
+            assert proc.vmspace.pmap.active_cpus <= members, f"pid {proc.pid}: a CPU in pm_active has it not loaded"
 
 
 def check_queues(kernel: Kernel, objects, table_frames: set[int]) -> None:

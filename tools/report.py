@@ -439,19 +439,25 @@ def cpu_table(summary: Summary) -> Table:
     IPIs it took as FreeBSD counts them (one counter per CPU and handler)."""
     from rich.table import Table
 
-    table = Table(title="Per CPU")
+    table = Table(title="Per CPU (shootdowns sent, and the IPIs taken as FreeBSD's ipi_*_counts count them)")
     columns = {"faults": ("fault", None), "syscalls": ("syscall", None),
-               "invalidate page": ("tlb", ("invalidate-page",)), "invalidate all": ("tlb", ("invalidate-all",)),
-               "shootdowns sent": ("tlb", ("shootdown",)),
-               **{name: ("tlb", (kind,)) for kind, name in vmstat.IPI_KINDS.items()}}
+               "inval. page": ("tlb", ("invalidate-page",)), "inval. all": ("tlb", ("invalidate-all",)),
+               "sent": ("tlb", ("shootdown",)),
+               **{kind.removeprefix("ipi-"): ("tlb", (kind,)) for kind in vmstat.IPI_KINDS}}
     table.add_column("cpu", justify="right", min_width=3)
     for name in columns:
         table.add_column(name, justify="right", no_wrap=True, min_width=len(name))
+    kept = summary.kept
+
+    def cell(cpu: int, type_: str, kinds: tuple[str, ...] | None) -> str:
+        if kept is not None and type_ not in kept:
+            return "not traced"
+        events = sum(n for (c, t, k), n in summary.cpus.items()
+                     if c == cpu and t == type_ and (kinds is None or k in kinds))
+        return f"{events:,}"
+
     for cpu in summary.cpu_numbers:
-        row = [sum(n for (c, t, k), n in summary.cpus.items()
-                   if c == cpu and t == type_ and (kinds is None or k in kinds))
-               for type_, kinds in columns.values()]
-        table.add_row(str(cpu), *(f"{n:,}" for n in row))
+        table.add_row(str(cpu), *(cell(cpu, type_, kinds) for type_, kinds in columns.values()))
     return table
 
 

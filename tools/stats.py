@@ -114,6 +114,9 @@ def format_table(stats: dict[str, Any]) -> str:
         for key, value in items.items():
             rows.append(("  " + key.replace("_", " "), str(value)))
 
+    if stats.get("skipped_invalidations"):
+        rows.append(("fault injection: the kernel forgot the invalidations of "
+                     + ", ".join(stats["skipped_invalidations"]), ""))
     rows.append(("instructions retired", "n/a (fast mode)" if stats["instructions"] is None
                  else f"{stats['instructions']:,}"))
     section("page faults", stats["faults"])

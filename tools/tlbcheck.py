@@ -71,7 +71,7 @@ class TLBCheck(Observer):
         machine = kernel.machine
         if self.problems or machine.tlb.pending or kernel.active_vmspace is not proc.vmspace:
             return      # a flush comes first (asked for, or the CR3 load of an exec's new image): nothing survives it
-        here = machine.current.index
+        here = machine.selected.index
         whose = f"CPU {here}'s TLB" if len(machine.processors) > 1 else "the TLB"
         for page, frame, rights, now in machine.stale_translations():
             line = (f"{whose} may still translate {page:#x} to frame {frame >> 12:#x} ({_rights(rights)}), "

@@ -69,7 +69,7 @@ class TLBShootdown:
         """Invalidate `addresses` of an address space loaded on `active_cpus`, wherever it is loaded."""
         if not active_cpus or not addresses or reason in self.skipped:
             return
-        here = self.machine.current.index
+        here = self.machine.selected.index
         whole = len(addresses) > TLB_SINGLE_PAGE_FLUSH_CEILING
         if here in active_cpus:
             tlb = self.machine.tlb
@@ -91,7 +91,7 @@ class TLBShootdown:
         pages = None if whole else len(addresses)
         kind = IPI_INVLTLB if whole else IPI_INVLPG if pages == 1 else IPI_INVLRNG
         self.recorder.event("tlb", "shootdown", targets=len(targets), pages=pages, reason=reason)
-        here = self.machine.current.index
+        here = self.machine.selected.index
         for index in targets:
             pcpu = self.cpus[index]
             tlb = pcpu.processor.tlb

@@ -129,7 +129,7 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
                        "trace_events": sorted(trace_types) if trace_types else None,
                        "wire_rate": args.wire_rate, "wire_buffer": args.wire_buffer, "snapshot_at": args.snapshot_at,
                        "gdb": args.gdb is not None, "break_on": args.break_on,
-                       "skip_invalidation": args.skip_invalidation, "max_procs": args.max_procs,
+                       "skip_invalidation": sorted(set(args.skip_invalidation)), "max_procs": args.max_procs,
                        "max_instructions": args.max_instructions, "timeout": args.timeout, "cwd": os.getcwd()}
             trace_sink = trace.writer(
                 trace_file, trace.header(args.program, [args.program] + args.args, options, args.ram), trace_types)
@@ -197,6 +197,8 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
                                      kernel.allocator.total, machine.processors, kernel.allocator)
         counters["exit_status"] = status
         counters["ended_by"] = ending.limit if ending is not None else None
+        # A run with invalidations forgotten on purpose says so wherever its figures go.
+        counters["skipped_invalidations"] = sorted(set(args.skip_invalidation))
         if args.stats:
             say(run_stats.format_table(counters))
         if args.stats_json:
