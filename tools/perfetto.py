@@ -110,7 +110,7 @@ def convert(path: str, out: IO[bytes], progress: Any = None) -> int:
             on = exited if exited is not None else event.get("target", pid)     # the process it happened to
             if kind == "spawn":
                 name_process(event["child"], posixpath.basename(event["path"]))
-            elif kind == "fork":
+            elif kind in ("fork", "vfork", "thread"):
                 name_process(event["child"], programs[pid])
             elif kind == "exit" and on in waiting:      # it died asleep in a syscall
                 syscall_slice(on, waiting.pop(on), t, None, returned=False)
