@@ -33,6 +33,7 @@ from kernel.callout import CalloutQueue
 from kernel.pcpu import PerCPU
 from kernel.proc import RUNNABLE, SLEEPING, ZOMBIE, Process
 from kernel.vm.map import VMSpace
+from kernel.vm.page import PageAllocator
 from kernel.vmmeter import Recorder
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class Scheduler:
 
     machine: Machine
     recorder: Recorder
+    allocator: PageAllocator
     callout: CalloutQueue
     processes: dict[int, Process]
     run_queue: deque[Process]
@@ -135,10 +137,12 @@ class Scheduler:
         return order
 
     def _idle_until_next(self) -> bool:
-        """No CPU has anything to run: every one idles up to the next callout.  False if none is due."""
+        """No CPU has anything to run: every one idles up to the next callout, zeroing free pages meanwhile
+        (--prezero).  False if none is due."""
         deadline = self.callout.next_deadline()
         if deadline is None:
             return False
+        self.allocator.zero_idle(deadline - max(pcpu.processor.now for pcpu in self.cpus))
         for pcpu in self.cpus:
             self._select(pcpu)
             self.machine.idle(max(0, deadline - self.machine.now))

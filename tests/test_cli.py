@@ -203,6 +203,7 @@ def test_version_is_the_installed_distribution_s():
     (["--quantum", "-5"], "argument --quantum: not a whole number: '-5'"),
     (["--quantum", "0"], "--quantum must be positive"),
     (["--max-instructions", "1e6"], "argument --max-instructions: not a whole number: '1e6'"),
+    (["--prezero", "lots"], "argument --prezero: not a whole number: 'lots'"),
     (["--max-procs", "0"], "--max-procs must be positive"),
     (["--max-procs", "5000000"], "--max-procs must be at most 4,194,304 (Linux's PID_MAX_LIMIT)"),
     (["--timeout", "0"], "argument --timeout: not a duration: '0' (try 10, 2.5 or 1m; more than 0)"),

@@ -35,6 +35,7 @@ def test_the_fork_program_counted_under_freebsd_names(run):
         "swtch": 3,           # CR3 loads: the parent, the child, the parent again
         "vm_faults": 7,       # file 2, zero-fill 2, resident 1, cow-copy 2 (tests/test_fork.py)
         "zfod": 2,            # the parent's bss and stack pages, before the fork
+        "ozfod": 0,           # none of them took a pre-zeroed page (--prezero is off)
         "cow_faults": 2,      # the parent's write of 2 and the child's write of 7 each copy the bss page
         "cow_optim": 0,       # both processes still shared it: no page could move
         "vnodepgsin": 1,      # the text page, read from the file once; the child finds it resident

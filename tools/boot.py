@@ -22,11 +22,13 @@ def boot(ram: int = DEFAULT_RAM_SIZE, *, deterministic: bool = True, seed: int =
          stdin: BinaryIO | None = None, stdout: BinaryIO | None = None, stderr: BinaryIO | None = None,
          quantum: int = DEFAULT_QUANTUM, cpus: int = 1, interleave: int = DEFAULT_INTERLEAVE,
          max_procs: int = DEFAULT_MAX_PROCESSES, wire_rate: int = DEFAULT_WIRE_RATE,
-         wire_buffer: int = DEFAULT_WIRE_CAPACITY, collapse: bool = True, uid: int = 0, gid: int = 0) -> Kernel:
+         wire_buffer: int = DEFAULT_WIRE_CAPACITY, collapse: bool = True, uid: int = 0, gid: int = 0,
+         prezero: int = 0) -> Kernel:
     """A kernel on a fresh machine with `ram` bytes, no process yet (kernel.spawn starts the first).
 
     deterministic=False is --fast (no instruction clock); collapse=False turns
-    off shadow-chain collapse and bypass, to measure what they save.  The
+    off shadow-chain collapse and bypass, to measure what they save; `prezero`
+    is the pool of pages an idle machine keeps zeroed (0: none).  The
     standard streams default to the host's own; every process runs as
     `uid` and `gid` (root by default).
     """
@@ -35,4 +37,5 @@ def boot(ram: int = DEFAULT_RAM_SIZE, *, deterministic: bool = True, seed: int =
                     interleave=interleave, max_processes=max_procs, wire_rate=wire_rate, wire_capacity=wire_buffer,
                     uid=uid, gid=gid)
     kernel.vm.collapse_enabled = collapse
+    kernel.allocator.prezero_cap = prezero
     return kernel

@@ -40,6 +40,8 @@ KINDS: dict[tuple[str, str], dict[str, Any]] = {
     ("pte", "table"): {"address": INT, "level": INT, "new": INT},
     ("page", "alloc"): {"frame": INT},
     ("page", "zero"): {"frame": INT},
+    ("page", "zero-idle"): {"frame": INT},     # zeroed into the pre-zeroed pool while every CPU idled
+    ("page", "prezeroed"): {"frame": INT},     # a zero-fill fault took a page of that pool
     ("page", "free"): {"frame": INT},
     ("page", "copy"): {"frame": INT, "source": INT, "reason": STR},
     ("page", "orphan"): {"frame": INT},

@@ -30,6 +30,7 @@ FREEBSD = (
     VMStat("swtch", "cpu context switches", (("tlb", "invalidate-all", "context-switch"),)),
     VMStat("vm_faults", "total VM faults taken", (("fault", None, None),)),
     VMStat("zfod", "zero fill pages zeroed", (("fault", fault.ZERO_FILL, None),)),
+    VMStat("ozfod", "zero fill pages prezeroed", (("page", "prezeroed", None),)),
     VMStat("cow_faults", "copy-on-write faults", (("fault", fault.COW_COPY, None), ("fault", fault.COW_MOVE, None))),
     VMStat("cow_optim", "copy-on-write optimized faults", (("fault", fault.COW_MOVE, None),)),
     VMStat("vnodepgsin", "vnode pager pages paged in", (("page", "pagein", None),)),

@@ -155,7 +155,7 @@ def _apply(vmspace: VMSpace, allocator: PageAllocator, va: int, access: int, dec
     write = access == mmu.WRITE
     try:
         if kind == ZERO_FILL:
-            page = allocator.alloc(zero=True)
+            page = allocator.alloc(zero=True, prezeroed=True)
             first.insert(page, pindex)
             holder, level = first, 0
         elif page is None:

@@ -49,10 +49,17 @@ class OutOfMemory(Exception):
     """No free frame: the caller fails its operation (or the process dies)."""
 
 
+# Virtual time it takes an idle CPU to zero one page (about a microsecond, as the cost model's zero_page_ns
+# puts a page's zeroing with what goes around it).
+IDLE_ZERO_INSTRUCTIONS = 1000
+
+
 class PageAllocator:
     """The free page queue, and the page queues of the pages in use (kernel/vm/pagequeue.py).
 
-    Frames are handed out lowest first, so runs are reproducible.
+    Frames are handed out lowest first, so runs are reproducible.  Some free frames may be zeroed already:
+    the pre-zeroed pool an idle machine fills (`zero_idle`, FreeBSD's idle zeroing, the paper's pre-zeroing)
+    up to `prezero_cap` frames; a zero-fill fault takes one first and need not zero it (v_ozfod).
     """
 
     def __init__(self, machine: Machine, recorder: Recorder) -> None:
@@ -65,25 +72,47 @@ class PageAllocator:
         self._pages: list[VMPage | None] = [None] * machine.ram.frames
         self.orphans: set[VMPage] = set()   # held pages no object owns any more
         self.queues = {name: PageQueue(name) for name in QUEUES}
+        self.prezero_cap = 0                # frames the idle machine keeps zeroed (vmgames run --prezero)
+        self._zeroed: list[int] = []        # free frames zeroed already, the latest last
 
     @property
     def free_count(self) -> int:
-        return len(self._free)
+        return len(self._free) + len(self._zeroed)
 
-    def alloc(self, zero: bool = True, wired: bool = False) -> VMPage:
+    def alloc(self, zero: bool = True, wired: bool = False, prezeroed: bool = False) -> VMPage:
         """A page for an object (active) or, `wired`, for the kernel itself (a page table); raises OutOfMemory
-        when RAM is exhausted."""
-        if not self._free:
+        when RAM is exhausted.  `prezeroed`: a zero-fill fault, which takes a frame the idle machine zeroed if
+        there is one."""
+        if prezeroed and self._zeroed:
+            frame = self._zeroed.pop()
+            zero = False
+            taken = True
+        elif self._free or self._zeroed:
+            frame = self._free.pop() if self._free else self._zeroed.pop()
+            taken = False
+        else:
             raise OutOfMemory()
-        frame = self._free.pop()
         page = VMPage(frame)
         self._pages[frame] = page
         self.queues[WIRED if wired else ACTIVE].insert(page)
         self.recorder.event("page", "alloc", frame=frame)
+        if taken:
+            self.recorder.event("page", "prezeroed", frame=frame)
         if zero:
             self.machine.fill_frame(frame, b"")
             self.recorder.event("page", "zero", frame=frame)
         return page
+
+    def zero_idle(self, instructions: int) -> None:
+        """Every CPU idles for `instructions`: zero free frames into the pre-zeroed pool meanwhile, one per
+        IDLE_ZERO_INSTRUCTIONS, up to the cap (FreeBSD's vm_page_zero_idle, on while the machine has nothing
+        else to do)."""
+        pages = min(instructions // IDLE_ZERO_INSTRUCTIONS, self.prezero_cap - len(self._zeroed), len(self._free))
+        for _ in range(max(0, pages)):
+            frame = self._free.pop()
+            self.machine.fill_frame(frame, b"")
+            self._zeroed.append(frame)
+            self.recorder.event("page", "zero-idle", frame=frame)
 
     def free(self, page: VMPage) -> None:
         """Return a page to the free queue. It must no longer be mapped anywhere."""

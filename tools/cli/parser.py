@@ -244,6 +244,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                           f"(default {DEFAULT_MAX_PROCESSES})")
     run.add_argument("--quantum", type=parse_count, default=DEFAULT_QUANTUM, metavar="N",
                      help=f"instructions per scheduling slice (default {DEFAULT_QUANTUM:,})")
+    run.add_argument("--prezero", type=parse_count, default=0, metavar="PAGES",
+                     help="pre-zeroing: while every CPU idles, zero free pages (one per 1000 instructions of idle "
+                          "time) into a pool of at most PAGES, which zero-fill faults take first (FreeBSD's "
+                          "v_ozfod beside v_zfod; default 0, off)")
     run.add_argument("--cpus", type=parse_count, default=1, metavar="N",
                      help=f"processors, 1 to {MAX_CPUS} (default 1): each its own engine, registers, CR3 and TLB over "
                           "the one RAM; threads and processes run on all of them, and a PTE change reaches the "
