@@ -534,8 +534,8 @@ def test_the_trace_holds_each_processs_map_at_exit_and_the_report_prints_it(fork
 def test_the_report_names_counters_as_freebsd_does(fork_trace, tmp_path, capsys):
     summary = report.summarise(str(fork_trace))
     assert vmstat.freebsd(summary.count) == {"swtch": 3, "vm_faults": 7, "zfod": 2, "ozfod": 0, "cow_faults": 2,
-                                             "cow_optim": 0, "vnodepgsin": 1, "forks": 1, "forkpages": 2, "vforks": 0, "tfree": 15,
-                                             "syscall": 5}
+                                             "cow_optim": 0, "vnodepgsin": 1, "forks": 1, "forkpages": 2, "vforks": 0,
+                                             "tfree": 15, "syscall": 5}
     assert main(["report", str(fork_trace), "--csv", str(tmp_path / "t")]) == 0
     assert "copy-on-write faults" in capsys.readouterr().out
     with open(tmp_path / "t" / "freebsd_vmstat.csv", newline="") as f:
