@@ -23,12 +23,13 @@ def boot(ram: int = DEFAULT_RAM_SIZE, *, deterministic: bool = True, seed: int =
          quantum: int = DEFAULT_QUANTUM, cpus: int = 1, interleave: int = DEFAULT_INTERLEAVE,
          max_procs: int = DEFAULT_MAX_PROCESSES, wire_rate: int = DEFAULT_WIRE_RATE,
          wire_buffer: int = DEFAULT_WIRE_CAPACITY, collapse: bool = True, uid: int = 0, gid: int = 0,
-         prezero: int = 0) -> Kernel:
+         prezero: int = 0, prefault: bool = False) -> Kernel:
     """A kernel on a fresh machine with `ram` bytes, no process yet (kernel.spawn starts the first).
 
     deterministic=False is --fast (no instruction clock); collapse=False turns
     off shadow-chain collapse and bypass, to measure what they save; `prezero`
-    is the pool of pages an idle machine keeps zeroed (0: none).  The
+    is the pool of pages an idle machine keeps zeroed (0: none); `prefault`
+    makes exec map a file's resident pages at once.  The
     standard streams default to the host's own; every process runs as
     `uid` and `gid` (root by default).
     """
@@ -38,4 +39,5 @@ def boot(ram: int = DEFAULT_RAM_SIZE, *, deterministic: bool = True, seed: int =
                     uid=uid, gid=gid)
     kernel.vm.collapse_enabled = collapse
     kernel.allocator.prezero_cap = prezero
+    kernel.prefault = prefault
     return kernel

@@ -40,6 +40,7 @@ def collect(recorder: Recorder, instructions: int | None, ram_frames: int,
         "freebsd_ipis": ipis,
         "cpus": [cpu_figures(recorder, processor, instructions is not None) for processor in processors or ()],
         "pte_writes": recorder.count("pte", "write"),
+        "pages_prefaulted": recorder.count_reason("pte", "write", "prefault"),
         "page_table_pages": recorder.count("pte", "table"),
         "pages": {"zeroed": recorder.count("page", "zero"), "zeroed_while_idle": recorder.count("page", "zero-idle"),
                   "copied": recorder.count("page", "copy"),
@@ -138,6 +139,8 @@ def format_table(stats: dict[str, Any]) -> str:
     rows += [("  " + name, str(n)) for name, n in stats["linux_vmstat"].items()]
 
     rows.append(("PTE writes", str(stats["pte_writes"])))
+    if stats["pages_prefaulted"]:
+        rows.append(("  of which pages pre-faulted at exec (--prefault)", str(stats["pages_prefaulted"])))
     rows.append(("page-table pages allocated", str(stats["page_table_pages"])))
     section("pages", stats["pages"])
     section("shadow-chain depth at faults", stats["chain_depth"])

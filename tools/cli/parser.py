@@ -248,6 +248,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                      help="pre-zeroing: while every CPU idles, zero free pages (one per 1000 instructions of idle "
                           "time) into a pool of at most PAGES, which zero-fill faults take first (FreeBSD's "
                           "v_ozfod beside v_zfod; default 0, off)")
+    run.add_argument("--prefault", action="store_true",
+                     help="pre-faulting: exec maps the pages of the program's file (and its interpreter's) that "
+                          "are in memory already, read-only and at most 96 per mapping (FreeBSD's "
+                          "vm_map_pmap_enter), so that running a program again takes no fault on them")
     run.add_argument("--cpus", type=parse_count, default=1, metavar="N",
                      help=f"processors, 1 to {MAX_CPUS} (default 1): each its own engine, registers, CR3 and TLB over "
                           "the one RAM; threads and processes run on all of them, and a PTE change reaches the "

@@ -110,7 +110,7 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
             kernel = boot(args.ram, deterministic=not args.fast, seed=args.seed, root=args.root,
                           quantum=args.quantum, cpus=args.cpus, interleave=args.interleave,
                           max_procs=args.max_procs, wire_rate=args.wire_rate, wire_buffer=args.wire_buffer,
-                          uid=args.uid, gid=args.gid, prezero=args.prezero)
+                          uid=args.uid, gid=args.gid, prezero=args.prezero, prefault=args.prefault)
             machine = kernel.machine
             kernel.shootdown.skipped = set(args.skip_invalidation)
         except (OSError, MemoryError, OverflowError) as error:
@@ -124,7 +124,7 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
                 say_error(f"{args.trace}: {error.strerror}")
                 return 2
             options = {"fast": args.fast, "quantum": args.quantum, "cpus": args.cpus, "interleave": args.interleave,
-                       "prezero": args.prezero,
+                       "prezero": args.prezero, "prefault": args.prefault,
                        "root": args.root, "env": args.env,
                        "seed": args.seed, "uid": args.uid, "gid": args.gid,
                        "trace_events": sorted(trace_types) if trace_types else None,
