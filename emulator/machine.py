@@ -193,7 +193,7 @@ class Machine:
         if data:
             marks = self.code_frames[paddr >> PAGE_SHIFT:((paddr + len(data) - 1) >> PAGE_SHIFT) + 1]
             if marks.count(0) != len(marks):
-                self._drop_translations(max(marks) if len(self.processors) == 1 else _union(marks))
+                self._drop_translations(_union(marks))
             self.ram.bytes[paddr:paddr + len(data)] = data
 
     def fill_frame(self, frame: int, data: bytes) -> None:
@@ -250,10 +250,7 @@ class Machine:
         for processor in self.processors:
             if processors & processor.bit:
                 processor.drop_translations()
-        if len(self.processors) == 1:
-            self.code_frames[:] = bytes(len(self.code_frames))
-        else:
-            self.code_frames[:] = self.code_frames.translate(_CLEAR_BITS[processors])
+        self.code_frames[:] = self.code_frames.translate(_CLEAR_BITS[processors])
 
     def stop(self) -> None:
         """Called by a kernel handler: end the current run once the handler returns."""
