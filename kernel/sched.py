@@ -15,7 +15,7 @@ of the round (a slice longer than that goes on in the next round), or idles
 there when it has nothing to run.  So the same run gives the same trace
 whatever the host does, and a CPU's clock is never more than one round
 from another's.  Before a CPU runs user code it takes the shootdown IPIs
-other CPUs sent it (kernel/vm/pmap.py), as a real one takes the interrupt
+other CPUs sent it (kernel/vm/shootdown.py), as a real one takes the interrupt
 at its next instruction boundary.
 """
 

@@ -81,17 +81,16 @@ class TLBShootdown:
                     self.recorder.event("tlb", "invalidate-page", address=va, reason=reason)
                     tlb.invalidate_page(va)
         if len(active_cpus) > (here in active_cpus) and REMOTE not in self.skipped:
-            self._send(active_cpus, sorted(active_cpus - {here}), addresses, whole, reason)
+            self._send(here, active_cpus, addresses, whole, reason)
 
-    def _send(self, active_cpus: set[int], targets: list[int], addresses: list[int], whole: bool,
-              reason: str) -> None:
+    def _send(self, here: int, active_cpus: set[int], addresses: list[int], whole: bool, reason: str) -> None:
         """One IPI to each target for the whole batch; the sender waits for all (one `shootdown`).  A target
         that idles with the address space lazily loaded leaves it on this IPI (kernel/sched.py: _take_ipis):
         the next shootdowns pass it by."""
+        targets = sorted(active_cpus - {here})
         pages = None if whole else len(addresses)
         kind = IPI_INVLTLB if whole else IPI_INVLPG if pages == 1 else IPI_INVLRNG
         self.recorder.event("tlb", "shootdown", targets=len(targets), pages=pages, reason=reason)
-        here = self.machine.selected.index
         for index in targets:
             pcpu = self.cpus[index]
             tlb = pcpu.processor.tlb
