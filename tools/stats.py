@@ -101,7 +101,7 @@ def tlb_by_reason(reasons: Counter[tuple[str, str, str]]) -> dict[str, dict[str,
               **{kind: "ipis" for kind in vmstat.IPI_KINDS}}
     for (type_, kind, reason), n in sorted(reasons.items()):
         if type_ == "tlb":
-            row = table.setdefault(reason, {"linux": vmstat.linux_tlb_reason("invalidate-page", reason),
+            row = table.setdefault(reason, {"linux": vmstat.linux_local_tlb_reason(reason),
                                             "invalidate_page": 0, "invalidate_all": 0, "shootdowns": 0, "ipis": 0})
             row[column[kind]] += n
     return table

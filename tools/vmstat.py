@@ -65,6 +65,11 @@ def linux_tlb_reason(kind: str, reason: str) -> str:
         return "TLB_REMOTE_SEND_IPI"
     if kind in IPI_KINDS:
         return "TLB_REMOTE_SHOOTDOWN"
+    return linux_local_tlb_reason(reason)
+
+
+def linux_local_tlb_reason(reason: str) -> str:
+    """Linux's tlb_flush reason for an invalidation a CPU makes of its own TLB, for one of our reasons."""
     return "TLB_FLUSH_ON_TASK_SWITCH" if reason in ("context-switch", "leave-mm") else "TLB_LOCAL_MM_SHOOTDOWN"
 
 
