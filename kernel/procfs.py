@@ -15,7 +15,6 @@ import os
 import stat
 from typing import TYPE_CHECKING, Any
 
-from emulator.ram import PAGE_SIZE
 from kernel import errno
 from kernel.errno import SyscallError
 from kernel.fs import DirectoryEntry, Inode, Stat, SyntheticFile, dtype_of
@@ -201,10 +200,7 @@ def _regions(proc: Process) -> list[tuple[int, int, MapEntry, int, Any]]:
 
 def _backing_file(entry: MapEntry) -> tuple[Any, int]:
     """The file at the bottom of the entry's chain and the offset in it of the entry's start (0 if anonymous)."""
-    obj, offset = entry.object, entry.offset
-    while obj.backing is not None:
-        offset += obj.backing_offset * PAGE_SIZE
-        obj = obj.backing
+    obj, offset = entry.bottom()
     if obj.kind != VNODE:
         return None, 0
     return obj.vnode, offset

@@ -241,22 +241,13 @@ def _dont_need(kernel: Kernel, vm: VMSpace, entry: MapEntry) -> None:
         return                              # no private copy yet: the file's pages are what it reads
     # Private copies others may still reach (a fork's shadow chain): the range starts over, on the file's
     # object again for a file's mapping, on a fresh zero-filled object for anonymous memory.
-    bottom, offset = _file_under(entry)
+    bottom, offset = entry.bottom()
     if bottom.kind != ANONYMOUS:
         bottom.reference()
         entry.object, entry.offset, entry.cow, entry.needs_copy = bottom, offset, True, True
     else:
         entry.object, entry.offset = VMObject(kernel.vm, ANONYMOUS, (entry.end - entry.start) // PAGE_SIZE), 0
     obj.deallocate()
-
-
-def _file_under(entry: MapEntry) -> tuple[VMObject, int]:
-    """The file object at the bottom of a private file mapping's chain, and the entry's offset into it."""
-    obj, offset = entry.object, entry.offset
-    while obj.backing is not None:
-        offset += obj.backing_offset * PAGE_SIZE
-        obj = obj.backing
-    return obj, offset
 
 
 def sys_msync(kernel: Kernel, proc: Process, addr: int, length: int, flags: int, *_: int) -> int:

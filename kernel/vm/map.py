@@ -43,6 +43,15 @@ class MapEntry:
         """Page index in the entry's object of the page holding va."""
         return (va - self.start + self.offset) // PAGE_SIZE
 
+    def bottom(self) -> tuple[VMObject, int]:
+        """The object at the bottom of the entry's shadow chain (a file's, for a file mapping), and the offset
+        in it, in bytes, of the entry's start."""
+        obj, offset = self.object, self.offset
+        while obj.backing is not None:
+            offset += obj.backing_offset * PAGE_SIZE
+            obj = obj.backing
+        return obj, offset
+
     def flags(self) -> str:
         """procstat -v style: C for copy-on-write, N for needs-copy."""
         return ("C" if self.cow else "-") + ("N" if self.needs_copy else "-")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from emulator.ram import PAGE_SIZE
 from kernel.vm.fault import find_page
 from kernel.vm.object import VNODE
 from kernel.vm.pmap import PROT_WRITE
@@ -25,20 +26,18 @@ PREFAULT_PAGES = 96
 
 def vm_map_pmap_enter(vmspace: VMSpace, entry: MapEntry, limit: int = PREFAULT_PAGES) -> int:
     """Map the resident pages of the file behind `entry`, read-only, up to `limit`; returns how many."""
-    obj, offset = entry.object, entry.offset // 4096
-    while obj.backing is not None:
-        offset += obj.backing_offset
-        obj = obj.backing
+    obj, offset = entry.bottom()
+    offset //= PAGE_SIZE
     if obj.kind != VNODE:
         return 0
-    pages = entry.end - entry.start >> 12
+    pages = (entry.end - entry.start) // PAGE_SIZE
     mapped = 0
     for pindex in sorted(obj.pages):
         if mapped == limit:
             break
         if not offset <= pindex < offset + pages:
             continue
-        va = entry.start + (pindex - offset) * 4096
+        va = entry.start + (pindex - offset) * PAGE_SIZE
         holder, _, _, page = find_page(entry, va)
         if holder is not obj or vmspace.pmap.lookup(va):
             continue        # a page of its own above the file's hides it, or it is mapped already
