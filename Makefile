@@ -18,7 +18,7 @@ LIBC_PROGRAMS += $(patsubst userland/c/%.c,build/%.musl,$(LIBC_SOURCES))
 endif
 CFLAGS_LIBC := -static -O2 -Wall
 # Programs of userland/libc as people build them (gcc -static -pthread): make demo runs one.
-REAL_PROGRAMS := build/threads build/stale_tlb
+REAL_PROGRAMS := build/threads build/stale_tlb build/pressure build/rerun build/sharers
 CFLAGS_FREESTANDING := -static -nostdlib -O2 -ffreestanding -fno-builtin -fno-tree-loop-distribute-patterns \
 	-fno-stack-protector -fno-pie -no-pie -masm=intel -Wall
 
@@ -56,7 +56,7 @@ lint: $(STAMP)
 
 userland: $(PROGRAMS) $(C_PROGRAMS) $(LIBC_PROGRAMS) $(REAL_PROGRAMS)
 
-build/threads build/stale_tlb: build/%: userland/libc/%.c
+build/threads build/stale_tlb build/pressure build/rerun build/sharers: build/%: userland/libc/%.c
 	@mkdir -p build
 	gcc -static -O2 -pthread -Wall -o $@ $<
 

@@ -98,6 +98,7 @@ class DebugPort:
         self._hook_added()
 
     def unwatch_writes(self, address: int, length: int) -> None:
+        self._flush_translations()
         for engine, handle in zip(self._engines, self._watchpoints.pop((address, length), ()), strict=False):
             engine.hook_del(handle)
 
@@ -120,6 +121,7 @@ class DebugPort:
 
     def release(self) -> None:
         """Remove every hook and forget every breakpoint: the machine runs on as if never debugged."""
+        self._flush_translations()
         for handles in [*self._watchpoints.values(), self._instruction_hooks]:
             for engine, handle in zip(self._engines, handles, strict=False):
                 engine.hook_del(handle)
@@ -129,6 +131,13 @@ class DebugPort:
 
     def _hook_added(self) -> None:
         """Translate code (and fill the TLBs) again, so that every block and store asks the hook just added."""
+        self._flush_translations()
+
+    def _flush_translations(self) -> None:
+        """Drop every translated block and TLB entry.  Before a hook goes too: Unicorn's uc_hook_del
+        invalidates the blocks the hook was in by translating their virtual addresses through the TLB, and
+        after the last process exited that TLB may still point into page tables whose frames now hold
+        anything (swap-ins reuse them): it crashed there, in tb_set_jmp_target, until the blocks went first."""
         for engine in self._engines:
             engine.ctl_flush_tb()
             engine.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)

@@ -26,8 +26,9 @@ from kernel.callout import CalloutQueue
 from kernel.devfs import DevRoot
 from kernel.fs import FileSystem
 from kernel.observer import Observer
+from kernel.oom import oom_kill
 from kernel.pcpu import PerCPU
-from kernel.proc import RUNNABLE, Process, ProcessTable
+from kernel.proc import RUNNABLE, ZOMBIE, Process, ProcessTable
 from kernel.procfs import ProcRoot
 from kernel.sched import DEFAULT_INTERLEAVE, DEFAULT_QUANTUM, Scheduler
 from kernel.sysproc import CLOCK_REALTIME, _now_ns
@@ -35,6 +36,7 @@ from kernel.timer import Timers
 from kernel.trap import Traps
 from kernel.vm.context import VMContext
 from kernel.vm.page import PageAllocator
+from kernel.vm.pageout import PageoutDaemon
 from kernel.vm.shootdown import TLBShootdown
 from kernel.vmmeter import Recorder
 from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE, Wire
@@ -58,6 +60,11 @@ class Kernel(ProcessTable, Scheduler, Traps):
         self.recorder.clock = machine.clock_reader()
         self.allocator = PageAllocator(machine, self.recorder)
         self.vm = VMContext(self.allocator, self.recorder)
+        self.pageout = PageoutDaemon(self.vm)   # woken by the allocator when frames run short
+        self.allocator.pagedaemon = self.pageout
+        self.pageout.oom = lambda pages: oom_kill(self, pages)
+        self.pageout.address_spaces = lambda: list({id(p.vmspace): p.vmspace.pmap for p in self.processes.values()
+                                                    if p.state != ZOMBIE}.values())
         self.fs = FileSystem(root, self.vm)
         self.fs.mount("/proc", ProcRoot(self))
         self.fs.mount("/dev", DevRoot())
@@ -109,6 +116,15 @@ class Kernel(ProcessTable, Scheduler, Traps):
         for observer in self.observers:
             observer.console_write_wait(self, stream)
         return self.current is None or self.current.state == RUNNABLE
+
+    def log(self, message: str) -> None:
+        """A line of the kernel's own (Linux's dmesg), on the host's stderr between the programs' output."""
+        stream = self.stdio[2]
+        try:
+            stream.write(f"vmgames: kernel: {message}\n".encode())
+            stream.flush()
+        except (OSError, ValueError):
+            pass        # the host closed it: the log line is lost, the run goes on
 
     def new_inode_number(self) -> int:
         return next(self._inode_numbers)

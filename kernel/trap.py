@@ -22,6 +22,7 @@ from kernel.callout import CalloutQueue
 from kernel.proc import RUNNABLE, Process
 from kernel.signal_delivery import BUS_ADRERR, SEGV_ACCERR, SEGV_MAPERR
 from kernel.syscall import dispatch, record_woken
+from kernel.uaccess import peek
 from kernel.vm import fault
 from kernel.vm.fault import FaultResult, vm_fault
 from kernel.vm.page import PageAllocator
@@ -130,12 +131,12 @@ class Traps:
             # The fetch faulted at rip, unless the instruction began on the page before.
             return trap.rip if trap.rip & ~0xFFF == trap.address else trap.address
         cpu = self.machine.cpu
-        code = self.machine.read_virtual(proc.vmspace.pmap.cr3, trap.rip, 16)
+        code = peek(proc, trap.rip, 16)
         for address in memory_operands(code, trap.rip, lambda name: cpu.read(REGISTER_IDS[name])):
             if address is not None and address & ~0xFFF == trap.address:
                 return address
         return trap.address
 
     def _instruction(self, proc: Process, rip: int) -> str:
-        code = self.machine.read_virtual(proc.vmspace.pmap.cr3, rip, 16)
+        code = peek(proc, rip, 16)
         return instruction_at(code, rip) if code else "(no code mapped there)"

@@ -15,7 +15,7 @@ from emulator import mmu
 from emulator.ram import PAGE_SIZE
 from kernel import errno
 from kernel.errno import SyscallError
-from kernel.vm.fault import NOMEM
+from kernel.vm.fault import NOMEM, find_page
 from kernel.vm.map import USER_TOP
 
 if TYPE_CHECKING:
@@ -69,6 +69,41 @@ def copyout(proc: Process, va: int, data: bytes) -> None:
         paddr = _frame_address(proc, at, mmu.WRITE)
         machine.write_physical(paddr, view[done:done + n])
         done += n
+
+
+def peek(proc: Process, va: int, length: int) -> bytes:
+    """What the program would read at [va, va + length), faulting nothing in: for debuggers and for the
+    instruction a crash report shows.  Stops at the first byte no map entry covers.
+
+    A page not in the page tables (never touched, or unmapped by the pageout
+    daemon) is read where the fault handler would find it: in an object of
+    the chain, on swap, in the file, or zeros.
+    """
+    machine = proc.kernel.machine
+    out = bytearray()
+    while len(out) < length:
+        n = min(length - len(out), PAGE_SIZE - (va & (PAGE_SIZE - 1)))
+        mapped = machine.read_virtual(proc.vmspace.pmap.cr3, va, n)
+        if not mapped:
+            entry = proc.vmspace.map.lookup(va)
+            if entry is None:
+                break
+            obj, index, _, page = find_page(entry, va)
+            offset = va & (PAGE_SIZE - 1)
+            if page is not None:
+                mapped = bytes(machine.ram.bytes[page.paddr + offset:page.paddr + offset + n])
+            elif index in obj.swap_blocks:
+                mapped = obj.vm.swap_pager.read(obj, index, offset, n)
+            elif obj.vnode is not None:
+                try:
+                    mapped = obj.vnode.read(index * PAGE_SIZE + offset, n).ljust(n, b"\0")
+                except SyscallError:
+                    break       # the host cannot read the file now
+            else:
+                mapped = bytes(n)
+        out += mapped
+        va += n
+    return bytes(out)
 
 
 def copyinstr(proc: Process, va: int, limit: int) -> str:

@@ -40,7 +40,7 @@ class Recorder:
         self.frames_peak = 0
         self.fault_depths: Counter[int] = Counter()   # shadow-chain depth seen by each resolved fault
         self.reasons: Counter[tuple[str, str, str]] = Counter()   # (type, kind, reason): TLB invalidations, PTE writes
-        self.amounts: Counter[tuple[int, str, str]] = Counter()   # bytes moved by sink events
+        self.amounts: Counter[tuple[int, str, str]] = Counter()   # bytes moved by sinks, PTEs probed by pageout
         self.sink: TraceSink | None = None
         self.clock: Callable[[], int] = lambda: 0
 
@@ -61,6 +61,8 @@ class Recorder:
             self.reasons[(type_, kind, fields.get("reason"))] += 1
         elif type_ == "sink":
             self.amounts[(self.pid, type_, kind)] += fields.get("bytes", 0)
+        elif type_ == "pageout" and kind == "unmap":
+            self.amounts[(self.pid, type_, kind)] += fields["probes"]
         if self.sink is not None:
             self.sink(self.clock(), self.cpu, self.pid, type_, kind, fields)
 
@@ -74,7 +76,8 @@ class Recorder:
                    if t == type_ and (kind is None or k == kind) and (pid is None or p == pid))
 
     def amount(self, type_: str, kind: str, pid: int | None = None) -> int:
-        """The total of the `bytes` fields of one kind of sink event (bytes copied, delivered, ...)."""
+        """The total of the `bytes` fields of one kind of sink event (bytes copied, delivered, ...), or of the
+        `probes` of the pageout daemon's unmappings."""
         return sum(n for (p, t, k), n in self.amounts.items()
                    if t == type_ and k == kind and (pid is None or p == pid))
 

@@ -46,6 +46,8 @@ def assert_no_leak(kernel: Kernel) -> None:
     in_use = kernel.allocator.total - kernel.allocator.free_count
     assert in_use == frames_owned_by_file_cache(kernel)
     assert kernel.recorder.frames_in_use == in_use
+    swap = kernel.vm.swap_pager
+    assert swap is None or swap.used == 0, f"{swap.used} swap blocks still in use after every process exited"
 
 
 def check_before_every_syscall(kernel: Kernel) -> None:
@@ -72,18 +74,19 @@ def build(tmp_path):
 
 @pytest.fixture
 def run(build, tmp_path):
-    """run(source, *args, ram=..., stdin=b"", events=[], root=..., cpus=1, seed=0) -> Run, after every process has
-    finished.
+    """run(source, *args, ram=..., stdin=b"", events=[], root=..., cpus=1, seed=0, swap=0, page_used=...) -> Run,
+    after every process has finished.
 
     `source` is assembly, or the path of a program to run.  With `events`, every recorder event is appended to
     that list, as a trace would have it.  The guest's root is a scratch directory unless `root` says otherwise.
     """
     def _run(source: str, *args: str, ram: int = 16 << 20, stdin: bytes = b"", deterministic: bool = True,
-             events: list | None = None, root: str | None = None, cpus: int = 1, seed: int = 0) -> Run:
+             events: list | None = None, root: str | None = None, cpus: int = 1, seed: int = 0, swap: int = 0,
+             page_used: str = "accessed-bit") -> Run:
         path = build(source) if "\n" in source else source
         out, err = io.BytesIO(), io.BytesIO()
         kernel = boot(ram, deterministic=deterministic, root=root or str(tmp_path), cpus=cpus, seed=seed,
-                      stdin=io.BytesIO(stdin), stdout=out, stderr=err)
+                      stdin=io.BytesIO(stdin), stdout=out, stderr=err, swap=swap, page_used=page_used)
         if events is not None:
             kernel.recorder.sink = lambda *event: events.append(record(*event))
         proc = kernel.spawn(kernel.fs.open_host(path), [path, *args], [])

@@ -913,11 +913,12 @@ def build(program: bytes, directory) -> Path:
     return path
 
 
-def run_on_vmgames(program: bytes, directory, quantum: int = 1_000_000, ram: int = 16 << 20) -> Outcome:
+def run_on_vmgames(program: bytes, directory, quantum: int = 1_000_000, ram: int = 16 << 20,
+                   swap: int = 0) -> Outcome:
     """Run `program` (an `executable`) to the end, checking the invariants at every syscall."""
     path = build(program, directory)
     out, err = io.BytesIO(), io.BytesIO()
-    kernel = boot(ram, root=str(directory), stdout=out, stderr=err, quantum=quantum)
+    kernel = boot(ram, root=str(directory), stdout=out, stderr=err, quantum=quantum, swap=swap)
     proc = kernel.spawn(kernel.fs.open_host(str(path)), [str(path)], [])
     check_before_every_syscall(kernel)
     depth = _watch_chain_depth(kernel)

@@ -14,7 +14,11 @@
 - a page in flight in a copy-on-write send is mapped read-only everywhere;
 - a page of a file's object is never mapped writable, and (check_files) holds
   exactly the file's bytes;
-- the TLB holds no translation the page tables no longer give.
+- the TLB holds no translation the page tables no longer give;
+- (check_queues) every page in use is on exactly one queue, and a page on the
+  inactive or cache queue is mapped nowhere, a cache page is clean;
+- (check_swap) every swap block in use belongs to exactly one page of a live
+  object, and an object never has a page on swap it cannot be asked for.
 """
 
 from __future__ import annotations
@@ -90,7 +94,7 @@ def check(kernel: Kernel) -> None:
             entry = vm.map.lookup(va)
             assert entry is not None, f"pid {proc.pid}: PTE at {va:#x} outside every map entry"
             obj, index = entry.object, entry.pindex(va)
-            while index not in obj.pages and obj.backing is not None:
+            while index not in obj.pages and index not in obj.swap_blocks and obj.backing is not None:
                 index += obj.backing_offset
                 obj = obj.backing
             page = obj.pages.get(index)
@@ -126,6 +130,23 @@ def check(kernel: Kernel) -> None:
     owned = sum(len(obj.pages) for obj in objects.values()) + len(table_frames) + len(kernel.allocator.orphans)
     assert kernel.allocator.total - kernel.allocator.free_count == owned, "a frame is allocated but owned by nobody"
     check_queues(kernel, objects.values(), table_frames)
+    check_swap(kernel, objects.values())
+
+
+def check_swap(kernel: Kernel, objects) -> None:
+    """Swap blocks in use are exactly those the live objects hold, one page each, within their size; nothing
+    is on swap without swap."""
+    swap = kernel.vm.swap_pager
+    blocks = [block for obj in objects for block in obj.swap_blocks.values()]
+    if swap is None:
+        assert not blocks, "pages on swap without swap"
+        return
+    assert len(blocks) == len(set(blocks)), "a swap block holds two pages"
+    assert len(blocks) == swap.used, f"{swap.used} swap blocks in use, the objects hold {len(blocks)}"
+    for obj in objects:
+        for pindex, block in obj.swap_blocks.items():
+            assert 0 <= pindex < obj.size and obj.kind != VNODE, f"{obj} has page {pindex} on swap"
+            assert not swap.blist.is_free(block), f"{obj}'s page {pindex} is on free swap block {block}"
 
 
 def check_cpus(kernel: Kernel) -> None:
@@ -164,6 +185,11 @@ def check_queues(kernel: Kernel, objects, table_frames: set[int]) -> None:
     for obj in objects:
         for page in obj.pages.values():
             assert queued.get(page) in (ACTIVE, INACTIVE, CACHE), f"frame {page.frame} of {obj} is {queued.get(page)}"
+    for page, name in queued.items():
+        if name in (INACTIVE, CACHE):
+            assert not page.pv, f"frame {page.frame} on the {name} queue is still mapped"
+        if name == CACHE:
+            assert not page.dirty, f"frame {page.frame} on the cache queue is dirty"
     for frame in table_frames:
         assert queued.get(kernel.allocator.page_of(frame)) == WIRED, f"page-table frame {frame} is not wired"
     for page in kernel.allocator.orphans:

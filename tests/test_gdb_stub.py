@@ -58,9 +58,11 @@ def _start(*args: str, stdin: int | None = None) -> tuple[subprocess.Popen, int]
     return vm, int(match.group(1))
 
 
-def gdb(program: str, *commands: str, args: tuple[str, ...] = ()) -> tuple[str, str, int]:
-    """Run gdb -batch against the stub: (gdb's output, vmgames' stdout + stderr, vmgames' status)."""
-    vm, port = _start(program, *args)
+def gdb(program: str, *commands: str, args: tuple[str, ...] = (),
+        options: tuple[str, ...] = ()) -> tuple[str, str, int]:
+    """Run gdb -batch against the stub (vmgames run with `options`, the program with `args`): (gdb's output,
+    vmgames' stdout + stderr, vmgames' status)."""
+    vm, port = _start(*options, program, *args)
     script = ["set pagination off", "set confirm off", f"target remote 127.0.0.1:{port}", *commands]
     result = subprocess.run(["gdb", "-batch", "-nx", *(x for c in script for x in ("-ex", c)), program],
                             capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT)
@@ -678,3 +680,21 @@ def test_monitor_break_syscall_keeps_the_name_the_kernel_gives_at_the_break():
         stub.handle(b"qRcmd," + f"break syscall {name}".encode().hex().encode())
         assert connection.sent[-1] == b"OK"
     assert stub.control.syscall_breaks == {"newfstatat", "syscall_0x1f4"}
+
+
+@needs_gdb
+def test_monitor_queues_and_swap_at_the_first_swap_in():
+    pressure = os.path.join(ROOT, "build", "pressure")
+    output, vm_output, status = gdb(pressure, "monitor break fault swap-in", "continue", "monitor queues",
+                                    "monitor swap", "monitor break clear", "continue",
+                                    args=("3000", "10", "2"), options=("--ram", "8M", "--swap", "64M"))
+    stop = re.search(r"vmgames: process 1 faults at rip 0x[0-9a-f]+: (read|write) of 0x[0-9a-f]+, error code 0x[46], "
+                     r"kind swap-in \(before the kernel handles it\)", output)
+    assert stop, output
+    assert re.search(r"page queues: [\d,]+ active, [\d,]+ inactive, [\d,]+ cache, [\d,]+ wired, [\d,]+ free", output)
+    assert "it tells used pages by the accessed bits of their PTEs" in output
+    assert re.search(r"page daemon wakeups [1-9][\d,]*", output)
+    assert re.search(r"active, oldest first:\n  frame 0x[0-9a-f]+: object \d+ page \d+, act_count \d+", output)
+    assert re.search(r"swap: 16,384 blocks of 4 KiB, [1-9][\d,]* in use", output)
+    assert re.search(r"  object \d+ \(anonymous\): [1-9][\d,]* pages? on swap, blocks \d+-\d+", output)
+    assert "pressure: 3000 pages (300 hot), 2 rounds" in vm_output and status == 0

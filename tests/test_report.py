@@ -517,14 +517,14 @@ def test_the_trace_holds_each_processs_map_at_exit_and_the_report_prints_it(fork
     assert [(e["kind"], e["pid"], e["process"]) for e in maps] == [("exit", 2, 2), ("exit", 1, 1)]
     child_bss = [row for row in maps[0]["entries"] if row["start"] == 0x402000]
     # By then the child had pushed its own shadow (C2) over B and written 7 into it.
-    assert child_bss == [{"start": 0x402000, "end": 0x403000, "protection": "rw-", "resident": 1, "ref": 1,
-                          "shadow": 0, "flags": "C-", "object_type": "df", "path": None}]
+    assert child_bss == [{"start": 0x402000, "end": 0x403000, "protection": "rw-", "resident": 1, "swapped": 0,
+                          "ref": 1, "shadow": 0, "flags": "C-", "object_type": "df", "path": None}]
     summary = report.summarise(str(fork_trace))
     assert sorted(summary.maps) == [1, 2]
     assert main(["report", str(fork_trace), "--csv", str(tmp_path / "tables")]) == 0
     printed = capsys.readouterr().out
     assert "Map of pid 2 just before its exit" in printed
-    assert any(line.split() == ["2", "0x402000", "0x403000", "rw-", "1", "1", "0", "C-", "df"]
+    assert any(line.split() == ["2", "0x402000", "0x403000", "rw-", "1", "0", "1", "0", "C-", "df"]
                for line in printed.splitlines())
     with open(tmp_path / "tables" / "maps.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -535,7 +535,10 @@ def test_the_report_names_counters_as_freebsd_does(fork_trace, tmp_path, capsys)
     summary = report.summarise(str(fork_trace))
     assert vmstat.freebsd(summary.count) == {"swtch": 3, "vm_faults": 7, "zfod": 2, "ozfod": 0, "cow_faults": 2,
                                              "cow_optim": 0, "vnodepgsin": 1, "forks": 1, "forkpages": 2, "vforks": 0,
-                                             "tfree": 15, "syscall": 5}
+                                             "tfree": 15, "syscall": 5,
+                                             **dict.fromkeys(("swapin", "swappgsin", "swapout", "swappgsout",
+                                                              "pdwakeups", "pdpages", "reactivated", "tcached",
+                                                              "dfree"), 0)}
     assert main(["report", str(fork_trace), "--csv", str(tmp_path / "t")]) == 0
     assert "copy-on-write faults" in capsys.readouterr().out
     with open(tmp_path / "t" / "freebsd_vmstat.csv", newline="") as f:

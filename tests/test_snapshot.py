@@ -67,11 +67,11 @@ def test_the_snapshot_lists_each_map_as_procstat_does(build, tmp_path, capsys):
     bss = {row[0]: row[1:] for row in rows if row[1] == "0x402000"}
     # The parent's bss entry maps its own shadow (C1: one reference, no shadow of its own, the copy it
     # wrote); the child's still maps B, needs-copy, referenced by the child and by C1, shadowed by C1.
-    assert bss["1"] == ["0x402000", "0x403000", "rw-", "1", "1", "0", "C-", "df"]
-    assert bss["2"] == ["0x402000", "0x403000", "rw-", "1", "2", "1", "CN", "df"]
+    assert bss["1"] == ["0x402000", "0x403000", "rw-", "1", "0", "1", "0", "C-", "df"]
+    assert bss["2"] == ["0x402000", "0x403000", "rw-", "1", "0", "2", "1", "CN", "df"]
     # The text maps the file's object: referenced by both text entries and by the file cache.
     text_entries = [row for row in rows if row[1] == "0x401000"]
-    assert [row[3:] for row in text_entries] == [["r-x", "1", "3", "0", "CN", "vn", program]] * 2
+    assert [row[3:] for row in text_entries] == [["r-x", "1", "0", "3", "0", "CN", "vn", program]] * 2
 
 
 def test_a_snapshot_that_cannot_be_written_is_refused_before_the_run(build, tmp_path, capsys):

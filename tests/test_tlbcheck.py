@@ -156,4 +156,4 @@ def test_an_unknown_reason_is_refused_with_the_list(capfd):
     assert main(["run", "--skip-invalidation", "forks", COWFORK]) == 2
     assert capfd.readouterr().err == (
         "vmgames: --skip-invalidation: no invalidation is made for 'forks'; the reasons are fault, cow, cow-send, "
-        "fork, mprotect, munmap, madvise, collapse, page-remove, terminate, remote-shootdown\n")
+        "fork, mprotect, munmap, madvise, collapse, page-remove, terminate, aging, pageout, remote-shootdown\n")

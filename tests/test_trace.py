@@ -55,7 +55,7 @@ def test_traces_are_byte_identical_across_runs(build, tmp_path):
 def test_the_header_records_every_option_that_changes_the_events(build, tmp_path):
     header, *_ = _trace(build, tmp_path)
     assert header["options"] == {"fast": False, "seed": 0, "uid": 0, "gid": 0, "quantum": DEFAULT_QUANTUM,
-                                 "prezero": 0, "prefault": False,
+                                 "prezero": 0, "prefault": False, "swap": 0, "page_used": "accessed-bit", "rmap": "pv",
                                  "cpus": 1, "interleave": DEFAULT_INTERLEAVE,
                                  "root": ".", "env": [],
                                  "trace_events": None, "wire_rate": DEFAULT_WIRE_RATE,
@@ -115,8 +115,8 @@ def test_traces_of_signals_unknown_syscalls_exec_and_pipes_follow_the_schema(bui
 
 
 def test_map_events_follow_the_schema_down_to_each_entry():
-    entry = {"start": 0x401000, "end": 0x402000, "protection": "r-x", "resident": 1, "ref": 3, "shadow": 0,
-             "flags": "CN", "object_type": "vn", "path": "/prog"}
+    entry = {"start": 0x401000, "end": 0x402000, "protection": "r-x", "resident": 1, "swapped": 0, "ref": 3,
+             "shadow": 0, "flags": "CN", "object_type": "vn", "path": "/prog"}
     event = {"t": 5, "cpu": 0, "pid": 1, "type": "map", "kind": "exit", "process": 1, "entries": [entry]}
     assert trace_schema.validate_event(event) == []
     assert trace_schema.validate_event(dict(event, kind="snapshot", entries=[])) == []

@@ -69,8 +69,8 @@ def recorder_of_a_tiny_cell() -> Recorder:
 
 def test_a_cell_is_measured_from_the_recorder_and_divided_per_mib():
     cell = zerocopy.measure(Cell("static", "cow", 4096, 8192), recorder_of_a_tiny_cell(), instructions=12345)
-    assert cell.faults == {"zero-fill": 2, "file": 0, "resident": 0, "cow-copy": 1, "cow-move": 0, "protection": 3,
-                           "fatal": 1}
+    assert cell.faults == {"zero-fill": 2, "file": 0, "swap-in": 0, "resident": 0, "cow-copy": 1, "cow-move": 0,
+                           "protection": 3, "fatal": 1}
     assert cell.work == Work(faults=6, pages_copied=1, bytes_copied_in=100, pages_zeroed=1, pte_writes=4,
                              tlb_pages=1, tlb_flushes=1, cr3_loads=1, syscalls=3, instructions=12345)
     assert (cell.received, cell.corrupt) == (8192, 50)

@@ -10,7 +10,8 @@ sleep (`blocked`), so a call that blocked is one slice from its first attempt
 to its return, and one that never returned (its process was killed, or the
 trace ends first) is one slice to then; instant events for faults and
 process events; counters for the frames in use and the shadow-chain depth
-of each fault.  A TLB belongs to a CPU: the TLB events (invalidations,
+of each fault, and, each time the pageout daemon wakes, for the page queues'
+lengths and the swap blocks in use.  A TLB belongs to a CPU: the TLB events (invalidations,
 shootdowns sent, IPIs taken) are instants on a track per CPU, in a "CPUs"
 process, each saying which process the kernel was working for, with a
 counter of the shootdown IPIs each CPU has taken.  Virtual time is
@@ -141,6 +142,11 @@ def convert(path: str, out: IO[bytes], progress: Any = None) -> int:
                 cpus[cpu] += 1
                 emit({"name": f"cpu {cpu} IPIs taken", "ph": "C", "ts": _us(t), "pid": CPUS_PID,
                       "args": {"IPIs": cpus[cpu]}})
+        elif type_ == "pageout" and kind == "wakeup":
+            emit({"name": "page queues", "ph": "C", "ts": _us(t), "pid": KERNEL_PID, "tid": KERNEL_PID,
+                  "args": {name: event[name] for name in ("active", "inactive", "cache", "wired", "free")}})
+            emit({"name": "swap blocks used", "ph": "C", "ts": _us(t), "pid": KERNEL_PID, "tid": KERNEL_PID,
+                  "args": {"blocks": event["swap_used"]}})
         elif type_ == "page" and kind in ("alloc", "free"):
             frames += 1 if kind == "alloc" else -1
             emit({"name": "frames in use", "ph": "C", "ts": _us(t), "pid": KERNEL_PID, "tid": KERNEL_PID,

@@ -1,7 +1,8 @@
 """A process's map as FreeBSD's `procstat -v` shows it.
 
 One row per map entry: its range, protection (PRT), the pages of the range
-resident in its object chain (RES), the reference and shadow counts of its
+resident in its object chain (RES) and those on swap (SWP, a column of
+vmgames'; FreeBSD's procstat has none), the reference and shadow counts of its
 top object (REF, SHD), its flags (C copy-on-write, N needs-copy), and the
 type of the object at the bottom of its chain (TP: `df` for anonymous
 memory, FreeBSD's default object, `vn` for a file) with the file's PATH.
@@ -24,16 +25,20 @@ from kernel.vmmeter import Recorder
 OBJECT_TYPES = {ANONYMOUS: "df", VNODE: "vn"}   # procstat's two-letter names
 
 
-def resident(entry: MapEntry) -> int:
-    """Pages of the entry's range held by an object of its chain (the topmost copy counts once)."""
+def residency(entry: MapEntry) -> tuple[int, int]:
+    """Pages of the entry's range an object of its chain holds in memory, and on swap (the topmost copy of
+    each page is the one that counts)."""
     first, pages = entry.offset // PAGE_SIZE, (entry.end - entry.start) // PAGE_SIZE
-    found: set[int] = set()
+    resident: set[int] = set()
+    swapped: set[int] = set()
     obj, shift = entry.object, 0   # a page at entry index i is at pindex first + i + shift in obj
     while obj is not None:
-        found.update(i for i in (pindex - first - shift for pindex in obj.pages) if 0 <= i < pages)
+        for held, into in ((obj.pages, resident), (obj.swap_blocks, swapped)):
+            into.update(i for i in (pindex - first - shift for pindex in held)
+                        if 0 <= i < pages and i not in resident and i not in swapped)
         shift += obj.backing_offset
         obj = obj.backing
-    return len(found)
+    return len(resident), len(swapped)
 
 
 def entries(proc: Process) -> list[dict[str, Any]]:
@@ -43,8 +48,9 @@ def entries(proc: Process) -> list[dict[str, Any]]:
         bottom = entry.object
         while bottom.backing is not None:
             bottom = bottom.backing
+        resident, swapped = residency(entry)
         rows.append({"start": entry.start, "end": entry.end, "protection": prot_letters(entry.protection),
-                     "resident": resident(entry), "ref": entry.object.ref_count,
+                     "resident": resident, "swapped": swapped, "ref": entry.object.ref_count,
                      "shadow": entry.object.shadow_count, "flags": entry.flags(),
                      "object_type": OBJECT_TYPES.get(bottom.kind, "--"),
                      "path": bottom.vnode.path if bottom.vnode else None})
@@ -65,9 +71,11 @@ class MapsAtExit(Observer):
 
 def format_table(pid: int, rows: list[dict[str, Any]]) -> str:
     """`procstat -v` style text: a header line and a line per entry."""
-    lines = [f"{'PID':>5} {'START':>18} {'END':>18} PRT {'RES':>6} {'REF':>3} {'SHD':>3} FLAG TP PATH"]
+    lines = [f"{'PID':>5} {'START':>18} {'END':>18} PRT {'RES':>6} {'SWP':>6} {'REF':>3} {'SHD':>3} FLAG TP PATH"]
     for row in rows:
+        # A trace older than swap has no SWP figures: nothing was on swap.
         lines.append(f"{pid:>5} {row['start']:>#18x} {row['end']:>#18x} {row['protection']} {row['resident']:>6} "
+                     f"{row.get('swapped', 0):>6} "
                      f"{row['ref']:>3} {row['shadow']:>3} {row['flags']:<4} {row['object_type']} {row['path'] or ''}"
                      .rstrip())
     return "\n".join(lines)

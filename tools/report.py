@@ -478,7 +478,7 @@ def write_csv(summary: Summary, directory: str, describe: Program) -> list[str]:
                                [[stat.name, stat.text, freebsd[stat.name] if vmstat.traced(stat, summary.kept) else ""]
                                 for stat in vmstat.FREEBSD]),
         "maps.csv": (["pid", "why", "t", *trace_schema.MAP_ENTRY],
-                     [[pid, e["kind"], e["t"], *(row[name] for name in trace_schema.MAP_ENTRY)]
+                     [[pid, e["kind"], e["t"], *(row.get(name) for name in trace_schema.MAP_ENTRY)]
                       for pid, e in sorted(summary.maps.items()) for row in e["entries"]]),
         "chain_depth.csv": (["t_from", "t_to", "faults", "mean_depth", "max_depth"],
                             [[a, b, n, round(mean, 3), deepest] for a, b, n, mean, deepest in summary.depth.rows()]),

@@ -14,14 +14,16 @@ from kernel import syscall
 from kernel.vm import fault
 from kernel.vm.page import PageAllocator
 from kernel.vm.pagequeue import ACTIVE, CACHE, INACTIVE, WIRED
+from kernel.vm.swap_pager import SwapPager
 from kernel.vmmeter import Recorder
 from tools import vmstat
 
 
 def collect(recorder: Recorder, instructions: int | None, ram_frames: int,
-            processors: list[Processor] | None = None, allocator: PageAllocator | None = None) -> dict[str, Any]:
-    """Counters of a whole run, by subject; per CPU too when the machine's `processors` are given, and the
-    page queues' lengths when the `allocator` is."""
+            processors: list[Processor] | None = None, allocator: PageAllocator | None = None,
+            swap: SwapPager | None = None) -> dict[str, Any]:
+    """Counters of a whole run, by subject; per CPU too when the machine's `processors` are given, the
+    page queues' lengths when the `allocator` is, and swap use when there is `swap`."""
     faults = recorder.by_kind("fault")
     syscalls = recorder.by_kind("syscall")
 
@@ -50,6 +52,7 @@ def collect(recorder: Recorder, instructions: int | None, ram_frames: int,
                         **{f"faults_at_depth_{d}": n for d, n in sorted(recorder.fault_depths.items())}},
         "frames": {"in_use": recorder.frames_in_use, "peak": recorder.frames_peak, "total": ram_frames},
         "page_queues": page_queues(allocator) if allocator is not None else {},
+        "memory_pressure": memory_pressure(recorder, swap),
         "objects": recorder.by_kind("object"),
         "syscalls": {"total": sum(syscalls.values()), **syscalls},
         "processes": recorder.by_kind("proc"),
@@ -67,6 +70,21 @@ def collect(recorder: Recorder, instructions: int | None, ram_frames: int,
 # The page queues' lengths under the names FreeBSD's struct vmmeter gives them (vmstat -s: "pages active", ...).
 QUEUE_COUNTERS = {"v_active_count": ACTIVE, "v_inactive_count": INACTIVE, "v_cache_count": CACHE,
                   "v_wire_count": WIRED}
+
+
+def memory_pressure(recorder: Recorder, swap: SwapPager | None) -> dict[str, Any]:
+    """What the pageout daemon and the swap pager did (kernel/vm/pageout.py), beyond FreeBSD's counters."""
+    figures = {"pages_deactivated": recorder.count("page", "deactivate") + recorder.count("page", "cache"),
+               "accessed_bits_cleared": recorder.count_reason("pte", "write", "aging"),
+               "pages_unmapped": recorder.count_reason("pte", "write", "pageout"),
+               "ptes_probed_to_unmap": recorder.amount("pageout", "unmap"),
+               "pages_reused_from_cache": recorder.count("page", "reuse"),
+               "swap_blocks_freed": recorder.count("swap", "free"),
+               "processes_killed_out_of_memory": recorder.count("proc", "oom-kill")}
+    if swap is not None:
+        figures |= {"swap_blocks": swap.blocks, "swap_used": swap.used, "swap_peak": swap.peak,
+                    "swap_fragmentation": round(swap.blist.fragmentation(), 3)}
+    return figures
 
 
 def page_queues(allocator: PageAllocator) -> dict[str, int]:
@@ -148,6 +166,8 @@ def format_table(stats: dict[str, Any]) -> str:
     if stats["page_queues"]:
         rows.append(("page queues at the end (FreeBSD's vmmeter names)", ""))
         rows += [("  " + name, str(n)) for name, n in stats["page_queues"].items()]
+    if any(stats["memory_pressure"].values()):
+        section("memory pressure (pageout daemon, swap in blocks of 4 KiB)", stats["memory_pressure"])
     section("VM objects", stats["objects"])
     rows.append(("syscalls", ""))
     for name, n in stats["syscalls"].items():

@@ -21,7 +21,7 @@ from tools.costmodel import Costs
 
 FORMAT = "vmgames-trace"
 VERSION = 3   # 2 added the map events; 3 the cpu of every event, and the shootdown events
-EVENT_TYPES = ("fault", "tlb", "pte", "page", "object", "sink", "syscall", "proc", "map")
+EVENT_TYPES = ("fault", "tlb", "pte", "page", "pageout", "swap", "object", "sink", "syscall", "proc", "map")
 
 
 def header(program: str, arguments: list[str], options: dict[str, Any], ram: int) -> dict[str, Any]:

@@ -24,8 +24,8 @@ _FAULT = {"address": INT, "access": STR, "error_code": INT, "rip": (INT, NONE), 
           "object": (INT, NONE), "level": (INT, NONE), "depth": (INT, NONE), "frame": (INT, NONE)}
 _SYSCALL = {"args": INT_LIST, "result": (INT, NONE), "blocked": BOOL}
 # One row of procstat -v (tools/procstat.py).
-MAP_ENTRY = {"start": INT, "end": INT, "protection": STR, "resident": INT, "ref": INT, "shadow": INT, "flags": STR,
-             "object_type": STR, "path": (STR, NONE)}
+MAP_ENTRY = {"start": INT, "end": INT, "protection": STR, "resident": INT, "swapped": INT, "ref": INT,
+             "shadow": INT, "flags": STR, "object_type": STR, "path": (STR, NONE)}
 _MAP = {"process": INT, "entries": MAP_ENTRIES}
 
 # (type, kind) -> fields.  Syscall kinds are the syscall's name.
@@ -48,6 +48,20 @@ KINDS: dict[tuple[str, str], dict[str, Any]] = {
     ("page", "pagein"): {"frame": INT, "object": INT, "pindex": INT},
     ("page", "move"): {"frame": INT, "source_object": INT, "object": INT, "reason": STR},
     ("page", "dead"): {"frame": INT, "object": INT, "pindex": INT},
+    ("page", "reuse"): {"frame": INT, "object": INT, "pindex": INT},   # the oldest cache page, taken from its object
+    ("page", "reactivate"): {"frame": INT},    # a fault took back a page from the inactive or cache queue
+    ("page", "deactivate"): {"frame": INT},    # the pageout daemon unmapped a dirty candidate: inactive queue
+    ("page", "cache"): {"frame": INT},         # a clean candidate: cache queue
+    ("page", "launder"): {"frame": INT},       # a dirty candidate written to swap: from the inactive to the cache queue
+    ("pageout", "wakeup"): {"shortage": INT, "blocked": BOOL, "active": INT, "inactive": INT, "cache": INT,
+                            "wired": INT, "free": INT, "swap_used": INT},
+    ("pageout", "scan"): {"frame": INT, "act_count": INT, "references": INT},
+    ("pageout", "free"): {"frame": INT},
+    ("pageout", "unmap"): {"frame": INT, "mappings": INT, "probes": INT},
+    ("swap", "write"): {"block": INT, "pages": INT},
+    ("swap", "out"): {"frame": INT, "object": INT, "pindex": INT, "block": INT},
+    ("swap", "in"): {"frame": INT, "object": INT, "pindex": INT, "block": INT},
+    ("swap", "free"): {"object": INT, "pindex": INT, "block": INT, "reason": STR},
     ("object", "create"): {"object": INT, "object_type": STR, "size": INT, "path": (STR, NONE)},
     ("object", "shadow"): {"object": INT, "backing": INT, "offset": INT},
     ("object", "collapse"): {"object": INT, "backing": INT, "moved": INT, "freed": INT},
@@ -68,6 +82,7 @@ KINDS: dict[tuple[str, str], dict[str, Any]] = {
     ("proc", "exit"): {"code": INT, "signal": INT},
     ("proc", "thread-exit"): {"code": INT},
     ("proc", "signal"): {"target": INT, "signal": INT, "reason": STR},
+    ("proc", "oom-kill"): {"target": INT, "resident": INT, "swapped": INT},
     ("proc", "handler"): {"signal": INT},
     ("proc", "fault-handler"): {"signal": INT},
     ("map", "exit"): _MAP,       # a process's map just before it exits

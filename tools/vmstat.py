@@ -28,6 +28,13 @@ class VMStat(NamedTuple):
 FREEBSD = (
     # Switches of address space (a CR3 load): one between two threads of a process is not counted.
     VMStat("swtch", "cpu context switches", (("tlb", "invalidate-all", "context-switch"),)),
+    VMStat("swapin", "swap pager pageins", (("swap", "in", None),)),
+    VMStat("swappgsin", "swap pager pages paged in", (("swap", "in", None),)),
+    VMStat("swapout", "swap pager pageouts", (("swap", "write", None),)),
+    VMStat("swappgsout", "swap pager pages paged out", (("swap", "out", None),)),
+    VMStat("pdwakeups", "page daemon wakeups", (("pageout", "wakeup", None),)),
+    VMStat("pdpages", "pages examined by the page daemon", (("pageout", "scan", None),)),
+    VMStat("reactivated", "pages reactivated", (("page", "reactivate", None),)),
     VMStat("vm_faults", "total VM faults taken", (("fault", None, None),)),
     VMStat("zfod", "zero fill pages zeroed", (("fault", fault.ZERO_FILL, None),)),
     VMStat("ozfod", "zero fill pages prezeroed", (("page", "prezeroed", None),)),
@@ -37,7 +44,9 @@ FREEBSD = (
     VMStat("forks", "fork() calls", (("proc", "fork", None),)),
     VMStat("forkpages", "pages affected by fork()", (("pte", "write", "fork"),)),
     VMStat("vforks", "vfork() calls", (("proc", "vfork", None),)),
+    VMStat("tcached", "pages cached", (("page", "cache", None), ("page", "launder", None))),
     VMStat("tfree", "pages freed", (("page", "free", None),)),
+    VMStat("dfree", "pages freed by daemon", (("pageout", "free", None),)),
     VMStat("syscall", "system calls", (("syscall", None, None),)),
 )
 

@@ -5,7 +5,8 @@ The steps follow FreeBSD's vm_fault and the paper:
 2. a write through a needs-copy entry first pushes a shadow object;
 3. look the page up top-down through the chain of backing objects;
 4. nothing found: zero-fill a page in the top object, or page it in from the
-   file at the bottom of the chain;
+   file at the bottom of the chain; a page an object has on swap is read
+   back from there (a swap-in);
 5. found below the top object: a read maps it read-only; a write copies it up
    into the top object, or moves it up (no copy) when its holder is the top
    object's immediate backing object, held by no one else and shadowed once,
@@ -14,6 +15,10 @@ The steps follow FreeBSD's vm_fault and the paper:
    a write gives the top object a copy in its place (FreeBSD's
    vm_page_cowfault), and the sink keeps the original;
 7. enter the mapping in the pmap.
+
+A page the pageout daemon had unmapped as a candidate for reuse (on the
+inactive or cache queue) is simply taken back: a reactivation.  Before any
+of it, a fault makes sure the frames it may need are there (vm_wait).
 """
 
 from __future__ import annotations
@@ -23,17 +28,19 @@ from typing import NamedTuple
 from emulator import mmu
 from kernel.vm.map import MapEntry, VMSpace
 from kernel.vm.object import ANONYMOUS, VNODE, PagerError, VMObject
-from kernel.vm.page import OutOfMemory, PageAllocator, VMPage
+from kernel.vm.page import PAGES_PER_FAULT, OutOfMemory, PageAllocator, VMPage
+from kernel.vm.pagequeue import ACTIVE
 from kernel.vm.pmap import PROT_EXEC, PROT_READ, PROT_WRITE
 
 ZERO_FILL = "zero-fill"
 FILE = "file"
+SWAP_IN = "swap-in"
 RESIDENT = "resident"
 COW_COPY = "cow-copy"
 COW_MOVE = "cow-move"
 PROTECTION = "protection"
 FATAL = "fatal"
-KINDS = (ZERO_FILL, FILE, RESIDENT, COW_COPY, COW_MOVE, PROTECTION, FATAL)
+KINDS = (ZERO_FILL, FILE, SWAP_IN, RESIDENT, COW_COPY, COW_MOVE, PROTECTION, FATAL)
 
 # Why a fatal fault was fatal, as the signal's si_code would say.
 MAPERR = "no mapping"            # SEGV_MAPERR
@@ -76,7 +83,10 @@ class Decision(NamedTuple):
 def vm_fault(vmspace: VMSpace, allocator: PageAllocator, va: int, access: int, error_code: int,
              rip: int | None) -> FaultResult:
     """Handle one page fault of `vmspace` at `va`; `rip` is None for faults taken by the kernel's copyin/copyout."""
-    decision = vm_fault_decide(vmspace, va, access, error_code)
+    if not allocator.vm_wait(PAGES_PER_FAULT):
+        decision = Decision(FATAL, NOMEM)     # the out-of-memory killer chose this process
+    else:
+        decision = vm_fault_decide(vmspace, va, access, error_code)
     result = FaultResult(FATAL, decision.reason) if decision.kind == FATAL else _apply(vmspace, allocator, va,
                                                                                        access, decision)
     allocator.recorder.event("fault", result.kind, address=va, access=mmu.ACCESS_NAMES[access],
@@ -103,12 +113,15 @@ def vm_fault_decide(vmspace: VMSpace, va: int, access: int, error_code: int) -> 
     level += push                    # a pushed shadow becomes level 0 and everything moves down one
     if holder.kind == VNODE and page is None and index * 4096 >= holder.vnode.size:
         return Decision(FATAL, BUSERR)
-    if page is None and holder.kind != VNODE:
+    swapped = page is None and index in holder.swap_blocks
+    if page is None and holder.kind != VNODE and not swapped:
         kind = ZERO_FILL
     elif level > 0 and write:
         # The page (paged in from the file first, if need be) goes up into the top object.
         shadows = holder.shadow_count + (push and level == 1)
         kind = COW_MOVE if page is not None and vm_fault_cow_moves(holder, page, level, shadows) else COW_COPY
+    elif swapped:
+        kind = SWAP_IN               # read back from swap: a major fault
     elif holder.kind == VNODE and page is None:
         kind = FILE                  # read from the file: a major fault
     elif holder.kind == VNODE:
@@ -153,6 +166,8 @@ def _apply(vmspace: VMSpace, allocator: PageAllocator, va: int, access: int, dec
     first = entry.object
     pindex = entry.pindex(va)
     write = access == mmu.WRITE
+    if page is not None and page.queue is not allocator.queues[ACTIVE]:
+        allocator.activate(page)     # before anything is allocated: a page on the cache queue may be reused
     try:
         if kind == ZERO_FILL:
             page = allocator.alloc(zero=True, prezeroed=True)
@@ -178,6 +193,7 @@ def _apply(vmspace: VMSpace, allocator: PageAllocator, va: int, access: int, dec
             in_flight, page = page, _copy_in_flight(vmspace, allocator, first, va & ~0xFFF, page, reason)
         if page.cow:
             prot &= ~PROT_WRITE
+        page.referenced = True
         vmspace.pmap.enter(va & ~0xFFF, page, prot, reason)
         if in_flight is not None:
             allocator.free(in_flight)   # the sink's hold keeps it, orphaned
@@ -191,13 +207,13 @@ def _apply(vmspace: VMSpace, allocator: PageAllocator, va: int, access: int, dec
 def find_page(entry: MapEntry, va: int) -> tuple[VMObject, int, int, VMPage | None]:
     """Look the page of `va` up top-down through the entry's chain.
 
-    Returns (object, page index in it, level, page); when no object has the
-    page, the bottom object and None.  It changes nothing, so a debugger can
+    Returns (object, page index in it, level, page); for a page on swap, its
+    object and None; when no object has the page, the bottom object and None.  It changes nothing, so a debugger can
     ask the same question the fault handler is about to ask.
     """
     obj, index, level = entry.object, entry.pindex(va), 0
     page = obj.pages.get(index)
-    while page is None and obj.backing is not None:
+    while page is None and obj.backing is not None and index not in obj.swap_blocks:
         index += obj.backing_offset
         obj = obj.backing
         level += 1
@@ -228,6 +244,9 @@ def _copy_up(allocator: PageAllocator, first: VMObject, pindex: int, holder: VMO
     """vm_fault_cow: give the top object the page found lower in the chain, moved (COW_MOVE) or copied."""
     if kind == COW_MOVE:
         del holder.pages[page.pindex]
+        if page.pindex in holder.swap_blocks:
+            holder.vm.swap_pager.free(holder, page.pindex, "cow")   # the copy there was the holder's
+            page.dirty = True
         first.insert(page, pindex)
         allocator.recorder.event("page", "move", frame=page.frame, source_object=holder.id, object=first.id,
                                  reason="cow")

@@ -5,6 +5,11 @@ A private mapping of a file (program data) maps the file's object
 copy-on-write; the first write fault pushes an anonymous *shadow* object in
 front of it, which receives the private copies.  A fault looks a page up
 top-down through the chain of backing objects.
+
+An anonymous object's pages may also be on swap (`swap_blocks`, page index
+to swap block, kept by kernel/vm/swap_pager.py): an object "has" a page that
+is resident or swapped, and a swapped page is read back by `page_in` like a
+file's.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class VMObject:
         self.backing_offset = 0
         self.ref_count = 1
         self.shadows: list[VMObject] = []   # the objects whose backing object this is
+        self.swap_blocks: dict[int, int] = {}   # page index -> swap block (kernel/vm/swap_pager.py)
         vm.recorder.event("object", "create", object=self.id, object_type=kind, size=size,
                                  path=vnode.path if vnode else None)
 
@@ -67,15 +73,25 @@ class VMObject:
         page.pindex = pindex
         self.pages[pindex] = page
 
+    def has_page(self, pindex: int) -> bool:
+        """Whether this object holds its own page at `pindex`, resident or on swap."""
+        return pindex in self.pages or pindex in self.swap_blocks
+
     def page_in(self, pindex: int) -> VMPage:
-        """Read one page of the file into this (vnode) object; PagerError if the file cannot be read."""
+        """Read one page in: from swap, or from the file of a vnode object (PagerError if it cannot be read)."""
         page = self.allocator.alloc(zero=False)
+        if pindex in self.swap_blocks:
+            self.vm.swap_pager.getpage(self, pindex, page)
+            page.dirty = False           # the copy on swap is good until the page is written
+            self.insert(page, pindex)
+            return page
         try:
             data = self.vnode.read(pindex * PAGE_SIZE, PAGE_SIZE)
         except SyscallError:
             self.allocator.free(page)
             raise PagerError(self.vnode.path) from None
         self.allocator.machine.fill_frame(page.frame, data)
+        page.dirty = False
         self.insert(page, pindex)
         self.allocator.recorder.event("page", "pagein", frame=page.frame, object=self.id, pindex=pindex)
         return page
@@ -137,13 +153,15 @@ class VMObject:
         while (backing := self.backing) is not None and backing.kind == ANONYMOUS:
             if backing.ref_count == 1:
                 moved = freed = 0
+                moved_up: set[int] = set()
                 for pindex, page in list(backing.pages.items()):
                     mine = pindex - self.backing_offset
                     del backing.pages[pindex]
-                    if 0 <= mine < self.size and mine not in self.pages:
+                    if 0 <= mine < self.size and not self.has_page(mine):
                         self.insert(page, mine)
                         recorder.event("page", "move", frame=page.frame, source_object=backing.id,
                                        object=self.id, reason="collapse")
+                        moved_up.add(mine)
                         moved += 1
                     else:
                         # Hidden by our own page (or outside our window): nobody can reach it.
@@ -151,6 +169,8 @@ class VMObject:
                         pmap.remove_all(page, "collapse")
                         self.allocator.free(page)
                         freed += 1
+                if backing.swap_blocks:
+                    self._take_swap_of(backing, moved_up)
                 self._skip(backing, backing_reference_passes=True)
                 backing.ref_count = 0
                 backing.backing = None
@@ -163,11 +183,23 @@ class VMObject:
             else:
                 return
 
-    def _shadows_all_of(self, backing: VMObject) -> bool:
-        """Whether this object has its own page for every page of `backing` in its window."""
-        for pindex in backing.pages:
+    def _take_swap_of(self, backing: VMObject, moved_up: set[int]) -> None:
+        """In a merge: the swap blocks of `backing`'s pages that became ours (`moved_up`, at our indexes) move
+        up with them, and so do those of pages only on swap that we lack; those of pages hidden by our own
+        are dead swap, freed (the swap dead pages "eat", in the paper's words)."""
+        for pindex in list(backing.swap_blocks):
             mine = pindex - self.backing_offset
-            if 0 <= mine < self.size and mine not in self.pages:
+            if 0 <= mine < self.size and (mine in moved_up or not self.has_page(mine)):
+                self.vm.swap_pager.transfer(backing, pindex, self, mine)
+            else:
+                self.vm.swap_pager.free(backing, pindex, "dead")
+
+    def _shadows_all_of(self, backing: VMObject) -> bool:
+        """Whether this object has its own page for every page of `backing` (resident or on swap) in its
+        window."""
+        for pindex in (*backing.pages, *backing.swap_blocks):
+            mine = pindex - self.backing_offset
+            if 0 <= mine < self.size and not self.has_page(mine):
                 return False
         return True
 
@@ -194,11 +226,15 @@ class VMObject:
             page = self.pages.pop(pindex)
             pmap.remove_all(page, "page-remove")
             self.allocator.free(page)
+        if self.swap_blocks:
+            self.vm.swap_pager.free_range(self, start, end, "page-remove")
 
     def _terminate(self) -> None:
         for page in self.pages.values():
             pmap.remove_all(page, "terminate")
             self.allocator.free(page)
+        if self.swap_blocks:
+            self.vm.swap_pager.free_range(self, 0, max(self.swap_blocks) + 1, "terminate")
         self.allocator.recorder.event("object", "terminate", object=self.id, pages=len(self.pages))
         self.pages.clear()
         self.backing = None

@@ -10,15 +10,21 @@ counts in `cow` (FreeBSD's m->cow, set by vm_page_cowsetup), which makes a
 write fault copy the page instead of writing to it.  A held page that its
 object lets go (the process exited, or a write replaced it) is not freed
 but orphaned, until the sink releases it.
+
+Each page carries what the pageout daemon (kernel/vm/pageout.py) judges it
+by: its activity count (`act_count`, aged from the accessed bits of the
+PTEs that map it) and whether its contents exist nowhere else (`dirty`: a
+file's page never is, an anonymous page is until it is written to swap).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from emulator.machine import STOP_FRAME, Machine
 from emulator.ram import PAGE_SIZE
-from kernel.vm.pagequeue import ACTIVE, QUEUES, WIRED, PageQueue
+from kernel.vm.pagequeue import ACTIVE, CACHE, QUEUES, WIRED, PageQueue
 
 if TYPE_CHECKING:
     from kernel.vm.object import VMObject
@@ -29,7 +35,7 @@ if TYPE_CHECKING:
 class VMPage:
     """A physical frame in use. `pv` holds (pmap, va) pairs: its pv entries."""
 
-    __slots__ = ("frame", "object", "pindex", "pv", "hold_count", "cow", "queue")
+    __slots__ = ("frame", "object", "pindex", "pv", "hold_count", "cow", "queue", "act_count", "dirty", "referenced")
 
     def __init__(self, frame: int) -> None:
         self.frame = frame
@@ -39,6 +45,9 @@ class VMPage:
         self.hold_count = 0     # sinks holding this page in flight
         self.cow = 0            # of those, copy-on-write sends: writes must copy
         self.queue: PageQueue | None = None     # the page queue it is on (kernel/vm/pagequeue.py)
+        self.act_count = ACT_INIT   # how active it has been lately (FreeBSD's act_count)
+        self.dirty = True           # no copy of it anywhere else (the file's, or one on swap)
+        self.referenced = False     # a fault mapped it since the daemon last looked (FreeBSD's PGA_REFERENCED)
 
     @property
     def paddr(self) -> int:
@@ -49,6 +58,13 @@ class OutOfMemory(Exception):
     """No free frame: the caller fails its operation (or the process dies)."""
 
 
+# FreeBSD's act_count: a page starts at ACT_INIT, gains ACT_ADVANCE (and one per reference seen) each time the
+# pageout daemon finds it used, loses ACT_DECLINE each time it does not, and is a candidate at 0.
+ACT_INIT, ACT_ADVANCE, ACT_DECLINE, ACT_MAX = 5, 3, 1, 64
+
+# The most frames one page fault allocates: a page read in, a copy of it, and three page-table pages.
+PAGES_PER_FAULT = 5
+
 # Virtual time it takes an idle CPU to zero one page (about a microsecond, as the cost model's zero_page_ns
 # puts a page's zeroing with what goes around it).
 IDLE_ZERO_INSTRUCTIONS = 1000
@@ -57,7 +73,9 @@ IDLE_ZERO_INSTRUCTIONS = 1000
 class PageAllocator:
     """The free page queue, and the page queues of the pages in use (kernel/vm/pagequeue.py).
 
-    Frames are handed out lowest first, so runs are reproducible.  Some free frames may be zeroed already:
+    Frames are handed out lowest first, so runs are reproducible.  Pages on the cache queue are clean and
+    unmapped, as good as free (`available` counts them): when the free list runs dry the oldest is taken from
+    its object and reused (FreeBSD 4's vm_page_alloc did the same).  Some free frames may be zeroed already:
     the pre-zeroed pool an idle machine fills (`zero_idle`, FreeBSD's idle zeroing, the paper's pre-zeroing)
     up to `prezero_cap` frames; a zero-fill fault takes one first and need not zero it (v_ozfod).
     """
@@ -74,24 +92,43 @@ class PageAllocator:
         self.queues = {name: PageQueue(name) for name in QUEUES}
         self.prezero_cap = 0                # frames the idle machine keeps zeroed (vmgames run --prezero)
         self._zeroed: list[int] = []        # free frames zeroed already, the latest last
+        # When free pages run short, the pageout daemon (kernel/vm/pageout.py): called with the frames wanted,
+        # it says whether they are there now.
+        self.pagedaemon: Callable[[int], bool] | None = None
+        # FreeBSD's thresholds (vm_pageout.c sizes v_free_min as 4 + (pages - 1024) / 200; ours keeps a page
+        # fault's worth more): below free_min the daemon is woken, and it works until free_target is met.
+        self.free_min = 4 + PAGES_PER_FAULT + max(0, self.total - 1024) // 200
+        self.free_target = 4 * self.free_min
 
     @property
     def free_count(self) -> int:
         return len(self._free) + len(self._zeroed)
 
+    @property
+    def available(self) -> int:
+        """Frames to be had at once: free, or clean and unmapped on the cache queue."""
+        return len(self._free) + len(self._zeroed) + len(self.queues[CACHE])
+
+    def vm_wait(self, pages: int) -> bool:
+        """Before an operation that may allocate `pages` frames: wake the pageout daemon if frames run short.
+        False if they could not be found even so (the out-of-memory killer chose the caller)."""
+        if self.available >= self.free_min + pages or self.pagedaemon is None:
+            return True
+        return self.pagedaemon(pages)
+
     def alloc(self, zero: bool = True, wired: bool = False, prezeroed: bool = False) -> VMPage:
         """A page for an object (active) or, `wired`, for the kernel itself (a page table); raises OutOfMemory
         when RAM is exhausted.  `prezeroed`: a zero-fill fault, which takes a frame the idle machine zeroed if
         there is one."""
+        if not (self._free or self._zeroed):
+            self._reuse_cached()
         if prezeroed and self._zeroed:
             frame = self._zeroed.pop()
             zero = False
             taken = True
-        elif self._free or self._zeroed:
+        else:
             frame = self._free.pop() if self._free else self._zeroed.pop()
             taken = False
-        else:
-            raise OutOfMemory()
         page = VMPage(frame)
         self._pages[frame] = page
         self.queues[WIRED if wired else ACTIVE].insert(page)
@@ -102,6 +139,22 @@ class PageAllocator:
             self.machine.fill_frame(frame, b"")
             self.recorder.event("page", "zero", frame=frame)
         return page
+
+    def _reuse_cached(self) -> None:
+        """The free list is empty: free the oldest page of the cache queue (its object loses it); OutOfMemory
+        if the cache is empty too."""
+        cache = self.queues[CACHE]
+        if not len(cache):
+            raise OutOfMemory()
+        page = next(iter(cache.pages))
+        del page.object.pages[page.pindex]
+        self.recorder.event("page", "reuse", frame=page.frame, object=page.object.id, pindex=page.pindex)
+        self.free(page)
+
+    def activate(self, page: VMPage) -> None:
+        """A fault found the page on the inactive or cache queue: it is in use again (v_reactivated)."""
+        self.queues[ACTIVE].insert(page)
+        self.recorder.event("page", "reactivate", frame=page.frame)
 
     def zero_idle(self, instructions: int) -> None:
         """Every CPU idles for `instructions`: zero free frames into the pre-zeroed pool meanwhile, one per

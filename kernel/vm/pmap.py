@@ -43,6 +43,7 @@ class Pmap:
         self.shootdown = shootdown
         self.recorder = allocator.recorder
         self.qwords = allocator.ram.qwords
+        allocator.vm_wait(1)
         self.root = allocator.alloc(wired=True)
         self.tables: dict[int, PageTable] = {self.root.frame: PageTable(self.root)}
         self.resident = 0
@@ -189,8 +190,11 @@ class Pmap:
             child = parent
 
     def _drop_pv(self, entry: int, va: int) -> None:
+        """A mapping of a page goes: its pv entry with it, and what its dirty bit said stays with the page."""
         page = self.allocator.page_of(E.frame_of(entry))
         page.pv.remove((self, va))
+        if entry & E.D:
+            page.dirty = True
 
 
 def _lost_rights(old: int, new: int) -> bool:
@@ -206,6 +210,42 @@ def remove_all(page: VMPage, reason: str) -> None:
     """pmap_remove_all: unmap a physical page from every address space."""
     for pmap, va in list(page.pv):
         pmap.remove(va, va + PAGE_SIZE, reason)
+
+
+def remove_all_by_scan(page: VMPage, reason: str, pmaps: list[Pmap]) -> int:
+    """pmap_remove_all without a reverse map: probe every present PTE of every address space for the page's
+    frame, as a kernel with no pv entries must (Linux 2.4 swept page tables so); returns the PTEs probed."""
+    probes = 0
+    for pmap in pmaps:
+        found = []
+        for slot, va in pmap._present_leaves(0, 1 << 47):
+            probes += 1
+            if E.frame_of(pmap.qwords[slot]) == page.frame:
+                found.append(va)
+        for va in found:
+            pmap.remove(va, va + PAGE_SIZE, reason)
+    return probes
+
+
+def ts_referenced(page: VMPage, stale: dict[Pmap, list[int]]) -> int:
+    """pmap_ts_referenced: how many of the PTEs mapping `page` have their accessed bit set, clearing them.
+
+    A TLB may still hold a translation whose A bit is cleared, and a CPU
+    using it does not set the bit again: each address goes into `stale`,
+    under its pmap, for the caller to invalidate in one batch (FreeBSD
+    invalidates; Linux's x86 ptep_clear_flush_young does not, and accepts
+    missing some references).
+    """
+    refs = 0
+    for pmap, va in page.pv:
+        slot = pmap._slot(va, create=False)
+        entry = pmap.qwords[slot]
+        if entry & E.A:
+            pmap.qwords[slot] = entry & ~E.A
+            pmap.recorder.event("pte", "write", address=va, old=entry, new=entry & ~E.A, reason="aging")
+            stale.setdefault(pmap, []).append(va)
+            refs += 1
+    return refs
 
 
 

@@ -47,6 +47,8 @@ REASONS = {
     "collapse": "a collapse moved a page between objects",
     "page-remove": "a page left its object",
     "terminate": "an object's last reference went",
+    "aging": "the pageout daemon cleared an accessed bit, to see whether the page is used again",
+    "pageout": "the pageout daemon unmapped a page, a candidate for reuse",
 }
 # Forgets every shootdown IPI, whatever the reason; the local invalidations are still made.
 REMOTE = "remote-shootdown"

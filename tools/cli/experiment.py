@@ -13,6 +13,12 @@ from tools.experiments import zerocopy
 def command_experiment(args: argparse.Namespace) -> int:
     if args.experiment == "zerocopy":
         return command_zerocopy(args)
+    if args.experiment == "pressure":
+        return command_pressure(args)
+    if args.experiment == "prefault":
+        return command_prefault(args)
+    if args.experiment == "rmap":
+        return command_rmap(args)
     from tools.experiments import chains
 
     for name in ("seeds", "steps", "max_depth"):
@@ -44,6 +50,90 @@ def _cpu_count(text: str) -> int:
     if not text.strip().isdigit():
         raise ValueError(f"--cpus: {text!r} is not a number of CPUs (a list like 1,2,4)")
     return int(text)
+
+
+def _outputs_problem(csv_path: str, plot_dir: str) -> str | None:
+    """Why the CSV or the plot directory cannot be written, checked before minutes of running; None if they can."""
+    problem = unwritable_file(csv_path)
+    if problem:
+        return f"--csv {csv_path}: {problem}"
+    if os.path.exists(plot_dir) and not os.path.isdir(plot_dir):
+        return f"--plot {plot_dir}: not a directory"
+    return None
+
+
+def command_pressure(args: argparse.Namespace) -> int:
+    from kernel.vm.pageout import PAGE_USED
+    from tools.experiments import pressure
+    from tools.experiments.programs import ExperimentError
+
+    try:
+        policies = _choices("--policies", [args.policies], PAGE_USED)
+        factors = [float(text) for text in args.sizes.split(",") if text]
+    except ValueError as error:
+        say_error(str(error) if "--policies" in str(error) else f"--sizes: {args.sizes!r} is not a list of numbers "
+                  "(multiples of RAM, like 1.25,1.5,2)")
+        return 2
+    if not factors or any(not 0.1 <= f <= 16 for f in factors):
+        say_error("--sizes: each working set is 0.1 to 16 times RAM")
+        return 2
+    if not 1 <= args.hot <= 100 or not 1 <= args.rounds <= 1000:
+        say_error("--hot is 1 to 100 (percent) and --rounds 1 to 1000")
+        return 2
+    if not 1 << 20 <= args.ram <= 256 << 20 or not 1 << 20 <= args.swap <= 4 << 30:
+        say_error("--ram is 1M to 256M and --swap 1M to 4G for this experiment")
+        return 2
+    problem = _outputs_problem(args.csv, args.plot)
+    if problem:
+        say_error(problem)
+        return 2
+    try:
+        return pressure.main(args.ram, args.swap, factors, policies, args.hot, args.rounds, args.csv, args.plot)
+    except ExperimentError as error:
+        say_error(str(error))
+        return 1
+
+
+def command_prefault(args: argparse.Namespace) -> int:
+    from tools.experiments import prefault
+    from tools.experiments.programs import ExperimentError
+
+    if not 2 <= args.runs <= 100:
+        say_error("--runs is 2 to 100: the first run reads the program in, the later ones show what is saved")
+        return 2
+    program = args.program or prefault.default_program()
+    if program and not (os.path.isfile(program[0]) and os.access(program[0], os.X_OK)):
+        say_error(f"--program {program[0]}: not an executable file")
+        return 2
+    problem = _outputs_problem(args.csv, args.plot)
+    if problem:
+        say_error(problem)
+        return 2
+    try:
+        return prefault.main(args.runs, [os.path.abspath(program[0]), *program[1:]] if program else [], args.csv,
+                             args.plot)
+    except ExperimentError as error:
+        say_error(str(error))
+        return 1
+
+
+def command_rmap(args: argparse.Namespace) -> int:
+    from tools.experiments import rmap
+    from tools.experiments.programs import ExperimentError
+
+    texts = [text for text in args.sharers.split(",") if text.strip()]
+    if not texts or not all(text.strip().isdigit() and 1 <= int(text) <= 128 for text in texts):
+        say_error(f"--sharers: {args.sharers!r} is not a list of numbers from 1 to 128 (like 1,4,16,32)")
+        return 2
+    problem = _outputs_problem(args.csv, args.plot)
+    if problem:
+        say_error(problem)
+        return 2
+    try:
+        return rmap.main(sorted({int(text) for text in texts}), args.csv, args.plot)
+    except ExperimentError as error:
+        say_error(str(error))
+        return 1
 
 
 def command_zerocopy(args: argparse.Namespace) -> int:

@@ -11,9 +11,13 @@ from emulator.determinism import DEFAULT_SEED
 from emulator.machine import DEFAULT_RAM_SIZE, MAX_CPUS
 from kernel.kernel import DEFAULT_MAX_PROCESSES
 from kernel.sched import DEFAULT_INTERLEAVE, DEFAULT_QUANTUM
+from kernel.vm.pageout import PAGE_USED, RMAPS
 from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
 from tools import trace
 from tools.cli.calibrate import CALIBRATE_DESCRIPTION, CALIBRATE_EPILOG, DEFAULT_SAMPLES, QUICK_SAMPLES
+from tools.experiments import prefault as experiment_prefault
+from tools.experiments import pressure as experiment_pressure
+from tools.experiments import rmap as experiment_rmap
 from tools.experiments import zerocopy
 
 DESCRIPTION = """\
@@ -252,6 +256,20 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                      help="pre-faulting: exec maps the pages of the program's file (and its interpreter's) that "
                           "are in memory already, read-only and at most 96 per mapping (FreeBSD's "
                           "vm_map_pmap_enter), so that running a program again takes no fault on them")
+    run.add_argument("--swap", type=parse_size, default=0, metavar="SIZE",
+                     help="swap space for anonymous memory (default 0, none), a buffer of the host's: when RAM runs "
+                          "short the pageout daemon writes dirty pages there and reads them back on fault; without "
+                          "it only clean pages (a file's) can be reused, and a process using the most memory is "
+                          "killed sooner")
+    run.add_argument("--page-used", choices=PAGE_USED, default="accessed-bit",
+                     help="how the pageout daemon tells a page is in use: the accessed bits of the PTEs mapping "
+                          "it (default); unmap: as the paper describes for hardware without them, by unmapping it "
+                          "and marking it used when the next touch faults; fifo: it does not, and the oldest page "
+                          "goes first")
+    run.add_argument("--rmap", choices=RMAPS, default="pv",
+                     help="how the pageout daemon finds the PTEs that map a page it takes: its pv entries "
+                          "(default, FreeBSD's reverse map), or scan: by probing every PTE of every address space, "
+                          "as Linux 2.4 had to; --stats counts the PTEs probed")
     run.add_argument("--cpus", type=parse_count, default=1, metavar="N",
                      help=f"processors, 1 to {MAX_CPUS} (default 1): each its own engine, registers, CR3 and TLB over "
                           "the one RAM; threads and processes run on all of them, and a PTE change reaches the "
@@ -273,7 +291,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     run.add_argument("--skip-invalidation", metavar="REASON", action="append", default=[],
                      help="fault injection, to see what a missing invalidation does: the kernel forgets the TLB "
                           "invalidations (local and remote) it makes for REASON (fork, cow, cow-send, mprotect, "
-                          "munmap, madvise, collapse, page-remove, terminate, fault), or with remote-shootdown "
+                          "munmap, madvise, collapse, page-remove, terminate, fault, aging, pageout), or with "
+                          "remote-shootdown "
                           "every shootdown IPI; may be given more than once (docs/smp.md)")
     run.add_argument("--break-on", metavar="fault[:KIND]|syscall:NAME",
                      help="stop in Python's debugger (pdb, or $PYTHONBREAKPOINT) inside the kernel, before it "
@@ -327,6 +346,61 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                     help="where to write the per-cell figures (default zerocopy.csv)")
     zc.add_argument("--plot", metavar="DIR", default=".",
                     help="directory for zerocopy.png and zerocopy.svg (default: the current directory)")
+    pressure = experiments.add_parser(
+        "pressure", help="working sets larger than RAM: aging by accessed bits against page-used emulation and FIFO",
+        description="Run userland/libc/pressure.c (a working set larger than RAM, a hot part written every round, "
+                    "cold pages drawn at random; built with gcc) with the pageout daemon telling used pages by "
+                    "accessed bits, by unmapping them (the paper's emulation) and not at all (FIFO), and report "
+                    "swap-ins and swap-outs, faults, pages examined, reactivations and the TLB work aging took. "
+                    "Writes a CSV and a plot (PNG and SVG) of swap-ins and of the resident set and swap use over "
+                    "virtual time; ends with what the figures say of the paper's claim.")
+    pressure.add_argument("--ram", type=parse_size, default=8 << 20, metavar="SIZE",
+                          help="RAM of each run's machine (default 8M)")
+    pressure.add_argument("--swap", type=parse_size, default=64 << 20, metavar="SIZE",
+                          help="swap of each run's machine (default 64M)")
+    pressure.add_argument("--sizes", default=",".join(f"{f:g}" for f in experiment_pressure.DEFAULT_FACTORS),
+                          metavar="X,Y,...", help="working sets as multiples of RAM (default %(default)s)")
+    pressure.add_argument("--policies", default=",".join(PAGE_USED), metavar="P,Q,...",
+                          help=f"how the daemon tells used pages, of {', '.join(PAGE_USED)} (default all)")
+    pressure.add_argument("--hot", type=int, default=experiment_pressure.DEFAULT_HOT, metavar="PERCENT",
+                          help="the part of the working set written every round, 1-100 (default %(default)s)")
+    pressure.add_argument("--rounds", type=int, default=experiment_pressure.DEFAULT_ROUNDS, metavar="N",
+                          help="rounds, each writing the hot pages and as many cold ones, 1-1000 (default "
+                               "%(default)s)")
+    pressure.add_argument("--csv", metavar="FILE", default="pressure.csv",
+                          help="where to write the per-run figures (default pressure.csv)")
+    pressure.add_argument("--plot", metavar="DIR", default=".",
+                          help="directory for pressure.png and pressure.svg (default: the current directory)")
+    prefault = experiments.add_parser(
+        "prefault", help="the same program exec'd again and again: faults per run with pre-faulting and "
+                         "pre-zeroing off and on",
+        description="Dillon's example (ls run over and over): userland/libc/rerun.c runs a program N times, "
+                    "idling a millisecond before each, with --prefault and --prezero off and on; reports each "
+                    "run's faults by kind after its exec (the first run, which reads the program in, apart), the "
+                    "pages mapped at exec and the zero-fill faults served with pre-zeroed pages. Writes a CSV and "
+                    "a plot (PNG and SVG); ends with what the figures say of the paper's claims.")
+    prefault.add_argument("--runs", type=int, default=experiment_prefault.DEFAULT_RUNS, metavar="N",
+                          help="runs of the program, 2-100 (default %(default)s)")
+    prefault.add_argument("--program", nargs=argparse.REMAINDER, metavar="PROG ARGS",
+                          help="the program to run again and again, with its arguments, last on the line "
+                               "(default: busybox echo hello, or userland/libc/pressure.c if there is no busybox)")
+    prefault.add_argument("--csv", metavar="FILE", default="prefault.csv",
+                          help="where to write the per-run figures (default prefault.csv)")
+    prefault.add_argument("--plot", metavar="DIR", default=".",
+                          help="directory for prefault.png and prefault.svg (default: the current directory)")
+    rmap = experiments.add_parser(
+        "rmap", help="unmapping pages many processes map: pv entries against scanning every page table",
+        description="Run userland/libc/sharers.c (N children map the parent's shared pages, then the parent fills "
+                    "more than RAM) with the pageout daemon finding a page's PTEs through its pv entries and by "
+                    "probing every PTE of every address space (as a kernel without a reverse map must), and "
+                    "report the PTEs probed per unmapping. Writes a CSV and a plot (PNG and SVG); ends with what "
+                    "the figures say of the paper's claim.")
+    rmap.add_argument("--sharers", default=",".join(map(str, experiment_rmap.DEFAULT_SHARERS)), metavar="N,M,...",
+                      help="numbers of children sharing the pages, 1-128 (default %(default)s)")
+    rmap.add_argument("--csv", metavar="FILE", default="rmap.csv",
+                      help="where to write the per-run figures (default rmap.csv)")
+    rmap.add_argument("--plot", metavar="DIR", default=".",
+                      help="directory for rmap.png and rmap.svg (default: the current directory)")
     report = commands.add_parser(
         "report", help="summarise a trace written by vmgames run --trace",
         description="Summarise a trace: events by type and kind per process, the top faulting instructions "

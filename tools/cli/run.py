@@ -110,7 +110,8 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
             kernel = boot(args.ram, deterministic=not args.fast, seed=args.seed, root=args.root,
                           quantum=args.quantum, cpus=args.cpus, interleave=args.interleave,
                           max_procs=args.max_procs, wire_rate=args.wire_rate, wire_buffer=args.wire_buffer,
-                          uid=args.uid, gid=args.gid, prezero=args.prezero, prefault=args.prefault)
+                          uid=args.uid, gid=args.gid, prezero=args.prezero, prefault=args.prefault,
+                          swap=args.swap, page_used=args.page_used, rmap=args.rmap)
             machine = kernel.machine
             kernel.shootdown.skipped = set(args.skip_invalidation)
         except (OSError, MemoryError, OverflowError) as error:
@@ -124,7 +125,8 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
                 say_error(f"{args.trace}: {error.strerror}")
                 return 2
             options = {"fast": args.fast, "quantum": args.quantum, "cpus": args.cpus, "interleave": args.interleave,
-                       "prezero": args.prezero, "prefault": args.prefault,
+                       "prezero": args.prezero, "prefault": args.prefault, "swap": args.swap,
+                       "page_used": args.page_used, "rmap": args.rmap,
                        "root": args.root, "env": args.env,
                        "seed": args.seed, "uid": args.uid, "gid": args.gid,
                        "trace_events": sorted(trace_types) if trace_types else None,
@@ -195,7 +197,8 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
             say_error(f"the run ended at t = {ended:,}, "
                    f"{f'before {due:,}' if ended < due else f'as instruction {due:,} ran'}: no snapshot")
         counters = run_stats.collect(kernel.recorder, machine.retired if machine.deterministic else None,
-                                     kernel.allocator.total, machine.processors, kernel.allocator)
+                                     kernel.allocator.total, machine.processors, kernel.allocator,
+                                     kernel.vm.swap_pager)
         counters["exit_status"] = status
         counters["ended_by"] = ending.limit if ending is not None else None
         # A run with invalidations forgotten on purpose says so wherever its figures go.

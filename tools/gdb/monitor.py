@@ -1,5 +1,5 @@
-"""gdb's `monitor` commands: what `monitor vm`, `pte`, `chain`, `tlb`, `stats`
-and `faults` show (the kernel's view of one moment, as text for gdb's
+"""gdb's `monitor` commands: what `monitor vm`, `pte`, `chain`, `tlb`, `stats`,
+`faults` (and, in tools/gdb/pressure.py, `queues` and `swap`) show (the kernel's view of one moment, as text for gdb's
 console), and `monitor break` and `step-kernel`, which set where execution
 control (tools/gdb/execution.py) stops in the kernel.
 
@@ -25,6 +25,7 @@ from kernel.vm.object import VMObject
 from kernel.vmmeter import TraceSink, record
 from tools import stats as run_stats
 from tools import vmstat
+from tools.gdb import pressure
 
 if TYPE_CHECKING:
     from tools.gdb.execution import ExecutionControl
@@ -37,6 +38,8 @@ monitor pte ADDR            the 4-level page walk of ADDR, every entry's bits
 monitor chain ADDR          the shadow chain at ADDR and which level holds the page
 monitor tlb [N]             CR3, invalidation counts, the last N invalidations
 monitor cpus                each CPU: what it runs, the address space it has loaded, its TLB and clock
+monitor queues              the page queues, their oldest pages, the pageout daemon's thresholds and work
+monitor swap                swap space: blocks in use, free runs, fragmentation, the objects on swap
 monitor stats               what the kernel did so far (the --stats table)
 monitor faults [N]          the last N faults (default 10)
 monitor break fault [KIND]  stop before the kernel handles each fault (of KIND), until 'break clear'
@@ -79,6 +82,10 @@ def command(stub: GdbStub, text: str) -> bytes | None:
             out = stats(stub.kernel)
         elif name == "cpus":
             out = cpus(stub.kernel)
+        elif name == "queues":
+            out = pressure.queues(stub.kernel)
+        elif name == "swap":
+            out = pressure.swap(stub.kernel)
         elif name == "break":
             out = _break(stub.control, args)
         elif name == "step-kernel":
@@ -143,7 +150,8 @@ class EventTap:
 
 def describe_object(obj: VMObject) -> str:
     what = f"vnode {obj.vnode.path.rsplit('/', 1)[-1]}" if obj.vnode else obj.kind
-    return f"object {obj.id} ({what}, ref {obj.ref_count}, shd {obj.shadow_count}, {len(obj.pages)} pages)"
+    swapped = f", {len(obj.swap_blocks)} on swap" if obj.swap_blocks else ""
+    return f"object {obj.id} ({what}, ref {obj.ref_count}, shd {obj.shadow_count}, {len(obj.pages)} pages{swapped})"
 
 
 def describe_pte(entry: int) -> str:
@@ -189,7 +197,7 @@ def chain(proc: Process, va: int) -> str:
     entry = proc.vmspace.map.lookup(va)
     if entry is None:
         return f"{va:#x} is not mapped in process {proc.pid}"
-    holder, _, level, page = find_page(entry, va)
+    holder, held_at, level, page = find_page(entry, va)
     lines = [f"{va:#x} in process {proc.pid}: map entry {entry.start:#x}-{entry.end:#x} "
              f"{prot_letters(entry.protection)} {entry.flags()} {entry.name}, page index {entry.pindex(va)}"]
     obj, index, depth = entry.object, entry.pindex(va), 0
@@ -200,7 +208,10 @@ def chain(proc: Process, va: int) -> str:
         lines.append(f"  level {depth}: {describe_object(obj)}, page index {index}{mark}")
         index += obj.backing_offset
         obj, depth = obj.backing, depth + 1
-    if page is None:
+    if page is None and held_at in holder.swap_blocks:
+        lines.append(f"  level {level} has it on swap (block {holder.swap_blocks[held_at]}): a fault would read it "
+                     "back (a swap-in)")
+    elif page is None:
         lines.append(f"  no object has the page: a fault would {'page it in' if holder.vnode else 'zero-fill it'}")
     elif entry.needs_copy:
         lines.append("  needs-copy: the chain is shared; a write pushes a shadow object in front and copies the page "
@@ -277,5 +288,6 @@ def faults(tap: EventTap, count: int) -> str:
 def stats(kernel: Kernel) -> str:
     machine = kernel.machine
     counters = run_stats.collect(kernel.recorder, machine.retired if machine.deterministic else None,
-                                 kernel.allocator.total, machine.processors, kernel.allocator)
+                                 kernel.allocator.total, machine.processors, kernel.allocator,
+                                     kernel.vm.swap_pager)
     return run_stats.format_table(counters)

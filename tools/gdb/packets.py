@@ -22,7 +22,7 @@ from emulator import mmu
 from emulator import pte as E
 from kernel.kernel import Kernel
 from kernel.proc import ZOMBIE, Process
-from kernel.vm.fault import find_page
+from kernel.uaccess import peek
 from tools.gdb import monitor
 from tools.gdb.execution import Stop
 from tools.gdb.registers import REGISTERS, SELECTORS, target_xml
@@ -238,36 +238,8 @@ def _read_memory(stub: GdbStub, address: int, length: int) -> bytes:
     proc = stub.selected()
     if proc.state == ZOMBIE:
         return b"E01"
-    data = _peek(stub, proc, address, length)
+    data = peek(proc, address, length)
     return data.hex().encode() if data or not length else b"E0e"
-
-
-def _peek(stub: GdbStub, proc: Process, va: int, length: int) -> bytes:
-    """What the program would read, without faulting anything in; stops at the first unmapped byte.
-
-    A page not in the page tables is read where the fault handler would
-    find it: in an object of the chain, in the file, or zeros.
-    """
-    out = bytearray()
-    while len(out) < length:
-        n = min(length - len(out), 4096 - (va & 0xFFF))
-        mapped = stub.port.read_virtual(proc.vmspace.pmap.cr3, va, n)
-        if mapped:
-            out += mapped
-        else:
-            entry = proc.vmspace.map.lookup(va)
-            if entry is None:
-                break
-            obj, index, _, page = find_page(entry, va)
-            offset = va & 0xFFF
-            if page is not None:
-                out += stub.port.read_physical(page.paddr + offset, n)
-            elif obj.vnode is not None:
-                out += obj.vnode.read(index * 4096 + offset, n).ljust(n, b"\0")
-            else:
-                out += bytes(n)
-        va += n
-    return bytes(out)
 
 
 def _write_memory(stub: GdbStub, address: int, data: bytes) -> bytes:

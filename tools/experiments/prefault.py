@@ -1,0 +1,192 @@
+"""`vmgames experiment prefault`: Dillon's example, the same program exec'd over and over.
+
+The paper: running `ls` again and again, "all the pages that will be
+accessed by the program will have to be faulted in every time the program
+is run" unless the kernel maps the pages already in memory at exec, which
+FreeBSD does; what is left are zero-fill faults, "not program code faults",
+and zero-fill faults are cheaper when the page was zeroed while the machine
+idled.  This runs userland/libc/rerun.c, which runs a program N times
+(sleeping a millisecond before each, so the machine idles), with
+pre-faulting (--prefault) and idle pre-zeroing (--prezero) off and on, and
+counts each run's faults by kind after its exec.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from kernel.vm import fault
+from tools.boot import boot
+from tools.experiments.programs import build_libc_program
+
+DEFAULT_RUNS = 8
+PREZERO_POOL = 256
+SETTINGS = {"plain": (False, 0), "prefault": (True, 0), "prezero": (False, PREZERO_POOL),
+            "prefault+prezero": (True, PREZERO_POOL)}
+KINDS = (fault.FILE, fault.RESIDENT, fault.ZERO_FILL, fault.COW_COPY, fault.COW_MOVE)
+
+
+def default_program() -> list[str]:
+    """What to run again and again: busybox's echo if there is a busybox, as the paper's `ls` is a small
+    program of the base system (busybox-static; .ci/run installs it)."""
+    busybox = shutil.which("busybox")
+    return [busybox, "echo", "hello"] if busybox else []
+
+
+@dataclass
+class Setting:
+    name: str
+    prefault: bool
+    prezero: int
+    ok: bool = False
+    per_run: list[Counter] = field(default_factory=list)   # after each exec: faults by kind, "prezeroed", "mapped"
+
+    def mean(self, key: str, first: bool = False) -> float:
+        """The mean of `key` over the runs after the first (the first reads the program in), or the first's."""
+        runs = self.per_run[:1] if first else self.per_run[1:] or self.per_run
+        return statistics.fmean(run[key] for run in runs) if runs else 0.0
+
+
+def run_setting(rerun: str, program: list[str], runs: int, name: str) -> Setting:
+    prefault, prezero = SETTINGS[name]
+    setting = Setting(name, prefault, prezero)
+    out = io.BytesIO()
+    kernel = boot(64 << 20, root="/", stdout=out, stderr=out, prefault=prefault, prezero=prezero)
+    counts: dict[int, Counter] = defaultdict(Counter)
+    execs: list[int] = []
+
+    def count(t: int, cpu: int, pid: int, type_: str, kind: str, fields: dict[str, Any]) -> None:
+        if pid == 1:
+            return          # rerun itself
+        if type_ == "proc" and kind == "exec":
+            execs.append(pid)
+        elif type_ == "pte" and fields.get("reason") == "prefault":
+            counts[pid]["mapped"] += 1          # exec maps them before it records the exec
+        elif execs and pid == execs[-1]:
+            if type_ == "fault":
+                counts[pid][kind] += 1
+            elif type_ == "page" and kind == "prezeroed":
+                counts[pid]["prezeroed"] += 1
+
+    kernel.recorder.sink = count
+    kernel.spawn(kernel.fs.open_host(rerun), ["rerun", str(runs), *program], [])
+    kernel.run()
+    setting.ok = kernel.processes[1].shell_status == 0
+    setting.per_run = [counts[pid] for pid in execs]
+    return setting
+
+
+def table(settings: list[Setting]) -> str:
+    rows = [("runs exited 0", ["yes" if s.ok else "NO" for s in settings])]
+    rows += [(f"{kind} faults, first run", [f"{s.mean(kind, first=True):.0f}" for s in settings])
+             for kind in (fault.FILE, fault.RESIDENT)]
+    rows += [(f"{kind} faults per later run", [f"{s.mean(kind):.1f}" for s in settings]) for kind in KINDS]
+    rows += [("pages mapped at exec per run", [f"{s.mean('mapped'):.1f}" for s in settings]),
+             ("zero-fills served pre-zeroed per run", [f"{s.mean('prezeroed'):.1f}" for s in settings]),
+             ("faults per later run", [f"{sum(s.mean(k) for k in KINDS):.1f}" for s in settings])]
+    width = max(len(name) for name, _ in rows)
+    cell = max(10, *(len(s.name) for s in settings))
+    lines = [" " * width + "  " + "  ".join(s.name.rjust(cell) for s in settings)]
+    lines += [name.ljust(width) + "  " + "  ".join(v.rjust(cell) for v in values) for name, values in rows]
+    return "\n".join(lines)
+
+
+def conclusion(settings: list[Setting]) -> list[str]:
+    by = {s.name: s for s in settings}
+    lines = ["Conclusion:"]
+    plain, prefault, prezero = by.get("plain"), by.get("prefault"), by.get("prezero")
+    if plain is not None and prefault is not None:
+        before, after = plain.mean(fault.RESIDENT), prefault.mean(fault.RESIDENT)
+        verdict = ("as the paper says, the pages in memory need not be faulted in every time" if after < before
+                   else "no change here")
+        lines.append(f"  pre-faulting took the program-code faults of a run again (resident: in memory, not mapped) "
+                     f"from {before:.1f} to {after:.1f} per run, mapping {prefault.mean('mapped'):.1f} pages at "
+                     f"exec: {verdict}")
+        zero = prefault.mean(fault.ZERO_FILL) + prefault.mean(fault.COW_COPY) + prefault.mean(fault.COW_MOVE)
+        lines.append(f"  what is left are zero-fill and copy-on-write faults ({zero:.1f} per run): the paper's "
+                     "\"not program code faults\", which pre-faulting cannot remove (FreeBSD did not pre-copy on "
+                     "exec)")
+    if plain is not None and prezero is not None:
+        share = prezero.mean("prezeroed") / max(prezero.mean(fault.ZERO_FILL), 1e-9)
+        lines.append(f"  idle pre-zeroing served {share:.0%} of the zero-fill faults with a page zeroed while the "
+                     "machine idled (v_ozfod), so those faults zeroed nothing")
+    if not all(s.ok for s in settings):
+        lines.append("  SOME RUNS FAILED: " + ", ".join(s.name for s in settings if not s.ok))
+    return lines
+
+
+def write_csv(settings: list[Setting], path: str) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["setting", "run", *KINDS, "mapped_at_exec", "prezeroed"])
+        for s in settings:
+            for n, run in enumerate(s.per_run, 1):
+                writer.writerow([s.name, n, *(run[k] for k in KINDS), run["mapped"], run["prezeroed"]])
+
+
+def write_plot(settings: list[Setting], directory: str) -> list[str]:
+    """Faults per run by kind, stacked, for each setting: the first run beside the later ones."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(directory, exist_ok=True)
+    figure, axes = plt.subplots(figsize=(10, 4.8))
+    labels, bottoms = [], []
+    positions = []
+    for i, _ in enumerate(settings):
+        for j, first in enumerate((True, False)):
+            positions.append(i * 2.6 + j)
+            labels.append("first run" if first else "later runs")
+    for kind in KINDS:
+        heights = [s.mean(kind, first=first) for s in settings for first in (True, False)]
+        base = bottoms or [0.0] * len(heights)
+        axes.bar(positions, heights, 0.9, bottom=base, label=kind)
+        bottoms = [b + h for b, h in zip(base, heights, strict=True)]
+    axes.set_xticks(positions, labels, fontsize="small")
+    for i, s in enumerate(settings):     # each setting's name over its pair of bars
+        axes.text(i * 2.6 + 0.5, max(bottoms[2 * i:2 * i + 2]) * 1.02, s.name, ha="center", va="bottom")
+    axes.set_ylim(0, max(bottoms) * 1.12)
+    axes.set_ylabel("faults per run")
+    axes.set_title("The same program run again and again: faults per run by kind")
+    axes.legend()
+    figure.tight_layout()
+    written = []
+    for extension in ("png", "svg"):
+        path = os.path.join(directory, f"prefault.{extension}")
+        figure.savefig(path)
+        written.append(path)
+    plt.close(figure)
+    return written
+
+
+def main(runs: int, program: list[str], csv_path: str, plot_dir: str) -> int:
+    settings = []
+    with tempfile.TemporaryDirectory(prefix="vmgames-prefault-") as scratch:
+        rerun = build_libc_program("rerun", scratch)
+        if not program:
+            program = [build_libc_program("pressure", scratch), "64", "50", "2"]
+        for n, name in enumerate(SETTINGS, 1):
+            if sys.stderr.isatty():
+                print(f"\rsetting {n}/{len(SETTINGS)}: {name}    ", end="", file=sys.stderr, flush=True)
+            settings.append(run_setting(rerun, program, runs, name))
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+    print(f"pre-faulting and pre-zeroing: {' '.join(program)}, run {runs} times (a millisecond of idling before each)")
+    print(table(settings))
+    print("\n".join(conclusion(settings)))
+    write_csv(settings, csv_path)
+    print(f"per-run figures written to {csv_path}")
+    for path in write_plot(settings, plot_dir):
+        print(f"plot written to {path}")
+    return 0 if all(s.ok for s in settings) else 1
