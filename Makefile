@@ -32,6 +32,10 @@ demo: userland
 	@echo "   -> 1026 zero-fill faults (1024 + the stack + its bss page), 2 file faults (text, rodata)"
 	$(VMGAMES) run --stats build/touch 1024
 	@echo
+	@echo "== touch again, 8192 pages in 8 MiB of RAM with 64 MiB of swap: the pageout daemon ages pages by their"
+	@echo "   accessed bits and writes them to swap in clusters (swapout, swappgsout); nothing is left on swap at exit"
+	$(VMGAMES) run --ram 8M --swap 64M --stats build/touch 8192
+	@echo
 	@echo "== threads: userland/libc/threads.c, built with gcc -static -pthread: glibc, 4 threads, a mutex,"
 	@echo "   a condition variable and joins on 4 CPUs: clone3 and futex calls, one address space (a CR3 load per CPU)"
 	$(VMGAMES) run --cpus 4 --stats build/threads

@@ -32,7 +32,7 @@ from kernel.vm.map import USER_TOP, MapEntry, VMMap, VMSpace
 from kernel.vm.object import ANONYMOUS, VMObject
 from kernel.vm.page import OutOfMemory
 from kernel.vm.pmap import PROT_EXEC, PROT_READ, PROT_WRITE, Pmap
-from kernel.vm.prefault import vm_map_pmap_enter
+from kernel.vm.prefault import MAP, vm_map_pmap_enter
 
 if TYPE_CHECKING:
     from kernel.kernel import Kernel
@@ -99,7 +99,7 @@ def exec_image(kernel: Kernel, proc: Process, file: HostFile, argv: list[str], e
         vmspace.map.insert(MapEntry(STACK_TOP - STACK_SIZE, STACK_TOP, stack, 0, PROT_READ | PROT_WRITE,
                                     name="stack"))
         vmspace.heap_start = vmspace.heap_end = heap_start
-        if kernel.prefault:
+        if kernel.prefault == MAP:
             for entry in vmspace.map.entries:
                 vm_map_pmap_enter(vmspace, entry)
         sp = _build_stack(proc, image, INTERP_BASE if interpreter else 0, argv, envp)

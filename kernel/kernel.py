@@ -87,7 +87,7 @@ class Kernel(ProcessTable, Scheduler, Traps):
         self.timers = Timers(self)              # timed sleeps: a callout device while one is pending
         self.futexes: dict[tuple, deque] = {}   # futex word -> its sleepers, oldest first (kernel/futex.py)
         self.exec_error = ""                    # why the last exec said ENOEXEC
-        self.prefault = False                   # exec maps a file's resident pages at once (vmgames run --prefault)
+        self.prefault: str | None = None        # kernel/vm/prefault.py's MAP or FAULT_AROUND (vmgames run --prefault)
         self._next_pid = 1
         self._exits = 0
         self._reaped: dict[int, Process] = {}   # reaped processes, for their parents' RUSAGE_CHILDREN

@@ -2,8 +2,11 @@
 
 Both kernels do it as a last resort (Linux's oom_kill.c, FreeBSD's
 vm_pageout_oom): the pageout daemon calls it once it can make no more room.
-A process's size is what killing it gives back, as Linux's oom_badness
-counts it: its resident pages, its pages on swap and its page-table pages.
+A process's size is what killing it may give back, as Linux's oom_badness
+counts it: its anonymous pages in memory and on swap, and its page-table
+pages.  The pages are counted in its objects, not its page tables, which the
+pageout daemon may have thrown away; pages a fork shares count for each
+process, as in Linux's rss.
 The kernel says whom it killed, in the words of Linux's log line.
 """
 
@@ -13,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from kernel import signals
 from kernel.proc import ZOMBIE
+from kernel.vm.object import ANONYMOUS
 
 if TYPE_CHECKING:
     from kernel.kernel import Kernel
@@ -20,16 +24,18 @@ if TYPE_CHECKING:
 
 
 def footprint(proc: Process) -> tuple[int, int, int]:
-    """(resident pages, pages on swap, page-table pages) of `proc`'s address space."""
+    """(anonymous pages in memory, on swap, page-table pages) of `proc`'s address space."""
     vmspace = proc.vmspace
     objects = {}
     for entry in vmspace.map.entries:
         obj = entry.object
         while obj is not None:
-            objects[obj.id] = obj
+            if obj.kind == ANONYMOUS:
+                objects[obj.id] = obj
             obj = obj.backing
+    resident = sum(len(obj.pages) for obj in objects.values())
     swapped = sum(len(obj.swap_blocks) for obj in objects.values())
-    return vmspace.pmap.resident, swapped, len(vmspace.pmap.tables)
+    return resident, swapped, len(vmspace.pmap.tables)
 
 
 def oom_kill(kernel: Kernel, pages: int) -> bool:
@@ -45,7 +51,7 @@ def oom_kill(kernel: Kernel, pages: int) -> bool:
         vmspace = victim.vmspace
         total = sum(entry.end - entry.start for entry in vmspace.map.entries) >> 10
         kernel.log(f"Out of memory: Killed process {victim.pid} ({victim.name}) total-vm:{total}kB, "
-                   f"rss:{resident * 4}kB, swap:{swapped * 4}kB, pgtables:{tables * 4}kB")
+                   f"anon-rss:{resident * 4}kB, swap:{swapped * 4}kB, pgtables:{tables * 4}kB")
         kernel.recorder.event("proc", "oom-kill", target=victim.pid, resident=resident, swapped=swapped)
         current = kernel.current
         if current is not None and current.tgid == victim.tgid:

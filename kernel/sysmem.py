@@ -12,6 +12,7 @@ from kernel.file import RegularFile
 from kernel.vm.map import USER_TOP, MapEntry, VMSpace
 from kernel.vm.object import ANONYMOUS, VMObject
 from kernel.vm.pmap import PROT_EXEC, PROT_READ, PROT_WRITE
+from kernel.vm.prefault import MAP, vm_map_pmap_enter
 
 if TYPE_CHECKING:
     from kernel.kernel import Kernel
@@ -107,8 +108,11 @@ def sys_mmap(kernel: Kernel, proc: Process, addr: int, length: int, prot: int, f
     else:
         obj = VMObject(kernel.vm, ANONYMOUS, size // PAGE_SIZE)
         entry_offset, cow = 0, False
-    vm.map.insert(MapEntry(start, start + size, obj, entry_offset, prot, max_protection, cow=cow, needs_copy=cow,
-                           shared=shared, name="mmap"))
+    entry = MapEntry(start, start + size, obj, entry_offset, prot, max_protection, cow=cow, needs_copy=cow,
+                     shared=shared, name="mmap")
+    vm.map.insert(entry)
+    if file is not None and kernel.prefault == MAP:
+        vm_map_pmap_enter(vm, entry)
     return start
 
 

@@ -26,6 +26,7 @@ from kernel.uaccess import peek
 from kernel.vm import fault
 from kernel.vm.fault import FaultResult, vm_fault
 from kernel.vm.page import PageAllocator
+from kernel.vm.prefault import FAULT_AROUND, fault_around
 from kernel.vmmeter import Recorder
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ class Traps:
     recorder: Recorder
     allocator: PageAllocator
     callout: CalloutQueue
+    prefault: str | None
     current: Process | None
     observers: tuple[Observer, ...]
 
@@ -77,6 +79,8 @@ class Traps:
         for observer in self.observers:
             observer.before_fault(self, proc, va, access, error_code, user)
         result = vm_fault(proc.vmspace, self.allocator, va, access, error_code, rip)
+        if self.prefault == FAULT_AROUND and result.kind in (fault.FILE, fault.RESIDENT) and access != mmu.WRITE:
+            fault_around(proc.vmspace, va)
         for observer in self.observers:
             observer.after_fault(self, proc, va, result, user)
         return result

@@ -178,7 +178,10 @@ def test_the_largest_process_dies_not_the_one_that_faults(tmp_path, capfd):
                                      str(tmp_path / "oom_parent"))
     assert out == "touched 1000 pages\n" and status == 128 + 9
     assert "Out of memory: Killed process 1 (oom_parent)" in err and "oom_parent[1]: killed by SIGKILL" in err
-    assert stats["memory_pressure"]["processes_killed_out_of_memory"] == 1
+    pressure = stats["memory_pressure"]
+    assert pressure["processes_killed_out_of_memory"] == 1
+    # First the daemon threw away the page tables of the parent, asleep in waitpid: that freed too little.
+    assert pressure["address_spaces_whose_page_tables_were_thrown_away"] == 1
 
 
 def test_clean_file_pages_are_dropped_and_read_again_without_swap(run):
@@ -272,3 +275,43 @@ def test_the_trace_of_a_run_under_pressure_follows_the_schema_and_perfetto_count
     assert main(["report", str(path)]) == 0
     report = capfd.readouterr().out
     assert "swap pager pages paged out" in report and "page daemon wakeups" in report
+
+
+SHARERS = os.path.join(BUILD, "sharers")
+
+
+def test_thrown_away_page_tables_are_rebuilt_by_faults(run, monkeypatch):
+    """The page tables of 4 children asleep in read() are thrown away (the daemon's last resort): they free
+    their tables, keep their pages in their objects, and on waking fault them in again and read the same."""
+    import tests.conftest as conftest
+
+    boot = conftest.boot
+    dropped = []
+
+    def booted(*args, **kwargs):
+        kernel = boot(*args, **kwargs)
+        handler = kernel.machine.syscall_handler
+
+        def syscall():
+            # Once every child has said it is ready (a write each), at the parent's next kernel entry.
+            if not dropped and kernel.current.pid == 1 and kernel.recorder.count("syscall", "write") == 4:
+                invariants.check(kernel)
+                tables = sum(len(p.vmspace.pmap.tables) for p in kernel.processes.values() if p.pid != 1)
+                dropped.append((kernel.pageout._throw_away_tables(), tables))
+                invariants.check(kernel)
+                dropped.append(sum(len(p.vmspace.pmap.tables) for p in kernel.processes.values() if p.pid != 1))
+            handler()
+
+        kernel.machine.syscall_handler = syscall
+        return kernel
+
+    monkeypatch.setattr(conftest, "boot", booted)
+    result = run(SHARERS, "4", "64", "16", root="/")
+    assert result.stdout == b"sharers: 4 children, 64 shared pages, 16 private: ok\n" and result.status == 0
+    (freed, before), after = dropped
+    # Every child's tables went but its root (its CR3): none had its address space loaded.
+    assert freed and after == 4 < before
+    assert result.recorder.count("pageout", "drop-tables") == 4
+    # Each child faulted its 64 shared pages in again (they were still resident in the shared object).
+    for pid in range(2, 6):
+        assert result.recorder.count("fault", "resident", pid=pid) >= 64

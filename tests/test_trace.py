@@ -55,7 +55,7 @@ def test_traces_are_byte_identical_across_runs(build, tmp_path):
 def test_the_header_records_every_option_that_changes_the_events(build, tmp_path):
     header, *_ = _trace(build, tmp_path)
     assert header["options"] == {"fast": False, "seed": 0, "uid": 0, "gid": 0, "quantum": DEFAULT_QUANTUM,
-                                 "prezero": 0, "prefault": False, "swap": 0, "page_used": "accessed-bit", "rmap": "pv",
+                                 "prezero": 0, "prefault": None, "swap": 0, "page_used": "accessed-bit", "rmap": "pv",
                                  "cpus": 1, "interleave": DEFAULT_INTERLEAVE,
                                  "root": ".", "env": [],
                                  "trace_events": None, "wire_rate": DEFAULT_WIRE_RATE,

@@ -16,6 +16,7 @@ from emulator.machine import DEFAULT_RAM_SIZE, Machine
 from kernel.kernel import DEFAULT_MAX_PROCESSES, Kernel
 from kernel.sched import DEFAULT_INTERLEAVE, DEFAULT_QUANTUM
 from kernel.vm.pageout import ACCESSED_BIT, PAGE_USED, PV, RMAPS
+from kernel.vm.prefault import MODES as PREFAULT_MODES
 from kernel.vm.swap_pager import SwapPager
 from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
 
@@ -25,7 +26,7 @@ def boot(ram: int = DEFAULT_RAM_SIZE, *, deterministic: bool = True, seed: int =
          quantum: int = DEFAULT_QUANTUM, cpus: int = 1, interleave: int = DEFAULT_INTERLEAVE,
          max_procs: int = DEFAULT_MAX_PROCESSES, wire_rate: int = DEFAULT_WIRE_RATE,
          wire_buffer: int = DEFAULT_WIRE_CAPACITY, collapse: bool = True, uid: int = 0, gid: int = 0,
-         prezero: int = 0, prefault: bool = False, swap: int = 0, page_used: str = ACCESSED_BIT,
+         prezero: int = 0, prefault: str | None = None, swap: int = 0, page_used: str = ACCESSED_BIT,
          rmap: str = PV) -> Kernel:
     """A kernel on a fresh machine with `ram` bytes, no process yet (kernel.spawn starts the first).
 
@@ -46,6 +47,8 @@ def boot(ram: int = DEFAULT_RAM_SIZE, *, deterministic: bool = True, seed: int =
                     uid=uid, gid=gid)
     kernel.vm.collapse_enabled = collapse
     kernel.allocator.prezero_cap = prezero
+    if prefault not in (None, *PREFAULT_MODES):
+        raise ValueError(f"prefault is None or one of {', '.join(PREFAULT_MODES)}, not {prefault!r}")
     kernel.prefault = prefault
     if page_used not in PAGE_USED or rmap not in RMAPS:
         raise ValueError(f"page_used is one of {', '.join(PAGE_USED)} and rmap one of {', '.join(RMAPS)}, not "

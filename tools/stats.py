@@ -43,6 +43,7 @@ def collect(recorder: Recorder, instructions: int | None, ram_frames: int,
         "cpus": [cpu_figures(recorder, processor, instructions is not None) for processor in processors or ()],
         "pte_writes": recorder.count("pte", "write"),
         "pages_prefaulted": recorder.count_reason("pte", "write", "prefault"),
+        "pages_faulted_around": recorder.count_reason("pte", "write", "fault-around"),
         "page_table_pages": recorder.count("pte", "table"),
         "pages": {"zeroed": recorder.count("page", "zero"), "zeroed_while_idle": recorder.count("page", "zero-idle"),
                   "copied": recorder.count("page", "copy"),
@@ -79,7 +80,9 @@ def memory_pressure(recorder: Recorder, swap: SwapPager | None) -> dict[str, Any
                "pages_unmapped": recorder.count_reason("pte", "write", "pageout"),
                "ptes_probed_to_unmap": recorder.amount("pageout", "unmap"),
                "pages_reused_from_cache": recorder.count("page", "reuse"),
-               "swap_blocks_freed": recorder.count("swap", "free"),
+               "address_spaces_whose_page_tables_were_thrown_away": recorder.count("pageout", "drop-tables"),
+               "swap_blocks_freed": recorder.count("swap", "free") + recorder.count("swap", "dead"),
+               "of_them_dead_pages_a_collapse_found": recorder.count("swap", "dead"),
                "processes_killed_out_of_memory": recorder.count("proc", "oom-kill")}
     if swap is not None:
         figures |= {"swap_blocks": swap.blocks, "swap_used": swap.used, "swap_peak": swap.peak,
@@ -158,7 +161,10 @@ def format_table(stats: dict[str, Any]) -> str:
 
     rows.append(("PTE writes", str(stats["pte_writes"])))
     if stats["pages_prefaulted"]:
-        rows.append(("  of which pages pre-faulted at exec (--prefault)", str(stats["pages_prefaulted"])))
+        rows.append(("  of which pages pre-faulted at exec and mmap (--prefault)", str(stats["pages_prefaulted"])))
+    if stats["pages_faulted_around"]:
+        rows.append(("  of which pages mapped around faults (--fault-around)",
+                     str(stats["pages_faulted_around"])))
     rows.append(("page-table pages allocated", str(stats["page_table_pages"])))
     section("pages", stats["pages"])
     section("shadow-chain depth at faults", stats["chain_depth"])

@@ -105,6 +105,10 @@ class PageAllocator:
         return len(self._free) + len(self._zeroed)
 
     @property
+    def prezeroed_count(self) -> int:
+        return len(self._zeroed)
+
+    @property
     def available(self) -> int:
         """Frames to be had at once: free, or clean and unmapped on the cache queue."""
         return len(self._free) + len(self._zeroed) + len(self.queues[CACHE])
@@ -147,8 +151,13 @@ class PageAllocator:
         if not len(cache):
             raise OutOfMemory()
         page = next(iter(cache.pages))
-        del page.object.pages[page.pindex]
         self.recorder.event("page", "reuse", frame=page.frame, object=page.object.id, pindex=page.pindex)
+        self.free_cached(page)
+
+    def free_cached(self, page: VMPage) -> None:
+        """A page of the cache queue goes: its object loses it (its copy on swap or in the file stays), and its
+        frame is free."""
+        del page.object.pages[page.pindex]
         self.free(page)
 
     def activate(self, page: VMPage) -> None:

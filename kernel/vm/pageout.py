@@ -37,7 +37,9 @@ It is woken (pagedaemon_wakeup) when the frames to be had fall below
 too few frames to proceed waits for it (vm_wait): the daemon makes pass
 after pass, and only when it can make no more room, RAM and swap both full,
 is the out-of-memory killer called.  It runs at the virtual time it is
-woken, in no process's name (its events carry pid 0).
+woken, in no process's name (its events carry pid 0).  Before that killer,
+the page tables of the address spaces no CPU has loaded are thrown away:
+they are a cache of the objects, rebuilt by faults when the process runs.
 """
 
 from __future__ import annotations
@@ -88,14 +90,34 @@ class PageoutDaemon:
                                 blocked=blocked, active=len(queues[ACTIVE]), inactive=len(queues[INACTIVE]),
                                 cache=len(queues[CACHE]), wired=len(queues[WIRED]), free=allocator.free_count,
                                 swap_used=swap.used if swap is not None else 0)
-            for _ in range(MAX_PASSES if blocked else 1):
-                if not self.scan() or allocator.available >= allocator.free_target:
-                    break
+            self._passes(MAX_PASSES if blocked else 1)
+            if allocator.available < pages and self._throw_away_tables():
+                self._passes(MAX_PASSES)
         finally:
             self.recorder.pid = previous
         if allocator.available >= pages:
             return True
         return self.oom is not None and self.oom(pages)
+
+    def _passes(self, most: int) -> None:
+        for _ in range(most):
+            if not self.scan() or self.allocator.available >= self.allocator.free_target:
+                return
+
+    def _throw_away_tables(self) -> bool:
+        """The last resort before the out-of-memory killer: the page tables of every address space no CPU has
+        loaded are a cache of its objects (the paper's throw-away page tables), so they go, with every
+        mapping in them; the pages stay in their objects, and the faults of the process's next run map them
+        again.  Whether any table was freed."""
+        freed = 0
+        for target in self.address_spaces():
+            if target.active_cpus or not target.resident:
+                continue
+            tables = len(target.tables)
+            target.remove(0, 1 << 47, "pageout")
+            self.recorder.event("pageout", "drop-tables", tables=tables - len(target.tables))
+            freed += tables - len(target.tables)
+        return freed > 0
 
     def scan(self) -> bool:
         """vm_pageout_scan, one pass: launder, sweep the active queue, keep free_min free; whether anything
@@ -110,9 +132,8 @@ class PageoutDaemon:
         cache = allocator.queues[CACHE]
         while allocator.free_count < allocator.free_min and len(cache):
             page = next(iter(cache.pages))
-            del page.object.pages[page.pindex]
             self.recorder.event("pageout", "free", frame=page.frame)
-            allocator.free(page)
+            allocator.free_cached(page)
             changed = True
         return changed
 

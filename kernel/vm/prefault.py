@@ -1,11 +1,14 @@
-"""Pre-faulting: mapping a file's resident pages at exec, before any fault asks for them.
+"""Pre-faulting: mapping a file's resident pages before any fault asks for them.
 
 Dillon's paper: running `ls` or `ps` over and over takes the same faults
 each time on pages the file's object already holds; FreeBSD maps them when
-the image is mapped (vm_map_pmap_enter, bounded), so that the program takes
-no fault on them at all.  Only pages already resident are mapped, read-only
-(a write still faults, to copy), and at most PREFAULT_PAGES per mapping;
-`vmgames run --prefault` turns it on.
+a file is mapped, at exec and mmap (vm_map_pmap_enter, bounded), so that the
+program takes no fault on them at all (`vmgames run --prefault`, MAP).
+Linux instead maps them as faults come (do_fault_around): a read fault on a
+file's page maps the resident pages of the 64 KiB around it too
+(`--prefault fault-around`).  Either way only pages already in memory, and
+in use (not the pageout daemon's candidates), are mapped, read-only: a write
+still faults, to copy.
 """
 
 from __future__ import annotations
@@ -14,14 +17,19 @@ from typing import TYPE_CHECKING
 
 from emulator.ram import PAGE_SIZE
 from kernel.vm.fault import find_page
-from kernel.vm.object import VNODE
+from kernel.vm.object import VNODE, VMObject
+from kernel.vm.pagequeue import ACTIVE
 from kernel.vm.pmap import PROT_WRITE
 
 if TYPE_CHECKING:
     from kernel.vm.map import MapEntry, VMSpace
 
+MAP, FAULT_AROUND = "map", "fault-around"
+MODES = (MAP, FAULT_AROUND)
 # FreeBSD's MAX_INIT_PT: the pages vm_map_pmap_enter maps for one mapping at the most.
 PREFAULT_PAGES = 96
+# Linux's fault_around_bytes (64 KiB): the aligned window a read fault on a file's page maps.
+FAULT_AROUND_PAGES = 16
 
 
 def vm_map_pmap_enter(vmspace: VMSpace, entry: MapEntry, limit: int = PREFAULT_PAGES) -> int:
@@ -35,12 +43,32 @@ def vm_map_pmap_enter(vmspace: VMSpace, entry: MapEntry, limit: int = PREFAULT_P
     for pindex in sorted(obj.pages):
         if mapped == limit:
             break
-        if not offset <= pindex < offset + pages:
-            continue
-        va = entry.start + (pindex - offset) * PAGE_SIZE
-        holder, _, _, page = find_page(entry, va)
-        if holder is not obj or vmspace.pmap.lookup(va):
-            continue        # a page of its own above the file's hides it, or it is mapped already
-        vmspace.pmap.enter(va, page, entry.protection & ~PROT_WRITE, "prefault")
-        mapped += 1
+        if offset <= pindex < offset + pages:
+            mapped += _map_resident(vmspace, entry, obj, entry.start + (pindex - offset) * PAGE_SIZE, "prefault")
     return mapped
+
+
+def fault_around(vmspace: VMSpace, va: int) -> int:
+    """Linux's do_fault_around, after a read fault at `va` on a file's page: map the resident pages of the
+    file in the aligned FAULT_AROUND_PAGES window around it (within its map entry); returns how many."""
+    entry = vmspace.map.lookup(va)
+    if entry is None:
+        return 0
+    obj, _ = entry.bottom()
+    if obj.kind != VNODE:
+        return 0
+    window = FAULT_AROUND_PAGES * PAGE_SIZE
+    first = va & ~(window - 1)
+    return sum(_map_resident(vmspace, entry, obj, at, "fault-around")
+               for at in range(max(first, entry.start), min(first + window, entry.end), PAGE_SIZE))
+
+
+def _map_resident(vmspace: VMSpace, entry: MapEntry, obj: VMObject, va: int, reason: str) -> bool:
+    """Map the file object `obj`'s page at `va` read-only if it is resident, in use, and what a fault would
+    find there, and nothing is mapped yet; whether it was."""
+    holder, _, _, page = find_page(entry, va)
+    if holder is not obj or page is None or page.queue is not obj.allocator.queues[ACTIVE] \
+            or vmspace.pmap.lookup(va):
+        return False     # not in memory, a page of its own above the file's hides it, or already mapped
+    vmspace.pmap.enter(va, page, entry.protection & ~PROT_WRITE, reason)
+    return True

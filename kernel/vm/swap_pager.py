@@ -19,6 +19,7 @@ own swap.
 from __future__ import annotations
 
 import mmap
+import sys
 from typing import TYPE_CHECKING
 
 from emulator.ram import PAGE_SIZE
@@ -31,15 +32,29 @@ if TYPE_CHECKING:
     from kernel.vmmeter import Recorder
 
 CLUSTER_PAGES = 16     # the most pages one swap write takes (FreeBSD's nsw_cluster_max is MAXPHYS's 32)
+# Linux's MAP_NORESERVE (Python's mmap module names it only from 3.13 on).
+MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform == "linux" else 0)
+MAX_SWAP = 1 << 40     # 1 TiB: the blist's bitmaps for that are 32 MiB of the host's memory
+
+
+class SwapUnavailable(Exception):
+    """The host would not give a buffer of that size."""
 
 
 class SwapPager:
     """`size` bytes of swap, in blocks of a page."""
 
     def __init__(self, size: int, machine: Machine, recorder: Recorder) -> None:
+        if size > MAX_SWAP:
+            raise SwapUnavailable(f"at most {MAX_SWAP >> 30}G")
         self.blocks = size // PAGE_SIZE
         self.blist = Blist(self.blocks)
-        self.store = mmap.mmap(-1, self.blocks * PAGE_SIZE)
+        try:
+            # Reserved as it is written: swap the guest never fills costs the host nothing.
+            self.store = mmap.mmap(-1, self.blocks * PAGE_SIZE,
+                                   flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
+        except OSError as error:
+            raise SwapUnavailable(f"the host cannot give that much memory ({error.strerror})") from None
         self.ram = machine.ram.bytes
         self.machine = machine
         self.recorder = recorder
@@ -99,10 +114,14 @@ class SwapPager:
         return bytes(self.store[at:at + length])
 
     def free(self, obj: VMObject, pindex: int, reason: str) -> None:
-        """The object no longer needs the copy on swap of its page at `pindex`."""
+        """The object no longer needs the copy on swap of its page at `pindex`; a `dead` page's (one a shadow
+        hid, found by a collapse) is counted apart: the swap the paper says dead pages eat."""
         block = obj.swap_blocks.pop(pindex)
         self.blist.free(block)
-        self.recorder.event("swap", "free", object=obj.id, pindex=pindex, block=block, reason=reason)
+        if reason == "dead":
+            self.recorder.event("swap", "dead", object=obj.id, pindex=pindex, block=block)
+        else:
+            self.recorder.event("swap", "free", object=obj.id, pindex=pindex, block=block, reason=reason)
 
     def free_range(self, obj: VMObject, start: int, end: int, reason: str) -> None:
         """swap_pager_freespace: free the blocks of the pages at indexes [start, end)."""

@@ -12,6 +12,8 @@ from emulator.machine import DEFAULT_RAM_SIZE, MAX_CPUS
 from kernel.kernel import DEFAULT_MAX_PROCESSES
 from kernel.sched import DEFAULT_INTERLEAVE, DEFAULT_QUANTUM
 from kernel.vm.pageout import PAGE_USED, RMAPS
+from kernel.vm.prefault import FAULT_AROUND as PREFAULT_FAULT_AROUND
+from kernel.vm.prefault import MAP as PREFAULT_MAP
 from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
 from tools import trace
 from tools.cli.calibrate import CALIBRATE_DESCRIPTION, CALIBRATE_EPILOG, DEFAULT_SAMPLES, QUICK_SAMPLES
@@ -252,10 +254,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                      help="pre-zeroing: while every CPU idles, zero free pages (one per 1000 instructions of idle "
                           "time) into a pool of at most PAGES, which zero-fill faults take first (FreeBSD's "
                           "v_ozfod beside v_zfod; default 0, off)")
-    run.add_argument("--prefault", action="store_true",
-                     help="pre-faulting: exec maps the pages of the program's file (and its interpreter's) that "
-                          "are in memory already, read-only and at most 96 per mapping (FreeBSD's "
-                          "vm_map_pmap_enter), so that running a program again takes no fault on them")
+    prefaulting = run.add_mutually_exclusive_group()
+    prefaulting.add_argument("--prefault", action="store_const", const=PREFAULT_MAP, dest="prefault",
+                             help="pre-faulting: exec and mmap map the pages of a file that are in memory already, "
+                                  "read-only and at most 96 per mapping (FreeBSD's vm_map_pmap_enter), so that "
+                                  "running a program again takes no fault on them")
+    prefaulting.add_argument("--fault-around", action="store_const", const=PREFAULT_FAULT_AROUND, dest="prefault",
+                             help="Linux's alternative to --prefault (do_fault_around): a read fault on a file's "
+                                  "page maps the pages of the file in memory in the 64 KiB around it too, "
+                                  "read-only")
     run.add_argument("--swap", type=parse_size, default=0, metavar="SIZE",
                      help="swap space for anonymous memory (default 0, none), a buffer of the host's: when RAM runs "
                           "short the pageout daemon writes dirty pages there and reads them back on fault; without "

@@ -15,6 +15,7 @@ from kernel import errno
 from kernel.errno import SyscallError
 from kernel.kernel import Kernel
 from kernel.vm import shootdown
+from kernel.vm.swap_pager import SwapUnavailable
 from tools import stats as run_stats
 from tools import trace
 from tools.boot import boot
@@ -114,6 +115,9 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
                           swap=args.swap, page_used=args.page_used, rmap=args.rmap)
             machine = kernel.machine
             kernel.shootdown.skipped = set(args.skip_invalidation)
+        except SwapUnavailable as error:
+            say_error(f"--swap {_gib(args.swap)}: {error}")
+            return 2
         except (OSError, MemoryError, OverflowError) as error:
             why = getattr(error, "strerror", None) or "out of memory"
             say_error(f"--ram {_gib(args.ram)}: the host cannot give that much memory ({why})")

@@ -24,7 +24,7 @@ def queues(kernel: Kernel) -> str:
     recorder = kernel.recorder
     lengths = ", ".join(f"{len(allocator.queues[name]):,} {name}" for name in QUEUES)
     lines = [f"page queues: {lengths}, {allocator.free_count:,} free "
-             f"({allocator.free_count - len(allocator._free):,} of them pre-zeroed)",
+             f"({allocator.prezeroed_count:,} of them pre-zeroed)",
              f"the pageout daemon wakes when fewer than free_min {allocator.free_min} frames are to be had (free "
              f"or cache) beyond a fault's worth, and works towards free_target {allocator.free_target}; "
              f"{allocator.available:,} are to be had now",
