@@ -208,8 +208,9 @@ def find_page(entry: MapEntry, va: int) -> tuple[VMObject, int, int, VMPage | No
     """Look the page of `va` up top-down through the entry's chain.
 
     Returns (object, page index in it, level, page); for a page on swap, its
-    object and None; when no object has the page, the bottom object and None.  It changes nothing, so a debugger can
-    ask the same question the fault handler is about to ask.
+    object and None; when no object has the page, the bottom object and None.
+    It changes nothing, so a debugger can ask the same question the fault
+    handler is about to ask.
     """
     obj, index, level = entry.object, entry.pindex(va), 0
     page = obj.pages.get(index)

@@ -66,6 +66,8 @@ MAX_PASSES = ACT_MAX // ACT_DECLINE + 2
 
 
 class PageoutDaemon:
+    """The daemon, called by the allocator's vm_wait (`__call__`) when frames run short."""
+
     def __init__(self, vm: VMContext) -> None:
         self.vm = vm
         self.allocator = vm.allocator
