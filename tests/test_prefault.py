@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from tools.cli import main
-from tools.experiments.zerocopy import GCC_FLAGS
+from tools.experiments.programs import FREESTANDING_FLAGS
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
@@ -17,7 +17,8 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 def exec_self(tmp_path_factory):
     """userland/c/exec_self.c: it execs itself twice (once in a child), so its file's pages are resident."""
     path = str(tmp_path_factory.mktemp("prefault") / "exec_self")
-    subprocess.run(["gcc", *GCC_FLAGS, "-o", path, os.path.join(ROOT, "userland", "c", "exec_self.c")], check=True)
+    subprocess.run(["gcc", *FREESTANDING_FLAGS, "-o", path, os.path.join(ROOT, "userland", "c", "exec_self.c")],
+                   check=True)
     return path
 
 

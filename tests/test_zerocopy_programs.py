@@ -16,7 +16,8 @@ import subprocess
 import pytest
 
 from tests.test_c_programs import assert_same_as_host, run_on_host
-from tools.experiments.zerocopy import GCC_FLAGS, USERLAND_C
+from tools.experiments.programs import FREESTANDING_FLAGS
+from tools.experiments.zerocopy import USERLAND_C
 
 PROGRAMS = ["vmsplice_alias", "io_limits", "zc_static", "zc_fresh", "zc_pool", "zc_fork"]
 
@@ -29,7 +30,8 @@ def programs(tmp_path_factory):
     paths = {}
     for name in PROGRAMS:
         paths[name] = str(out / name)
-        subprocess.run(["gcc", *GCC_FLAGS, "-o", paths[name], os.path.join(USERLAND_C, f"{name}.c")], check=True)
+        subprocess.run(["gcc", *FREESTANDING_FLAGS, "-o", paths[name], os.path.join(USERLAND_C, f"{name}.c")],
+                       check=True)
     return paths
 
 

@@ -16,8 +16,6 @@ import csv
 import io
 import os
 import shlex
-import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Collection, Iterable
@@ -31,13 +29,11 @@ from kernel.vmmeter import Recorder
 from tools import costmodel, vmstat
 from tools.boot import boot
 from tools.costmodel import Costs, Work
+from tools.experiments.programs import FREESTANDING_FLAGS, ExperimentError, build
 
 REPOSITORY = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 USERLAND_C = os.path.join(REPOSITORY, "userland", "c")
 BUILD = os.path.join(REPOSITORY, "build")     # where `make userland` puts the workloads, for the rerun commands
-# No libc: gcc must not turn loops into calls to memset or memcpy (tests/test_c_programs.py builds the same way).
-GCC_FLAGS = ["-static", "-nostdlib", "-O2", "-ffreestanding", "-fno-builtin", "-fno-tree-loop-distribute-patterns",
-             "-fno-stack-protector", "-fno-pie", "-no-pie", "-masm=intel", "-Wall"]
 
 WORKLOADS = {
     "static": "one buffer, refilled and sent in a loop (vmsplice: refilled before the receiver has it)",
@@ -60,10 +56,6 @@ RAM = 128 << 20
 MAX_SEND = 16 << 20          # the pool and fork workloads hold two or three buffers of this size
 MAX_TOTAL = 256 << 20
 MIB = 1 << 20
-
-
-class ExperimentError(Exception):
-    """The experiment cannot go on; the message says why."""
 
 
 def size_text(n: int) -> str:
@@ -172,16 +164,8 @@ def measure(cell: Cell, recorder: Recorder, instructions: int, helpers: Collecti
 
 def build_programs(directory: str, workloads: Iterable[str]) -> dict[str, str]:
     """Compile the workloads with gcc into `directory`: workload -> executable."""
-    if shutil.which("gcc") is None:
-        raise ExperimentError("gcc is needed to build the workloads (userland/c/zc_*.c)")
-    programs = {}
-    for workload in workloads:
-        source = os.path.join(USERLAND_C, f"zc_{workload}.c")
-        programs[workload] = os.path.join(directory, f"zc_{workload}")
-        built = subprocess.run(["gcc", *GCC_FLAGS, "-o", programs[workload], source], capture_output=True, text=True)
-        if built.returncode:
-            raise ExperimentError(f"gcc could not build {source}:\n{built.stderr.strip()}")
-    return programs
+    return {workload: build(os.path.join(USERLAND_C, f"zc_{workload}.c"), os.path.join(directory, f"zc_{workload}"),
+                            FREESTANDING_FLAGS) for workload in workloads}
 
 
 def run_cell(program: str, cell: Cell, wire_rate: int) -> Cell:
