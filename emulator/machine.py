@@ -86,6 +86,7 @@ class Machine:
         self.syscall_handler: SyscallHandler = lambda: None
         self._trap: traps.Trap | None = None
         self._stop_requested = False
+        self._running = False           # inside emu_start: the selected engine is executing translated code
         self._hook_error: BaseException | None = None
         self.ram.write(STOP_FRAME << PAGE_SHIFT, _UD2 * (PAGE_SIZE // 2))
         self.select(self.processors[0])
@@ -246,10 +247,22 @@ class Machine:
         cannot name for a physical frame, so the whole translation cache goes.
         This is the board's own flush, not one the kernel asked for: it is not
         counted as a TLB invalidation.
+
+        The engine running now (the kernel was called from its TLB-fill hook,
+        in the middle of a translated block) is not flushed at once: Unicorn
+        frees its blocks on the spot, and the block running would then chain
+        itself to the next one from freed memory (a crash in
+        tb_set_jmp_target, or worse, a write into RAM).  Its run is ended
+        instead, when the block does, and the blocks go before it runs again;
+        the scheduler sees an ordinary stop and goes on with the same slice.
         """
         for processor in self.processors:
             if processors & processor.bit:
-                processor.drop_translations()
+                if processor is self.selected and self._running:
+                    processor.drop_pending = True
+                    processor.engine.emu_stop()
+                else:
+                    processor.drop_translations()
         self.code_frames[:] = self.code_frames.translate(_CLEAR_BITS[processors])
 
     def stop(self) -> None:
@@ -271,13 +284,18 @@ class Machine:
         self._stop_requested = False
         if self.clock:
             self.clock.arm(budget or (1 << 62))
+        if self.selected.drop_pending:
+            self.selected.drop_translations()
         self.tlb.sync()
         start = self.cpu.rip
+        self._running = True
         try:
             self.engine.emu_start(start, STOP_ADDRESS, timeout=0 if self.clock else timeout_us)
         except unicorn.UcError as error:
             if self._trap is None and self._hook_error is None:
                 self._trap = self._unexplained_stop(error)
+        finally:
+            self._running = False
         if self._hook_error is not None:
             error, self._hook_error = self._hook_error, None
             raise error

@@ -41,6 +41,7 @@ class Processor:
         self.cr3 = 0
         self.cr3_loads = 0
         self.translation_drops = 0
+        self.drop_pending = False       # translations to drop before this engine runs again (Machine._drop_translations)
 
     @property
     def now(self) -> int:
@@ -65,3 +66,4 @@ class Processor:
         self.engine.ctl(unicorn.UC_CTL_TLB_FLUSH, unicorn.UC_CTL_IO_WRITE)
         self.tlb.flushed()
         self.translation_drops += 1
+        self.drop_pending = False
