@@ -40,7 +40,7 @@ def test_prefault_removes_the_program_code_faults_of_a_run_again(tmp_path, capfd
     assert int(later["prefault"]["resident"]) < int(later["fault-around"]["resident"]) < int(later["plain"]["resident"])
     assert int(later["prezero"]["prezeroed"]) == int(later["prezero"]["zero-fill"]) > 0
     assert later["plain"]["zero-fill"] == later["prefault"]["zero-fill"]
-    assert "pre-faulting took the program-code faults of a run again" in out
+    assert "pre-faulting cut the faults on the program's pages already in memory" in out
     assert (tmp_path / "prefault.png").exists()
 
 
@@ -71,7 +71,32 @@ def test_rmap_probes_exactly_the_mappings_with_pv_entries(tmp_path, capfd):
     (["prefault", "--program", "/no/such/program"], "--program /no/such/program: not an executable file"),
     (["rmap", "--sharers", "0,4"], "--sharers: '0,4' is not a list of numbers from 1 to 128"),
     (["rmap", "--plot", "/etc/passwd"], "--plot /etc/passwd: not a directory"),
+    (["prefault", "--program"], "--program: the program to run again and again"),
+    (["chains", "--jobs", "0"], "--jobs is 1 to 256"),
 ])
 def test_bad_options_are_refused_before_anything_runs(arguments, message, capfd):
     assert main(["experiment", *arguments]) == 2
     assert message in capfd.readouterr().err
+
+
+def test_an_output_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path, capfd):
+    assert main(["experiment", "rmap", "--sharers", "1", "--csv", "/dev/full", "--plot", str(tmp_path)]) == 1
+    assert capfd.readouterr().err == "vmgames: /dev/full: No space left on device\n"
+
+
+def test_cells_side_by_side_give_what_one_after_another_gives(tmp_path, capfd):
+    """Each cell is a deterministic run on a fresh machine: two workers write the same CSV, byte for byte."""
+    for jobs in ("1", "2"):
+        assert main(["experiment", "chains", "--seeds", "2", "--steps", "10", "--jobs", jobs,
+                     "--csv", str(tmp_path / f"chains{jobs}.csv")]) == 0
+    capfd.readouterr()
+    assert (tmp_path / "chains1.csv").read_bytes() == (tmp_path / "chains2.csv").read_bytes()
+
+
+def test_a_pressure_run_killed_for_want_of_memory_is_said_so_and_proves_nothing(tmp_path, capfd):
+    status = main(["experiment", "pressure", "--swap", "1M", "--sizes", "2", "--rounds", "1", "--policies",
+                   "accessed-bit,fifo", "--csv", str(tmp_path / "p.csv"), "--plot", str(tmp_path), "--jobs", "1"])
+    out = capfd.readouterr().out
+    assert status == 1
+    assert "killed: no memory" in out and "aging took" not in out
+    assert "killed for want of memory (more --swap, or smaller --sizes): accessed-bit 2x, fifo 2x" in out

@@ -15,8 +15,8 @@ import os
 from emulator.ram import PAGE_SIZE
 from tools.report import Summary
 
-FAULT_COLOURS = {"zero-fill": "#4c72b0", "file": "#55a868", "resident": "#8c8c8c", "cow-copy": "#c44e52",
-                 "cow-move": "#dd8452", "protection": "#8172b3", "fatal": "#000000"}
+FAULT_COLOURS = {"zero-fill": "#4c72b0", "file": "#55a868", "swap-in": "#da8bc3", "resident": "#8c8c8c",
+                 "cow-copy": "#c44e52", "cow-move": "#dd8452", "protection": "#8172b3", "fatal": "#000000"}
 
 
 def write_plots(summary: Summary, directory: str) -> list[str]:

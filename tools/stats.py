@@ -75,9 +75,10 @@ QUEUE_COUNTERS = {"v_active_count": ACTIVE, "v_inactive_count": INACTIVE, "v_cac
 
 def memory_pressure(recorder: Recorder, swap: SwapPager | None) -> dict[str, Any]:
     """What the pageout daemon and the swap pager did (kernel/vm/pageout.py), beyond FreeBSD's counters."""
-    figures = {"pages_deactivated": recorder.count("page", "deactivate") + recorder.count("page", "cache"),
+    figures = {"pages_deactivated_to_inactive_or_cache": recorder.count("page", "deactivate")
+               + recorder.count("page", "cache"),
                "accessed_bits_cleared": recorder.count_reason("pte", "write", "aging"),
-               "pages_unmapped": recorder.count_reason("pte", "write", "pageout"),
+               "ptes_cleared_by_the_daemon": recorder.count_reason("pte", "write", "pageout"),
                "ptes_probed_to_unmap": recorder.amount("pageout", "unmap"),
                "pages_reused_from_cache": recorder.count("page", "reuse"),
                "address_spaces_whose_page_tables_were_thrown_away": recorder.count("pageout", "drop-tables"),
@@ -173,7 +174,7 @@ def format_table(stats: dict[str, Any]) -> str:
         rows.append(("page queues at the end (FreeBSD's vmmeter names)", ""))
         rows += [("  " + name, str(n)) for name, n in stats["page_queues"].items()]
     if any(stats["memory_pressure"].values()):
-        section("memory pressure (pageout daemon, swap in blocks of 4 KiB)", stats["memory_pressure"])
+        section("memory pressure (the pageout daemon; swap counted in blocks of 4 KiB)", stats["memory_pressure"])
     section("VM objects", stats["objects"])
     rows.append(("syscalls", ""))
     for name, n in stats["syscalls"].items():

@@ -1,4 +1,4 @@
-"""vmgames experiment: the chains and zerocopy experiments, their options checked before minutes of running."""
+"""vmgames experiment: the experiments, their options checked before minutes of running."""
 
 from __future__ import annotations
 
@@ -8,17 +8,28 @@ import os
 from tools.cli.output import say_error, unwritable_file
 from tools.cli.parser import parse_size
 from tools.experiments import zerocopy
+from tools.experiments.cells import MAX_JOBS
+from tools.experiments.programs import ExperimentError
 
 
 def command_experiment(args: argparse.Namespace) -> int:
-    if args.experiment == "zerocopy":
-        return command_zerocopy(args)
-    if args.experiment == "pressure":
-        return command_pressure(args)
-    if args.experiment == "prefault":
-        return command_prefault(args)
-    if args.experiment == "rmap":
-        return command_rmap(args)
+    if not 1 <= args.jobs <= MAX_JOBS:
+        say_error(f"--jobs is 1 to {MAX_JOBS}")
+        return 2
+    command = {"zerocopy": command_zerocopy, "pressure": command_pressure, "prefault": command_prefault,
+               "rmap": command_rmap, "chains": command_chains}[args.experiment]
+    try:
+        return command(args)
+    except ExperimentError as error:
+        say_error(str(error))
+        return 1
+    except OSError as error:        # an output that could not be written after all (a full disk, /dev/full)
+        # A write that fails as the file is closed names no file: the CSV's is the one closed last.
+        say_error(f"{error.filename or args.csv}: {error.strerror or error}")
+        return 1
+
+
+def command_chains(args: argparse.Namespace) -> int:
     from tools.experiments import chains
 
     for name in ("seeds", "steps", "max_depth"):
@@ -32,7 +43,7 @@ def command_experiment(args: argparse.Namespace) -> int:
     if problem:
         say_error(f"--csv {args.csv}: {problem}")
         return 2
-    return chains.main(args.seeds, args.steps, args.pages, args.max_depth, args.csv)
+    return chains.main(args.seeds, args.steps, args.pages, args.max_depth, args.csv, args.jobs)
 
 
 def _choices(option: str, given: list[str], known: list[str] | tuple[str, ...]) -> list[str]:
@@ -65,7 +76,6 @@ def _outputs_problem(csv_path: str, plot_dir: str) -> str | None:
 def command_pressure(args: argparse.Namespace) -> int:
     from kernel.vm.pageout import PAGE_USED
     from tools.experiments import pressure
-    from tools.experiments.programs import ExperimentError
 
     try:
         policies = _choices("--policies", [args.policies], PAGE_USED)
@@ -87,19 +97,18 @@ def command_pressure(args: argparse.Namespace) -> int:
     if problem:
         say_error(problem)
         return 2
-    try:
-        return pressure.main(args.ram, args.swap, factors, policies, args.hot, args.rounds, args.csv, args.plot)
-    except ExperimentError as error:
-        say_error(str(error))
-        return 1
+    return pressure.main(args.ram, args.swap, factors, policies, args.hot, args.rounds, args.csv, args.plot,
+                         args.jobs)
 
 
 def command_prefault(args: argparse.Namespace) -> int:
     from tools.experiments import prefault
-    from tools.experiments.programs import ExperimentError
 
     if not 2 <= args.runs <= 100:
         say_error("--runs is 2 to 100: the first run reads the program in, the later ones show what is saved")
+        return 2
+    if args.program == []:
+        say_error("--program: the program to run again and again, and its arguments, come after it")
         return 2
     program = args.program or prefault.default_program()
     if program and not (os.path.isfile(program[0]) and os.access(program[0], os.X_OK)):
@@ -109,17 +118,12 @@ def command_prefault(args: argparse.Namespace) -> int:
     if problem:
         say_error(problem)
         return 2
-    try:
-        return prefault.main(args.runs, [os.path.abspath(program[0]), *program[1:]] if program else [], args.csv,
-                             args.plot)
-    except ExperimentError as error:
-        say_error(str(error))
-        return 1
+    return prefault.main(args.runs, [os.path.abspath(program[0]), *program[1:]] if program else [], args.csv,
+                         args.plot, args.jobs)
 
 
 def command_rmap(args: argparse.Namespace) -> int:
     from tools.experiments import rmap
-    from tools.experiments.programs import ExperimentError
 
     texts = [text for text in args.sharers.split(",") if text.strip()]
     if not texts or not all(text.strip().isdigit() and 1 <= int(text) <= 128 for text in texts):
@@ -129,11 +133,7 @@ def command_rmap(args: argparse.Namespace) -> int:
     if problem:
         say_error(problem)
         return 2
-    try:
-        return rmap.main(sorted({int(text) for text in texts}), args.csv, args.plot)
-    except ExperimentError as error:
-        say_error(str(error))
-        return 1
+    return rmap.main(sorted({int(text) for text in texts}), args.csv, args.plot, args.jobs)
 
 
 def command_zerocopy(args: argparse.Namespace) -> int:
@@ -179,4 +179,4 @@ def command_zerocopy(args: argparse.Namespace) -> int:
             say_error(str(error))
             return 2
     return zerocopy.main(workloads, modes, sizes, total, args.wire_rate, costs, args.csv, args.plot, args.sink,
-                         cpus)
+                         cpus, args.jobs)

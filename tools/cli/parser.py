@@ -21,6 +21,7 @@ from tools.experiments import prefault as experiment_prefault
 from tools.experiments import pressure as experiment_pressure
 from tools.experiments import rmap as experiment_rmap
 from tools.experiments import zerocopy
+from tools.experiments.cells import default_jobs
 
 DESCRIPTION = """\
 vmgames: an instruction-level x86-64 machine with a toy kernel in Python.
@@ -264,10 +265,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                                   "page maps the pages of the file in memory in the 64 KiB around it too, "
                                   "read-only")
     run.add_argument("--swap", type=parse_size, default=0, metavar="SIZE",
-                     help="swap space for anonymous memory (default 0, none), a buffer of the host's: when RAM runs "
-                          "short the pageout daemon writes dirty pages there and reads them back on fault; without "
-                          "it only clean pages (a file's) can be reused, and a process using the most memory is "
-                          "killed sooner")
+                     help="swap space for anonymous memory, 4K to 1T in whole pages (default 0, none), a buffer "
+                          "of the host's reserved as it is written: when RAM runs short the pageout daemon writes "
+                          "dirty pages there and reads them back on fault; without it only clean pages (a file's) "
+                          "can be reused, and a process using the most memory is killed sooner")
     run.add_argument("--page-used", choices=PAGE_USED, default="accessed-bit",
                      help="how the pageout daemon tells a page is in use: the accessed bits of the PTEs mapping "
                           "it (default); unmap: as the paper describes for hardware without them, by unmapping it "
@@ -317,6 +318,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     chains.add_argument("--steps", type=int, default=40, help="random steps per process (default 40)")
     chains.add_argument("--pages", type=int, default=32, help="pages of the shared array, 1-64 (default 32)")
     chains.add_argument("--max-depth", type=int, default=5, help="depth limit of the process tree (default 5)")
+    chains.add_argument("--jobs", type=parse_count, default=default_jobs(), metavar="N",
+                        help="runs side by side, each on a fresh machine in a process of its own (default: every "
+                             "core, %(default)s here); the results are the same whatever N")
     chains.add_argument("--csv", metavar="FILE", help="also write per-run figures as CSV")
     zc = experiments.add_parser(
         "zerocopy", help="copying, copy-on-write and vmsplice sends: faults, copies, TLB work and cost per MiB",
@@ -349,6 +353,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     zc.add_argument("--costs", metavar="FILE",
                     help="override the cost model's defaults from a JSON or TOML file (see tools/costmodel.py; "
                          "vmgames calibrate writes one for this host, costs/2006.toml has 2006-era prices)")
+    zc.add_argument("--jobs", type=parse_count, default=default_jobs(), metavar="N",
+                        help="runs side by side, each on a fresh machine in a process of its own (default: every "
+                             "core, %(default)s here); the results are the same whatever N")
     zc.add_argument("--csv", metavar="FILE", default="zerocopy.csv",
                     help="where to write the per-cell figures (default zerocopy.csv)")
     zc.add_argument("--plot", metavar="DIR", default=".",
@@ -374,6 +381,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     pressure.add_argument("--rounds", type=int, default=experiment_pressure.DEFAULT_ROUNDS, metavar="N",
                           help="rounds, each writing the hot pages and as many cold ones, 1-1000 (default "
                                "%(default)s)")
+    pressure.add_argument("--jobs", type=parse_count, default=default_jobs(), metavar="N",
+                        help="runs side by side, each on a fresh machine in a process of its own (default: every "
+                             "core, %(default)s here); the results are the same whatever N")
     pressure.add_argument("--csv", metavar="FILE", default="pressure.csv",
                           help="where to write the per-run figures (default pressure.csv)")
     pressure.add_argument("--plot", metavar="DIR", default=".",
@@ -391,6 +401,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     prefault.add_argument("--program", nargs=argparse.REMAINDER, metavar="PROG ARGS",
                           help="the program to run again and again, with its arguments, last on the line "
                                "(default: busybox echo hello, or userland/libc/pressure.c if there is no busybox)")
+    prefault.add_argument("--jobs", type=parse_count, default=default_jobs(), metavar="N",
+                        help="runs side by side, each on a fresh machine in a process of its own (default: every "
+                             "core, %(default)s here); the results are the same whatever N")
     prefault.add_argument("--csv", metavar="FILE", default="prefault.csv",
                           help="where to write the per-run figures (default prefault.csv)")
     prefault.add_argument("--plot", metavar="DIR", default=".",
@@ -404,6 +417,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                     "the figures say of the paper's claim.")
     rmap.add_argument("--sharers", default=",".join(map(str, experiment_rmap.DEFAULT_SHARERS)), metavar="N,M,...",
                       help="numbers of children sharing the pages, 1-128 (default %(default)s)")
+    rmap.add_argument("--jobs", type=parse_count, default=default_jobs(), metavar="N",
+                        help="runs side by side, each on a fresh machine in a process of its own (default: every "
+                             "core, %(default)s here); the results are the same whatever N")
     rmap.add_argument("--csv", metavar="FILE", default="rmap.csv",
                       help="where to write the per-run figures (default rmap.csv)")
     rmap.add_argument("--plot", metavar="DIR", default=".",

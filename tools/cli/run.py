@@ -11,11 +11,12 @@ import tempfile
 from typing import TYPE_CHECKING
 
 from emulator.machine import MAX_CPUS
+from emulator.ram import PAGE_SIZE
 from kernel import errno
 from kernel.errno import SyscallError
 from kernel.kernel import Kernel
 from kernel.vm import shootdown
-from kernel.vm.swap_pager import SwapUnavailable
+from kernel.vm.swap_pager import MAX_SWAP, SwapUnavailable
 from tools import stats as run_stats
 from tools import trace
 from tools.boot import boot
@@ -116,7 +117,7 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
             machine = kernel.machine
             kernel.shootdown.skipped = set(args.skip_invalidation)
         except SwapUnavailable as error:
-            say_error(f"--swap {_gib(args.swap)}: {error}")
+            say_error(f"--swap {args.swap:,} bytes: {error}")
             return 2
         except (OSError, MemoryError, OverflowError) as error:
             why = getattr(error, "strerror", None) or "out of memory"
@@ -260,6 +261,8 @@ def _run_options_problem(args: argparse.Namespace) -> str | None:
                     f"{', '.join([*shootdown.REASONS, shootdown.REMOTE])}")
     if not 1 <= args.cpus <= MAX_CPUS:
         return f"--cpus must be 1 to {MAX_CPUS}, not {args.cpus}"
+    if 0 < args.swap < PAGE_SIZE or args.swap > MAX_SWAP:
+        return f"--swap is 0 (none) or 4K, a page, to {MAX_SWAP >> 40}T, not {args.swap:,} bytes"
     for option, value in (("--quantum", args.quantum), ("--interleave", args.interleave),
                           ("--wire-rate", args.wire_rate), ("--max-instructions", args.max_instructions),
                           ("--max-procs", args.max_procs)):

@@ -14,7 +14,6 @@ import csv
 import io
 import os
 import statistics
-import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from kernel.kernel import Kernel
 from kernel.proc import ZOMBIE
 from tools.assembler import assemble
 from tools.boot import boot
+from tools.experiments.cells import run_cells
 
 CASCADE_SOURCE = os.path.join(os.path.dirname(__file__), "..", "..", "userland", "cascade.s")
 
@@ -196,22 +196,17 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(seeds: int, steps: int, pages: int, max_depth: int, csv_path: str | None) -> int:
+def main(seeds: int, steps: int, pages: int, max_depth: int, csv_path: str | None, jobs: int = 1) -> int:
     with open(CASCADE_SOURCE, encoding="utf-8") as f:
         image = assemble(f.read(), "cascade.s")
-    runs = []
     with tempfile.TemporaryDirectory(prefix="vmgames-chains-") as scratch:
         program = os.path.join(scratch, "cascade")
         with open(program, "wb") as f:
             f.write(image)
-        total = 2 * seeds
-        for n, (seed, collapse) in enumerate(((s, c) for s in range(1, seeds + 1) for c in (True, False)), 1):
-            if sys.stderr.isatty():
-                print(f"\rrunning cascade {n}/{total} (seed {seed}, collapse {'on' if collapse else 'off'})",
-                      end="", file=sys.stderr, flush=True)
-            runs.append(run_cascade(program, seed, collapse, steps, pages, max_depth))
-        if sys.stderr.isatty():
-            print(file=sys.stderr)
+        cells = [(program, seed, collapse, steps, pages, max_depth)
+                 for seed in range(1, seeds + 1) for collapse in (True, False)]
+        runs = run_cells(run_cascade, cells, jobs,
+                         lambda cell: f"seed {cell[1]}, collapse {'on' if cell[2] else 'off'}")
     rows = summary_rows(runs)
     print(f"chain depth under fork cascades: {seeds} seeds, {steps} steps per process, {pages} pages, "
           f"process tree depth <= {max_depth}")

@@ -19,7 +19,6 @@ import io
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Any
 from kernel.vm import fault
 from kernel.vm.prefault import FAULT_AROUND, MAP
 from tools.boot import boot
+from tools.experiments.cells import run_cells
 from tools.experiments.programs import build_libc_program
 
 DEFAULT_RUNS = 8
@@ -111,9 +111,9 @@ def conclusion(settings: list[Setting]) -> list[str]:
         before, after = plain.mean(fault.RESIDENT), prefault.mean(fault.RESIDENT)
         verdict = ("as the paper says, the pages in memory need not be faulted in every time" if after < before
                    else "no change here")
-        lines.append(f"  pre-faulting took the program-code faults of a run again (resident: in memory, not mapped) "
-                     f"from {before:.1f} to {after:.1f} per run, mapping {prefault.mean('mapped'):.1f} pages at "
-                     f"exec: {verdict}")
+        lines.append(f"  pre-faulting cut the faults on the program's pages already in memory (resident faults) from "
+                     f"{before:.1f} to {after:.1f} per run, mapping {prefault.mean('mapped'):.1f} pages at exec: "
+                     f"{verdict}")
         zero = prefault.mean(fault.ZERO_FILL) + prefault.mean(fault.COW_COPY) + prefault.mean(fault.COW_MOVE)
         around = by.get("fault-around")
         if around is not None:
@@ -177,18 +177,13 @@ def write_plot(settings: list[Setting], directory: str) -> list[str]:
     return written
 
 
-def main(runs: int, program: list[str], csv_path: str, plot_dir: str) -> int:
-    settings = []
+def main(runs: int, program: list[str], csv_path: str, plot_dir: str, jobs: int = 1) -> int:
     with tempfile.TemporaryDirectory(prefix="vmgames-prefault-") as scratch:
         rerun = build_libc_program("rerun", scratch)
         if not program:
             program = [build_libc_program("pressure", scratch), "64", "50", "2"]
-        for n, name in enumerate(SETTINGS, 1):
-            if sys.stderr.isatty():
-                print(f"\rsetting {n}/{len(SETTINGS)}: {name}    ", end="", file=sys.stderr, flush=True)
-            settings.append(run_setting(rerun, program, runs, name))
-        if sys.stderr.isatty():
-            print(file=sys.stderr)
+        settings = run_cells(run_setting, [(rerun, program, runs, name) for name in SETTINGS], jobs,
+                             lambda cell: cell[3])
     print(f"pre-faulting and pre-zeroing: {' '.join(program)}, run {runs} times (a millisecond of idling before each)")
     print(table(settings))
     print("\n".join(conclusion(settings)))

@@ -18,13 +18,13 @@ from __future__ import annotations
 import csv
 import io
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Any
 
 from kernel.vm.pageout import PV, RMAPS, SCAN
 from tools.boot import boot
+from tools.experiments.cells import run_cells
 from tools.experiments.programs import build_libc_program
 
 DEFAULT_SHARERS = (1, 4, 16, 32)
@@ -107,10 +107,12 @@ def conclusion(runs: list[RmapRun]) -> list[str]:
     first, last = counts[0], counts[-1]
     pv_first, scan_first, pv_last, scan_last = (by.get((n, r)) for n in (first, last) for r in (PV, SCAN))
     if None not in (pv_first, pv_last, scan_first, scan_last) and first != last and pv_first.probes:
-        lines.append(f"  from {first} to {last} sharers the pv entries' work grew "
-                     f"{pv_last.probes / pv_first.probes:.1f}x and the scan's "
-                     f"{scan_last.probes / max(scan_first.probes, 1):.1f}x: the paper's point, the reverse map pays "
-                     "for the mappings that exist, the scan for every mapping in the system")
+        lines.append(f"  from {first} to {last} sharers, an unmapping of a shared page probed "
+                     f"{pv_first.per_shared_unmap():.0f} to {pv_last.per_shared_unmap():.0f} PTEs with pv entries "
+                     f"(its mappings, and nothing else) and {scan_first.per_shared_unmap():,.0f} to "
+                     f"{scan_last.per_shared_unmap():,.0f} by the scan (every PTE of every process, shared or not): "
+                     "the paper's point, the reverse map pays for the mappings that exist, the scan for every "
+                     "mapping in the system")
     if not all(r.ok for r in runs):
         lines.append("  SOME RUNS READ BACK WRONG DATA: "
                      + ", ".join(f"{r.sharers} {r.rmap}" for r in runs if not r.ok))
@@ -159,17 +161,11 @@ def write_plot(runs: list[RmapRun], directory: str) -> list[str]:
     return written
 
 
-def main(sharer_counts: list[int], csv_path: str, plot_dir: str) -> int:
-    runs = []
+def main(sharer_counts: list[int], csv_path: str, plot_dir: str, jobs: int = 1) -> int:
     with tempfile.TemporaryDirectory(prefix="vmgames-rmap-") as scratch:
         program = build_libc_program("sharers", scratch)
-        total = 2 * len(sharer_counts)
-        for n, (sharers, rmap) in enumerate(((s, r) for s in sharer_counts for r in RMAPS), 1):
-            if sys.stderr.isatty():
-                print(f"\rrun {n}/{total}: {sharers} sharers, {rmap}    ", end="", file=sys.stderr, flush=True)
-            runs.append(run_one(program, sharers, rmap))
-        if sys.stderr.isatty():
-            print(file=sys.stderr)
+        cells = [(program, sharers, rmap) for sharers in sharer_counts for rmap in RMAPS]
+        runs = run_cells(run_one, cells, jobs, lambda cell: f"{cell[1]} sharers, {cell[2]}")
     print(f"reverse maps: build/sharers N {SHARED_PAGES} {PRIVATE_PAGES} in {RAM >> 20} MiB of RAM and "
           f"{SWAP >> 20} MiB of swap, the pageout daemon finding PTEs by pv entries and by scanning")
     print(table(runs))

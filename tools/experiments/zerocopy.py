@@ -18,7 +18,7 @@ import os
 import shlex
 import sys
 import tempfile
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, fields
 
 from kernel.kernel import Kernel
@@ -29,6 +29,7 @@ from kernel.vmmeter import Recorder
 from tools import costmodel, vmstat
 from tools.boot import boot
 from tools.costmodel import Costs, Work
+from tools.experiments.cells import run_cells
 from tools.experiments.programs import FREESTANDING_FLAGS, ExperimentError, build
 
 REPOSITORY = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -186,16 +187,14 @@ def run_cell(program: str, cell: Cell, wire_rate: int) -> Cell:
 
 
 def run_all(workloads: Iterable[str], modes: Iterable[str], sizes: Iterable[int], total: int, wire_rate: int,
-            progress: Callable[[int, int, Cell], None] | None = None, sink: str = "wire",
-            cpus: Iterable[int] = (1,)) -> list[Cell]:
+            sink: str = "wire", cpus: Iterable[int] = (1,), jobs: int = 1) -> list[Cell]:
+    """Every cell measured, `jobs` at a time (tools/experiments/cells.py), in the table's order."""
     cells = [Cell(w, m, s, total, sink, c) for w in workloads for s in sizes for c in cpus for m in modes]
     with tempfile.TemporaryDirectory(prefix="vmgames-zerocopy-") as scratch:
         programs = build_programs(scratch, dict.fromkeys(cell.workload for cell in cells))
-        for done, cell in enumerate(cells):
-            if progress:
-                progress(done, len(cells), cell)
-            run_cell(programs[cell.workload], cell, wire_rate)
-    return cells
+        return run_cells(run_cell, [(programs[cell.workload], cell, wire_rate) for cell in cells], jobs,
+                         lambda args: f"{args[1].workload} {args[1].mode} {size_text(args[1].size)} on "
+                                      f"{args[1].cpus} CPUs")
 
 
 def csv_rows(cells: list[Cell], costs: Costs, wire_rate: int) -> list[dict[str, object]]:
@@ -445,9 +444,8 @@ def _check_writable(path: str) -> None:
 
 
 def main(workloads: list[str], modes: list[str], sizes: list[int], total: int, wire_rate: int, costs: Costs,
-         csv_path: str, plot_directory: str, sink: str = "wire", cpus: list[int] = (1,)) -> int:
+         csv_path: str, plot_directory: str, sink: str = "wire", cpus: list[int] = (1,), jobs: int = 1) -> int:
     from rich.console import Console
-    from rich.progress import Progress
 
     try:
         check_outputs(csv_path, plot_directory)
@@ -456,17 +454,7 @@ def main(workloads: list[str], modes: list[str], sizes: list[int], total: int, w
         return 2
     console = Console(width=max(Console().width, TABLE_WIDTH))
     try:
-        if sys.stderr.isatty():
-            with Progress(console=Console(stderr=True), transient=True) as bar:
-                task = bar.add_task("cells", total=len(workloads) * len(modes) * len(sizes) * len(cpus))
-
-                def advance(done: int, count: int, cell: Cell) -> None:
-                    bar.update(task, completed=done, description=f"{done}/{count}: {cell.workload} {cell.mode} "
-                                                                 f"{size_text(cell.size)} on {cell.cpus} CPUs")
-
-                cells = run_all(workloads, modes, sizes, total, wire_rate, advance, sink, cpus)
-        else:
-            cells = run_all(workloads, modes, sizes, total, wire_rate, sink=sink, cpus=cpus)
+        cells = run_all(workloads, modes, sizes, total, wire_rate, sink=sink, cpus=cpus, jobs=jobs)
     except ExperimentError as error:
         print(f"vmgames: {error}", file=sys.stderr)
         return 1

@@ -82,9 +82,9 @@ def command(stub: GdbStub, text: str) -> bytes | None:
             out = stats(stub.kernel)
         elif name == "cpus":
             out = cpus(stub.kernel)
-        elif name == "queues":
+        elif name == "queues" and not args:
             out = pressure.queues(stub.kernel)
-        elif name == "swap":
+        elif name == "swap" and not args:
             out = pressure.swap(stub.kernel)
         elif name == "break":
             out = _break(stub.control, args)

@@ -54,14 +54,19 @@ def swap(kernel: Kernel) -> str:
     lines = [f"swap: {pager.blocks:,} blocks of 4 KiB, {pager.used:,} in use (peak {pager.peak:,}), "
              f"{blist.free_blocks:,} free in {sum(runs.values()):,} runs, the longest {max(runs, default=0):,} "
              f"(fragmentation {blist.fragmentation():.3f})",
-             f"so far: {kernel.recorder.count('swap', 'write'):,} writes of {kernel.recorder.count('swap', 'out'):,} "
-             f"pages, {kernel.recorder.count('swap', 'in'):,} pages read back"]
+             f"so far: {_count(kernel.recorder.count('swap', 'write'), 'write')} of "
+             f"{_count(kernel.recorder.count('swap', 'out'), 'page')}, "
+             f"{_count(kernel.recorder.count('swap', 'in'), 'page')} read back"]
     holders = sorted((obj for obj in _live_objects(kernel) if obj.swap_blocks), key=lambda obj: obj.id)
     for obj in holders:
         blocks = sorted(obj.swap_blocks.values())
-        lines.append(f"  object {obj.id} ({obj.kind}): {len(blocks):,} page{'s' * (len(blocks) != 1)} on swap, "
+        lines.append(f"  object {obj.id} ({obj.kind}): {_count(len(blocks), 'page')} on swap, "
                      f"blocks {blocks[0]}-{blocks[-1]}")
     return "\n".join(lines)
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n:,} {thing}{'s' * (n != 1)}"
 
 
 def _live_objects(kernel: Kernel) -> list[VMObject]:

@@ -4,7 +4,7 @@
  * program's pages at exec).  Before each run it sleeps a millisecond, so that the machine idles (and may
  * zero pages meanwhile).  Prints how many runs exited 0; exit status 1 if any did not.
  *
- *   vmgames run --prefault --prezero 256 --stats build/rerun 8 /bin/busybox echo hello
+ *   vmgames run --root / --prefault --prezero 256 --stats build/rerun 8 /bin/busybox echo hello
  *   vmgames experiment prefault
  */
 #include <stdio.h>
