@@ -41,7 +41,7 @@ class Processor:
         self.cr3 = 0
         self.cr3_loads = 0
         self.translation_drops = 0
-        self.drop_pending = False       # translations to drop before this engine runs again (Machine._drop_translations)
+        self.drop_pending = False   # translations to drop before this engine runs again (Machine._drop_translations)
 
     @property
     def now(self) -> int:
