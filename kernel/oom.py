@@ -25,17 +25,10 @@ if TYPE_CHECKING:
 
 def footprint(proc: Process) -> tuple[int, int, int]:
     """(anonymous pages in memory, on swap, page-table pages) of `proc`'s address space."""
-    vmspace = proc.vmspace
-    objects = {}
-    for entry in vmspace.map.entries:
-        obj = entry.object
-        while obj is not None:
-            if obj.kind == ANONYMOUS:
-                objects[obj.id] = obj
-            obj = obj.backing
-    resident = sum(len(obj.pages) for obj in objects.values())
-    swapped = sum(len(obj.swap_blocks) for obj in objects.values())
-    return resident, swapped, len(vmspace.pmap.tables)
+    anonymous = [obj for obj in proc.vmspace.objects() if obj.kind == ANONYMOUS]
+    resident = sum(len(obj.pages) for obj in anonymous)
+    swapped = sum(len(obj.swap_blocks) for obj in anonymous)
+    return resident, swapped, len(proc.vmspace.pmap.tables)
 
 
 def oom_kill(kernel: Kernel, pages: int) -> bool:

@@ -143,6 +143,16 @@ class VMSpace:
     users: int = 1      # tasks using it (Linux's mm_users): the threads of a process, a vfork child
     exe: Vnode | None = None     # the file exec loaded (Linux's mm->exe_file): /proc/self/exe
 
+    def objects(self) -> list[VMObject]:
+        """Every object the map reaches, once each: the entries' objects and the chains below them."""
+        found: dict[int, VMObject] = {}
+        for entry in self.map.entries:
+            obj = entry.object
+            while obj is not None and obj.id not in found:
+                found[obj.id] = obj
+                obj = obj.backing
+        return list(found.values())
+
     def unmap(self, start: int, end: int, reason: str) -> None:
         """Remove [start, end) from the map and the page tables, dropping object references."""
         for entry in self.map.clip(start, end):

@@ -18,6 +18,11 @@ def command_experiment(args: argparse.Namespace) -> int:
         return 2
     command = {"zerocopy": command_zerocopy, "pressure": command_pressure, "prefault": command_prefault,
                "rmap": command_rmap, "chains": command_chains}[args.experiment]
+    if args.experiment in ("pressure", "prefault", "rmap"):
+        problem = _outputs_problem(args.csv, args.plot)
+        if problem:
+            say_error(problem)
+            return 2
     try:
         return command(args)
     except ExperimentError as error:
@@ -93,10 +98,6 @@ def command_pressure(args: argparse.Namespace) -> int:
     if not 1 << 20 <= args.ram <= 256 << 20 or not 1 << 20 <= args.swap <= 4 << 30:
         say_error("--ram is 1M to 256M and --swap 1M to 4G for this experiment")
         return 2
-    problem = _outputs_problem(args.csv, args.plot)
-    if problem:
-        say_error(problem)
-        return 2
     return pressure.main(args.ram, args.swap, factors, policies, args.hot, args.rounds, args.csv, args.plot,
                          args.jobs)
 
@@ -114,10 +115,6 @@ def command_prefault(args: argparse.Namespace) -> int:
     if program and not (os.path.isfile(program[0]) and os.access(program[0], os.X_OK)):
         say_error(f"--program {program[0]}: not an executable file")
         return 2
-    problem = _outputs_problem(args.csv, args.plot)
-    if problem:
-        say_error(problem)
-        return 2
     return prefault.main(args.runs, [os.path.abspath(program[0]), *program[1:]] if program else [], args.csv,
                          args.plot, args.jobs)
 
@@ -128,10 +125,6 @@ def command_rmap(args: argparse.Namespace) -> int:
     texts = [text for text in args.sharers.split(",") if text.strip()]
     if not texts or not all(text.strip().isdigit() and 1 <= int(text) <= 128 for text in texts):
         say_error(f"--sharers: {args.sharers!r} is not a list of numbers from 1 to 128 (like 1,4,16,32)")
-        return 2
-    problem = _outputs_problem(args.csv, args.plot)
-    if problem:
-        say_error(problem)
         return 2
     return rmap.main(sorted({int(text) for text in texts}), args.csv, args.plot, args.jobs)
 

@@ -186,6 +186,20 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"vmgames: {message}; see '{self.prog} --help'\n")
 
 
+JOBS_OPTION = {"type": parse_count, "default": default_jobs(), "metavar": "N",
+               "help": "runs side by side, each on a fresh machine in a process of its own (default: every core, "
+                       "%(default)s here); the results are the same whatever N"}
+
+
+def _add_outputs(experiment: argparse.ArgumentParser, name: str) -> None:
+    """The options every experiment with a CSV and a plot takes: --jobs, --csv, --plot."""
+    experiment.add_argument("--jobs", **JOBS_OPTION)
+    experiment.add_argument("--csv", metavar="FILE", default=f"{name}.csv",
+                            help=f"where to write the figures of each cell (default {name}.csv)")
+    experiment.add_argument("--plot", metavar="DIR", default=".",
+                            help=f"directory for {name}.png and {name}.svg (default: the current directory)")
+
+
 def _version() -> str:
     try:
         return importlib.metadata.version("vmgames")
@@ -318,9 +332,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     chains.add_argument("--steps", type=int, default=40, help="random steps per process (default 40)")
     chains.add_argument("--pages", type=int, default=32, help="pages of the shared array, 1-64 (default 32)")
     chains.add_argument("--max-depth", type=int, default=5, help="depth limit of the process tree (default 5)")
-    chains.add_argument("--jobs", type=parse_count, default=default_jobs(), metavar="N",
-                        help="runs side by side, each on a fresh machine in a process of its own (default: every "
-                             "core, %(default)s here); the results are the same whatever N")
+    chains.add_argument("--jobs", **JOBS_OPTION)
     chains.add_argument("--csv", metavar="FILE", help="also write per-run figures as CSV")
     zc = experiments.add_parser(
         "zerocopy", help="copying, copy-on-write and vmsplice sends: faults, copies, TLB work and cost per MiB",
@@ -353,13 +365,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     zc.add_argument("--costs", metavar="FILE",
                     help="override the cost model's defaults from a JSON or TOML file (see tools/costmodel.py; "
                          "vmgames calibrate writes one for this host, costs/2006.toml has 2006-era prices)")
-    zc.add_argument("--jobs", type=parse_count, default=default_jobs(), metavar="N",
-                        help="runs side by side, each on a fresh machine in a process of its own (default: every "
-                             "core, %(default)s here); the results are the same whatever N")
-    zc.add_argument("--csv", metavar="FILE", default="zerocopy.csv",
-                    help="where to write the per-cell figures (default zerocopy.csv)")
-    zc.add_argument("--plot", metavar="DIR", default=".",
-                    help="directory for zerocopy.png and zerocopy.svg (default: the current directory)")
+    _add_outputs(zc, "zerocopy")
     pressure = experiments.add_parser(
         "pressure", help="working sets larger than RAM: aging by accessed bits against page-used emulation and FIFO",
         description="Run userland/libc/pressure.c (a working set larger than RAM, a hot part written every round, "
@@ -381,13 +387,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     pressure.add_argument("--rounds", type=int, default=experiment_pressure.DEFAULT_ROUNDS, metavar="N",
                           help="rounds, each writing the hot pages and as many cold ones, 1-1000 (default "
                                "%(default)s)")
-    pressure.add_argument("--jobs", type=parse_count, default=default_jobs(), metavar="N",
-                        help="runs side by side, each on a fresh machine in a process of its own (default: every "
-                             "core, %(default)s here); the results are the same whatever N")
-    pressure.add_argument("--csv", metavar="FILE", default="pressure.csv",
-                          help="where to write the per-run figures (default pressure.csv)")
-    pressure.add_argument("--plot", metavar="DIR", default=".",
-                          help="directory for pressure.png and pressure.svg (default: the current directory)")
+    _add_outputs(pressure, "pressure")
     prefault = experiments.add_parser(
         "prefault", help="the same program exec'd again and again: faults per run with pre-faulting and "
                          "pre-zeroing off and on",
@@ -401,13 +401,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     prefault.add_argument("--program", nargs=argparse.REMAINDER, metavar="PROG ARGS",
                           help="the program to run again and again, with its arguments, last on the line "
                                "(default: busybox echo hello, or userland/libc/pressure.c if there is no busybox)")
-    prefault.add_argument("--jobs", type=parse_count, default=default_jobs(), metavar="N",
-                        help="runs side by side, each on a fresh machine in a process of its own (default: every "
-                             "core, %(default)s here); the results are the same whatever N")
-    prefault.add_argument("--csv", metavar="FILE", default="prefault.csv",
-                          help="where to write the per-run figures (default prefault.csv)")
-    prefault.add_argument("--plot", metavar="DIR", default=".",
-                          help="directory for prefault.png and prefault.svg (default: the current directory)")
+    _add_outputs(prefault, "prefault")
     rmap = experiments.add_parser(
         "rmap", help="unmapping pages many processes map: pv entries against scanning every page table",
         description="Run userland/libc/sharers.c (N children map the parent's shared pages, then the parent fills "
@@ -417,13 +411,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                     "the figures say of the paper's claim.")
     rmap.add_argument("--sharers", default=",".join(map(str, experiment_rmap.DEFAULT_SHARERS)), metavar="N,M,...",
                       help="numbers of children sharing the pages, 1-128 (default %(default)s)")
-    rmap.add_argument("--jobs", type=parse_count, default=default_jobs(), metavar="N",
-                        help="runs side by side, each on a fresh machine in a process of its own (default: every "
-                             "core, %(default)s here); the results are the same whatever N")
-    rmap.add_argument("--csv", metavar="FILE", default="rmap.csv",
-                      help="where to write the per-run figures (default rmap.csv)")
-    rmap.add_argument("--plot", metavar="DIR", default=".",
-                      help="directory for rmap.png and rmap.svg (default: the current directory)")
+    _add_outputs(rmap, "rmap")
     report = commands.add_parser(
         "report", help="summarise a trace written by vmgames run --trace",
         description="Summarise a trace: events by type and kind per process, the top faulting instructions "

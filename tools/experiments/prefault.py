@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import shutil
 import statistics
 import tempfile
@@ -29,6 +28,7 @@ from kernel.vm.prefault import FAULT_AROUND, MAP
 from tools.boot import boot
 from tools.experiments.cells import run_cells
 from tools.experiments.programs import build_libc_program
+from tools.experiments.publish import columns, publish, save_figure
 
 DEFAULT_RUNS = 8
 PREZERO_POOL = 256
@@ -96,11 +96,7 @@ def table(settings: list[Setting]) -> str:
     rows += [("pages mapped ahead of faults per run", [f"{s.mean('mapped'):.1f}" for s in settings]),
              ("zero-fills served pre-zeroed per run", [f"{s.mean('prezeroed'):.1f}" for s in settings]),
              ("faults per later run", [f"{sum(s.mean(k) for k in KINDS):.1f}" for s in settings])]
-    width = max(len(name) for name, _ in rows)
-    cell = max(10, *(len(s.name) for s in settings))
-    lines = [" " * width + "  " + "  ".join(s.name.rjust(cell) for s in settings)]
-    lines += [name.ljust(width) + "  " + "  ".join(v.rjust(cell) for v in values) for name, values in rows]
-    return "\n".join(lines)
+    return columns([s.name for s in settings], rows)
 
 
 def conclusion(settings: list[Setting]) -> list[str]:
@@ -147,7 +143,6 @@ def write_plot(settings: list[Setting], directory: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    os.makedirs(directory, exist_ok=True)
     figure, axes = plt.subplots(figsize=(10, 4.8))
     labels, bottoms = [], []
     positions = []
@@ -168,13 +163,7 @@ def write_plot(settings: list[Setting], directory: str) -> list[str]:
     axes.set_title("The same program run again and again: faults per run by kind")
     axes.legend()
     figure.tight_layout()
-    written = []
-    for extension in ("png", "svg"):
-        path = os.path.join(directory, f"prefault.{extension}")
-        figure.savefig(path)
-        written.append(path)
-    plt.close(figure)
-    return written
+    return save_figure(figure, directory, "prefault")
 
 
 def main(runs: int, program: list[str], csv_path: str, plot_dir: str, jobs: int = 1) -> int:
@@ -184,11 +173,7 @@ def main(runs: int, program: list[str], csv_path: str, plot_dir: str, jobs: int 
             program = [build_libc_program("pressure", scratch), "64", "50", "2"]
         settings = run_cells(run_setting, [(rerun, program, runs, name) for name in SETTINGS], jobs,
                              lambda cell: cell[3])
-    print(f"pre-faulting and pre-zeroing: {' '.join(program)}, run {runs} times (a millisecond of idling before each)")
-    print(table(settings))
-    print("\n".join(conclusion(settings)))
-    write_csv(settings, csv_path)
-    print(f"per-run figures written to {csv_path}")
-    for path in write_plot(settings, plot_dir):
-        print(f"plot written to {path}")
+    publish(f"pre-faulting and pre-zeroing: {' '.join(program)}, run {runs} times (a millisecond of idling before "
+            "each)", table(settings), conclusion(settings), lambda path: write_csv(settings, path), csv_path,
+            lambda: write_plot(settings, plot_dir))
     return 0 if all(s.ok for s in settings) else 1

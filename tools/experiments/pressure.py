@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +28,7 @@ from kernel.vm.pageout import ACCESSED_BIT, FIFO, PAGE_USED, UNMAP
 from tools.boot import boot
 from tools.experiments.cells import run_cells
 from tools.experiments.programs import build_libc_program
+from tools.experiments.publish import columns, publish, save_figure
 
 DEFAULT_RAM = 8 << 20
 DEFAULT_SWAP = 64 << 20
@@ -102,11 +102,7 @@ def table(runs: list[PressureRun]) -> str:
             ("read back right", ["yes" if r.ok else "killed: no memory" if r.killed else "NO" for r in runs]),
             ("instructions", [f"{r.instructions:,}" for r in runs])]
     rows += [(key, [f"{r.figures[key]:,}" for r in runs]) for key in runs[0].figures]
-    width = max(len(name) for name, _ in rows)
-    cell = max(12, *(len(n) for n in names))
-    lines = [" " * width + "  " + "  ".join(n.rjust(cell) for n in names)]
-    lines += [name.ljust(width) + "  " + "  ".join(v.rjust(cell) for v in values) for name, values in rows]
-    return "\n".join(lines)
+    return columns(names, rows, 12)
 
 
 def conclusion(runs: list[PressureRun]) -> list[str]:
@@ -158,7 +154,6 @@ def write_plot(runs: list[PressureRun], directory: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    os.makedirs(directory, exist_ok=True)
     policies = list(dict.fromkeys(r.policy for r in runs))
     factors = list(dict.fromkeys(r.factor for r in runs))
     by = {(r.policy, r.factor): r for r in runs}
@@ -190,13 +185,7 @@ def write_plot(runs: list[PressureRun], directory: str) -> list[str]:
     timeline.set_title(f"Resident set and swap use at {largest:g}x RAM")
     timeline.legend(fontsize="small")
     figure.tight_layout()
-    written = []
-    for extension in ("png", "svg"):
-        path = os.path.join(directory, f"pressure.{extension}")
-        figure.savefig(path)
-        written.append(path)
-    plt.close(figure)
-    return written
+    return save_figure(figure, directory, "pressure")
 
 
 def main(ram: int, swap: int, factors: list[float], policies: list[str], hot: int, rounds: int, csv_path: str,
@@ -208,12 +197,7 @@ def main(ram: int, swap: int, factors: list[float], policies: list[str], hot: in
         program = build_libc_program("pressure", scratch)
         cells = [(program, policy, factor, ram, swap, hot, rounds) for factor in factors for policy in policies]
         runs = run_cells(run_one, cells, jobs, lambda cell: f"{cell[1]} at {cell[2]:g}x RAM")
-    print(f"memory pressure: build/pressure PAGES {hot} {rounds} in {ram >> 20} MiB of RAM and {swap >> 20} MiB of "
-          f"swap ({hot}% of the working set hot)")
-    print(table(runs))
-    print("\n".join(conclusion(runs)))
-    write_csv(runs, csv_path)
-    print(f"per-run figures written to {csv_path}")
-    for path in write_plot(runs, plot_dir):
-        print(f"plot written to {path}")
+    publish(f"memory pressure: build/pressure PAGES {hot} {rounds} in {ram >> 20} MiB of RAM and {swap >> 20} MiB "
+            f"of swap ({hot}% of the working set hot)", table(runs), conclusion(runs),
+            lambda path: write_csv(runs, path), csv_path, lambda: write_plot(runs, plot_dir))
     return 0 if all(r.ok for r in runs) else 1

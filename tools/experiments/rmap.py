@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import tempfile
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from kernel.vm.pageout import PV, RMAPS, SCAN
 from tools.boot import boot
 from tools.experiments.cells import run_cells
 from tools.experiments.programs import build_libc_program
+from tools.experiments.publish import columns, publish, save_figure
 
 DEFAULT_SHARERS = (1, 4, 16, 32)
 RAM = 4 << 20
@@ -87,11 +87,7 @@ def table(runs: list[RmapRun]) -> str:
             ("unmaps of pages mapped once", [f"{r.single_unmaps:,}" for r in runs]),
             ("  PTEs probed, per unmap", [f"{r.per_single_unmap():,.1f}" for r in runs]),
             ("PTEs probed in all", [f"{r.probes:,}" for r in runs])]
-    width = max(len(name) for name, _ in rows)
-    cell = max(11, *(len(n) for n in names))
-    lines = [" " * width + "  " + "  ".join(n.rjust(cell) for n in names)]
-    lines += [name.ljust(width) + "  " + "  ".join(v.rjust(cell) for v in values) for name, values in rows]
-    return "\n".join(lines)
+    return columns(names, rows, 11)
 
 
 def conclusion(runs: list[RmapRun]) -> list[str]:
@@ -136,7 +132,6 @@ def write_plot(runs: list[RmapRun], directory: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    os.makedirs(directory, exist_ok=True)
     figure, (per_unmap, total) = plt.subplots(1, 2, figsize=(12, 4.5))
     for rmap in RMAPS:
         mine = sorted((r for r in runs if r.rmap == rmap), key=lambda r: r.sharers)
@@ -152,13 +147,7 @@ def write_plot(runs: list[RmapRun], directory: str) -> list[str]:
         axes.set_title(title)
         axes.legend()
     figure.tight_layout()
-    written = []
-    for extension in ("png", "svg"):
-        path = os.path.join(directory, f"rmap.{extension}")
-        figure.savefig(path)
-        written.append(path)
-    plt.close(figure)
-    return written
+    return save_figure(figure, directory, "rmap")
 
 
 def main(sharer_counts: list[int], csv_path: str, plot_dir: str, jobs: int = 1) -> int:
@@ -166,12 +155,7 @@ def main(sharer_counts: list[int], csv_path: str, plot_dir: str, jobs: int = 1) 
         program = build_libc_program("sharers", scratch)
         cells = [(program, sharers, rmap) for sharers in sharer_counts for rmap in RMAPS]
         runs = run_cells(run_one, cells, jobs, lambda cell: f"{cell[1]} sharers, {cell[2]}")
-    print(f"reverse maps: build/sharers N {SHARED_PAGES} {PRIVATE_PAGES} in {RAM >> 20} MiB of RAM and "
-          f"{SWAP >> 20} MiB of swap, the pageout daemon finding PTEs by pv entries and by scanning")
-    print(table(runs))
-    print("\n".join(conclusion(runs)))
-    write_csv(runs, csv_path)
-    print(f"per-run figures written to {csv_path}")
-    for path in write_plot(runs, plot_dir):
-        print(f"plot written to {path}")
+    publish(f"reverse maps: build/sharers N {SHARED_PAGES} {PRIVATE_PAGES} in {RAM >> 20} MiB of RAM and "
+            f"{SWAP >> 20} MiB of swap, the pageout daemon finding PTEs by pv entries and by scanning", table(runs),
+            conclusion(runs), lambda path: write_csv(runs, path), csv_path, lambda: write_plot(runs, plot_dir))
     return 0 if all(r.ok for r in runs) else 1

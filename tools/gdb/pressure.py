@@ -70,13 +70,6 @@ def _count(n: int, thing: str) -> str:
 
 
 def _live_objects(kernel: Kernel) -> list[VMObject]:
-    objects: dict[int, VMObject] = {}
-    for proc in kernel.processes.values():
-        if proc.state == ZOMBIE:
-            continue
-        for entry in proc.vmspace.map.entries:
-            obj = entry.object
-            while obj is not None:
-                objects[obj.id] = obj
-                obj = obj.backing
+    objects = {obj.id: obj for proc in kernel.processes.values() if proc.state != ZOMBIE
+               for obj in proc.vmspace.objects()}
     return list(objects.values())
