@@ -326,15 +326,17 @@ class Scheduler:
         pcpu.current = proc
         proc.cpu = pcpu.index
         self.recorder.pid = proc.pid
-        if pcpu.loaded is proc:
-            return
-        self._save_loaded()
-        for other in self.cpus:
-            if other.loaded is proc:
-                # Its registers are still in the engine of the CPU it last ran on: it migrates.
-                other.processor.cpu.save(proc.context)
-                other.loaded = None
-        self.machine.cpu.restore(proc.context)
+        if pcpu.loaded is not proc:
+            self._save_loaded()
+            for other in self.cpus:
+                if other.loaded is proc:
+                    # Its registers are still in the engine of the CPU it last ran on: it migrates.
+                    other.processor.cpu.save(proc.context)
+                    other.loaded = None
+            self.machine.cpu.restore(proc.context)
+            pcpu.loaded = proc
+        # Even a task whose registers this CPU still holds may need its address space loaded again: the CPU
+        # left it (leave-mm) on an IPI while it idled between the task's turns.
         if pcpu.active_vmspace is not proc.vmspace:
             # A CR3 load flushes the TLB.  Between two threads of one process (or a vfork child and its
             # parent) there is none, as Linux's switch_mm skips it when the address space is the same.
@@ -344,7 +346,6 @@ class Scheduler:
             self.machine.set_page_table_root(proc.vmspace.pmap.cr3)
             proc.vmspace.pmap.active_cpus.add(pcpu.index)
             pcpu.active_vmspace = proc.vmspace
-        pcpu.loaded = proc
 
     def _save_loaded(self) -> None:
         loaded = self.pcpu.loaded

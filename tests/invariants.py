@@ -162,6 +162,8 @@ def check_cpus(kernel: Kernel) -> None:
         "a task waits for a CPU while it runs on one"
     for pcpu in kernel.cpus:
         space = pcpu.active_vmspace
+        if pcpu.current is not None and pcpu.current.state != ZOMBIE:
+            assert space is pcpu.current.vmspace, f"cpu {pcpu.index} runs a task whose address space it has not loaded"
         if space is None or space.users == 0:
             continue
         assert pcpu.processor.cr3 == space.pmap.cr3, f"cpu {pcpu.index}'s CR3 is not its address space's"
