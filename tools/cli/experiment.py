@@ -8,7 +8,7 @@ import os
 from tools.cli.output import say_error, unwritable_file
 from tools.cli.parser import parse_size
 from tools.experiments import zerocopy
-from tools.experiments.cells import MAX_JOBS
+from tools.experiments.cells import MAX_JOBS, ClusterError
 from tools.experiments.programs import ExperimentError
 
 
@@ -25,7 +25,7 @@ def command_experiment(args: argparse.Namespace) -> int:
             return 2
     try:
         return command(args)
-    except ExperimentError as error:
+    except (ExperimentError, ClusterError) as error:
         say_error(str(error))
         return 1
     except OSError as error:        # an output that could not be written after all (a full disk, /dev/full)
@@ -48,7 +48,7 @@ def command_chains(args: argparse.Namespace) -> int:
     if problem:
         say_error(f"--csv {args.csv}: {problem}")
         return 2
-    return chains.main(args.seeds, args.steps, args.pages, args.max_depth, args.csv, args.jobs)
+    return chains.main(args.seeds, args.steps, args.pages, args.max_depth, args.csv, args.jobs, args.dask)
 
 
 def _choices(option: str, given: list[str], known: list[str] | tuple[str, ...]) -> list[str]:
@@ -99,7 +99,7 @@ def command_pressure(args: argparse.Namespace) -> int:
         say_error("--ram is 1M to 256M and --swap 1M to 4G for this experiment")
         return 2
     return pressure.main(args.ram, args.swap, factors, policies, args.hot, args.rounds, args.csv, args.plot,
-                         args.jobs)
+                         args.jobs, args.dask)
 
 
 def command_prefault(args: argparse.Namespace) -> int:
@@ -116,7 +116,7 @@ def command_prefault(args: argparse.Namespace) -> int:
         say_error(f"--program {program[0]}: not an executable file")
         return 2
     return prefault.main(args.runs, [os.path.abspath(program[0]), *program[1:]] if program else [], args.csv,
-                         args.plot, args.jobs)
+                         args.plot, args.jobs, args.dask)
 
 
 def command_rmap(args: argparse.Namespace) -> int:
@@ -126,7 +126,7 @@ def command_rmap(args: argparse.Namespace) -> int:
     if not texts or not all(text.strip().isdigit() and 1 <= int(text) <= 128 for text in texts):
         say_error(f"--sharers: {args.sharers!r} is not a list of numbers from 1 to 128 (like 1,4,16,32)")
         return 2
-    return rmap.main(sorted({int(text) for text in texts}), args.csv, args.plot, args.jobs)
+    return rmap.main(sorted({int(text) for text in texts}), args.csv, args.plot, args.jobs, args.dask)
 
 
 def command_zerocopy(args: argparse.Namespace) -> int:
@@ -172,4 +172,4 @@ def command_zerocopy(args: argparse.Namespace) -> int:
             say_error(str(error))
             return 2
     return zerocopy.main(workloads, modes, sizes, total, args.wire_rate, costs, args.csv, args.plot, args.sink,
-                         cpus, args.jobs)
+                         cpus, args.jobs, args.dask)

@@ -190,10 +190,16 @@ JOBS_OPTION = {"type": parse_count, "default": default_jobs(), "metavar": "N",
                "help": "runs side by side, each on a fresh machine in a process of its own (default: every core, "
                        "%(default)s here); the results are the same whatever N"}
 
+DASK_OPTION = {"metavar": "ADDRESS",
+               "help": "run the cells on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786; "
+                       "dask-jobqueue or dask-kubernetes start one on SLURM or Kubernetes) instead of here; its "
+                       "workers need vmgames installed and the same files (a shared filesystem)"}
+
 
 def _add_outputs(experiment: argparse.ArgumentParser, name: str) -> None:
     """The options every experiment with a CSV and a plot takes: --jobs, --csv, --plot."""
     experiment.add_argument("--jobs", **JOBS_OPTION)
+    experiment.add_argument("--dask", **DASK_OPTION)
     experiment.add_argument("--csv", metavar="FILE", default=f"{name}.csv",
                             help=f"where to write the figures of each cell (default {name}.csv)")
     experiment.add_argument("--plot", metavar="DIR", default=".",
@@ -333,6 +339,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     chains.add_argument("--pages", type=int, default=32, help="pages of the shared array, 1-64 (default 32)")
     chains.add_argument("--max-depth", type=int, default=5, help="depth limit of the process tree (default 5)")
     chains.add_argument("--jobs", **JOBS_OPTION)
+    chains.add_argument("--dask", **DASK_OPTION)
     chains.add_argument("--csv", metavar="FILE", help="also write per-run figures as CSV")
     zc = experiments.add_parser(
         "zerocopy", help="copying, copy-on-write and vmsplice sends: faults, copies, TLB work and cost per MiB",

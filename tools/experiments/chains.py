@@ -196,7 +196,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(seeds: int, steps: int, pages: int, max_depth: int, csv_path: str | None, jobs: int = 1) -> int:
+def main(seeds: int, steps: int, pages: int, max_depth: int, csv_path: str | None, jobs: int = 1,
+         dask: str | None = None) -> int:
     with open(CASCADE_SOURCE, encoding="utf-8") as f:
         image = assemble(f.read(), "cascade.s")
     with tempfile.TemporaryDirectory(prefix="vmgames-chains-") as scratch:
@@ -206,7 +207,7 @@ def main(seeds: int, steps: int, pages: int, max_depth: int, csv_path: str | Non
         cells = [(program, seed, collapse, steps, pages, max_depth)
                  for seed in range(1, seeds + 1) for collapse in (True, False)]
         runs = run_cells(run_cascade, cells, jobs,
-                         lambda cell: f"seed {cell[1]}, collapse {'on' if cell[2] else 'off'}")
+                         lambda cell: f"seed {cell[1]}, collapse {'on' if cell[2] else 'off'}", dask)
     rows = summary_rows(runs)
     print(f"chain depth under fork cascades: {seeds} seeds, {steps} steps per process, {pages} pages, "
           f"process tree depth <= {max_depth}")

@@ -166,13 +166,13 @@ def write_plot(settings: list[Setting], directory: str) -> list[str]:
     return save_figure(figure, directory, "prefault")
 
 
-def main(runs: int, program: list[str], csv_path: str, plot_dir: str, jobs: int = 1) -> int:
+def main(runs: int, program: list[str], csv_path: str, plot_dir: str, jobs: int = 1, dask: str | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vmgames-prefault-") as scratch:
         rerun = build_libc_program("rerun", scratch)
         if not program:
             program = [build_libc_program("pressure", scratch), "64", "50", "2"]
         settings = run_cells(run_setting, [(rerun, program, runs, name) for name in SETTINGS], jobs,
-                             lambda cell: cell[3])
+                             lambda cell: cell[3], dask)
     publish(f"pre-faulting and pre-zeroing: {' '.join(program)}, run {runs} times (a millisecond of idling before "
             "each)", table(settings), conclusion(settings), lambda path: write_csv(settings, path), csv_path,
             lambda: write_plot(settings, plot_dir))

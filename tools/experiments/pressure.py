@@ -189,14 +189,14 @@ def write_plot(runs: list[PressureRun], directory: str) -> list[str]:
 
 
 def main(ram: int, swap: int, factors: list[float], policies: list[str], hot: int, rounds: int, csv_path: str,
-         plot_dir: str, jobs: int = 1) -> int:
+         plot_dir: str, jobs: int = 1, dask: str | None = None) -> int:
     for policy in policies:
         if policy not in PAGE_USED:
             raise ValueError(policy)
     with tempfile.TemporaryDirectory(prefix="vmgames-pressure-") as scratch:
         program = build_libc_program("pressure", scratch)
         cells = [(program, policy, factor, ram, swap, hot, rounds) for factor in factors for policy in policies]
-        runs = run_cells(run_one, cells, jobs, lambda cell: f"{cell[1]} at {cell[2]:g}x RAM")
+        runs = run_cells(run_one, cells, jobs, lambda cell: f"{cell[1]} at {cell[2]:g}x RAM", dask)
     publish(f"memory pressure: build/pressure PAGES {hot} {rounds} in {ram >> 20} MiB of RAM and {swap >> 20} MiB "
             f"of swap ({hot}% of the working set hot)", table(runs), conclusion(runs),
             lambda path: write_csv(runs, path), csv_path, lambda: write_plot(runs, plot_dir))

@@ -150,11 +150,11 @@ def write_plot(runs: list[RmapRun], directory: str) -> list[str]:
     return save_figure(figure, directory, "rmap")
 
 
-def main(sharer_counts: list[int], csv_path: str, plot_dir: str, jobs: int = 1) -> int:
+def main(sharer_counts: list[int], csv_path: str, plot_dir: str, jobs: int = 1, dask: str | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vmgames-rmap-") as scratch:
         program = build_libc_program("sharers", scratch)
         cells = [(program, sharers, rmap) for sharers in sharer_counts for rmap in RMAPS]
-        runs = run_cells(run_one, cells, jobs, lambda cell: f"{cell[1]} sharers, {cell[2]}")
+        runs = run_cells(run_one, cells, jobs, lambda cell: f"{cell[1]} sharers, {cell[2]}", dask)
     publish(f"reverse maps: build/sharers N {SHARED_PAGES} {PRIVATE_PAGES} in {RAM >> 20} MiB of RAM and "
             f"{SWAP >> 20} MiB of swap, the pageout daemon finding PTEs by pv entries and by scanning", table(runs),
             conclusion(runs), lambda path: write_csv(runs, path), csv_path, lambda: write_plot(runs, plot_dir))

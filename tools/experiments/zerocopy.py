@@ -187,14 +187,14 @@ def run_cell(program: str, cell: Cell, wire_rate: int) -> Cell:
 
 
 def run_all(workloads: Iterable[str], modes: Iterable[str], sizes: Iterable[int], total: int, wire_rate: int,
-            sink: str = "wire", cpus: Iterable[int] = (1,), jobs: int = 1) -> list[Cell]:
+            sink: str = "wire", cpus: Iterable[int] = (1,), jobs: int = 1, dask: str | None = None) -> list[Cell]:
     """Every cell measured, `jobs` at a time (tools/experiments/cells.py), in the table's order."""
     cells = [Cell(w, m, s, total, sink, c) for w in workloads for s in sizes for c in cpus for m in modes]
     with tempfile.TemporaryDirectory(prefix="vmgames-zerocopy-") as scratch:
         programs = build_programs(scratch, dict.fromkeys(cell.workload for cell in cells))
         return run_cells(run_cell, [(programs[cell.workload], cell, wire_rate) for cell in cells], jobs,
                          lambda args: f"{args[1].workload} {args[1].mode} {size_text(args[1].size)} on "
-                                      f"{args[1].cpus} CPUs")
+                                      f"{args[1].cpus} CPUs", dask)
 
 
 def csv_rows(cells: list[Cell], costs: Costs, wire_rate: int) -> list[dict[str, object]]:
@@ -444,7 +444,8 @@ def _check_writable(path: str) -> None:
 
 
 def main(workloads: list[str], modes: list[str], sizes: list[int], total: int, wire_rate: int, costs: Costs,
-         csv_path: str, plot_directory: str, sink: str = "wire", cpus: list[int] = (1,), jobs: int = 1) -> int:
+         csv_path: str, plot_directory: str, sink: str = "wire", cpus: list[int] = (1,), jobs: int = 1,
+         dask: str | None = None) -> int:
     from rich.console import Console
 
     try:
@@ -454,7 +455,7 @@ def main(workloads: list[str], modes: list[str], sizes: list[int], total: int, w
         return 2
     console = Console(width=max(Console().width, TABLE_WIDTH))
     try:
-        cells = run_all(workloads, modes, sizes, total, wire_rate, sink=sink, cpus=cpus, jobs=jobs)
+        cells = run_all(workloads, modes, sizes, total, wire_rate, sink=sink, cpus=cpus, jobs=jobs, dask=dask)
     except ExperimentError as error:
         print(f"vmgames: {error}", file=sys.stderr)
         return 1
