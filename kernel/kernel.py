@@ -28,7 +28,7 @@ from kernel.fs import FileSystem
 from kernel.observer import Observer
 from kernel.oom import oom_kill
 from kernel.pcpu import PerCPU
-from kernel.proc import RUNNABLE, ZOMBIE, Process, ProcessTable
+from kernel.proc import RUNNABLE, Process, ProcessTable
 from kernel.procfs import ProcRoot
 from kernel.sched import DEFAULT_INTERLEAVE, DEFAULT_QUANTUM, Scheduler
 from kernel.sysproc import CLOCK_REALTIME, _now_ns
@@ -63,8 +63,6 @@ class Kernel(ProcessTable, Scheduler, Traps):
         self.pageout = PageoutDaemon(self.vm)   # woken by the allocator when frames run short
         self.allocator.pagedaemon = self.pageout
         self.pageout.oom = lambda pages: oom_kill(self, pages)
-        self.pageout.address_spaces = lambda: list({id(p.vmspace): p.vmspace.pmap for p in self.processes.values()
-                                                    if p.state != ZOMBIE}.values())
         self.fs = FileSystem(root, self.vm)
         self.fs.mount("/proc", ProcRoot(self))
         self.fs.mount("/dev", DevRoot())

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kernel import signals
+from kernel import sigframe, signal_delivery, signals
 from kernel.proc import ZOMBIE
 from kernel.vm.object import ANONYMOUS
 
@@ -48,6 +48,9 @@ def oom_kill(kernel: Kernel, pages: int) -> bool:
         kernel.recorder.event("proc", "oom-kill", target=victim.pid, resident=resident, swapped=swapped)
         current = kernel.current
         if current is not None and current.tgid == victim.tgid:
+            # It is in the middle of a fault: the fault fails, and the SIGKILL, which nothing blocks or catches,
+            # ends it on its way back to user mode (a kernel fault's syscall returns ENOMEM first).
+            current.pending.setdefault(signals.SIGKILL, sigframe.siginfo(signals.SIGKILL, signal_delivery.SI_KERNEL))
             return False
         kernel.kill_process(victim, signals.SIGKILL, "out of memory")
     return True

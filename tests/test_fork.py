@@ -232,6 +232,8 @@ _start:
 value: .zero 8
 """)
     kernel = boot(4 << 20, root=str(tmp_path), stdout=io.BytesIO(), stderr=io.BytesIO())
+    # No pageout daemon to make room (it would drop the program's clean text page, and fork would succeed).
+    kernel.allocator.pagedaemon = None
     init = kernel.spawn(kernel.fs.open_host(program), ["prog"], [])
     handler = kernel.machine.syscall_handler
 

@@ -12,7 +12,7 @@ import bisect
 from dataclasses import dataclass, field
 
 from emulator.ram import PAGE_SIZE
-from kernel.vm.object import VMObject, Vnode
+from kernel.vm.object import ANONYMOUS, VMObject, Vnode
 from kernel.vm.pmap import PROT_EXEC, PROT_READ, PROT_WRITE, Pmap
 
 USER_TOP = 0x0000_8000_0000_0000 - PAGE_SIZE   # highest user address + 1 (the last page stays unmapped)
@@ -158,7 +158,13 @@ class VMSpace:
         for entry in self.map.clip(start, end):
             self.pmap.remove(entry.start, entry.end, reason)
             self.map.remove(entry)
-            entry.object.deallocate()
+            obj = entry.object
+            others = sum(other.object is obj for other in self.map.entries)
+            if others and obj.kind == ANONYMOUS and not obj.shadow_count and obj.ref_count == 1 + others:
+                # Only this map reaches the object, and its other entries do not see this range of it: the
+                # pages there (and their swap) go now, not when the object dies (FreeBSD's OBJ_ONEMAPPING case).
+                obj.page_remove(entry.pindex(entry.start), entry.pindex(entry.end - 1) + 1)
+            obj.deallocate()
 
     def fork(self, pmap: Pmap) -> VMSpace:
         """vmspace_fork: the child's address space, sharing every object with this one.

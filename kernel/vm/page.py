@@ -95,6 +95,7 @@ class PageAllocator:
         # When free pages run short, the pageout daemon (kernel/vm/pageout.py): called with the frames wanted,
         # it says whether they are there now.
         self.pagedaemon: Callable[[int], bool] | None = None
+        self.pmaps: dict[Pmap, None] = {}   # every live address space's page tables, oldest first (Pmap adds itself)
         # FreeBSD's thresholds (vm_pageout.c sizes v_free_min as 4 + (pages - 1024) / 200; ours keeps a page
         # fault's worth more): below free_min the daemon is woken, and it works until free_target is met.
         self.free_min = 4 + PAGES_PER_FAULT + max(0, self.total - 1024) // 200

@@ -74,14 +74,25 @@ class PageoutDaemon:
         self.recorder = vm.recorder
         self.page_used = ACCESSED_BIT      # vmgames run --page-used
         self.rmap = PV                     # vmgames run --rmap
-        # Every address space's pmap, for the SCAN reverse map (the kernel's process table knows them).
-        self.address_spaces: Callable[[], list[pmap.Pmap]] = list
+        # Every address space's pmap, for the SCAN reverse map and the throw-away of idle page tables.
+        self.address_spaces: Callable[[], list[pmap.Pmap]] = lambda: list(self.allocator.pmaps)
         # The out-of-memory killer (kernel/oom.py): called with the frames wanted, it says whether they are
         # there now.
         self.oom: Callable[[int], bool] | None = None
+        self._running = False   # a fault while the daemon or the killer works (a victim's exit) waits for neither
 
     def __call__(self, pages: int) -> bool:
         """Woken because fewer than free_min + `pages` frames are to be had; whether `pages` are, after."""
+        allocator = self.allocator
+        if self._running:
+            return allocator.available >= pages
+        self._running = True
+        try:
+            return self._run(pages)
+        finally:
+            self._running = False
+
+    def _run(self, pages: int) -> bool:
         allocator = self.allocator
         blocked = allocator.available < pages
         previous, self.recorder.pid = self.recorder.pid, PAGEDAEMON_PID
@@ -128,7 +139,10 @@ class PageoutDaemon:
         changed = False
         if self.vm.swap_pager is not None and len(allocator.queues[INACTIVE]):
             changed |= self._launder(allocator.free_target - allocator.available) > 0
-        shortage = allocator.free_target - allocator.available - len(allocator.queues[INACTIVE])
+        swap = self.vm.swap_pager
+        # Inactive pages will be frames once laundered, if there is swap to launder them to.
+        launderable = len(allocator.queues[INACTIVE]) if swap is not None and swap.blist.free_blocks else 0
+        shortage = allocator.free_target - allocator.available - launderable
         if shortage > 0:
             changed |= self._sweep_active(shortage)
         cache = allocator.queues[CACHE]
@@ -145,6 +159,8 @@ class PageoutDaemon:
         active = self.allocator.queues[ACTIVE]
         stale: dict[pmap.Pmap, list[int]] = {}
         moved = False
+        swap = self.vm.swap_pager
+        can_launder = swap is not None and swap.blist.free_blocks > 0
         for page in active:
             if shortage <= 0:
                 break
@@ -160,8 +176,10 @@ class PageoutDaemon:
             elif page.act_count:
                 page.act_count = max(page.act_count - ACT_DECLINE, 0)
                 moved = True
-            if page.act_count or refs:
-                active.insert(page)     # to the tail: the clock hand moves on
+            if page.act_count or refs or (not can_launder and (page.dirty or pmap.is_modified(page))):
+                # To the tail: the clock hand moves on.  A dirty page with no swap to go to stays too: unmapped,
+                # it would only come back by a fault, with nothing freed.
+                active.insert(page)
             else:
                 self._deactivate(page)
                 shortage -= 1

@@ -46,6 +46,7 @@ class Pmap:
         allocator.vm_wait(1)
         self.root = allocator.alloc(wired=True)
         self.tables: dict[int, PageTable] = {self.root.frame: PageTable(self.root)}
+        allocator.pmaps[self] = None
         self.resident = 0
         self.active_cpus: set[int] = set()     # the CPUs whose CR3 points here (pm_active); the scheduler keeps it
 
@@ -162,6 +163,7 @@ class Pmap:
             self.allocator.free(table.page)
         self.tables.clear()
         self.resident = 0
+        self.allocator.pmaps.pop(self, None)
 
     def _unmap_slot(self, slot: int, va: int, old: int, reason: str) -> None:
         """Clear one leaf entry; the caller invalidates the TLB."""
@@ -225,6 +227,11 @@ def remove_all_by_scan(page: VMPage, reason: str, pmaps: list[Pmap]) -> int:
         for va in found:
             pmap.remove(va, va + PAGE_SIZE, reason)
     return probes
+
+
+def is_modified(page: VMPage) -> bool:
+    """pmap_is_modified: whether a PTE mapping the page has its dirty bit set."""
+    return any(pmap.lookup(va) & E.D for pmap, va in page.pv)
 
 
 def ts_referenced(page: VMPage, stale: dict[Pmap, list[int]]) -> int:
