@@ -1,5 +1,7 @@
 """Small assembly programs the tests run, with the numbers they must produce."""
 
+from tools.snippets import CLONE_THREAD  # noqa: F401 (the tests take it from here)
+
 # exit(rdi): the status is the low byte of rdi.
 EXIT_WITH_RDI = """
     mov eax, 60
@@ -19,18 +21,6 @@ EXIT_0 = """
     syscall
 """
 
-# clone(CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD, no new stack): a thread of this
-# process, which must not touch the stack it shares; rax is 0 in the thread, its tid in the caller.
-CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000
-CLONE_THREAD = f"""
-    mov eax, 56
-    mov edi, {CLONE_THREAD_FLAGS}
-    xor esi, esi
-    xor edx, edx
-    xor r10d, r10d
-    xor r8d, r8d
-    syscall
-"""
 
 # fork(): rax is the child's pid in the parent, 0 in the child (-errno if it failed).
 FORK = """

@@ -19,6 +19,7 @@ from emulator import yardstick
 from tools import trace
 from tools.assembler import assemble
 from tools.boot import boot
+from tools.snippets import CLONE_THREAD
 
 LOOP_ITERATIONS = 50_000_000
 LOOP = """
@@ -140,18 +141,6 @@ child:
     syscall
 """
 
-
-CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000   # VM, FS, FILES, SIGHAND, THREAD
-# clone a thread of this process on no stack of its own: rax is 0 in the thread.
-CLONE_THREAD = f"""
-    mov eax, 56
-    mov edi, {CLONE_THREAD_FLAGS}
-    xor esi, esi
-    xor edx, edx
-    xor r10d, r10d
-    xor r8d, r8d
-    syscall
-"""
 
 # Four threads share {n} iterations of the compute loop (n/4 each, the main thread's included); the last to
 # finish wakes the main thread, which waits on a futex (it spins on no CPU) and exits.  The threads share the
