@@ -136,15 +136,16 @@ class PageoutDaemon:
         """vm_pageout_scan, one pass: launder, sweep the active queue, keep free_min free; whether anything
         changed."""
         allocator = self.allocator
-        changed = False
-        if self.vm.swap_pager is not None and len(allocator.queues[INACTIVE]):
-            changed |= self._launder(allocator.free_target - allocator.available) > 0
         swap = self.vm.swap_pager
+        changed = False
+        if swap is not None and len(allocator.queues[INACTIVE]):
+            changed |= self._launder(allocator.free_target - allocator.available) > 0
         # Inactive pages will be frames once laundered, if there is swap to launder them to.
-        launderable = len(allocator.queues[INACTIVE]) if swap is not None and swap.blist.free_blocks else 0
-        shortage = allocator.free_target - allocator.available - launderable
+        can_launder = swap is not None and swap.blist.free_blocks > 0
+        shortage = allocator.free_target - allocator.available - (len(allocator.queues[INACTIVE]) if can_launder
+                                                                   else 0)
         if shortage > 0:
-            changed |= self._sweep_active(shortage)
+            changed |= self._sweep_active(shortage, can_launder)
         cache = allocator.queues[CACHE]
         while allocator.free_count < allocator.free_min and len(cache):
             page = next(iter(cache.pages))
@@ -153,14 +154,12 @@ class PageoutDaemon:
             changed = True
         return changed
 
-    def _sweep_active(self, shortage: int) -> bool:
+    def _sweep_active(self, shortage: int, can_launder: bool) -> bool:
         """Age the active queue from its head until `shortage` candidates are found or every page was seen
-        once; whether any page's count moved."""
+        once (a dirty one is no candidate unless it `can_launder`); whether any page's count moved."""
         active = self.allocator.queues[ACTIVE]
         stale: dict[pmap.Pmap, list[int]] = {}
         moved = False
-        swap = self.vm.swap_pager
-        can_launder = swap is not None and swap.blist.free_blocks > 0
         for page in active:
             if shortage <= 0:
                 break
