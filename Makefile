@@ -49,7 +49,7 @@ test: userland
 	$(PY) -m pytest -q
 
 bench: userland
-	$(PY) -m tools.bench
+	$(PY) -m vmgames.tools.bench
 
 # After a change meant to change what the kernel does: record the traces anew (tests/trace_digests.py).
 trace-digests: userland

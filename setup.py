@@ -1,5 +1,5 @@
 """Only for the C extensions (the hot paths); metadata is in pyproject.toml."""
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("emulator._native", ["emulator/_native.c"]),
-                   Extension("tools._tracewriter", ["tools/_tracewriter.c"])])
+setup(ext_modules=[Extension("vmgames.emulator._native", ["emulator/_native.c"]),
+                   Extension("vmgames.tools._tracewriter", ["tools/_tracewriter.c"])])

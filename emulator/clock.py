@@ -14,8 +14,7 @@ from collections.abc import Callable
 
 import unicorn
 from unicorn.unicorn_py3.unicorn import uclib
-
-from emulator import _native
+from vmgames.emulator import _native
 
 
 class _ClockState(ctypes.Structure):

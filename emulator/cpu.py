@@ -15,8 +15,7 @@ import struct
 import unicorn
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib
-
-from emulator import _native, cpuid
+from vmgames.emulator import _native, cpuid
 
 # Registers in the order of GDB's x86-64 target description (amd64 core).
 GENERAL_REGISTERS = (

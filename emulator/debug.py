@@ -23,10 +23,9 @@ from collections.abc import Callable
 
 import unicorn
 from unicorn import x86_const as X
-
-from emulator import cpu, mmu
-from emulator import pte as E
-from emulator.machine import Machine
+from vmgames.emulator import cpu, mmu
+from vmgames.emulator import pte as E
+from vmgames.emulator.machine import Machine
 
 # Every register gdb's amd64 description names (tools/gdb/registers.py), by gdb's name.
 REGISTER_IDS: dict[str, int] = {

@@ -31,11 +31,10 @@ from typing import TYPE_CHECKING
 import capstone
 from capstone import x86_const as CX
 from unicorn import x86_const as X
-
-from emulator import cpuid
+from vmgames.emulator import cpuid
 
 if TYPE_CHECKING:
-    from emulator.machine import Machine
+    from vmgames.emulator.machine import Machine
 
 # The TSC's rate: it counts virtual nanoseconds, one per instruction retired, idle time included.
 TSC_HZ = 1_000_000_000

@@ -21,12 +21,11 @@ from collections.abc import Callable
 import unicorn
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib
-
-from emulator import mmu, pte, traps
-from emulator.cpu import CPU
-from emulator.determinism import DEFAULT_SEED, Determinism
-from emulator.processor import Processor
-from emulator.ram import PAGE_SHIFT, PAGE_SIZE, PhysicalMemory
+from vmgames.emulator import mmu, pte, traps
+from vmgames.emulator.cpu import CPU
+from vmgames.emulator.determinism import DEFAULT_SEED, Determinism
+from vmgames.emulator.processor import Processor
+from vmgames.emulator.ram import PAGE_SHIFT, PAGE_SIZE, PhysicalMemory
 
 DEFAULT_RAM_SIZE = 256 << 20
 # Each processor marks the frames it fetched code from with its own bit of one byte per frame.

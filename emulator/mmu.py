@@ -22,7 +22,7 @@ x86 MMU (which Unicorn embeds) does where the manual leaves room:
 
 from __future__ import annotations
 
-from emulator import pte as E
+from vmgames.emulator import pte as E
 
 READ, WRITE, FETCH = 0, 1, 2
 ACCESS_NAMES = ("read", "write", "fetch")

@@ -15,11 +15,10 @@ made coherent by the board: emulator/machine.py).
 from __future__ import annotations
 
 import unicorn
-
-from emulator.clock import InstructionClock
-from emulator.cpu import CPU
-from emulator.ram import PAGE_SHIFT, PhysicalMemory
-from emulator.tlb import TLB
+from vmgames.emulator.clock import InstructionClock
+from vmgames.emulator.cpu import CPU
+from vmgames.emulator.ram import PAGE_SHIFT, PhysicalMemory
+from vmgames.emulator.tlb import TLB
 
 
 class Processor:

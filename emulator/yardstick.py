@@ -12,8 +12,7 @@ import ctypes
 import time
 
 import unicorn
-
-from emulator.cpu import REGISTER_IDS
+from vmgames.emulator.cpu import REGISTER_IDS
 
 LOAD_ADDRESS = 0x1000
 MEMORY_SIZE = 1 << 20

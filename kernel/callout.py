@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from emulator.machine import Machine
+from vmgames.emulator.machine import Machine
 
 
 class Timed(Protocol):

@@ -13,10 +13,10 @@ from __future__ import annotations
 import stat
 from typing import Any
 
-from kernel import errno
-from kernel.errno import SyscallError
-from kernel.file import O_ACCMODE, O_RDONLY, OpenFile
-from kernel.fs import DirectoryEntry, Inode, Stat, dtype_of
+from vmgames.kernel import errno
+from vmgames.kernel.errno import SyscallError
+from vmgames.kernel.file import O_ACCMODE, O_RDONLY, OpenFile
+from vmgames.kernel.fs import DirectoryEntry, Inode, Stat, dtype_of
 
 DEV_DEV = 0x5                   # st_dev of the devtmpfs (0:5, as on Linux)
 ROOT_INO = 1

@@ -15,7 +15,7 @@ import itertools
 import struct
 from dataclasses import dataclass
 
-from emulator.ram import PAGE_SIZE
+from vmgames.emulator.ram import PAGE_SIZE
 
 PT_LOAD = 1
 PT_INTERP = 3

@@ -23,20 +23,20 @@ import os
 import struct
 from typing import TYPE_CHECKING
 
-from emulator import cpuid
-from emulator.ram import PAGE_SIZE
-from kernel import elf, errno
-from kernel.errno import SyscallError
-from kernel.fs import HostFile
-from kernel.vm.map import USER_TOP, MapEntry, VMMap, VMSpace
-from kernel.vm.object import ANONYMOUS, VMObject
-from kernel.vm.page import OutOfMemory
-from kernel.vm.pmap import PROT_EXEC, PROT_READ, PROT_WRITE, Pmap
-from kernel.vm.prefault import MAP, vm_map_pmap_enter
+from vmgames.emulator import cpuid
+from vmgames.emulator.ram import PAGE_SIZE
+from vmgames.kernel import elf, errno
+from vmgames.kernel.errno import SyscallError
+from vmgames.kernel.fs import HostFile
+from vmgames.kernel.vm.map import USER_TOP, MapEntry, VMMap, VMSpace
+from vmgames.kernel.vm.object import ANONYMOUS, VMObject
+from vmgames.kernel.vm.page import OutOfMemory
+from vmgames.kernel.vm.pmap import PROT_EXEC, PROT_READ, PROT_WRITE, Pmap
+from vmgames.kernel.vm.prefault import MAP, vm_map_pmap_enter
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.proc import Process
+    from vmgames.kernel.kernel import Kernel
+    from vmgames.kernel.proc import Process
 
 STACK_TOP = USER_TOP
 STACK_SIZE = 8 << 20
@@ -177,7 +177,7 @@ def _segment_name(prot: int) -> str:
 
 def _build_stack(proc: Process, image: elf.Image, base: int, argv: list[str], envp: list[str]) -> int:
     """Write argc, argv, envp, auxv and the strings at the top of the stack; returns the new rsp."""
-    from kernel.uaccess import copyout
+    from vmgames.kernel.uaccess import copyout
 
     uid, gid = proc.kernel.credentials
     execfn = argv[0] if argv else ""

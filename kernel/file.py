@@ -11,13 +11,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from kernel import errno, signals
-from kernel.errno import SyscallError
-from kernel.fs import DirectoryEntry, HostFile, Inode, Stat
-from kernel.uaccess import copyin, copyout
+from vmgames.kernel import errno, signals
+from vmgames.kernel.errno import SyscallError
+from vmgames.kernel.fs import DirectoryEntry, HostFile, Inode, Stat
+from vmgames.kernel.uaccess import copyin, copyout
 
 if TYPE_CHECKING:
-    from kernel.proc import Process
+    from vmgames.kernel.proc import Process
 
 CHUNK = 64 << 10    # bytes moved between user memory and a file at a time
 

@@ -20,10 +20,10 @@ from abc import ABC, abstractmethod
 from collections import deque
 from typing import Any, NamedTuple
 
-from kernel import errno
-from kernel.errno import SyscallError
-from kernel.vm.context import VMContext
-from kernel.vm.object import VNODE, VMObject
+from vmgames.kernel import errno
+from vmgames.kernel.errno import SyscallError
+from vmgames.kernel.vm.context import VMContext
+from vmgames.kernel.vm.object import VNODE, VMObject
 
 PATH_MAX = 4096
 NAME_MAX = 255

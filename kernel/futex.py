@@ -18,13 +18,13 @@ import struct
 from collections import deque
 from typing import TYPE_CHECKING
 
-from kernel import errno
-from kernel.errno import SyscallError
-from kernel.uaccess import copyin
+from vmgames.kernel import errno
+from vmgames.kernel.errno import SyscallError
+from vmgames.kernel.uaccess import copyin
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.proc import Process
+    from vmgames.kernel.kernel import Kernel
+    from vmgames.kernel.proc import Process
 
 FUTEX_WAIT, FUTEX_WAKE, FUTEX_FD, FUTEX_REQUEUE, FUTEX_CMP_REQUEUE = 0, 1, 2, 3, 4
 FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET = 9, 10
@@ -59,7 +59,7 @@ def _queue(kernel: Kernel, name: tuple) -> deque[Waiter]:
 
 def _still_asleep(waiter: Waiter) -> bool:
     """The sleep it was queued for has not ended some other way (a timeout, a signal, its death)."""
-    from kernel.proc import SLEEPING
+    from vmgames.kernel.proc import SLEEPING
 
     return waiter.proc.state == SLEEPING and waiter.proc.sleeps == waiter.sleep
 

@@ -20,26 +20,26 @@ import sys
 from collections import deque
 from typing import BinaryIO
 
-from emulator.determinism import SplitMix64
-from emulator.machine import Machine
-from kernel.callout import CalloutQueue
-from kernel.devfs import DevRoot
-from kernel.fs import FileSystem
-from kernel.observer import Observer
-from kernel.oom import oom_kill
-from kernel.pcpu import PerCPU
-from kernel.proc import RUNNABLE, Process, ProcessTable
-from kernel.procfs import ProcRoot
-from kernel.sched import DEFAULT_INTERLEAVE, DEFAULT_QUANTUM, Scheduler
-from kernel.sysproc import CLOCK_REALTIME, _now_ns
-from kernel.timer import Timers
-from kernel.trap import Traps
-from kernel.vm.context import VMContext
-from kernel.vm.page import PageAllocator
-from kernel.vm.pageout import PageoutDaemon
-from kernel.vm.shootdown import TLBShootdown
-from kernel.vmmeter import Recorder
-from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE, Wire
+from vmgames.emulator.determinism import SplitMix64
+from vmgames.emulator.machine import Machine
+from vmgames.kernel.callout import CalloutQueue
+from vmgames.kernel.devfs import DevRoot
+from vmgames.kernel.fs import FileSystem
+from vmgames.kernel.observer import Observer
+from vmgames.kernel.oom import oom_kill
+from vmgames.kernel.pcpu import PerCPU
+from vmgames.kernel.proc import RUNNABLE, Process, ProcessTable
+from vmgames.kernel.procfs import ProcRoot
+from vmgames.kernel.sched import DEFAULT_INTERLEAVE, DEFAULT_QUANTUM, Scheduler
+from vmgames.kernel.sysproc import CLOCK_REALTIME, _now_ns
+from vmgames.kernel.timer import Timers
+from vmgames.kernel.trap import Traps
+from vmgames.kernel.vm.context import VMContext
+from vmgames.kernel.vm.page import PageAllocator
+from vmgames.kernel.vm.pageout import PageoutDaemon
+from vmgames.kernel.vm.shootdown import TLBShootdown
+from vmgames.kernel.vmmeter import Recorder
+from vmgames.kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE, Wire
 
 DEFAULT_MAX_PROCESSES = 256
 # getrandom's bytes come from the run's --seed, in a stream of their own (rdrand's is SplitMix64(seed)),

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kernel import errno
-from kernel.errno import SyscallError
-from kernel.file import Directory, OpenFile
-from kernel.fs import PATH_MAX, HostFile, Inode
-from kernel.uaccess import copyinstr
+from vmgames.kernel import errno
+from vmgames.kernel.errno import SyscallError
+from vmgames.kernel.file import Directory, OpenFile
+from vmgames.kernel.fs import PATH_MAX, HostFile, Inode
+from vmgames.kernel.uaccess import copyinstr
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.proc import Process
+    from vmgames.kernel.kernel import Kernel
+    from vmgames.kernel.proc import Process
 
 AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW, AT_EACCESS, AT_SYMLINK_FOLLOW, AT_NO_AUTOMOUNT, AT_EMPTY_PATH = 0x100, 0x200, 0x400, 0x800, 0x1000

@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.proc import Process
-    from kernel.vm.fault import FaultResult
+    from vmgames.kernel.kernel import Kernel
+    from vmgames.kernel.proc import Process
+    from vmgames.kernel.vm.fault import FaultResult
 
 
 class Observer:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kernel import sigframe, signal_delivery, signals
-from kernel.proc import ZOMBIE
-from kernel.vm.object import ANONYMOUS
+from vmgames.kernel import sigframe, signal_delivery, signals
+from vmgames.kernel.proc import ZOMBIE
+from vmgames.kernel.vm.object import ANONYMOUS
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.proc import Process
+    from vmgames.kernel.kernel import Kernel
+    from vmgames.kernel.proc import Process
 
 
 def footprint(proc: Process) -> tuple[int, int, int]:

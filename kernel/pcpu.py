@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from emulator.processor import Processor
+from vmgames.emulator.processor import Processor
 
 if TYPE_CHECKING:
-    from kernel.proc import Process
-    from kernel.vm.map import VMSpace
+    from vmgames.kernel.proc import Process
+    from vmgames.kernel.vm.map import VMSpace
 
 
 class ShootdownIPI:

@@ -24,17 +24,17 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-from emulator.ram import PAGE_SIZE
-from kernel import errno, signals
-from kernel.errno import SyscallError
-from kernel.file import POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, OpenFile
-from kernel.fs import Stat
-from kernel.sink import COPY, Segment, SinkEnd
-from kernel.uaccess import copyin, copyout
+from vmgames.emulator.ram import PAGE_SIZE
+from vmgames.kernel import errno, signals
+from vmgames.kernel.errno import SyscallError
+from vmgames.kernel.file import POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, OpenFile
+from vmgames.kernel.fs import Stat
+from vmgames.kernel.sink import COPY, Segment, SinkEnd
+from vmgames.kernel.uaccess import copyin, copyout
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.proc import Process
+    from vmgames.kernel.kernel import Kernel
+    from vmgames.kernel.proc import Process
 
 PIPE_SLOTS = 16                           # Linux's PIPE_DEF_BUFFERS
 PIPE_CAPACITY = PIPE_SLOTS * PAGE_SIZE    # 65536 bytes

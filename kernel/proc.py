@@ -21,22 +21,22 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from emulator.cpu import SYSCALL_LENGTH
-from emulator.machine import Machine
-from kernel import errno, signals
-from kernel.errno import SyscallError
-from kernel.exec import exec_image
-from kernel.file import Console, OpenFile
-from kernel.vm.map import VMSpace
-from kernel.vm.page import PageAllocator
-from kernel.vm.pmap import Pmap
-from kernel.vmmeter import Recorder
+from vmgames.emulator.cpu import SYSCALL_LENGTH
+from vmgames.emulator.machine import Machine
+from vmgames.kernel import errno, signals
+from vmgames.kernel.errno import SyscallError
+from vmgames.kernel.exec import exec_image
+from vmgames.kernel.file import Console, OpenFile
+from vmgames.kernel.vm.map import VMSpace
+from vmgames.kernel.vm.page import PageAllocator
+from vmgames.kernel.vm.pmap import Pmap
+from vmgames.kernel.vmmeter import Recorder
 
 if TYPE_CHECKING:
-    from kernel.fs import HostFile
-    from kernel.kernel import Kernel
-    from kernel.observer import Observer
-    from kernel.timer import Timers
+    from vmgames.kernel.fs import HostFile
+    from vmgames.kernel.kernel import Kernel
+    from vmgames.kernel.observer import Observer
+    from vmgames.kernel.timer import Timers
 
 RUNNABLE = "runnable"
 SLEEPING = "sleeping"    # blocked in a syscall, which restarts when it is woken
@@ -224,7 +224,7 @@ class ProcessTable:
                     thread: bool = False) -> None:
         """Send a signal to `proc`'s process (or to the thread `proc` if `thread`): ignored, fatal, or pending
         for a handler (kernel/signal_delivery.py).  Without `info`, the kernel sent it (SI_KERNEL)."""
-        from kernel import sigframe, signal_delivery
+        from vmgames.kernel import sigframe, signal_delivery
 
         if info is None:
             info = sigframe.siginfo(signal, signal_delivery.SI_KERNEL)
@@ -317,8 +317,8 @@ class ProcessTable:
         """What a task gives back as it exits: Linux's mm_release (the tid word, a vfork parent), then its share
         of the descriptor table and of the address space."""
         if proc.clear_child_tid and proc.vmspace.users > 1:
-            from kernel import futex
-            from kernel.uaccess import copyout
+            from vmgames.kernel import futex
+            from vmgames.kernel.uaccess import copyout
 
             try:
                 copyout(proc, proc.clear_child_tid, bytes(4))
@@ -356,7 +356,7 @@ class ProcessTable:
             self.wakeup(("wait", leader.ppid))
             parent = self.processes.get(leader.ppid)
             if parent is not None:
-                from kernel import sigframe
+                from vmgames.kernel import sigframe
 
                 status, how = (signal, CLD_KILLED) if signal else (code, CLD_EXITED)
                 self.send_signal(parent, signals.SIGCHLD, f"child {leader.pid} ended",

@@ -15,15 +15,15 @@ import os
 import stat
 from typing import TYPE_CHECKING, Any
 
-from kernel import errno
-from kernel.errno import SyscallError
-from kernel.fs import DirectoryEntry, Inode, Stat, SyntheticFile, dtype_of
-from kernel.vm.map import MapEntry, prot_letters
-from kernel.vm.object import VNODE
+from vmgames.kernel import errno
+from vmgames.kernel.errno import SyscallError
+from vmgames.kernel.fs import DirectoryEntry, Inode, Stat, SyntheticFile, dtype_of
+from vmgames.kernel.vm.map import MapEntry, prot_letters
+from vmgames.kernel.vm.object import VNODE
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.proc import Process
+    from vmgames.kernel.kernel import Kernel
+    from vmgames.kernel.proc import Process
 
 PROC_DEV = 0x16                 # st_dev of procfs: an anonymous device (0:22 here; Linux numbers them as mounted)
 ROOT_INO = 1

@@ -24,20 +24,20 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from emulator import traps
-from emulator.cpu import SYSCALL_LENGTH
-from emulator.determinism import SplitMix64
-from emulator.machine import Machine
-from kernel import signal_delivery, signals
-from kernel.callout import CalloutQueue
-from kernel.pcpu import PerCPU
-from kernel.proc import RUNNABLE, SLEEPING, ZOMBIE, Process
-from kernel.vm.map import VMSpace
-from kernel.vm.page import PageAllocator
-from kernel.vmmeter import Recorder
+from vmgames.emulator import traps
+from vmgames.emulator.cpu import SYSCALL_LENGTH
+from vmgames.emulator.determinism import SplitMix64
+from vmgames.emulator.machine import Machine
+from vmgames.kernel import signal_delivery, signals
+from vmgames.kernel.callout import CalloutQueue
+from vmgames.kernel.pcpu import PerCPU
+from vmgames.kernel.proc import RUNNABLE, SLEEPING, ZOMBIE, Process
+from vmgames.kernel.vm.map import VMSpace
+from vmgames.kernel.vm.page import PageAllocator
+from vmgames.kernel.vmmeter import Recorder
 
 if TYPE_CHECKING:
-    from kernel.observer import Observer
+    from vmgames.kernel.observer import Observer
 
 DEFAULT_QUANTUM = 1_000_000      # instructions per scheduling slice
 # Host microseconds per slice when no instructions are counted.  Unicorn's

@@ -15,13 +15,13 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from emulator.cpu import FXSAVE_SIZE
-from kernel import signal_delivery, signals
-from kernel.uaccess import copyin, copyout
+from vmgames.emulator.cpu import FXSAVE_SIZE
+from vmgames.kernel import signal_delivery, signals
+from vmgames.kernel.uaccess import copyin, copyout
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.proc import Process
+    from vmgames.kernel.kernel import Kernel
+    from vmgames.kernel.proc import Process
 
 RED_ZONE = 128
 PAGE_FAULT_VECTOR = 14

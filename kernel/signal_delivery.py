@@ -17,14 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from emulator.cpu import SYSCALL_LENGTH
-from kernel import errno, sigframe, signals
-from kernel.errno import SyscallError
-from kernel.proc import RUNNABLE, SLEEPING, ZOMBIE
+from vmgames.emulator.cpu import SYSCALL_LENGTH
+from vmgames.kernel import errno, sigframe, signals
+from vmgames.kernel.errno import SyscallError
+from vmgames.kernel.proc import RUNNABLE, SLEEPING, ZOMBIE
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.proc import Process
+    from vmgames.kernel.kernel import Kernel
+    from vmgames.kernel.proc import Process
 
 SIG_DFL, SIG_IGN = 0, 1
 SA_NOCLDSTOP, SA_NOCLDWAIT, SA_SIGINFO, SA_RESTORER = 0x1, 0x2, 0x4, 0x04000000
@@ -125,7 +125,7 @@ def deliver(kernel: Kernel, proc: Process, fault_signal: int = 0) -> None:
     then start a handler for each deliverable signal, or take its default action.  `fault_signal` is the
     signal of a fault the thread just took: its handler's start is counted as a fault handled (a write
     barrier's), the others' as signals handled."""
-    from kernel.syscall import syscall_name
+    from vmgames.kernel.syscall import syscall_name
 
     cpu = kernel.machine.cpu
     if proc.restart_result is not None:

@@ -24,18 +24,18 @@ from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from emulator.ram import PAGE_SIZE
-from kernel import errno
-from kernel.errno import SyscallError
-from kernel.file import O_WRONLY, OpenFile
-from kernel.uaccess import copyin, user_page
-from kernel.vm.pmap import remove_write
+from vmgames.emulator.ram import PAGE_SIZE
+from vmgames.kernel import errno
+from vmgames.kernel.errno import SyscallError
+from vmgames.kernel.file import O_WRONLY, OpenFile
+from vmgames.kernel.uaccess import copyin, user_page
+from vmgames.kernel.vm.pmap import remove_write
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.proc import Process
-    from kernel.vm.page import PageAllocator, VMPage
-    from kernel.vmmeter import Recorder
+    from vmgames.kernel.kernel import Kernel
+    from vmgames.kernel.proc import Process
+    from vmgames.kernel.vm.page import PageAllocator, VMPage
+    from vmgames.kernel.vmmeter import Recorder
 
 COPY, COW, LEND = "copy", "cow", "lend"
 

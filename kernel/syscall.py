@@ -20,15 +20,15 @@ from collections.abc import Callable
 from operator import call
 from typing import TYPE_CHECKING, NamedTuple
 
-from kernel import errno, sysfile, sysinfo, sysio, sysmem, sysproc, syssignal, sysstat, systhread, syszerocopy
-from kernel.errno import SyscallError
-from kernel.linux_syscalls import LINUX_SYSCALLS
-from kernel.proc import SLEEPING
-from kernel.vm.page import OutOfMemory
+from vmgames.kernel import errno, sysfile, sysinfo, sysio, sysmem, sysproc, syssignal, sysstat, systhread, syszerocopy
+from vmgames.kernel.errno import SyscallError
+from vmgames.kernel.linux_syscalls import LINUX_SYSCALLS
+from vmgames.kernel.proc import SLEEPING
+from vmgames.kernel.vm.page import OutOfMemory
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.proc import Process
+    from vmgames.kernel.kernel import Kernel
+    from vmgames.kernel.proc import Process
 
 Handler = Callable[..., int]
 

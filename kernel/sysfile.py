@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kernel import errno, namei, sysstat
-from kernel.devfs import Device
-from kernel.errno import SyscallError
-from kernel.file import (
+from vmgames.kernel import errno, namei, sysstat
+from vmgames.kernel.devfs import Device
+from vmgames.kernel.errno import SyscallError
+from vmgames.kernel.file import (
     O_ACCMODE,
     O_DIRECTORY,
     O_LARGEFILE,
@@ -18,16 +18,16 @@ from kernel.file import (
     OpenFile,
     RegularFile,
 )
-from kernel.fs import PATH_MAX, HostFile, SyntheticFile
-from kernel.namei import AT_FDCWD, descriptor
-from kernel.pipe import open_pipe
-from kernel.proc import MAX_FDS
-from kernel.uaccess import MAX_RW_COUNT, access_ok, copyinstr, copyout, import_iovec
-from kernel.wire import WIRE_PATH
+from vmgames.kernel.fs import PATH_MAX, HostFile, SyntheticFile
+from vmgames.kernel.namei import AT_FDCWD, descriptor
+from vmgames.kernel.pipe import open_pipe
+from vmgames.kernel.proc import MAX_FDS
+from vmgames.kernel.uaccess import MAX_RW_COUNT, access_ok, copyinstr, copyout, import_iovec
+from vmgames.kernel.wire import WIRE_PATH
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.proc import Process
+    from vmgames.kernel.kernel import Kernel
+    from vmgames.kernel.proc import Process
 
 O_CREAT, O_EXCL, O_NOCTTY, O_TRUNC, O_NOFOLLOW, O_CLOEXEC = 0o100, 0o200, 0o400, 0o1000, 0o400000, 0o2000000
 # What an open file keeps of open's flags (F_GETFL shows them): Linux's do_dentry_open drops the rest.

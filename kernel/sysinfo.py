@@ -11,15 +11,15 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from emulator.ram import PAGE_SIZE
-from kernel import errno
-from kernel.errno import SyscallError
-from kernel.sysproc import CLOCK_BOOTTIME, CLOCK_REALTIME, _now_ns
-from kernel.uaccess import MAX_RW_COUNT, access_ok, copyin, copyout
+from vmgames.emulator.ram import PAGE_SIZE
+from vmgames.kernel import errno
+from vmgames.kernel.errno import SyscallError
+from vmgames.kernel.sysproc import CLOCK_BOOTTIME, CLOCK_REALTIME, _now_ns
+from vmgames.kernel.uaccess import MAX_RW_COUNT, access_ok, copyin, copyout
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.proc import Process
+    from vmgames.kernel.kernel import Kernel
+    from vmgames.kernel.proc import Process
 
 RLIM_INFINITY = (1 << 64) - 1
 (RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_DATA, RLIMIT_STACK, RLIMIT_CORE, RLIMIT_RSS, RLIMIT_NPROC, RLIMIT_NOFILE,

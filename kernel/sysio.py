@@ -13,17 +13,17 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from kernel import errno
-from kernel.errno import SyscallError
-from kernel.file import CHUNK, O_NOATIME, POLLERR, POLLHUP, POLLNVAL, SETFL_MASK, Console, OpenFile
-from kernel.namei import descriptor
-from kernel.proc import MAX_FDS, SLEEPING, ZOMBIE
-from kernel.sysinfo import RLIMIT_NOFILE, rlimit
-from kernel.uaccess import access_ok, copyin, copyout, import_iovec
+from vmgames.kernel import errno
+from vmgames.kernel.errno import SyscallError
+from vmgames.kernel.file import CHUNK, O_NOATIME, POLLERR, POLLHUP, POLLNVAL, SETFL_MASK, Console, OpenFile
+from vmgames.kernel.namei import descriptor
+from vmgames.kernel.proc import MAX_FDS, SLEEPING, ZOMBIE
+from vmgames.kernel.sysinfo import RLIMIT_NOFILE, rlimit
+from vmgames.kernel.uaccess import access_ok, copyin, copyout, import_iovec
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.proc import Process
+    from vmgames.kernel.kernel import Kernel
+    from vmgames.kernel.proc import Process
 
 SEEK_MAX = 4                         # SEEK_HOLE
 F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL = 0, 1, 2, 3, 4

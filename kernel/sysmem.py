@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from emulator.ram import PAGE_SIZE
-from kernel import errno
-from kernel.devfs import DeviceFile
-from kernel.errno import SyscallError
-from kernel.file import RegularFile
-from kernel.vm.map import USER_TOP, MapEntry, VMSpace
-from kernel.vm.object import ANONYMOUS, VMObject
-from kernel.vm.pmap import PROT_EXEC, PROT_READ, PROT_WRITE
-from kernel.vm.prefault import MAP, vm_map_pmap_enter
+from vmgames.emulator.ram import PAGE_SIZE
+from vmgames.kernel import errno
+from vmgames.kernel.devfs import DeviceFile
+from vmgames.kernel.errno import SyscallError
+from vmgames.kernel.file import RegularFile
+from vmgames.kernel.vm.map import USER_TOP, MapEntry, VMSpace
+from vmgames.kernel.vm.object import ANONYMOUS, VMObject
+from vmgames.kernel.vm.pmap import PROT_EXEC, PROT_READ, PROT_WRITE
+from vmgames.kernel.vm.prefault import MAP, vm_map_pmap_enter
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.proc import Process
+    from vmgames.kernel.kernel import Kernel
+    from vmgames.kernel.proc import Process
 
 MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x03, 0x10, 0x20
 MAP_TYPE = 0x0F

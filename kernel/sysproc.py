@@ -6,15 +6,15 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
-from kernel import errno, sigframe, syssignal
-from kernel.errno import SyscallError
-from kernel.signal_delivery import SI_USER
-from kernel.uaccess import copyin, copyout
-from kernel.vm.map import USER_TOP
+from vmgames.kernel import errno, sigframe, syssignal
+from vmgames.kernel.errno import SyscallError
+from vmgames.kernel.signal_delivery import SI_USER
+from vmgames.kernel.uaccess import copyin, copyout
+from vmgames.kernel.vm.map import USER_TOP
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.proc import Process
+    from vmgames.kernel.kernel import Kernel
+    from vmgames.kernel.proc import Process
 
 ARCH_SET_GS, ARCH_SET_FS, ARCH_GET_FS, ARCH_GET_GS = 0x1001, 0x1002, 0x1003, 0x1004
 RUSAGE_SELF, RUSAGE_CHILDREN, RUSAGE_THREAD = 0, -1, 1
@@ -153,7 +153,7 @@ def _string_array(proc: Process, address: int, most: int) -> list[str]:
 
     The pointers are read a page at a time, never past the page that holds the terminating NULL.
     """
-    from kernel.uaccess import copyin_u64s, copyinstr
+    from vmgames.kernel.uaccess import copyin_u64s, copyinstr
 
     strings: list[str] = []
     if address == 0:
@@ -172,10 +172,10 @@ def _string_array(proc: Process, address: int, most: int) -> list[str]:
 
 
 def sys_execve(kernel: Kernel, proc: Process, path: int, argv: int, envp: int, *_: int) -> int:
-    from kernel.exec import ARG_MAX, exec_image
-    from kernel.fs import PATH_MAX
-    from kernel.namei import lookup_executable
-    from kernel.uaccess import copyinstr
+    from vmgames.kernel.exec import ARG_MAX, exec_image
+    from vmgames.kernel.fs import PATH_MAX
+    from vmgames.kernel.namei import lookup_executable
+    from vmgames.kernel.uaccess import copyinstr
 
     name = copyinstr(proc, path, PATH_MAX)
     arguments = _string_array(proc, argv, ARG_MAX // 8)
@@ -198,7 +198,7 @@ def sys_wait4(kernel: Kernel, proc: Process, pid: int, status: int, options: int
     """Linux's kernel_wait4: pid > 0 that child, -1 or 0 any child (every process is in one process group),
     < -1 the children in process group -pid (only group 1 exists).  The child is reaped before its status
     and rusage are copied out: a bad pointer is EFAULT with the child gone, as on Linux."""
-    from kernel.proc import INIT_PID
+    from vmgames.kernel.proc import INIT_PID
 
     if options & 0xFFFF_FFFF & ~(WNOHANG | WUNTRACED | WCONTINUED | __WNOTHREAD | __WALL | __WCLONE):
         raise SyscallError(errno.EINVAL)
@@ -229,7 +229,7 @@ def sys_wait4(kernel: Kernel, proc: Process, pid: int, status: int, options: int
 def sys_kill(kernel: Kernel, proc: Process, pid: int, signal: int, *_: int) -> int:
     """Linux's kill_something_info.  Every process is in one process group, numbered 1: pid 0 and -1 name
     it (-1 without process 1 and the caller), a pid below -1 names group -pid; signal 0 only checks."""
-    from kernel.proc import INIT_PID
+    from vmgames.kernel.proc import INIT_PID
 
     if not 0 <= signal <= 64:
         raise SyscallError(errno.EINVAL)

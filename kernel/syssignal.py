@@ -7,9 +7,9 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from kernel import errno, sigframe, signals
-from kernel.errno import SyscallError
-from kernel.signal_delivery import (
+from vmgames.kernel import errno, sigframe, signals
+from vmgames.kernel.errno import SyscallError
+from vmgames.kernel.signal_delivery import (
     SIG_IGN,
     SS_DISABLE,
     SS_ONSTACK,
@@ -20,11 +20,11 @@ from kernel.signal_delivery import (
     on_altstack,
     set_blocked,
 )
-from kernel.uaccess import copyin, copyout
+from vmgames.kernel.uaccess import copyin, copyout
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.proc import Process
+    from vmgames.kernel.kernel import Kernel
+    from vmgames.kernel.proc import Process
 
 SIGSET_SIZE = 8
 SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK = 0, 1, 2

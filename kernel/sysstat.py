@@ -15,16 +15,16 @@ import stat
 import struct
 from typing import TYPE_CHECKING
 
-from kernel import errno, namei
-from kernel.errno import SyscallError
-from kernel.file import Directory
-from kernel.fs import Inode, Stat
-from kernel.namei import AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_NO_AUTOMOUNT, AT_SYMLINK_NOFOLLOW, descriptor
-from kernel.uaccess import copyin, copyout
+from vmgames.kernel import errno, namei
+from vmgames.kernel.errno import SyscallError
+from vmgames.kernel.file import Directory
+from vmgames.kernel.fs import Inode, Stat
+from vmgames.kernel.namei import AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD, AT_NO_AUTOMOUNT, AT_SYMLINK_NOFOLLOW, descriptor
+from vmgames.kernel.uaccess import copyin, copyout
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.proc import Process
+    from vmgames.kernel.kernel import Kernel
+    from vmgames.kernel.proc import Process
 
 AT_STATX_SYNC_TYPE = 0x6000      # AT_STATX_FORCE_SYNC | AT_STATX_DONT_SYNC: both at once is EINVAL
 STATX_BASIC_STATS = 0x7FF        # type, mode, nlink, uid, gid, atime, mtime, ctime, ino, size, blocks

@@ -13,9 +13,9 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from kernel import errno, futex, sigframe, signals
-from kernel.errno import SyscallError
-from kernel.proc import (
+from vmgames.kernel import errno, futex, sigframe, signals
+from vmgames.kernel.errno import SyscallError
+from vmgames.kernel.proc import (
     CLONE_FILES,
     CLONE_FS,
     CLONE_PARENT,
@@ -26,12 +26,12 @@ from kernel.proc import (
     CLONE_VM,
     ZOMBIE,
 )
-from kernel.signal_delivery import SI_TKILL
-from kernel.uaccess import copyin, copyout
+from vmgames.kernel.signal_delivery import SI_TKILL
+from vmgames.kernel.uaccess import copyin, copyout
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.proc import Process
+    from vmgames.kernel.kernel import Kernel
+    from vmgames.kernel.proc import Process
 
 CSIGNAL = 0xFF                     # the low byte: the signal the parent gets when the child exits
 CLONE_PTRACE, CLONE_PIDFD, CLONE_SYSVSEM = 0x2000, 0x1000, 0x40000
@@ -165,7 +165,7 @@ def sys_tkill(kernel: Kernel, proc: Process, tid: int, signal: int, *_: int) -> 
 def sys_futex(kernel: Kernel, proc: Process, uaddr: int, op: int, value: int, timeout: int, uaddr2: int,
               value3: int, *_: int) -> int:
     """futex(2), the operations glibc and musl use; Linux's do_futex order of checks."""
-    from kernel.sysproc import CLOCK_MONOTONIC, CLOCK_REALTIME, deadline_of, read_timespec
+    from vmgames.kernel.sysproc import CLOCK_MONOTONIC, CLOCK_REALTIME, deadline_of, read_timespec
 
     command = op & ~(futex.FUTEX_PRIVATE_FLAG | futex.FUTEX_CLOCK_REALTIME)
     private = bool(op & futex.FUTEX_PRIVATE_FLAG)

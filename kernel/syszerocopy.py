@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kernel import errno, sysio
-from kernel.errno import SyscallError
-from kernel.namei import descriptor
-from kernel.pipe import PipeReadEnd
-from kernel.sink import LEND, SinkEnd
-from kernel.uaccess import copyout, import_iovec
+from vmgames.kernel import errno, sysio
+from vmgames.kernel.errno import SyscallError
+from vmgames.kernel.namei import descriptor
+from vmgames.kernel.pipe import PipeReadEnd
+from vmgames.kernel.sink import LEND, SinkEnd
+from vmgames.kernel.uaccess import copyout, import_iovec
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.proc import Process
+    from vmgames.kernel.kernel import Kernel
+    from vmgames.kernel.proc import Process
 
 VMG_ZEROCOPY = 0x7A01       # ioctl request: arg 1 sends written pages copy-on-write, 0 copies them
 

@@ -16,8 +16,8 @@ import heapq
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.proc import Process
+    from vmgames.kernel.kernel import Kernel
+    from vmgames.kernel.proc import Process
 
 
 class Timers:
@@ -40,7 +40,7 @@ class Timers:
         return self._heap[0][0] if self._heap else None
 
     def advance(self, now: int) -> None:
-        from kernel.proc import SLEEPING
+        from vmgames.kernel.proc import SLEEPING
 
         while self._heap and self._heap[0][0] <= now:
             _, _, number, proc, result = heapq.heappop(self._heap)
@@ -53,7 +53,7 @@ class Timers:
 
     def _drop_stale(self) -> None:
         """Forget the earliest timers whose sleep has ended: idle time must not run on to them."""
-        from kernel.proc import SLEEPING
+        from vmgames.kernel.proc import SLEEPING
 
         while self._heap and not (self._heap[0][3].state == SLEEPING and self._heap[0][3].sleeps == self._heap[0][2]):
             heapq.heappop(self._heap)

@@ -13,24 +13,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from emulator import mmu, traps
-from emulator.cpu import REGISTER_IDS
-from emulator.disasm import instruction_at, memory_operands
-from emulator.machine import Machine
-from kernel import sigframe, signal_delivery, signals
-from kernel.callout import CalloutQueue
-from kernel.proc import RUNNABLE, Process
-from kernel.signal_delivery import BUS_ADRERR, SEGV_ACCERR, SEGV_MAPERR
-from kernel.syscall import dispatch, record_woken
-from kernel.uaccess import peek
-from kernel.vm import fault
-from kernel.vm.fault import FaultResult, vm_fault
-from kernel.vm.page import PageAllocator
-from kernel.vm.prefault import FAULT_AROUND, fault_around
-from kernel.vmmeter import Recorder
+from vmgames.emulator import mmu, traps
+from vmgames.emulator.cpu import REGISTER_IDS
+from vmgames.emulator.disasm import instruction_at, memory_operands
+from vmgames.emulator.machine import Machine
+from vmgames.kernel import sigframe, signal_delivery, signals
+from vmgames.kernel.callout import CalloutQueue
+from vmgames.kernel.proc import RUNNABLE, Process
+from vmgames.kernel.signal_delivery import BUS_ADRERR, SEGV_ACCERR, SEGV_MAPERR
+from vmgames.kernel.syscall import dispatch, record_woken
+from vmgames.kernel.uaccess import peek
+from vmgames.kernel.vm import fault
+from vmgames.kernel.vm.fault import FaultResult, vm_fault
+from vmgames.kernel.vm.page import PageAllocator
+from vmgames.kernel.vm.prefault import FAULT_AROUND, fault_around
+from vmgames.kernel.vmmeter import Recorder
 
 if TYPE_CHECKING:
-    from kernel.observer import Observer
+    from vmgames.kernel.observer import Observer
 
 SIGNAL_OF_TRAP = {
     traps.INVALID_OPCODE: signals.SIGILL,

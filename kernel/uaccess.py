@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from emulator import mmu
-from emulator.ram import PAGE_SIZE
-from kernel import errno
-from kernel.errno import SyscallError
-from kernel.vm.fault import NOMEM, find_page
-from kernel.vm.map import USER_TOP
+from vmgames.emulator import mmu
+from vmgames.emulator.ram import PAGE_SIZE
+from vmgames.kernel import errno
+from vmgames.kernel.errno import SyscallError
+from vmgames.kernel.vm.fault import NOMEM, find_page
+from vmgames.kernel.vm.map import USER_TOP
 
 if TYPE_CHECKING:
-    from kernel.proc import Process
-    from kernel.vm.page import VMPage
+    from vmgames.kernel.proc import Process
+    from vmgames.kernel.vm.page import VMPage
 
 MAX_RW_COUNT = 0x7FFF_F000   # Linux caps one read or write at this many bytes
 IOV_MAX = 1024               # Linux's UIO_MAXIOV: segments in one iovec

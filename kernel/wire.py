@@ -20,14 +20,14 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-from emulator.ram import PAGE_SIZE
-from kernel.file import POLLOUT, POLLWRNORM
-from kernel.fs import Stat
-from kernel.sink import Segment, SinkEnd
+from vmgames.emulator.ram import PAGE_SIZE
+from vmgames.kernel.file import POLLOUT, POLLWRNORM
+from vmgames.kernel.fs import Stat
+from vmgames.kernel.sink import Segment, SinkEnd
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.proc import Process
+    from vmgames.kernel.kernel import Kernel
+    from vmgames.kernel.proc import Process
 
 WIRE_PATH = "/dev/wire"
 DEFAULT_WIRE_RATE = 4096          # bytes per 1000 instructions: a page per microsecond at 1 instruction/ns

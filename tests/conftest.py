@@ -6,13 +6,13 @@ import io
 from dataclasses import dataclass
 
 import pytest
+from vmgames.kernel.kernel import Kernel
+from vmgames.kernel.proc import Process
+from vmgames.kernel.vmmeter import record
+from vmgames.tools.assembler import assemble
+from vmgames.tools.boot import boot
 
-from kernel.kernel import Kernel
-from kernel.proc import Process
-from kernel.vmmeter import record
 from tests import invariants
-from tools.assembler import assemble
-from tools.boot import boot
 
 PRELUDE = ".intel_syntax noprefix\n.globl _start\n"
 

@@ -67,12 +67,13 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kernel.kernel import Kernel
-from kernel.proc import ZOMBIE
+from vmgames.kernel.kernel import Kernel
+from vmgames.kernel.proc import ZOMBIE
+from vmgames.tools.assembler import assemble
+from vmgames.tools.boot import boot
+
 from tests.conftest import PRELUDE, assert_no_leak, check_before_every_syscall
 from tests.programs import EXIT_WITH_RDI, WAIT4_RDI_STATUS, mmap
-from tools.assembler import assemble
-from tools.boot import boot
 
 PAGE = 4096
 BSS, DATA, HEAP, MMAP, SHARED = range(5)

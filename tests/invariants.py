@@ -26,12 +26,12 @@ from __future__ import annotations
 from collections import Counter
 from itertools import compress
 
-from emulator import pte as E
-from kernel.kernel import Kernel
-from kernel.proc import RUNNABLE, SLEEPING, ZOMBIE, Process
-from kernel.vm.object import VNODE
-from kernel.vm.pagequeue import ACTIVE, CACHE, INACTIVE, WIRED
-from kernel.vm.pmap import PROT_EXEC, PROT_WRITE, Pmap
+from vmgames.emulator import pte as E
+from vmgames.kernel.kernel import Kernel
+from vmgames.kernel.proc import RUNNABLE, SLEEPING, ZOMBIE, Process
+from vmgames.kernel.vm.object import VNODE
+from vmgames.kernel.vm.pagequeue import ACTIVE, CACHE, INACTIVE, WIRED
+from vmgames.kernel.vm.pmap import PROT_EXEC, PROT_WRITE, Pmap
 
 
 def present_ptes(pmap: Pmap):

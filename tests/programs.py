@@ -1,6 +1,11 @@
 """Small assembly programs the tests run, with the numbers they must produce."""
 
-from tools.snippets import CLONE_THREAD  # noqa: F401 (the tests take it from here)
+import sys
+
+from vmgames.tools.snippets import CLONE_THREAD  # noqa: F401 (the tests take it from here)
+
+# The vmgames command as a test starts it: the tests' own Python, so the checkout under test is what runs.
+VMGAMES = (sys.executable, "-m", "vmgames.tools.cli")
 
 # exit(rdi): the status is the low byte of rdi.
 EXIT_WITH_RDI = """

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from vmgames.tools.assembler import AssemblerWarning, AssemblyError, assemble, assemble_with_warnings
+from vmgames.tools.assembler.keystone_worker import KeystoneJob, encode_all
 
 from tests.programs import EXIT_0
-from tools.assembler import AssemblerWarning, AssemblyError, assemble, assemble_with_warnings
-from tools.assembler.keystone_worker import KeystoneJob, encode_all
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = sorted((ROOT / "tests" / "asm_corpus").glob("*.s")) + sorted((ROOT / "userland").glob("*.s"))

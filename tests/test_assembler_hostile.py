@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import struct
 import subprocess
-import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -19,9 +18,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from vmgames.tools.assembler import AssemblyError, assemble_with_warnings
 
-from tests.programs import EXIT_WITH_RDI
-from tools.assembler import AssemblyError, assemble_with_warnings
+from tests.programs import EXIT_WITH_RDI, VMGAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 PROLOGUE = ".intel_syntax noprefix\n.globl _start\n_start: ret\n"  # three lines: the cases start on line 4
@@ -217,7 +216,7 @@ def test_empty_source_and_a_lone_label_assemble_with_ld_s_warning() -> None:
 # ---- through the command line ------------------------------------------------------------------
 
 def vmgames(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tools.cli", *args], capture_output=True, text=True, cwd=ROOT,
+    return subprocess.run([*VMGAMES, *args], capture_output=True, text=True, cwd=ROOT,
                           timeout=120)
 
 
@@ -297,7 +296,7 @@ def test_cli_refuses_a_huge_source_without_reading_it_whole(tmp_path):
     huge = tmp_path / "huge.s"
     with open(huge, "wb") as f:
         f.truncate(3 << 30)
-    result = subprocess.run([sys.executable, "-m", "tools.cli", "asm", str(huge), "-o", str(tmp_path / "out")],
+    result = subprocess.run([*VMGAMES, "asm", str(huge), "-o", str(tmp_path / "out")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert result.stderr.endswith("error: the source is more than 8,388,608 characters long; "

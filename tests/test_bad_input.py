@@ -4,15 +4,14 @@ import io
 import re
 import struct
 import subprocess
-import sys
 
 import pytest
+from vmgames.kernel import errno
+from vmgames.kernel.errno import SyscallError
+from vmgames.tools.boot import boot
 
-from kernel import errno
-from kernel.errno import SyscallError
 from tests.conftest import assert_no_leak
-from tests.programs import EXIT_0, EXIT_WITH_RDI, mmap, say, syscall_on_path_then_exit, touch
-from tools.boot import boot
+from tests.programs import EXIT_0, EXIT_WITH_RDI, VMGAMES, mmap, say, syscall_on_path_then_exit, touch
 
 HELLO = say("ok\n")
 
@@ -110,7 +109,7 @@ def test_hostile_executables_are_refused_with_enoexec(build, tmp_path):
 
 
 def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tools.cli", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([*VMGAMES, *args], capture_output=True, text=True, cwd=cwd)
 
 
 def test_cli_reports_a_bad_executable_without_a_traceback(tmp_path):
@@ -153,7 +152,7 @@ def test_cli_without_a_program_says_which_is_missing():
 
 
 def test_an_output_path_that_cannot_be_written_is_refused_before_the_work(build, tmp_path, capsys):
-    from tools.cli import main
+    from vmgames.tools.cli import main
 
     source = tmp_path / "hello.s"
     source.write_text(".intel_syntax noprefix\n.globl _start\n.text\n_start:\n" + EXIT_WITH_RDI)
@@ -184,7 +183,7 @@ def test_a_host_error_resolving_a_path_is_the_guests_errno(run, tmp_path):
 
 def test_a_file_page_the_host_cannot_read_is_sigbus_and_read_is_eio(run, tmp_path, monkeypatch):
     """The pager's failure (the host file went away, a disk error) is the faulting process's SIGBUS."""
-    from kernel import fs
+    from vmgames.kernel import fs
 
     (tmp_path / "data").write_bytes(b"x" * 8192)
     host_read = fs.HostFile.read

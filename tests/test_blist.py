@@ -4,8 +4,7 @@ leaf, runs contiguous, nothing handed out twice, hints that never hide free spac
 import random
 
 import pytest
-
-from kernel.vm.blist import LEAF_BITS, MAX_RUN, Blist, SwapFull
+from vmgames.kernel.vm.blist import LEAF_BITS, MAX_RUN, Blist, SwapFull
 
 
 class ListModel:

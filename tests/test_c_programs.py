@@ -13,9 +13,9 @@ import shutil
 import subprocess
 
 import pytest
+from vmgames.tools.boot import boot
 
 from tests.conftest import assert_no_leak, check_before_every_syscall
-from tools.boot import boot
 
 USERLAND_C = os.path.join(os.path.dirname(__file__), "..", "userland", "c")
 # -fno-builtin and -fno-tree-loop-distribute-patterns: there is no libc, so gcc

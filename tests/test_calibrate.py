@@ -7,16 +7,16 @@ import math
 import os
 import re
 import subprocess
-import sys
 import textwrap
 import tomllib
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from vmgames.tools import costmodel
+from vmgames.tools.cli import calibrate, main
 
-from tools import costmodel
-from tools.cli import calibrate, main
+from tests.programs import VMGAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 PRICES = [f.name for f in fields(costmodel.Costs)]
@@ -25,7 +25,7 @@ ROBUST = ["fault_ns", "copy_page_ns", "zero_page_ns", "syscall_ns", "cpu_ghz"]
 
 
 def vmgames(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tools.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([*VMGAMES, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, env={**os.environ, **(env or {})})
 
 
@@ -98,7 +98,7 @@ def status_of(argv: list[str]) -> int:
 def test_on_one_cpu_the_shootdown_keeps_its_defaults_and_says_why(tmp_path):
     output = tmp_path / "one.toml"
     one_cpu = min(os.sched_getaffinity(0))
-    result = subprocess.run([sys.executable, "-m", "tools.cli", "calibrate", "--quick", "--output", str(output)],
+    result = subprocess.run([*VMGAMES, "calibrate", "--quick", "--output", str(output)],
                             cwd=ROOT, capture_output=True, text=True, timeout=120,
                             preexec_fn=lambda: os.sched_setaffinity(0, {one_cpu}))
     assert (result.returncode, result.stderr) == (0, "")

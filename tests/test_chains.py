@@ -4,10 +4,11 @@ import io
 import os
 from collections import Counter
 
+from vmgames.tools.assembler import assemble
+from vmgames.tools.boot import boot
+from vmgames.tools.experiments import chains
+
 from tests.programs import FORK_AND_WRITE
-from tools.assembler import assemble
-from tools.boot import boot
-from tools.experiments import chains
 
 
 def _dead_pages_when_the_child_exits(build, tmp_path, collapse: bool) -> list[int]:
@@ -56,7 +57,7 @@ def test_cascades_are_reproducible_and_collapse_keeps_chains_short(tmp_path):
 
 
 def test_the_cli_prints_the_table(tmp_path):
-    from tools.cli import main
+    from vmgames.tools.cli import main
 
     out = tmp_path / "chains.csv"
     assert main(["experiment", "chains", "--seeds", "1", "--steps", "10", "--pages", "4", "--csv", str(out)]) == 0
@@ -88,7 +89,7 @@ def test_the_conclusion_says_whether_chains_stayed_within_4_from_the_figures():
 
 
 def test_the_cli_ends_with_the_conclusion_of_its_own_table(capsys):
-    from tools.cli import main
+    from vmgames.tools.cli import main
 
     assert main(["experiment", "chains", "--seeds", "1", "--steps", "10", "--pages", "4"]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+from vmgames.tools import trace_schema
+from vmgames.tools.cli import main, parse_args
 
-from tests.programs import EXIT_0, EXIT_WITH_NEGATED_RAX, EXIT_WITH_RDI, FORK, WAIT4_RDI
-from tools import trace_schema
-from tools.cli import main, parse_args
+from tests.programs import EXIT_0, EXIT_WITH_NEGATED_RAX, EXIT_WITH_RDI, FORK, VMGAMES, WAIT4_RDI
 
 ROOT = Path(__file__).resolve().parent.parent
 YES = str(ROOT / "build" / "yes")
@@ -113,7 +113,7 @@ ready: .ascii "ready\\n"
 def vmgames(*args: str, **options) -> subprocess.CompletedProcess:
     options.setdefault("stdout", subprocess.PIPE)
     options.setdefault("stderr", subprocess.PIPE)
-    return subprocess.run([sys.executable, "-m", "tools.cli", *args], cwd=ROOT, timeout=TIMEOUT, **options)
+    return subprocess.run([*VMGAMES, *args], cwd=ROOT, timeout=TIMEOUT, **options)
 
 
 def in_shell(command: str) -> subprocess.CompletedProcess:
@@ -146,7 +146,7 @@ def test_options_end_at_the_program(argv, program, arguments, stats):
 
 
 def test_a_program_argument_that_looks_like_ours_is_the_program_s():
-    yes = subprocess.Popen([sys.executable, "-m", "tools.cli", "run", YES, "--stats", "-c", "echo a"], cwd=ROOT,
+    yes = subprocess.Popen([*VMGAMES, "run", YES, "--stats", "-c", "echo a"], cwd=ROOT,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert yes.stdout.readline() == b"--stats -c echo a\n"
     yes.stdout.close()
@@ -323,7 +323,7 @@ def test_a_limit_kills_a_process_asleep_in_wait4(build, tmp_path, capsys):
 def test_timeout_stops_a_process_blocked_reading_a_stdin_that_never_comes(build, tmp_path):
     trace = tmp_path / "t.jsonl"
     # Its stdin is a pipe nobody writes to, or closes.
-    vm = subprocess.Popen([sys.executable, "-m", "tools.cli", "run", "--timeout", "0.5", "--stats", "--trace",
+    vm = subprocess.Popen([*VMGAMES, "run", "--timeout", "0.5", "--stats", "--trace",
                            str(trace), build(read_stdin())], cwd=ROOT, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert vm.wait(TIMEOUT) == 124
@@ -341,7 +341,7 @@ def test_timeout_stops_a_process_blocked_reading_a_stdin_that_never_comes(build,
 
 
 def test_timeout_stops_a_writer_to_a_host_pipe_nobody_reads():
-    vm = subprocess.Popen([sys.executable, "-m", "tools.cli", "run", "--timeout", "1", YES], cwd=ROOT,
+    vm = subprocess.Popen([*VMGAMES, "run", "--timeout", "1", YES], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert vm.wait(TIMEOUT) == 124       # its stdout never read
@@ -354,7 +354,7 @@ def test_timeout_stops_a_writer_to_a_host_pipe_nobody_reads():
 
 def test_only_the_timeout_ends_a_run_blocked_on_the_host(build, tmp_path):
     """No instruction retires while the host blocks: --max-instructions never comes (README, Bounded runs)."""
-    reader = subprocess.Popen([sys.executable, "-m", "tools.cli", "run", "--max-instructions", "1000", "--timeout",
+    reader = subprocess.Popen([*VMGAMES, "run", "--max-instructions", "1000", "--timeout",
                                "1", "--stats-json", str(tmp_path / "reader.json"), build(read_stdin())], cwd=ROOT,
                               stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     writer = in_shell(f'$VMGAMES run --max-instructions 100000000 --timeout 1 --stats-json {tmp_path}/writer.json '
@@ -382,7 +382,7 @@ def test_timeout_in_fast_mode_stops_an_endless_loop(build):
                                           (read_stdin(announce=True), False)])
 def test_ctrl_c_ends_the_run_with_status_130_and_the_stats(build, tmp_path, source, fast):
     trace = tmp_path / "t.jsonl"
-    vm = subprocess.Popen([sys.executable, "-m", "tools.cli", "run", "--stats", *(["--fast"] if fast else []),
+    vm = subprocess.Popen([*VMGAMES, "run", "--stats", *(["--fast"] if fast else []),
                            "--trace", str(trace), build(source)], cwd=ROOT, stdin=subprocess.PIPE,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

@@ -1,10 +1,11 @@
 """The board's debug port on its own: page tables built by hand, no kernel, no gdb."""
 
-from emulator import pte as E
-from emulator import traps
-from emulator.debug import REGISTER_IDS, DebugPort
+from vmgames.emulator import pte as E
+from vmgames.emulator import traps
+from vmgames.emulator.debug import REGISTER_IDS, DebugPort
+from vmgames.tools.gdb.registers import REGISTERS
+
 from tests.test_machine import CODE_VA, DATA_VA, Board
-from tools.gdb.registers import REGISTERS
 
 
 def test_every_register_gdb_sees_is_one_the_port_reads():

@@ -9,15 +9,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 import unicorn
 from unicorn import x86_const as X
+from vmgames.emulator import cpuid
+from vmgames.emulator.determinism import SplitMix64
 
-from emulator import cpuid
-from emulator.determinism import SplitMix64
-from tests.programs import EXIT_WITH_RDI
+from tests.programs import EXIT_WITH_RDI, VMGAMES
 from tests.test_c_programs import CFLAGS, USERLAND_C
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -34,7 +33,7 @@ def timestamps(tmp_path_factory):
 
 
 def vmgames(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tools.cli", *args], capture_output=True, cwd=ROOT, timeout=120)
+    return subprocess.run([*VMGAMES, *args], capture_output=True, cwd=ROOT, timeout=120)
 
 
 def test_a_program_reading_the_tsc_cpuid_and_rdrand_gives_the_same_output_and_trace_twice(timestamps, tmp_path):

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from vmgames.kernel import errno
 
-from kernel import errno
 from tests.eager_copy import (
     BSS,
     CLONE_THREAD_FLAGS,

@@ -16,14 +16,13 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 
 import pytest
+from vmgames.kernel import procfs
+from vmgames.kernel.observer import Observer
+from vmgames.tools.boot import boot
 
-from kernel import procfs
-from kernel.observer import Observer
-from tests.programs import EXIT_0, mmap, syscall_on_path_then_exit
-from tools.boot import boot
+from tests.programs import EXIT_0, VMGAMES, mmap, syscall_on_path_then_exit
 
 REPOSITORY = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 USERLAND_C = os.path.join(REPOSITORY, "userland", "c")
@@ -69,7 +68,7 @@ def tree(tmp_path_factory):
 
 def run_vmgames(tree, program: str, *args: str, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """./program run on vmgames in the tree, the tree its root, as the host's uid and gid."""
-    return subprocess.run([sys.executable, "-m", "tools.cli", "run", "--root", ".", "--uid", str(os.getuid()),
+    return subprocess.run([*VMGAMES, "run", "--root", ".", "--uid", str(os.getuid()),
                            "--gid", str(os.getgid()), *options, f"./{program}", *args],
                           cwd=tree, stdin=subprocess.DEVNULL, capture_output=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": REPOSITORY})
@@ -164,8 +163,8 @@ def test_getrandom_follows_the_seed_in_a_stream_of_its_own(tree):
     assert first == again != other
     # The stream for seed 0 is SplitMix64 seeded with 0 ^ "getrandm"; each exec takes two words for AT_RANDOM
     # (the probe's own, then its exec'd child's), and getrandom gets the next.
-    from emulator.determinism import SplitMix64
-    from kernel.kernel import GETRANDOM_STREAM
+    from vmgames.emulator.determinism import SplitMix64
+    from vmgames.kernel.kernel import GETRANDOM_STREAM
     expected = SplitMix64(GETRANDOM_STREAM)
     words = [expected.next() for _ in range(6)][4:]
     assert first == "@ bytes: " + " ".join(f"{b:02x}" for b in b"".join(w.to_bytes(8, "little") for w in words))
@@ -427,7 +426,7 @@ def test_uid_and_gid_make_every_process_that_user(tree):
 @pytest.mark.parametrize("value", ["-1", "abc", "4294967295", "1e3"])
 def test_a_bad_uid_or_gid_is_refused_in_one_line(value):
     for option in ("--uid", "--gid"):
-        result = subprocess.run([sys.executable, "-m", "tools.cli", "run", option, value, "build/hello"],
+        result = subprocess.run([*VMGAMES, "run", option, value, "build/hello"],
                                 capture_output=True, text=True, cwd=REPOSITORY)
         assert result.returncode == 2
         assert result.stderr.startswith(f"vmgames: argument {option}: ") and result.stderr.count("\n") == 1

@@ -2,7 +2,9 @@
 
 import io
 
-from kernel import errno
+from vmgames.kernel import errno
+from vmgames.tools.boot import boot
+
 from tests.conftest import assert_no_leak, check_before_every_syscall
 from tests.programs import (
     EXIT_0,
@@ -14,7 +16,6 @@ from tests.programs import (
     WAIT4_RDI_STATUS,
     syscall_on_path_then_exit,
 )
-from tools.boot import boot
 
 
 def test_fork_isolates_writes_and_wait_returns_the_status(run):

@@ -11,9 +11,8 @@ import io
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from tools.boot import boot
-from tools.gdb.stub import NO_SIGNAL, GdbStub, Stop, tap_events
+from vmgames.tools.boot import boot
+from vmgames.tools.gdb.stub import NO_SIGNAL, GdbStub, Stop, tap_events
 
 COWFORK = "build/cowfork"
 RESUMING = (b"c", b"C", b"s", b"S", b"vCont", b"k", b"vKill", b"D")

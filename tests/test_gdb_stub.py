@@ -8,21 +8,20 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
+from vmgames.kernel.observer import Observer
+from vmgames.kernel.syszerocopy import VMG_ZEROCOPY
+from vmgames.kernel.vm.fault import predict_kind
+from vmgames.tools.boot import boot
+from vmgames.tools.gdb.protocol import frame
+from vmgames.tools.gdb.registers import target_xml
 
-from kernel.observer import Observer
-from kernel.syszerocopy import VMG_ZEROCOPY
-from kernel.vm.fault import predict_kind
 from tests import test_zerocopy as zerocopy
-from tests.programs import EXIT_0, EXIT_WITH_RDI
+from tests.programs import EXIT_0, EXIT_WITH_RDI, VMGAMES
 from tests.test_gdb_packets_fuzz import _stub as packet_stub
 from tests.test_pipes import FORK, WAIT4, WRITE, syscall
-from tools.boot import boot
-from tools.gdb.protocol import frame
-from tools.gdb.registers import target_xml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COWFORK = os.path.join(ROOT, "build", "cowfork")
@@ -49,7 +48,7 @@ def _no_machine_left_running():
 
 def _start(*args: str, stdin: int | None = None) -> tuple[subprocess.Popen, int]:
     """vmgames run --gdb 0 ARGS: on a free loopback port; the port it listens on."""
-    vm = subprocess.Popen([sys.executable, "-m", "tools.cli", "run", "--gdb", "0", *args], cwd=ROOT, stdin=stdin,
+    vm = subprocess.Popen([*VMGAMES, "run", "--gdb", "0", *args], cwd=ROOT, stdin=stdin,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _started.append(vm)
     line = vm.stderr.readline().decode()
@@ -383,10 +382,10 @@ def test_the_stub_listens_on_loopback_unless_told_otherwise():
     assert f"0100007F:{port:04X} 00000000:0000 0A" in listening   # 127.0.0.1:port, LISTEN
     assert f"00000000:{port:04X} 00000000:0000 0A" not in listening
     vm.kill()
-    result = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--gdb", "localhost:http", COWFORK],
+    result = subprocess.run([*VMGAMES, "run", "--gdb", "localhost:http", COWFORK],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2 and result.stderr == "vmgames: --gdb takes [HOST:]PORT, not 'localhost:http'\n"
-    result = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--gdb", "1", "--fast", COWFORK],
+    result = subprocess.run([*VMGAMES, "run", "--gdb", "1", "--fast", COWFORK],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2 and "--gdb needs the instruction clock" in result.stderr
 
@@ -435,7 +434,7 @@ child_done:
 
 def test_break_on_fault_stops_in_pdb_with_the_fault_in_scope():
     commands = "p kind, hex(va), access\nc\nc\nc\n"
-    result = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--break-on", "fault:cow-copy", COWFORK],
+    result = subprocess.run([*VMGAMES, "run", "--break-on", "fault:cow-copy", COWFORK],
                             input=commands, capture_output=True, text=True, cwd=ROOT, timeout=TIMEOUT,
                             env={**os.environ, "PYTHONBREAKPOINT": ""})
     assert ("vmgames: process 2 faults at rip 0x401036: write of 0x403000, kind cow-copy, the page is in object 2, "
@@ -443,7 +442,7 @@ def test_break_on_fault_stops_in_pdb_with_the_fault_in_scope():
             ) in result.stdout
     assert "(Pdb) ('cow-copy', '0x403000', 1)" in result.stdout
     assert result.returncode == 0
-    bad = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--break-on", "fault:sideways", COWFORK],
+    bad = subprocess.run([*VMGAMES, "run", "--break-on", "fault:sideways", COWFORK],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and bad.stderr.startswith("vmgames: unknown fault kind 'sideways'; kinds: zero-fill")
 
@@ -530,7 +529,7 @@ def _pdb_session(commands: list[str]) -> str:
     pdb does not echo what it reads from a pipe, so each command is put back after its prompt; paths are
     shortened to the repository's.
     """
-    result = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--break-on", "fault:cow-copy", "build/cowfork"],
+    result = subprocess.run([*VMGAMES, "run", "--break-on", "fault:cow-copy", "build/cowfork"],
                             input="".join(c + "\n" for c in commands), capture_output=True, text=True, cwd=ROOT,
                             timeout=TIMEOUT, env={**os.environ, "PYTHONBREAKPOINT": ""})
     first, *answers = result.stdout.replace(ROOT + os.sep, "").split("(Pdb) ")
@@ -602,7 +601,7 @@ def test_a_fault_inside_a_syscalls_copyout_reaches_the_fault_hooks(build):
 
 
 def test_break_on_zero_fill_stops_on_a_fault_taken_inside_a_syscall(build):
-    result = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--break-on", "fault:zero-fill",
+    result = subprocess.run([*VMGAMES, "run", "--break-on", "fault:zero-fill",
                              build(CLOCK_INTO_BSS)],
                             input="p user, hex(va)\nc\nc\nc\nc\n", capture_output=True, text=True, cwd=ROOT,
                             timeout=TIMEOUT, env={**os.environ, "PYTHONBREAKPOINT": ""})

@@ -2,9 +2,10 @@
 
 import struct
 
-from kernel import errno
+from vmgames.kernel import errno
+from vmgames.tools.boot import boot
+
 from tests.programs import EXIT_0, EXIT_WITH_NEGATED_RAX, EXIT_WITH_RDI, mmap, say, syscall_then_exit, touch
-from tools.boot import boot
 
 HELLO = say("Hello, world!\n")
 

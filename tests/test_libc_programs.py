@@ -13,11 +13,11 @@ import shutil
 import subprocess
 
 import pytest
+from vmgames.kernel.exec import ET_DYN_BASE
+from vmgames.tools import stats
 
-from kernel.exec import ET_DYN_BASE
 from tests.test_c_programs import run_on_host
 from tests.test_cli import vmgames
-from tools import stats
 
 USERLAND_LIBC = os.path.join(os.path.dirname(__file__), "..", "userland", "libc")
 PROGRAMS = ["threads", "processes", "timing", "thread_exits", "signals", "memory", "errors"]

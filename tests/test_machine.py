@@ -2,10 +2,9 @@
 
 import keystone
 import pytest
-
-from emulator import mmu, traps
-from emulator import pte as E
-from emulator.machine import Machine
+from vmgames.emulator import mmu, traps
+from vmgames.emulator import pte as E
+from vmgames.emulator.machine import Machine
 
 CODE_VA, DATA_VA = 0x400000, 0x600000
 

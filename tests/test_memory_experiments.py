@@ -4,8 +4,7 @@ and its conclusion, writes a CSV and a plot, and refuses bad options before runn
 import csv
 
 import pytest
-
-from tools.cli import main
+from vmgames.tools.cli import main
 
 
 def _rows(path):

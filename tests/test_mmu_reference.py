@@ -67,11 +67,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_64, UC_PROT_ALL, Uc
 from unicorn import x86_const as X
-
-from emulator import mmu
-from emulator import pte as E
-from emulator.mmu import FETCH, READ, WRITE
-from emulator.ram import PhysicalMemory
+from vmgames.emulator import mmu
+from vmgames.emulator import pte as E
+from vmgames.emulator.mmu import FETCH, READ, WRITE
+from vmgames.emulator.ram import PhysicalMemory
 
 # ---------------------------------------------------------------- the layout
 

@@ -2,9 +2,10 @@
 
 import io
 
-from kernel.observer import Observer
+from vmgames.kernel.observer import Observer
+from vmgames.tools.boot import boot
+
 from tests.programs import EXIT_0, say, touch
-from tools.boot import boot
 
 
 class Log(Observer):

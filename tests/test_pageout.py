@@ -12,9 +12,9 @@ import subprocess
 
 import orjson
 import pytest
+from vmgames.tools.cli import main
 
 from tests import invariants
-from tools.cli import main
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 BUILD = os.path.join(ROOT, "build")
@@ -257,7 +257,7 @@ def test_an_accessed_bit_cleared_without_its_invalidation_loses_references_not_d
 
 
 def test_the_trace_of_a_run_under_pressure_follows_the_schema_and_perfetto_counts_queues_and_swap(tmp_path, capfd):
-    from tools import perfetto, trace_schema
+    from vmgames.tools import perfetto, trace_schema
 
     path = tmp_path / "touch.jsonl"
     assert main(["run", "--ram", "8M", "--swap", "64M", "--trace", str(path), TOUCH, "4000"]) == 0

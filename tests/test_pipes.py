@@ -6,12 +6,11 @@ import struct
 from dataclasses import dataclass
 
 import pytest
-
-import kernel.trap as trap_module
-from kernel import errno
-from kernel.pipe import PIPE_BUF, PIPE_CAPACITY
-from kernel.proc import SLEEPING
-from kernel.syscall import dispatch, syscall_name
+import vmgames.kernel.trap as trap_module
+from vmgames.kernel import errno
+from vmgames.kernel.pipe import PIPE_BUF, PIPE_CAPACITY
+from vmgames.kernel.proc import SLEEPING
+from vmgames.kernel.syscall import dispatch, syscall_name
 
 O_NONBLOCK, O_CLOEXEC = 0o4000, 0o2000000
 BAD_ADDRESS = 0x10

@@ -6,9 +6,8 @@ import os
 import subprocess
 
 import pytest
-
-from tools.cli import main
-from tools.experiments.programs import FREESTANDING_FLAGS
+from vmgames.tools.cli import main
+from vmgames.tools.experiments.programs import FREESTANDING_FLAGS
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 

@@ -4,9 +4,9 @@ first, as FreeBSD's idle zeroing did (v_ozfod beside v_zfod)."""
 import json
 
 import pytest
+from vmgames.tools.cli import main
 
 from tests.programs import EXIT_WITH_RDI
-from tools.cli import main
 
 # Sleep a millisecond (every CPU idles: a million instructions of virtual time), then read and write the first
 # byte of each of 64 fresh bss pages; exit with the sum of what was read (0: every page came zeroed).

@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tools.cli import parse_args
+from vmgames.tools.cli import parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 SHELL_OPERATORS = ("|", ">", ">>", "<", "&&", "||", ";", "2>", "2>&1")
@@ -30,7 +29,9 @@ def readme_commands() -> list[tuple[str, int]]:
     """
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     commands = []
-    for block in re.findall(r"^```\n(.*?)^```", text, re.S | re.M):
+    for language, block in re.findall(r"^```(\w*)\n(.*?)^```$", text, re.S | re.M):
+        if language:
+            continue      # ```toml, ```python: not shell
         lines = block.splitlines()
         prompted = any(line.startswith("$ ") for line in lines)
         if not prompted and not all(line.startswith("vmgames ") for line in lines if line.strip()):
@@ -97,7 +98,7 @@ def test_every_readme_command_parses(command, capsys):
 def repository_copy(tmp_path_factory):
     """What the README's commands read (the built programs, the sources, docs), in a directory of its own."""
     copy = tmp_path_factory.mktemp("repository")
-    for name in ("build", "userland", "docs"):
+    for name in ("build", "userland", "docs", "sweeps"):
         shutil.copytree(ROOT / name, copy / name)
     return copy
 

@@ -7,11 +7,11 @@ import struct
 import subprocess
 
 import pytest
+from vmgames.tools import report, vmstat
+from vmgames.tools.cli import main
+from vmgames.tools.perfetto import CPUS_PID
 
 from tests.programs import EXIT_WITH_RDI, FORK, FORK_AND_WRITE, WAIT4_RDI
-from tools import report, vmstat
-from tools.cli import main
-from tools.perfetto import CPUS_PID
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_each_faulting_instruction_is_named_by_its_function(fork_trace, tmp_path
 
 
 def test_functions_of_a_gcc_program_agree_with_nm(tmp_path, capsys):
-    from tools.experiments import zerocopy
+    from vmgames.tools.experiments import zerocopy
 
     program = zerocopy.build_programs(str(tmp_path), ["static"])["static"]
     path = tmp_path / "zc.jsonl"
@@ -434,7 +434,7 @@ def test_a_process_killed_asleep_in_a_syscall_gets_a_slice_to_its_death(build, t
 
 
 def _write_trace(path, events: list[dict], program: str = "/bin/prog") -> None:
-    from tools import trace
+    from vmgames.tools import trace
 
     with open(path, "wb") as f:
         f.write(json.dumps(trace.header(program, [program], {}, 1 << 30)).encode() + b"\n")
@@ -572,7 +572,7 @@ def test_a_version_1_trace_without_maps_is_still_read(fork_trace, tmp_path, caps
 
 def _synthetic_trace(path, faults: int, stride: int) -> None:
     """A trace of `faults` write faults, `stride` bytes apart, each inside a write syscall's slice."""
-    from tools import trace
+    from vmgames.tools import trace
 
     with open(path, "wb") as f:
         f.write(json.dumps(trace.header("prog", ["prog"], {}, 1 << 30)).encode() + b"\n")
@@ -609,7 +609,7 @@ def test_the_heat_map_of_a_trace_across_many_regions_is_of_a_sane_size(tmp_path,
 def test_reading_and_converting_a_trace_takes_memory_that_does_not_grow_with_it(tmp_path):
     import tracemalloc
 
-    from tools import perfetto
+    from vmgames.tools import perfetto
 
     path = tmp_path / "long.jsonl"
     _synthetic_trace(path, 20_000, 4096)

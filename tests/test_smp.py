@@ -8,10 +8,10 @@ import shutil
 import subprocess
 
 import pytest
+from vmgames.tools.cli import main
 
 from tests.programs import CLONE_THREAD, EXIT_0, mmap
 from tests.test_gdb_stub import _start as _gdb_start
-from tools.cli import main
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 THREADS = os.path.join(ROOT, "build", "threads")

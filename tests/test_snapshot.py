@@ -4,9 +4,9 @@ import re
 import shutil
 
 import pytest
+from vmgames.tools.cli import main
 
 from tests.programs import FORK_AND_WRITE
-from tools.cli import main
 
 
 def test_after_fork_and_the_parents_write_the_chain_is_as_the_paper_draws_it(build, tmp_path):

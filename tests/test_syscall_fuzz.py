@@ -12,8 +12,7 @@ syscall, no frame leaked and every file's pages equal to its bytes
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from kernel.syscall import TABLE
+from vmgames.kernel.syscall import TABLE
 
 REGISTERS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 # fork and vfork double the processes at each call; two at most keep a run small.

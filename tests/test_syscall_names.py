@@ -3,14 +3,14 @@
 import os
 import re
 import subprocess
-import sys
 
 import pytest
+from vmgames.kernel.linux_syscalls import LINUX_SYSCALLS
+from vmgames.kernel.syscall import TABLE, describe, syscall_name
+from vmgames.tools import stats
+from vmgames.tools.cli import main
 
-from kernel.linux_syscalls import LINUX_SYSCALLS
-from kernel.syscall import TABLE, describe, syscall_name
-from tools import stats
-from tools.cli import main
+from tests.programs import VMGAMES
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 HEADER = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h"
@@ -65,10 +65,10 @@ def test_stats_and_report_name_each_call_as_linux_does(run, tmp_path, capsys):
 
 
 def test_break_on_takes_any_linux_name_and_refuses_others():
-    ok = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--break-on", "syscall:newfstatat",
+    ok = subprocess.run([*VMGAMES, "run", "--break-on", "syscall:newfstatat",
                          "build/hello"], capture_output=True, text=True, cwd=ROOT)
     assert ok.returncode == 0 and ok.stdout == "Hello, world!\n"
-    bad = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--break-on", "syscall:fstatt", "build/hello"],
+    bad = subprocess.run([*VMGAMES, "run", "--break-on", "syscall:fstatt", "build/hello"],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2
     assert bad.stderr.startswith("vmgames: unknown syscall 'fstatt': not in Linux's x86-64 table (vmgames implements")
@@ -79,7 +79,7 @@ def test_break_on_takes_any_linux_name_and_refuses_others():
                                          ("500", "syscall_0x1f4"), ("39", "getpid")])
 def test_break_on_takes_every_name_vmgames_shows_and_numbers(build, name, shown):
     program = build(UNIMPLEMENTED)
-    result = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--break-on", f"syscall:{name}", program],
+    result = subprocess.run([*VMGAMES, "run", "--break-on", f"syscall:{name}", program],
                             input="c\n", capture_output=True, text=True, cwd=ROOT,
                             env={**os.environ, "PYTHONBREAKPOINT": ""})
     assert result.stdout.startswith(f"vmgames: process 1 calls {shown}; in scope: proc, number, name. ")
@@ -88,7 +88,7 @@ def test_break_on_takes_every_name_vmgames_shows_and_numbers(build, name, shown)
 
 @pytest.mark.parametrize("name", ["syscall_500", "syscall_0xzz", "-1", "0x106", "4294967296", ""])
 def test_break_on_refuses_what_names_no_syscall(name):
-    bad = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--break-on", f"syscall:{name}", "build/hello"],
+    bad = subprocess.run([*VMGAMES, "run", "--break-on", f"syscall:{name}", "build/hello"],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.startswith(f"vmgames: unknown syscall {name!r}: not in Linux's x86-64 table")

@@ -11,9 +11,9 @@ import shutil
 import subprocess
 
 import pytest
+from vmgames.tools.cli import main
 
 from tests.programs import CLONE_THREAD, EXIT_0, FORK, mmap
-from tools.cli import main
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 COWFORK = os.path.join(ROOT, "build", "cowfork")

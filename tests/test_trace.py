@@ -4,13 +4,14 @@ import json
 import os
 from collections import Counter
 
-from kernel.kernel import DEFAULT_MAX_PROCESSES
-from kernel.sched import DEFAULT_INTERLEAVE, DEFAULT_QUANTUM
-from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
+from vmgames.kernel.kernel import DEFAULT_MAX_PROCESSES
+from vmgames.kernel.sched import DEFAULT_INTERLEAVE, DEFAULT_QUANTUM
+from vmgames.kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
+from vmgames.tools import trace_schema
+from vmgames.tools.cli import main
+from vmgames.tools.costmodel import Costs
+
 from tests.programs import EXIT_0, FORK, FORK_AND_WRITE, WAIT4_RDI
-from tools import trace_schema
-from tools.cli import main
-from tools.costmodel import Costs
 
 
 def _trace(build, tmp_path, *options: str, name: str = "trace.jsonl") -> list[dict]:

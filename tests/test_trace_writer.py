@@ -6,11 +6,11 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from vmgames.kernel.vmmeter import record
+from vmgames.tools import trace
+from vmgames.tools.cli import main
 
-from kernel.vmmeter import record
 from tests.programs import FORK_AND_WRITE
-from tools import trace
-from tools.cli import main
 
 NEWLINE = orjson.OPT_APPEND_NEWLINE
 

@@ -3,9 +3,9 @@
 import os
 
 import pytest
+from vmgames.tools.assembler import assemble
 
 from tests.conftest import assert_no_leak
-from tools.assembler import assemble
 
 USERLAND = os.path.join(os.path.dirname(__file__), "..", "userland")
 

@@ -2,9 +2,10 @@
 
 import json
 
+from vmgames.tools import stats
+from vmgames.tools.cli import main
+
 from tests.programs import EXIT_0, FORK, FORK_AND_WRITE, WAIT4_RDI
-from tools import stats
-from tools.cli import main
 
 COW_MOVE = f"""
 .text

@@ -6,13 +6,15 @@ import json
 import struct
 
 import pytest
+import vmgames.kernel.trap as trap_module
+from vmgames.kernel import errno
+from vmgames.kernel.proc import SLEEPING
+from vmgames.kernel.sink import SinkEnd
+from vmgames.kernel.syscall import dispatch, syscall_name
+from vmgames.kernel.syszerocopy import SPLICE_F_NONBLOCK, VMG_ZEROCOPY, ZC_WAIT
+from vmgames.tools import trace_schema
+from vmgames.tools.cli import main
 
-import kernel.trap as trap_module
-from kernel import errno
-from kernel.proc import SLEEPING
-from kernel.sink import SinkEnd
-from kernel.syscall import dispatch, syscall_name
-from kernel.syszerocopy import SPLICE_F_NONBLOCK, VMG_ZEROCOPY, ZC_WAIT
 from tests.test_pipes import (
     CLOSE,
     COMMON,
@@ -27,8 +29,6 @@ from tests.test_pipes import (
     each_result_to_stdout,
     syscall,
 )
-from tools import trace_schema
-from tools.cli import main
 
 OPEN, MMAP, IOCTL, MUNMAP, KILL, VMSPLICE, ZC_REAP = 2, 9, 16, 11, 62, 278, 1000
 O_WRONLY, O_NONBLOCK = 1, 0o4000

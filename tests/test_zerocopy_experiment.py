@@ -12,13 +12,12 @@ import subprocess
 import sys
 
 import pytest
-
-from kernel.vmmeter import Recorder
-from tools import cli, costmodel
-from tools.boot import boot
-from tools.costmodel import CostFileError, Costs, Work
-from tools.experiments import zerocopy
-from tools.experiments.zerocopy import Cell
+from vmgames.kernel.vmmeter import Recorder
+from vmgames.tools import cli, costmodel
+from vmgames.tools.boot import boot
+from vmgames.tools.costmodel import CostFileError, Costs, Work
+from vmgames.tools.experiments import zerocopy
+from vmgames.tools.experiments.zerocopy import Cell
 
 MIB = 1 << 20
 

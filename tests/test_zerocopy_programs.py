@@ -14,10 +14,10 @@ import shutil
 import subprocess
 
 import pytest
+from vmgames.tools.experiments.programs import FREESTANDING_FLAGS
+from vmgames.tools.experiments.zerocopy import USERLAND_C
 
 from tests.test_c_programs import assert_same_as_host, run_on_host
-from tools.experiments.programs import FREESTANDING_FLAGS
-from tools.experiments.zerocopy import USERLAND_C
 
 PROGRAMS = ["vmsplice_alias", "io_limits", "zc_static", "zc_fresh", "zc_pool", "zc_fork"]
 

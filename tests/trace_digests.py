@@ -24,8 +24,8 @@ import json
 import os
 import sys
 
-from tools import trace
-from tools.boot import boot
+from vmgames.tools import trace
+from vmgames.tools.boot import boot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGESTS = os.path.join(ROOT, "tests", "trace_digests.json")

@@ -15,11 +15,11 @@ import sys
 import tempfile
 import time
 
-from emulator import yardstick
-from tools import trace
-from tools.assembler import assemble
-from tools.boot import boot
-from tools.snippets import CLONE_THREAD
+from vmgames.emulator import yardstick
+from vmgames.tools import trace
+from vmgames.tools.assembler import assemble
+from vmgames.tools.boot import boot
+from vmgames.tools.snippets import CLONE_THREAD
 
 LOOP_ITERATIONS = 50_000_000
 LOOP = """

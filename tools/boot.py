@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
-from emulator.determinism import DEFAULT_SEED
-from emulator.machine import DEFAULT_RAM_SIZE, Machine
-from kernel.kernel import DEFAULT_MAX_PROCESSES, Kernel
-from kernel.sched import DEFAULT_INTERLEAVE, DEFAULT_QUANTUM
-from kernel.vm.pageout import ACCESSED_BIT, PAGE_USED, PV, RMAPS
-from kernel.vm.prefault import MODES as PREFAULT_MODES
-from kernel.vm.swap_pager import SwapPager
-from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
+from vmgames.emulator.determinism import DEFAULT_SEED
+from vmgames.emulator.machine import DEFAULT_RAM_SIZE, Machine
+from vmgames.kernel.kernel import DEFAULT_MAX_PROCESSES, Kernel
+from vmgames.kernel.sched import DEFAULT_INTERLEAVE, DEFAULT_QUANTUM
+from vmgames.kernel.vm.pageout import ACCESSED_BIT, PAGE_USED, PV, RMAPS
+from vmgames.kernel.vm.prefault import MODES as PREFAULT_MODES
+from vmgames.kernel.vm.swap_pager import SwapPager
+from vmgames.kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
 
 
 def boot(ram: int = DEFAULT_RAM_SIZE, *, deterministic: bool = True, seed: int = DEFAULT_SEED, root: str = ".",

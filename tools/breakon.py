@@ -9,12 +9,12 @@ variables; `step` from there enters vm_fault and its chain lookup
 
 from __future__ import annotations
 
-from emulator import mmu
-from kernel import syscall
-from kernel.kernel import Kernel
-from kernel.observer import Observer
-from kernel.proc import Process
-from kernel.vm import fault
+from vmgames.emulator import mmu
+from vmgames.kernel import syscall
+from vmgames.kernel.kernel import Kernel
+from vmgames.kernel.observer import Observer
+from vmgames.kernel.proc import Process
+from vmgames.kernel.vm import fault
 
 
 def parse(spec: str) -> tuple[str, str] | str:

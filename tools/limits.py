@@ -24,11 +24,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from emulator.machine import Machine
-from kernel import signals
-from kernel.kernel import Kernel
-from kernel.observer import Observer
-from kernel.proc import ZOMBIE
+from vmgames.emulator.machine import Machine
+from vmgames.kernel import signals
+from vmgames.kernel.kernel import Kernel
+from vmgames.kernel.observer import Observer
+from vmgames.kernel.proc import ZOMBIE
 
 TIMEOUT_STATUS = 124      # as timeout(1)
 INTERRUPT_STATUS = 128 + signals.SIGINT

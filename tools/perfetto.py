@@ -32,9 +32,8 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import orjson
-
-from tools import vmstat
-from tools.report import Exits, read_trace
+from vmgames.tools import vmstat
+from vmgames.tools.report import Exits, read_trace
 
 KERNEL_PID = 0
 INIT_PID = 1        # the process vmgames run started: the header's program

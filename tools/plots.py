@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 
-from emulator.ram import PAGE_SIZE
-from tools.report import Summary
+from vmgames.emulator.ram import PAGE_SIZE
+from vmgames.tools.report import Summary
 
 FAULT_COLOURS = {"zero-fill": "#4c72b0", "file": "#55a868", "swap-in": "#da8bc3", "resident": "#8c8c8c",
                  "cow-copy": "#c44e52", "cow-move": "#dd8452", "protection": "#8172b3", "fatal": "#000000"}

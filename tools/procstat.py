@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulator.ram import PAGE_SIZE
-from kernel.kernel import Kernel
-from kernel.observer import Observer
-from kernel.proc import Process
-from kernel.vm.map import MapEntry, prot_letters
-from kernel.vm.object import ANONYMOUS, VNODE
-from kernel.vmmeter import Recorder
+from vmgames.emulator.ram import PAGE_SIZE
+from vmgames.kernel.kernel import Kernel
+from vmgames.kernel.observer import Observer
+from vmgames.kernel.proc import Process
+from vmgames.kernel.vm.map import MapEntry, prot_letters
+from vmgames.kernel.vm.object import ANONYMOUS, VNODE
+from vmgames.kernel.vmmeter import Recorder
 
 OBJECT_TYPES = {ANONYMOUS: "df", VNODE: "vn"}   # procstat's two-letter names
 

@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 import orjson
-
-from emulator.ram import PAGE_SIZE
-from kernel import syscall
-from tools import procstat, trace, trace_schema, vmstat
-from tools.stats import tlb_by_reason
+from vmgames.emulator.ram import PAGE_SIZE
+from vmgames.kernel import syscall
+from vmgames.tools import procstat, trace, trace_schema, vmstat
+from vmgames.tools.stats import tlb_by_reason
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -328,7 +327,7 @@ class Program:
     """
 
     def __init__(self, path: str) -> None:
-        from kernel import elf
+        from vmgames.kernel import elf
 
         self.path = path
         self.problem = ""
@@ -360,7 +359,7 @@ class Program:
         return bool(self._starts)
 
     def __call__(self, rip: int) -> str:
-        from emulator.disasm import instruction_at
+        from vmgames.emulator.disasm import instruction_at
 
         if self.problem:
             return "(program not readable)"
@@ -384,7 +383,7 @@ class Program:
 
 def _assemble(source: bytes, path: str) -> bytes:
     """The executable `vmgames run` made of an assembly source; ValueError saying why there is none."""
-    from tools.assembler import AssemblyError, assemble_with_warnings
+    from vmgames.tools.assembler import AssemblyError, assemble_with_warnings
 
     try:
         return assemble_with_warnings(source.decode(), path)[0]

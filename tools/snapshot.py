@@ -10,9 +10,9 @@ backing object; shared objects show up as nodes with several arrows in.
 
 from __future__ import annotations
 
-from kernel.kernel import Kernel
-from kernel.proc import ZOMBIE, Process
-from kernel.vm.map import prot_letters
+from vmgames.kernel.kernel import Kernel
+from vmgames.kernel.proc import ZOMBIE, Process
+from vmgames.kernel.vm.map import prot_letters
 
 
 def _object_label(obj) -> str:

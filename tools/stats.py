@@ -9,14 +9,14 @@ from collections import Counter
 from collections.abc import Collection
 from typing import Any
 
-from emulator.processor import Processor
-from kernel import syscall
-from kernel.vm import fault
-from kernel.vm.page import PageAllocator
-from kernel.vm.pagequeue import ACTIVE, CACHE, INACTIVE, WIRED
-from kernel.vm.swap_pager import SwapPager
-from kernel.vmmeter import Recorder
-from tools import vmstat
+from vmgames.emulator.processor import Processor
+from vmgames.kernel import syscall
+from vmgames.kernel.vm import fault
+from vmgames.kernel.vm.page import PageAllocator
+from vmgames.kernel.vm.pagequeue import ACTIVE, CACHE, INACTIVE, WIRED
+from vmgames.kernel.vm.swap_pager import SwapPager
+from vmgames.kernel.vmmeter import Recorder
+from vmgames.tools import vmstat
 
 
 def collect(recorder: Recorder, instructions: int | None, ram_frames: int,

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulator import pte
-from kernel import signals
-from kernel.kernel import Kernel
-from kernel.observer import Observer
-from kernel.proc import RUNNABLE, Process
+from vmgames.emulator import pte
+from vmgames.kernel import signals
+from vmgames.kernel.kernel import Kernel
+from vmgames.kernel.observer import Observer
+from vmgames.kernel.proc import RUNNABLE, Process
 
 STATUS = 3         # vmgames' exit status when the sanitizer stopped the run
 

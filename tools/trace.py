@@ -14,10 +14,9 @@ from importlib import metadata
 from typing import IO, Any
 
 import orjson
-
-from kernel.vmmeter import record
-from tools._tracewriter import LineWriter
-from tools.costmodel import Costs
+from vmgames.kernel.vmmeter import record
+from vmgames.tools._tracewriter import LineWriter
+from vmgames.tools.costmodel import Costs
 
 FORMAT = "vmgames-trace"
 VERSION = 3   # 2 added the map events; 3 the cpu of every event, and the shootdown events

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kernel import syscall
-from kernel.vm import fault, shootdown
+from vmgames.kernel import syscall
+from vmgames.kernel.vm import fault, shootdown
 
 INT, STR, BOOL, NONE = int, str, bool, type(None)
 INT_LIST = "list of int"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import NamedTuple
 
-from kernel.vm import fault, shootdown
+from vmgames.kernel.vm import fault, shootdown
 
 # count(type, kind, reason) -> events; a kind or reason of None matches any.
 Count = Callable[[str, "str | None", "str | None"], int]

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kernel.vm.page import PageAllocator
-from kernel.vmmeter import Recorder
+from vmgames.kernel.vm.page import PageAllocator
+from vmgames.kernel.vmmeter import Recorder
 
 if TYPE_CHECKING:
-    from kernel.vm.swap_pager import SwapPager
+    from vmgames.kernel.vm.swap_pager import SwapPager
 
 
 class VMContext:

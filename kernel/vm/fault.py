@@ -25,12 +25,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from emulator import mmu
-from kernel.vm.map import MapEntry, VMSpace
-from kernel.vm.object import ANONYMOUS, VNODE, PagerError, VMObject
-from kernel.vm.page import PAGES_PER_FAULT, OutOfMemory, PageAllocator, VMPage
-from kernel.vm.pagequeue import ACTIVE
-from kernel.vm.pmap import PROT_EXEC, PROT_READ, PROT_WRITE
+from vmgames.emulator import mmu
+from vmgames.kernel.vm.map import MapEntry, VMSpace
+from vmgames.kernel.vm.object import ANONYMOUS, VNODE, PagerError, VMObject
+from vmgames.kernel.vm.page import PAGES_PER_FAULT, OutOfMemory, PageAllocator, VMPage
+from vmgames.kernel.vm.pagequeue import ACTIVE
+from vmgames.kernel.vm.pmap import PROT_EXEC, PROT_READ, PROT_WRITE
 
 ZERO_FILL = "zero-fill"
 FILE = "file"

@@ -11,9 +11,9 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from emulator.ram import PAGE_SIZE
-from kernel.vm.object import ANONYMOUS, VMObject, Vnode
-from kernel.vm.pmap import PROT_EXEC, PROT_READ, PROT_WRITE, Pmap
+from vmgames.emulator.ram import PAGE_SIZE
+from vmgames.kernel.vm.object import ANONYMOUS, VMObject, Vnode
+from vmgames.kernel.vm.pmap import PROT_EXEC, PROT_READ, PROT_WRITE, Pmap
 
 USER_TOP = 0x0000_8000_0000_0000 - PAGE_SIZE   # highest user address + 1 (the last page stays unmapped)
 MMAP_TOP = 0x0000_7FFF_F000_0000                # mmap without a hint allocates downwards from here

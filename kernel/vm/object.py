@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from emulator.ram import PAGE_SIZE
-from kernel.errno import SyscallError
-from kernel.vm import pmap
-from kernel.vm.context import VMContext
-from kernel.vm.page import VMPage
+from vmgames.emulator.ram import PAGE_SIZE
+from vmgames.kernel.errno import SyscallError
+from vmgames.kernel.vm import pmap
+from vmgames.kernel.vm.context import VMContext
+from vmgames.kernel.vm.page import VMPage
 
 ANONYMOUS = "anonymous"
 VNODE = "vnode"

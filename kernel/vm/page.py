@@ -22,14 +22,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from emulator.machine import STOP_FRAME, Machine
-from emulator.ram import PAGE_SIZE
-from kernel.vm.pagequeue import ACTIVE, CACHE, QUEUES, WIRED, PageQueue
+from vmgames.emulator.machine import STOP_FRAME, Machine
+from vmgames.emulator.ram import PAGE_SIZE
+from vmgames.kernel.vm.pagequeue import ACTIVE, CACHE, QUEUES, WIRED, PageQueue
 
 if TYPE_CHECKING:
-    from kernel.vm.object import VMObject
-    from kernel.vm.pmap import Pmap
-    from kernel.vmmeter import Recorder
+    from vmgames.kernel.vm.object import VMObject
+    from vmgames.kernel.vm.pmap import Pmap
+    from vmgames.kernel.vmmeter import Recorder
 
 
 class VMPage:

@@ -47,14 +47,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from kernel.vm import pmap
-from kernel.vm.page import ACT_ADVANCE, ACT_DECLINE, ACT_MAX, VMPage
-from kernel.vm.pagequeue import ACTIVE, CACHE, INACTIVE, WIRED
-from kernel.vm.swap_pager import CLUSTER_PAGES
+from vmgames.kernel.vm import pmap
+from vmgames.kernel.vm.page import ACT_ADVANCE, ACT_DECLINE, ACT_MAX, VMPage
+from vmgames.kernel.vm.pagequeue import ACTIVE, CACHE, INACTIVE, WIRED
+from vmgames.kernel.vm.swap_pager import CLUSTER_PAGES
 
 if TYPE_CHECKING:
-    from kernel.vm.context import VMContext
-    from kernel.vm.object import VMObject
+    from vmgames.kernel.vm.context import VMContext
+    from vmgames.kernel.vm.object import VMObject
 
 PAGEDAEMON_PID = 0
 ACCESSED_BIT, UNMAP, FIFO = "accessed-bit", "unmap", "fifo"

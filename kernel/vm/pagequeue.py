@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from kernel.vm.page import VMPage
+    from vmgames.kernel.vm.page import VMPage
 
 ACTIVE, INACTIVE, CACHE, WIRED = "active", "inactive", "cache", "wired"
 QUEUES = (ACTIVE, INACTIVE, CACHE, WIRED)

@@ -13,10 +13,10 @@ flushed when they load its CR3.
 
 from __future__ import annotations
 
-from emulator import pte as E
-from emulator.ram import PAGE_SIZE
-from kernel.vm.page import PageAllocator, VMPage
-from kernel.vm.shootdown import TLBShootdown
+from vmgames.emulator import pte as E
+from vmgames.emulator.ram import PAGE_SIZE
+from vmgames.kernel.vm.page import PageAllocator, VMPage
+from vmgames.kernel.vm.shootdown import TLBShootdown
 
 PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
 

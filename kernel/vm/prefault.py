@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from emulator.ram import PAGE_SIZE
-from kernel.vm.fault import find_page
-from kernel.vm.object import VNODE, VMObject
-from kernel.vm.pagequeue import ACTIVE
-from kernel.vm.pmap import PROT_WRITE
+from vmgames.emulator.ram import PAGE_SIZE
+from vmgames.kernel.vm.fault import find_page
+from vmgames.kernel.vm.object import VNODE, VMObject
+from vmgames.kernel.vm.pagequeue import ACTIVE
+from vmgames.kernel.vm.pmap import PROT_WRITE
 
 if TYPE_CHECKING:
-    from kernel.vm.map import MapEntry, VMSpace
+    from vmgames.kernel.vm.map import MapEntry, VMSpace
 
 MAP, FAULT_AROUND = "map", "fault-around"
 MODES = (MAP, FAULT_AROUND)

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kernel.pcpu import ShootdownIPI
+from vmgames.kernel.pcpu import ShootdownIPI
 
 if TYPE_CHECKING:
-    from emulator.machine import Machine
-    from kernel.pcpu import PerCPU
-    from kernel.vmmeter import Recorder
+    from vmgames.emulator.machine import Machine
+    from vmgames.kernel.pcpu import PerCPU
+    from vmgames.kernel.vmmeter import Recorder
 
 # Changing more pages than this at once costs one full flush rather than one
 # invalidation per page: Linux's tlb_single_page_flush_ceiling (x86, default 33).

@@ -22,14 +22,14 @@ import mmap
 import sys
 from typing import TYPE_CHECKING
 
-from emulator.ram import PAGE_SIZE
-from kernel.vm.blist import MAX_RUN, Blist, SwapFull
+from vmgames.emulator.ram import PAGE_SIZE
+from vmgames.kernel.vm.blist import MAX_RUN, Blist, SwapFull
 
 if TYPE_CHECKING:
-    from emulator.machine import Machine
-    from kernel.vm.object import VMObject
-    from kernel.vm.page import VMPage
-    from kernel.vmmeter import Recorder
+    from vmgames.emulator.machine import Machine
+    from vmgames.kernel.vm.object import VMObject
+    from vmgames.kernel.vm.page import VMPage
+    from vmgames.kernel.vmmeter import Recorder
 
 CLUSTER_PAGES = 16     # the most pages one swap write takes (FreeBSD's nsw_cluster_max is MAXPHYS's 32)
 # Linux's MAP_NORESERVE (Python's mmap module names it only from 3.13 on).

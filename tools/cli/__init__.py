@@ -11,6 +11,6 @@
 - output.py      one-line messages on stderr, and output paths checked before any work
 """
 
-from tools.cli.main import main, parse_args
+from vmgames.tools.cli.main import main, parse_args
 
 __all__ = ["main", "parse_args"]

@@ -1,7 +1,7 @@
-"""python -m tools.cli: the vmgames command."""
+"""python -m vmgames.tools.cli: the vmgames command."""
 
 import sys
 
-from tools.cli.main import main
+from vmgames.tools.cli.main import main
 
 sys.exit(main())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from tools.cli.output import say, say_error, unwritable_file
+from vmgames.tools.cli.output import say, say_error, unwritable_file
 
 
 def command_asm(args: argparse.Namespace) -> int:
@@ -28,7 +28,7 @@ def command_asm(args: argparse.Namespace) -> int:
 def read_source(path: str) -> str:
     """The assembly source at `path`, no more of it than the assembler takes (a bigger file is refused
     without being read whole); OSError if it cannot be read, UnicodeDecodeError if it is not text."""
-    from tools.assembler.source import MAX_SOURCE_SIZE
+    from vmgames.tools.assembler.source import MAX_SOURCE_SIZE
 
     with open(path, encoding="utf-8") as f:
         return f.read(MAX_SOURCE_SIZE + 1)
@@ -36,7 +36,7 @@ def read_source(path: str) -> str:
 
 def assemble(source: str, source_path: str, output: str) -> int:
     """Assemble `source` into the executable `output`: 0, or 1 once the errors are said."""
-    from tools.assembler import AssemblyError, assemble_with_warnings
+    from vmgames.tools.assembler import AssemblyError, assemble_with_warnings
 
     try:
         image, warnings = assemble_with_warnings(source, source_path)

@@ -24,8 +24,8 @@ import textwrap
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from tools import costmodel
-from tools.cli.output import say_error, unwritable_file
+from vmgames.tools import costmodel
+from vmgames.tools.cli.output import say_error, unwritable_file
 
 SOURCE = Path(__file__).resolve().parent.parent / "calibrate" / "calibrate.c"
 DEFAULT_SAMPLES = 1000

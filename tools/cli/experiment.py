@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 
-from tools.cli.output import say_error, unwritable_file
-from tools.cli.parser import parse_size
-from tools.experiments import zerocopy
-from tools.experiments.cells import MAX_JOBS, ClusterError
-from tools.experiments.programs import ExperimentError
+from vmgames.tools.cli.output import say_error, unwritable_file
+from vmgames.tools.cli.parser import parse_size
+from vmgames.tools.experiments import zerocopy
+from vmgames.tools.experiments.cells import MAX_JOBS, ClusterError, ResumeError
+from vmgames.tools.experiments.programs import ExperimentError
 
 
 def command_experiment(args: argparse.Namespace) -> int:
@@ -23,9 +23,12 @@ def command_experiment(args: argparse.Namespace) -> int:
         if problem:
             say_error(problem)
             return 2
+    if args.resume and args.csv is None:
+        say_error("--resume needs --csv FILE: the finished cells are in FILE.cells")
+        return 2
     try:
         return command(args)
-    except (ExperimentError, ClusterError) as error:
+    except (ExperimentError, ClusterError, ResumeError) as error:
         say_error(str(error))
         return 1
     except OSError as error:        # an output that could not be written after all (a full disk, /dev/full)
@@ -35,7 +38,7 @@ def command_experiment(args: argparse.Namespace) -> int:
 
 
 def command_chains(args: argparse.Namespace) -> int:
-    from tools.experiments import chains
+    from vmgames.tools.experiments import chains
 
     for name in ("seeds", "steps", "max_depth"):
         if getattr(args, name) < 1:
@@ -48,7 +51,8 @@ def command_chains(args: argparse.Namespace) -> int:
     if problem:
         say_error(f"--csv {args.csv}: {problem}")
         return 2
-    return chains.main(args.seeds, args.steps, args.pages, args.max_depth, args.csv, args.jobs, args.dask)
+    return chains.main(args.seeds, args.steps, args.pages, args.max_depth, args.csv, args.jobs, args.dask,
+                       args.resume)
 
 
 def _choices(option: str, given: list[str], known: list[str] | tuple[str, ...]) -> list[str]:
@@ -79,8 +83,8 @@ def _outputs_problem(csv_path: str, plot_dir: str) -> str | None:
 
 
 def command_pressure(args: argparse.Namespace) -> int:
-    from kernel.vm.pageout import PAGE_USED
-    from tools.experiments import pressure
+    from vmgames.kernel.vm.pageout import PAGE_USED
+    from vmgames.tools.experiments import pressure
 
     try:
         policies = _choices("--policies", [args.policies], PAGE_USED)
@@ -99,11 +103,11 @@ def command_pressure(args: argparse.Namespace) -> int:
         say_error("--ram is 1M to 256M and --swap 1M to 4G for this experiment")
         return 2
     return pressure.main(args.ram, args.swap, factors, policies, args.hot, args.rounds, args.csv, args.plot,
-                         args.jobs, args.dask)
+                         args.jobs, args.dask, args.resume)
 
 
 def command_prefault(args: argparse.Namespace) -> int:
-    from tools.experiments import prefault
+    from vmgames.tools.experiments import prefault
 
     if not 2 <= args.runs <= 100:
         say_error("--runs is 2 to 100: the first run reads the program in, the later ones show what is saved")
@@ -116,21 +120,21 @@ def command_prefault(args: argparse.Namespace) -> int:
         say_error(f"--program {program[0]}: not an executable file")
         return 2
     return prefault.main(args.runs, [os.path.abspath(program[0]), *program[1:]] if program else [], args.csv,
-                         args.plot, args.jobs, args.dask)
+                         args.plot, args.jobs, args.dask, args.resume)
 
 
 def command_rmap(args: argparse.Namespace) -> int:
-    from tools.experiments import rmap
+    from vmgames.tools.experiments import rmap
 
     texts = [text for text in args.sharers.split(",") if text.strip()]
     if not texts or not all(text.strip().isdigit() and 1 <= int(text) <= 128 for text in texts):
         say_error(f"--sharers: {args.sharers!r} is not a list of numbers from 1 to 128 (like 1,4,16,32)")
         return 2
-    return rmap.main(sorted({int(text) for text in texts}), args.csv, args.plot, args.jobs, args.dask)
+    return rmap.main(sorted({int(text) for text in texts}), args.csv, args.plot, args.jobs, args.dask, args.resume)
 
 
 def command_zerocopy(args: argparse.Namespace) -> int:
-    from tools import costmodel
+    from vmgames.tools import costmodel
 
     try:
         workloads = _choices("--workloads", args.workloads, list(zerocopy.WORKLOADS))
@@ -172,4 +176,4 @@ def command_zerocopy(args: argparse.Namespace) -> int:
             say_error(str(error))
             return 2
     return zerocopy.main(workloads, modes, sizes, total, args.wire_rate, costs, args.csv, args.plot, args.sink,
-                         cpus, args.jobs, args.dask)
+                         cpus, args.jobs, args.dask, args.resume)

@@ -8,14 +8,15 @@ import contextlib
 import os
 import sys
 
-from kernel import signals
-from tools.cli.asm import command_asm
-from tools.cli.calibrate import command_calibrate
-from tools.cli.experiment import command_experiment
-from tools.cli.output import say_error
-from tools.cli.parser import RUN_USAGE, build_parser
-from tools.cli.report import command_report
-from tools.cli.run import command_run
+from vmgames.kernel import signals
+from vmgames.tools.cli.asm import command_asm
+from vmgames.tools.cli.calibrate import command_calibrate
+from vmgames.tools.cli.experiment import command_experiment
+from vmgames.tools.cli.output import say_error
+from vmgames.tools.cli.parser import RUN_USAGE, build_parser
+from vmgames.tools.cli.report import command_report
+from vmgames.tools.cli.run import command_run
+from vmgames.tools.cli.sweep import command_sweep
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,6 +83,8 @@ def _main(argv: list[str], closed_fds: frozenset[int]) -> int:
         return command_experiment(args)
     if args.command == "report":
         return command_report(args)
+    if args.command == "sweep":
+        return command_sweep(args)
     if args.command == "calibrate":
         return command_calibrate(args)
     return command_run(args, closed_fds)

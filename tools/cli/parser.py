@@ -7,21 +7,22 @@ import importlib.metadata
 import re
 from typing import NoReturn
 
-from emulator.determinism import DEFAULT_SEED
-from emulator.machine import DEFAULT_RAM_SIZE, MAX_CPUS
-from kernel.kernel import DEFAULT_MAX_PROCESSES
-from kernel.sched import DEFAULT_INTERLEAVE, DEFAULT_QUANTUM
-from kernel.vm.pageout import PAGE_USED, RMAPS
-from kernel.vm.prefault import FAULT_AROUND as PREFAULT_FAULT_AROUND
-from kernel.vm.prefault import MAP as PREFAULT_MAP
-from kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
-from tools import trace
-from tools.cli.calibrate import CALIBRATE_DESCRIPTION, CALIBRATE_EPILOG, DEFAULT_SAMPLES, QUICK_SAMPLES
-from tools.experiments import prefault as experiment_prefault
-from tools.experiments import pressure as experiment_pressure
-from tools.experiments import rmap as experiment_rmap
-from tools.experiments import zerocopy
-from tools.experiments.cells import default_jobs
+from vmgames.emulator.determinism import DEFAULT_SEED
+from vmgames.emulator.machine import DEFAULT_RAM_SIZE, MAX_CPUS
+from vmgames.kernel.kernel import DEFAULT_MAX_PROCESSES
+from vmgames.kernel.sched import DEFAULT_INTERLEAVE, DEFAULT_QUANTUM
+from vmgames.kernel.vm.pageout import PAGE_USED, RMAPS
+from vmgames.kernel.vm.prefault import FAULT_AROUND as PREFAULT_FAULT_AROUND
+from vmgames.kernel.vm.prefault import MAP as PREFAULT_MAP
+from vmgames.kernel.wire import DEFAULT_WIRE_CAPACITY, DEFAULT_WIRE_RATE
+from vmgames.tools import api, trace
+from vmgames.tools.api import LARGEST
+from vmgames.tools.cli.calibrate import CALIBRATE_DESCRIPTION, CALIBRATE_EPILOG, DEFAULT_SAMPLES, QUICK_SAMPLES
+from vmgames.tools.experiments import prefault as experiment_prefault
+from vmgames.tools.experiments import pressure as experiment_pressure
+from vmgames.tools.experiments import rmap as experiment_rmap
+from vmgames.tools.experiments import zerocopy
+from vmgames.tools.experiments.cells import default_jobs
 
 DESCRIPTION = """\
 vmgames: an instruction-level x86-64 machine with a toy kernel in Python.
@@ -110,17 +111,25 @@ examples:
   vmgames experiment zerocopy --costs costs-HOST.toml      (this host's, from vmgames calibrate)"""
 
 
+SWEEP_EPILOG = """a spec (tools/sweep.py; an example is sweeps/ram.toml):
+  program = "build/pressure"          # the program, relative to the current directory
+  args = ["{pages}", "20", "10"]      # its arguments; {name} is that grid value
+
+  [options]                           # every run: vmgames run's options (ram, cpus, quantum, swap,
+  swap = "64M"                        # page_used or page-used, seed, fast, stdin, max_instructions, ...)
+
+  [grid]                              # one run for every combination
+  ram = ["6M", "8M", "12M"]
+  pages = [1024, 2048]                # no option: a parameter the args use
+
+each row: the grid's values, status, ended_by, death, then every --stats-json figure (faults.zero-fill, ...)
+examples:
+  vmgames sweep sweeps/ram.toml
+  vmgames sweep sweeps/ram.toml --jobs 8 --csv ram.csv
+  vmgames sweep sweeps/ram.toml --resume              (after an interrupted sweep)"""
+
+
 DEFAULT_SNAPSHOT = "vmgames-snapshot.dot"
-
-
-# No size or count of any option comes near this: bigger is a typing accident, refused before any arithmetic.
-LARGEST = (1 << 63) - 1
-
-
-MAX_PROCS_LIMIT = 1 << 22      # Linux's PID_MAX_LIMIT
-
-
-SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}     # timeout(1)'s
@@ -128,13 +137,10 @@ DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}     # timeout(1
 
 def parse_size(text: str) -> int:
     """'256M', '1G', '64KiB', '65536' -> bytes: decimal digits and a unit, nothing else."""
-    match = re.fullmatch(r"([0-9]+)\s*(?:([kmgt])(?:i?b)?|b)?", text.strip(), re.IGNORECASE | re.ASCII)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 256M or 1G)")
-    size = int(match[1]) * SIZE_UNITS[(match[2] or "").lower()]
-    if size > LARGEST:
-        raise argparse.ArgumentTypeError(f"{text!r} is too large")
-    return size
+    try:
+        return api.parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_count(text: str) -> int:
@@ -196,10 +202,16 @@ DASK_OPTION = {"metavar": "ADDRESS",
                        "workers need vmgames installed and the same files (a shared filesystem)"}
 
 
+RESUME_OPTION = {"action": "store_true",
+                 "help": "take the cells an earlier run of this sweep finished from its journal (the CSV's path "
+                         "with .cells added, written as each cell finishes) and run only the rest"}
+
+
 def _add_outputs(experiment: argparse.ArgumentParser, name: str) -> None:
-    """The options every experiment with a CSV and a plot takes: --jobs, --csv, --plot."""
+    """The options every experiment with a CSV and a plot takes: --jobs, --dask, --resume, --csv, --plot."""
     experiment.add_argument("--jobs", **JOBS_OPTION)
     experiment.add_argument("--dask", **DASK_OPTION)
+    experiment.add_argument("--resume", **RESUME_OPTION)
     experiment.add_argument("--csv", metavar="FILE", default=f"{name}.csv",
                             help=f"where to write the figures of each cell (default {name}.csv)")
     experiment.add_argument("--plot", metavar="DIR", default=".",
@@ -340,6 +352,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     chains.add_argument("--max-depth", type=int, default=5, help="depth limit of the process tree (default 5)")
     chains.add_argument("--jobs", **JOBS_OPTION)
     chains.add_argument("--dask", **DASK_OPTION)
+    chains.add_argument("--resume", **RESUME_OPTION)
     chains.add_argument("--csv", metavar="FILE", help="also write per-run figures as CSV")
     zc = experiments.add_parser(
         "zerocopy", help="copying, copy-on-write and vmsplice sends: faults, copies, TLB work and cost per MiB",
@@ -432,6 +445,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                         help="also draw faults over time, a per-page fault heat map and chain depth (PNG and SVG)")
     report.add_argument("--perfetto", metavar="FILE",
                         help="also write the trace in Chrome's trace-event format (open it in ui.perfetto.dev)")
+    sweep = commands.add_parser(
+        "sweep", help="run your own program over a grid of options and arguments, one CSV row per run",
+        description="Run a program once for every point of a grid of vmgames run's options and of its own "
+                    "arguments, as a spec file (TOML) describes, each run deterministic and on a fresh machine, and "
+                    "write every run's --stats-json figures as one CSV row (and a Parquet file beside it when "
+                    "pyarrow is installed).",
+        epilog=SWEEP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sweep.add_argument("spec", metavar="SPEC.toml", help="the sweep: program, args, [options], [grid] (see below)")
+    sweep.add_argument("--csv", metavar="FILE", help="where the rows go (default: the spec's name with .csv, "
+                                                     "in the current directory)")
+    sweep.add_argument("--jobs", **JOBS_OPTION)
+    sweep.add_argument("--dask", **DASK_OPTION)
+    sweep.add_argument("--resume", **RESUME_OPTION)
     calibrate = commands.add_parser(
         "calibrate", help="measure the cost model's prices on this host and write them as a cost file",
         description=CALIBRATE_DESCRIPTION, epilog=CALIBRATE_EPILOG,
@@ -444,4 +470,5 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     length.add_argument("--quick", action="store_true", help=f"a short run: --repeat {QUICK_SAMPLES}, about a second")
     calibrate.add_argument("--cold", action="store_true",
                            help="price a page copy from DRAM, not from the cache (copy_page_ns)")
-    return parser, {"asm": asm, "run": run, "experiment": experiment, "report": report, "calibrate": calibrate}
+    return parser, {"asm": asm, "run": run, "experiment": experiment, "report": report, "sweep": sweep,
+                    "calibrate": calibrate}

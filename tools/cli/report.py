@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from tools.cli.output import make_directory, say_error, unwritable_file
+from vmgames.tools.cli.output import make_directory, say_error, unwritable_file
 
 REPORT_WIDTH = 140   # the events table: type, kind, total, 8 pids and the rest
 
@@ -31,8 +31,7 @@ def _with_progress(what: str, path: str, work: Callable[[Callable[[int], None] |
 
 def command_report(args: argparse.Namespace) -> int:
     from rich.console import Console
-
-    from tools import report
+    from vmgames.tools import report
 
     if args.top < 0:
         say_error("--top must not be negative")
@@ -64,7 +63,7 @@ def command_report(args: argparse.Namespace) -> int:
             for path in report.write_csv(summary, args.csv, describe):
                 print(f"wrote {path}")
         if args.plots is not None:
-            from tools.plots import write_plots
+            from vmgames.tools.plots import write_plots
 
             for path in write_plots(summary, args.plots):
                 print(f"wrote {path}")
@@ -72,7 +71,7 @@ def command_report(args: argparse.Namespace) -> int:
         say_error(f"{error.filename or 'output'}: {error.strerror}")
         return 2
     if args.perfetto is not None:
-        from tools import perfetto
+        from vmgames.tools import perfetto
 
         try:
             with open(args.perfetto, "wb", buffering=1 << 20) as out:

@@ -10,28 +10,25 @@ import sys
 import tempfile
 from typing import TYPE_CHECKING
 
-from emulator.machine import MAX_CPUS
-from emulator.ram import PAGE_SIZE
-from kernel import errno
-from kernel.errno import SyscallError
-from kernel.kernel import Kernel
-from kernel.vm import shootdown
-from kernel.vm.swap_pager import MAX_SWAP, SwapUnavailable
-from tools import stats as run_stats
-from tools import trace
-from tools.boot import boot
-from tools.cli.asm import assemble, read_source
-from tools.cli.output import say, say_error, unwritable_file
-from tools.cli.parser import DEFAULT_SNAPSHOT, MAX_PROCS_LIMIT
-from tools.cli.snapshot import SnapshotAt, snapshot_files
-from tools.limits import RunLimits
+from vmgames.kernel.kernel import Kernel
+from vmgames.kernel.vm.swap_pager import SwapUnavailable
+from vmgames.tools import api, trace
+from vmgames.tools import stats as run_stats
+from vmgames.tools.boot import boot
+from vmgames.tools.cli.asm import assemble, read_source
+from vmgames.tools.cli.output import say, say_error, unwritable_file
+from vmgames.tools.cli.parser import DEFAULT_SNAPSHOT
+from vmgames.tools.cli.snapshot import SnapshotAt, snapshot_files
+from vmgames.tools.limits import RunLimits
 
 if TYPE_CHECKING:
-    from tools.gdb.monitor import EventTap
+    from vmgames.tools.gdb.monitor import EventTap
 
 
 def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset()) -> int:
-    problem = _run_options_problem(args)
+    problem = api.options_problem(**vars(args))
+    if not problem and args.gdb is not None and (args.max_instructions is not None or args.timeout is not None):
+        problem = "--gdb cannot be used with --max-instructions or --timeout (gdb stops the run as it likes)"
     if problem:
         say_error(problem)
         return 2
@@ -77,7 +74,7 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
             return 2
     break_on = None
     if args.break_on is not None:
-        from tools import breakon
+        from vmgames.tools import breakon
 
         break_on = breakon.parse(args.break_on)
         if isinstance(break_on, str):
@@ -100,7 +97,8 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
             try:
                 source = read_source(args.program)
             except OSError as error:
-                return _cannot_run(args.program, error.errno)     # as a program that is not there
+                say_error(f"{args.program}: {os.strerror(error.errno)}")     # as a program that is not there
+                return api.CannotRun(args.program, error.errno, "").status
             except UnicodeDecodeError:
                 say_error(f"{args.program}: not a text file")
                 return 1
@@ -148,26 +146,24 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
             snapshot = SnapshotAt(args.snapshot_at, args.snapshot, tracing=bool(args.trace))
             kernel.observe(snapshot)
         if args.trace:
-            from tools import procstat
+            from vmgames.tools import procstat
 
             kernel.observe(procstat.MapsAtExit())   # after any snapshot: the report shows the last map
         if args.gdb is not None:
-            from tools.gdb.stub import tap_events
+            from vmgames.tools.gdb.stub import tap_events
 
             gdb_tap = tap_events(kernel)   # from exec on, so that 'monitor faults' lists what 'monitor stats' counts
         tlb_check = None
         if args.check_tlb:
-            from tools.tlbcheck import TLBCheck
+            from vmgames.tools.tlbcheck import TLBCheck
 
             tlb_check = TLBCheck(kernel)      # after the trace's sink, which it passes every event on to
             kernel.observe(tlb_check)
         try:
-            executable = kernel.fs.open_host(program)
-            if not executable.executable:
-                raise SyscallError(errno.EACCES)     # no execute bit: execve refuses it too (a .s needs none)
-            init = kernel.spawn(executable, [args.program] + args.args, args.env)
-        except SyscallError as error:
-            return _cannot_run(args.program, error.errno, kernel.exec_error)
+            init = api.spawn(kernel, program, [args.program] + args.args, args.env)
+        except api.CannotRun as error:
+            say_error(f"{args.program}: {error.strerror}")
+            return error.status
         for fd in closed_fds:
             init.close_fd(fd)     # the host gave us none: neither has the guest
         if break_on is not None:
@@ -185,7 +181,7 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
             sys.stdout.flush()
         ending = limits.ending
         if tlb_check is not None and tlb_check.problems:
-            from tools.tlbcheck import STATUS
+            from vmgames.tools.tlbcheck import STATUS
 
             for problem in tlb_check.problems:
                 say_error(f"--check-tlb: {problem}")
@@ -201,13 +197,7 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
             due, ended = int(args.snapshot_at), machine.now
             say_error(f"the run ended at t = {ended:,}, "
                    f"{f'before {due:,}' if ended < due else f'as instruction {due:,} ran'}: no snapshot")
-        counters = run_stats.collect(kernel.recorder, machine.retired if machine.deterministic else None,
-                                     kernel.allocator.total, machine.processors, kernel.allocator,
-                                     kernel.vm.swap_pager)
-        counters["exit_status"] = status
-        counters["ended_by"] = ending.limit if ending is not None else None
-        # A run with invalidations forgotten on purpose says so wherever its figures go.
-        counters["skipped_invalidations"] = sorted(set(args.skip_invalidation))
+        counters = api.counters(kernel, status, ending, args.skip_invalidation)
         if args.stats:
             say(run_stats.format_table(counters))
         if args.stats_json:
@@ -220,67 +210,14 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
         return status
 
 
-def _cannot_run(program: str, number: int, exec_error: str = "") -> int:
-    """Say why `program` cannot be run, as a shell does; the status a shell gives: 127 when it is not
-    there, 126 when it is but cannot be run."""
-    reasons = {errno.ENOEXEC: f"cannot execute: {exec_error}", errno.ENOMEM: "not enough memory to load it"}
-    if exec_error and number != errno.ENOEXEC:
-        reasons[number] = f"{os.strerror(number)}: {exec_error}"     # a dynamic program's missing interpreter
-    say_error(f"{program}: {reasons.get(number) or os.strerror(number)}")
-    return 127 if number == errno.ENOENT else 126
-
-
 def _gib(size: int) -> str:
     return f"{size / (1 << 30):.1f}G"
 
 
-def _host_memory() -> int | None:
-    """The host's physical memory in bytes, if it says."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return None
-
-
-def _run_options_problem(args: argparse.Namespace) -> str | None:
-    """What is wrong with the options of vmgames run that argparse cannot see; None if nothing."""
-    if args.ram < (1 << 20) or args.ram % 4096:
-        return f"--ram must be at least 1M and a multiple of 4K, not {args.ram}"
-    host_memory = _host_memory()
-    if host_memory and args.ram > host_memory:
-        return f"--ram {_gib(args.ram)} is more than this host's memory ({_gib(host_memory)})"
-    if not os.path.isdir(args.root):
-        return f"--root {args.root}: {'Not a directory' if os.path.exists(args.root) else 'No such file or directory'}"
-    for variable in args.env:
-        name, equals, _ = variable.partition("=")
-        if not equals or not name:
-            return f"--env takes NAME=VALUE, not {variable!r}"
-    for reason in args.skip_invalidation:
-        if reason not in shootdown.REASONS and reason != shootdown.REMOTE:
-            return (f"--skip-invalidation: no invalidation is made for {reason!r}; the reasons are "
-                    f"{', '.join([*shootdown.REASONS, shootdown.REMOTE])}")
-    if not 1 <= args.cpus <= MAX_CPUS:
-        return f"--cpus must be 1 to {MAX_CPUS}, not {args.cpus}"
-    if 0 < args.swap < PAGE_SIZE or args.swap > MAX_SWAP:
-        return f"--swap is 0 (none) or 4K, a page, to {MAX_SWAP >> 40}T, not {args.swap:,} bytes"
-    for option, value in (("--quantum", args.quantum), ("--interleave", args.interleave),
-                          ("--wire-rate", args.wire_rate), ("--max-instructions", args.max_instructions),
-                          ("--max-procs", args.max_procs)):
-        if value is not None and value <= 0:
-            return f"{option} must be positive"
-    if args.max_procs > MAX_PROCS_LIMIT:
-        return f"--max-procs must be at most {MAX_PROCS_LIMIT:,} (Linux's PID_MAX_LIMIT)"
-    if args.max_instructions is not None and args.fast:
-        return "--max-instructions needs the instruction clock: it cannot be used with --fast (use --timeout)"
-    if args.gdb is not None and (args.max_instructions is not None or args.timeout is not None):
-        return "--gdb cannot be used with --max-instructions or --timeout (gdb stops the run as it likes)"
-    return None
-
-
 def _run_under_gdb(kernel: Kernel, init, address: str, tap: EventTap) -> int | None:
     """Wait for gdb, run the program under it; an exit status if the run cannot go on normally."""
-    from tools.gdb.protocol import Connection
-    from tools.gdb.stub import GdbStub, KilledFromGdb, listen
+    from vmgames.tools.gdb.protocol import Connection
+    from vmgames.tools.gdb.stub import GdbStub, KilledFromGdb, listen
 
     try:
         server = listen(address)

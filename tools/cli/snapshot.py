@@ -6,10 +6,10 @@ import os
 import shutil
 import subprocess
 
-from kernel.kernel import Kernel
-from kernel.observer import Observer
-from kernel.proc import Process
-from tools.cli.output import say, say_error
+from vmgames.kernel.kernel import Kernel
+from vmgames.kernel.observer import Observer
+from vmgames.kernel.proc import Process
+from vmgames.tools.cli.output import say, say_error
 
 
 def snapshot_files(path: str) -> tuple[str, str, str]:
@@ -53,8 +53,8 @@ class SnapshotAt(Observer):
             self.write(kernel, f"the exit of {proc.name} [{proc.pid}], t = {kernel.machine.now:,}")
 
     def write(self, kernel: Kernel, title: str) -> None:
-        from tools import procstat
-        from tools.snapshot import live_processes, to_dot
+        from vmgames.tools import procstat
+        from vmgames.tools.snapshot import live_processes, to_dot
 
         self.written = True
         dot, svg, text = snapshot_files(self.path)

@@ -10,17 +10,28 @@ concurrent.futures executor: dask.distributed's, whose workers must have
 vmgames installed and see the files the cells name (the programs, built in
 a scratch directory: a shared filesystem).  A progress bar on a terminal
 shows the cells done and the time left.
+
+Each cell's result is saved the moment the cell finishes, in a journal
+beside the CSV (NAME.csv.cells: a line per cell, its name and its result),
+so that a sweep cut short (Ctrl-C, a lost node, a full disk) loses only the
+cells that were running: `--resume` takes the finished ones from the journal
+and runs the rest.  The journal's first line holds the settings the cells
+were made with, and a resume with other settings is refused.
 """
 
 from __future__ import annotations
 
+import base64
 import multiprocessing
 import os
+import pickle
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from typing import Any
+
+import orjson
 
 MAX_JOBS = 256
 DASK_CONNECT_SECONDS = 20
@@ -35,25 +46,112 @@ def default_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+class ResumeError(Exception):
+    """--resume cannot take up the journal: none there, or made with other settings."""
+
+
+class Journal:
+    """The finished cells of one sweep, saved one line each as they finish (at `path`).
+
+    `settings` are what the cells depend on besides their own names (the
+    experiment's options); with `resume`, the cells already in the journal
+    are taken from it, else it starts empty.
+    """
+
+    def __init__(self, path: str, settings: dict[str, Any], resume: bool = False) -> None:
+        self.path = path
+        self.done: dict[str, Any] = {}
+        header = orjson.dumps({"vmgames_cells": 1, "settings": settings}, option=orjson.OPT_SORT_KEYS)
+        if resume:
+            self.done = self._read(header, settings)
+            self._stream = open(path, "ab")
+            if self._stream.tell() and not self._ends_a_line():
+                self._stream.write(b"\n")     # after a line cut short, the next one starts afresh
+        else:
+            self._stream = open(path, "wb")
+            self._stream.write(header + b"\n")
+            self._stream.flush()
+
+    def _read(self, header: bytes, settings: dict[str, Any]) -> dict[str, Any]:
+        try:
+            with open(self.path, "rb") as f:
+                lines = f.read().split(b"\n")
+        except FileNotFoundError:
+            raise ResumeError(f"--resume: no journal of finished cells at {self.path} (run without --resume to "
+                              "start afresh)") from None
+        if lines[0] != header:
+            raise ResumeError(f"--resume: {self.path} holds cells made with other settings than {settings} "
+                              "(run without --resume to start afresh)")
+        done = {}
+        for line in lines[1:]:
+            try:
+                entry = orjson.loads(line)
+                done[entry["cell"]] = pickle.loads(base64.b64decode(entry["result"]))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, pickle.UnpicklingError, EOFError):
+                continue     # a line cut short when the sweep was stopped: that cell runs again
+        return done
+
+    def _ends_a_line(self) -> bool:
+        with open(self.path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
+
+    def record(self, name: str, result: Any) -> None:
+        entry = {"cell": name, "result": base64.b64encode(pickle.dumps(result)).decode()}
+        self._stream.write(orjson.dumps(entry) + b"\n")
+        self._stream.flush()
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+JOURNAL_SUFFIX = ".cells"
+
+
+@contextmanager
+def journal_beside(csv_path: str | None, settings: dict[str, Any], resume: bool) -> Iterator[Journal | None]:
+    """The journal of a sweep whose figures go to `csv_path` (CSV.cells beside it); None without a CSV."""
+    if csv_path is None:
+        yield None
+        return
+    journal = Journal(csv_path + JOURNAL_SUFFIX, settings, resume)
+    try:
+        yield journal
+    finally:
+        journal.close()
+
+
 def run_cells(function: Callable[..., Any], cells: Sequence[tuple], jobs: int,
-              describe: Callable[[tuple], str], dask: str | None = None) -> list[Any]:
+              describe: Callable[[tuple], str], dask: str | None = None, journal: Journal | None = None) -> list[Any]:
     """function(*cell) for every cell, `jobs` at a time here or on the Dask cluster whose scheduler is at
-    `dask`; the results in the cells' order.  `describe(cell)` names a cell for the progress bar."""
-    if dask is None and (jobs <= 1 or len(cells) <= 1):
-        results = []
-        with _progress(len(cells)) as advance:
-            for cell in cells:
-                results.append(function(*cell))
-                advance(describe(cell))
-        return results
+    `dask`; the results in the cells' order.  `describe(cell)` names a cell (uniquely): for the progress bar,
+    and in the `journal`, which saves each result as it comes and gives those of cells it already has."""
+    names = [describe(cell) for cell in cells]
+    if len(set(names)) != len(names):
+        raise ValueError("two cells have the same name")
     results: list[Any] = [None] * len(cells)
-    with _executor(jobs, len(cells), dask) as pool:
-        futures = {pool.submit(function, *cell): index for index, cell in enumerate(cells)}
-        with _progress(len(cells)) as advance:
-            for future in as_completed(futures):
-                index = futures[future]
-                results[index] = future.result()
-                advance(describe(cells[index]))
+    waiting = []
+    for index, name in enumerate(names):
+        if journal is not None and name in journal.done:
+            results[index] = journal.done[name]
+        else:
+            waiting.append(index)
+
+    def finished(index: int, result: Any) -> None:
+        results[index] = result
+        if journal is not None:
+            journal.record(names[index], result)
+        advance(names[index])
+
+    with _progress(len(cells), len(cells) - len(waiting)) as advance:
+        if dask is None and (jobs <= 1 or len(waiting) <= 1):
+            for index in waiting:
+                finished(index, function(*cells[index]))
+        elif waiting:
+            with _executor(jobs, len(waiting), dask) as pool:
+                futures = {pool.submit(function, *cells[index]): index for index in waiting}
+                for future in as_completed(futures):
+                    finished(futures[future], future.result())
     return results
 
 
@@ -81,8 +179,9 @@ def _executor(jobs: int, cells: int, dask: str | None):
 class _progress:
     """A rich progress bar on stderr when it is a terminal (cells done, time left); nothing otherwise."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, done: int = 0) -> None:
         self.total = total
+        self.done = done      # cells finished before (--resume)
         self.bar = None
 
     def __enter__(self) -> Callable[[str], None]:
@@ -93,7 +192,7 @@ class _progress:
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TimeRemainingColumn(), console=Console(stderr=True), transient=True)
             self.bar.__enter__()
-            task = self.bar.add_task("cells", total=self.total)
+            task = self.bar.add_task("cells", total=self.total, completed=self.done)
             return lambda done: self.bar.update(task, advance=1, description=f"done: {done}")
         return lambda done: None
 

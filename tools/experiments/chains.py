@@ -19,11 +19,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from kernel.kernel import Kernel
-from kernel.proc import ZOMBIE
-from tools.assembler import assemble
-from tools.boot import boot
-from tools.experiments.cells import run_cells
+from vmgames.kernel.kernel import Kernel
+from vmgames.kernel.proc import ZOMBIE
+from vmgames.tools.assembler import assemble
+from vmgames.tools.boot import boot
+from vmgames.tools.experiments.cells import journal_beside, run_cells
 
 CASCADE_SOURCE = os.path.join(os.path.dirname(__file__), "..", "..", "userland", "cascade.s")
 
@@ -197,7 +197,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(seeds: int, steps: int, pages: int, max_depth: int, csv_path: str | None, jobs: int = 1,
-         dask: str | None = None) -> int:
+         dask: str | None = None, resume: bool = False) -> int:
     with open(CASCADE_SOURCE, encoding="utf-8") as f:
         image = assemble(f.read(), "cascade.s")
     with tempfile.TemporaryDirectory(prefix="vmgames-chains-") as scratch:
@@ -206,8 +206,10 @@ def main(seeds: int, steps: int, pages: int, max_depth: int, csv_path: str | Non
             f.write(image)
         cells = [(program, seed, collapse, steps, pages, max_depth)
                  for seed in range(1, seeds + 1) for collapse in (True, False)]
-        runs = run_cells(run_cascade, cells, jobs,
-                         lambda cell: f"seed {cell[1]}, collapse {'on' if cell[2] else 'off'}", dask)
+        settings = {"steps": steps, "pages": pages, "max_depth": max_depth}
+        with journal_beside(csv_path, settings, resume) as journal:
+            runs = run_cells(run_cascade, cells, jobs,
+                             lambda cell: f"seed {cell[1]}, collapse {'on' if cell[2] else 'off'}", dask, journal)
     rows = summary_rows(runs)
     print(f"chain depth under fork cascades: {seeds} seeds, {steps} steps per process, {pages} pages, "
           f"process tree depth <= {max_depth}")

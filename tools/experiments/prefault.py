@@ -23,12 +23,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from kernel.vm import fault
-from kernel.vm.prefault import FAULT_AROUND, MAP
-from tools.boot import boot
-from tools.experiments.cells import run_cells
-from tools.experiments.programs import build_libc_program
-from tools.experiments.publish import columns, publish, save_figure
+from vmgames.kernel.vm import fault
+from vmgames.kernel.vm.prefault import FAULT_AROUND, MAP
+from vmgames.tools.boot import boot
+from vmgames.tools.experiments.cells import journal_beside, run_cells
+from vmgames.tools.experiments.programs import build_libc_program
+from vmgames.tools.experiments.publish import columns, publish, save_figure
 
 DEFAULT_RUNS = 8
 PREZERO_POOL = 256
@@ -166,13 +166,15 @@ def write_plot(settings: list[Setting], directory: str) -> list[str]:
     return save_figure(figure, directory, "prefault")
 
 
-def main(runs: int, program: list[str], csv_path: str, plot_dir: str, jobs: int = 1, dask: str | None = None) -> int:
+def main(runs: int, program: list[str], csv_path: str, plot_dir: str, jobs: int = 1, dask: str | None = None,
+         resume: bool = False) -> int:
     with tempfile.TemporaryDirectory(prefix="vmgames-prefault-") as scratch:
         rerun = build_libc_program("rerun", scratch)
         if not program:
             program = [build_libc_program("pressure", scratch), "64", "50", "2"]
-        settings = run_cells(run_setting, [(rerun, program, runs, name) for name in SETTINGS], jobs,
-                             lambda cell: cell[3], dask)
+        with journal_beside(csv_path, {"program": program, "runs": runs}, resume) as journal:
+            settings = run_cells(run_setting, [(rerun, program, runs, name) for name in SETTINGS], jobs,
+                                 lambda cell: cell[3], dask, journal)
     publish(f"pre-faulting and pre-zeroing: {' '.join(program)}, run {runs} times (a millisecond of idling before "
             "each)", table(settings), conclusion(settings), lambda path: write_csv(settings, path), csv_path,
             lambda: write_plot(settings, plot_dir))

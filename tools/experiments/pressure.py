@@ -24,11 +24,11 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from kernel.vm.pageout import ACCESSED_BIT, FIFO, PAGE_USED, UNMAP
-from tools.boot import boot
-from tools.experiments.cells import run_cells
-from tools.experiments.programs import build_libc_program
-from tools.experiments.publish import columns, publish, save_figure
+from vmgames.kernel.vm.pageout import ACCESSED_BIT, FIFO, PAGE_USED, UNMAP
+from vmgames.tools.boot import boot
+from vmgames.tools.experiments.cells import journal_beside, run_cells
+from vmgames.tools.experiments.programs import build_libc_program
+from vmgames.tools.experiments.publish import columns, publish, save_figure
 
 DEFAULT_RAM = 8 << 20
 DEFAULT_SWAP = 64 << 20
@@ -189,14 +189,16 @@ def write_plot(runs: list[PressureRun], directory: str) -> list[str]:
 
 
 def main(ram: int, swap: int, factors: list[float], policies: list[str], hot: int, rounds: int, csv_path: str,
-         plot_dir: str, jobs: int = 1, dask: str | None = None) -> int:
+         plot_dir: str, jobs: int = 1, dask: str | None = None, resume: bool = False) -> int:
     for policy in policies:
         if policy not in PAGE_USED:
             raise ValueError(policy)
     with tempfile.TemporaryDirectory(prefix="vmgames-pressure-") as scratch:
         program = build_libc_program("pressure", scratch)
         cells = [(program, policy, factor, ram, swap, hot, rounds) for factor in factors for policy in policies]
-        runs = run_cells(run_one, cells, jobs, lambda cell: f"{cell[1]} at {cell[2]:g}x RAM", dask)
+        settings = {"ram": ram, "swap": swap, "hot": hot, "rounds": rounds}
+        with journal_beside(csv_path, settings, resume) as journal:
+            runs = run_cells(run_one, cells, jobs, lambda cell: f"{cell[1]} at {cell[2]:g}x RAM", dask, journal)
     publish(f"memory pressure: build/pressure PAGES {hot} {rounds} in {ram >> 20} MiB of RAM and {swap >> 20} MiB "
             f"of swap ({hot}% of the working set hot)", table(runs), conclusion(runs),
             lambda path: write_csv(runs, path), csv_path, lambda: write_plot(runs, plot_dir))

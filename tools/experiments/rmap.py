@@ -21,11 +21,11 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-from kernel.vm.pageout import PV, RMAPS, SCAN
-from tools.boot import boot
-from tools.experiments.cells import run_cells
-from tools.experiments.programs import build_libc_program
-from tools.experiments.publish import columns, publish, save_figure
+from vmgames.kernel.vm.pageout import PV, RMAPS, SCAN
+from vmgames.tools.boot import boot
+from vmgames.tools.experiments.cells import journal_beside, run_cells
+from vmgames.tools.experiments.programs import build_libc_program
+from vmgames.tools.experiments.publish import columns, publish, save_figure
 
 DEFAULT_SHARERS = (1, 4, 16, 32)
 RAM = 4 << 20
@@ -150,11 +150,13 @@ def write_plot(runs: list[RmapRun], directory: str) -> list[str]:
     return save_figure(figure, directory, "rmap")
 
 
-def main(sharer_counts: list[int], csv_path: str, plot_dir: str, jobs: int = 1, dask: str | None = None) -> int:
+def main(sharer_counts: list[int], csv_path: str, plot_dir: str, jobs: int = 1, dask: str | None = None,
+         resume: bool = False) -> int:
     with tempfile.TemporaryDirectory(prefix="vmgames-rmap-") as scratch:
         program = build_libc_program("sharers", scratch)
         cells = [(program, sharers, rmap) for sharers in sharer_counts for rmap in RMAPS]
-        runs = run_cells(run_one, cells, jobs, lambda cell: f"{cell[1]} sharers, {cell[2]}", dask)
+        with journal_beside(csv_path, {}, resume) as journal:
+            runs = run_cells(run_one, cells, jobs, lambda cell: f"{cell[1]} sharers, {cell[2]}", dask, journal)
     publish(f"reverse maps: build/sharers N {SHARED_PAGES} {PRIVATE_PAGES} in {RAM >> 20} MiB of RAM and "
             f"{SWAP >> 20} MiB of swap, the pageout daemon finding PTEs by pv entries and by scanning", table(runs),
             conclusion(runs), lambda path: write_csv(runs, path), csv_path, lambda: write_plot(runs, plot_dir))

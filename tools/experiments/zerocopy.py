@@ -21,16 +21,16 @@ import tempfile
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, fields
 
-from kernel.kernel import Kernel
-from kernel.observer import Observer
-from kernel.proc import Process
-from kernel.vm.fault import KINDS as FAULT_KINDS
-from kernel.vmmeter import Recorder
-from tools import costmodel, vmstat
-from tools.boot import boot
-from tools.costmodel import Costs, Work
-from tools.experiments.cells import run_cells
-from tools.experiments.programs import FREESTANDING_FLAGS, ExperimentError, build
+from vmgames.kernel.kernel import Kernel
+from vmgames.kernel.observer import Observer
+from vmgames.kernel.proc import Process
+from vmgames.kernel.vm.fault import KINDS as FAULT_KINDS
+from vmgames.kernel.vmmeter import Recorder
+from vmgames.tools import costmodel, vmstat
+from vmgames.tools.boot import boot
+from vmgames.tools.costmodel import Costs, Work
+from vmgames.tools.experiments.cells import Journal, journal_beside, run_cells
+from vmgames.tools.experiments.programs import FREESTANDING_FLAGS, ExperimentError, build
 
 REPOSITORY = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 USERLAND_C = os.path.join(REPOSITORY, "userland", "c")
@@ -187,14 +187,15 @@ def run_cell(program: str, cell: Cell, wire_rate: int) -> Cell:
 
 
 def run_all(workloads: Iterable[str], modes: Iterable[str], sizes: Iterable[int], total: int, wire_rate: int,
-            sink: str = "wire", cpus: Iterable[int] = (1,), jobs: int = 1, dask: str | None = None) -> list[Cell]:
+            sink: str = "wire", cpus: Iterable[int] = (1,), jobs: int = 1, dask: str | None = None,
+            journal: Journal | None = None) -> list[Cell]:
     """Every cell measured, `jobs` at a time (tools/experiments/cells.py), in the table's order."""
     cells = [Cell(w, m, s, total, sink, c) for w in workloads for s in sizes for c in cpus for m in modes]
     with tempfile.TemporaryDirectory(prefix="vmgames-zerocopy-") as scratch:
         programs = build_programs(scratch, dict.fromkeys(cell.workload for cell in cells))
         return run_cells(run_cell, [(programs[cell.workload], cell, wire_rate) for cell in cells], jobs,
                          lambda args: f"{args[1].workload} {args[1].mode} {size_text(args[1].size)} on "
-                                      f"{args[1].cpus} CPUs", dask)
+                                      f"{args[1].cpus} CPUs", dask, journal)
 
 
 def csv_rows(cells: list[Cell], costs: Costs, wire_rate: int) -> list[dict[str, object]]:
@@ -445,7 +446,7 @@ def _check_writable(path: str) -> None:
 
 def main(workloads: list[str], modes: list[str], sizes: list[int], total: int, wire_rate: int, costs: Costs,
          csv_path: str, plot_directory: str, sink: str = "wire", cpus: list[int] = (1,), jobs: int = 1,
-         dask: str | None = None) -> int:
+         dask: str | None = None, resume: bool = False) -> int:
     from rich.console import Console
 
     try:
@@ -455,7 +456,9 @@ def main(workloads: list[str], modes: list[str], sizes: list[int], total: int, w
         return 2
     console = Console(width=max(Console().width, TABLE_WIDTH))
     try:
-        cells = run_all(workloads, modes, sizes, total, wire_rate, sink=sink, cpus=cpus, jobs=jobs, dask=dask)
+        with journal_beside(csv_path, {"total": total, "wire_rate": wire_rate, "sink": sink}, resume) as journal:
+            cells = run_all(workloads, modes, sizes, total, wire_rate, sink=sink, cpus=cpus, jobs=jobs, dask=dask,
+                            journal=journal)
     except ExperimentError as error:
         print(f"vmgames: {error}", file=sys.stderr)
         return 1

@@ -36,18 +36,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
-from emulator import mmu
-from kernel import signals, syscall
-from kernel.kernel import Kernel
-from kernel.observer import Observer
-from kernel.proc import SLEEPING, Process
-from kernel.trap import signal_of_fault
-from kernel.vm.fault import FaultResult, predict_kind
-from tools.gdb import monitor
-from tools.gdb.protocol import Disconnected
+from vmgames.emulator import mmu
+from vmgames.kernel import signals, syscall
+from vmgames.kernel.kernel import Kernel
+from vmgames.kernel.observer import Observer
+from vmgames.kernel.proc import SLEEPING, Process
+from vmgames.kernel.trap import signal_of_fault
+from vmgames.kernel.vm.fault import FaultResult, predict_kind
+from vmgames.tools.gdb import monitor
+from vmgames.tools.gdb.protocol import Disconnected
 
 if TYPE_CHECKING:
-    from tools.gdb.stub import GdbStub
+    from vmgames.tools.gdb.stub import GdbStub
 
 POLL_EVERY = 200_000        # instructions between looks for Ctrl-C
 NO_SIGNAL, SIGINT, SIGTRAP = 0, 2, 5

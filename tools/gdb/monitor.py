@@ -13,23 +13,23 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from emulator import mmu
-from emulator import pte as E
-from kernel import syscall
-from kernel.kernel import Kernel
-from kernel.proc import ZOMBIE, Process
-from kernel.vm import fault
-from kernel.vm.fault import find_page
-from kernel.vm.map import prot_letters
-from kernel.vm.object import VMObject
-from kernel.vmmeter import TraceSink, record
-from tools import stats as run_stats
-from tools import vmstat
-from tools.gdb import pressure
+from vmgames.emulator import mmu
+from vmgames.emulator import pte as E
+from vmgames.kernel import syscall
+from vmgames.kernel.kernel import Kernel
+from vmgames.kernel.proc import ZOMBIE, Process
+from vmgames.kernel.vm import fault
+from vmgames.kernel.vm.fault import find_page
+from vmgames.kernel.vm.map import prot_letters
+from vmgames.kernel.vm.object import VMObject
+from vmgames.kernel.vmmeter import TraceSink, record
+from vmgames.tools import stats as run_stats
+from vmgames.tools import vmstat
+from vmgames.tools.gdb import pressure
 
 if TYPE_CHECKING:
-    from tools.gdb.execution import ExecutionControl
-    from tools.gdb.stub import GdbStub
+    from vmgames.tools.gdb.execution import ExecutionControl
+    from vmgames.tools.gdb.stub import GdbStub
 
 RECENT_EVENTS = 1000
 HELP = """\

@@ -18,17 +18,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from emulator import mmu
-from emulator import pte as E
-from kernel.kernel import Kernel
-from kernel.proc import ZOMBIE, Process
-from kernel.uaccess import peek
-from tools.gdb import monitor
-from tools.gdb.execution import Stop
-from tools.gdb.registers import REGISTERS, SELECTORS, target_xml
+from vmgames.emulator import mmu
+from vmgames.emulator import pte as E
+from vmgames.kernel.kernel import Kernel
+from vmgames.kernel.proc import ZOMBIE, Process
+from vmgames.kernel.uaccess import peek
+from vmgames.tools.gdb import monitor
+from vmgames.tools.gdb.execution import Stop
+from vmgames.tools.gdb.registers import REGISTERS, SELECTORS, target_xml
 
 if TYPE_CHECKING:
-    from tools.gdb.stub import GdbStub
+    from vmgames.tools.gdb.stub import GdbStub
 
 MAX_MEMORY_REQUEST = 0x10000
 FEATURES = "PacketSize=4000;qXfer:features:read+;swbreak+;QStartNoAckMode+;vContSupported+"

@@ -7,12 +7,12 @@ fragmentation and which objects hold it.  Nothing here changes anything.
 
 from __future__ import annotations
 
-from kernel.kernel import Kernel
-from kernel.proc import ZOMBIE
-from kernel.vm.object import VMObject
-from kernel.vm.pageout import ACCESSED_BIT, FIFO, UNMAP
-from kernel.vm.pagequeue import ACTIVE, CACHE, INACTIVE, QUEUES
-from tools import vmstat
+from vmgames.kernel.kernel import Kernel
+from vmgames.kernel.proc import ZOMBIE
+from vmgames.kernel.vm.object import VMObject
+from vmgames.kernel.vm.pageout import ACCESSED_BIT, FIFO, UNMAP
+from vmgames.kernel.vm.pagequeue import ACTIVE, CACHE, INACTIVE, QUEUES
+from vmgames.tools import vmstat
 
 OLDEST = 5       # pages shown from the head of each queue
 USED = {ACCESSED_BIT: "the accessed bits of their PTEs", UNMAP: "unmapping them (page-used emulation)",

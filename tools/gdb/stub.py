@@ -20,14 +20,14 @@ import socket
 import sys
 from typing import Any
 
-from emulator.cpu import SYSCALL_LENGTH
-from emulator.debug import DebugPort
-from kernel.kernel import Kernel
-from kernel.proc import ZOMBIE, Process
-from tools.gdb import monitor, packets
-from tools.gdb.execution import NO_SIGNAL, SIGINT, SIGTRAP, ExecutionControl, Stop
-from tools.gdb.packets import KilledFromGdb
-from tools.gdb.protocol import Connection, Disconnected
+from vmgames.emulator.cpu import SYSCALL_LENGTH
+from vmgames.emulator.debug import DebugPort
+from vmgames.kernel.kernel import Kernel
+from vmgames.kernel.proc import ZOMBIE, Process
+from vmgames.tools.gdb import monitor, packets
+from vmgames.tools.gdb.execution import NO_SIGNAL, SIGINT, SIGTRAP, ExecutionControl, Stop
+from vmgames.tools.gdb.packets import KilledFromGdb
+from vmgames.tools.gdb.protocol import Connection, Disconnected
 
 __all__ = ["NO_SIGNAL", "SIGINT", "SIGTRAP", "GdbStub", "KilledFromGdb", "Stop", "listen", "tap_events"]
 
