@@ -10,6 +10,7 @@ there reads all seven syscall registers.
 from __future__ import annotations
 
 import ctypes
+import resource
 import struct
 
 import unicorn
@@ -29,7 +30,11 @@ GENERAL_REGISTERS = (
 )
 REGISTER_IDS = dict(GENERAL_REGISTERS)
 
-TCG_BUFFER_SIZE = 256 << 20
+# Unicorn's own default, 1 GiB of address space (only what code fills is touched): with 512 MiB or less the
+# clock's block hook runs at half the speed (Unicorn facts 6).  Under an address-space limit (ulimit -v), a
+# quarter of it, which still holds far more code than any program here translates.
+TCG_BUFFER_SIZE = 1 << 30
+LIMITED_TCG_BUFFER_SIZE = 256 << 20
 FXSAVE_SIZE = 512
 # Bytes of the syscall instruction: rip is on it inside the syscall hook (docs/architecture.md, Unicorn facts 2).
 SYSCALL_LENGTH = 2
@@ -42,15 +47,21 @@ _SYSCALL_REGISTERS = (X.UC_X86_REG_RAX, X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC
                       X.UC_X86_REG_R10, X.UC_X86_REG_R8, X.UC_X86_REG_R9)
 
 
+def translation_buffer_size() -> int:
+    """The translated-code buffer an engine can have here: 1 GiB unless the address space is limited."""
+    limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return TCG_BUFFER_SIZE if limit == resource.RLIM_INFINITY else LIMITED_TCG_BUFFER_SIZE
+
+
 class CPU:
     """One x86-64 core. All processes share it; each keeps its own Context."""
 
     def __init__(self) -> None:
         self.engine = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
         self.engine.ctl_set_cpu_model(cpuid.UNICORN_MODEL)     # before anything else touches the engine
-        # Unicorn maps its translated-code buffer (1 GiB by default) when it starts and exits the whole process
-        # if it cannot; a quarter of that holds far more code than any program here translates.
-        self.engine.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
+        # Unicorn maps its translated-code buffer when it starts, and exits the whole process if it cannot: the
+        # first engine starts before RAM is mapped (docs/architecture.md, Unicorn facts 6).
+        self.engine.ctl_set_tcg_buffer_size(translation_buffer_size())
         self.handle = self.engine._uch
         self._address = self.handle.value
         _native.bind(*(ctypes.cast(f, ctypes.c_void_p).value

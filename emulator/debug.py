@@ -66,6 +66,8 @@ class DebugPort:
         """
         if self._instruction_hooks:
             raise RuntimeError("the debug port already has an instruction hook")
+        for processor in self.machine.processors:
+            processor.clock.count_every_instruction(True)     # first: the hook may take back what it counted
         self._instruction_hooks = [
             engine.hook_add(unicorn.UC_HOOK_CODE,
                             lambda engine, address, size, data: hook(address, address in self.breakpoints))
@@ -124,6 +126,9 @@ class DebugPort:
         for handles in [*self._watchpoints.values(), self._instruction_hooks]:
             for engine, handle in zip(self._engines, handles, strict=False):
                 engine.hook_del(handle)
+        if self._instruction_hooks:
+            for processor in self.machine.processors:
+                processor.clock.count_every_instruction(False)
         self._instruction_hooks = []
         self._watchpoints.clear()
         self.breakpoints.clear()

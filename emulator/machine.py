@@ -21,7 +21,7 @@ from collections.abc import Callable
 import unicorn
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib
-from vmgames.emulator import mmu, pte, traps
+from vmgames.emulator import _native, mmu, pte, traps
 from vmgames.emulator.cpu import CPU
 from vmgames.emulator.determinism import DEFAULT_SEED, Determinism
 from vmgames.emulator.processor import Processor
@@ -80,7 +80,8 @@ class Machine:
         self.deterministic = deterministic
         self.processors = [Processor(i, self.ram, STOP_FRAME, deterministic, first if i == 0 else None)
                            for i in range(cpus)]
-        self.code_frames = bytearray(self.ram.frames)   # per frame, the processors that may run code from it
+        self.code_frames = bytearray(self.ram.frames)
+        self._ram_qwords = self.ram.size // 8   # per frame, the processors that may run code from it
         self.page_fault_handler: PageFaultHandler = lambda va, access, error: "no handler"
         self.syscall_handler: SyscallHandler = lambda: None
         self._trap: traps.Trap | None = None
@@ -136,7 +137,11 @@ class Machine:
         """A UC_HOOK_INSN hook that answers its instruction in Unicorn's place (emulator/determinism.py)."""
         def hook(engine: int, user_data: int) -> int:
             try:
+                if self.clock:
+                    self.clock.settle(self.cpu.rip)     # RIP is the instruction's own; it reads the time
                 answer()
+                if self.clock:
+                    self.clock.unsettle()
             except BaseException as error:
                 self._hook_failed(error)
             return 1
@@ -208,21 +213,17 @@ class Machine:
             self._drop_translations(self.code_frames[dst])
         self.ram.copy_frame(dst, src)
 
+    def walk(self, cr3: int, va: int, access: int) -> tuple[int, int]:
+        """The hardware's walk of a user access (emulator/mmu.py's walk, in C): (physical address of the page,
+        TLB permissions), or (-1, the page-fault error code); A and D bits set in RAM as the walk sets them."""
+        return _native.walk(self.ram.address, self._ram_qwords, cr3, va, access)
+
     def read_virtual(self, cr3: int, va: int, length: int) -> bytes:
         """What a program under `cr3` would read at `va`, up to the first byte no present PTE maps.
 
         It faults nothing in and sets no A bit: for messages and debuggers, not for the kernel's copyin.
         """
-        out = bytearray()
-        while len(out) < length:
-            leaf = mmu.leaf_entry(self.ram.qwords, cr3, va)
-            if not leaf & pte.P:
-                break
-            paddr = (leaf & pte.ADDR_MASK) | (va & 0xFFF)
-            n = min(length - len(out), PAGE_SIZE - (va & 0xFFF))
-            out += self.ram.bytes[paddr:paddr + n]
-            va += n
-        return bytes(out)
+        return mmu.read_virtual(self.ram.qwords, self.ram.bytes, cr3, va, length)
 
     def stale_translations(self, processor: Processor | None = None) -> list[tuple[int, int, int, int]]:
         """(page, frame address held, rights held, PTE now) for each translation a processor's TLB (the selected
@@ -286,15 +287,21 @@ class Machine:
         if self.selected.drop_pending:
             self.selected.drop_translations()
         self.tlb.sync()
-        start = self.cpu.rip
         self._running = True
         try:
-            self.engine.emu_start(start, STOP_ADDRESS, timeout=0 if self.clock else timeout_us)
+            while True:
+                self.engine.emu_start(self.cpu.rip, STOP_ADDRESS, timeout=0 if self.clock else timeout_us)
+                if not (self.clock and self._trap is None and self._hook_error is None
+                        and not self._stop_requested and self.clock.stopped_at_entry()):
+                    break
         except unicorn.UcError as error:
             if self._trap is None and self._hook_error is None:
                 self._trap = self._unexplained_stop(error)
         finally:
             self._running = False
+            if self.clock:
+                self.clock.end_slow_range()
+                self.clock.settle(self.cpu.rip, current_retired=False)     # the instruction at RIP did not run
         if self._hook_error is not None:
             error, self._hook_error = self._hook_error, None
             raise error
@@ -324,15 +331,19 @@ class Machine:
                 entry[1] = unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC
                 return True
             access = _ACCESS_OF[mem_type]
-            qwords = self.ram.qwords
             cr3 = self.selected.cr3
-            paddr, result = mmu.walk(qwords, cr3, va, access)
+            paddr, result = self.walk(cr3, va, access)
             if paddr < 0:
+                clock = self.clock if access != mmu.FETCH else None     # a fetch comes between blocks
+                if clock:
+                    clock.settle(self.cpu.rip)
                 verdict = self.page_fault_handler(va, access, result)
                 if verdict is not None:
                     self._fault_trap(va, access, result, verdict)
                     return False
-                paddr, result = mmu.walk(qwords, cr3, va, access)
+                if clock:
+                    clock.unsettle()
+                paddr, result = self.walk(cr3, va, access)
                 if paddr < 0:
                     raise RuntimeError(f"kernel resolved a fault at {va:#x} but the walk still faults ({result:#x})")
                 self.tlb.sync()
@@ -354,13 +365,19 @@ class Machine:
 
     def _syscall(self, engine: int, user_data: int) -> None:
         try:
+            if self.clock:
+                self.clock.settle(self.cpu.rip)     # RIP is the syscall's own
             self.syscall_handler()
+            if self.clock:
+                self.clock.unsettle()
             self.tlb.sync()
         except BaseException as error:
             self._hook_failed(error)
 
     def _interrupt(self, engine: unicorn.Uc, number: int, user_data) -> None:
         rip = self.cpu.rip
+        if self.clock:
+            self.clock.settle(rip, current_retired=number != 3)    # int3 is a trap: RIP is past it
         if number == 3:
             self._trap = traps.Trap(traps.BREAKPOINT, rip)
         elif number == 0:
@@ -377,6 +394,8 @@ class Machine:
         engine.emu_stop()
 
     def _invalid_opcode(self, engine: unicorn.Uc, user_data) -> bool:
+        if self.clock:
+            self.clock.settle(self.cpu.rip)
         if self.determinism.emulate_invalid(self.cpu.rip):
             return True     # rdrand or rdseed, carried out: it retired
         if self.clock:

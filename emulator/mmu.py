@@ -149,3 +149,20 @@ def leaf_entry(qwords: memoryview, cr3: int, va: int) -> int:
     """The PTE that maps `va` under `cr3` now, read without setting any bit; 0 if the walk stops before a leaf."""
     entries = walk_entries(qwords, cr3, va)
     return entries[-1][2] if len(entries) == 4 else 0
+
+
+def read_virtual(qwords: memoryview, memory: memoryview, cr3: int, va: int, length: int) -> bytes:
+    """What a program under `cr3` would read at `va`, up to the first byte no present PTE maps.
+
+    It faults nothing in and sets no A bit: for messages, debuggers and the clock, not for the kernel's copyin.
+    """
+    out = bytearray()
+    while len(out) < length:
+        leaf = leaf_entry(qwords, cr3, va)
+        if not leaf & E.P:
+            break
+        paddr = (leaf & E.ADDR_MASK) | (va & 0xFFF)
+        n = min(length - len(out), 4096 - (va & 0xFFF))
+        out += memory[paddr:paddr + n]
+        va += n
+    return bytes(out)

@@ -15,6 +15,7 @@ made coherent by the board: emulator/machine.py).
 from __future__ import annotations
 
 import unicorn
+from vmgames.emulator import mmu
 from vmgames.emulator.clock import InstructionClock
 from vmgames.emulator.cpu import CPU
 from vmgames.emulator.ram import PAGE_SHIFT, PhysicalMemory
@@ -35,7 +36,8 @@ class Processor:
         self.cpu.drop_to_user_mode(scratch_frame << PAGE_SHIFT)
         self.engine.ctl_set_tlb_mode(unicorn.UC_TLB_VIRTUAL)
         self.tlb = TLB(self.engine)
-        self.clock = InstructionClock(self.engine) if deterministic else None
+        self.clock = InstructionClock(self.engine, self._read_code) if deterministic else None
+        self._ram = ram
         self.idle_time = 0              # virtual time that passed with nothing to run here
         self.cr3 = 0
         self.cr3_loads = 0
@@ -57,6 +59,8 @@ class Processor:
         """Load CR3, which (without PCIDs or global pages) flushes this processor's whole TLB."""
         self.cr3 = cr3
         self.cr3_loads += 1
+        if self.clock:
+            self.clock.enter_space(cr3)
         self.tlb.invalidate_all()
 
     def drop_translations(self) -> None:
@@ -66,3 +70,8 @@ class Processor:
         self.tlb.flushed()
         self.translation_drops += 1
         self.drop_pending = False
+        if self.clock:
+            self.clock.forget_blocks()
+
+    def _read_code(self, va: int, length: int) -> bytes:
+        return mmu.read_virtual(self._ram.qwords, self._ram.bytes, self.cr3, va, length)

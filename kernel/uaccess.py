@@ -28,9 +28,9 @@ IOV_MAX = 1024               # Linux's UIO_MAXIOV: segments in one iovec
 
 def _frame_address(proc: Process, va: int, access: int) -> int:
     vmspace = proc.vmspace
-    qwords = vmspace.pmap.qwords
+    walk = proc.kernel.machine.walk
     for _ in range(3):
-        paddr, result = mmu.walk(qwords, vmspace.pmap.cr3, va, access)
+        paddr, result = walk(vmspace.pmap.cr3, va, access)
         if paddr >= 0:
             return paddr | (va & (PAGE_SIZE - 1))
         outcome = proc.kernel.page_fault(proc, va, access, result, user=False)

@@ -412,12 +412,14 @@ def main() -> None:
     print(f"    of which the kernel's handler    {cow_handler * 1e6:8.2f} us  [COW fault < 6 us]")
     round_trip = _per_event(FORK_EXIT_WAIT, 100, 1000)
     print(f"  fork + exit + wait round trip      {round_trip * 1e6:8.2f} us  ({1 / round_trip:,.0f} per second)")
-    _trace_figures()
+    tracing = _trace_figures()
     _smp_figures()
+    _speed_and_scale_figures(raw, {"zero-fill": fault, "cow": cow, "fork": fork_seconds / resident,
+                                   "getpid": syscall}, tracing)
 
 
-def _trace_figures() -> None:
-    """Issue 5: what tracing every event costs, and reading a million-event trace back."""
+def _trace_figures() -> float:
+    """Issue 5: what tracing every event costs, and reading a million-event trace back; the first, as a fraction."""
     print("issue 5 (goals in brackets)")
     pages = 32768
     source = FORK_THEN_CHILD_WRITES.format(n=pages, size=pages * 4096)
@@ -427,6 +429,7 @@ def _trace_figures() -> None:
         print(f"  tracing every event (fork + COW)   {100 * (traced / plain - 1):7.0f} % slower  "
               f"({_events_in(path):,} events, {os.path.getsize(path) / 1e6:.0f} MB)  [<= 25%]")
         _report_figures(scratch)
+    return traced / plain - 1
 
 
 def _events_in(path: str) -> int:
@@ -449,7 +452,7 @@ def _report_figures(scratch: str) -> None:
     events = _events_in(path)
     # The child's own high-water mark (VmHWM): ru_maxrss would count the pages it shared with this
     # process between fork and exec.
-    child = ("import sys; from tools.cli import main; main(sys.argv[1:]); "
+    child = ("import sys; from vmgames.tools.cli import main; main(sys.argv[1:]); "
              "print([line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')][0], "
              "file=sys.stderr)")
     start = time.perf_counter()
@@ -459,6 +462,64 @@ def _report_figures(scratch: str) -> None:
     peak = int(done.stderr.split()[-1]) * 1024
     print(f"  vmgames report, {events:,} events  {seconds:8.2f} s  ({events / seconds:,.0f} events/s, "
           f"peak {peak / 1e6:.0f} MB resident, {os.path.getsize(path) / 1e6:.0f} MB of trace)  [bounded memory]")
+
+
+HOST_EVENTS_SOURCE = os.path.join(os.path.dirname(__file__), "calibrate", "host_events.c")
+HOST_PAGES = 16384
+MACHINES = 4          # the deterministic loop's speed depends on where each engine's code lands: several boots
+
+
+def _host_events() -> dict[str, float]:
+    """The host kernel's figures in nanoseconds (tools/calibrate/host_events.c, compiled now with gcc)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        binary = os.path.join(scratch, "host_events")
+        subprocess.run(["gcc", "-O2", "-o", binary, HOST_EVENTS_SOURCE], check=True)
+        done = subprocess.run([binary, str(HOST_PAGES), "5"], check=True, capture_output=True, text=True)
+    return {name: float(value) for name, value in (line.split() for line in done.stdout.splitlines())}
+
+
+def _exit_per_page() -> float:
+    """Seconds the kernel's exit takes per resident page: exits of 16,384 and of 1,024 touched pages."""
+    spent = {}
+    for pages in (1024, HOST_PAGES):
+        with _bench_kernel(TOUCH.format(n=pages, size=pages * 4096)) as (kernel, run_once):
+            spent[pages] = _time_calls(kernel, "exit", run=run_once)
+    return (spent[HOST_PAGES] - spent[1024]) / (HOST_PAGES - 1024)
+
+
+def _chains_seconds(jobs: int) -> float:
+    """Wall time of `vmgames experiment chains --seeds 4` with `jobs` workers (its output is not the point)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "vmgames.tools.cli", "experiment", "chains", "--seeds", "4",
+                    "--jobs", str(jobs)], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def _speed_and_scale_figures(raw: float, ours: dict[str, float], tracing: float) -> None:
+    """Issue 16: the deterministic loop against raw Unicorn, kernel events against the host's, sweeps on 2 cores."""
+    host = _host_events()
+    print(f"issue 16 (goals in brackets; the host: this machine's Linux, measured now by "
+          f"{os.path.relpath(HOST_EVENTS_SOURCE)})")
+    source = LOOP.format(n=LOOP_ITERATIONS // 5)
+    rates = sorted(4 * LOOP_ITERATIONS // 5 / _time_program(source, repeats=2) / 1e6 for _ in range(MACHINES))
+    print(f"  compute loop, deterministic mode   {rates[-1]:8.0f} M instructions/s  ({rates[-1] / raw:.2f}x raw; "
+          f"{rates[0]:.0f}-{rates[-1]:.0f} over {MACHINES} machines: {rates[0] / raw:.2f}-{rates[-1] / raw:.2f}x)"
+          "  [>= 0.5x]")
+    exit_page = _exit_per_page()
+    # The touch loop's time per page is a fault and its page's share of the exit; the fork-then-write loop's
+    # adds the fork's share and the child's COW fault.
+    figures = [("zero-fill fault", ours["zero-fill"] - exit_page, host["zero_fill_fault_ns"]),
+               ("COW fault", ours["cow"] - ours["zero-fill"] - ours["fork"], host["cow_fault_ns"]),
+               ("fork, per resident page", ours["fork"], host["fork_per_page_ns"]),
+               ("exit, per resident page", exit_page, host["exit_per_page_ns"]),
+               ("getpid round trip", ours["getpid"], host["getpid_ns"])]
+    for name, seconds, host_ns in figures:
+        print(f"  {name:<33}{seconds * 1e6:8.2f} us  host {host_ns / 1000:6.2f} us  "
+              f"({seconds * 1e9 / host_ns:5.1f}x the host)  [<= 3x]")
+    print(f"  tracing every event (fork + COW)   {100 * tracing:7.0f} % slower  (the issue 5 figure)  [<= 15%]")
+    one, two = _chains_seconds(1), _chains_seconds(2)
+    print(f"  experiment chains --seeds 4        {two:8.1f} s with --jobs 2, {one:.1f} s with --jobs 1  "
+          f"({one / two:.2f}x; {os.cpu_count()} cores)  [>= 1.8x]")
 
 
 if __name__ == "__main__":
