@@ -63,6 +63,7 @@ struct instruction_clock {
     uint64_t slow_lo;       /* [slow_lo, slow_hi): counted instruction by instruction (slow_hi 0: none) */
     uint64_t slow_hi;
     uint64_t entry_stops;   /* how many stops at a block's entry (the bench shows them) */
+    uint64_t at_boundary;   /* 1: the budget may end at the first block boundary at or past it, not exactly */
     struct block_count table[BLOCK_TABLE_SIZE];
 };
 
@@ -99,6 +100,18 @@ static void block_translated(void *engine, struct translated_block *block, struc
     learn_block(user_data, block->pc, block->size, block->icount);
 }
 
+/* From Python: where the block counted last ends (0: none counted), for a hook to see it needs no settling. */
+static PyObject *counted_block_end(PyObject *self, PyObject *clock_address)
+{
+    struct instruction_clock *clock = PyLong_AsVoidPtr(clock_address);
+    (void)self;
+    if (clock == NULL)
+        return PyErr_Occurred() ? NULL : PyLong_FromLong(0);
+    if (clock->counted == NULL)
+        return PyLong_FromLong(0);
+    return PyLong_FromUnsignedLongLong(clock->counted->pc + clock->counted->size);
+}
+
 /* From Python: a block's count that Unicorn did not report (see emulator/clock.py). */
 static PyObject *record_block(PyObject *self, PyObject *args)
 {
@@ -131,8 +144,13 @@ static __attribute__((noinline)) void count_block_slowly(struct instruction_cloc
                                                          uint32_t size)
 {
     if (clock->slow_hi) {
-        if (pc >= clock->slow_lo && pc < clock->slow_hi)
+        if (pc >= clock->slow_lo && pc < clock->slow_hi) {
+            if (clock->at_boundary && clock->retired >= clock->limit) {
+                clock->expired = 1;     /* the code hook ran on to the end of the block that crossed the budget */
+                clock->stop(engine);
+            }
             return;         /* the code hook counts these instructions one by one */
+        }
         stop_at_entry(clock, engine, ENTRY_LEFT_SLOW, pc, size);
         return;
     }
@@ -142,7 +160,7 @@ static __attribute__((noinline)) void count_block_slowly(struct instruction_cloc
             break;
         if (entry->pc != pc || entry->size != size || entry->space != clock->space)
             continue;
-        if (clock->retired + entry->count > clock->limit) {
+        if (clock->retired + entry->count > clock->limit && !(clock->at_boundary && clock->retired < clock->limit)) {
             if (clock->retired >= clock->limit) {
                 clock->expired = 1;
                 clock->counted = NULL;
@@ -178,7 +196,7 @@ static void count_instruction(void *engine, uint64_t address, uint32_t size, voi
     struct instruction_clock *clock = user_data;
     (void)address;
     (void)size;
-    if (clock->retired >= clock->limit) {
+    if (clock->retired >= clock->limit && !clock->at_boundary) {
         clock->expired = 1;
         clock->stop(engine);
         return;
@@ -432,6 +450,7 @@ static PyMethodDef native_methods[] = {
     {"bind", bind, METH_VARARGS, "bind(uc_reg_read_batch, uc_reg_read, uc_reg_write, syscall_register_ids)"},
     {"read_register", (PyCFunction)(void (*)(void))read_register, METH_FASTCALL, "read_register(engine, register)"},
     {"record_block", record_block, METH_VARARGS, "record_block(clock_address, pc, size, count)"},
+    {"counted_block_end", counted_block_end, METH_O, "counted_block_end(clock_address) -> end of the block counted last, or 0"},
     {"walk", (PyCFunction)(void (*)(void))walk, METH_FASTCALL,
      "walk(ram_address, qword_count, cr3, va, access[, user]) -> (paddr or -1, permissions or error code)"},
     {"syscall_registers", syscall_registers, METH_O, "syscall_registers(engine) -> (rax, rdi, rsi, rdx, r10, r8, r9)"},

@@ -47,12 +47,16 @@ class _BlockCount(ctypes.Structure):
                 ("count", ctypes.c_uint32)]
 
 
+_ENTRY_SIZE = ctypes.sizeof(_BlockCount)
+
+
 class _ClockState(ctypes.Structure):
     # The C struct instruction_clock, field for field.
     _fields_ = [("retired", ctypes.c_uint64), ("limit", ctypes.c_uint64), ("stop", ctypes.c_void_p),
                 ("expired", ctypes.c_uint64), ("space", ctypes.c_uint64), ("counted", ctypes.c_void_p),
                 ("entry_stop", ctypes.c_uint64), ("pending_pc", ctypes.c_uint64), ("pending_size", ctypes.c_uint64),
                 ("slow_lo", ctypes.c_uint64), ("slow_hi", ctypes.c_uint64), ("entry_stops", ctypes.c_uint64),
+                ("at_boundary", ctypes.c_uint64),
                 ("table", _BlockCount * _native.BLOCK_TABLE_SIZE)]
 
 
@@ -75,6 +79,11 @@ class InstructionClock:
         self._shown = 0         # the time a hook of this run last saw
         self._offsets: dict[tuple[int, int, int], list[int]] = {}    # a block's instruction addresses
         self._table = ctypes.addressof(self._state.table)
+        self._address = ctypes.addressof(self._state)
+        # The table as plain integers, cheaper to read than its ctypes structs: each entry is three 64-bit
+        # words, pc, space, and size (low half) with count (high half).
+        self._words = memoryview(self._state.table).cast("B").cast("Q")
+        self._before: dict[tuple[int, int, int, int], int] = {}   # instructions of a block before an address
 
     def _add_hook(self, kind: int, address: int, begin: int, end: int) -> int:
         handle = ctypes.c_size_t()
@@ -97,10 +106,12 @@ class InstructionClock:
         """A function returning `now`, called without a Python frame: the recorder stamps every traced event."""
         return functools.partial(getattr, self._state, "retired")
 
-    def arm(self, budget: int) -> None:
-        """Allow `budget` more instructions before the engine stops."""
+    def arm(self, budget: int, at_boundary: bool = False) -> None:
+        """Allow `budget` more instructions before the engine stops: exactly, or `at_boundary`, at the end of
+        the block that reaches the budget (no block is then run a second way: a CPU's turn of a round)."""
         self._state.limit = self._state.retired + budget
         self._state.expired = 0
+        self._state.at_boundary = at_boundary
         self._shown = 0
 
     @property
@@ -121,6 +132,7 @@ class InstructionClock:
         self._state.counted = None
         self._settled = 0
         self._offsets.clear()
+        self._before.clear()
 
     # A block left midway.
 
@@ -130,39 +142,56 @@ class InstructionClock:
         The instructions before `rip` ran; the one at `rip` counts as begun
         when `current_retired` (a hook called for it, as the code hook was),
         else not.  `unsettle` gives the rest back if the block runs on.
+        Every hook into the kernel comes through here: it reads the table as
+        plain integers and remembers each (block, RIP) it has settled at.
         """
         state = self._state
+        counted = state.counted
         self._tail = self._settled = 0
-        if not state.counted:
+        if not counted:
             return
-        block = state.table[(state.counted - self._table) // ctypes.sizeof(_BlockCount)]
-        start, size = block.pc, block.size
-        if not start <= rip <= start + size:
+        word = (counted - self._table) // _ENTRY_SIZE * 3
+        start = self._words[word]
+        end = start + (self._words[word + 2] & 0xFFFF_FFFF)
+        if not start <= rip <= end:
             return
-        done = self._instructions_before(start, size, rip) + (1 if current_retired and rip < start + size else 0)
-        self._tail = block.count - done
-        if not current_retired:
+        key = (start, end, self._words[word + 1], rip)
+        done = self._before.get(key)
+        if done is None:
+            done = self._before[key] = bisect.bisect_left(self._offsets_of(start, end - start), rip)
+        if current_retired and rip < end:
+            done += 1
+        tail = (self._words[word + 2] >> 32) - done
+        retired = state.retired
+        if current_retired:
+            self._shown = retired - tail
+        else:
             # A hook already showed the instruction at RIP as begun (a stop it asked for takes effect before
             # the instruction completes, which then runs again): time does not go back.
-            self._tail = min(self._tail, max(0, state.retired - self._shown))
-        state.retired -= self._tail
-        if current_retired:
-            self._shown = state.retired
-        self._settled = state.counted
+            tail = min(tail, max(0, retired - self._shown))
+        state.retired = retired - tail
         state.counted = None
+        self._tail, self._settled = tail, counted
+
+    def settled_at_end(self, address: int) -> bool:
+        """For a hook of the last instruction of a block, ending at `address`: then the time is already the
+        hook's and the clock needs no settling (True); else (False) the caller settles."""
+        if _native.counted_block_end(self._address) != address:
+            return False
+        self._shown = self._state.retired
+        return True
 
     def unsettle(self) -> None:
         """The block settled by a hook runs on: its remaining instructions count again."""
         if self._settled:
-            self._state.retired += self._tail
-            self._state.counted = self._settled
+            state = self._state
+            state.retired += self._tail
+            state.counted = self._settled
             self._settled = self._tail = 0
 
-    def _instructions_before(self, start: int, size: int, rip: int) -> int:
-        return bisect.bisect_left(self._offsets_of(start, size), rip)
-
     def _offsets_of(self, start: int, size: int) -> list[int]:
-        """The addresses of the instructions of the block at `start`, `size` bytes long (decoded once)."""
+        """The addresses of the instructions of the block at `start`, `size` bytes long, in the address space
+        running (decoded once)."""
         key = (self._state.space, start, size)
         offsets = self._offsets.get(key)
         if offsets is None:

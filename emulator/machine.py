@@ -22,7 +22,7 @@ import unicorn
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib
 from vmgames.emulator import _native, mmu, pte, traps
-from vmgames.emulator.cpu import CPU
+from vmgames.emulator.cpu import CPU, SYSCALL_LENGTH
 from vmgames.emulator.determinism import DEFAULT_SEED, Determinism
 from vmgames.emulator.processor import Processor
 from vmgames.emulator.ram import PAGE_SHIFT, PAGE_SIZE, PhysicalMemory
@@ -274,16 +274,18 @@ class Machine:
         """From another thread or a signal handler: end the current run soon (the kernel then looks why)."""
         self.engine.emu_stop()
 
-    def run(self, budget: int = 0, timeout_us: int = 0) -> traps.Trap:
+    def run(self, budget: int = 0, timeout_us: int = 0, at_boundary: bool = False) -> traps.Trap:
         """Run user code from the current context until something needs the kernel.
 
-        `budget` is a number of instructions (deterministic machines) and
-        `timeout_us` host microseconds (fast machines); 0 means no limit.
+        `budget` is a number of instructions (deterministic machines): the run
+        ends exactly there, or with `at_boundary` at the end of the translated
+        block that reaches it; `timeout_us` is host microseconds (fast
+        machines); 0 means no limit.
         """
         self._trap = None
         self._stop_requested = False
         if self.clock:
-            self.clock.arm(budget or (1 << 62))
+            self.clock.arm(budget or (1 << 62), at_boundary)
         if self.selected.drop_pending:
             self.selected.drop_translations()
         self.tlb.sync()
@@ -365,11 +367,15 @@ class Machine:
 
     def _syscall(self, engine: int, user_data: int) -> None:
         try:
-            if self.clock:
-                self.clock.settle(self.cpu.rip)     # RIP is the syscall's own
+            # RIP is the syscall's own; mostly the last of its block, and then the time is the syscall's already.
+            clock = self.clock
+            if clock and clock.settled_at_end(self.cpu.rip + SYSCALL_LENGTH):
+                clock = None
+            if clock:
+                clock.settle(self.cpu.rip)
             self.syscall_handler()
-            if self.clock:
-                self.clock.unsettle()
+            if clock:
+                clock.unsettle()
             self.tlb.sync()
         except BaseException as error:
             self._hook_failed(error)

@@ -11,8 +11,10 @@ deadlock).
 Several CPUs run one at a time on the host's one thread, in rounds of
 `interleave` instructions of virtual time: in each round every CPU, in an
 order drawn from the run's seed, runs until its own clock reaches the end
-of the round (a slice longer than that goes on in the next round), or idles
-there when it has nothing to run.  So the same run gives the same trace
+of the round, at the end of the translated block that reaches it (exact to
+the instruction it would cost a block translated twice a turn: emulator/clock.py;
+a slice longer than that goes on in the next round), or idles there when it
+has nothing to run.  So the same run gives the same trace
 whatever the host does, and a CPU's clock is never more than one round
 from another's.  Before a CPU runs user code it takes the shootdown IPIs
 other CPUs sent it (kernel/vm/shootdown.py), as a real one takes the interrupt
@@ -184,7 +186,10 @@ class Scheduler:
                 pcpu.current = None
                 return True
         start = self.machine.now
-        trap = self._run_slice(pcpu.slice_end if until is None else min(pcpu.slice_end, until))
+        if until is None or pcpu.slice_end <= until:
+            trap = self._run_slice(pcpu.slice_end)
+        else:
+            trap = self._run_slice(until, round_end=until)
         proc.instructions += self.machine.now - start
         if proc.state == SLEEPING:
             # Make the syscall again when woken: rip back onto it; rax still holds its number.
@@ -237,8 +242,8 @@ class Scheduler:
             return proc
         return None
 
-    def _run_slice(self, end: int) -> traps.Trap:
-        """Run the current process up to virtual time `end` (its slice's end, or the round's).
+    def _run_slice(self, end: int, round_end: int | None = None) -> traps.Trap:
+        """Run the current process up to virtual time `end` (its slice's end, or `round_end`, the round's).
 
         The engine is stopped on the way whenever something is due at an exact
         virtual time (a debugger's pause, a wire's next delivery) and then goes
@@ -272,7 +277,10 @@ class Scheduler:
                 return traps.Trap(traps.STOPPED, self.machine.cpu.rip)
             if min(stops) <= now:
                 return traps.Trap(traps.QUANTUM, self.machine.cpu.rip)     # an instruction limit reached
-            trap = self.machine.run(budget=min(stops) - now)
+            # A CPU's turn of a round ends at the end of the block that reaches it (exactness there would
+            # cost a block translated twice per turn); a slice, a device, a pause or a limit exactly.
+            turn_ends = round_end is not None and min(stops) == round_end
+            trap = self.machine.run(budget=min(stops) - now, at_boundary=turn_ends)
             if bounded:
                 self._check_limits()
             if trap.kind != traps.QUANTUM or self.machine.now >= end or self.current.state != RUNNABLE:

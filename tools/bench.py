@@ -483,7 +483,7 @@ def _exit_per_page() -> float:
     spent = {}
     for pages in (1024, HOST_PAGES):
         with _bench_kernel(TOUCH.format(n=pages, size=pages * 4096)) as (kernel, run_once):
-            spent[pages] = _time_calls(kernel, "exit", run=run_once)
+            spent[pages] = _time_calls(kernel, "_exit_in_own_context", run=run_once)
     return (spent[HOST_PAGES] - spent[1024]) / (HOST_PAGES - 1024)
 
 
