@@ -94,6 +94,15 @@ def test_options_are_refused_in_the_command_lines_words(options, cli_words):
     assert cli.stderr == f"vmgames: {refused.value}\n"
 
 
+def test_stdin_and_env_of_the_wrong_kind_are_refused():
+    with pytest.raises(vmgames.OptionError, match="stdin is the bytes the program reads, not str"):
+        vmgames.run(TOUCH, stdin="text")
+    with pytest.raises(vmgames.OptionError, match="env is a list of NAME=VALUE strings"):
+        vmgames.run(TOUCH, env="HOME=/")
+    echoed = vmgames.run(str(ROOT / "build" / "touch"), ["3"], stdin=bytearray(b"ignored"), env=["A=1"])
+    assert echoed.status == 0
+
+
 def test_a_size_must_be_a_size_and_an_option_must_exist():
     with pytest.raises(vmgames.OptionError, match=r"--ram: not a size: 'lots' \(try 256M or 1G\)"):
         vmgames.run(TOUCH, ram="lots")

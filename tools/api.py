@@ -182,13 +182,18 @@ def run(program: str, args: Sequence[str] = (), *, stdin: bytes = b"", env: Sequ
     cannot be started.
     """
     machine_options = check(env=env, max_instructions=max_instructions, timeout=timeout,
-                            skip_invalidation=skip_invalidation, **options)
+                            skip_invalidation=skip_invalidation, stdin=stdin, **options)
+    machine_options.setdefault("ram", DEFAULT_RAM_SIZE)     # for the message below
     out, err = io.BytesIO(), io.BytesIO()
     try:
         kernel = boot(stdin=io.BytesIO(stdin), stdout=out, stderr=err,
                       deterministic=not machine_options.pop("fast", False), **machine_options)
     except SwapUnavailable as error:
         raise OptionError(f"--swap {options.get('swap')}: {error}") from None
+    except (OSError, MemoryError, OverflowError) as error:
+        why = getattr(error, "strerror", None) or "out of memory"
+        raise OptionError(f"--ram {_gib(machine_options['ram'])}: the host cannot give that much memory "
+                          f"({why})") from None
     kernel.shootdown.skipped = set(skip_invalidation)
     trace_path, scratch, trace_file = _open_trace(trace)
     sink = None
@@ -215,6 +220,10 @@ def check(*, env: Sequence[str] = (), max_instructions: int | None = None, timeo
           skip_invalidation: Sequence[str] = (), stdin: bytes = b"", **options: Any) -> dict[str, Any]:
     """Check run()'s options as `vmgames run` checks them (OptionError if one is wrong); the machine options,
     sizes parsed, as boot() takes them (with `fast`)."""
+    if not isinstance(stdin, bytes | bytearray):
+        raise OptionError(f"stdin is the bytes the program reads, not {type(stdin).__name__}")
+    if isinstance(env, str | bytes) or not all(isinstance(variable, str) for variable in env):
+        raise OptionError("env is a list of NAME=VALUE strings")
     machine_options = _machine_options(options)
     problem = _types_problem({**machine_options, "max_instructions": max_instructions, "timeout": timeout})
     if problem:
