@@ -66,6 +66,20 @@ class Recorder:
         if self.sink is not None:
             self.sink(self.clock(), self.cpu, self.pid, type_, kind, fields)
 
+    def tally(self, type_: str, kind: str, n: int, reason: str | None = None) -> None:
+        """Count `n` events at once, none built: for a bulk operation (an exit's PTEs and pages) when nothing is
+        traced (`sink` is None), where building each event cost more than the work it records.  The counters
+        are those `event` would give for n events of this type and kind (frames for page alloc and free, the
+        reason for PTE writes and TLB invalidations)."""
+        if self.sink is not None:
+            raise RuntimeError("tally() is for untraced runs: a trace needs every event")
+        self.counts[(self.pid, self.cpu, type_, kind)] += n
+        if type_ == "page" and kind in ("alloc", "free"):
+            self.frames_in_use += n if kind == "alloc" else -n
+            self.frames_peak = max(self.frames_peak, self.frames_in_use)
+        elif type_ == "tlb" or (type_ == "pte" and kind == "write"):
+            self.reasons[(type_, kind, reason)] += n
+
     def count_reason(self, type_: str, kind: str, reason: str) -> int:
         """How many TLB invalidations or PTE writes of a kind were made for a reason."""
         return self.reasons[(type_, kind, reason)]

@@ -230,9 +230,17 @@ class VMObject:
             self.vm.swap_pager.free_range(self, start, end, "page-remove")
 
     def _terminate(self) -> None:
+        recorder = self.allocator.recorder
+        traced = recorder.sink is not None
+        freed = 0
         for page in self.pages.values():
             pmap.remove_all(page, "terminate")
-            self.allocator.free(page)
+            if traced:
+                self.allocator.free(page)
+            else:
+                freed += self.allocator.free_untallied(page)
+        if not traced:
+            recorder.tally("page", "free", freed)     # each page's event would cost more than freeing it
         if self.swap_blocks:
             self.vm.swap_pager.free_range(self, 0, max(self.swap_blocks) + 1, "terminate")
         self.allocator.recorder.event("object", "terminate", object=self.id, pages=len(self.pages))

@@ -179,6 +179,13 @@ class PageAllocator:
 
     def free(self, page: VMPage) -> None:
         """Return a page to the free queue. It must no longer be mapped anywhere."""
+        if self.free_untallied(page):
+            self.recorder.event("page", "free", frame=page.frame)
+
+    def free_untallied(self, page: VMPage) -> bool:
+        """free() without its event, for a caller that tallies the pages it frees at once (an object
+        terminating in an untraced run, Recorder.tally); False if the page was orphaned instead (a sink holds
+        it), which is recorded as free() records it."""
         if page.pv:
             raise RuntimeError(f"freeing frame {page.frame} while it is still mapped")
         if page.hold_count:
@@ -186,12 +193,12 @@ class PageAllocator:
             self.orphans.add(page)
             self.queues[WIRED].insert(page)     # nothing can reclaim it until the sink lets it go
             self.recorder.event("page", "orphan", frame=page.frame)
-            return
+            return False
         page.object = None
         page.queue.remove(page)
         self._pages[page.frame] = None
         self._free.append(page.frame)
-        self.recorder.event("page", "free", frame=page.frame)
+        return True
 
     def hold(self, page: VMPage, cow: bool) -> None:
         """A sink takes the page in flight (vm_page_hold; with `cow`, also vm_page_cowsetup)."""

@@ -130,13 +130,17 @@ class Pmap:
         clear = 0 if prot & PROT_WRITE else E.RW
         set_ = 0 if prot & PROT_EXEC else E.NX
         qwords, recorder = self.qwords, self.recorder
+        traced = recorder.sink is not None
         for slot, va in self._present_leaves(start, end):
             old = qwords[slot]
             new = (old & ~clear) | set_
             if new != old:
                 qwords[slot] = new
-                recorder.event("pte", "write", address=va, old=old, new=new, reason=reason)
+                if traced:
+                    recorder.event("pte", "write", address=va, old=old, new=new, reason=reason)
                 changed.append(va)
+        if not traced:
+            recorder.tally("pte", "write", len(changed), reason)     # fork write-protects every page: counted at once
         self.shootdown.invalidate(self.active_cpus, changed, reason)
 
     def resident_in(self, start: int, end: int) -> int:
@@ -153,10 +157,15 @@ class Pmap:
 
         No TLB invalidation is counted: the CPU loads another CR3 before it runs again.
         """
-        for slot, va in self._present_leaves(0, 1 << 47):
+        leaves = self._present_leaves(0, 1 << 47)
+        traced = self.recorder.sink is not None
+        for slot, va in leaves:
             entry = self.qwords[slot]
             self._drop_pv(entry, va)
-            self.recorder.event("pte", "write", address=va, old=entry, new=0, reason="exit")
+            if traced:
+                self.recorder.event("pte", "write", address=va, old=entry, new=0, reason="exit")
+        if not traced:
+            self.recorder.tally("pte", "write", len(leaves), "exit")
         for frame, table in self.tables.items():
             for index in table.used:
                 self.qwords[frame * 512 + index] = 0
