@@ -185,21 +185,24 @@ class Scheduler:
             if proc.state != RUNNABLE:
                 pcpu.current = None
                 return True
-        start = self.machine.now
+        start, sleeps = self.machine.now, proc.sleeps
         if until is None or pcpu.slice_end <= until:
             trap = self._run_slice(pcpu.slice_end)
         else:
             trap = self._run_slice(until, round_end=until)
         proc.instructions += self.machine.now - start
-        if proc.state == SLEEPING:
+        # A task that went to sleep in the slice may be awake already (a timeout of zero, due at once): it
+        # makes the syscall again all the same, and its wakeup has queued it.
+        slept = proc.sleeps != sleeps
+        if slept:
             # Make the syscall again when woken: rip back onto it; rax still holds its number.
             self.machine.cpu.rip -= SYSCALL_LENGTH
         elif proc.state == RUNNABLE:
             self._handle_trap(proc, trap)
         round_over = until is not None and trap.kind == traps.QUANTUM and self.machine.now < pcpu.slice_end
-        if proc.state == RUNNABLE and not round_over:
+        if proc.state == RUNNABLE and not round_over and not slept:
             self.run_queue.append(proc)
-        if proc.state != RUNNABLE or not round_over:
+        if slept or proc.state != RUNNABLE or not round_over:
             pcpu.current = None
         return True
 

@@ -141,3 +141,26 @@ def test_the_readmes_example_runs_as_written(monkeypatch):
     assert names["result"].status == 0
     assert sum(1 for _ in names["result"].events(["tlb"])) == names["result"].counters["tlb"]["invalidate_page"] + \
         names["result"].counters["tlb"]["invalidate_all"] + names["result"].counters["tlb"]["shootdowns"]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: vmgames.run(TOUCH, "12"), "args is a list of strings"),
+    (lambda: vmgames.run(TOUCH, [10]), "args is a list of strings"),
+    (lambda: vmgames.run(b"build/touch"), "program is a path, a string, not bytes"),
+    (lambda: vmgames.run(TOUCH, trace=1), "trace is True, False or the path of a trace file, not 1"),
+    (lambda: vmgames.run(TOUCH, skip_invalidation="cow"), "skip_invalidation is a list of reasons"),
+    (lambda: vmgames.run(TOUCH, seed=-1), "--seed is a whole number that fits in 64 bits, not -1"),
+    (lambda: vmgames.run(TOUCH, seed=1 << 64), "--seed is a whole number that fits in 64 bits"),
+])
+def test_arguments_of_the_wrong_kind_are_option_errors_not_tracebacks(call, message):
+    with pytest.raises(vmgames.OptionError, match=re.escape(message)):
+        call()
+
+
+def test_a_path_object_is_a_program_and_event_types_are_checked():
+    result = vmgames.run(Path(TOUCH), ["2"], trace=True)
+    assert result.stdout == b"touched 2 pages\n"
+    with pytest.raises(ValueError, match="types is a list of event types"):
+        list(result.events("fault"))
+    with pytest.raises(ValueError, match="types is a list of event types"):
+        list(result.events(["faults"]))

@@ -109,6 +109,16 @@ def test_resume_refuses_a_journal_of_other_settings(tmp_path):
      "grid.toml: the one run: --page-used: 'sometimes' is not one of accessed-bit, unmap, fifo"),
     (f'program = "{TOUCH}"\n[grid]\ncpus = ["2"]', "grid.toml: cpus=2: --cpus takes a whole number, not '2'"),
     (f'program = "{TOUCH}"\n[options]\nram = "4M"\n[grid]\nram = ["8M"]', "grid.toml: ram is both in [options] and"),
+    ("program = 5", "grid.toml: program is the path of the program to run, a string, not 5"),
+    (f'program = "{TOUCH}"\nargs = [10]', "grid.toml: args is a list of strings"),
+    (f'program = "{TOUCH}"\nargs = ["{{n}}"]\n[grid]\nn = [[1, 2]]', "grid.toml: grid.n: each value is a string"),
+    (f'program = "{TOUCH}"\nargs = ["{{n}}"]\n[grid]\nn = [5, 5]', "grid.toml: grid.n gives a value twice"),
+    (f'program = "{TOUCH}"\nargs = ["{{status}}"]\n[grid]\nstatus = [5]',
+     "grid.toml: grid.status: each row has a column 'status' already"),
+    (f'program = "{TOUCH}"\nargs = ["{{instructions}}"]\n[grid]\ninstructions = [5]',
+     "grid.toml: grid.instructions: each row has"),
+    (f'program = "{TOUCH}"\n[options]\npage_used = "unmap"\npage-used = "fifo"',
+     "grid.toml: [options] gives page_used twice"),
 ])
 def test_a_spec_that_cannot_run_is_refused_before_any_run(tmp_path, spec, message):
     done = sweep(tmp_path, spec)
@@ -133,3 +143,34 @@ def test_the_bundled_example_spec_runs(tmp_path):
     swapped_in = {(row["ram"], row["pages"]): int(row["freebsd_vmstat.swappgsin"]) for row in table}
     assert swapped_in[("6M", "2048")] > swapped_in[("8M", "2048")] > swapped_in[("12M", "2048")] == 0
     assert all(row["status"] == "0" for row in table)
+
+
+def test_a_column_of_mixed_kinds_is_text_in_parquet_and_a_program_that_cannot_start_is_a_row(tmp_path):
+    pyarrow_parquet = pytest.importorskip("pyarrow.parquet")
+    script = tmp_path / "script"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o755)
+    spec = f'''program = "{TOUCH}"\nargs = ["{{n}}"]\n[grid]\nn = [1, "2"]\n'''
+    done = sweep(tmp_path, spec, "--jobs", "1")
+    assert done.returncode == 0, done.stderr
+    assert [row["n"] for row in pyarrow_parquet.read_table(tmp_path / "grid.parquet").to_pylist()] == ["1", "2"]
+    done = sweep(tmp_path, f'program = "{script}"\n[grid]\nseed = [1]\n', "--jobs", "1")
+    assert done.returncode == 0, done.stderr
+    (row,) = rows(tmp_path / "grid.csv")
+    assert row["status"] == "126" and "cannot execute" in row["death"]
+
+
+def test_ctrl_c_ends_a_sweep_on_two_workers_without_hanging(tmp_path):
+    import signal
+    import time
+
+    path = tmp_path / "big.toml"
+    path.write_text(f'program = "{ROOT / "build" / "pressure"}"\nargs = ["1500", "20", "{{rounds}}"]\n'
+                    '[options]\nram = "4M"\nswap = "16M"\n[grid]\nrounds = [300, 301, 302, 303, 304, 305]\n')
+    sweeping = subprocess.Popen([*VMGAMES, "sweep", str(path), "--jobs", "2"], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(2)
+    sweeping.send_signal(signal.SIGINT)
+    _, err = sweeping.communicate(timeout=60)
+    assert sweeping.returncode == 130, err
+    assert b"Traceback" not in err

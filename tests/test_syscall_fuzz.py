@@ -50,3 +50,26 @@ def test_wild_syscalls_end_in_an_exit_or_a_signal_and_the_kernel_holds(run, call
     result = run(program(calls, forks), ram=ram)
     assert result.proc.state == "zombie"
     assert 0 <= result.proc.shell_status <= 255
+
+
+def test_a_futex_wait_with_a_zero_timeout_times_out_at_once_and_runs_on(run):
+    """Found by the fuzzer: the sleep's timer is due as the slice ends, so the task is awake before the scheduler
+    sees it slept; it must still make the call again (to get ETIMEDOUT) and be queued once."""
+    result = run("""
+.text
+_start:
+    lea rdi, [rip + word]
+    xor esi, esi                # FUTEX_WAIT
+    xor edx, edx                # expected value: the word's, so it waits
+    lea r10, [rip + zero]       # a timeout of 0 s 0 ns
+    mov eax, 202
+    syscall
+    mov rdi, rax
+    neg rdi                     # exit status: ETIMEDOUT (110)
+    mov eax, 60
+    syscall
+.data
+word: .quad 0
+zero: .quad 0, 0
+""")
+    assert result.proc.shell_status == 110

@@ -38,6 +38,7 @@ from vmgames.tools import stats
 from vmgames.tools import trace as trace_file_format
 from vmgames.tools.boot import boot
 from vmgames.tools.limits import Ending, RunLimits
+from vmgames.tools.trace import EVENT_TYPES
 
 SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 # No size or count of any option comes near this: bigger is a typing accident, refused before any arithmetic.
@@ -163,6 +164,8 @@ class Result:
         `types` ("fault", "tlb", ...) if given."""
         if self.trace_path is None:
             raise ValueError("the run kept no trace: run it with trace=True (or trace='FILE')")
+        if isinstance(types, str) or (types is not None and not set(types) <= set(EVENT_TYPES)):
+            raise ValueError(f"types is a list of event types, of {', '.join(EVENT_TYPES)}; not {types!r}")
         from vmgames.tools.report import read_trace
 
         _, events = read_trace(self.trace_path)
@@ -181,6 +184,14 @@ def run(program: str, args: Sequence[str] = (), *, stdin: bytes = b"", env: Sequ
     write.  Raises OptionError for options the command line refuses and CannotRun for a program that
     cannot be started.
     """
+    if isinstance(program, os.PathLike):
+        program = os.fspath(program)
+    if not isinstance(program, str):
+        raise OptionError(f"program is a path, a string, not {type(program).__name__}")
+    if isinstance(args, str | bytes) or not all(isinstance(arg, str) for arg in args):
+        raise OptionError("args is a list of strings, the program's arguments")
+    if not isinstance(trace, bool | str | os.PathLike):
+        raise OptionError(f"trace is True, False or the path of a trace file, not {trace!r}")
     machine_options = check(env=env, max_instructions=max_instructions, timeout=timeout,
                             skip_invalidation=skip_invalidation, stdin=stdin, **options)
     machine_options.setdefault("ram", DEFAULT_RAM_SIZE)     # for the message below
@@ -224,6 +235,8 @@ def check(*, env: Sequence[str] = (), max_instructions: int | None = None, timeo
         raise OptionError(f"stdin is the bytes the program reads, not {type(stdin).__name__}")
     if isinstance(env, str | bytes) or not all(isinstance(variable, str) for variable in env):
         raise OptionError("env is a list of NAME=VALUE strings")
+    if isinstance(skip_invalidation, str | bytes):
+        raise OptionError("skip_invalidation is a list of reasons, not one string")
     machine_options = _machine_options(options)
     problem = _types_problem({**machine_options, "max_instructions": max_instructions, "timeout": timeout})
     if problem:
@@ -253,6 +266,8 @@ def _types_problem(options: dict[str, Any]) -> str | None:
             return f"{name} is True or False, not {value!r}"
         if isinstance(kind, tuple) and value not in kind:
             return f"--{name.replace('_', '-')}: {value!r} is not one of {', '.join(map(str, kind))}"
+        if name == "seed" and not 0 <= value < 1 << 64:
+            return f"--seed is a whole number that fits in 64 bits, not {value}"
     return None
 
 

@@ -33,7 +33,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from vmgames.tools import api
+from vmgames.kernel.vmmeter import Recorder
+from vmgames.tools import api, stats
 from vmgames.tools.experiments.cells import journal_beside, run_cells
 
 SPEC_KEYS = {"program", "args", "options", "grid"}
@@ -75,9 +76,11 @@ def load(path: str) -> Spec:
     if unknown:
         raise SpecError(f"{path}: unknown key {', '.join(unknown)} (a spec has {', '.join(sorted(SPEC_KEYS))})")
     program, args = table.get("program"), table.get("args", [])
-    if not isinstance(program, str) or not program:
+    if "program" not in table:
         raise SpecError(f"{path}: program = \"PATH\" is missing (the program to run)")
-    if not isinstance(args, list) or not all(isinstance(a, str | int | float) for a in args):
+    if not isinstance(program, str) or not program:
+        raise SpecError(f"{path}: program is the path of the program to run, a string, not {program!r}")
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         raise SpecError(f"{path}: args is a list of strings, like [\"{{pages}}\", \"20\"]")
     options, grid = table.get("options", {}), table.get("grid", {})
     if not isinstance(options, dict) or not isinstance(grid, dict):
@@ -85,6 +88,19 @@ def load(path: str) -> Spec:
     for name, values in grid.items():
         if not isinstance(values, list) or not values:
             raise SpecError(f"{path}: grid.{name} is a list of one or more values")
+        if not all(isinstance(value, str | int | float) for value in values):
+            raise SpecError(f"{path}: grid.{name}: each value is a string, a number or true/false, not a list or "
+                            "a table")
+        if len({repr(value) for value in values}) != len(values):
+            raise SpecError(f"{path}: grid.{name} gives a value twice")
+        if _python_name(name) in RESULT_COLUMNS:
+            raise SpecError(f"{path}: grid.{name}: each row has a column {_python_name(name)!r} already "
+                            "(a run's figure): name the parameter otherwise")
+    for table_name, table_of in (("options", options), ("grid", grid)):
+        spellings = [_python_name(k) for k in table_of]
+        twice = sorted({name for name in spellings if spellings.count(name) > 1})
+        if twice:
+            raise SpecError(f"{path}: [{table_name}] gives {twice[0]} twice (as - and as _)")
     options = {_python_name(k): v for k, v in options.items()}
     grid = {_python_name(k): v for k, v in grid.items()}
     both = sorted(set(options) & set(grid))
@@ -142,7 +158,10 @@ def describe(point: dict[str, Any]) -> str:
 
 def run_point(program: str, args: list[str], options: dict[str, Any], point: dict[str, Any]) -> dict[str, Any]:
     """One run, as a row: the point's values, how it ended, and its counters flattened."""
-    result = api.run(program, [arg.format(**point) for arg in args], **options)
+    try:
+        result = api.run(program, [arg.format(**point) for arg in args], **options)
+    except api.CannotRun as error:
+        return {**point, "status": error.status, "ended_by": None, "death": error.message}
     row = {**point, "status": result.status, "ended_by": result.ended_by, "death": result.death}
     counters = {k: v for k, v in result.counters.items() if k not in ("exit_status", "ended_by")}
     row.update(flatten(counters))
@@ -160,6 +179,11 @@ def flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         return
     for key, item in items:
         yield from flatten(item, f"{prefix}.{key}" if prefix else str(key))
+
+
+# A row's own columns, a grid parameter may not take their names: how the run ended, and --stats-json's names.
+RESULT_COLUMNS = frozenset(("status", "ended_by", "death",
+                            *(name for name, _ in flatten(stats.collect(Recorder(), None, 0)))))
 
 
 def run(spec: Spec, csv_path: str, jobs: int, dask: str | None = None, resume: bool = False) -> list[dict[str, Any]]:
@@ -190,13 +214,17 @@ def parquet_path(csv_path: str) -> str:
 
 
 def write_parquet(rows: list[dict[str, Any]], path: str) -> bool:
-    """The rows as a Parquet file, if pyarrow is installed; whether it was written."""
+    """The rows as a Parquet file, if pyarrow is installed; whether it was written.  A column whose values are
+    of several kinds (a grid of 1 and "2") is written as text."""
     try:
         import pyarrow
         import pyarrow.parquet
     except ImportError:
         return False
     names = columns_of(rows)
-    table = pyarrow.Table.from_pylist([{name: row.get(name) for name in names} for row in rows])
+    mixed = {name for name in names
+             if len({type(row.get(name)) for row in rows if row.get(name) is not None}) > 1}
+    table = pyarrow.Table.from_pylist([{name: str(row[name]) if name in mixed and row.get(name) is not None
+                                        else row.get(name) for name in names} for row in rows])
     pyarrow.parquet.write_table(table, path)
     return True

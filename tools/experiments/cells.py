@@ -25,6 +25,7 @@ import base64
 import multiprocessing
 import os
 import pickle
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
@@ -79,6 +80,9 @@ class Journal:
         except FileNotFoundError:
             raise ResumeError(f"--resume: no journal of finished cells at {self.path} (run without --resume to "
                               "start afresh)") from None
+        if not lines[0].startswith(b'{"settings"'):
+            raise ResumeError(f"--resume: {self.path} is not a journal of finished cells (run without --resume to "
+                              "start afresh)")
         if lines[0] != header:
             raise ResumeError(f"--resume: {self.path} holds cells made with other settings than {settings} "
                               "(run without --resume to start afresh)")
@@ -159,9 +163,20 @@ def run_cells(function: Callable[..., Any], cells: Sequence[tuple], jobs: int,
 def _executor(jobs: int, cells: int, dask: str | None):
     """A concurrent.futures executor: a local pool of `jobs` processes, or a Dask cluster's."""
     if dask is None:
-        with ProcessPoolExecutor(max_workers=min(jobs, cells),
-                                 mp_context=multiprocessing.get_context("forkserver")) as pool:
+        # The workers leave Ctrl-C to this process, which stops them: left to wait for the cells running, a
+        # pool interrupted mid-sweep could wait for ever (workers a SIGINT had reached were gone).
+        pool = ProcessPoolExecutor(max_workers=min(jobs, cells), mp_context=multiprocessing.get_context("forkserver"),
+                                   initializer=_ignore_interrupts)
+        try:
             yield pool
+        except BaseException:
+            # Python 3.14's terminate_workers(); before it, the pool's own list of its processes.
+            workers = list((getattr(pool, "_processes", None) or {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in workers:
+                process.terminate()
+            raise
+        pool.shutdown()
         return
     try:
         from distributed import Client
@@ -174,6 +189,10 @@ def _executor(jobs: int, cells: int, dask: str | None):
     with client:
         pool: Executor = client.get_executor(pure=False)
         yield pool
+
+
+def _ignore_interrupts() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class _progress:
