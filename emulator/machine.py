@@ -80,8 +80,8 @@ class Machine:
         self.deterministic = deterministic
         self.processors = [Processor(i, self.ram, STOP_FRAME, deterministic, first if i == 0 else None)
                            for i in range(cpus)]
-        self.code_frames = bytearray(self.ram.frames)
-        self._ram_qwords = self.ram.size // 8   # per frame, the processors that may run code from it
+        self.code_frames = bytearray(self.ram.frames)   # per frame, the processors that may run code from it
+        self._ram_qwords = self.ram.size // 8           # RAM as page-table entries, for the C walk's bounds
         self.page_fault_handler: PageFaultHandler = lambda va, access, error: "no handler"
         self.syscall_handler: SyscallHandler = lambda: None
         self._trap: traps.Trap | None = None

@@ -11,10 +11,10 @@ deadlock).
 Several CPUs run one at a time on the host's one thread, in rounds of
 `interleave` instructions of virtual time: in each round every CPU, in an
 order drawn from the run's seed, runs until its own clock reaches the end
-of the round, at the end of the translated block that reaches it (exact to
-the instruction it would cost a block translated twice a turn: emulator/clock.py;
-a slice longer than that goes on in the next round), or idles there when it
-has nothing to run.  So the same run gives the same trace
+of the round, at the end of the translated block that reaches it (to stop
+at the exact instruction would cost a block translated twice a turn:
+emulator/clock.py; a slice longer than that goes on in the next round), or
+idles there when it has nothing to run.  So the same run gives the same trace
 whatever the host does, and a CPU's clock is never more than one round
 from another's.  Before a CPU runs user code it takes the shootdown IPIs
 other CPUs sent it (kernel/vm/shootdown.py), as a real one takes the interrupt
