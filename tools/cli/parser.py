@@ -447,10 +447,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                         help="also write the trace in Chrome's trace-event format (open it in ui.perfetto.dev)")
     sweep = commands.add_parser(
         "sweep", help="run your own program over a grid of options and arguments, one CSV row per run",
-        description="Run a program once for every point of a grid of vmgames run's options and of its own "
-                    "arguments, as a spec file (TOML) describes, each run deterministic and on a fresh machine, and "
-                    "write every run's --stats-json figures as one CSV row (and a Parquet file beside it when "
-                    "pyarrow is installed).",
+        description="Run a program once for every point of a grid of vmgames run's options and of its\n"
+                    "own arguments, as a spec file (TOML) describes, each run deterministic and on a fresh\n"
+                    "machine, and write every run's --stats-json figures as one CSV row (and a Parquet\n"
+                    "file beside it when pyarrow is installed).",
         epilog=SWEEP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sweep.add_argument("spec", metavar="SPEC.toml", help="the sweep: program, args, [options], [grid] (see below)")
     sweep.add_argument("--csv", metavar="FILE", help="where the rows go (default: the spec's name with .csv, "
