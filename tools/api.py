@@ -65,11 +65,28 @@ class CannotRun(OSError):
 
     def __init__(self, program: str, number: int, reason: str) -> None:
         super().__init__(number, reason, program)
-        self.status = NOT_FOUND_STATUS if number == errno.ENOENT else CANNOT_RUN_STATUS
+        self.status = shell_status(number)
         self.message = f"{program}: {reason}"
 
     def __str__(self) -> str:
         return self.message
+
+
+def shell_status(number: int) -> int:
+    """The status a shell gives a program it could not start for errno `number`."""
+    return NOT_FOUND_STATUS if number == errno.ENOENT else CANNOT_RUN_STATUS
+
+
+# What boot() raises when the host cannot give the machine its RAM or its swap.
+BOOT_ERRORS = (SwapUnavailable, OSError, MemoryError, OverflowError)
+
+
+def boot_problem(error: BaseException, ram: int, swap: int) -> str:
+    """The command line's words for one of BOOT_ERRORS."""
+    if isinstance(error, SwapUnavailable):
+        return f"--swap {swap:,} bytes: {error}"
+    why = getattr(error, "strerror", None) or "out of memory"
+    return f"--ram {_gib(ram)}: the host cannot give that much memory ({why})"
 
 
 def parse_size(text: str | int) -> int:
@@ -194,17 +211,13 @@ def run(program: str, args: Sequence[str] = (), *, stdin: bytes = b"", env: Sequ
         raise OptionError(f"trace is True, False or the path of a trace file, not {trace!r}")
     machine_options = check(env=env, max_instructions=max_instructions, timeout=timeout,
                             skip_invalidation=skip_invalidation, stdin=stdin, **options)
-    machine_options.setdefault("ram", DEFAULT_RAM_SIZE)     # for the message below
     out, err = io.BytesIO(), io.BytesIO()
     try:
         kernel = boot(stdin=io.BytesIO(stdin), stdout=out, stderr=err,
                       deterministic=not machine_options.pop("fast", False), **machine_options)
-    except SwapUnavailable as error:
-        raise OptionError(f"--swap {options.get('swap')}: {error}") from None
-    except (OSError, MemoryError, OverflowError) as error:
-        why = getattr(error, "strerror", None) or "out of memory"
-        raise OptionError(f"--ram {_gib(machine_options['ram'])}: the host cannot give that much memory "
-                          f"({why})") from None
+    except BOOT_ERRORS as error:
+        raise OptionError(boot_problem(error, machine_options.get("ram", DEFAULT_RAM_SIZE),
+                                       machine_options.get("swap", 0))) from None
     kernel.shootdown.skipped = set(skip_invalidation)
     trace_path, scratch, trace_file = _open_trace(trace)
     sink = None

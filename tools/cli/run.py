@@ -11,7 +11,6 @@ import tempfile
 from typing import TYPE_CHECKING
 
 from vmgames.kernel.kernel import Kernel
-from vmgames.kernel.vm.swap_pager import SwapUnavailable
 from vmgames.tools import api, trace
 from vmgames.tools import stats as run_stats
 from vmgames.tools.boot import boot
@@ -98,7 +97,7 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
                 source = read_source(args.program)
             except OSError as error:
                 say_error(f"{args.program}: {os.strerror(error.errno)}")     # as a program that is not there
-                return api.CannotRun(args.program, error.errno, "").status
+                return api.shell_status(error.errno)
             except UnicodeDecodeError:
                 say_error(f"{args.program}: not a text file")
                 return 1
@@ -114,12 +113,8 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
                           swap=args.swap, page_used=args.page_used, rmap=args.rmap)
             machine = kernel.machine
             kernel.shootdown.skipped = set(args.skip_invalidation)
-        except SwapUnavailable as error:
-            say_error(f"--swap {args.swap:,} bytes: {error}")
-            return 2
-        except (OSError, MemoryError, OverflowError) as error:
-            why = getattr(error, "strerror", None) or "out of memory"
-            say_error(f"--ram {_gib(args.ram)}: the host cannot give that much memory ({why})")
+        except api.BOOT_ERRORS as error:
+            say_error(api.boot_problem(error, args.ram, args.swap))
             return 2
         if args.trace:
             try:
@@ -208,10 +203,6 @@ def command_run(args: argparse.Namespace, closed_fds: frozenset[int] = frozenset
             except OSError as error:
                 say_error(f"--stats-json {args.stats_json}: {error.strerror}")
         return status
-
-
-def _gib(size: int) -> str:
-    return f"{size / (1 << 30):.1f}G"
 
 
 def _run_under_gdb(kernel: Kernel, init, address: str, tap: EventTap) -> int | None:
