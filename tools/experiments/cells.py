@@ -64,16 +64,17 @@ class Journal:
         self.done: dict[str, Any] = {}
         header = orjson.dumps({"vmgames_cells": 1, "settings": settings}, option=orjson.OPT_SORT_KEYS)
         if resume:
-            self.done = self._read(header, settings)
+            self.done, cut_short = self._read(header, settings)
             self._stream = open(path, "ab")
-            if self._stream.tell() and not self._ends_a_line():
+            if cut_short:
                 self._stream.write(b"\n")     # after a line cut short, the next one starts afresh
         else:
             self._stream = open(path, "wb")
             self._stream.write(header + b"\n")
             self._stream.flush()
 
-    def _read(self, header: bytes, settings: dict[str, Any]) -> dict[str, Any]:
+    def _read(self, header: bytes, settings: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """The cells the journal holds, and whether its last line was cut short (no newline ends it)."""
         try:
             with open(self.path, "rb") as f:
                 lines = f.read().split(b"\n")
@@ -93,12 +94,7 @@ class Journal:
                 done[entry["cell"]] = pickle.loads(base64.b64decode(entry["result"]))
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, pickle.UnpicklingError, EOFError):
                 continue     # a line cut short when the sweep was stopped: that cell runs again
-        return done
-
-    def _ends_a_line(self) -> bool:
-        with open(self.path, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) == b"\n"
+        return done, lines[-1] != b""
 
     def record(self, name: str, result: Any) -> None:
         entry = {"cell": name, "result": base64.b64encode(pickle.dumps(result)).decode()}
