@@ -8,13 +8,14 @@ import os
 from vmgames.tools.cli.output import say_error, unwritable_file
 from vmgames.tools.cli.parser import parse_size
 from vmgames.tools.experiments import zerocopy
-from vmgames.tools.experiments.cells import MAX_JOBS, ClusterError, ResumeError
+from vmgames.tools.experiments.cells import ClusterError, ResumeError, jobs_problem
 from vmgames.tools.experiments.programs import ExperimentError
 
 
 def command_experiment(args: argparse.Namespace) -> int:
-    if not 1 <= args.jobs <= MAX_JOBS:
-        say_error(f"--jobs is 1 to {MAX_JOBS}")
+    problem = jobs_problem(args.jobs)
+    if problem:
+        say_error(problem)
         return 2
     command = {"zerocopy": command_zerocopy, "pressure": command_pressure, "prefault": command_prefault,
                "rmap": command_rmap, "chains": command_chains}[args.experiment]

@@ -7,14 +7,15 @@ import os
 
 from vmgames.tools import sweep
 from vmgames.tools.cli.output import say_error, unwritable_file
-from vmgames.tools.experiments.cells import MAX_JOBS, ClusterError, ResumeError
+from vmgames.tools.experiments.cells import ClusterError, ResumeError, jobs_problem
 
 SUMMARY_COLUMNS = ("status", "instructions", "faults.total", "tlb.invalidate_page", "tlb.shootdowns")
 
 
 def command_sweep(args: argparse.Namespace) -> int:
-    if not 1 <= args.jobs <= MAX_JOBS:
-        say_error(f"--jobs is 1 to {MAX_JOBS}")
+    problem = jobs_problem(args.jobs)
+    if problem:
+        say_error(problem)
         return 2
     try:
         spec = sweep.load(args.spec)

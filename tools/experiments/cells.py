@@ -42,6 +42,11 @@ class ClusterError(Exception):
     """The Dask cluster cannot be used (dask.distributed missing, the scheduler not answering)."""
 
 
+def jobs_problem(jobs: int) -> str | None:
+    """What is wrong with a --jobs of `jobs`, for every command that runs cells; None if nothing."""
+    return None if 1 <= jobs <= MAX_JOBS else f"--jobs is 1 to {MAX_JOBS}"
+
+
 def default_jobs() -> int:
     """Every core this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
